@@ -1,0 +1,216 @@
+"""The command line: parses, calls one function, prints. No logic of its own.
+
+Heavy modules are imported inside each command so that `mediad --help` stays fast and never
+imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mediad import __version__, log
+from mediad.errors import MediadError
+
+
+def _print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def cmd_transcode(args: argparse.Namespace) -> int:
+    from mediad.media.job import transcode
+    from mediad.media.progress import progress_reporter
+    from mediad.profiles import load_profile
+
+    profile = load_profile(args.profile)
+    with progress_reporter(enabled=not args.no_progress) as on_progress:
+        report = transcode(Path(args.input), profile, Path(args.output) if args.output else None,
+                           gpu=args.gpu, overwrite=args.overwrite, on_progress=on_progress)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        from mediad.media.report import format_report
+
+        print(format_report(report))
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from mediad.media.probe import format_media_info, probe
+
+    info = probe(Path(args.input))
+    if args.json:
+        _print_json(info.to_dict())
+    else:
+        print(format_media_info(info))
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from mediad.media.job import plan_job
+    from mediad.media.plan import format_plan
+    from mediad.profiles import load_profile
+
+    plan = plan_job(Path(args.input), load_profile(args.profile),
+                    Path(args.output) if args.output else None, gpu=args.gpu)
+    if args.json:
+        _print_json(plan.to_dict())
+    else:
+        print(format_plan(plan))
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    from mediad import profiles
+
+    if args.action == "list":
+        for name in profiles.builtin_names():
+            print(f"{name:12} {profiles.load_profile(name).description}")
+    elif args.action == "show":
+        if not args.names:
+            raise MediadError("profiles show: name a profile", reason="bad_request")
+        for name in args.names:
+            path = profiles.resolve_profile_path(name)
+            profiles.load_profile(name)  # validate before showing
+            print(f"# {path}")
+            print(path.read_text(encoding="utf-8"))
+    elif args.action == "validate":
+        if not args.names:
+            raise MediadError("profiles validate: give one or more profile files", reason="bad_request")
+        for name in args.names:
+            profiles.load_profile(name)
+            print(f"{name}: ok")
+    else:  # schema
+        _print_json(profiles.profile_schema())
+    return 0
+
+
+def cmd_gpus(args: argparse.Namespace) -> int:
+    from mediad.gpu import format_gpus, gpus_report
+
+    report = gpus_report(probe=not args.no_probe)
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_gpus(report))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from mediad.models.registry import format_models, list_models
+
+    models = list_models()
+    if args.json:
+        _print_json(models)
+    else:
+        print(format_models(models))
+    return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from mediad.daemon.service import run_daemon
+
+    return run_daemon(Path(args.config))
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from mediad.daemon.status import format_status, status_report
+
+    report = status_report(Path(args.config) if args.config else None)
+    if args.json:
+        _print_json(report)
+    else:
+        print(format_status(report))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from mediad.config import load_config
+
+    for path in args.files:
+        load_config(Path(path))
+        print(f"{path}: ok")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of every mediad command."""
+    p = argparse.ArgumentParser(prog="mediad", description="GPU video transcoding and media-ML service.")
+    p.add_argument("--version", action="version", version=f"mediad {__version__}")
+    p.add_argument("--log-level", default="WARNING",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="stderr log level")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def gpu_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--gpu", default="auto", metavar="auto|none|N",
+                        help="GPU to use: auto (default), none (CPU only) or a device number")
+
+    t = sub.add_parser("transcode", help="transcode one file now, with a progress bar")
+    t.add_argument("input")
+    t.add_argument("-p", "--profile", default=None, help="built-in profile name or .toml path (default: h264)")
+    t.add_argument("-o", "--output", default=None, help="output path (default: <stem>.<profile>.<ext> beside the input)")
+    gpu_arg(t)
+    t.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    t.add_argument("--json", action="store_true", help="print the job report as JSON on stdout")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_transcode)
+
+    pr = sub.add_parser("probe", help="show what is in a media file")
+    pr.add_argument("input")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_probe)
+
+    pl = sub.add_parser("plan", help="show the decisions a transcode would make, without running it")
+    pl.add_argument("input")
+    pl.add_argument("-p", "--profile", default=None)
+    pl.add_argument("-o", "--output", default=None)
+    gpu_arg(pl)
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_plan)
+
+    pf = sub.add_parser("profiles", help="list, show, validate profiles or print their schema")
+    pf.add_argument("action", choices=["list", "show", "validate", "schema"])
+    pf.add_argument("names", nargs="*", metavar="NAME|PATH")
+    pf.set_defaults(func=cmd_profiles)
+
+    g = sub.add_parser("gpus", help="list NVIDIA GPUs, their telemetry and what they can do")
+    g.add_argument("--json", action="store_true")
+    g.add_argument("--no-probe", action="store_true", help="skip the NVENC/NVDEC trials")
+    g.set_defaults(func=cmd_gpus)
+
+    m = sub.add_parser("models", help="frame models")
+    m.add_argument("action", choices=["list"])
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=cmd_models)
+
+    d = sub.add_parser("daemon", help="watch folders and transcode what lands in them")
+    d.add_argument("--config", required=True, help="mediad.toml")
+    d.set_defaults(func=cmd_daemon)
+
+    s = sub.add_parser("status", help="queue counts and recent jobs from the daemon's state database")
+    s.add_argument("--config", default=None)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    c = sub.add_parser("config", help="daemon configuration")
+    c.add_argument("action", choices=["validate"])
+    c.add_argument("files", nargs="+", metavar="FILE")
+    c.set_defaults(func=cmd_config)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `mediad` command."""
+    args = build_parser().parse_args(argv)
+    log.setup(args.log_level)
+    try:
+        return args.func(args)
+    except MediadError as e:
+        print(f"mediad: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("mediad: interrupted", file=sys.stderr)
+        return 130

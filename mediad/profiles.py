@@ -1,0 +1,224 @@
+"""Profiles: pydantic models of what a transcode should produce, loaded from profiles/*.toml."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from mediad.errors import MediadError
+
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_profiles"
+DEFAULT_PROFILE = "h264"
+
+Container = Literal["mp4", "mkv", "webm", "mov"]
+VideoCodec = Literal["h264", "hevc", "av1", "copy"]
+AudioCodec = Literal["aac", "opus", "copy", "none"]
+Speed = Literal["fastest", "faster", "fast", "medium", "slow", "slower", "slowest"]
+
+SPEEDS: tuple[str, ...] = ("fastest", "faster", "fast", "medium", "slow", "slower", "slowest")
+# Constant-quality ranges per codec (x264/x265 crf and NVENC cq: 0..51; SVT-AV1 crf: 1..63).
+QUALITY_RANGE = {"h264": (0, 51), "hevc": (0, 51), "av1": (1, 63)}
+DEFAULT_QUALITY = {"h264": 23, "hevc": 28, "av1": 32}
+# Which codecs each container can carry (what we produce or copy into it).
+CONTAINER_VIDEO = {
+    "mp4": {"h264", "hevc", "av1", "mpeg4", "vp9"},
+    "mov": {"h264", "hevc", "prores", "mpeg4"},
+    "mkv": None,  # Matroska carries anything
+    "webm": {"av1", "vp9", "vp8"},
+}
+CONTAINER_AUDIO = {
+    "mp4": {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"},
+    "mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s24le"},
+    "mkv": None,
+    "webm": {"opus", "vorbis"},
+}
+CONTAINER_SUBTITLES = {
+    "mp4": {"mov_text"},
+    "mov": {"mov_text"},
+    "mkv": {"subrip", "ass", "ssa", "hdmv_pgs_subtitle", "dvd_subtitle", "webvtt", "text"},
+    "webm": {"webvtt"},
+}
+CONTAINER_FORMAT = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm"}
+
+_BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
+
+
+def parse_bitrate(text: str) -> int:
+    """'4M' -> 4_000_000, '128k' -> 128_000 (bits per second)."""
+    m = _BITRATE.match(text)
+    if not m:
+        raise ValueError(f"not a bitrate: {text!r} (use e.g. '4M' or '128k')")
+    scale = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}[m.group(2).lower()]
+    value = int(float(m.group(1)) * scale)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VideoSettings(_Strict):
+    codec: VideoCodec = "h264"
+    encoder: Literal["auto", "gpu", "cpu"] = "auto"
+    quality: int | None = None
+    bitrate: str | None = None
+    speed: Speed = "medium"
+    max_height: int | None = Field(default=None, ge=16, le=8640)
+    bit_depth: Literal[8, 10] = 8
+
+    @field_validator("bitrate")
+    @classmethod
+    def _bitrate(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_bitrate(v)
+        return v
+
+    @field_validator("quality")
+    @classmethod
+    def _quality_range(cls, v: int | None, info: ValidationInfo) -> int | None:
+        codec = info.data.get("codec")
+        if v is not None and codec in QUALITY_RANGE:
+            lo, hi = QUALITY_RANGE[codec]
+            if not lo <= v <= hi:
+                raise ValueError(f"must be {lo}..{hi} for {codec}")
+        return v
+
+    @model_validator(mode="after")
+    def _quality(self) -> VideoSettings:
+        if self.quality is not None and self.bitrate is not None:
+            raise ValueError("quality and bitrate are exclusive: set one")
+        if self.codec == "h264" and self.bit_depth == 10 and self.encoder == "gpu":
+            raise ValueError("NVENC has no 10-bit H.264: use hevc or av1 for bit_depth = 10")
+        return self
+
+    @property
+    def effective_quality(self) -> int | None:
+        """The constant-quality value in force (None when a bitrate is set or on copy)."""
+        if self.bitrate is not None or self.codec == "copy":
+            return None
+        return self.quality if self.quality is not None else DEFAULT_QUALITY[self.codec]
+
+
+class AudioSettings(_Strict):
+    codec: AudioCodec = "aac"
+    bitrate: str = "128k"
+    channels: int | None = Field(default=None, ge=1, le=8)
+
+    @field_validator("bitrate")
+    @classmethod
+    def _bitrate(cls, v: str) -> str:
+        parse_bitrate(v)
+        return v
+
+
+class SubtitleSettings(_Strict):
+    mode: Literal["copy", "none"] = "copy"
+
+
+class Profile(_Strict):
+    """A validated transcode profile."""
+
+    name: str = Field(default="", exclude=True)
+    description: str = ""
+    container: Container = "mp4"
+    faststart: bool = False
+    video: VideoSettings = VideoSettings()
+    audio: AudioSettings = AudioSettings()
+    subtitles: SubtitleSettings = SubtitleSettings()
+
+    @model_validator(mode="after")
+    def _cross(self) -> Profile:
+        c, v, a = self.container, self.video.codec, self.audio.codec
+        allowed_v = CONTAINER_VIDEO[c]
+        if v != "copy" and allowed_v is not None and v not in allowed_v:
+            raise ValueError(f"container {c} cannot hold {v} video")
+        if c == "webm" and (v not in ("av1", "copy") or a not in ("opus", "copy", "none")):
+            raise ValueError("webm needs av1 video and opus audio")
+        if c == "mov" and a == "opus":
+            raise ValueError("mov cannot hold opus audio: use aac")
+        if self.faststart and c not in ("mp4", "mov"):
+            raise ValueError("faststart applies to mp4/mov only")
+        return self
+
+    @property
+    def extension(self) -> str:
+        """File extension of the output container."""
+        return self.container
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {loc}: {msg}{more}"
+
+
+def parse_profile(text: str, source: str, name: str) -> Profile:
+    """Validate TOML text as a profile; errors name the source, the key path and the reason."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise MediadError(f"{source}: not valid TOML: {e}", reason="bad_profile") from None
+    if "name" in data:
+        raise MediadError(f"{source}: name: unknown key (a profile is named by its file)",
+                          reason="bad_profile")
+    try:
+        return Profile.model_validate({**data, "name": name})
+    except ValidationError as e:
+        raise MediadError(_format_validation(e, source), reason="bad_profile") from None
+
+
+def builtin_names() -> list[str]:
+    """Names of the built-in profiles."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+
+
+def resolve_profile_path(name_or_path: str | Path) -> Path:
+    """A profile is a path to a .toml file, or the stem of a built-in one."""
+    text = str(name_or_path)
+    path = Path(text)
+    if text.endswith(".toml") or "/" in text:
+        if not path.is_file():
+            raise MediadError(f"{path}: profile file not found", reason="bad_profile")
+        return path
+    builtin = BUILTIN_DIR / f"{text}.toml"
+    if not builtin.is_file():
+        raise MediadError(
+            f"unknown profile {text!r}: built-in profiles are {', '.join(builtin_names())}, "
+            "or give a path to a .toml file", reason="bad_profile")
+    return builtin
+
+
+def load_profile(name_or_path: str | Path | None = None) -> Profile:
+    """Load and validate a profile by built-in name or path (default: h264)."""
+    path = resolve_profile_path(name_or_path or DEFAULT_PROFILE)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise MediadError(f"{path}: cannot read profile: {e.strerror}", reason="bad_profile") from None
+    shown = f"profiles/{path.name}" if path.parent.resolve() == BUILTIN_DIR.resolve() else str(path)
+    return parse_profile(text, shown, path.stem)
+
+
+def profile_schema() -> dict:
+    """JSON schema of a profile file."""
+    schema = Profile.model_json_schema()
+    schema.get("properties", {}).pop("name", None)
+    return schema
