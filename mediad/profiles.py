@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -47,12 +47,20 @@ CONTAINER_AUDIO = {
 CONTAINER_SUBTITLES = {
     "mp4": {"mov_text"},
     "mov": {"mov_text"},
-    "mkv": {"subrip", "ass", "ssa", "hdmv_pgs_subtitle", "dvd_subtitle", "webvtt", "text"},
+    "mkv": {"subrip", "srt", "ass", "ssa", "hdmv_pgs_subtitle", "dvd_subtitle", "webvtt", "text"},
     "webm": {"webvtt"},
 }
 CONTAINER_FORMAT = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm"}
 
 _BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?[bB]|[bB])?\s*$")
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+BUILTIN_UPSCALERS = ("realesr-animevideov3",)
+BUILTIN_CLASSIFIERS = ("efficientnet-lite0",)
+# Suffixes of the user model files a classify stage accepts (TorchScript or torch.export).
+CUSTOM_MODEL_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".pt2")
 
 
 def parse_bitrate(text: str) -> int:
@@ -62,6 +70,17 @@ def parse_bitrate(text: str) -> int:
         raise ValueError(f"not a bitrate: {text!r} (use e.g. '4M' or '128k')")
     scale = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}[m.group(2).lower()]
     value = int(float(m.group(1)) * scale)
+    if value <= 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+def parse_size(text: str) -> int:
+    """'4GiB' -> 4 * 2**30, '512MiB' -> 512 * 2**20, '2GB' -> 2 * 10**9 (bytes; bare numbers are bytes)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"not a size: {text!r} (use e.g. '4GiB' or '512MiB')")
+    value = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
     if value <= 0:
         raise ValueError("must be > 0")
     return value
@@ -129,6 +148,109 @@ class SubtitleSettings(_Strict):
     mode: Literal["copy", "none"] = "copy"
 
 
+class _StageCommon(_Strict):
+    """Settings every stage shares; the stage runner applies them, not the models."""
+
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    compile: bool = False
+    max_gpu_memory: str | None = None
+    batch_size: int | None = Field(default=None, ge=1, le=1024)
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if not _DEVICE.match(v):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:N, not {v!r}")
+        return v
+
+    @field_validator("max_gpu_memory")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_size(v)
+        return v
+
+    @model_validator(mode="after")
+    def _cpu_precision(self) -> _StageCommon:
+        if self.device == "cpu" and self.precision == "fp16":
+            raise ValueError("fp16 is not supported on the CPU: use fp32 or bf16")
+        return self
+
+    @property
+    def max_memory_bytes(self) -> int | None:
+        """The working-memory cap in bytes (None: no cap beyond what is free)."""
+        return parse_size(self.max_gpu_memory) if self.max_gpu_memory else None
+
+
+class UpscaleStage(_StageCommon):
+    """Super-resolution of every frame (changes the frame size)."""
+
+    kind: Literal["upscale"]
+    model: Literal["realesr-animevideov3"] = "realesr-animevideov3"
+    scale: Literal[2, 3, 4] = 2
+
+
+class ClassifyStage(_StageCommon):
+    """ImageNet (or a user model's) labels for sampled frames, aggregated per shot."""
+
+    kind: Literal["classify"]
+    model: str = "efficientnet-lite0"
+    labels: str | None = None
+    input_size: int | tuple[int, int] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    every: int | None = Field(default=None, ge=1)
+    every_seconds: float | None = Field(default=None, gt=0)
+    top_k: int = Field(default=5, ge=1, le=100)
+
+    @field_validator("input_size")
+    @classmethod
+    def _input_size(cls, v: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
+        sizes = (v,) if isinstance(v, int) else (v or ())
+        if any(not 8 <= n <= 4096 for n in sizes):
+            raise ValueError("must be 8..4096 pixels (one number, or [height, width])")
+        return v
+
+    @field_validator("std")
+    @classmethod
+    def _std(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if v is not None and any(x <= 0 for x in v):
+            raise ValueError("must be > 0 for every channel")
+        return v
+
+    @model_validator(mode="after")
+    def _model(self) -> ClassifyStage:
+        if self.every is not None and self.every_seconds is not None:
+            raise ValueError("every and every_seconds are exclusive: set one")
+        if self.is_custom:
+            if not self.model.lower().endswith(CUSTOM_MODEL_SUFFIXES):
+                raise ValueError(
+                    f"unknown model {self.model!r}: use {', '.join(BUILTIN_CLASSIFIERS)} or a "
+                    "TorchScript (.pt) / torch.export (.pt2) file")
+            if self.labels is None:
+                raise ValueError("a custom classify model needs labels = \"path/to/labels.txt\"")
+        return self
+
+    @property
+    def is_custom(self) -> bool:
+        """True when `model` names a user file rather than a built-in model."""
+        return self.model not in BUILTIN_CLASSIFIERS
+
+
+class ShotsStage(_StageCommon):
+    """Shot-boundary detection (TransNetV2); shots can become chapters in the output."""
+
+    kind: Literal["shots"]
+    model: Literal["transnetv2"] = "transnetv2"
+    threshold: float = Field(default=0.5, gt=0, lt=1)
+    chapters: bool = False
+
+
+Stage = Annotated[UpscaleStage | ClassifyStage | ShotsStage, Field(discriminator="kind")]
+STAGE_KINDS = ("upscale", "classify", "shots")
+
+
 class Profile(_Strict):
     """A validated transcode profile."""
 
@@ -139,20 +261,32 @@ class Profile(_Strict):
     video: VideoSettings = VideoSettings()
     audio: AudioSettings = AudioSettings()
     subtitles: SubtitleSettings = SubtitleSettings()
+    stages: list[Stage] = []
 
     @model_validator(mode="after")
     def _cross(self) -> Profile:
         c, v, a = self.container, self.video.codec, self.audio.codec
+        if c == "webm" and (v not in ("av1", "copy") or a not in ("opus", "copy", "none")):
+            raise ValueError("webm needs av1 video and opus audio")
         allowed_v = CONTAINER_VIDEO[c]
         if v != "copy" and allowed_v is not None and v not in allowed_v:
             raise ValueError(f"container {c} cannot hold {v} video")
-        if c == "webm" and (v not in ("av1", "copy") or a not in ("opus", "copy", "none")):
-            raise ValueError("webm needs av1 video and opus audio")
         if c == "mov" and a == "opus":
             raise ValueError("mov cannot hold opus audio: use aac")
         if self.faststart and c not in ("mp4", "mov"):
             raise ValueError("faststart applies to mp4/mov only")
+        kinds = [s.kind for s in self.stages]
+        if v == "copy" and "upscale" in kinds:
+            raise ValueError("an upscale stage changes the frames: video.codec cannot be copy")
+        for kind in ("shots", "classify"):
+            if kinds.count(kind) > 1:
+                raise ValueError(f"stages: at most one {kind} stage")
         return self
+
+    @property
+    def changes_frames(self) -> bool:
+        """True when a stage rewrites the frames (so the video must be re-encoded)."""
+        return any(s.kind == "upscale" for s in self.stages)
 
     @property
     def extension(self) -> str:
@@ -162,10 +296,17 @@ class Profile(_Strict):
 
 def _format_validation(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    parts = list(first["loc"])
+    # A tagged union puts the stage kind in the path (stages.0.upscale.scale): drop it.
+    if len(parts) > 2 and parts[0] == "stages" and parts[2] in STAGE_KINDS:
+        del parts[2]
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
+    elif first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        parts.append("kind")
+        msg = f"must be one of {', '.join(STAGE_KINDS)}"
+    loc = ".".join(str(p) for p in parts) or "(top level)"
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     return f"{source}: {loc}: {msg}{more}"
 

@@ -1,0 +1,94 @@
+"""One job: probe -> plan -> run -> verify -> commit. The one engine under the CLI and the daemon."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from mediad import log
+from mediad.errors import MediadError
+from mediad.gpu import capabilities, choose_device, no_gpu
+from mediad.media.commit import commit, temp_path_for, verify_output
+from mediad.media.pipeline import EncoderRefused, run_plan
+from mediad.media.plan import Plan, make_plan
+from mediad.media.probe import MediaInfo, probe
+from mediad.media.progress import ProgressCallback
+from mediad.media.report import Report
+from mediad.profiles import Profile
+
+
+def default_output(input_path: Path, profile: Profile) -> Path:
+    """`<stem>.<profile>.<ext>` beside the input."""
+    return input_path.with_name(f"{input_path.stem}.{profile.name or 'custom'}.{profile.extension}")
+
+
+def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
+    if output.resolve() == input_path.resolve() or (
+            output.exists() and input_path.exists() and output.samefile(input_path)):
+        raise MediadError(f"{output}: output is the input file; mediad never writes over a source",
+                          reason="bad_request")
+    if output.exists() and not overwrite:
+        raise MediadError(f"{output}: already exists (use --overwrite to replace it)",
+                          reason="output_exists")
+    if not output.parent.is_dir():
+        raise MediadError(f"{output.parent}: output folder does not exist", reason="bad_request")
+
+
+def _plan(info: MediaInfo, profile: Profile, output: Path, gpu: str) -> Plan:
+    device, why = choose_device(gpu)
+    caps = capabilities(device) if device is not None else no_gpu(why)
+    return make_plan(info, profile, caps, output, why, gpu_allowed=gpu != "none")
+
+
+def plan_job(input_path: Path, profile: Profile, output: Path | None = None, *,
+             gpu: str = "auto") -> Plan:
+    """Probe and plan without running (what `mediad plan` shows)."""
+    info = probe(input_path)
+    return _plan(info, profile, output or default_output(input_path, profile), gpu)
+
+
+def _expected_duration(info: MediaInfo) -> float | None:
+    v = info.main_video
+    return v.duration if v and v.duration else info.duration
+
+
+def _frames_estimate(info: MediaInfo) -> int | None:
+    v = info.main_video
+    if v is None:
+        return None
+    if v.frames:
+        return v.frames
+    duration = _expected_duration(info)
+    return int(round(duration * v.fps)) if duration and v.fps else None
+
+
+def transcode(input_path: Path, profile: Profile, output: Path | None = None, *, gpu: str = "auto",
+              overwrite: bool = False, on_progress: ProgressCallback | None = None) -> Report:
+    """Transcode one file per `profile`; the output appears only once complete and verified."""
+    started = time.monotonic()
+    output = output or default_output(input_path, profile)
+    _check_output(input_path, output, overwrite)
+    info = probe(input_path)
+    plan = _plan(info, profile, output, gpu)
+    for fallback in plan.fallbacks:
+        log.event_once(f"fallback:{fallback}", "fallback", detail=fallback)
+    tmp = temp_path_for(output)
+    try:
+        try:
+            result = run_plan(plan, tmp, on_progress, _frames_estimate(info))
+        except EncoderRefused as e:
+            log.event("fallback", input=str(input_path), detail=str(e))
+            tmp.unlink(missing_ok=True)
+            plan = plan.with_software_video(str(e))
+            result = run_plan(plan, tmp, on_progress, _frames_estimate(info))
+        out = verify_output(tmp, _expected_duration(info), str(input_path))
+        commit(tmp, output, overwrite)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    elapsed = time.monotonic() - started
+    out = out.__class__(**{**out.to_dict(), "path": str(output)})
+    log.event("transcoded", input=str(input_path), output=str(output), encoder=plan.video.encoder,
+              frames=result.frames_written, seconds=f"{elapsed:.2f}")
+    return Report(info, plan, [out], elapsed, result.frames_written / elapsed if elapsed else 0.0,
+                  [*plan.warnings, *result.warnings])

@@ -1,0 +1,282 @@
+"""Runs a Plan: demux -> decode -> (transform, stages) -> encode -> mux into one output file.
+
+The pipeline knows nothing of folders, queues or commits: it writes the file it is given.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from av.codec.hwaccel import HWAccel
+
+from mediad import log
+from mediad.errors import MediadError
+from mediad.media.plan import Plan, StreamPlan, VideoPlan
+from mediad.media.probe import open_input
+from mediad.media.progress import Progress, ProgressCallback
+
+# Container-level tags the muxer writes itself; copying them would lie about the output.
+_OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name"}
+_STREAM_TAGS = ("language", "title")
+_PROGRESS_EVERY_S = 0.25
+
+
+class EncoderRefused(Exception):
+    """The hardware video encoder would not open (no engine, session limit); re-plan in software."""
+
+
+@dataclass
+class RunResult:
+    """What one run produced, for the report."""
+
+    frames_decoded: int = 0
+    frames_written: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+class VideoTransform:
+    """Rotation, crop-to-even, scaling and pixel-format conversion of decoded frames.
+
+    Uses one libavfilter graph (the same code as the ffmpeg command line), built on the first
+    frame; frames that need nothing pass straight through.
+    """
+
+    def __init__(self, plan: VideoPlan, time_base: Fraction) -> None:
+        self.plan = plan
+        self.time_base = time_base
+        self.graph: av.filter.Graph | None = None
+        self._key: tuple | None = None
+
+    def _needs_graph(self, frame: av.VideoFrame) -> bool:
+        p = self.plan
+        return bool(p.rotate or p.crop or frame.width != p.width or frame.height != p.height
+                    or frame.format.name != p.pix_fmt)
+
+    def _build(self, frame: av.VideoFrame) -> None:
+        p = self.plan
+        g = av.filter.Graph()
+        chain = [g.add_buffer(width=frame.width, height=frame.height, format=frame.format,
+                              time_base=self.time_base)]
+        # FFmpeg reports display rotation counter-clockwise; turn the pixels the same way.
+        if p.rotate == 90:
+            chain.append(g.add("transpose", "cclock"))
+        elif p.rotate == 180:
+            chain += [g.add("hflip"), g.add("vflip")]
+        elif p.rotate == 270:
+            chain.append(g.add("transpose", "clock"))
+        if p.crop:
+            chain.append(g.add("crop", f"{p.crop[0]}:{p.crop[1]}:0:0"))
+        chain.append(g.add("scale", f"{p.width}:{p.height}:flags=bicubic"))
+        chain.append(g.add("format", p.pix_fmt))
+        chain.append(g.add("buffersink"))
+        g.link_nodes(*chain).configure()
+        self.graph = g
+        self._key = (frame.width, frame.height, frame.format.name)
+
+    def __call__(self, frame: av.VideoFrame | None) -> list[av.VideoFrame]:
+        """Transform one frame (None flushes); returns the frames ready to encode."""
+        if frame is None:
+            return self._drain(flush=True) if self.graph else []
+        if self.graph is None and not self._needs_graph(frame):
+            return [frame]
+        if self.graph is None or self._key != (frame.width, frame.height, frame.format.name):
+            pending = self._drain(flush=True) if self.graph else []
+            self._build(frame)
+            assert self.graph is not None
+            self.graph.push(frame)
+            return pending + self._drain()
+        self.graph.push(frame)
+        return self._drain()
+
+    def _drain(self, flush: bool = False) -> list[av.VideoFrame]:
+        assert self.graph is not None
+        if flush:
+            self.graph.push(None)
+        out = []
+        while True:
+            try:
+                out.append(self.graph.pull())
+            except (av.BlockingIOError, av.EOFError):
+                return out
+
+
+def _copy_tags(src: dict[str, str], dst: dict[str, str], keys: tuple[str, ...] | None = None) -> None:
+    for k, v in src.items():
+        if (keys is None and k.lower() not in _OWN_TAGS) or (keys is not None and k in keys):
+            dst[k] = v
+
+
+def _layout(channels: int) -> str:
+    return {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}.get(channels, f"{channels}c")
+
+
+class _Runner:
+    def __init__(self, plan: Plan, dest: Path, on_progress: ProgressCallback | None,
+                 frames_total: int | None) -> None:
+        self.plan = plan
+        self.dest = dest
+        self.on_progress = on_progress
+        self.frames_total = frames_total
+        self.result = RunResult()
+        self.started = time.monotonic()
+        self.last_progress = 0.0
+        self.copy: dict[int, av.stream.Stream] = {}
+        self.encode_audio: dict[int, av.audio.stream.AudioStream] = {}
+        self.video_in: av.video.stream.VideoStream | None = None
+        self.video_out: av.video.stream.VideoStream | None = None
+        self.transform: VideoTransform | None = None
+        self._next_pts = 0
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _add_video(self, src: av.container.InputContainer, out: av.container.OutputContainer) -> None:
+        vp = self.plan.video
+        ist = src.streams[self.plan.decode.stream]
+        if vp.action == "copy":
+            ost = out.add_stream_from_template(ist)
+            _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
+            self.copy[ist.index] = ost
+            return
+        ist.codec_context.thread_type = "AUTO"  # frame + slice threads, as the ffmpeg CLI does
+        rate = ist.average_rate or ist.guessed_rate or Fraction(25)
+        ost = out.add_stream(vp.encoder, rate=rate, options=dict(vp.options))
+        ost.width, ost.height, ost.pix_fmt = vp.width, vp.height, vp.pix_fmt
+        # Keep the source's time base so frame timestamps pass through untouched (VFR-safe).
+        ost.time_base = ist.time_base
+        ost.codec_context.time_base = ist.time_base
+        num, _, den = vp.sample_aspect_ratio.partition("/")
+        if int(num or 0) > 0 and int(den or 1) > 0:
+            ost.codec_context.sample_aspect_ratio = Fraction(int(num), int(den or 1))
+        icc, occ = ist.codec_context, ost.codec_context
+        for attr in ("color_range", "colorspace", "color_primaries", "color_trc"):
+            value = getattr(icc, attr, None)
+            if value:
+                setattr(occ, attr, value)
+        if vp.bit_rate:
+            ost.bit_rate = vp.bit_rate
+        if vp.codec == "hevc" and self.plan.container in ("mp4", "mov"):
+            ost.codec_tag = "hvc1"  # Apple players refuse the default hev1 tag
+        _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
+        try:
+            occ.open()  # open now, so an NVENC refusal happens before anything is written
+        except av.FFmpegError as e:
+            if vp.hardware:
+                raise EncoderRefused(f"{vp.encoder} refused to open: {e}") from None
+            raise MediadError(f"{self.plan.input}: {vp.encoder} cannot encode this video: {e}",
+                              reason="unsupported") from None
+        self.video_in, self.video_out = ist, ost
+        self.transform = VideoTransform(vp, ist.time_base)
+
+    def _add_audio(self, sp: StreamPlan, src: av.container.InputContainer,
+                   out: av.container.OutputContainer) -> None:
+        ist = src.streams[sp.index]
+        if sp.action == "copy":
+            ost = out.add_stream_from_template(ist)
+            self.copy[ist.index] = ost
+        else:
+            assert sp.encoder and sp.sample_rate and sp.channels
+            ost = out.add_stream(sp.encoder, rate=sp.sample_rate)
+            ost.layout = _layout(sp.channels)
+            if sp.bit_rate:
+                ost.bit_rate = sp.bit_rate
+            self.encode_audio[ist.index] = ost
+        _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
+
+    def _add_subtitle(self, sp: StreamPlan, src: av.container.InputContainer,
+                      out: av.container.OutputContainer) -> None:
+        ist = src.streams[sp.index]
+        ost = out.add_stream_from_template(ist)
+        _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
+        self.copy[ist.index] = ost
+
+    # -- the loop ----------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        plan = self.plan
+        hw = (HWAccel("cuda", device=plan.decode.device, allow_software_fallback=True)
+              if plan.decode.hardware else None)
+        mux_options = {"movflags": "+faststart"} if plan.faststart else {}
+        with open_input(Path(plan.input), hwaccel=hw) as src, \
+                av.open(str(self.dest), "w", format=plan.format, options=mux_options) as out:
+            _copy_tags(src.metadata, out.metadata)
+            self._add_video(src, out)
+            for sp in plan.audio:
+                if sp.action != "drop":
+                    self._add_audio(sp, src, out)
+            for sp in plan.subtitles:
+                if sp.action == "copy":
+                    self._add_subtitle(sp, src, out)
+            chapters = src.chapters()
+            if chapters:
+                out.set_chapters(chapters)
+            wanted = [src.streams[i] for i in [plan.decode.stream, *self.copy, *self.encode_audio]]
+            for packet in src.demux(list(dict.fromkeys(wanted))):
+                self._packet(packet, out)
+            self._encode_video(None, out)
+            for ost in self.encode_audio.values():
+                out.mux(ost.encode(None))
+        self._report_progress(force=True)
+        return self.result
+
+    def _packet(self, packet: av.Packet, out: av.container.OutputContainer) -> None:
+        index = packet.stream.index
+        if index == self.plan.decode.stream and self.video_in is not None:
+            for frame in packet.decode():
+                self.result.frames_decoded += 1
+                self._encode_video(frame, out)
+            return
+        if index in self.encode_audio:
+            ost = self.encode_audio[index]
+            for frame in packet.decode():
+                out.mux(ost.encode(frame))
+            return
+        if packet.dts is None and packet.size == 0:
+            return  # the demuxer's end-of-stream marker: nothing to copy
+        ost = self.copy[index]
+        if index == self.plan.decode.stream:
+            self.result.frames_written += 1
+            self.result.frames_decoded += 1
+            self._report_progress()
+        packet.stream = ost
+        out.mux(packet)
+
+    def _encode_video(self, frame: av.VideoFrame | None, out: av.container.OutputContainer) -> None:
+        if self.video_out is None or self.transform is None:
+            return
+        for f in self.transform(frame):
+            if f.pts is None:  # a few raw formats carry no timestamps: number the frames
+                f.pts, f.time_base = self._next_pts, self.video_in.time_base
+            self._next_pts = f.pts + 1
+            f.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose frame types
+            out.mux(self.video_out.encode(f))
+            self.result.frames_written += 1
+            self._report_progress()
+        if frame is None:
+            out.mux(self.video_out.encode(None))
+
+    def _report_progress(self, force: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_progress < _PROGRESS_EVERY_S:
+            return
+        self.last_progress = now
+        elapsed = now - self.started
+        done = self.result.frames_written
+        self.on_progress(Progress(done, self.frames_total, done / elapsed if elapsed > 0 else 0.0,
+                                  elapsed))
+
+
+def run_plan(plan: Plan, dest: Path, on_progress: ProgressCallback | None = None,
+             frames_total: int | None = None) -> RunResult:
+    """Write the output `plan` describes to `dest` (a temporary path; the caller commits it)."""
+    try:
+        return _Runner(plan, dest, on_progress, frames_total).run()
+    except (EncoderRefused, MediadError):
+        raise
+    except av.FFmpegError as e:
+        log.event("pipeline_error", input=plan.input, error=str(e))
+        raise MediadError(f"{plan.input}: transcode failed: {e}", reason="corrupt") from None
+

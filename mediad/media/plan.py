@@ -1,0 +1,326 @@
+"""Plan: every decision a transcode makes, with a reason for each fallback. Never touches frames."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from mediad.errors import MediadError
+from mediad.gpu import NVENC_NAMES, Capabilities
+from mediad.media.probe import MediaInfo, VideoInfo
+from mediad.profiles import (
+    CONTAINER_AUDIO,
+    CONTAINER_FORMAT,
+    CONTAINER_SUBTITLES,
+    CONTAINER_VIDEO,
+    SPEEDS,
+    Profile,
+    parse_bitrate,
+)
+
+SOFTWARE_ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1"}
+X26X_PRESETS = dict(zip(SPEEDS, ("ultrafast", "veryfast", "faster", "medium", "slow", "slower",
+                                 "veryslow"), strict=True))
+NVENC_PRESETS = dict(zip(SPEEDS, ("p1", "p2", "p3", "p4", "p5", "p6", "p7"), strict=True))
+# SVT-AV1 presets run 0 (slowest) .. 13 (fastest); its own default is 10, medium here is 8.
+SVTAV1_PRESETS = dict(zip(SPEEDS, ("12", "10", "9", "8", "6", "4", "2"), strict=True))
+NVDEC_CODECS = {"h264", "hevc", "av1"}  # the codecs the capability trial checks
+AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus"}
+CONTAINER_DEFAULT_AUDIO = {"mp4": "aac", "mov": "aac", "mkv": "aac", "webm": "opus"}
+# Audio codecs every container here can carry (the `None` entries accept anything).
+_COPY_SAFE_AUDIO_IN_MKV = {"aac", "mp3", "opus", "vorbis", "flac", "ac3", "eac3", "dts", "truehd",
+                           "alac", "pcm_s16le", "pcm_s24le", "pcm_f32le", "mp2"}
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """How the video is decoded."""
+
+    stream: int
+    codec: str
+    hardware: bool
+    device: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """What happens to the video stream."""
+
+    action: Literal["encode", "copy"]
+    codec: str
+    encoder: str
+    hardware: bool
+    options: dict[str, str]
+    speed: str
+    quality: int | None
+    bit_rate: int | None
+    pix_fmt: str
+    width: int
+    height: int
+    rotate: int  # degrees counter-clockwise applied to the pixels (the source's display rotation)
+    crop: tuple[int, int] | None  # (w, h) cropped from the top-left after rotation, to reach even sizes
+    sample_aspect_ratio: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """What happens to one audio or subtitle stream."""
+
+    index: int
+    action: Literal["copy", "encode", "drop"]
+    source_codec: str
+    codec: str | None
+    encoder: str | None
+    bit_rate: int | None
+    channels: int | None
+    sample_rate: int | None
+    language: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The decision record of one transcode; `mediad plan` prints it and the report embeds it."""
+
+    input: str
+    output: str
+    profile: str
+    container: str
+    format: str
+    faststart: bool
+    decode: DecodePlan
+    video: VideoPlan
+    audio: list[StreamPlan]
+    subtitles: list[StreamPlan]
+    gpu: dict
+    fallbacks: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Plain data for --json and reports."""
+        return asdict(self)
+
+    def with_software_video(self, reason: str) -> Plan:
+        """The same plan with the video encoded in software (after NVENC refused at run time)."""
+        v = self.video
+        encoder = SOFTWARE_ENCODERS[v.codec]
+        video = replace(v, encoder=encoder, hardware=False,
+                        options=_encoder_options(encoder, v.speed, v.quality, None),
+                        pix_fmt="yuv420p10le" if v.pix_fmt == "p010le" else v.pix_fmt,
+                        reason=f"software encoder: {reason}")
+        return replace(self, video=video, fallbacks=[*self.fallbacks, f"video: {reason}"])
+
+
+def _even(n: float) -> int:
+    return max(2, int(round(n / 2.0)) * 2)
+
+
+def output_geometry(v: VideoInfo, max_height: int | None) -> tuple[int, int, tuple[int, int] | None, str]:
+    """(width, height, crop, sample_aspect_ratio) after rotation, scaling and evening.
+
+    Scaling keeps the display aspect (the sample aspect ratio is kept, both sides scale alike) and
+    never scales up. Without scaling, an odd side is cropped by one pixel (right/bottom) rather
+    than resampled, as HandBrake does, because 4:2:0 encoders need even sizes.
+    """
+    w, h = v.width, v.height
+    num, _, den = v.sample_aspect_ratio.partition("/")
+    sar = f"{num}/{den or 1}"
+    if v.rotation % 180:
+        w, h = h, w
+        sar = f"{den or 1}/{num}"  # rotating a quarter turn swaps the pixel's sides
+    if max_height is not None and h > max_height:
+        return _even(w * max_height / h), _even(max_height), None, sar
+    crop = (w - w % 2, h - h % 2) if (w % 2 or h % 2) else None
+    return w - w % 2, h - h % 2, crop, sar
+
+
+def _encoder_options(encoder: str, speed: str, quality: int | None,
+                     device: int | None) -> dict[str, str]:
+    opts: dict[str, str] = {}
+    if encoder.endswith("_nvenc"):
+        opts.update({"preset": NVENC_PRESETS[speed], "tune": "hq"})
+        if device is not None:
+            opts["gpu"] = str(device)
+        if quality is not None:
+            opts.update({"rc": "vbr", "cq": str(quality)})
+    elif encoder in ("libx264", "libx265"):
+        opts["preset"] = X26X_PRESETS[speed]
+        if quality is not None:
+            opts["crf"] = str(quality)
+        if encoder == "libx265":
+            opts["x265-params"] = "log-level=error"
+    elif encoder == "libsvtav1":
+        opts["preset"] = SVTAV1_PRESETS[speed]
+        if quality is not None:
+            opts["crf"] = str(quality)
+        opts["svtav1-params"] = "enable-stat-report=0"
+    return opts
+
+
+def _plan_video(info: MediaInfo, profile: Profile, caps: Capabilities,
+                gpu_allowed: bool) -> tuple[VideoPlan, list[str]]:
+    v = info.main_video
+    assert v is not None
+    vs = profile.video
+    fallbacks: list[str] = []
+    if vs.codec == "copy":
+        allowed = CONTAINER_VIDEO[profile.container]
+        if allowed is not None and v.codec not in allowed:
+            raise MediadError(f"{info.path}: cannot copy {v.codec} video into {profile.container} "
+                              f"(profile {profile.name}: use another container or re-encode)",
+                              reason="unsupported")
+        return VideoPlan("copy", v.codec, "copy", False, {}, vs.speed, None, None, v.pix_fmt, v.width, v.height, 0,
+                         None, v.sample_aspect_ratio, "profile asks to copy the video"), fallbacks
+    width, height, crop, sar = output_geometry(v, vs.max_height)
+    quality = vs.effective_quality
+    bit_rate = parse_bitrate(vs.bitrate) if vs.bitrate else None
+    nvenc = caps.nvenc.get(vs.codec)
+    use_gpu = False
+    if vs.encoder == "gpu":
+        if not (nvenc and nvenc.ok):
+            why = nvenc.reason if nvenc else "no GPU"
+            raise MediadError(f"profile {profile.name} requires NVENC ({vs.codec}) but it is not "
+                              f"usable here: {why}", reason="no_gpu")
+        use_gpu, reason = True, "profile requires the GPU encoder"
+    elif vs.encoder == "auto" and nvenc and nvenc.ok:
+        use_gpu, reason = True, nvenc.reason
+    elif vs.encoder == "auto" and not gpu_allowed:
+        reason = "GPU disabled for this job (--gpu none)"
+    elif vs.encoder == "auto":
+        why = nvenc.reason if nvenc else "no GPU"
+        reason = f"NVENC {vs.codec} not usable ({why})"
+        fallbacks.append(f"video: software encoder because {reason}")
+    else:
+        reason = "profile asks for the software encoder"
+    if use_gpu and vs.codec == "h264" and vs.bit_depth == 10:
+        use_gpu, reason = False, "NVENC has no 10-bit H.264"
+        fallbacks.append(f"video: software encoder because {reason}")
+    encoder = NVENC_NAMES[vs.codec] if use_gpu else SOFTWARE_ENCODERS[vs.codec]
+    if vs.bit_depth == 10:
+        pix_fmt = "p010le" if use_gpu else "yuv420p10le"
+    else:
+        pix_fmt = "yuv420p"
+    return VideoPlan("encode", vs.codec, encoder, use_gpu,
+                     _encoder_options(encoder, vs.speed, quality, caps.device if use_gpu else None),
+                     vs.speed, quality, bit_rate, pix_fmt, width, height, v.rotation, crop, sar, reason), fallbacks
+
+
+def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities) -> DecodePlan:
+    if video.action == "copy":
+        return DecodePlan(v.index, v.codec, False, None, "video is copied, not decoded")
+    nvdec = caps.nvdec.get(v.codec)
+    if caps.device is None:
+        return DecodePlan(v.index, v.codec, False, None, f"software decoder: {nvdec.reason if nvdec else 'no GPU'}")
+    if v.codec not in NVDEC_CODECS or not nvdec:
+        return DecodePlan(v.index, v.codec, False, None, f"software decoder: NVDEC not tried for {v.codec}")
+    if not nvdec.ok:
+        return DecodePlan(v.index, v.codec, False, None, f"software decoder: {nvdec.reason}")
+    return DecodePlan(v.index, v.codec, True, caps.device, nvdec.reason)
+
+
+def _plan_audio(info: MediaInfo, profile: Profile) -> list[StreamPlan]:
+    a = profile.audio
+    plans = []
+    allowed = CONTAINER_AUDIO[profile.container]
+    for s in info.audio:
+        fits = s.codec in (allowed if allowed is not None else _COPY_SAFE_AUDIO_IN_MKV)
+        if a.codec == "none":
+            plans.append(StreamPlan(s.index, "drop", s.codec, None, None, None, None, None,
+                                    s.language, "profile drops audio"))
+            continue
+        target = a.codec if a.codec != "copy" else CONTAINER_DEFAULT_AUDIO[profile.container]
+        channels = min(s.channels, a.channels) if a.channels else s.channels
+        if a.codec == "copy" and fits:
+            reason = "profile asks to copy audio"
+        elif a.codec != "copy" and s.codec == target and fits and channels == s.channels:
+            reason = f"source is already {target}: copied without re-encoding"
+        else:
+            reason = (f"{s.codec} does not fit {profile.container}" if not fits
+                      else f"profile asks for {target}")
+            rate = 48000 if target == "opus" else s.sample_rate
+            plans.append(StreamPlan(s.index, "encode", s.codec, target, AUDIO_ENCODERS[target],
+                                    parse_bitrate(a.bitrate), channels, rate, s.language,
+                                    f"encode to {target}: {reason}"))
+            continue
+        plans.append(StreamPlan(s.index, "copy", s.codec, s.codec, None, None, s.channels,
+                                s.sample_rate, s.language, reason))
+    return plans
+
+
+def _plan_subtitles(info: MediaInfo, profile: Profile) -> tuple[list[StreamPlan], list[str]]:
+    plans, warnings = [], []
+    allowed = CONTAINER_SUBTITLES[profile.container]
+    for s in info.subtitles:
+        if profile.subtitles.mode == "none":
+            action, reason = "drop", "profile drops subtitles"
+        elif s.codec in allowed:
+            action, reason = "copy", "copied"
+        else:
+            action, reason = "drop", f"{profile.container} cannot hold {s.codec} subtitles"
+            warnings.append(f"subtitle stream #{s.index} ({s.codec}) dropped: {reason}")
+        plans.append(StreamPlan(s.index, action, s.codec, s.codec if action == "copy" else None,
+                                None, None, None, None, s.language, reason))
+    return plans, warnings
+
+
+def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
+              gpu_reason: str = "", gpu_allowed: bool = True) -> Plan:
+    """Decide decoder, encoders and stream handling for `info` under `profile` on this machine.
+
+    `gpu_allowed` is False when the user turned the GPU off: CPU paths are then no fallback.
+    """
+    v = info.main_video
+    if v is None:
+        kinds = "audio-only" if info.audio else "has no video stream"
+        raise MediadError(f"{info.path}: {kinds} file, but profile {profile.name} makes video",
+                          reason="no_video")
+    video, fallbacks = _plan_video(info, profile, caps, gpu_allowed)
+    decode = _plan_decode(v, video, caps)
+    if caps.device is not None and not decode.hardware and video.action == "encode":
+        fallbacks.append(f"decode: {decode.reason}")
+    subtitles, warnings = _plan_subtitles(info, profile)
+    if v.hdr and video.action == "encode" and profile.video.bit_depth == 8:
+        warnings.append("HDR source encoded to 8-bit without tone mapping: colours keep the HDR "
+                        "transfer tags; use bit_depth = 10 to keep full quality")
+    return Plan(
+        input=info.path, output=str(output), profile=profile.name, container=profile.container,
+        format=CONTAINER_FORMAT[profile.container], faststart=profile.faststart, decode=decode,
+        video=video, audio=_plan_audio(info, profile), subtitles=subtitles,
+        gpu={"device": caps.device, "reason": gpu_reason, **caps.to_dict()},
+        fallbacks=fallbacks, warnings=warnings)
+
+
+def format_plan(plan: Plan) -> str:
+    """Human-readable plan for `mediad plan`."""
+    v, d = plan.video, plan.decode
+    lines = [f"input:   {plan.input}", f"output:  {plan.output} ({plan.container}"
+             + (", faststart)" if plan.faststart else ")"), f"profile: {plan.profile}",
+             f"gpu:     {plan.gpu['device'] if plan.gpu['device'] is not None else 'none'}"
+             + (f" ({plan.gpu['reason']})" if plan.gpu.get("reason") else ""),
+             f"decode:  #{d.stream} {d.codec} {'NVDEC' if d.hardware else 'software'} - {d.reason}"]
+    if v.action == "copy":
+        lines.append(f"video:   copy {v.codec}")
+    else:
+        rc = f"{v.bit_rate} b/s" if v.bit_rate else f"quality {v.quality}"
+        extra = []
+        if v.rotate:
+            extra.append(f"rotate {v.rotate}")
+        if v.crop:
+            extra.append(f"crop to {v.crop[0]}x{v.crop[1]}")
+        opts = " ".join(f"{k}={val}" for k, val in v.options.items())
+        lines.append(f"video:   {v.codec} via {v.encoder} {v.width}x{v.height} {v.pix_fmt} {rc}"
+                     + (f" ({', '.join(extra)})" if extra else "") + f" [{opts}] - {v.reason}")
+    for a in plan.audio:
+        target = f" -> {a.codec} {a.bit_rate // 1000}k" if a.action == "encode" and a.bit_rate else ""
+        lines.append(f"audio:   #{a.index} {a.source_codec} {a.action}{target}"
+                     + (f" [{a.language}]" if a.language else "") + f" - {a.reason}")
+    for s in plan.subtitles:
+        lines.append(f"subs:    #{s.index} {s.source_codec} {s.action} - {s.reason}")
+    for f in plan.fallbacks:
+        lines.append(f"fallback: {f}")
+    for w in plan.warnings:
+        lines.append(f"warning: {w}")
+    return "\n".join(lines)

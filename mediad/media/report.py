@@ -1,0 +1,54 @@
+"""The job report: input, plan, outputs, speed, warnings (what `--json` prints)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mediad.media.commit import OutputInfo
+from mediad.media.plan import Plan
+from mediad.media.probe import MediaInfo
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything a finished transcode tells about itself."""
+
+    input: MediaInfo
+    plan: Plan
+    outputs: list[OutputInfo]
+    elapsed: float
+    fps: float
+    warnings: list[str] = field(default_factory=list)
+    extra: dict = field(default_factory=dict)  # e.g. stage analysis summaries
+
+    def to_dict(self) -> dict:
+        """Plain data for --json, the daemon and sidecars."""
+        outputs = []
+        for o in self.outputs:
+            d = o.to_dict()
+            d["container"] = self.plan.container
+            d["encoder"] = self.plan.video.encoder
+            outputs.append(d)
+        return {
+            "input": self.input.to_dict(),
+            "plan": self.plan.to_dict(),
+            "outputs": outputs,
+            "elapsed": round(self.elapsed, 3),
+            "fps": round(self.fps, 2),
+            "fallbacks": list(self.plan.fallbacks),
+            "warnings": self.warnings,
+            **self.extra,
+        }
+
+
+def format_report(report: Report) -> str:
+    """A few human-readable lines about a finished transcode."""
+    lines = []
+    for o in report.outputs:
+        dur = f"{o.duration:.2f}s" if o.duration is not None else "?"
+        lines.append(f"wrote {o.path}: {o.video_codec} {o.width}x{o.height} via "
+                     f"{report.plan.video.encoder}, {o.frames} frames, {dur}, {o.size} bytes")
+    lines.append(f"{report.elapsed:.2f}s elapsed, {report.fps:.1f} frames/s")
+    lines += [f"fallback: {f}" for f in report.plan.fallbacks]
+    lines += [f"warning: {w}" for w in report.warnings]
+    return "\n".join(lines)

@@ -1,0 +1,76 @@
+"""The command line: exit codes, --json report shape, default output name, no torch on CPU paths."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import SAMPLES, read_back, run_cli
+
+
+def test_transcode_json_report_shape(tmp_path: Path) -> None:
+    src = Path(shutil.copy(SAMPLES / "h264_aac.mp4", tmp_path / "movie.mp4"))
+    res = run_cli("transcode", str(src), "--json", "--gpu", "none")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    out = tmp_path / "movie.h264.mp4"  # default: <stem>.<profile>.<ext> beside the input
+    assert out.is_file()
+    assert set(report) >= {"input", "plan", "outputs", "elapsed", "fps", "warnings", "fallbacks"}
+    assert report["input"]["path"] == str(src)
+    assert report["input"]["video"][0]["codec"] == "h264"
+    assert report["plan"]["video"]["encoder"] == "libx264"
+    assert report["plan"]["decode"]["hardware"] is False
+    (o,) = report["outputs"]
+    rb = read_back(out)
+    assert o["path"] == str(out) and o["size"] == out.stat().st_size
+    assert (o["video_codec"], o["width"], o["height"], o["frames"]) == ("h264", rb.width, rb.height, rb.frames)
+    assert abs(o["duration"] - rb.pts[-1] - 0.04) < 0.05
+    assert o["encoder"] == "libx264" and o["container"] == "mp4" and o["audio_streams"] == 1
+    assert report["elapsed"] > 0 and report["fps"] > 0
+
+
+def test_transcode_text_output(tmp_path: Path) -> None:
+    res = run_cli("transcode", str(SAMPLES / "noaudio.mp4"), "-p", "hevc", "-o",
+                  str(tmp_path / "o.mp4"), "--gpu", "none")
+    assert res.returncode == 0
+    assert "wrote " in res.stdout and "via libx265" in res.stdout
+    assert "fallback: video: software encoder because NVENC hevc not usable" not in res.stdout
+
+
+def test_plan_shows_decisions_without_running(tmp_path: Path) -> None:
+    res = run_cli("plan", str(SAMPLES / "subs.mkv"), "-p", "web", "-o", str(tmp_path / "o.mp4"))
+    assert res.returncode == 0, res.stderr
+    assert "libx264" in res.stdout and "subs:    #3 srt drop" in res.stdout
+    assert not (tmp_path / "o.mp4").exists()
+    data = json.loads(run_cli("plan", str(SAMPLES / "rotated.mp4"), "--json").stdout)
+    assert data["video"]["rotate"] == 90 and (data["video"]["width"], data["video"]["height"]) == (180, 320)
+
+
+def test_probe_json_and_errors() -> None:
+    info = json.loads(run_cli("probe", str(SAMPLES / "tenbit_hevc.mkv"), "--json").stdout)
+    assert info["video"][0]["bit_depth"] == 10 and info["audio"][0]["language"] == "eng"
+    res = run_cli("probe", "/nonexistent.mkv")
+    assert res.returncode == 1 and res.stderr.startswith("mediad: error: /nonexistent.mkv: no such file")
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run_cli().returncode == 2
+    assert run_cli("transcode").returncode == 2
+    assert run_cli("transcode", "x.mp4", "--gpu").returncode == 2
+
+
+def test_help_and_cpu_transcode_do_not_import_torch(tmp_path: Path) -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "from mediad.cli import main\n"
+        "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "    main(['--help'])\n"
+        f"rc = main(['transcode', {str(SAMPLES / 'h264_aac.mp4')!r}, '-o', {str(tmp_path / 'o.mp4')!r},"
+        " '--gpu', 'none', '--no-progress'])\n"
+        "print(rc, 'torch' in sys.modules)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.split()[-2:] == ["0", "False"], res.stderr

@@ -1,0 +1,109 @@
+"""Plan decisions from (MediaInfo, Profile, Capabilities): encoders, decoders, fallbacks, sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES
+
+from mediad.errors import MediadError
+from mediad.gpu import CODECS, Capabilities, Capability, no_gpu
+from mediad.media.plan import format_plan, make_plan
+from mediad.media.probe import probe
+from mediad.profiles import load_profile, parse_profile
+
+OUT = Path("/tmp/out.mp4")
+
+
+def h100_like() -> Capabilities:
+    """NVDEC works, NVENC has no engine: what an H100/H200/A100 reports."""
+    no_engine = Capability(False, "h264_nvenc did not open: Function not implemented")
+    return Capabilities(0, {c: no_engine for c in CODECS},
+                        {c: Capability(True, f"NVDEC {c} decoded a trial clip") for c in CODECS})
+
+
+def full_gpu() -> Capabilities:
+    ok = Capability(True, "opened")
+    return Capabilities(1, {c: ok for c in CODECS}, {c: ok for c in CODECS})
+
+
+def test_cpu_machine_plans_software_with_reasons() -> None:
+    plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), load_profile("hevc"),
+                     no_gpu("no NVIDIA driver or GPU"), OUT)
+    assert (plan.video.encoder, plan.decode.hardware) == ("libx265", False)
+    assert plan.video.options["preset"] == "medium" and plan.video.options["crf"] == "28"
+    assert plan.fallbacks == ["video: software encoder because NVENC hevc not usable "
+                              "(no NVIDIA driver or GPU)"]
+
+
+def test_gpu_off_by_request_is_no_fallback() -> None:
+    plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), load_profile("h264"), no_gpu("--gpu none"),
+                     OUT, gpu_allowed=False)
+    assert plan.video.encoder == "libx264" and plan.fallbacks == []
+
+
+def test_h100_decodes_with_nvdec_and_encodes_in_software() -> None:
+    plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), load_profile("h264"), h100_like(), OUT)
+    assert plan.decode.hardware and plan.decode.device == 0
+    assert plan.video.encoder == "libx264" and not plan.video.hardware
+    assert "Function not implemented" in plan.fallbacks[0]
+    assert "fallback: video: software encoder" in format_plan(plan)
+
+
+def test_nvenc_chosen_when_it_opens() -> None:
+    plan = make_plan(probe(SAMPLES / "tenbit_hevc.mkv"), load_profile("hevc"), full_gpu(), OUT)
+    v = plan.video
+    assert (v.encoder, v.hardware, v.pix_fmt) == ("hevc_nvenc", True, "yuv420p")
+    assert v.options == {"preset": "p4", "tune": "hq", "gpu": "1", "rc": "vbr", "cq": "28"}
+    assert plan.decode.hardware and plan.fallbacks == []
+    soft = plan.with_software_video("hevc_nvenc refused to open: out of memory")
+    assert (soft.video.encoder, soft.video.hardware) == ("libx265", False)
+    assert soft.video.options["crf"] == "28" and "out of memory" in soft.fallbacks[-1]
+
+
+def test_encoder_gpu_without_nvenc_is_a_user_error() -> None:
+    prof = parse_profile("[video]\nencoder = 'gpu'\n", "p.toml", "p")
+    with pytest.raises(MediadError, match="requires NVENC"):
+        make_plan(probe(SAMPLES / "noaudio.mp4"), prof, h100_like(), OUT)
+
+
+def test_ten_bit_h264_never_goes_to_nvenc() -> None:
+    prof = parse_profile("[video]\nbit_depth = 10\n", "p.toml", "p")
+    plan = make_plan(probe(SAMPLES / "noaudio.mp4"), prof, full_gpu(), OUT)
+    assert (plan.video.encoder, plan.video.pix_fmt) == ("libx264", "yuv420p10le")
+    assert "NVENC has no 10-bit H.264" in plan.fallbacks[0]
+
+
+@pytest.mark.parametrize(("sample", "profile", "size", "crop"), [
+    ("odd_321x181.mkv", "h264", (320, 180), (320, 180)),
+    ("odd_322x182.mp4", "h264", (322, 182), None),
+    ("rotated.mp4", "h264", (180, 320), None),
+    ("rotated.mp4", "h264-720p", (180, 320), None),
+])
+def test_output_geometry(sample: str, profile: str, size: tuple[int, int], crop: object) -> None:
+    plan = make_plan(probe(SAMPLES / sample), load_profile(profile), no_gpu("none"), OUT)
+    assert (plan.video.width, plan.video.height) == size and plan.video.crop == crop
+
+
+def test_speed_maps_to_each_encoder_family() -> None:
+    info = probe(SAMPLES / "noaudio.mp4")
+    for speed, x26x, nv, svt in [("fastest", "ultrafast", "p1", "12"), ("fast", "faster", "p3", "9"),
+                                 ("slowest", "veryslow", "p7", "2")]:
+        for codec, expected in [("h264", x26x), ("av1", svt)]:
+            container = "mkv"
+            prof = parse_profile(f"container = '{container}'\n[video]\ncodec = '{codec}'\n"
+                                 f"speed = '{speed}'\n", "p.toml", "p")
+            assert make_plan(info, prof, no_gpu("x"), OUT).video.options["preset"] == expected
+            assert make_plan(info, prof, full_gpu(), OUT).video.options["preset"] == nv
+
+
+def test_audio_decisions() -> None:
+    info = probe(SAMPLES / "subs.mkv")  # aac eng + opus fra
+    plan = make_plan(info, load_profile("h264"), no_gpu("x"), OUT)
+    assert [(a.action, a.codec) for a in plan.audio] == [("copy", "aac"), ("encode", "aac")]
+    plan = make_plan(info, load_profile("av1"), no_gpu("x"), OUT)
+    assert [(a.action, a.codec) for a in plan.audio] == [("encode", "opus"), ("copy", "opus")]
+    assert plan.audio[0].sample_rate == 48000 and plan.audio[0].encoder == "libopus"
+    plan = make_plan(info, load_profile("web"), no_gpu("x"), OUT)  # channels = 2: stereo fits
+    assert plan.audio[0].action == "copy"
