@@ -211,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     except MediadError as e:
         print(f"mediad: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. `mediad probe --json | head`
+        return 0
     except KeyboardInterrupt:
         print("mediad: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,114 @@
+"""Shared test helpers: sample paths and real PyAV read-back of outputs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "samples"
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA device (GPU tests skip otherwise)."""
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu`-marked tests cleanly on machines without CUDA."""
+    if any(item.get_closest_marker("gpu") for item in items) and not cuda_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if item.get_closest_marker("gpu"):
+                item.add_marker(skip)
+
+
+@dataclass
+class ReadBack:
+    """What decoding a file really gives."""
+
+    video_codec: str | None
+    width: int
+    height: int
+    pix_fmt: str | None
+    frames: int
+    pts: list[float]
+    duration: float | None
+    audio: list[tuple[str, str | None]]  # (codec, language)
+    subtitles: list[str]
+    chapters: int
+    metadata: dict[str, str]
+    rotation: int
+
+
+def read_back(path: Path) -> ReadBack:
+    """Decode every video frame of `path` and describe its streams."""
+    with av.open(str(path)) as c:
+        vs = c.streams.video[0] if c.streams.video else None
+        pts: list[float] = []
+        rotation = 0
+        if vs is not None:
+            for i, frame in enumerate(c.decode(vs)):
+                if i == 0:
+                    rotation = frame.rotation
+                pts.append(float(frame.pts * frame.time_base))
+        return ReadBack(
+            video_codec=vs.codec_context.name if vs else None,
+            width=vs.codec_context.width if vs else 0,
+            height=vs.codec_context.height if vs else 0,
+            pix_fmt=vs.codec_context.pix_fmt if vs else None,
+            frames=len(pts), pts=pts,
+            duration=c.duration / av.time_base if c.duration else None,
+            audio=[(s.codec_context.name, s.metadata.get("language")) for s in c.streams.audio],
+            subtitles=[s.codec_context.name for s in c.streams.subtitles],
+            chapters=len(c.chapters()), metadata=dict(c.metadata), rotation=int(rotation))
+
+
+def make_clip(path: Path, *, frames: int = 25, size: tuple[int, int] = (64, 48), fps: int = 25,
+              audio: bool = True, video: bool = True, encoder: str = "libx264") -> Path:
+    """A small real clip with moving content (and a tone), written with PyAV."""
+    with av.open(str(path), "w") as out:
+        if video:
+            vs = out.add_stream(encoder, rate=fps)
+            vs.width, vs.height, vs.pix_fmt = size[0], size[1], "yuv420p"
+        if audio:
+            aus = out.add_stream("aac", rate=48000)
+            aus.layout = "stereo"
+        if video:
+            for i in range(frames):
+                img = np.zeros((size[1], size[0], 3), np.uint8)
+                img[:, (i * 3) % size[0]:(i * 3) % size[0] + 8] = 255
+                img[..., 1] = (i * 7) % 256
+                f = av.VideoFrame.from_ndarray(img, format="rgb24")
+                f.pts = i
+                out.mux(vs.encode(f))
+            out.mux(vs.encode(None))
+        if audio:
+            n = int(frames / fps * 48000) // 1024
+            for i in range(n):
+                t = (np.arange(1024) + i * 1024) / 48000
+                s = (np.sin(2 * np.pi * 440 * t) * 0.2).astype(np.float32)
+                f = av.AudioFrame.from_ndarray(np.stack([s, s]), format="fltp", layout="stereo")
+                f.sample_rate, f.pts, f.time_base = 48000, i * 1024, Fraction(1, 48000)
+                out.mux(aus.encode(f))
+            out.mux(aus.encode(None))
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m mediad ARGS` as a real subprocess."""
+    return subprocess.run([sys.executable, "-m", "mediad", *args], capture_output=True, text=True,
+                          cwd=cwd or ROOT, env={**os.environ, **(env or {})}, timeout=timeout)

@@ -1,0 +1,112 @@
+"""Round trips of every sample through every built-in profile, decoded back with PyAV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLES, read_back
+
+from mediad.media.job import transcode
+from mediad.profiles import load_profile
+
+VIDEO_PROFILES = ["h264", "hevc", "av1", "h264-720p", "web"]
+SAMPLE_FILES = sorted(p.name for p in SAMPLES.iterdir() if p.suffix in (".mp4", ".mkv"))
+CODEC_NAMES = {"h264": "h264", "hevc": "hevc", "av1": "libdav1d"}
+
+
+def expected_size(src_w: int, src_h: int, rotation: int, max_height: int | None) -> tuple[int, int]:
+    """Independent statement of the sizing rule: rotate, scale down (never up), even sides."""
+    w, h = (src_h, src_w) if rotation % 180 else (src_w, src_h)
+    if max_height and h > max_height:
+        return round(w * max_height / h / 2) * 2, max_height
+    return w - w % 2, h - h % 2
+
+
+def test_samples_are_present() -> None:
+    assert len(SAMPLE_FILES) >= 6
+
+
+@pytest.mark.parametrize("profile_name", VIDEO_PROFILES)
+@pytest.mark.parametrize("sample", SAMPLE_FILES)
+def test_round_trip(sample: str, profile_name: str, tmp_path: Path) -> None:
+    src = SAMPLES / sample
+    profile = load_profile(profile_name)
+    before = src.read_bytes()
+    out = tmp_path / f"out.{profile.extension}"
+    report = transcode(src, profile, out, gpu="none")
+    assert src.read_bytes() == before  # the source is never modified
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temp files left beside it
+
+    s, o = read_back(src), read_back(out)
+    assert o.video_codec in (CODEC_NAMES[profile.video.codec], profile.video.codec)
+    assert (o.width, o.height) == expected_size(s.width, s.height, s.rotation,
+                                                profile.video.max_height)
+    assert o.frames == s.frames
+    assert o.rotation == 0  # pixels were turned, so no display matrix may remain
+    assert abs(o.pts[-1] - s.pts[-1]) < 0.05 and abs(o.pts[0] - s.pts[0]) < 0.05
+    assert o.duration is not None and s.duration is not None and abs(o.duration - s.duration) < 0.2
+    # all audio tracks kept with their languages (codec per profile, or copied when it fits)
+    assert [lang for _, lang in o.audio] == [lang for _, lang in s.audio]
+    assert all(codec == profile.audio.codec for codec, _ in o.audio)
+    assert o.pix_fmt == "yuv420p"  # 8-bit output, also from the 10-bit source
+    assert s.chapters == o.chapters
+    if "title" in s.metadata:
+        assert o.metadata.get("title") == s.metadata["title"]
+
+    d = report.to_dict()
+    assert d["outputs"][0]["frames"] == s.frames
+    assert d["outputs"][0]["path"] == str(out)
+    assert d["plan"]["video"]["encoder"] in ("libx264", "libx265", "libsvtav1")
+    assert d["plan"]["fallbacks"] == d["fallbacks"]
+
+
+def test_vfr_timestamps_are_preserved(tmp_path: Path) -> None:
+    src = SAMPLES / "vfr.mkv"
+    out = tmp_path / "vfr.mp4"
+    transcode(src, load_profile("h264"), out, gpu="none")
+    s, o = read_back(src), read_back(out)
+    assert len(set(round(b - a, 3) for a, b in zip(s.pts, s.pts[1:], strict=False))) > 1
+    assert o.pts == pytest.approx(s.pts, abs=0.002)
+
+
+def test_subtitles_copied_into_mkv_and_dropped_with_warning_for_mp4(tmp_path: Path) -> None:
+    src = SAMPLES / "subs.mkv"
+    mkv = tmp_path / "subs.mkv"
+    transcode(src, load_profile("av1"), mkv, gpu="none")
+    assert read_back(mkv).subtitles == read_back(src).subtitles != []
+    report = transcode(src, load_profile("h264"), tmp_path / "subs.mp4", gpu="none")
+    assert read_back(tmp_path / "subs.mp4").subtitles == []
+    assert any("subtitle" in w for w in report.warnings)
+
+
+def test_ten_bit_kept_when_profile_asks(tmp_path: Path) -> None:
+    prof = tmp_path / "hevc10.toml"
+    prof.write_text("container = 'mkv'\n[video]\ncodec = 'hevc'\nbit_depth = 10\nspeed = 'fastest'\n")
+    out = tmp_path / "out.mkv"
+    transcode(SAMPLES / "tenbit_hevc.mkv", load_profile(str(prof)), out, gpu="none")
+    assert read_back(out).pix_fmt == "yuv420p10le"
+
+
+def test_audio_none_drops_audio_and_copy_copies(tmp_path: Path) -> None:
+    prof = tmp_path / "mute.toml"
+    prof.write_text("[video]\nspeed = 'fastest'\n[audio]\ncodec = 'none'\n")
+    out = tmp_path / "mute.mp4"
+    transcode(SAMPLES / "h264_aac.mp4", load_profile(str(prof)), out, gpu="none")
+    assert read_back(out).audio == []
+    prof.write_text("[video]\nspeed = 'fastest'\n[audio]\ncodec = 'copy'\n")
+    out2 = tmp_path / "copy.mp4"
+    report = transcode(SAMPLES / "subs.mkv", load_profile(str(prof)), out2, gpu="none")
+    actions = [(a.source_codec, a.action) for a in report.plan.audio]
+    assert actions == [("aac", "copy"), ("opus", "copy")]  # both fit in MP4
+    assert [c for c, _ in read_back(out2).audio] == ["aac", "opus"]
+
+
+def test_video_copy_remuxes_packets(tmp_path: Path) -> None:
+    prof = tmp_path / "remux.toml"
+    prof.write_text("container = 'mkv'\n[video]\ncodec = 'copy'\n[audio]\ncodec = 'copy'\n")
+    out = tmp_path / "remux.mkv"
+    report = transcode(SAMPLES / "h264_aac.mp4", load_profile(str(prof)), out, gpu="none")
+    assert report.plan.video.action == "copy"
+    s, o = read_back(SAMPLES / "h264_aac.mp4"), read_back(out)
+    assert (o.video_codec, o.frames, o.width) == ("h264", s.frames, s.width)
