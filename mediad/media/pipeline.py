@@ -24,8 +24,8 @@ from mediad.media.progress import Progress, ProgressCallback
 _OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name"}
 _STREAM_TAGS = ("language", "title")
 _PROGRESS_EVERY_S = 0.25
-# SVT-AV1 prints a banner at info level on every open; keep stderr to warnings and errors.
-os.environ.setdefault("SVT_LOG", "2")
+# SVT-AV1 prints a banner at info level on every open; keep stderr to its errors.
+os.environ.setdefault("SVT_LOG", "1")
 
 
 class EncoderRefused(Exception):
