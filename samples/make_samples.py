@@ -70,6 +70,27 @@ def pattern(index: int, width: int, height: int, deep: bool = False) -> np.ndarr
     return np.round(img * 255.0).astype(np.uint8)
 
 
+def cartoon(index: int, width: int, height: int) -> np.ndarray:
+    """Line-art frame: flat-coloured discs with dark outlines drifting over a plain background.
+
+    The content animation upscalers are made for (the built-in upscaler is an anime model), so
+    upscaling quality can be judged on a sample of the kind it serves.
+    """
+    rng = np.random.default_rng(7)  # same discs every frame; only their positions move
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.empty((height, width, 3), np.float32)
+    img[:] = (0.9, 0.85, 0.7)
+    for k in range(18):
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        r, colour = rng.uniform(10, 36), rng.uniform(0, 1, 3)
+        vx, vy = rng.uniform(-2, 2), rng.uniform(-1.5, 1.5)
+        cx, cy = (cx + vx * index) % width, (cy + vy * index + k) % height
+        dist = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
+        img[dist < r] = colour
+        img[np.abs(dist - r) < 1.2] = 0.05
+    return np.round(img * 255.0).astype(np.uint8)
+
+
 def video_frames(
     width: int, height: int, count: int, deep: bool = False
 ) -> Iterator[tuple[int, av.VideoFrame]]:
@@ -202,6 +223,17 @@ def make_h264_aac(path: Path) -> None:
         encode_audio(out, a, 440.0, DURATION_S)
 
 
+def make_cartoon(path: Path) -> None:
+    """H.264 line art (for the upscaler's quality check), high quality, no audio."""
+    with open_out(path) as out:
+        v = add_video(out, options={**x264_opts(), "crf": "16", "tune": "animation"})
+        for i in range(FRAMES // 2):
+            frame = av.VideoFrame.from_ndarray(cartoon(i, 320, 180), format="rgb24")
+            frame.pts = i
+            out.mux(v.encode(frame))
+        out.mux(v.encode(None))
+
+
 def make_noaudio(path: Path) -> None:
     """H.264 only, no audio stream at all."""
     with open_out(path) as out:
@@ -302,6 +334,7 @@ SAMPLES = {
     "odd_321x181.mkv": make_odd_321x181,
     "vfr.mkv": make_vfr,
     "rotated.mp4": make_rotated,
+    "cartoon.mp4": make_cartoon,
 }
 
 

