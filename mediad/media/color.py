@@ -117,6 +117,10 @@ def yuv420_to_rgb(y: torch.Tensor, uv: torch.Tensor, *, bits: int = 8, shift: in
     else:
         # Centre-sited bilinear upsampling; edges replicate (align_corners=False clamps).
         c = F.interpolate(c[None], scale_factor=2, mode="bilinear", align_corners=False)[0]
+    if c.shape[-2] < height or c.shape[-1] < width:
+        # Odd sizes: the last luma row/column has no chroma sample below/right of it.
+        pad = (0, max(0, width - c.shape[-1]), 0, max(0, height - c.shape[-2]))
+        c = F.pad(c[None], pad, mode="replicate")[0]
     c = c[:, :height, :width]
     luma = (_code_values(y, shift) - y_off) / y_scale
     cb_n, cr_n = c[0], c[1]

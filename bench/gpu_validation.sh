@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# GPU validation of mediad: `mediad gpus`, the GPU tests and bench/gpu.py, with their output kept.
+# Run from the repository root on a machine with an NVIDIA GPU (see docs/gpu-validation.md).
+#
+#   bash bench/gpu_validation.sh [all|tests|bench] [OUTDIR]
+#
+# all (default): environment + `mediad gpus` + `pytest -m gpu` + bench/gpu.py
+# tests:         environment + `mediad gpus` + `pytest -m gpu`
+# bench:         environment + bench/gpu.py
+# OUTDIR defaults to $OUT (the device tool's folder that comes back), else ./gpu-validation.
+#
+# Wheels in .whl/ are installed to /tmp/site first (the device machine has no network), and a
+# CUDA-capable ffmpeg carried as .ffmpeg/ffmpeg.xz is unpacked for the decode comparison.
+# Every step runs even when an earlier one fails; summary.txt lists each step's exit status.
+# It writes 7 files, within the device tool's limit of 8 files coming back from $OUT.
+set -uo pipefail
+
+MODE=${1:-all}
+OUTDIR=${2:-${OUT:-gpu-validation}}
+PY=${PYTHON:-python3}
+case "$MODE" in all|tests|bench) ;; *) echo "usage: $0 [all|tests|bench] [OUTDIR]" >&2; exit 2;; esac
+mkdir -p "$OUTDIR"
+SUMMARY="$OUTDIR/summary.txt"
+: > "$SUMMARY"
+export PYTHONUNBUFFERED=1
+
+if compgen -G ".whl/*.whl" > /dev/null; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl || { echo "wheel install failed" | tee -a "$SUMMARY"; exit 1; }
+fi
+if [ -d /tmp/site ]; then  # also when an earlier call on this (still warm) machine installed them
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+
+FFMPEG_ARG=()
+if [ -f .ffmpeg/ffmpeg.xz ]; then
+    xz -dc .ffmpeg/ffmpeg.xz > /tmp/ffmpeg && chmod +x /tmp/ffmpeg && FFMPEG_ARG=(--ffmpeg /tmp/ffmpeg)
+elif [ -x /tmp/ffmpeg ]; then
+    FFMPEG_ARG=(--ffmpeg /tmp/ffmpeg)
+fi
+
+step() {  # step NAME LOGFILE COMMAND...: run, keep the log, record the exit status
+    local name=$1 logfile=$2
+    shift 2
+    echo "== $name: $*" | tee -a "$SUMMARY"
+    "$@" > "$OUTDIR/$logfile" 2>&1
+    local rc=$?
+    echo "   exit $rc (log: $logfile)" | tee -a "$SUMMARY"
+    tail -n 15 "$OUTDIR/$logfile"
+}
+
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown) $(git status --porcelain 2>/dev/null | grep -q . && echo '(dirty tree)')"
+    echo "mode: $MODE"
+    nvidia-smi --query-gpu=index,name,uuid,driver_version,memory.total,clocks.max.video --format=csv 2>&1
+    "$PY" - <<'EOF' 2>&1
+import sys
+print("python", sys.version.split()[0])
+for name in ("torch", "av", "numpy", "pynvml", "pydantic", "imageio_ffmpeg"):
+    try:
+        mod = __import__(name)
+        print(name, getattr(mod, "__version__", "?"), getattr(mod, "__file__", ""))
+    except Exception as e:  # noqa: BLE001 - an environment report, not a program
+        print(name, "MISSING:", e)
+try:
+    import torch
+    print("torch cuda", torch.version.cuda, "available", torch.cuda.is_available())
+    import av
+    print("ffmpeg libs", av.ffmpeg_version_info)
+    import av.codec.hwaccel as hw
+    print("hw devices", hw.hwdevices_available())
+except Exception as e:  # noqa: BLE001
+    print("probe failed:", e)
+EOF
+    echo "ffmpeg for the bench: ${FFMPEG_ARG[*]:-(imageio-ffmpeg or PATH)}"
+} > "$OUTDIR/environment.txt" 2>&1
+cat "$OUTDIR/environment.txt"
+
+if [ "$MODE" != bench ]; then
+    step "mediad gpus" gpus.txt "$PY" -m mediad gpus
+    step "mediad gpus --json" gpus.json "$PY" -m mediad gpus --json
+    step "pytest -m gpu" pytest-gpu.txt "$PY" -m pytest -m gpu -v -rs -p no:cacheprovider \
+        tests/test_gpu.py tests/test_gpu_transcode.py
+fi
+if [ "$MODE" != tests ]; then
+    step "bench/gpu.py" bench-gpu.txt "$PY" bench/gpu.py --json "$OUTDIR/bench-gpu.json" \
+        "${FFMPEG_ARG[@]}"
+fi
+echo "results in $OUTDIR: $(ls "$OUTDIR" | tr '\n' ' ')"

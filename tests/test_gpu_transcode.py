@@ -1,0 +1,87 @@
+"""Full transcodes on the GPU path (NVDEC -> torch -> NVENC or software encode) against the CPU.
+
+GPU only: skipped cleanly without CUDA (conftest.py). Run with `pytest -m gpu`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import SAMPLES, make_clip
+
+from mediad import gpu
+from mediad.media.job import transcode
+from mediad.profiles import Profile, parse_profile
+
+pytestmark = pytest.mark.gpu
+
+# High quality on both sides, so the comparison measures the GPU path, not the rate control.
+PROFILE_TOML = """
+container = "mp4"
+[video]
+codec = "{codec}"
+encoder = "auto"
+quality = {quality}
+{extra}
+[audio]
+codec = "none"
+"""
+
+
+def profile(codec: str = "h264", quality: int = 16, extra: str = "") -> Profile:
+    text = PROFILE_TOML.format(codec=codec, quality=quality, extra=extra)
+    return parse_profile(text, "test_gpu_transcode", f"gpu-test-{codec}")
+
+
+def source(tmp_path: Path, name: str) -> Path:
+    """A sample from samples/, or a clip made here when the samples are not there."""
+    path = SAMPLES / name
+    if path.is_file():
+        return path
+    encoder = "libx265" if "hevc" in name else "libx264"
+    return make_clip(tmp_path / f"src-{name}.mkv", frames=48, size=(640, 360), audio=False,
+                     encoder=encoder)
+
+
+def luma(path: Path) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.reformat(format="gray").to_ndarray() for f in c.decode(video=0)])
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
+
+
+def gpu_and_cpu(src: Path, prof: Profile, tmp_path: Path) -> tuple[object, np.ndarray, np.ndarray]:
+    on_gpu, on_cpu = tmp_path / "gpu.mp4", tmp_path / "cpu.mp4"
+    report = transcode(src, prof, on_gpu, gpu="auto")
+    transcode(src, prof, on_cpu, gpu="none")
+    return report, luma(on_gpu), luma(on_cpu)
+
+
+@pytest.mark.parametrize("sample", ["h264_aac.mp4", "tenbit_hevc.mkv"])
+def test_gpu_transcode_matches_software(sample: str, tmp_path: Path) -> None:
+    src = source(tmp_path, sample)
+    report, a, b = gpu_and_cpu(src, profile(), tmp_path)
+    assert report.plan.decode.hardware, report.plan.decode.reason  # NVDEC really decoded
+    device, _ = gpu.choose_device("auto")
+    nvenc = gpu.capabilities(device).nvenc["h264"]
+    assert report.plan.video.encoder == ("h264_nvenc" if nvenc.ok else "libx264"), nvenc.reason
+    assert a.shape == b.shape
+    assert psnr(a, b) >= 40.0
+
+
+def test_gpu_transcode_scales_like_software(tmp_path: Path) -> None:
+    src = source(tmp_path, "h264_aac.mp4")
+    with av.open(str(src)) as c:
+        height = c.streams.video[0].codec_context.height
+    target = max(32, (height // 2) - (height // 2) % 2)
+    report, a, b = gpu_and_cpu(src, profile(extra=f"max_height = {target}"), tmp_path)
+    assert report.plan.decode.hardware
+    assert a.shape == b.shape and a.shape[1] == target
+    assert psnr(a, b) >= 35.0  # two different scalers, then two encoders
