@@ -107,3 +107,15 @@ def test_audio_decisions() -> None:
     assert plan.audio[0].sample_rate == 48000 and plan.audio[0].encoder == "libopus"
     plan = make_plan(info, load_profile("web"), no_gpu("x"), OUT)  # channels = 2: stereo fits
     assert plan.audio[0].action == "copy"
+
+
+def test_frame_residency_decisions() -> None:
+    plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), load_profile("h264-720p"), full_gpu(), OUT)
+    assert plan.frames_on_gpu and "no host copy" in plan.frames_reason
+    assert not plan.with_software_video("busy").frames_on_gpu
+    plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), load_profile("h264"), h100_like(), OUT)
+    assert not plan.frames_on_gpu and "downloaded once" in plan.frames_reason
+    plan = make_plan(probe(SAMPLES / "rotated.mp4"), load_profile("h264"), full_gpu(), OUT)
+    assert not plan.frames_on_gpu and "rotation" in plan.frames_reason
+    plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), load_profile("h264"), no_gpu("x"), OUT)
+    assert not plan.frames_on_gpu and "software decode" in plan.frames_reason

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -26,6 +27,9 @@ _STREAM_TAGS = ("language", "title")
 _PROGRESS_EVERY_S = 0.25
 # SVT-AV1 prints a banner at info level on every open; keep stderr to its errors.
 os.environ.setdefault("SVT_LOG", "1")
+
+
+FrameTransform = Callable[[av.VideoFrame | None], list[av.VideoFrame]]
 
 
 class EncoderRefused(Exception):
@@ -131,7 +135,7 @@ class _Runner:
         self.encode_audio: dict[int, av.audio.stream.AudioStream] = {}
         self.video_in: av.video.stream.VideoStream | None = None
         self.video_out: av.video.stream.VideoStream | None = None
-        self.transform: VideoTransform | None = None
+        self.transform: FrameTransform | None = None
         self._next_pts = 0
 
     # -- set-up ------------------------------------------------------------------------------
@@ -145,8 +149,19 @@ class _Runner:
             return
         ist.codec_context.thread_type = "AUTO"  # frame + slice threads, as the ffmpeg CLI does
         rate = ist.average_rate or ist.guessed_rate or Fraction(25)
-        ost = out.add_stream(vp.encoder, rate=rate, options=dict(vp.options))
-        ost.width, ost.height, ost.pix_fmt = vp.width, vp.height, vp.pix_fmt
+        if self.plan.frames_on_gpu:
+            # NVENC fed CUDA frames through a frames context on the same device; the device comes
+            # from the hwaccel, and pix_fmt names the layout of the GPU frames.
+            from mediad.gpu import cuda_hwaccel
+
+            options = {k: v for k, v in vp.options.items() if k != "gpu"}
+            ost = out.add_stream(vp.encoder, rate=rate, options=options,
+                                 hwaccel=cuda_hwaccel(self.plan.decode.device))
+            ost.pix_fmt = "p010le" if vp.pix_fmt == "p010le" else "nv12"
+        else:
+            ost = out.add_stream(vp.encoder, rate=rate, options=dict(vp.options))
+            ost.pix_fmt = vp.pix_fmt
+        ost.width, ost.height = vp.width, vp.height
         # Keep the source's time base so frame timestamps pass through untouched (VFR-safe).
         ost.time_base = ist.time_base
         ost.codec_context.time_base = ist.time_base
@@ -171,7 +186,27 @@ class _Runner:
             raise MediadError(f"{self.plan.input}: {vp.encoder} cannot encode this video: {e}",
                               reason="unsupported") from None
         self.video_in, self.video_out = ist, ost
-        self.transform = VideoTransform(vp, ist.time_base)
+        self.transform = self._make_transform(vp, ist.time_base)
+
+    def _make_transform(self, vp: VideoPlan, time_base: Fraction) -> FrameTransform:
+        if not self.plan.frames_on_gpu:
+            return VideoTransform(vp, time_base)
+        from mediad.media.gpu_frames import GpuVideoTransform
+
+        gpu = GpuVideoTransform(size=(vp.width, vp.height),
+                                out_format="p010le" if vp.pix_fmt == "p010le" else "nv12")
+        return lambda frame: [] if frame is None else [gpu(frame)]
+
+    def _decoder_hwaccel(self) -> HWAccel | None:
+        decode = self.plan.decode
+        if not decode.hardware:
+            return None
+        if self.plan.frames_on_gpu:
+            from mediad.gpu import cuda_hwaccel
+
+            return cuda_hwaccel(decode.device)  # frames stay in GPU memory, shared with torch
+        # NVDEC with frames downloaded once (for libavfilter and the software encoder).
+        return HWAccel("cuda", device=decode.device, allow_software_fallback=True)
 
     def _add_audio(self, sp: StreamPlan, src: av.container.InputContainer,
                    out: av.container.OutputContainer) -> None:
@@ -198,8 +233,7 @@ class _Runner:
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> RunResult:
         plan = self.plan
-        hw = (HWAccel("cuda", device=plan.decode.device, allow_software_fallback=True)
-              if plan.decode.hardware else None)
+        hw = self._decoder_hwaccel()
         mux_options = {"movflags": "+faststart"} if plan.faststart else {}
         with open_input(Path(plan.input), hwaccel=hw) as src, \
                 av.open(str(self.dest), "w", format=plan.format, options=mux_options) as out:

@@ -96,6 +96,8 @@ class Plan:
     audio: list[StreamPlan]
     subtitles: list[StreamPlan]
     gpu: dict
+    frames_on_gpu: bool = False  # NVDEC -> (torch) -> NVENC without a host copy
+    frames_reason: str = ""
     fallbacks: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -111,7 +113,9 @@ class Plan:
                         options=_encoder_options(encoder, v.speed, v.quality, None),
                         pix_fmt="yuv420p10le" if v.pix_fmt == "p010le" else v.pix_fmt,
                         reason=f"software encoder: {reason}")
-        return replace(self, video=video, fallbacks=[*self.fallbacks, f"video: {reason}"])
+        return replace(self, video=video, frames_on_gpu=False,
+                       frames_reason="frames downloaded once for the software encoder",
+                       fallbacks=[*self.fallbacks, f"video: {reason}"])
 
 
 def _even(n: float) -> int:
@@ -221,6 +225,19 @@ def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities) -> DecodePl
     return DecodePlan(v.index, v.codec, True, caps.device, nvdec.reason)
 
 
+def _plan_residency(decode: DecodePlan, video: VideoPlan) -> tuple[bool, str]:
+    """Whether frames can stay on the GPU from NVDEC to NVENC, and why (not)."""
+    if video.action == "copy":
+        return False, "video is copied"
+    if not decode.hardware:
+        return False, "software decode: frames are in host memory"
+    if not video.hardware:
+        return False, "frames downloaded once for the software encoder"
+    if video.rotate or video.crop:
+        return False, "rotation/crop run in libavfilter on the host; frames uploaded to NVENC"
+    return True, "NVDEC -> GPU scaling -> NVENC, no host copy"
+
+
 def _plan_audio(info: MediaInfo, profile: Profile) -> list[StreamPlan]:
     a = profile.audio
     plans = []
@@ -281,6 +298,7 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
     decode = _plan_decode(v, video, caps)
     if caps.device is not None and not decode.hardware and video.action == "encode":
         fallbacks.append(f"decode: {decode.reason}")
+    frames_on_gpu, frames_reason = _plan_residency(decode, video)
     subtitles, warnings = _plan_subtitles(info, profile)
     if v.hdr and video.action == "encode" and profile.video.bit_depth == 8:
         warnings.append("HDR source encoded to 8-bit without tone mapping: colours keep the HDR "
@@ -290,6 +308,7 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
         format=CONTAINER_FORMAT[profile.container], faststart=profile.faststart, decode=decode,
         video=video, audio=_plan_audio(info, profile), subtitles=subtitles,
         gpu={"device": caps.device, "reason": gpu_reason, **caps.to_dict()},
+        frames_on_gpu=frames_on_gpu, frames_reason=frames_reason,
         fallbacks=fallbacks, warnings=warnings)
 
 
@@ -300,7 +319,8 @@ def format_plan(plan: Plan) -> str:
              + (", faststart)" if plan.faststart else ")"), f"profile: {plan.profile}",
              f"gpu:     {plan.gpu['device'] if plan.gpu['device'] is not None else 'none'}"
              + (f" ({plan.gpu['reason']})" if plan.gpu.get("reason") else ""),
-             f"decode:  #{d.stream} {d.codec} {'NVDEC' if d.hardware else 'software'} - {d.reason}"]
+             f"decode:  #{d.stream} {d.codec} {'NVDEC' if d.hardware else 'software'} - {d.reason}",
+             f"frames:  {'GPU-resident' if plan.frames_on_gpu else 'host'} - {plan.frames_reason}"]
     if v.action == "copy":
         lines.append(f"video:   copy {v.codec}")
     else:
