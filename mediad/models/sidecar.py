@@ -1,0 +1,77 @@
+"""The analysis sidecar `<output>.mediad.json`: what the stages found, next to the output file.
+
+Schema (version 1), documented in docs/models.md:
+
+    {"schema": "mediad.sidecar", "version": 1, "mediad": "0.1.0", "created": "...Z",
+     "source": "/in/movie.mkv", "output": "/out/movie.mp4", "profile": "tag",
+     "stages": [...], "frames": 1234, "duration": 49.36,
+     "shots": [{"index", "start", "end", "start_frame", "end_frame"}],
+     "classifications": {"per_shot": [...], "per_frame": [...]},
+     "chapters": [{"title", "start", "end"}]}
+
+No torch here: it works on an AnalysisResult's plain data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mediad import __version__
+from mediad.errors import MediadError
+from mediad.models.base import AnalysisResult
+
+SCHEMA = "mediad.sidecar"
+SCHEMA_VERSION = 1
+SUFFIX = ".mediad.json"
+
+
+def sidecar_path(output: str | Path) -> Path:
+    """Where the sidecar of `output` goes: the output's full name plus .mediad.json."""
+    p = Path(output)
+    return p.with_name(p.name + SUFFIX)
+
+
+def build_sidecar(analysis: AnalysisResult, *, source: str | Path, output: str | Path,
+                  profile: str, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sidecar document for one output (`stages`: StageRunner.describe())."""
+    data = analysis.to_dict()
+    return {
+        "schema": SCHEMA,
+        "version": SCHEMA_VERSION,
+        "mediad": __version__,
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source": str(source),
+        "output": str(output),
+        "profile": profile,
+        "stages": stages,
+        "frames": data["frames"],
+        "duration": data["duration"],
+        "shots": data["shots"],
+        "classifications": {"per_shot": data["classifications"], "per_frame": data["samples"]},
+        "chapters": data["chapters"],
+    }
+
+
+def write_sidecar(path: str | Path, document: dict[str, Any]) -> Path:
+    """Write the document atomically (temp file beside it, fsync, rename); returns the path."""
+    path = Path(path)
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise MediadError(f"{path}: cannot write the analysis sidecar ({e.strerror})",
+                          reason="io") from None
+    return path
