@@ -9,7 +9,7 @@ from mediad import log
 from mediad.errors import MediadError
 from mediad.gpu import capabilities, choose_device, no_gpu
 from mediad.media.commit import commit, temp_path_for, verify_output
-from mediad.media.pipeline import EncoderRefused, run_plan
+from mediad.media.pipeline import EncoderRefused, RunResult, run_plan
 from mediad.media.plan import Plan, make_plan
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback
@@ -75,20 +75,36 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     tmp = temp_path_for(output)
     try:
         try:
-            result = run_plan(plan, tmp, on_progress, _frames_estimate(info))
+            result = run_plan(plan, tmp, on_progress, _frames_estimate(info), profile.stages)
         except EncoderRefused as e:
             log.event("fallback", input=str(input_path), detail=str(e))
             tmp.unlink(missing_ok=True)
             plan = plan.with_software_video(str(e))
-            result = run_plan(plan, tmp, on_progress, _frames_estimate(info))
+            result = run_plan(plan, tmp, on_progress, _frames_estimate(info), profile.stages)
         out = verify_output(tmp, _expected_duration(info), str(input_path))
         commit(tmp, output, overwrite)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    extra = _write_analysis(result, input_path, output, profile) if result.analysis else {}
     elapsed = time.monotonic() - started
     out = out.__class__(**{**out.to_dict(), "path": str(output)})
     log.event("transcoded", input=str(input_path), output=str(output), encoder=plan.video.encoder,
               frames=result.frames_written, seconds=f"{elapsed:.2f}")
     return Report(info, plan, [out], elapsed, result.frames_written / elapsed if elapsed else 0.0,
-                  [*plan.warnings, *result.warnings])
+                  [*plan.warnings, *result.warnings], extra)
+
+
+def _write_analysis(result: RunResult, source: Path, output: Path, profile: Profile) -> dict:
+    """Write the stages' sidecar `<output>.mediad.json` beside the committed output."""
+    from mediad.models.sidecar import build_sidecar, sidecar_path, write_sidecar
+
+    doc = build_sidecar(result.analysis, source=source, output=output, profile=profile.name,
+                        stages=result.stages)
+    path = write_sidecar(sidecar_path(output), doc)
+    analysis = result.analysis
+    return {"analysis": {
+        "sidecar": str(path), "frames": analysis.frames, "shots": len(analysis.shots),
+        "chapters": len(analysis.chapters()),
+        "top_labels": [c.top[0].label for c in analysis.classifications if c.top][:10],
+        "stages": result.stages}}

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 from av.codec.hwaccel import HWAccel
@@ -20,6 +21,7 @@ from mediad.errors import MediadError
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
 from mediad.media.probe import open_input
 from mediad.media.progress import Progress, ProgressCallback
+from mediad.media.stages import FrameTransform
 
 # Container-level tags the muxer writes itself; copying them would lie about the output.
 _OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name"}
@@ -27,9 +29,6 @@ _STREAM_TAGS = ("language", "title")
 _PROGRESS_EVERY_S = 0.25
 # SVT-AV1 prints a banner at info level on every open; keep stderr to its errors.
 os.environ.setdefault("SVT_LOG", "1")
-
-
-FrameTransform = Callable[[av.VideoFrame | None], list[av.VideoFrame]]
 
 
 class EncoderRefused(Exception):
@@ -43,6 +42,8 @@ class RunResult:
     frames_decoded: int = 0
     frames_written: int = 0
     warnings: list[str] = field(default_factory=list)
+    analysis: Any = None  # the stages' AnalysisResult, when the profile has stages
+    stages: list[dict] = field(default_factory=list)  # StageRunner.describe()
 
 
 class VideoTransform:
@@ -123,8 +124,10 @@ def _layout(channels: int) -> str:
 
 class _Runner:
     def __init__(self, plan: Plan, dest: Path, on_progress: ProgressCallback | None,
-                 frames_total: int | None) -> None:
+                 frames_total: int | None, stages: Sequence[Any]) -> None:
         self.plan = plan
+        self.stage_configs = stages
+        self.runner: Any = None  # mediad.models.runner.StageRunner
         self.dest = dest
         self.on_progress = on_progress
         self.frames_total = frames_total
@@ -142,12 +145,15 @@ class _Runner:
     def _add_video(self, src: av.container.InputContainer, out: av.container.OutputContainer) -> None:
         vp = self.plan.video
         ist = src.streams[self.plan.decode.stream]
+        ist.codec_context.thread_type = "AUTO"  # frame + slice threads, as the ffmpeg CLI does
         if vp.action == "copy":
             ost = out.add_stream_from_template(ist)
             _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
             self.copy[ist.index] = ost
+            if self.stage_configs:  # analysis stages look at the frames of the copied video
+                self.video_in = ist
+                self.transform = self._stage_path(ist, vp, encode=False)
             return
-        ist.codec_context.thread_type = "AUTO"  # frame + slice threads, as the ffmpeg CLI does
         rate = ist.average_rate or ist.guessed_rate or Fraction(25)
         if self.plan.frames_on_gpu:
             # NVENC fed CUDA frames through a frames context on the same device; the device comes
@@ -186,7 +192,35 @@ class _Runner:
             raise MediadError(f"{self.plan.input}: {vp.encoder} cannot encode this video: {e}",
                               reason="unsupported") from None
         self.video_in, self.video_out = ist, ost
-        self.transform = self._make_transform(vp, ist.time_base)
+        if self.stage_configs:
+            self.transform = self._stage_path(ist, vp, encode=True)
+        else:
+            self.transform = self._make_transform(vp, ist.time_base)
+
+    def _stage_path(self, ist: av.video.stream.VideoStream, vp: VideoPlan,
+                    encode: bool) -> FrameTransform:
+        """Decoded frames -> model stages (batched, on their own thread) -> encoder-ready frames."""
+        from mediad.media import stages as bridge
+        from mediad.models.runner import StageRunner
+
+        fps = ist.average_rate or ist.guessed_rate
+        self.runner = StageRunner.from_profile(self.stage_configs, gpu=self.plan.gpu["device"],
+                                               fps_hint=float(fps) if fps else None)
+        batch = 8
+        if self.plan.frames_on_gpu:
+            post = VideoTransform(replace(vp, rotate=0, crop=None), ist.time_base) \
+                if encode and not vp.hardware else None
+            return bridge.gpu_bridge(self.runner, size=(vp.width, vp.height),
+                                     out_format="p010le" if vp.pix_fmt == "p010le" else "nv12",
+                                     nvenc=encode and vp.hardware, post=post, batch=batch)
+        # Host frames: rotate/crop into RGB for the models, then scale/convert for the encoder.
+        cc = ist.codec_context
+        w0, h0 = (cc.height, cc.width) if vp.rotate % 180 else (cc.width, cc.height)
+        if vp.crop:
+            w0, h0 = vp.crop
+        pre = VideoTransform(replace(vp, width=w0, height=h0, pix_fmt="rgb24"), ist.time_base)
+        post = VideoTransform(replace(vp, rotate=0, crop=None), ist.time_base) if encode else None
+        return bridge.host_bridge(self.runner, pre, post, batch)
 
     def _make_transform(self, vp: VideoPlan, time_base: Fraction) -> FrameTransform:
         if not self.plan.frames_on_gpu:
@@ -254,16 +288,23 @@ class _Runner:
             self._encode_video(None, out)
             for ost in self.encode_audio.values():
                 out.mux(ost.encode(None))
+            if self.runner is not None:
+                self.result.analysis = self.runner.finish()
+                self.result.stages = self.runner.describe()
+                shot_chapters = self.result.analysis.chapters()
+                if shot_chapters:  # the profile asked for shots as chapters: they replace the source's
+                    out.set_chapters(shot_chapters)
         self._report_progress(force=True)
         return self.result
 
     def _packet(self, packet: av.Packet, out: av.container.OutputContainer) -> None:
         index = packet.stream.index
         if index == self.plan.decode.stream and self.video_in is not None:
-            for frame in packet.decode():
+            for frame in packet.decode():  # decoded before a copy below rebases the packet
                 self.result.frames_decoded += 1
                 self._encode_video(frame, out)
-            return
+            if self.video_out is not None:
+                return
         if index in self.encode_audio:
             ost = self.encode_audio[index]
             for frame in packet.decode():
@@ -274,15 +315,18 @@ class _Runner:
         ost = self.copy[index]
         if index == self.plan.decode.stream:
             self.result.frames_written += 1
-            self.result.frames_decoded += 1
+            self.result.frames_decoded += self.video_in is None  # else counted when decoded
             self._report_progress()
         packet.stream = ost
         out.mux(packet)
 
     def _encode_video(self, frame: av.VideoFrame | None, out: av.container.OutputContainer) -> None:
-        if self.video_out is None or self.transform is None:
+        if self.transform is None:
             return
-        for f in self.transform(frame):
+        frames = self.transform(frame)
+        if self.video_out is None:
+            return  # analysis only: the video packets are copied
+        for f in frames:
             if f.pts is None:  # a few raw formats carry no timestamps: number the frames
                 f.pts, f.time_base = self._next_pts, self.video_in.time_base
             self._next_pts = f.pts + 1
@@ -307,10 +351,13 @@ class _Runner:
 
 
 def run_plan(plan: Plan, dest: Path, on_progress: ProgressCallback | None = None,
-             frames_total: int | None = None) -> RunResult:
-    """Write the output `plan` describes to `dest` (a temporary path; the caller commits it)."""
+             frames_total: int | None = None, stages: Sequence[Any] = ()) -> RunResult:
+    """Write the output `plan` describes to `dest` (a temporary path; the caller commits it).
+
+    `stages` are the profile's [[stages]] configs; the plan holds only their decisions.
+    """
     try:
-        return _Runner(plan, dest, on_progress, frames_total).run()
+        return _Runner(plan, dest, on_progress, frames_total, stages).run()
     except (EncoderRefused, MediadError):
         raise
     except av.FFmpegError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -98,6 +99,7 @@ class Plan:
     gpu: dict
     frames_on_gpu: bool = False  # NVDEC -> (torch) -> NVENC without a host copy
     frames_reason: str = ""
+    stages: list[dict] = field(default_factory=list)  # each stage's device/precision decision
     fallbacks: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -122,12 +124,14 @@ def _even(n: float) -> int:
     return max(2, int(round(n / 2.0)) * 2)
 
 
-def output_geometry(v: VideoInfo, max_height: int | None) -> tuple[int, int, tuple[int, int] | None, str]:
-    """(width, height, crop, sample_aspect_ratio) after rotation, scaling and evening.
+def output_geometry(v: VideoInfo, max_height: int | None, stage_scale: int = 1,
+                    ) -> tuple[int, int, tuple[int, int] | None, str]:
+    """(width, height, crop, sample_aspect_ratio) after rotation, evening, stages and scaling.
 
-    Scaling keeps the display aspect (the sample aspect ratio is kept, both sides scale alike) and
-    never scales up. Without scaling, an odd side is cropped by one pixel (right/bottom) rather
-    than resampled, as HandBrake does, because 4:2:0 encoders need even sizes.
+    An odd side is cropped by one pixel (right/bottom) rather than resampled, as HandBrake does,
+    because 4:2:0 encoders need even sizes. Upscaling stages multiply the size; `max_height`
+    then scales down keeping the display aspect (the sample aspect ratio is kept, both sides
+    scale alike), never up.
     """
     w, h = v.width, v.height
     num, _, den = v.sample_aspect_ratio.partition("/")
@@ -135,10 +139,11 @@ def output_geometry(v: VideoInfo, max_height: int | None) -> tuple[int, int, tup
     if v.rotation % 180:
         w, h = h, w
         sar = f"{den or 1}/{num}"  # rotating a quarter turn swaps the pixel's sides
-    if max_height is not None and h > max_height:
-        return _even(w * max_height / h), _even(max_height), None, sar
     crop = (w - w % 2, h - h % 2) if (w % 2 or h % 2) else None
-    return w - w % 2, h - h % 2, crop, sar
+    w, h = (w - w % 2) * stage_scale, (h - h % 2) * stage_scale
+    if max_height is not None and h > max_height:
+        return _even(w * max_height / h), _even(max_height), crop, sar
+    return w, h, crop, sar
 
 
 def _encoder_options(encoder: str, speed: str, quality: int | None,
@@ -165,7 +170,7 @@ def _encoder_options(encoder: str, speed: str, quality: int | None,
 
 
 def _plan_video(info: MediaInfo, profile: Profile, caps: Capabilities,
-                gpu_allowed: bool) -> tuple[VideoPlan, list[str]]:
+                gpu_allowed: bool, stage_scale: int) -> tuple[VideoPlan, list[str]]:
     v = info.main_video
     assert v is not None
     vs = profile.video
@@ -178,7 +183,7 @@ def _plan_video(info: MediaInfo, profile: Profile, caps: Capabilities,
                               reason="unsupported")
         return VideoPlan("copy", v.codec, "copy", False, {}, vs.speed, None, None, v.pix_fmt, v.width, v.height, 0,
                          None, v.sample_aspect_ratio, "profile asks to copy the video"), fallbacks
-    width, height, crop, sar = output_geometry(v, vs.max_height)
+    width, height, crop, sar = output_geometry(v, vs.max_height, stage_scale)
     quality = vs.effective_quality
     bit_rate = parse_bitrate(vs.bitrate) if vs.bitrate else None
     nvenc = caps.nvenc.get(vs.codec)
@@ -212,8 +217,8 @@ def _plan_video(info: MediaInfo, profile: Profile, caps: Capabilities,
                      vs.speed, quality, bit_rate, pix_fmt, width, height, v.rotation, crop, sar, reason), fallbacks
 
 
-def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities) -> DecodePlan:
-    if video.action == "copy":
+def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities, analysed: bool) -> DecodePlan:
+    if video.action == "copy" and not analysed:
         return DecodePlan(v.index, v.codec, False, None, "video is copied, not decoded")
     nvdec = caps.nvdec.get(v.codec)
     if caps.device is None:
@@ -225,17 +230,23 @@ def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities) -> DecodePl
     return DecodePlan(v.index, v.codec, True, caps.device, nvdec.reason)
 
 
-def _plan_residency(decode: DecodePlan, video: VideoPlan) -> tuple[bool, str]:
-    """Whether frames can stay on the GPU from NVDEC to NVENC, and why (not)."""
-    if video.action == "copy":
-        return False, "video is copied"
+def _plan_residency(decode: DecodePlan, video: VideoPlan, stages_on_cuda: bool) -> tuple[bool, str]:
+    """Whether decoded frames stay in GPU memory (for the stages and/or NVENC), and why (not)."""
     if not decode.hardware:
-        return False, "software decode: frames are in host memory"
-    if not video.hardware:
-        return False, "frames downloaded once for the software encoder"
+        return False, ("video is copied" if video.action == "copy"
+                       else "software decode: frames are in host memory")
     if video.rotate or video.crop:
-        return False, "rotation/crop run in libavfilter on the host; frames uploaded to NVENC"
-    return True, "NVDEC -> GPU scaling -> NVENC, no host copy"
+        return False, "rotation/crop run in libavfilter on the host: frames downloaded once"
+    if video.action == "copy":
+        if stages_on_cuda:
+            return True, "NVDEC -> stages on the GPU (analysis only; video copied)"
+        return False, "analysis stages on the CPU: frames downloaded once"
+    if video.hardware:
+        return True, ("NVDEC -> stages on the GPU -> NVENC, no host copy" if stages_on_cuda
+                      else "NVDEC -> GPU scaling -> NVENC, no host copy")
+    if stages_on_cuda:
+        return True, "NVDEC -> stages on the GPU; result downloaded once for the software encoder"
+    return False, "frames downloaded once for the software encoder"
 
 
 def _plan_audio(info: MediaInfo, profile: Profile) -> list[StreamPlan]:
@@ -283,6 +294,18 @@ def _plan_subtitles(info: MediaInfo, profile: Profile) -> tuple[list[StreamPlan]
     return plans, warnings
 
 
+def _plan_stages(profile: Profile, device: int | None) -> list[dict]:
+    """Device and precision of each [[stages]] entry (imports torch only when there are stages)."""
+    if not profile.stages:
+        return []
+    from mediad.models import require_torch
+
+    require_torch()  # before importing the runner, which needs torch
+    from mediad.models.runner import plan_stages
+
+    return [d.to_dict() for d in plan_stages(profile.stages, gpu=device)]
+
+
 def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
               gpu_reason: str = "", gpu_allowed: bool = True) -> Plan:
     """Decide decoder, encoders and stream handling for `info` under `profile` on this machine.
@@ -294,11 +317,15 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
         kinds = "audio-only" if info.audio else "has no video stream"
         raise MediadError(f"{info.path}: {kinds} file, but profile {profile.name} makes video",
                           reason="no_video")
-    video, fallbacks = _plan_video(info, profile, caps, gpu_allowed)
-    decode = _plan_decode(v, video, caps)
+    stages = _plan_stages(profile, caps.device)
+    stage_scale = math.prod(s.scale for s in profile.stages if s.kind == "upscale")
+    video, fallbacks = _plan_video(info, profile, caps, gpu_allowed, stage_scale)
+    decode = _plan_decode(v, video, caps, analysed=bool(stages))
     if caps.device is not None and not decode.hardware and video.action == "encode":
         fallbacks.append(f"decode: {decode.reason}")
-    frames_on_gpu, frames_reason = _plan_residency(decode, video)
+    stages_on_cuda = any(str(s["device"]).startswith("cuda") for s in stages)
+    frames_on_gpu, frames_reason = _plan_residency(decode, video, stages_on_cuda)
+    fallbacks += [f"stage {s['kind']}: {r}" for s in stages for r in s["reasons"]]
     subtitles, warnings = _plan_subtitles(info, profile)
     if v.hdr and video.action == "encode" and profile.video.bit_depth == 8:
         warnings.append("HDR source encoded to 8-bit without tone mapping: colours keep the HDR "
@@ -308,7 +335,7 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
         format=CONTAINER_FORMAT[profile.container], faststart=profile.faststart, decode=decode,
         video=video, audio=_plan_audio(info, profile), subtitles=subtitles,
         gpu={"device": caps.device, "reason": gpu_reason, **caps.to_dict()},
-        frames_on_gpu=frames_on_gpu, frames_reason=frames_reason,
+        frames_on_gpu=frames_on_gpu, frames_reason=frames_reason, stages=stages,
         fallbacks=fallbacks, warnings=warnings)
 
 
@@ -333,6 +360,9 @@ def format_plan(plan: Plan) -> str:
         opts = " ".join(f"{k}={val}" for k, val in v.options.items())
         lines.append(f"video:   {v.codec} via {v.encoder} {v.width}x{v.height} {v.pix_fmt} {rc}"
                      + (f" ({', '.join(extra)})" if extra else "") + f" [{opts}] - {v.reason}")
+    for st in plan.stages:
+        lines.append(f"stage:   {st['kind']} {st['model']} on {st['device']} {st['precision']}"
+                     + "".join(f" - {r}" for r in st["reasons"]))
     for a in plan.audio:
         target = f" -> {a.codec} {a.bit_rate // 1000}k" if a.action == "encode" and a.bit_rate else ""
         lines.append(f"audio:   #{a.index} {a.source_codec} {a.action}{target}"

@@ -25,7 +25,12 @@ def torch_available() -> bool:
 
 
 def require_torch(what: str = "this profile's [[stages]]") -> None:
-    """Raise a MediadError that says how to install PyTorch when it is missing."""
-    if not torch_available():
+    """Raise a MediadError that says how to install PyTorch when it is missing or broken.
+
+    Imports torch: only called where stages are about to run anyway.
+    """
+    try:
+        import torch  # noqa: F401
+    except ImportError:
         raise MediadError(f"{what} need PyTorch, which is not installed: {TORCH_INSTALL_HINT}",
-                          reason="missing_dependency")
+                          reason="missing_dependency") from None

@@ -1,0 +1,204 @@
+"""The daemon's configuration: pydantic models of mediad.toml, loaded and validated in one place."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from mediad.errors import MediadError
+from mediad.profiles import Profile, load_profile
+
+DEFAULT_CONFIG = Path("/etc/mediad/mediad.toml")
+DEFAULT_LISTEN = "127.0.0.1:9464"
+
+
+def default_config_path() -> Path:
+    """The config file used when none is given: $MEDIAD_CONFIG, else /etc/mediad/mediad.toml."""
+    return Path(os.environ.get("MEDIAD_CONFIG") or DEFAULT_CONFIG)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    # Relative paths are taken from the config file's folder, so a config means one thing
+    # whatever the daemon's working directory.
+    base = (info.context or {}).get("base", Path.cwd())
+    return Path(os.path.normpath(Path(base) / value.expanduser()))
+
+
+ConfigPath = Annotated[Path, AfterValidator(_resolve)]
+
+
+class DaemonSettings(_Strict):
+    state_dir: ConfigPath = Path("/var/lib/mediad")
+    workers: int = Field(default=2, ge=1, le=64)
+    # NVENC sessions allowed at once on each GPU (consumer cards cap them); 0: never use NVENC.
+    nvenc_sessions: int = Field(default=3, ge=0, le=64)
+    # What a job whose profile may use NVENC does when every GPU's budget is in use:
+    # "cpu" runs it now with gpu="none", "wait" keeps it queued until a session frees up.
+    nvenc_overflow: Literal["cpu", "wait"] = "cpu"
+    settle_seconds: float = Field(default=5.0, ge=0.0, le=3600.0)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    retry_backoff_seconds: float = Field(default=30.0, ge=0.0, le=86400.0)
+    stall_timeout_seconds: float = Field(default=300.0, gt=0.0)
+    stop_grace_seconds: float = Field(default=30.0, ge=0.0, le=3600.0)
+    rescan_seconds: float = Field(default=300.0, gt=0.0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+
+class WatchConfig(_Strict):
+    path: ConfigPath
+    profile: str = "h264"
+    output_dir: ConfigPath
+    recursive: bool = False
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    polling: bool = False
+    poll_interval_seconds: float = Field(default=2.0, gt=0.0, le=3600.0)
+    on_success: Literal["keep", "move", "delete"] = "keep"
+    done_dir: ConfigPath | None = None
+    failed_dir: ConfigPath | None = None
+
+    _profile: Profile | None = PrivateAttr(default=None)
+
+    @field_validator("profile")
+    @classmethod
+    def _profile_spec(cls, v: str, info: ValidationInfo) -> str:
+        if v.endswith(".toml") or "/" in v:
+            base = (info.context or {}).get("base", Path.cwd())
+            v = os.path.normpath(Path(base) / Path(v).expanduser())
+        try:
+            load_profile(v)
+        except MediadError as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    def model_post_init(self, _context: object) -> None:
+        self._profile = load_profile(self.profile)
+
+    @property
+    def loaded_profile(self) -> Profile:
+        """The profile as loaded (and validated) when this config was read."""
+        assert self._profile is not None
+        return self._profile
+
+
+class MetricsConfig(_Strict):
+    # host:port of the Prometheus endpoint; "" turns it off. Loopback unless you open it on purpose.
+    listen: str = DEFAULT_LISTEN
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        if v:
+            parse_listen(v)
+        return v
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None when metrics are off."""
+        return parse_listen(self.listen) if self.listen else None
+
+
+class Config(_Strict):
+    """A validated mediad.toml."""
+
+    daemon: DaemonSettings = DaemonSettings()
+    watch: tuple[WatchConfig, ...] = Field(min_length=1)
+    metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _cross(self) -> Config:
+        # Messages start with their key path: a model-level error has no location of its own.
+        seen: set[Path] = set()
+        for i, w in enumerate(self.watch):
+            if w.path in seen:
+                raise ValueError(f"watch.{i}.path: {w.path} is already watched")
+            seen.add(w.path)
+            if w.on_success == "move" and w.done_dir is None:
+                raise ValueError(f'watch.{i}.done_dir: needed when on_success = "move"')
+            for name in ("output_dir", "done_dir", "failed_dir"):
+                target = getattr(w, name)
+                for other in self.watch:
+                    # Anything written into a watched folder would come back as new input: a loop.
+                    if target is not None and _inside(target, other.path, other.recursive):
+                        raise ValueError(f"watch.{i}.{name}: {target} is inside the watched "
+                                         f"folder {other.path}")
+            if _inside(self.daemon.state_dir, w.path, w.recursive):
+                raise ValueError(f"daemon.state_dir: {self.daemon.state_dir} is inside the "
+                                 f"watched folder {w.path}")
+        return self
+
+
+def _inside(target: Path, folder: Path, recursive: bool) -> bool:
+    """True when files written in `target` would be seen by a watch on `folder`."""
+    if target == folder:
+        return True
+    return recursive and target.is_relative_to(folder)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """'127.0.0.1:9464' or '[::1]:9464' -> (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"expected host:port, got {text!r}")
+    host = host.removeprefix("[").removesuffix("]")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"port must be 1..65535, got {port!r}")
+    return host, int(port)
+
+
+def _format_validation(err: ValidationError, source: str) -> str:
+    errors = err.errors()
+    # A bad [[watch]] also makes the list "too short": report the inner error, not its echo.
+    errors = [e for e in errors if not any(
+        len(o["loc"]) > len(e["loc"]) and o["loc"][:len(e["loc"])] == e["loc"] for o in errors)]
+    first = errors[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{source}: {loc + ': ' if loc else ''}{msg}{more}"
+
+
+def parse_config(text: str, source: str, base: Path) -> Config:
+    """Validate TOML text as a daemon config; relative paths are taken from `base`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise MediadError(f"{source}: not valid TOML: {e}", reason="bad_config") from None
+    try:
+        return Config.model_validate(data, context={"base": base})
+    except ValidationError as e:
+        raise MediadError(_format_validation(e, source), reason="bad_config") from None
+
+
+def load_config(path: Path) -> Config:
+    """Load and validate a daemon config file; errors read 'FILE: key.path: reason'."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise MediadError(f"{path}: cannot read config: {e.strerror}", reason="bad_config") from None
+    return parse_config(text, str(path), path.resolve().parent)

@@ -1,0 +1,65 @@
+"""Who a source file is: size, mtime, inode and a hash of its head and tail."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from mediad.errors import MediadError
+
+# Hashing head and tail (not the whole file) keeps a 50 GB remux cheap to identify; the size is in
+# the digest too, so a file that grew or shrank is a new file.
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Identity of one version of a file."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    digest: str
+
+    def same_stat(self, st: os.stat_result) -> bool:
+        """True when `st` shows the very file this fingerprint was taken from, unchanged."""
+        return (st.st_size, st.st_mtime_ns, st.st_ino) == (self.size, self.mtime_ns, self.inode)
+
+
+def open_regular(path: Path) -> int:
+    """Open a regular file read-only without following a symlink or blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        raise MediadError(f"{path}: cannot open: {e.strerror}", reason="unreadable") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise MediadError(f"{path}: not a regular file", reason="not_regular")
+    return fd
+
+
+def fingerprint(path: Path) -> Fingerprint:
+    """Fingerprint a regular file (symlinks are refused by O_NOFOLLOW)."""
+    fd = open_regular(path)
+    try:
+        st = os.fstat(fd)
+        h = hashlib.sha256(f"{st.st_size}:".encode())
+        h.update(os.pread(fd, CHUNK, 0))
+        if st.st_size > CHUNK:
+            h.update(os.pread(fd, CHUNK, max(CHUNK, st.st_size - CHUNK)))
+        return Fingerprint(st.st_size, st.st_mtime_ns, st.st_ino, h.hexdigest())
+    finally:
+        os.close(fd)
+
+
+def job_key(fp: Fingerprint, profile: str, output_dir: Path) -> str:
+    """The dedup key: same content, same profile, same destination -> same job.
+
+    mtime and inode are left out on purpose, so a file touched or copied again unchanged is not
+    transcoded twice.
+    """
+    text = f"{fp.digest}\0{profile}\0{output_dir}"
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,123 @@
+"""Which files a watch takes, which it refuses, and safe names for what it writes."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+import unicodedata
+from pathlib import Path, PurePosixPath
+
+from mediad.config import WatchConfig
+
+# Names that mean "still being written" by browsers, rsync, download tools and editors.
+TEMP_SUFFIXES = (".part", ".tmp", ".temp", ".crdownload", ".partial", ".download", ".!qb",
+                 ".error.json")
+MAX_NAME_BYTES = 200
+
+
+def is_temporary(name: str) -> bool:
+    """True for names taken only once renamed: dot-files, `~` backups, .part/.tmp/... downloads."""
+    lower = name.lower()
+    return name.startswith(".") or name.endswith("~") or lower.endswith(TEMP_SUFFIXES)
+
+
+def relative_to_watch(watch: WatchConfig, path: Path) -> PurePosixPath | None:
+    """`path` relative to the watched folder, or None when it is not inside (lexically)."""
+    try:
+        rel = PurePosixPath(os.path.relpath(path, watch.path))
+    except ValueError:
+        return None
+    if rel.parts[:1] == ("..",) or rel == PurePosixPath("."):
+        return None
+    return rel
+
+
+def wanted(watch: WatchConfig, path: Path) -> bool:
+    """True when the watch takes this path by name (not temporary, included, not excluded)."""
+    rel = relative_to_watch(watch, path)
+    if rel is None:
+        return False
+    if not watch.recursive and len(rel.parts) != 1:
+        return False
+    if any(is_temporary(part) for part in rel.parts):
+        return False
+
+    def match(pattern: str) -> bool:
+        # A pattern with a slash matches the relative path, one without matches the file name.
+        return fnmatch.fnmatchcase(str(rel) if "/" in pattern else rel.name, pattern)
+
+    return any(match(p) for p in watch.include) and not any(match(p) for p in watch.exclude)
+
+
+def refusal(watch: WatchConfig, path: Path) -> str | None:
+    """Why this path must not be read (symlink, escapes the folder, not a regular file), or None."""
+    rel = relative_to_watch(watch, path)
+    if rel is None:
+        return "outside_watch"
+    # Every component below the watched folder must be a real directory or file: a symlink
+    # anywhere could point a job at /etc or at another user's files.
+    current = watch.path
+    for part in rel.parts:
+        current = current / part
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return "vanished"
+        except OSError:
+            return "unreadable"
+        if stat.S_ISLNK(st.st_mode):
+            return "symlink"
+    try:
+        real = Path(os.path.realpath(path))
+    except OSError:
+        return "unreadable"
+    if not real.is_relative_to(Path(os.path.realpath(watch.path))):
+        return "outside_watch"
+    if not stat.S_ISREG(st.st_mode):
+        return "not_regular"
+    return None
+
+
+def safe_component(name: str, fallback: str = "video") -> str:
+    """One path component that cannot traverse, hide, or confuse a shell or a terminal."""
+    name = unicodedata.normalize("NFC", name)
+    out = []
+    for ch in name:
+        cat = unicodedata.category(ch)
+        if ch in '/\\:*?"<>|' or cat.startswith("C") or cat in ("Zl", "Zp"):
+            out.append("_")
+        else:
+            out.append(ch)
+    # No leading dot (hidden, or "..") or dash (an option to a shell tool), no trailing dot/space.
+    text = "".join(out).strip().lstrip(".-").rstrip(". ")
+    while len(text.encode()) > MAX_NAME_BYTES:
+        text = text[:-1]
+    return text or fallback
+
+
+def output_candidates(watch: WatchConfig, source: Path, extension: str) -> list[Path]:
+    """Output paths for `source`, first choice first: `<stem>.<ext>`, then `<stem>-2.<ext>`, ...
+
+    Sub-folders of a recursive watch are mirrored under output_dir, each name made safe.
+    """
+    rel = relative_to_watch(watch, source)
+    parts = rel.parts if rel is not None else (source.name,)
+    folder = watch.output_dir.joinpath(*(safe_component(p, "folder") for p in parts[:-1]))
+    stem = safe_component(Path(parts[-1]).stem)
+    names = [f"{stem}.{extension}"] + [f"{stem}-{n}.{extension}" for n in range(2, 1000)]
+    paths = [folder / n for n in names]
+    # Belt and braces: whatever the names were, every candidate must stay under output_dir.
+    return [p for p in paths if Path(os.path.normpath(p)).is_relative_to(watch.output_dir)]
+
+
+def unique_destination(folder: Path, name: str) -> Path:
+    """A path in `folder` named `name` (made safe), or `name-2`, `name-3`... if that is taken."""
+    safe = safe_component(name)
+    stem, dot, ext = safe.partition(".") if not safe.startswith(".") else (safe, "", "")
+    candidate = folder / safe
+    n = 2
+    while os.path.lexists(candidate):
+        candidate = folder / f"{stem}-{n}{dot}{ext}"
+        n += 1
+    return candidate

@@ -1,0 +1,256 @@
+"""The durable job queue: SQLite in WAL mode in state_dir.
+
+States: queued -> running -> done | failed; a transient failure or a stop puts a job back to
+queued. Only the daemon's main thread writes; `mediad status` reads alongside it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mediad.daemon.fingerprint import Fingerprint
+
+STATES = ("queued", "running", "done", "failed")
+DB_NAME = "queue.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,          -- content digest + profile + output_dir: the dedup key
+    source TEXT NOT NULL,
+    watch TEXT NOT NULL,
+    profile TEXT NOT NULL,
+    output TEXT NOT NULL UNIQUE,       -- reserved when queued, so two jobs never share a name
+    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,   -- failed attempts so far
+    reason TEXT,
+    error TEXT,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    not_before REAL NOT NULL DEFAULT 0,    -- retry backoff: not started before this time
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    gpu TEXT,
+    frames_done INTEGER,
+    frames_total INTEGER,
+    fps REAL,
+    report TEXT,
+    disposed INTEGER NOT NULL DEFAULT 0    -- on_success / failed_dir applied to the source
+);
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, not_before, id);
+CREATE INDEX IF NOT EXISTS jobs_updated ON jobs (updated);
+-- Paths already identified, so a restart does not re-hash every file kept in a watched folder.
+CREATE TABLE IF NOT EXISTS seen (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    inode INTEGER NOT NULL,
+    key TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One row of the jobs table."""
+
+    id: int
+    key: str
+    source: str
+    watch: str
+    profile: str
+    output: str
+    state: str
+    attempts: int
+    reason: str | None
+    error: str | None
+    size: int
+    mtime_ns: int
+    inode: int
+    digest: str
+    not_before: float
+    created: float
+    updated: float
+    started: float | None
+    finished: float | None
+    gpu: str | None
+    frames_done: int | None
+    frames_total: int | None
+    fps: float | None
+    report: str | None
+    disposed: int
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        """The source's fingerprint when it was queued."""
+        return Fingerprint(self.size, self.mtime_ns, self.inode, self.digest)
+
+    def summary(self) -> dict:
+        """Plain data for `mediad status --json` (the report itself left out)."""
+        d = {k: v for k, v in self.__dict__.items() if k not in ("report", "key", "digest")}
+        if self.started and self.finished:
+            d["duration"] = round(self.finished - self.started, 3)
+        return d
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the state database (WAL, durable commits)."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+    else:
+        conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed state change survives power loss, not only a crash of the daemon.
+        conn.execute("PRAGMA synchronous=FULL")
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout=5000")
+    return conn
+
+
+class Queue:
+    """The jobs table and its state changes; every change is its own transaction."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = state_dir / DB_NAME
+        self.conn = connect(self.path)
+        self.conn.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        self.conn.close()
+
+    def _one(self, sql: str, args: tuple = ()) -> Job | None:
+        row = self.conn.execute(sql, args).fetchone()
+        return Job(**dict(row)) if row else None
+
+    def get(self, job_id: int) -> Job | None:
+        """The job with this id."""
+        return self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+
+    def by_key(self, key: str) -> Job | None:
+        """The job with this dedup key."""
+        return self._one("SELECT * FROM jobs WHERE key = ?", (key,))
+
+    def output_taken(self, output: Path) -> bool:
+        """True when another job has reserved this output path."""
+        return self.conn.execute("SELECT 1 FROM jobs WHERE output = ?", (str(output),)).fetchone() is not None
+
+    def recover(self) -> list[Job]:
+        """After a crash: jobs left running go back to queued (their attempt is not counted)."""
+        jobs = [Job(**dict(r)) for r in self.conn.execute("SELECT * FROM jobs WHERE state = 'running'")]
+        self.conn.execute("UPDATE jobs SET state = 'queued', updated = ?, gpu = NULL "
+                          "WHERE state = 'running'", (time.time(),))
+        return jobs
+
+    def enqueue(self, *, key: str, source: Path, watch: Path, profile: str, output: Path,
+                fp: Fingerprint) -> Job | None:
+        """Add a queued job; None when a job with this key already exists."""
+        now = time.time()
+        cur = self.conn.execute(
+            "INSERT OR IGNORE INTO jobs (key, source, watch, profile, output, state, size, mtime_ns,"
+            " inode, digest, created, updated) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+            (key, str(source), str(watch), profile, str(output), fp.size, fp.mtime_ns, fp.inode,
+             fp.digest, now, now))
+        return self.get(cur.lastrowid) if cur.rowcount else None
+
+    def ready(self, now: float, limit: int = 100) -> list[Job]:
+        """Queued jobs whose backoff has passed, oldest first."""
+        rows = self.conn.execute(
+            "SELECT * FROM jobs WHERE state = 'queued' AND not_before <= ? ORDER BY id LIMIT ?",
+            (now, limit))
+        return [Job(**dict(r)) for r in rows]
+
+    def next_retry(self) -> float | None:
+        """The earliest time a backed-off queued job becomes ready."""
+        row = self.conn.execute("SELECT MIN(not_before) FROM jobs WHERE state = 'queued'").fetchone()
+        return row[0] if row and row[0] else None
+
+    def mark_running(self, job_id: int, gpu: str) -> None:
+        """A worker took the job."""
+        now = time.time()
+        self.conn.execute("UPDATE jobs SET state = 'running', started = ?, updated = ?, gpu = ?, "
+                          "frames_done = 0, frames_total = NULL, fps = NULL WHERE id = ?",
+                          (now, now, gpu, job_id))
+
+    def progress(self, job_id: int, frames_done: int, frames_total: int | None, fps: float) -> None:
+        """Record a running job's progress."""
+        self.conn.execute("UPDATE jobs SET frames_done = ?, frames_total = ?, fps = ?, updated = ? "
+                          "WHERE id = ? AND state = 'running'",
+                          (frames_done, frames_total, fps, time.time(), job_id))
+
+    def update_source(self, job_id: int, fp: Fingerprint) -> None:
+        """The source was touched but its content is the same: remember its new stat."""
+        self.conn.execute("UPDATE jobs SET size = ?, mtime_ns = ?, inode = ? WHERE id = ?",
+                          (fp.size, fp.mtime_ns, fp.inode, job_id))
+
+    def done(self, job_id: int, report: dict) -> None:
+        """The output is committed."""
+        now = time.time()
+        self.conn.execute("UPDATE jobs SET state = 'done', finished = ?, updated = ?, reason = NULL,"
+                          " error = NULL, report = ? WHERE id = ?",
+                          (now, now, json.dumps(report, default=str), job_id))
+
+    def failed(self, job_id: int, reason: str, error: str, *, count_attempt: bool = True) -> None:
+        """The job failed for good."""
+        now = time.time()
+        self.conn.execute("UPDATE jobs SET state = 'failed', finished = ?, updated = ?, reason = ?,"
+                          " error = ?, attempts = attempts + ? WHERE id = ?",
+                          (now, now, reason, error, int(count_attempt), job_id))
+
+    def retry(self, job_id: int, reason: str, error: str, not_before: float) -> None:
+        """A transient failure: back to queued, not before `not_before`."""
+        self.conn.execute("UPDATE jobs SET state = 'queued', updated = ?, reason = ?, error = ?, "
+                          "attempts = attempts + 1, not_before = ?, gpu = NULL WHERE id = ?",
+                          (time.time(), reason, error, not_before, job_id))
+
+    def requeue(self, job_id: int) -> None:
+        """Stopped by the daemon (shutdown): back to queued, the attempt not counted."""
+        self.conn.execute("UPDATE jobs SET state = 'queued', updated = ?, gpu = NULL WHERE id = ?",
+                          (time.time(), job_id))
+
+    def disposed(self, job_id: int) -> None:
+        """The source has been kept, moved or deleted as configured: never again."""
+        self.conn.execute("UPDATE jobs SET disposed = 1 WHERE id = ?", (job_id,))
+
+    def forget(self, job_id: int) -> None:
+        """Drop a queued job whose source changed before it ran (it will be queued anew)."""
+        self.conn.execute("DELETE FROM jobs WHERE id = ? AND state = 'queued'", (job_id,))
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs in each state."""
+        return counts(self.conn)
+
+    def seen_key(self, path: Path, st_size: int, mtime_ns: int, inode: int) -> str | None:
+        """The dedup key of `path` if it was identified before with exactly this stat."""
+        row = self.conn.execute("SELECT size, mtime_ns, inode, key FROM seen WHERE path = ?",
+                                (str(path),)).fetchone()
+        if row and (row["size"], row["mtime_ns"], row["inode"]) == (st_size, mtime_ns, inode):
+            return row["key"]
+        return None
+
+    def remember(self, path: Path, fp: Fingerprint, key: str) -> None:
+        """Cache the dedup key of `path` at this stat."""
+        self.conn.execute("INSERT OR REPLACE INTO seen (path, size, mtime_ns, inode, key) "
+                          "VALUES (?, ?, ?, ?, ?)", (str(path), fp.size, fp.mtime_ns, fp.inode, key))
+
+
+def recent(conn: sqlite3.Connection, limit: int = 20) -> list[Job]:
+    """The most recently changed jobs."""
+    rows = conn.execute("SELECT * FROM jobs ORDER BY updated DESC, id DESC LIMIT ?", (limit,))
+    return [Job(**dict(r)) for r in rows]
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    """Number of jobs in each state."""
+    result = dict.fromkeys(STATES, 0)
+    for state, n in conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state"):
+        result[state] = n
+    return result

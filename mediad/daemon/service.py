@@ -1,0 +1,605 @@
+"""The daemon: one main loop that owns the queue, the intake, the workers, signals and sd_notify.
+
+Everything that changes state runs on the main thread (observers and the metrics server only
+post events or read gauges), so there is no locking around SQLite or the worker table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import selectors
+import signal
+import sqlite3
+import time
+import traceback
+from pathlib import Path
+
+from mediad import log
+from mediad.config import Config, WatchConfig, load_config
+from mediad.daemon import disposition
+from mediad.daemon.fingerprint import fingerprint, job_key
+from mediad.daemon.metrics import Metrics
+from mediad.daemon.notify import Notifier
+from mediad.daemon.partial import remove_partials
+from mediad.daemon.paths import output_candidates, refusal, wanted
+from mediad.daemon.pool import Outcome, Worker, spawn
+from mediad.daemon.queue import Job, Queue
+from mediad.daemon.settle import Settler
+from mediad.daemon.slots import choose_gpu
+from mediad.daemon.status import PID_FILE
+from mediad.daemon.watcher import Watcher, scan
+from mediad.errors import MediadError
+from mediad.profiles import Profile, load_profile
+
+KILL_AFTER = 5.0          # seconds between SIGTERM and SIGKILL for a worker we stop
+PROGRESS_WRITE_EVERY = 1.0  # seconds between progress rows written per job
+WATCH_RETRY = 10.0        # seconds between attempts to start a watch whose folder is missing
+MAX_BACKOFF = 3600.0
+
+
+def run_daemon(config_path: Path) -> int:
+    """Run the watch-folder daemon until SIGTERM/SIGINT; 0 on a clean stop."""
+    config = load_config(config_path)
+    log.setup(config.daemon.log_level)
+    return Daemon(config_path, config).run()
+
+
+class Daemon:
+    """The long-running service."""
+
+    def __init__(self, config_path: Path, config: Config) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.state_dir = config.daemon.state_dir
+        self._lock_fd = self._lock_state_dir()
+        try:
+            self.queue = Queue(self.state_dir)
+        except sqlite3.Error as e:
+            raise MediadError(f"{self.state_dir}: cannot open the state database: {e}",
+                              reason="bad_state") from None
+        self.metrics = Metrics()
+        self.notifier = Notifier()
+        self.settler = Settler()
+        self.sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self.watcher = Watcher(self._wake)
+        self.workers: dict[int, Worker] = {}
+        self.nvenc_in_use: dict[int, int] = {}
+        self.devices = self._gpu_devices()
+        self.refused: set[tuple[str, str]] = set()
+        self.stop_requests = 0
+        self.stop_deadline: float | None = None
+        self.reload_requested = False
+        self.next_rescan = 0.0
+        self.next_watch_retry = 0.0
+        self._progress_written: dict[int, float] = {}
+        self._counts: dict[str, int] = {}
+        self._counts_dirty = True
+
+    # ----- set-up and tear-down -------------------------------------------------------------
+
+    def _lock_state_dir(self) -> int:
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        except OSError as e:
+            raise MediadError(f"{self.state_dir}: cannot create the state directory: {e.strerror}",
+                              reason="bad_state") from None
+        fd = os.open(self.state_dir / PID_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise MediadError(f"{self.state_dir}: another mediad daemon is using this state_dir "
+                              f"(pid {other or '?'})", reason="busy") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    @staticmethod
+    def _gpu_devices() -> list[int]:
+        """CUDA ordinals of the visible GPUs that have NVENC (the ones with a session budget)."""
+        from mediad.gpu import read_telemetry
+
+        records, _why = read_telemetry()
+        # has_nvenc None (NVML could not tell) counts as NVENC: the budget then errs on the safe side.
+        return sorted(r.cuda_index for r in records
+                      if r.cuda_index is not None and r.has_nvenc is not False)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
+
+    def _install_signals(self) -> None:
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+
+        def on_stop(signum: int, _frame: object) -> None:
+            self.stop_requests += 1
+
+        def on_hup(signum: int, _frame: object) -> None:
+            self.reload_requested = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+        # A writer opening a file while we hold our (microsecond) read lease makes the kernel
+        # send SIGIO, whose default action would kill the daemon.
+        signal.signal(signal.SIGIO, signal.SIG_IGN)
+
+    def _close(self) -> None:
+        self.watcher.stop_all()
+        self.metrics.stop()
+        self.queue.close()
+        self.notifier.close()
+        signal.set_wakeup_fd(-1)
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+        os.ftruncate(self._lock_fd, 0)
+        os.close(self._lock_fd)
+
+    # ----- the main loop --------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Recover, scan, announce READY, then loop until stopped; returns the exit status."""
+        self._install_signals()
+        for job in self.queue.recover():
+            remove_partials(Path(job.output))
+            log.event("job_recovered", job=job.id, source=job.source,
+                      note="was running when the daemon stopped; queued again")
+        self.metrics.start(self.config.metrics.address)
+        log.event("daemon_starting", pid=os.getpid(), config=self.config_path,
+                  state_dir=self.state_dir, workers=self.config.daemon.workers,
+                  nvenc_gpus=",".join(map(str, self.devices)) or "none")
+        self._start_watches()
+        self._scan_all()
+        self._refresh_counts()
+        self.notifier.ready(self._status_text())
+        log.event("daemon_ready", watches=len(self.config.watch), pending=len(self.settler),
+                  **self._counts)
+        try:
+            while True:
+                self._step()
+                if self.stop_requests and not self.workers:
+                    break
+        finally:
+            self._close()
+        log.event("daemon_stopped")
+        return 0
+
+    def _step(self) -> None:
+        """One turn of the loop: wait for something, then handle everything that is due."""
+        for key, _ in self.sel.select(self._timeout()):
+            if key.data is None:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(self._wake_r, 4096):
+                        pass
+            else:
+                self._read_worker(self.workers.get(key.data))
+        now = time.monotonic()
+        if self.stop_requests:
+            self._stopping(now)
+        elif self.reload_requested:
+            self.reload_requested = False
+            self._reload()
+        if not self.stop_requests:
+            self._take_events()
+            self._maintain_watches(now)
+            for index, path in self.settler.tick(self.config.daemon.settle_seconds):
+                try:
+                    self._intake(index, path)
+                except Exception as e:  # one odd file must not stop the daemon
+                    log.event("internal_error", logging.ERROR, path=path,
+                              error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=-3))
+                    self._refuse(path, "internal_error")
+        self._supervise(now)
+        self._dispatch()
+        self._report(now)
+
+    def _timeout(self) -> float:
+        settle = self.config.daemon.settle_seconds
+        timeout = 1.0
+        if len(self.settler) or self.workers or self.stop_requests:
+            timeout = min(0.2, max(0.02, settle / 5))
+        ping = self.notifier.next_ping()
+        if ping is not None:
+            timeout = min(timeout, max(0.0, ping - time.monotonic()))
+        return timeout
+
+    # ----- intake ---------------------------------------------------------------------------
+
+    def _start_watches(self) -> None:
+        self.next_watch_retry = time.monotonic() + WATCH_RETRY
+        for index, watch in enumerate(self.config.watch):
+            self.watcher.start(index, watch)
+
+    def _maintain_watches(self, now: float) -> None:
+        """Retry watches whose folder was missing or whose observer died; rescan now and then."""
+        if now >= self.next_watch_retry:
+            self.next_watch_retry = now + WATCH_RETRY
+            for index, watch in enumerate(self.config.watch):
+                if not self.watcher.alive(index) and self.watcher.start(index, watch):
+                    self._scan(index, watch)
+        if now >= self.next_rescan:
+            # A safety net for lost inotify events (queue overflow) and for polling gaps.
+            self._scan_all()
+
+    def _scan_all(self) -> None:
+        self.next_rescan = time.monotonic() + self.config.daemon.rescan_seconds
+        for index, watch in enumerate(self.config.watch):
+            self._scan(index, watch)
+
+    def _scan(self, index: int, watch: WatchConfig, folder: Path | None = None) -> None:
+        if not watch.path.is_dir():
+            return
+        for path in scan(watch, folder):
+            if not wanted(watch, path):
+                continue
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            # Already identified at exactly this stat: no hashing, no settle wait.
+            key = self.queue.seen_key(path, st.st_size, st.st_mtime_ns, st.st_ino)
+            job = self.queue.by_key(key) if key else None
+            if job is not None:
+                self._finish_disposition(job, path, report=False)
+                continue
+            self.settler.note(index, path, "scan", settle=self.config.daemon.settle_seconds,
+                              local=not watch.polling)
+
+    def _take_events(self) -> None:
+        for seen in self.watcher.drain():
+            if seen.watch >= len(self.config.watch):
+                continue
+            watch = self.config.watch[seen.watch]
+            if seen.kind == "dir":
+                if watch.recursive:
+                    self._scan(seen.watch, watch, seen.path)
+            elif seen.kind == "gone" or wanted(watch, seen.path):
+                self.settler.note(seen.watch, seen.path, seen.kind,
+                                  settle=self.config.daemon.settle_seconds, local=not watch.polling)
+
+    def _refuse(self, path: Path, reason: str) -> None:
+        if (str(path), reason) in self.refused:
+            return
+        if len(self.refused) > 10000:
+            self.refused.clear()
+        self.refused.add((str(path), reason))
+        self.metrics.refused.labels(reason).inc()
+        log.event("file_refused", logging.WARNING, path=path, reason=reason)
+
+    def _intake(self, index: int, path: Path) -> None:
+        """A settled file: check it, fingerprint it, queue it unless it was seen before."""
+        watch = self.config.watch[index]
+        why = refusal(watch, path)
+        if why == "vanished":
+            return
+        if why:
+            self._refuse(path, why)
+            return
+        try:
+            fp = fingerprint(path)
+        except MediadError as e:
+            self._refuse(path, e.reason)
+            return
+        key = job_key(fp, watch.profile, watch.output_dir)
+        self.queue.remember(path, fp, key)
+        existing = self.queue.by_key(key)
+        if existing is not None:
+            self._finish_disposition(existing, path)
+            return
+        output = next((p for p in output_candidates(watch, path, watch.loaded_profile.extension)
+                       if not os.path.lexists(p) and not self.queue.output_taken(p)), None)
+        if output is None:
+            self._refuse(path, "no_output_name")
+            return
+        job = self.queue.enqueue(key=key, source=path, watch=watch.path, profile=watch.profile,
+                                 output=output, fp=fp)
+        if job is not None:
+            self._counts_dirty = True
+            log.event("job_queued", job=job.id, source=path, profile=watch.profile, output=output)
+
+    def _finish_disposition(self, job: Job, path: Path, *, report: bool = True) -> None:
+        """A known file seen again: finish a move/delete that a crash interrupted, or say it is
+        a duplicate. A source is disposed of once, when its job ends; the same content dropped
+        again later is reported and left alone, never deleted."""
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return
+        same_file = job.source == str(path) and (st.st_ino, st.st_mtime_ns, st.st_size) == (
+            job.inode, job.mtime_ns, job.size)
+        if not same_file:
+            if report:  # (rescans find known duplicates again and again: say it once)
+                log.event("file_duplicate", path=path, job=job.id, state=job.state,
+                          first=job.source)
+            return
+        if job.disposed or job.state not in ("done", "failed"):
+            return
+        self._dispose(job, self._watch_for(job))
+
+    def _dispose(self, job: Job, watch: WatchConfig | None) -> None:
+        """Apply on_success or failed_dir to a finished job's source, then mark it done with."""
+        if job.state == "done":
+            disposition.after_success(watch, job)
+        else:
+            disposition.after_failure(watch, job, job.reason or "error", job.error or "")
+        self.queue.disposed(job.id)
+
+    # ----- dispatch -------------------------------------------------------------------------
+
+    def _watch_for(self, job: Job) -> WatchConfig | None:
+        return next((w for w in self.config.watch if str(w.path) == job.watch), None)
+
+    def _profile_for(self, job: Job) -> Profile:
+        for w in self.config.watch:
+            if w.profile == job.profile:
+                return w.loaded_profile
+        return load_profile(job.profile)  # its watch was removed by a reload: load it afresh
+
+    def _dispatch(self) -> None:
+        if self.stop_requests:
+            return
+        free = self.config.daemon.workers - len(self.workers)
+        if free <= 0:
+            return
+        for job in self.queue.ready(time.time(), limit=free + 100):
+            if free <= 0:
+                break
+            if job.id in self.workers:
+                continue
+            try:
+                started = self._start(job)
+            except Exception as e:  # a bug must cost this job an attempt, not stop the daemon
+                log.event("internal_error", logging.ERROR, job=job.id, error=f"{type(e).__name__}: {e}",
+                          trace=traceback.format_exc(limit=-3))
+                self._retry_or_fail(job, self._watch_for(job), "internal_error", str(e), True)
+                started = False
+            if started:
+                free -= 1
+
+    def _start(self, job: Job) -> bool:
+        """Start a worker for `job`; False when it did not start (waiting, or failed at once)."""
+        watch = self._watch_for(job)
+        try:
+            profile = self._profile_for(job)
+        except MediadError as e:
+            self._fail(job, watch, e.reason, str(e))
+            return False
+        settings = self.config.daemon
+        gpu, device = choose_gpu(profile, self.devices, self.nvenc_in_use, settings.nvenc_sessions,
+                                 settings.nvenc_overflow)
+        if gpu is None:
+            return False
+        if not self._source_unchanged(job, watch):
+            return False
+        output = Path(job.output)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self._retry_or_fail(job, watch, "io_error", f"{output.parent}: {e.strerror}", True)
+            return False
+        spec = {
+            "input": job.source,
+            "output": job.output,
+            "profile": profile.model_dump(mode="json"),
+            "profile_name": profile.name,
+            "gpu": gpu,
+            "log_level": self.config.daemon.log_level,
+        }
+        worker = spawn(job.id, spec, gpu, device)
+        self.workers[job.id] = worker
+        self.sel.register(worker.fd, selectors.EVENT_READ, job.id)
+        if device is not None:
+            self.nvenc_in_use[device] = self.nvenc_in_use.get(device, 0) + 1
+        self.queue.mark_running(job.id, gpu)
+        self._counts_dirty = True
+        log.event("job_started", job=job.id, source=job.source, gpu=gpu, attempt=job.attempts + 1,
+                  pid=worker.proc.pid)
+        return True
+
+    def _source_unchanged(self, job: Job, watch: WatchConfig | None) -> bool:
+        """Check the source is still the file that was queued; deal with it when it is not."""
+        source = Path(job.source)
+        why = refusal(watch, source) if watch is not None else None
+        try:
+            st = os.stat(source, follow_symlinks=False) if why is None else None
+            fp = fingerprint(source) if st is not None and not job.fingerprint.same_stat(st) else None
+        except FileNotFoundError:
+            why = "vanished"
+        except (OSError, MediadError) as e:
+            why = getattr(e, "reason", None) or "unreadable"
+        if why == "vanished":
+            self._fail(job, None, "missing_input", f"{source}: the source disappeared before its job ran")
+            return False
+        if why:
+            self._refuse(source, why)
+            self._fail(job, None, why, f"{source}: refused ({why}) before its job ran")
+            return False
+        if fp is not None and fp.digest != job.digest:
+            # Rewritten since it was queued: let it settle again and be queued as the new file.
+            self.queue.forget(job.id)
+            if watch is not None:
+                self.settler.note(self.config.watch.index(watch), source, "write",
+                                  settle=self.config.daemon.settle_seconds, local=not watch.polling)
+            log.event("job_dropped", job=job.id, source=source, reason="source_changed")
+            return False
+        if fp is not None:
+            self.queue.update_source(job.id, fp)  # touched, same content
+        return True
+
+    # ----- workers --------------------------------------------------------------------------
+
+    def _read_worker(self, worker: Worker | None) -> None:
+        if worker is None:
+            return
+        messages, eof = worker.read()
+        if eof:
+            self.sel.unregister(worker.fd)
+        for msg in messages:
+            before = worker.frames_done
+            if worker.handle(msg):
+                self.metrics.frames.inc(max(0, worker.frames_done - before))
+                now = time.monotonic()
+                if now - self._progress_written.get(worker.job_id, 0.0) >= PROGRESS_WRITE_EVERY:
+                    self._progress_written[worker.job_id] = now
+                    self.queue.progress(worker.job_id, worker.frames_done, worker.frames_total,
+                                        worker.fps)
+
+    def _supervise(self, now: float) -> None:
+        """Reap ended workers, kill stalled ones, escalate SIGTERM to SIGKILL."""
+        stall = self.config.daemon.stall_timeout_seconds
+        for worker in list(self.workers.values()):
+            if worker.proc.poll() is not None:
+                if not worker.eof:
+                    self._read_worker(worker)  # what it wrote just before exiting
+                    if not worker.eof:
+                        # Something it started still holds the pipe: end the whole group.
+                        worker.signal(signal.SIGKILL)
+                        continue
+                self._finished(worker)
+                continue
+            if worker.killed_for is None and now - worker.last_progress > stall:
+                log.event("job_stalled", logging.WARNING, job=worker.job_id, pid=worker.proc.pid,
+                          seconds=round(now - worker.last_progress, 1))
+                # A hung worker is stuck in C code (FFmpeg, CUDA) where a Python SIGTERM handler
+                # never runs: kill it outright; its temporary output is removed afterwards.
+                worker.killed_for = "stalled"
+                worker.signal(signal.SIGKILL)
+            elif worker.kill_deadline is not None and now >= worker.kill_deadline:
+                worker.signal(signal.SIGKILL)
+                worker.kill_deadline = None
+
+    def _terminate(self, worker: Worker, why: str, now: float) -> None:
+        worker.killed_for = why
+        worker.kill_deadline = now + KILL_AFTER
+        worker.signal(signal.SIGTERM)
+
+    def _finished(self, worker: Worker) -> None:
+        """A worker process ended: record the job's outcome and free its slot."""
+        del self.workers[worker.job_id]
+        worker.close()
+        self._progress_written.pop(worker.job_id, None)
+        if worker.nvenc_device is not None:
+            self.nvenc_in_use[worker.nvenc_device] -= 1
+        self._counts_dirty = True
+        job = self.queue.get(worker.job_id)
+        if job is None:
+            return
+        watch = self._watch_for(job)
+        elapsed = time.monotonic() - worker.started
+        outcome = worker.outcome()
+        if not outcome.ok and worker.killed_for == "shutdown":
+            remove_partials(Path(job.output))
+            self.queue.requeue(job.id)
+            log.event("job_requeued", job=job.id, source=job.source, reason="shutdown")
+            return
+        if not outcome.ok and worker.killed_for == "stalled":
+            stall = self.config.daemon.stall_timeout_seconds
+            outcome = Outcome(False, reason="stalled", transient=True,
+                              message=f"no progress for {stall:g}s; worker killed")
+        if outcome.ok:
+            self.queue.progress(job.id, worker.frames_done, worker.frames_total, worker.fps)
+            self.queue.done(job.id, outcome.report or {})
+            self.metrics.duration.labels("done").observe(elapsed)
+            log.event("job_done", job=job.id, source=job.source, output=job.output,
+                      seconds=round(elapsed, 2), frames=worker.frames_done, gpu=worker.gpu)
+            remove_partials(Path(job.output))  # left by an earlier, killed attempt
+            self._dispose(self.queue.get(job.id) or job, watch)
+            return
+        remove_partials(Path(job.output))
+        self.metrics.duration.labels("failed").observe(elapsed)
+        self._retry_or_fail(job, watch, outcome.reason, outcome.message, outcome.transient)
+
+    def _retry_or_fail(self, job: Job, watch: WatchConfig | None, reason: str, message: str,
+                       transient: bool) -> None:
+        settings = self.config.daemon
+        attempt = job.attempts + 1
+        if transient and attempt < settings.max_attempts:
+            delay = min(MAX_BACKOFF, settings.retry_backoff_seconds * 2 ** (attempt - 1))
+            self.queue.retry(job.id, reason, message, time.time() + delay)
+            self.metrics.failures.labels(reason, "false").inc()
+            log.event("job_retry", logging.WARNING, job=job.id, source=job.source, reason=reason,
+                      attempt=attempt, of=settings.max_attempts, retry_in=round(delay, 1),
+                      error=message)
+            return
+        if transient:
+            message = f"{message} (gave up after {attempt} attempts)"
+        self._fail(job, watch, reason, message)
+
+    def _fail(self, job: Job, watch: WatchConfig | None, reason: str, message: str) -> None:
+        self.queue.failed(job.id, reason, message)
+        self.metrics.failures.labels(reason, "true").inc()
+        self._counts_dirty = True
+        log.event("job_failed", logging.ERROR, job=job.id, source=job.source, reason=reason,
+                  error=message)
+        self._dispose(self.queue.get(job.id) or job, watch)
+
+    # ----- stop and reload ------------------------------------------------------------------
+
+    def _stopping(self, now: float) -> None:
+        if self.stop_deadline is None:
+            self.stop_deadline = now + self.config.daemon.stop_grace_seconds
+            self.watcher.stop_all()
+            self.notifier.stopping()
+            log.event("daemon_stopping", running=len(self.workers),
+                      grace=self.config.daemon.stop_grace_seconds)
+        if self.stop_requests > 1:
+            self.stop_deadline = min(self.stop_deadline, now)  # a second signal: no more grace
+        if now >= self.stop_deadline:
+            for worker in self.workers.values():
+                if worker.killed_for is None:
+                    self._terminate(worker, "shutdown", now)
+
+    def _reload(self) -> None:
+        """SIGHUP: read the config and profiles again; keep the old ones if the new are invalid."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except MediadError as e:
+            log.event("config_rejected", logging.ERROR, error=str(e), note="keeping the old config")
+            self.notifier.reloaded(self._status_text())
+            return
+        old = self.config
+        if new.daemon.state_dir != old.daemon.state_dir:
+            log.event("config_needs_restart", logging.WARNING, key="daemon.state_dir")
+            new = new.model_copy(update={"daemon": new.daemon.model_copy(
+                update={"state_dir": old.daemon.state_dir})})
+        if new.metrics.listen != old.metrics.listen:
+            log.event("config_needs_restart", logging.WARNING, key="metrics.listen")
+        log.setup(new.daemon.log_level)
+        self.watcher.stop_all()
+        self.watcher = Watcher(self._wake)
+        self.settler = Settler()
+        self.refused.clear()
+        self.config = new
+        self._start_watches()
+        self._scan_all()
+        log.event("config_reloaded", config=self.config_path, watches=len(new.watch))
+        self.notifier.reloaded(self._status_text())
+
+    # ----- reporting ------------------------------------------------------------------------
+
+    def _refresh_counts(self) -> None:
+        self._counts = self.queue.counts()
+        self._counts_dirty = False
+        self.metrics.set_counts(self._counts)
+
+    def _status_text(self) -> str:
+        c = self._counts
+        return (f"queued={c.get('queued', 0)} running={c.get('running', 0)} "
+                f"done={c.get('done', 0)} failed={c.get('failed', 0)}")
+
+    def _report(self, now: float) -> None:
+        if self._counts_dirty:
+            self._refresh_counts()
+            self.notifier.status(self._status_text())
+        self.metrics.fps.set(sum(w.fps for w in self.workers.values()))
+        self.metrics.workers.set(len(self.workers))
+        for device in self.devices:
+            self.metrics.nvenc.labels(str(device)).set(self.nvenc_in_use.get(device, 0))
+        self.notifier.watchdog(now)

@@ -1,0 +1,88 @@
+"""`mediad status`: queue counts and recent jobs, read from the daemon's state database."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+from mediad.config import default_config_path, load_config
+from mediad.daemon.queue import DB_NAME, STATES, connect, counts, recent
+from mediad.errors import MediadError
+
+PID_FILE = "mediad.pid"
+
+
+def daemon_pid(state_dir: Path) -> int | None:
+    """The pid of the daemon that holds this state_dir, if it is alive."""
+    try:
+        pid = int((state_dir / PID_FILE).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, owned by another user (the mediad user)
+    return pid
+
+
+def status_report(config_path: Path | None, limit: int = 20) -> dict:
+    """Counts by state and the most recent jobs, as plain data."""
+    path = config_path or default_config_path()
+    config = load_config(path)
+    state_dir = config.daemon.state_dir
+    db = state_dir / DB_NAME
+    if not db.is_file():
+        raise MediadError(f"{db}: no state database yet (has the daemon run with {path}?)",
+                          reason="no_state")
+    try:
+        conn = connect(db, readonly=True)
+        try:
+            by_state = counts(conn)
+            jobs = [j.summary() for j in recent(conn, limit)]
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise MediadError(f"{db}: cannot read the state database: {e}", reason="no_state") from None
+    return {
+        "config": str(path),
+        "state_dir": str(state_dir),
+        "daemon_pid": daemon_pid(state_dir),
+        "counts": by_state,
+        "recent": jobs,
+    }
+
+
+def _ago(t: float | None) -> str:
+    if not t:
+        return "-"
+    s = max(0, int(time.time() - t))
+    return f"{s}s ago" if s < 120 else f"{s // 60}m ago" if s < 7200 else f"{s // 3600}h ago"
+
+
+def format_status(report: dict) -> str:
+    """Human-readable status."""
+    pid = report["daemon_pid"]
+    lines = [
+        f"daemon:    {'running, pid ' + str(pid) if pid else 'not running'}",
+        f"state_dir: {report['state_dir']}",
+        "jobs:      " + "  ".join(f"{s}={report['counts'].get(s, 0)}" for s in STATES),
+    ]
+    if report["recent"]:
+        lines.append("")
+        lines.append(f"{'id':>6}  {'state':8} {'tries':>5}  {'updated':>9}  source -> output / reason")
+        for j in report["recent"]:
+            detail = j["output"]
+            if j["state"] == "running" and j.get("frames_done") is not None:
+                total = j.get("frames_total")
+                detail += f"  [{j['frames_done']}/{total or '?'} frames, {j.get('fps') or 0:.1f} fps]"
+            if j.get("reason") and j["state"] in ("failed", "queued"):
+                detail = f"{j['reason']}: {j.get('error') or ''}".strip()
+            lines.append(f"{j['id']:>6}  {j['state']:8} {j['attempts']:>5}  {_ago(j['updated']):>9}"
+                         f"  {j['source']} -> {detail}")
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""A worker process: runs one job with mediad.media.job.transcode, reporting JSON lines on stdout.
+
+Started by the daemon as `python -m mediad.daemon.worker` with the job spec as JSON on stdin.
+Lines out: {"event": "started"|"progress"|"done"|"error", ...}. Whatever else writes to stdout
+(a library, FFmpeg) is sent to stderr, so it cannot corrupt the protocol. A crash or hang in here
+costs this one job: the daemon sees the process end (or stall) and decides about a retry.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import IO, Any
+
+from mediad import log
+from mediad.errors import MediadError
+
+PROGRESS_EVERY = 0.25  # seconds between progress lines (the last one always goes out)
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    # If the daemon is killed (kill -9, OOM), this worker must not go on writing on its own.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class Channel:
+    """JSON lines to the daemon on the real stdout."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self._last = 0.0
+        self._unsent: Any = None
+
+    def emit(self, event: str, **fields: Any) -> None:
+        """Write one line and flush it."""
+        self.stream.write(json.dumps({"event": event, **fields}, default=str) + "\n")
+        self.stream.flush()
+
+    def progress(self, p: Any) -> None:
+        """on_progress callback for transcode(), throttled."""
+        now = time.monotonic()
+        if now - self._last < PROGRESS_EVERY:
+            self._unsent = p
+            return
+        self._last = now
+        self._unsent = None
+        self.emit("progress", frames_done=p.frames_done, frames_total=p.frames_total,
+                  fps=round(p.fps, 3), elapsed=round(p.elapsed, 3))
+
+    def flush(self) -> None:
+        """Send the last progress the throttle held back (the final frame count)."""
+        if self._unsent is not None:
+            self._last = 0.0
+            self.progress(self._unsent)
+
+
+def _private_stdout() -> IO[str]:
+    fd = os.dup(1)
+    os.dup2(2, 1)  # fd 1 now goes to stderr: stray prints and C libraries cannot break lines
+    sys.stdout = sys.stderr
+    return os.fdopen(fd, "w", encoding="utf-8", buffering=1)
+
+
+def run(spec: dict, channel: Channel) -> int:
+    """Run the job described by `spec`; report the result on `channel`."""
+    from mediad.media.job import transcode
+    from mediad.profiles import Profile
+
+    profile = Profile.model_validate({**spec["profile"], "name": spec["profile_name"]})
+    report = transcode(Path(spec["input"]), profile, Path(spec["output"]), gpu=spec["gpu"],
+                       overwrite=True, on_progress=channel.progress)
+    channel.flush()
+    channel.emit("done", report=report.to_dict())
+    return 0
+
+
+def main() -> int:
+    """Entry point of `python -m mediad.daemon.worker`."""
+    channel = Channel(_private_stdout())
+    spec = json.loads(sys.stdin.read())
+    _die_with_parent(int(spec.get("parent", os.getppid())))
+    log.setup(spec.get("log_level", "INFO"))
+
+    def on_term(signum: int, _frame: object) -> None:
+        # Unwind through the engine's cleanup (temporary outputs removed), then exit.
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides, not a terminal's ^C
+    channel.emit("started", pid=os.getpid())
+    try:
+        return run(spec, channel)
+    except MediadError as e:
+        channel.emit("error", message=str(e), reason=e.reason, transient=e.transient)
+        return 2
+    except OSError as e:
+        # Disk full, a network mount gone: worth another try later.
+        channel.emit("error", message=f"{e.filename or ''}: {e.strerror or e}".lstrip(": "),
+                     reason="io_error", transient=True)
+        return 2
+    except Exception as e:  # a bug must fail this job (bounded retries), not hide in silence
+        traceback.print_exc(file=sys.stderr)
+        channel.emit("error", message=f"{type(e).__name__}: {e}", reason="internal_error",
+                     transient=True)
+        return 3
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

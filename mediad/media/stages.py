@@ -1,0 +1,181 @@
+"""Feeds decoded frames through the model stages in batches, overlapping with decode and encode.
+
+The pipeline pushes decoded frames in and gets encoder-ready frames back, in order. Batches run
+on a worker thread behind a bounded queue, so the model computes (torch releases the GIL) while
+the main thread demuxes, decodes, encodes and muxes. Frames on the GPU stay there: CUDA frames
+become RGB tensors in place (DLPack), and go back to NV12/P010 CUDA frames for NVENC.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+
+from mediad.media.color import matrix_for
+
+# Decoded frame in (None: end of stream) -> frames ready to encode.
+FrameTransform = Callable[[av.VideoFrame | None], list[av.VideoFrame]]
+_DONE = object()
+
+
+@dataclass
+class _Batch:
+    tensors: list[Any]  # (3,H,W) per frame: uint8 on the host, float 0..1 on the GPU
+    sources: list[av.VideoFrame]  # the decoded frames (pts, time_base, colour tags)
+
+
+class StageBridge:
+    """Batches frames into a StageRunner on a worker thread; returns encoder-ready frames."""
+
+    def __init__(self, runner: Any, *, to_tensor: Callable[[av.VideoFrame], Any],
+                 to_frames: Callable[[Any, list[av.VideoFrame]], list[av.VideoFrame]],
+                 batch: int = 8, depth: int = 2) -> None:
+        self.runner = runner
+        self.to_tensor = to_tensor
+        self.to_frames = to_frames
+        self.batch = batch
+        self.pending = _Batch([], [])
+        self.inbox: queue.Queue = queue.Queue(maxsize=depth)  # bounded: decode waits for models
+        self.outbox: queue.Queue = queue.Queue()
+        self.worker = threading.Thread(target=self._work, name="mediad-stages", daemon=True)
+        self.worker.start()
+        self.failed: BaseException | None = None
+
+    def _work(self) -> None:
+        import torch
+
+        while (item := self.inbox.get()) is not _DONE:
+            if self.failed is not None:
+                continue  # drain without work after a failure
+            try:
+                frames = torch.stack(item.tensors)
+                pts = [float(f.pts * f.time_base) if f.pts is not None else 0.0
+                       for f in item.sources]
+                out = self.runner.process(frames, pts)
+                self.outbox.put(self.to_frames(out.frames, item.sources))
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                self.failed = e
+                self.outbox.put(e)
+        self.outbox.put(_DONE)
+
+    def _ready(self, wait: bool) -> list[av.VideoFrame]:
+        out: list[av.VideoFrame] = []
+        while True:
+            try:
+                item = self.outbox.get(block=wait)
+            except queue.Empty:
+                return out
+            if item is _DONE:
+                return out
+            if isinstance(item, BaseException):
+                raise item
+            out.extend(item)
+
+    def __call__(self, frame: av.VideoFrame | None) -> list[av.VideoFrame]:
+        """Push one decoded frame (None: end of stream); returns the frames finished so far."""
+        if frame is not None:
+            self.pending.tensors.append(self.to_tensor(frame))
+            self.pending.sources.append(frame)
+            if len(self.pending.sources) >= self.batch:
+                self._send()
+            return self._ready(wait=False)
+        if self.pending.sources:
+            self._send()
+        self.inbox.put(_DONE)
+        done = self._ready(wait=True)
+        self.worker.join()
+        return done
+
+    def _send(self) -> None:
+        batch, self.pending = self.pending, _Batch([], [])
+        while True:  # a failed worker stops draining: raise instead of blocking forever
+            if self.failed is not None:
+                raise self.failed
+            try:
+                self.inbox.put(batch, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+
+def host_bridge(runner: Any, pre: FrameTransform, post: FrameTransform | None,
+                batch: int) -> StageBridge:
+    """Stages on host frames: rotate/crop to RGB first, back through libavfilter after."""
+    import torch
+
+    def to_tensor(frame: av.VideoFrame) -> Any:
+        (rgb,) = pre(frame)  # rotation/crop only: one frame in, one frame out
+        return torch.from_numpy(rgb.to_ndarray()).permute(2, 0, 1)
+
+    def to_frames(frames: Any, sources: list[av.VideoFrame]) -> list[av.VideoFrame]:
+        if post is None:
+            return []  # analysis only, video copied: nothing to encode
+        if not runner.modifies_frames:
+            return [f for s in sources for f in post(s)]  # encode the decoded frames as they were
+        return [f for rgb, s in zip(frames.cpu(), sources, strict=True)
+                for f in post(rgb_frame(rgb, s))]
+
+    return StageBridge(runner, to_tensor=to_tensor, to_frames=to_frames, batch=batch)
+
+
+def rgb_frame(rgb: Any, source: av.VideoFrame) -> av.VideoFrame:
+    """(3,H,W) uint8 tensor -> an rgb24 VideoFrame carrying the source's timestamp."""
+    frame = av.VideoFrame.from_ndarray(rgb.permute(1, 2, 0).contiguous().numpy(), format="rgb24")
+    frame.pts, frame.time_base = source.pts, source.time_base
+    return frame
+
+
+def gpu_bridge(runner: Any, *, size: tuple[int, int], out_format: str, nvenc: bool,
+               post: FrameTransform | None, batch: int) -> StageBridge:
+    """Stages on CUDA frames: NVDEC planes -> RGB in place; back to NV12/P010 for NVENC.
+
+    Without NVENC the stage output is downloaded once, as rgb24, for libavfilter and the
+    software encoder (`post`).
+    """
+    from mediad.media import color
+    from mediad.media.gpu_frames import (
+        alloc_planes,
+        frame_to_planes,
+        planes_to_frame,
+        planes_to_rgb,
+        rgb_to_planes,
+    )
+
+    def to_tensor(frame: av.VideoFrame) -> Any:
+        return planes_to_rgb(frame_to_planes(frame))
+
+    def to_frames(frames: Any, sources: list[av.VideoFrame]) -> list[av.VideoFrame]:
+        if post is None and not nvenc:
+            return []
+        width, height = size
+        out = []
+        for rgb, src in zip(frames, sources, strict=True):
+            if (rgb.shape[-1], rgb.shape[-2]) != (width, height):
+                rgb = color.resize(rgb.float(), height, width, mode="area").clamp_(0.0, 1.0)
+            if not nvenc:
+                host = (rgb.float() * 255.0).round_().to("cpu", dtype=_uint8())
+                out.extend(post(rgb_frame(host, src)) if post else [])
+                continue
+            planes = frame_to_planes(src) if src.format.name == "cuda" else None
+            matrix = planes.matrix if planes else matrix_for(None, height)
+            full = planes.full_range if planes else False
+            y, uv = rgb_to_planes(rgb.float(), out_format, matrix, full,
+                                  out=alloc_planes(height, width, out_format, rgb.device))
+            out.append(planes_to_frame(y, uv, out_format, src.pts, src.time_base or Fraction(1, 1),
+                                       colorspace=planes.colorspace if planes else None,
+                                       color_range=planes.color_range if planes else None))
+        return out
+
+    return StageBridge(runner, to_tensor=to_tensor, to_frames=to_frames, batch=batch)
+
+
+def _uint8() -> Any:
+    import torch
+
+    return torch.uint8

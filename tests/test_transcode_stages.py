@@ -1,0 +1,98 @@
+"""Model stages inside the transcode pass: analysis with copied video, upscaling, sidecar, chapters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import make_clip, read_back, run_cli
+
+torch = pytest.importorskip("torch")
+
+from test_models_shots import CUTS, FRAMES, scene_frame, write_clip  # noqa: E402
+
+from mediad.media.job import transcode  # noqa: E402
+from mediad.profiles import load_profile  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cuts_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    scenes = [sum(n >= c for c in CUTS) for n in range(FRAMES)]
+    assert scene_frame(0, 0).shape[2] == 3
+    return write_clip(tmp_path_factory.mktemp("stages") / "cuts.mp4", scenes)
+
+
+def test_tag_profile_copies_video_and_writes_chapters_and_sidecar(cuts_clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tagged.mkv"
+    report = transcode(cuts_clip, load_profile("tag"), out, gpu="none").to_dict()
+    src, got = read_back(cuts_clip), read_back(out)
+    assert report["plan"]["video"]["action"] == "copy"
+    assert (got.video_codec, got.frames, got.width) == (src.video_codec, src.frames, src.width)
+    assert got.pts == pytest.approx(src.pts, abs=0.002)
+    # three scenes -> three shots -> three chapters, titled with their top label
+    assert report["analysis"]["shots"] == 3 and got.chapters == 3
+    sidecar = json.loads((tmp_path / "tagged.mkv.mediad.json").read_text())
+    assert report["analysis"]["sidecar"] == str(tmp_path / "tagged.mkv.mediad.json")
+    assert [round(s["start"], 2) for s in sidecar["shots"]] == [0.0, round(CUTS[0] / 25, 2),
+                                                                 round(CUTS[1] / 25, 2)]
+    per_shot = sidecar["classifications"]["per_shot"]
+    assert [c["shot"] for c in per_shot] == [0, 1, 2]
+    assert all(len(c["top"]) == 5 for c in per_shot)
+    # every_seconds = 1 over 4.8 s: 5 sampled frames, each placed in its shot
+    assert [f["frame"] for f in sidecar["classifications"]["per_frame"]] == [0, 25, 50, 75, 100]
+    assert len(sidecar["chapters"]) == 3
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["tagged.mkv", "tagged.mkv.mediad.json"]
+
+
+def test_upscale_doubles_size_and_keeps_timing(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "small.mp4", frames=10, size=(64, 48))
+    out = tmp_path / "big.mp4"
+    report = transcode(src, load_profile("upscale-2x"), out, gpu="none")
+    s, o = read_back(src), read_back(out)
+    assert (o.width, o.height) == (128, 96)
+    assert o.frames == s.frames and o.pts == pytest.approx(s.pts, abs=0.002)
+    assert len(o.audio) == 1
+    assert report.plan.stages[0]["kind"] == "upscale" and report.plan.stages[0]["device"] == "cpu"
+    sidecar = json.loads((tmp_path / "big.mp4.mediad.json").read_text())
+    assert sidecar["frames"] == s.frames and sidecar["shots"] == []
+
+
+def test_upscale_then_max_height_with_rotation(tmp_path: Path) -> None:
+    prof = tmp_path / "up.toml"
+    prof.write_text("[video]\nspeed = 'fastest'\nmax_height = 400\n"
+                    "[[stages]]\nkind = 'upscale'\nscale = 3\n")
+    src = Path(__file__).resolve().parent.parent / "samples" / "rotated.mp4"
+    out = tmp_path / "o.mp4"
+    import av
+
+    with av.open(str(src)) as c, av.open(str(tmp_path / "short.mp4"), "w") as short:
+        # the first 5 frames, remuxed: enough to check geometry without a long CPU upscale
+        ist = c.streams.video[0]
+        ost = short.add_stream_from_template(ist)
+        ost.set_display_rotation(90)
+        for i, packet in enumerate(c.demux(ist)):
+            if i >= 5 or packet.dts is None:
+                break
+            packet.stream = ost
+            short.mux(packet)
+    transcode(tmp_path / "short.mp4", load_profile(str(prof)), out, gpu="none")
+    o = read_back(out)
+    # 180x320 after rotation, x3 = 540x960, scaled to 400 lines: 225 wide, evened to 224
+    assert (o.width, o.height) == (224, 400)
+    assert o.rotation == 0
+
+
+def test_stages_without_torch_fail_with_install_hint(tmp_path: Path) -> None:
+    fake = tmp_path / "no_torch" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
+    src = make_clip(tmp_path / "a.mp4", frames=5)
+    res = run_cli("transcode", str(src), "-p", "upscale-2x", "-o", str(tmp_path / "o.mp4"),
+                  env={"PYTHONPATH": str(tmp_path / "no_torch")})
+    assert res.returncode == 1
+    assert "pip install torch==2.13.0" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.mp4").exists()
+    plain = run_cli("transcode", str(src), "-o", str(tmp_path / "p.mp4"), "--gpu", "none",
+                    env={"PYTHONPATH": str(tmp_path / "no_torch")})
+    assert plain.returncode == 0, plain.stderr  # a CPU transcode never needs torch
