@@ -1,0 +1,138 @@
+"""The daemon config: loading, validation messages 'FILE: key.path: reason', `mediad config validate`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mediad.config import load_config, parse_listen
+from mediad.errors import MediadError
+
+REPO = Path(__file__).resolve().parents[1]
+
+GOOD = """
+[daemon]
+state_dir = "state"
+workers = 3
+nvenc_sessions = 2
+settle_seconds = 1.5
+max_attempts = 4
+stall_timeout_seconds = 60
+log_level = "debug"
+
+[[watch]]
+path = "in"
+profile = "h264"
+output_dir = "out"
+recursive = true
+include = ["*.mkv", "*.mp4"]
+exclude = ["*sample*"]
+on_success = "move"
+done_dir = "done"
+failed_dir = "failed"
+
+[[watch]]
+path = "/mnt/nas/incoming"
+profile = "fast.toml"
+output_dir = "/mnt/nas/out"
+polling = true
+
+[metrics]
+listen = "127.0.0.1:9999"
+"""
+
+FAST = """
+container = "mp4"
+[video]
+encoder = "cpu"
+speed = "fastest"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "mediad.toml") -> Path:
+    (tmp_path / "fast.toml").write_text(FAST)
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_good_config_loads_with_paths_relative_to_the_file(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    d = config.daemon
+    assert (d.state_dir, d.workers, d.nvenc_sessions, d.settle_seconds) == (tmp_path / "state", 3, 2, 1.5)
+    assert d.log_level == "DEBUG"
+    first, second = config.watch
+    assert first.path == tmp_path / "in" and first.output_dir == tmp_path / "out"
+    assert first.done_dir == tmp_path / "done" and first.recursive
+    assert first.loaded_profile.name == "h264"
+    assert second.polling and second.path == Path("/mnt/nas/incoming")
+    assert second.profile == str(tmp_path / "fast.toml")
+    assert second.loaded_profile.video.encoder == "cpu"
+    assert config.metrics.address == ("127.0.0.1", 9999)
+
+
+def test_defaults_listen_on_loopback(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[[watch]]\npath = "in"\noutput_dir = "out"\n'))
+    assert config.metrics.address == ("127.0.0.1", 9464)
+    assert config.daemon.workers == 2 and config.watch[0].on_success == "keep"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[daemon]\nworkers = 2\n", "watch: Field required"),
+    ('[[watch]]\npath = "in"\noutput_dir = "out"\nbogus = 1\n', "watch.0.bogus: unknown key"),
+    ('[daemon]\nworkers = 0\n[[watch]]\npath = "in"\noutput_dir = "out"\n',
+     "daemon.workers: Input should be greater than or equal to 1"),
+    ('[[watch]]\npath = "in"\noutput_dir = "out"\nprofile = "nope"\n',
+     "watch.0.profile: unknown profile 'nope'"),
+    ('[[watch]]\npath = "in"\noutput_dir = "out"\nprofile = "missing.toml"\n',
+     "watch.0.profile: "),
+    ('[[watch]]\npath = "in"\noutput_dir = "out"\non_success = "move"\n',
+     'watch.0.done_dir: needed when on_success = "move"'),
+    ('[[watch]]\npath = "in"\noutput_dir = "in"\n', "watch.0.output_dir: "),
+    ('[[watch]]\npath = "in"\noutput_dir = "in/out"\nrecursive = true\n',
+     "is inside the watched folder"),
+    ('[[watch]]\npath = "a"\noutput_dir = "b"\n[[watch]]\npath = "b"\noutput_dir = "c"\n',
+     "watch.0.output_dir: "),
+    ('[[watch]]\npath = "a"\noutput_dir = "b"\n[[watch]]\npath = "a"\noutput_dir = "c"\n',
+     "watch.1.path: "),
+    ('[[watch]]\npath = "in"\noutput_dir = "out"\non_success = "shred"\n', "watch.0.on_success: "),
+    ('[[watch]]\npath = "in"\noutput_dir = "out"\n[metrics]\nlisten = "localhost"\n',
+     "metrics.listen: expected host:port"),
+    ('[[watch]]\npath = "in"\noutput_dir = "out"\n[metrics]\nlisten = "127.0.0.1:99999"\n',
+     "metrics.listen: port must be 1..65535"),
+    ("[[watch]\n", "not valid TOML"),
+])
+def test_errors_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(MediadError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: ")
+    assert message in str(info.value)
+    assert info.value.reason == "bad_config"
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(MediadError, match="cannot read config"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_parse_listen_ipv6() -> None:
+    assert parse_listen("[::1]:9464") == ("::1", 9464)
+
+
+def test_cli_config_validate(tmp_path: Path) -> None:
+    good = write(tmp_path, GOOD)
+    bad = write(tmp_path, '[[watch]]\npath = "in"\n', "bad.toml")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ok = subprocess.run([sys.executable, "-m", "mediad", "config", "validate", str(good)],
+                        capture_output=True, text=True, env=env, timeout=60)
+    assert ok.returncode == 0 and ok.stdout.strip() == f"{good}: ok"
+    fail = subprocess.run([sys.executable, "-m", "mediad", "config", "validate", str(bad)],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert fail.returncode == 1
+    assert fail.stderr.strip() == f"mediad: error: {bad}: watch.0.output_dir: Field required"
+    assert "Traceback" not in fail.stderr

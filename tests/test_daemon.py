@@ -1,0 +1,614 @@
+"""The watch-folder daemon, end to end: the real daemon as a subprocess, real folders, real signals,
+real SQLite, real watchdog observers and real (tiny) media files made with PyAV."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SETTLE = 0.3
+
+FAST_PROFILE = """
+container = "mp4"
+[video]
+codec = "h264"
+encoder = "cpu"
+speed = "fastest"
+[audio]
+codec = "none"
+"""
+# Slow enough (x264 "medium" on 250 frames of 320x240) that a job is reliably still running a
+# couple of seconds after its first progress report, which is when the tests send their signals.
+SLOW_PROFILE = FAST_PROFILE.replace('"fastest"', '"medium"')
+
+
+# ----- media ----------------------------------------------------------------------------------
+
+def make_video(path: Path, frames: int = 12, size: tuple[int, int] = (64, 64), seed: int = 0) -> Path:
+    """A small H.264 file whose pixels depend on `seed`, so every seed is distinct content."""
+    w, h = size
+    y, x = np.mgrid[0:h, 0:w]
+    container = "matroska" if path.suffix == ".mkv" else "mp4"
+    with av.open(str(path), "w", format=container) as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(frames):
+            img = np.stack([(x * 2 + i * 3 + seed * 17) % 256, (y * 3 + i * 5 + seed * 29) % 256,
+                            ((x ^ y) + i * 7 + seed) % 256], -1).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def count_frames(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return sum(1 for _ in c.decode(video=0))
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_video(tmp_path_factory.mktemp("media") / "long.mkv", frames=250, size=(320, 240))
+
+
+@pytest.fixture(scope="module")
+def small_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_video(tmp_path_factory.mktemp("media") / "small.mp4", frames=12)
+
+
+# ----- the daemon -----------------------------------------------------------------------------
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Site:
+    """A tmp folder with a config, watched/output folders and a way to run the daemon on it."""
+
+    def __init__(self, root: Path, **daemon: object) -> None:
+        self.root = root
+        self.inbox, self.out = root / "in", root / "out"
+        self.inbox.mkdir()
+        (root / "fast.toml").write_text(FAST_PROFILE)
+        (root / "slow.toml").write_text(SLOW_PROFILE)
+        self.port = free_port()
+        self.daemon_settings = {"state_dir": "state", "workers": 2, "settle_seconds": SETTLE,
+                                "stall_timeout_seconds": 60, "retry_backoff_seconds": 0.2,
+                                "stop_grace_seconds": 10, "log_level": "DEBUG", **daemon}
+        self.watches = [{"path": "in", "output_dir": "out", "profile": "fast.toml"}]
+        self.config = root / "mediad.toml"
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+        self.env: dict[str, str] = {}
+
+    def write_config(self) -> None:
+        def value(v: object) -> str:
+            if isinstance(v, bool):
+                return str(v).lower()
+            if isinstance(v, str):
+                return f'"{v}"'
+            if isinstance(v, list):
+                return "[" + ", ".join(value(x) for x in v) + "]"
+            return str(v)
+
+        lines = ["[daemon]"] + [f"{k} = {value(v)}" for k, v in self.daemon_settings.items()]
+        for w in self.watches:
+            lines += ["", "[[watch]]"] + [f"{k} = {value(v)}" for k, v in w.items()]
+        lines += ["", "[metrics]", f'listen = "127.0.0.1:{self.port}"']
+        self.config.write_text("\n".join(lines) + "\n")
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / f"daemon-{self.runs}.log"
+
+    def start(self, wait_ready: bool = True) -> subprocess.Popen:
+        if not self.config.exists():
+            self.write_config()
+        self.runs += 1
+        env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mediad", "daemon", "--config", str(self.config)],
+                stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root)
+        if wait_ready:
+            self.wait_log("event=daemon_ready", timeout=30)
+        return self.proc
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_log(self, pattern: str, timeout: float = 30, count: int = 1) -> list[str]:
+        regex = re.compile(pattern)
+
+        def found() -> list[str]:
+            if self.proc is not None and self.proc.poll() is not None and self.proc.returncode != 0:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            lines = [ln for ln in self.log().splitlines() if regex.search(ln)]
+            return lines if len(lines) >= count else []
+
+        try:
+            return wait_for(found, timeout, f"log line /{pattern}/ x{count}")  # type: ignore[return-value]
+        except AssertionError:
+            raise AssertionError(f"no /{pattern}/ x{count} in the daemon log:\n{self.log()}") from None
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=timeout)
+        return code
+
+    def jobs(self) -> list[dict]:
+        db = self.root / "state" / "queue.sqlite3"
+        if not db.exists():
+            return []
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY id")]
+        except sqlite3.OperationalError:
+            return []  # not created yet
+        finally:
+            conn.close()
+
+    def wait_jobs(self, state: str, count: int, timeout: float = 60) -> list[dict]:
+        def ready() -> list[dict]:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}:\n{self.log()}")
+            jobs = [j for j in self.jobs() if j["state"] == state]
+            return jobs if len(jobs) >= count else []
+
+        try:
+            return wait_for(ready, timeout, f"{count} {state} jobs")  # type: ignore[return-value]
+        except AssertionError:
+            raise AssertionError(f"wanted {count} {state} jobs, have {self.jobs()}\n{self.log()}") from None
+
+    def drop(self, src: Path, name: str, folder: Path | None = None) -> Path:
+        """Copy a file in the way a careful uploader does: temporary name, then rename."""
+        dest = (folder or self.inbox) / name
+        tmp = dest.with_name(dest.name + ".part")
+        shutil.copyfile(src, tmp)
+        os.rename(tmp, dest)
+        return dest
+
+    def outputs(self) -> list[Path]:
+        return sorted(p for p in self.out.rglob("*") if p.is_file()) if self.out.exists() else []
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    s = Site(tmp_path)
+    yield s
+    if s.proc is not None and s.proc.poll() is None:
+        s.proc.kill()
+        s.proc.wait(timeout=10)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it has stopped running, which is what matters here.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def worker_pid(site: Site, job_id: int) -> int:
+    line = site.wait_log(rf"event=job_started job={job_id} .*pid=\d+")[-1]
+    return int(re.search(r"pid=(\d+)", line).group(1))  # type: ignore[union-attr]
+
+
+def wait_encoding(site: Site, job_id: int = 1) -> dict:
+    """Wait until the job is running and its worker has reported encoded frames."""
+    def encoding() -> dict | None:
+        job = next((j for j in site.jobs() if j["id"] == job_id), None)
+        return job if job and job["state"] == "running" and (job["frames_done"] or 0) > 0 else None
+
+    return wait_for(encoding, 60, "the job to be encoding")  # type: ignore[return-value]
+
+
+def partials(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".part" in p.name] if folder.exists() else []
+
+
+# ----- tests ----------------------------------------------------------------------------------
+
+def test_dropped_files_are_transcoded_once(site: Site, small_video: Path, tmp_path: Path) -> None:
+    site.start()
+    sources = [site.drop(make_video(tmp_path / f"v{i}.mp4", seed=i), f"clip {i}.mp4") for i in range(3)]
+    done = site.wait_jobs("done", 3)
+    assert sorted(Path(j["output"]).name for j in done) == ["clip 0.mp4", "clip 1.mp4", "clip 2.mp4"]
+    assert [p.name for p in site.outputs()] == ["clip 0.mp4", "clip 1.mp4", "clip 2.mp4"]
+    assert all(count_frames(p) == 12 for p in site.outputs())
+    assert all(j["attempts"] == 0 for j in done)
+    assert all(s.exists() for s in sources)  # on_success = "keep"
+
+    # Touched unchanged, or copied under another name: the same content is not done twice.
+    os.utime(sources[0])
+    shutil.copyfile(sources[1], site.inbox / "copy of clip 1.mp4")
+    site.wait_log(r'event=file_duplicate path=.*copy of clip 1\.mp4"? job=\d+ state=done')
+    time.sleep(SETTLE * 4)
+    assert len(site.jobs()) == 3
+
+    # `mediad status` reads the same database.
+    status = subprocess.run([sys.executable, "-m", "mediad", "status", "--config", str(site.config),
+                             "--json"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert status.returncode == 0, status.stderr
+    import json
+    report = json.loads(status.stdout)
+    assert report["counts"] == {"queued": 0, "running": 0, "done": 3, "failed": 0}
+    assert report["daemon_pid"] == site.proc.pid  # type: ignore[union-attr]
+    assert {j["source"] for j in report["recent"]} == {str(s) for s in sources}
+
+    assert site.stop() == 0
+    # After a restart the start-up scan finds the same files: nothing is queued again.
+    site.start()
+    time.sleep(SETTLE * 4)
+    assert len(site.jobs()) == 3 and len(site.outputs()) == 3
+    # ...but a file that arrived while it was stopped is picked up.
+    assert site.stop() == 0
+    make_video(site.inbox / "late.mp4", seed=9)
+    site.start()
+    site.wait_jobs("done", 4)
+    assert len(site.outputs()) == 4
+    assert site.stop() == 0
+
+
+def test_one_daemon_per_state_dir(site: Site) -> None:
+    site.start()
+    second = subprocess.run([sys.executable, "-m", "mediad", "daemon", "--config", str(site.config)],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert second.returncode == 1
+    assert f"another mediad daemon is using this state_dir (pid {site.proc.pid})" in second.stderr  # type: ignore[union-attr]
+    assert site.proc.poll() is None  # type: ignore[union-attr]
+    assert site.stop() == 0
+
+
+def test_a_redrop_of_a_deleted_source_is_never_deleted(site: Site, tmp_path: Path) -> None:
+    site.watches[0]["on_success"] = "delete"
+    site.start()
+    src = make_video(tmp_path / "d.mp4", seed=12)
+    first = site.drop(src, "gone.mp4")
+    site.wait_jobs("done", 1)
+    wait_for(lambda: not first.exists(), 10, "gone.mp4 deleted after its output was committed")
+    assert (site.out / "gone.mp4").exists()
+    # The same content dropped again (the file system may even reuse the inode number):
+    # a duplicate, reported and left alone.
+    again = site.drop(src, "gone.mp4")
+    site.wait_log(r"event=file_duplicate path=\S*/in/gone\.mp4 job=1 state=done")
+    assert site.stop() == 0
+    site.start()  # and the start-up scan leaves it alone too
+    time.sleep(SETTLE * 4)
+    assert again.exists() and len(site.jobs()) == 1
+    assert site.stop() == 0
+
+
+def test_polling_observer(site: Site, small_video: Path) -> None:
+    site.watches[0].update(polling=True, poll_interval_seconds=0.2)
+    site.start()
+    site.drop(small_video, "polled.mp4")
+    site.wait_jobs("done", 1)
+    assert "observer=polling" in site.log()
+    assert [p.name for p in site.outputs()] == ["polled.mp4"]
+    assert site.stop() == 0
+
+
+def test_slow_writer_is_not_taken_half_written(site: Site, tmp_path: Path) -> None:
+    src = make_video(tmp_path / "whole.mp4", frames=25, seed=3).read_bytes()
+    site.start()
+    target = site.inbox / "slow.mp4"
+    seen_early: list[list[dict]] = []
+    chunks = [src[i:i + len(src) // 5 + 1] for i in range(0, len(src), len(src) // 5 + 1)]
+    with open(target, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+            f.flush()
+            # Quiet for much longer than settle_seconds, but still open: must not be taken.
+            time.sleep(SETTLE * 2.5)
+            seen_early.append(site.jobs())
+    assert seen_early == [[]] * len(chunks)
+    (job,) = site.wait_jobs("done", 1)
+    assert job["size"] == len(src)
+    assert count_frames(Path(job["output"])) == 25
+    assert site.stop() == 0
+
+
+@pytest.mark.slow
+def test_fifty_files_at_once_each_exactly_once(site: Site, tmp_path: Path) -> None:
+    site.daemon_settings["workers"] = 3
+    made = [make_video(tmp_path / f"m{i}.mp4", frames=6, size=(32, 32), seed=i) for i in range(50)]
+    site.start()
+    for i, path in enumerate(made):  # written in place, not renamed: the settle logic must cope
+        shutil.copyfile(path, site.inbox / f"file{i:02d}.mp4")
+    done = site.wait_jobs("done", 50, timeout=120)
+    jobs = site.jobs()
+    assert len(jobs) == 50 and len(done) == 50
+    assert sorted(j["source"] for j in jobs) == sorted(str(site.inbox / f"file{i:02d}.mp4") for i in range(50))
+    assert all(j["attempts"] == 0 for j in jobs)
+    assert len(site.outputs()) == 50
+    assert len(site.wait_log("event=job_started", count=50)) == 50
+    assert site.stop() == 0
+
+
+def test_kill_9_mid_job_then_restart_completes(site: Site, long_video: Path) -> None:
+    site.watches[0]["profile"] = "slow.toml"
+    site.start()
+    site.drop(long_video, "long.mkv")
+    wait_encoding(site)
+    pid = worker_pid(site, 1)
+    site.proc.kill()  # type: ignore[union-attr]  # SIGKILL: no clean-up of any kind
+    site.proc.wait(timeout=10)  # type: ignore[union-attr]
+    # The worker dies with the daemon (PR_SET_PDEATHSIG) rather than writing on alone.
+    wait_for(lambda: not pid_alive(pid), 10, "the orphaned worker to die")
+    assert not (site.out / "long.mp4").exists()
+    assert [j["state"] for j in site.jobs()] == ["running"]
+
+    site.start()
+    site.wait_log("event=job_recovered job=1")
+    (job,) = site.wait_jobs("done", 1, timeout=90)
+    assert job["attempts"] == 0  # the daemon's crash is not the file's fault
+    assert count_frames(site.out / "long.mp4") == 250
+    assert partials(site.out) == [], "a killed worker's temporary output was left behind"
+    assert site.stop() == 0
+
+
+def test_sigterm_mid_job_requeues_and_finishes_after_restart(site: Site, long_video: Path) -> None:
+    site.watches[0]["profile"] = "slow.toml"
+    site.daemon_settings["stop_grace_seconds"] = 0.2
+    site.start()
+    site.drop(long_video, "long.mkv")
+    wait_encoding(site)
+    site.signal(signal.SIGTERM)
+    assert site.proc.wait(timeout=30) == 0  # type: ignore[union-attr]
+    assert "event=job_requeued job=1" in site.log()
+    (job,) = site.jobs()
+    assert (job["state"], job["attempts"]) == ("queued", 0)
+    assert site.outputs() == [] and partials(site.out) == []
+
+    site.start()
+    site.wait_jobs("done", 1, timeout=90)
+    assert count_frames(site.out / "long.mp4") == 250
+    assert site.stop() == 0
+
+
+def test_sigterm_lets_a_running_job_finish_within_grace(site: Site, long_video: Path) -> None:
+    site.watches[0]["profile"] = "slow.toml"
+    site.daemon_settings["stop_grace_seconds"] = 60
+    site.start()
+    site.drop(long_video, "long.mkv")
+    wait_encoding(site)
+    site.signal(signal.SIGTERM)
+    assert site.proc.wait(timeout=90) == 0  # type: ignore[union-attr]
+    assert [j["state"] for j in site.jobs()] == ["done"]
+    assert count_frames(site.out / "long.mp4") == 250
+
+
+def test_bad_files_fail_with_reasons_good_ones_succeed(site: Site, tmp_path: Path) -> None:
+    site.watches[0].update(failed_dir="failed", on_success="move", done_dir="done")
+    site.start()
+    good = make_video(tmp_path / "good.mp4", frames=12, seed=1)
+    whole = make_video(tmp_path / "whole.mkv", frames=50, size=(128, 96), seed=2).read_bytes()
+    dropped = time.monotonic()
+    (site.inbox / "notes.mp4").write_text("these are not the frames you are looking for\n")
+    (site.inbox / "empty.mkv").write_bytes(b"")
+    (site.inbox / "truncated.mkv").write_bytes(whole[: len(whole) // 2])
+    site.drop(good, "good.mp4")
+
+    failed_dir = site.root / "failed"
+    wait_for(lambda: (failed_dir / "notes.mp4.error.json").exists(), 10, "notes.mp4 to fail")
+    assert time.monotonic() - dropped < 10  # plainly not media: fails at once, no retries
+    import json
+    note = json.loads((failed_dir / "notes.mp4.error.json").read_text())
+    assert note["reason"] == "not_media" and note["attempts"] == 1
+    assert note["source"] == str(site.inbox / "notes.mp4")
+    assert (failed_dir / "notes.mp4").read_text().startswith("these are not")
+
+    site.wait_jobs("failed", 3)
+    site.wait_jobs("done", 1)
+    states = {Path(j["source"]).name: (j["state"], j["reason"]) for j in site.jobs()}
+    assert states["good.mp4"] == ("done", None)
+    assert states["notes.mp4"] == ("failed", "not_media")
+    assert states["empty.mkv"] == ("failed", "not_media")
+    assert states["truncated.mkv"][0] == "failed"
+    assert states["truncated.mkv"][1] in ("corrupt", "not_media")
+    for name in ("empty.mkv", "truncated.mkv"):
+        assert (failed_dir / name).exists()
+        assert json.loads((failed_dir / f"{name}.error.json").read_text())["reason"] == states[name][1]
+    # The good file: output committed, then the source moved to done_dir.
+    assert [p.name for p in site.outputs()] == ["good.mp4"]
+    wait_for(lambda: (site.root / "done" / "good.mp4").exists(), 10, "good.mp4 to move to done")
+    assert sorted(p.name for p in site.inbox.iterdir()) == []
+    assert partials(site.out) == []
+    assert site.stop() == 0
+
+
+@pytest.mark.slow
+def test_worker_crash_and_stall_are_retried(site: Site, long_video: Path, tmp_path: Path) -> None:
+    site.watches[0]["profile"] = "slow.toml"
+    site.daemon_settings.update(stall_timeout_seconds=3, max_attempts=3, workers=1)
+    site.start()
+    site.drop(long_video, "long.mkv")
+
+    # A segfault inside FFmpeg looks like this from the outside.
+    wait_encoding(site)
+    os.kill(worker_pid(site, 1), signal.SIGSEGV)
+    site.wait_log(r"event=job_retry job=1 .*reason=worker_crashed attempt=1 .*SIGSEGV")
+
+    # A hang: the worker stops making progress (SIGSTOP) and is killed after the stall timeout.
+    site.wait_log(r"event=job_started job=1 .*attempt=2")
+    wait_encoding(site)
+    os.kill(worker_pid(site, 1), signal.SIGSTOP)
+    site.wait_log(r"event=job_stalled job=1")
+    site.wait_log(r"event=job_retry job=1 .*reason=stalled attempt=2")
+
+    (job,) = site.wait_jobs("done", 1, timeout=90)
+    assert job["attempts"] == 2
+    assert count_frames(site.out / "long.mp4") == 250
+    assert partials(site.out) == []
+    assert site.stop() == 0
+
+
+def test_sighup_rejects_a_broken_config_and_applies_a_good_one(site: Site, small_video: Path,
+                                                               tmp_path: Path) -> None:
+    site.start()
+    good_config = site.config.read_text()
+    site.config.write_text(good_config + "\n[[watch]\n")  # not TOML
+    site.signal(signal.SIGHUP)
+    site.wait_log(r"event=config_rejected .*not valid TOML")
+    site.config.write_text(good_config.replace('profile = "fast.toml"', 'profile = "nope"'))
+    site.signal(signal.SIGHUP)
+    site.wait_log(r"event=config_rejected .*watch\.0\.profile: unknown profile", count=1)
+    assert len(site.wait_log("event=config_rejected", count=2)) == 2
+    # The old config still runs.
+    site.drop(small_video, "still.mp4")
+    site.wait_jobs("done", 1)
+
+    second = site.root / "in2"
+    second.mkdir()
+    site.watches.append({"path": "in2", "output_dir": "out2", "profile": "fast.toml"})
+    site.write_config()
+    site.signal(signal.SIGHUP)
+    site.wait_log("event=config_reloaded")
+    site.drop(make_video(tmp_path / "other.mp4", seed=5), "new.mp4", folder=second)
+    site.wait_jobs("done", 2)
+    assert (site.root / "out2" / "new.mp4").exists()
+    assert site.proc.poll() is None  # type: ignore[union-attr]
+    assert site.stop() == 0
+
+
+def test_symlinks_and_escapes_are_refused(site: Site, small_video: Path, tmp_path: Path) -> None:
+    site.watches[0]["recursive"] = True
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    secret = make_video(outside / "secret.mp4", seed=4)
+    (site.inbox / "link.mp4").symlink_to(secret)  # present at start-up
+    site.start()
+    (site.inbox / "sub").symlink_to(outside, target_is_directory=True)
+    (site.inbox / "later-link.mp4").symlink_to(secret)
+    # An odd name: control characters and leading dots must not make an odd output path.
+    odd = "-rf \x1b[31mred\n..mp4"
+    site.drop(make_video(tmp_path / "odd.mp4", seed=6), odd)
+    (site.inbox / "real").mkdir()
+    site.drop(small_video, "ok.mp4", folder=site.inbox / "real")
+
+    site.wait_log(r"event=file_refused path=\S*/in/link\.mp4 reason=symlink")
+    site.wait_log(r"event=file_refused path=\S*/in/later-link\.mp4 reason=symlink")
+    done = site.wait_jobs("done", 2)
+    assert sorted(j["source"] for j in done) == sorted([str(site.inbox / odd),
+                                                       str(site.inbox / "real" / "ok.mp4")])
+    outputs = site.outputs()
+    assert sorted(str(p.relative_to(site.out)) for p in outputs) == ["real/ok.mp4", "rf _[31mred_.mp4"]
+    assert not any("secret" in j["source"] for j in site.jobs())
+    assert site.stop() == 0
+
+
+def test_notify_protocol(site: Site, small_video: Path, tmp_path: Path) -> None:
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(0.2)
+    messages: list[str] = []
+    stop = threading.Event()
+
+    def listen() -> None:
+        while not stop.is_set():
+            try:
+                messages.append(sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    reader = threading.Thread(target=listen, daemon=True)
+    reader.start()
+    shutil.copyfile(small_video, site.inbox / "early.mp4")  # there before the start-up scan
+    site.env = {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
+    try:
+        site.start()
+        wait_for(lambda: any("READY=1" in m for m in messages), 10, "READY=1")
+        ready = next(m for m in messages if "READY=1" in m)
+        assert f"MAINPID={site.proc.pid}" in ready  # type: ignore[union-attr]
+        assert re.search(r"STATUS=queued=\d+ running=\d+ done=\d+ failed=\d+", ready)
+        assert re.search(r"event=daemon_ready .*pending=1", site.log())  # the scan came first
+        site.wait_jobs("done", 1)
+        wait_for(lambda: any("STATUS=queued=0 running=0 done=1 failed=0" in m for m in messages),
+                 10, "STATUS with the done job")
+        wait_for(lambda: sum(m == "WATCHDOG=1" for m in messages) >= 3, 10, "WATCHDOG=1 pings")
+
+        site.signal(signal.SIGHUP)
+        wait_for(lambda: any(m.startswith("RELOADING=1\nMONOTONIC_USEC=") for m in messages), 10,
+                 "RELOADING=1")
+        wait_for(lambda: sum("READY=1" in m for m in messages) >= 2, 10, "READY=1 after reload")
+        assert site.stop() == 0
+        wait_for(lambda: any(m.startswith("STOPPING=1") for m in messages), 5, "STOPPING=1")
+    finally:
+        stop.set()
+        reader.join(timeout=2)
+        sock.close()
+
+
+def test_metrics_endpoint(site: Site, small_video: Path) -> None:
+    site.start()
+    site.drop(small_video, "m.mp4")
+    (site.inbox / "bad.mp4").write_text("nope")
+    site.wait_jobs("done", 1)
+    site.wait_jobs("failed", 1)
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{site.port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def scraped_failure() -> str:
+        text = scrape()
+        return text if 'mediad_jobs{state="failed"} 1.0' in text else ""
+
+    text = wait_for(scraped_failure, 10, "metrics to show the failure")
+    assert 'mediad_jobs{state="done"} 1.0' in text
+    assert "mediad_queue_depth 0.0" in text
+    assert 'mediad_job_duration_seconds_count{outcome="done"} 1.0' in text
+    assert 'mediad_job_failures_total{final="true",reason="not_media"} 1.0' in text
+    frames = float(re.search(r"^mediad_frames_total (\S+)$", text, re.M).group(1))  # type: ignore[union-attr]
+    assert frames == 12
+    assert "mediad_fps " in text
+    from mediad.gpu import cuda_device_count
+    has_gpu = cuda_device_count()[0] > 0
+    assert ("mediad_gpu_utilization_ratio{" in text) == has_gpu
+    assert site.stop() == 0

@@ -1,0 +1,218 @@
+"""The daemon's parts on their own, with real files, sockets and SQLite (no daemon process)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from mediad.config import WatchConfig
+from mediad.daemon.fingerprint import fingerprint, job_key
+from mediad.daemon.notify import Notifier
+from mediad.daemon.partial import remove_partials
+from mediad.daemon.paths import output_candidates, refusal, safe_component, wanted
+from mediad.daemon.queue import Queue
+from mediad.daemon.settle import Settler, writer_state
+from mediad.daemon.slots import choose_gpu
+from mediad.daemon.status import status_report
+from mediad.errors import MediadError
+from mediad.profiles import Profile
+
+
+def watch(tmp_path: Path, **kw: object) -> WatchConfig:
+    (tmp_path / "in").mkdir(exist_ok=True)
+    return WatchConfig.model_validate({"path": str(tmp_path / "in"), "output_dir": str(tmp_path / "out"),
+                                       **kw})
+
+
+@pytest.mark.parametrize(("name", "taken"), [
+    ("movie.mkv", True), ("movie.mkv.part", False), ("movie.mkv.crdownload", False),
+    ("movie.tmp", False), (".movie.mkv", False), ("movie.mkv~", False), ("movie.error.json", False),
+    ("Movie.PART", False),
+])
+def test_temporary_names_wait_for_their_rename(tmp_path: Path, name: str, taken: bool) -> None:
+    assert wanted(watch(tmp_path), tmp_path / "in" / name) is taken
+
+
+def test_include_exclude_and_depth(tmp_path: Path) -> None:
+    w = watch(tmp_path, include=["*.mkv", "shows/*"], exclude=["*sample*"], recursive=True)
+    inbox = tmp_path / "in"
+    assert wanted(w, inbox / "a.mkv") and not wanted(w, inbox / "a.txt")
+    assert wanted(w, inbox / "shows" / "a.txt")  # a pattern with a slash matches the relative path
+    assert not wanted(w, inbox / "a-sample.mkv")
+    assert not wanted(w, inbox / ".hidden" / "a.mkv")
+    flat = watch(tmp_path)
+    assert not wanted(flat, inbox / "sub" / "a.mkv")  # not recursive: only the top folder
+    assert not wanted(flat, tmp_path / "elsewhere.mkv")
+
+
+def test_refusals(tmp_path: Path) -> None:
+    w = watch(tmp_path, recursive=True)
+    inbox = tmp_path / "in"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.mkv").write_bytes(b"x")
+    (inbox / "real.mkv").write_bytes(b"x")
+    (inbox / "link.mkv").symlink_to(outside / "x.mkv")
+    (inbox / "inner-link.mkv").symlink_to(inbox / "real.mkv")  # even one pointing inside
+    (inbox / "dir").symlink_to(outside, target_is_directory=True)
+    os.mkfifo(inbox / "fifo.mkv")
+    assert refusal(w, inbox / "real.mkv") is None
+    assert refusal(w, inbox / "link.mkv") == "symlink"
+    assert refusal(w, inbox / "inner-link.mkv") == "symlink"
+    assert refusal(w, inbox / "dir" / "x.mkv") == "symlink"
+    assert refusal(w, inbox / "fifo.mkv") == "not_regular"
+    assert refusal(w, inbox / ".." / "outside" / "x.mkv") == "outside_watch"
+    assert refusal(w, inbox / "gone.mkv") == "vanished"
+    with pytest.raises(MediadError) as info:  # and fingerprinting never follows a link
+        fingerprint(inbox / "link.mkv")
+    assert info.value.reason == "unreadable"
+
+
+@pytest.mark.parametrize(("name", "safe"), [
+    ("movie", "movie"), ("..", "video"), ("...evil", "evil"), ("-rf", "rf"),
+    ("a\nb\x1b[0m", "a_b_[0m"), ("tab\there", "tab_here"), ("  spaced .", "spaced"),
+    ("back\\slash:colon", "back_slash_colon"), ("é" * 150, "é" * 100),
+])
+def test_safe_component(name: str, safe: str) -> None:
+    assert safe_component(name) == safe
+
+
+def test_output_paths_stay_under_output_dir(tmp_path: Path) -> None:
+    w = watch(tmp_path, recursive=True)
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    first, second = output_candidates(w, inbox / "..hidden" / "-x\n.mkv", "mp4")[:2]
+    assert first == out / "hidden" / "x_.mp4" and second == out / "hidden" / "x_-2.mp4"
+    for p in output_candidates(w, inbox / "a" / "b" / "c.mkv", "mp4")[:3]:
+        assert Path(os.path.normpath(p)).is_relative_to(out)
+
+
+def test_fingerprint_identity(tmp_path: Path) -> None:
+    f = tmp_path / "a.bin"
+    f.write_bytes(os.urandom(3 << 20))
+    fp = fingerprint(f)
+    key = job_key(fp, "h264", tmp_path / "out")
+    os.utime(f, ns=(1, 1))  # touched: new mtime, same content
+    touched = fingerprint(f)
+    assert touched.mtime_ns != fp.mtime_ns
+    assert job_key(touched, "h264", tmp_path / "out") == key
+    assert job_key(fp, "hevc", tmp_path / "out") != key  # another profile is another job
+    with open(f, "r+b") as h:  # a changed tail is a changed file
+        h.seek(-1, os.SEEK_END)
+        h.write(b"\0" if h.read(1) != b"\0" else b"\1")
+    assert fingerprint(f).digest != fp.digest
+
+
+def test_writer_state_sees_an_open_writer(tmp_path: Path) -> None:
+    f = tmp_path / "w.mkv"
+    with open(f, "wb") as h:
+        h.write(b"x")
+        assert writer_state(f) == "open"
+        with open(f, "rb"):
+            assert writer_state(f) == "open"
+    with open(f, "rb"):  # readers do not count
+        assert writer_state(f) == "closed"
+
+
+def test_settler_waits_for_quiet_and_close(tmp_path: Path) -> None:
+    f = tmp_path / "in" / "a.mkv"
+    f.parent.mkdir()
+    settler = Settler()
+    with open(f, "wb") as h:
+        h.write(b"x")
+        h.flush()
+        settler.note(0, f, "write", settle=0.05, local=True)
+        time.sleep(0.1)
+        assert settler.tick(0.05) == []  # quiet, but still open for writing
+        h.write(b"y")
+    settler.note(0, f, "closed", settle=0.05, local=True)
+    assert settler.tick(0.05) == []  # just changed: the quiet period starts again
+    time.sleep(0.1)
+    assert settler.tick(0.05) == [(0, f)]
+    assert len(settler) == 0
+
+
+def test_queue_states_survive_reopening(tmp_path: Path) -> None:
+    f = tmp_path / "a.bin"
+    f.write_bytes(b"abc")
+    fp = fingerprint(f)
+    q = Queue(tmp_path)
+    job = q.enqueue(key="k1", source=f, watch=tmp_path, profile="h264", output=tmp_path / "o.mp4", fp=fp)
+    assert job is not None and job.state == "queued"
+    assert q.enqueue(key="k1", source=f, watch=tmp_path, profile="h264", output=tmp_path / "p.mp4",
+                     fp=fp) is None
+    q.mark_running(job.id, "auto")
+    q.close()
+    q = Queue(tmp_path)  # a crash: the job was running
+    assert [j.id for j in q.recover()] == [job.id]
+    assert q.counts() == {"queued": 1, "running": 0, "done": 0, "failed": 0}
+    q.retry(job.id, "stalled", "no progress", time.time() + 60)
+    assert q.ready(time.time()) == []  # backing off
+    assert [j.id for j in q.ready(time.time() + 61)] == [job.id]
+    assert q.output_taken(tmp_path / "o.mp4")
+    q.close()
+    assert (tmp_path / "queue.sqlite3").exists()
+    assert Queue(tmp_path).conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_notifier_abstract_socket_and_watchdog() -> None:
+    name = f"mediad-test-{os.getpid()}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind("\0" + name)
+    server.settimeout(2)
+    try:
+        n = Notifier({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "2000000",
+                      "WATCHDOG_PID": str(os.getpid())})
+        assert n.watchdog_interval == 1.0
+        n.ready("queued=0")
+        assert server.recv(1024).decode() == f"READY=1\nSTATUS=queued=0\nMAINPID={os.getpid()}"
+        n.watchdog(100.0)
+        n.watchdog(100.5)  # not due yet
+        n.watchdog(101.0)
+        assert [server.recv(64), server.recv(64)] == [b"WATCHDOG=1", b"WATCHDOG=1"]
+        n.status("queued=0")  # unchanged: not sent
+        n.status("queued=1")
+        assert server.recv(64) == b"STATUS=queued=1"
+        n.close()
+    finally:
+        server.close()
+    # Another process's watchdog, or no socket at all: silent no-ops.
+    assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+    Notifier({}).ready("x")
+
+
+def test_remove_partials_only_touches_dead_writers_of_that_output(tmp_path: Path) -> None:
+    out = tmp_path / "movie.mp4"
+    dead = tmp_path / ".movie.999999-0123abcd.part.mp4"
+    mine = tmp_path / f".movie.{os.getpid()}-0123abcd.part.mp4"  # a live writer
+    other = tmp_path / ".movie.b.999999-0123abcd.part.mp4"  # the temp file of movie.b.mp4
+    for p in (dead, mine, other):
+        p.write_bytes(b"x")
+    assert remove_partials(out) == [dead]
+    assert mine.exists() and other.exists()
+
+
+def test_status_without_a_database(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    cfg = tmp_path / "mediad.toml"
+    cfg.write_text('[daemon]\nstate_dir = "state"\n[[watch]]\npath = "in"\noutput_dir = "out"\n')
+    with pytest.raises(MediadError, match="no state database yet"):
+        status_report(cfg)
+
+
+def test_nvenc_budget() -> None:
+    auto = Profile.model_validate({"video": {"encoder": "auto"}})
+    required = Profile.model_validate({"video": {"encoder": "gpu"}})
+    cpu = Profile.model_validate({"video": {"encoder": "cpu"}})
+    assert choose_gpu(auto, [], {}, 3, "cpu") == ("auto", None)  # no GPU: the engine decides
+    assert choose_gpu(cpu, [0, 1], {}, 3, "cpu") == ("auto", None)  # no NVENC session needed
+    assert choose_gpu(auto, [0, 1], {0: 1}, 3, "cpu") == ("1", 1)  # the least busy GPU
+    assert choose_gpu(auto, [0, 1], {0: 2, 1: 2}, 3, "cpu") == ("0", 0)
+    full = {0: 3, 1: 3}
+    assert choose_gpu(auto, [0, 1], full, 3, "cpu") == ("none", None)  # over budget: CPU
+    assert choose_gpu(auto, [0, 1], full, 3, "wait") == (None, None)  # over budget: wait
+    assert choose_gpu(required, [0, 1], full, 3, "cpu") == (None, None)  # needs NVENC: wait
+    assert choose_gpu(auto, [0], {}, 0, "wait") == ("none", None)  # NVENC off
