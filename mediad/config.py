@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from mediad.errors import MediadError
-from mediad.profiles import Profile, load_profile
+from mediad.profiles import Profile, format_validation_error, load_profile
 
 DEFAULT_CONFIG = Path("/etc/mediad/mediad.toml")
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -169,20 +169,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _format_validation(err: ValidationError, source: str) -> str:
-    errors = err.errors()
-    # A bad [[watch]] also makes the list "too short": report the inner error, not its echo.
-    errors = [e for e in errors if not any(
-        len(o["loc"]) > len(e["loc"]) and o["loc"][:len(e["loc"])] == e["loc"] for o in errors)]
-    first = errors[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        msg = "unknown key"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{source}: {loc + ': ' if loc else ''}{msg}{more}"
-
-
 def parse_config(text: str, source: str, base: Path) -> Config:
     """Validate TOML text as a daemon config; relative paths are taken from `base`."""
     try:
@@ -192,7 +178,7 @@ def parse_config(text: str, source: str, base: Path) -> Config:
     try:
         return Config.model_validate(data, context={"base": base})
     except ValidationError as e:
-        raise MediadError(_format_validation(e, source), reason="bad_config") from None
+        raise MediadError(format_validation_error(e, source), reason="bad_config") from None
 
 
 def load_config(path: Path) -> Config:

@@ -294,8 +294,13 @@ class Profile(_Strict):
         return self.container
 
 
-def _format_validation(err: ValidationError, source: str) -> str:
-    first = err.errors()[0]
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line: 'SOURCE: key.path: reason' for the first error (profiles and the daemon config)."""
+    errors = err.errors()
+    # A bad list entry can also make its list "too short": report the inner error, not its echo.
+    errors = [e for e in errors if not any(
+        len(o["loc"]) > len(e["loc"]) and o["loc"][:len(e["loc"])] == e["loc"] for o in errors)]
+    first = errors[0]
     parts = list(first["loc"])
     # A tagged union puts the stage kind in the path (stages.0.upscale.scale): drop it.
     if len(parts) > 2 and parts[0] == "stages" and parts[2] in STAGE_KINDS:
@@ -307,7 +312,7 @@ def _format_validation(err: ValidationError, source: str) -> str:
         parts.append("kind")
         msg = f"must be one of {', '.join(STAGE_KINDS)}"
     loc = ".".join(str(p) for p in parts) or "(top level)"
-    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{source}: {loc}: {msg}{more}"
 
 
@@ -323,7 +328,7 @@ def parse_profile(text: str, source: str, name: str) -> Profile:
     try:
         return Profile.model_validate({**data, "name": name})
     except ValidationError as e:
-        raise MediadError(_format_validation(e, source), reason="bad_profile") from None
+        raise MediadError(format_validation_error(e, source), reason="bad_profile") from None
 
 
 def builtin_names() -> list[str]:
