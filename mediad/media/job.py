@@ -77,6 +77,9 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
         try:
             result = run_plan(plan, tmp, on_progress, _frames_estimate(info), profile.stages)
         except EncoderRefused as e:
+            if profile.video.encoder == "gpu":  # NVENC is required: busy now, retry later
+                raise MediadError(f"{input_path}: {e} (profile {profile.name} requires NVENC)",
+                                  transient=True, reason="encoder_busy") from None
             log.event("fallback", input=str(input_path), detail=str(e))
             tmp.unlink(missing_ok=True)
             plan = plan.with_software_video(str(e))
