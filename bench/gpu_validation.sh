@@ -4,15 +4,15 @@
 #
 #   bash bench/gpu_validation.sh [all|tests|bench] [OUTDIR]
 #
-# all (default): environment + `mediad gpus` + `pytest -m gpu` + bench/gpu.py
+# all (default): environment + `mediad gpus` + `pytest -m gpu` + bench/gpu.py + bench/models.py
 # tests:         environment + `mediad gpus` + `pytest -m gpu`
-# bench:         environment + bench/gpu.py
+# bench:         environment + bench/gpu.py + bench/models.py --quick
 # OUTDIR defaults to $OUT (the device tool's folder that comes back), else ./gpu-validation.
 #
 # Wheels in .whl/ are installed to /tmp/site first (the device machine has no network), and a
 # CUDA-capable ffmpeg carried as .ffmpeg/ffmpeg.xz is unpacked for the decode comparison.
 # Every step runs even when an earlier one fails; summary.txt lists each step's exit status.
-# It writes 7 files, within the device tool's limit of 8 files coming back from $OUT.
+# It writes 8 files, the device tool's limit of files coming back from $OUT.
 set -uo pipefail
 
 MODE=${1:-all}
@@ -81,11 +81,11 @@ cat "$OUTDIR/environment.txt"
 if [ "$MODE" != bench ]; then
     step "mediad gpus" gpus.txt "$PY" -m mediad gpus
     step "mediad gpus --json" gpus.json "$PY" -m mediad gpus --json
-    step "pytest -m gpu" pytest-gpu.txt "$PY" -m pytest -m gpu -v -rs -p no:cacheprovider \
-        tests/test_gpu.py tests/test_gpu_transcode.py
+    step "pytest -m gpu" pytest-gpu.txt "$PY" -m pytest -m gpu -v -rs -p no:cacheprovider tests
 fi
 if [ "$MODE" != tests ]; then
     step "bench/gpu.py" bench-gpu.txt "$PY" bench/gpu.py --json "$OUTDIR/bench-gpu.json" \
         "${FFMPEG_ARG[@]}"
+    step "bench/models.py --quick" bench-models.txt "$PY" bench/models.py --quick
 fi
 echo "results in $OUTDIR: $(ls "$OUTDIR" | tr '\n' ' ')"
