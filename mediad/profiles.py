@@ -41,7 +41,9 @@ CONTAINER_VIDEO = {
 CONTAINER_AUDIO = {
     "mp4": {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"},
     "mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s24le"},
-    "mkv": None,
+    # Matroska holds nearly anything; these are the codecs players handle there.
+    "mkv": {"aac", "mp3", "opus", "vorbis", "flac", "ac3", "eac3", "dts", "truehd", "alac",
+            "pcm_s16le", "pcm_s24le", "pcm_f32le", "mp2"},
     "webm": {"opus", "vorbis"},
 }
 CONTAINER_SUBTITLES = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from mediad import log
@@ -73,9 +74,10 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     for fallback in plan.fallbacks:
         log.event_once(f"fallback:{fallback}", "fallback", detail=fallback)
     tmp = temp_path_for(output)
+    frames_total = _frames_estimate(info)
     try:
         try:
-            result = run_plan(plan, tmp, on_progress, _frames_estimate(info), profile.stages)
+            result = run_plan(plan, tmp, on_progress, frames_total, profile.stages)
         except EncoderRefused as e:
             if profile.video.encoder == "gpu":  # NVENC is required: busy now, retry later
                 raise MediadError(f"{input_path}: {e} (profile {profile.name} requires NVENC)",
@@ -83,7 +85,7 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
             log.event("fallback", input=str(input_path), detail=str(e))
             tmp.unlink(missing_ok=True)
             plan = plan.with_software_video(str(e))
-            result = run_plan(plan, tmp, on_progress, _frames_estimate(info), profile.stages)
+            result = run_plan(plan, tmp, on_progress, frames_total, profile.stages)
         out = verify_output(tmp, _expected_duration(info), str(input_path))
         commit(tmp, output, overwrite)
     except BaseException:
@@ -91,11 +93,11 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
         raise
     extra = _write_analysis(result, input_path, output, profile) if result.analysis else {}
     elapsed = time.monotonic() - started
-    out = out.__class__(**{**out.to_dict(), "path": str(output)})
+    out = replace(out, path=str(output))  # verified under its temporary name
     log.event("transcoded", input=str(input_path), output=str(output), encoder=plan.video.encoder,
               frames=result.frames_written, seconds=f"{elapsed:.2f}")
     return Report(info, plan, [out], elapsed, result.frames_written / elapsed if elapsed else 0.0,
-                  [*plan.warnings, *result.warnings], extra)
+                  list(plan.warnings), extra)
 
 
 def _write_analysis(result: RunResult, source: Path, output: Path, profile: Profile) -> dict:

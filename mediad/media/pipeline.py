@@ -39,9 +39,7 @@ class EncoderRefused(Exception):
 class RunResult:
     """What one run produced, for the report."""
 
-    frames_decoded: int = 0
     frames_written: int = 0
-    warnings: list[str] = field(default_factory=list)
     analysis: Any = None  # the stages' AnalysisResult, when the profile has stages
     stages: list[dict] = field(default_factory=list)  # StageRunner.describe()
 
@@ -118,6 +116,11 @@ def _copy_tags(src: dict[str, str], dst: dict[str, str], keys: tuple[str, ...] |
             dst[k] = v
 
 
+def _gpu_layout(vp: VideoPlan) -> str:
+    """Layout of the CUDA frames NVENC takes for this plan: P010 for 10-bit, else NV12."""
+    return "p010le" if vp.pix_fmt == "p010le" else "nv12"
+
+
 def _layout(channels: int) -> str:
     return {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}.get(channels, f"{channels}c")
 
@@ -163,7 +166,7 @@ class _Runner:
             options = {k: v for k, v in vp.options.items() if k != "gpu"}
             ost = out.add_stream(vp.encoder, rate=rate, options=options,
                                  hwaccel=cuda_hwaccel(self.plan.decode.device))
-            ost.pix_fmt = "p010le" if vp.pix_fmt == "p010le" else "nv12"
+            ost.pix_fmt = _gpu_layout(vp)
         else:
             ost = out.add_stream(vp.encoder, rate=rate, options=dict(vp.options))
             ost.pix_fmt = vp.pix_fmt
@@ -211,7 +214,7 @@ class _Runner:
             post = VideoTransform(replace(vp, rotate=0, crop=None), ist.time_base) \
                 if encode and not vp.hardware else None
             return bridge.gpu_bridge(self.runner, size=(vp.width, vp.height),
-                                     out_format="p010le" if vp.pix_fmt == "p010le" else "nv12",
+                                     out_format=_gpu_layout(vp),
                                      nvenc=encode and vp.hardware, post=post, batch=batch)
         # Host frames: rotate/crop into RGB for the models, then scale/convert for the encoder.
         cc = ist.codec_context
@@ -227,8 +230,7 @@ class _Runner:
             return VideoTransform(vp, time_base)
         from mediad.media.gpu_frames import GpuVideoTransform
 
-        gpu = GpuVideoTransform(size=(vp.width, vp.height),
-                                out_format="p010le" if vp.pix_fmt == "p010le" else "nv12")
+        gpu = GpuVideoTransform(size=(vp.width, vp.height), out_format=_gpu_layout(vp))
         return lambda frame: [] if frame is None else [gpu(frame)]
 
     def _decoder_hwaccel(self) -> HWAccel | None:
@@ -301,7 +303,6 @@ class _Runner:
         index = packet.stream.index
         if index == self.plan.decode.stream and self.video_in is not None:
             for frame in packet.decode():  # decoded before a copy below rebases the packet
-                self.result.frames_decoded += 1
                 self._encode_video(frame, out)
             if self.video_out is not None:
                 return
@@ -315,7 +316,6 @@ class _Runner:
         ost = self.copy[index]
         if index == self.plan.decode.stream:
             self.result.frames_written += 1
-            self.result.frames_decoded += self.video_in is None  # else counted when decoded
             self._report_progress()
         packet.stream = ost
         out.mux(packet)

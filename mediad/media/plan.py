@@ -29,9 +29,6 @@ SVTAV1_PRESETS = dict(zip(SPEEDS, ("12", "10", "9", "8", "6", "4", "2"), strict=
 NVDEC_CODECS = {"h264", "hevc", "av1"}  # the codecs the capability trial checks
 AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus"}
 CONTAINER_DEFAULT_AUDIO = {"mp4": "aac", "mov": "aac", "mkv": "aac", "webm": "opus"}
-# Audio codecs every container here can carry (the `None` entries accept anything).
-_COPY_SAFE_AUDIO_IN_MKV = {"aac", "mp3", "opus", "vorbis", "flac", "ac3", "eac3", "dts", "truehd",
-                           "alac", "pcm_s16le", "pcm_s24le", "pcm_f32le", "mp2"}
 
 
 @dataclass(frozen=True)
@@ -254,7 +251,7 @@ def _plan_audio(info: MediaInfo, profile: Profile) -> list[StreamPlan]:
     plans = []
     allowed = CONTAINER_AUDIO[profile.container]
     for s in info.audio:
-        fits = s.codec in (allowed if allowed is not None else _COPY_SAFE_AUDIO_IN_MKV)
+        fits = s.codec in allowed
         if a.codec == "none":
             plans.append(StreamPlan(s.index, "drop", s.codec, None, None, None, None, None,
                                     s.language, "profile drops audio"))

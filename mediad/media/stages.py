@@ -43,9 +43,9 @@ class StageBridge:
         self.pending = _Batch([], [])
         self.inbox: queue.Queue = queue.Queue(maxsize=depth)  # bounded: decode waits for models
         self.outbox: queue.Queue = queue.Queue()
+        self.failed: BaseException | None = None  # set before the worker can read it
         self.worker = threading.Thread(target=self._work, name="mediad-stages", daemon=True)
         self.worker.start()
-        self.failed: BaseException | None = None
 
     def _work(self) -> None:
         import torch
@@ -138,6 +138,8 @@ def gpu_bridge(runner: Any, *, size: tuple[int, int], out_format: str, nvenc: bo
     Without NVENC the stage output is downloaded once, as rgb24, for libavfilter and the
     software encoder (`post`).
     """
+    import torch
+
     from mediad.media import color
     from mediad.media.gpu_frames import (
         alloc_planes,
@@ -159,7 +161,7 @@ def gpu_bridge(runner: Any, *, size: tuple[int, int], out_format: str, nvenc: bo
             if (rgb.shape[-1], rgb.shape[-2]) != (width, height):
                 rgb = color.resize(rgb.float(), height, width, mode="area").clamp_(0.0, 1.0)
             if not nvenc:
-                host = (rgb.float() * 255.0).round_().to("cpu", dtype=_uint8())
+                host = (rgb.float() * 255.0).round_().to("cpu", dtype=torch.uint8)
                 out.extend(post(rgb_frame(host, src)) if post else [])
                 continue
             planes = frame_to_planes(src) if src.format.name == "cuda" else None
@@ -174,8 +176,3 @@ def gpu_bridge(runner: Any, *, size: tuple[int, int], out_format: str, nvenc: bo
 
     return StageBridge(runner, to_tensor=to_tensor, to_frames=to_frames, batch=batch)
 
-
-def _uint8() -> Any:
-    import torch
-
-    return torch.uint8
