@@ -600,9 +600,6 @@ def forget_capabilities(device: int | None = None) -> None:
             _CAPS.pop(device, None)
 
 
-# Kept for code written against the former functools.cache version.
-capabilities.cache_clear = forget_capabilities  # type: ignore[attr-defined]
-
 
 # --- `mediad gpus` ------------------------------------------------------------------------
 
