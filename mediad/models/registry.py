@@ -53,7 +53,16 @@ BUILTIN_MODELS: tuple[ModelInfo, ...] = (
 )
 
 
-def _package_dir(module: str) -> Path | None:
+def builtin_model(name: str) -> ModelInfo:
+    """The built-in model called `name` (KeyError if there is none)."""
+    for info in BUILTIN_MODELS:
+        if info.name == name:
+            return info
+    raise KeyError(name)
+
+
+def package_dir(module: str) -> Path | None:
+    """Folder of an installed package, found without importing it; None when not installed."""
     try:
         spec = importlib.util.find_spec(module)  # top-level name: imports nothing
     except (ImportError, ValueError):
@@ -72,7 +81,7 @@ def _version(package: str) -> str | None:
 
 def model_status(info: ModelInfo) -> dict[str, Any]:
     """One model as plain data: what it is, where its weights are, whether they are installed."""
-    folder = _package_dir(info.module)
+    folder = package_dir(info.module)
     paths = [folder / f for f in info.files] if folder else []
     installed = bool(paths) and all(p.is_file() for p in paths)
     return {

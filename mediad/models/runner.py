@@ -142,6 +142,7 @@ def memory_budget(device: str, cap: int | None) -> int:
 
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+_PRECISIONS = {v: k for k, v in _DTYPES.items()}  # torch dtype name -> precision
 
 
 def _context(decision: StageDecision) -> StageContext:
@@ -166,11 +167,10 @@ class UpscaleStep(FrameStage):
 
         self.cfg = cfg
         self.scale = cfg.scale
-        self.upscaler = Upscaler(cfg.model, cfg.scale, ctx.device, ctx.dtype)
-        # Half the budget for the network's activations, half for the batch's output frames.
-        pixels = max(1, ctx.memory_budget // 2 // self.upscaler.bytes_per_pixel())
-        if hasattr(self.upscaler, "_budget"):
-            self.upscaler._budget = pixels  # the Upscaler tiles frames above this many pixels
+        # Half the budget for the network's activations (the Upscaler tiles frames that need
+        # more), half for the batch's output frames.
+        self.upscaler = Upscaler(cfg.model, cfg.scale, ctx.device, ctx.dtype,
+                                 memory_budget=ctx.memory_budget // 2)
         if ctx.compile:
             import torch
 
@@ -345,7 +345,7 @@ class StageRunner:
         out = []
         for i, s in enumerate(self.stages):
             sizes = {f"{w}x{h}": n for (si, w, h), n in self._batch.items() if si == i}
-            precision = {v: k for k, v in _DTYPES.items()}[str(s.ctx.dtype).removeprefix("torch.")]
+            precision = _PRECISIONS[str(s.ctx.dtype).removeprefix("torch.")]
             out.append({**s.describe(), "device": str(s.ctx.device), "precision": precision,
                         "channels_last": s.ctx.channels_last, "compile": s.ctx.compile,
                         "memory_budget": s.ctx.memory_budget, "batch_size": sizes or "auto",

@@ -95,11 +95,11 @@ class ShotDetector(FrameStage):
         self.model = (model if model is not None else load_transnetv2()).to(ctx.device)
         if ctx.compile:
             self.model = torch.compile(self.model)
-        self._buffer: torch.Tensor | None = None  # small frames not yet fully predicted (+ padding)
-        self._last: torch.Tensor | None = None
+        # Small frames not yet fully predicted (+ padding); never empty once a frame came, so
+        # its last row is the last frame seen.
+        self._buffer: torch.Tensor | None = None
         self._preds: list[torch.Tensor] = []
-        self.pts: list[float] = []
-        self.frames_seen = 0
+        self.pts: list[float] = []  # one per frame seen
 
     def bytes_per_frame(self, width: int, height: int) -> int:
         """Only the float copy made for the resize: the model itself sees 48x27 frames."""
@@ -125,6 +125,8 @@ class ShotDetector(FrameStage):
 
     def push(self, small: torch.Tensor, pts: list[float]) -> None:
         """Append (N,27,48,3) uint8 frames and run the windows they complete."""
+        if len(small) != len(pts):
+            raise ValueError(f"{len(small)} frames but {len(pts)} timestamps")
         if len(small) == 0:
             return
         small = small.to(self.ctx.device)
@@ -132,8 +134,6 @@ class ShotDetector(FrameStage):
             self._buffer = torch.cat([small[:1].expand(PAD, -1, -1, -1), small])
         else:
             self._buffer = torch.cat([self._buffer, small])
-        self._last = small[-1:]
-        self.frames_seen += len(small)
         self.pts.extend(pts)
         self._run_windows()
 
@@ -163,15 +163,15 @@ class ShotDetector(FrameStage):
         """Transition probability per frame seen so far (complete only after finish())."""
         if not self._preds:
             return np.zeros(0, dtype=np.float32)
-        return torch.cat(self._preds)[:self.frames_seen].numpy()
+        return torch.cat(self._preds)[:len(self.pts)].numpy()
 
     def finish(self) -> dict[str, Any]:
         """Pad the end like TransNetV2 does, run the last windows, and cut the stream into shots."""
-        n = self.frames_seen
-        if n == 0 or self._buffer is None or self._last is None:
+        buf = self._buffer
+        if buf is None:  # no frames (or finished already)
             return {"shots": []}
-        pad_end = PAD + STEP - (n % STEP or STEP)
-        self._buffer = torch.cat([self._buffer, self._last.expand(pad_end, -1, -1, -1)])
+        pad_end = PAD + STEP - (len(self.pts) % STEP or STEP)
+        self._buffer = torch.cat([buf, buf[-1:].expand(pad_end, -1, -1, -1)])
         self._run_windows()
         self._buffer = None
         return {"shots": self.shots()}

