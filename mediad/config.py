@@ -35,11 +35,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _resolve(value: Path, info: ValidationInfo) -> Path:
+def _resolve(value: Path | str, info: ValidationInfo) -> Path:
     # Relative paths are taken from the config file's folder, so a config means one thing
     # whatever the daemon's working directory.
     base = (info.context or {}).get("base", Path.cwd())
-    return Path(os.path.normpath(Path(base) / value.expanduser()))
+    return Path(os.path.normpath(Path(base) / Path(value).expanduser()))
 
 
 ConfigPath = Annotated[Path, AfterValidator(_resolve)]
@@ -86,8 +86,7 @@ class WatchConfig(_Strict):
     @classmethod
     def _profile_spec(cls, v: str, info: ValidationInfo) -> str:
         if v.endswith(".toml") or "/" in v:
-            base = (info.context or {}).get("base", Path.cwd())
-            v = os.path.normpath(Path(base) / Path(v).expanduser())
+            v = str(_resolve(v, info))
         try:
             load_profile(v)
         except MediadError as e:

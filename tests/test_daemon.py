@@ -392,14 +392,20 @@ def test_kill_9_mid_job_then_restart_completes(site: Site, long_video: Path) -> 
     assert site.stop() == 0
 
 
-def test_sigterm_mid_job_requeues_and_finishes_after_restart(site: Site, long_video: Path) -> None:
+def sigterm_while_encoding(site: Site, long_video: Path, grace: float) -> int:
+    """Start the daemon with `grace` seconds of stop grace, SIGTERM it once the job encodes;
+    return its exit status."""
     site.watches[0]["profile"] = "slow.toml"
-    site.daemon_settings["stop_grace_seconds"] = 0.2
+    site.daemon_settings["stop_grace_seconds"] = grace
     site.start()
     site.drop(long_video, "long.mkv")
     wait_encoding(site)
     site.signal(signal.SIGTERM)
-    assert site.proc.wait(timeout=30) == 0  # type: ignore[union-attr]
+    return site.proc.wait(timeout=grace + 30)  # type: ignore[union-attr]
+
+
+def test_sigterm_mid_job_requeues_and_finishes_after_restart(site: Site, long_video: Path) -> None:
+    assert sigterm_while_encoding(site, long_video, grace=0.2) == 0
     assert "event=job_requeued job=1" in site.log()
     (job,) = site.jobs()
     assert (job["state"], job["attempts"]) == ("queued", 0)
@@ -412,14 +418,9 @@ def test_sigterm_mid_job_requeues_and_finishes_after_restart(site: Site, long_vi
 
 
 def test_sigterm_lets_a_running_job_finish_within_grace(site: Site, long_video: Path) -> None:
-    site.watches[0]["profile"] = "slow.toml"
-    site.daemon_settings["stop_grace_seconds"] = 60
-    site.start()
-    site.drop(long_video, "long.mkv")
-    wait_encoding(site)
-    site.signal(signal.SIGTERM)
-    assert site.proc.wait(timeout=90) == 0  # type: ignore[union-attr]
+    assert sigterm_while_encoding(site, long_video, grace=60) == 0
     assert [j["state"] for j in site.jobs()] == ["done"]
+    assert "event=job_requeued" not in site.log()  # finished in the grace, not stopped
     assert count_frames(site.out / "long.mp4") == 250
 
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import socket
+import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from mediad.config import WatchConfig
+from mediad.daemon.disposition import move_file, write_json_atomic
 from mediad.daemon.fingerprint import fingerprint, job_key
+from mediad.daemon.metrics import GpuCollector
 from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
 from mediad.daemon.paths import output_candidates, refusal, safe_component, wanted
@@ -19,6 +26,8 @@ from mediad.daemon.settle import Settler, writer_state
 from mediad.daemon.slots import choose_gpu
 from mediad.daemon.status import status_report
 from mediad.errors import MediadError
+from mediad.gpu import DeviceTelemetry
+from mediad.media.commit import temp_path_for
 from mediad.profiles import Profile
 
 
@@ -86,8 +95,10 @@ def test_output_paths_stay_under_output_dir(tmp_path: Path) -> None:
     inbox, out = tmp_path / "in", tmp_path / "out"
     first, second = output_candidates(w, inbox / "..hidden" / "-x\n.mkv", "mp4")[:2]
     assert first == out / "hidden" / "x_.mp4" and second == out / "hidden" / "x_-2.mp4"
-    for p in output_candidates(w, inbox / "a" / "b" / "c.mkv", "mp4")[:3]:
-        assert Path(os.path.normpath(p)).is_relative_to(out)
+    # Sub-folders are mirrored; a path that leads out of the watch lands flat in output_dir.
+    assert output_candidates(w, inbox / "a" / "b" / "c.mkv", "mp4")[:2] == [
+        out / "a" / "b" / "c.mp4", out / "a" / "b" / "c-2.mp4"]
+    assert output_candidates(w, inbox / "a" / ".." / ".." / "up.mkv", "mp4")[0] == out / "up.mp4"
 
 
 def test_fingerprint_identity(tmp_path: Path) -> None:
@@ -186,9 +197,15 @@ def test_notifier_abstract_socket_and_watchdog() -> None:
 
 def test_remove_partials_only_touches_dead_writers_of_that_output(tmp_path: Path) -> None:
     out = tmp_path / "movie.mp4"
-    dead = tmp_path / ".movie.999999-0123abcd.part.mp4"
-    mine = tmp_path / f".movie.{os.getpid()}-0123abcd.part.mp4"  # a live writer
-    other = tmp_path / ".movie.b.999999-0123abcd.part.mp4"  # the temp file of movie.b.mp4
+    # Temporary names as the engine makes them (temp_path_for), by a writer that has exited...
+    child = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from mediad.media.commit import temp_path_for; "
+         "[print(temp_path_for(Path(a))) for a in sys.argv[1:]]",
+         str(out), str(tmp_path / "movie.b.mp4")],
+        capture_output=True, text=True, check=True, timeout=60)
+    dead, other = map(Path, child.stdout.split())  # other: the temp file of movie.b.mp4
+    mine = temp_path_for(out)  # ...and by this live process
     for p in (dead, mine, other):
         p.write_bytes(b"x")
     assert remove_partials(out) == [dead]
@@ -216,3 +233,40 @@ def test_nvenc_budget() -> None:
     assert choose_gpu(auto, [0, 1], full, 3, "wait") == (None, None)  # over budget: wait
     assert choose_gpu(required, [0, 1], full, 3, "cpu") == (None, None)  # needs NVENC: wait
     assert choose_gpu(auto, [0], {}, 0, "wait") == ("none", None)  # NVENC off
+
+
+def test_move_file_across_file_systems_and_error_note(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "in" / "a.mkv"
+    src.parent.mkdir()
+    src.write_bytes(b"video")
+    os.chmod(src, 0o640)
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "a.mkv").write_bytes(b"older")  # taken: the move picks a free name
+
+    def exdev(a: object, b: object) -> None:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "rename", exdev)  # os.replace (same folder) still works
+    dest = move_file(src, tmp_path / "failed")
+    assert dest == tmp_path / "failed" / "a-2.mkv" and dest.read_bytes() == b"video"
+    assert not src.exists() and stat.S_IMODE(dest.stat().st_mode) == 0o640
+    note = tmp_path / "failed" / "a-2.mkv.error.json"
+    write_json_atomic(note, {"reason": "not_media"})
+    assert json.loads(note.read_text()) == {"reason": "not_media"}
+    assert stat.S_IMODE(note.stat().st_mode) == 0o644
+    assert sorted(p.name for p in (tmp_path / "failed").iterdir()) == [
+        "a-2.mkv", "a-2.mkv.error.json", "a.mkv"]  # no temporary file left behind
+
+
+def test_gpu_collector_reads_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
+    gpu = DeviceTelemetry(index=0, cuda_index=0, name="GPU", uuid="GPU-0", memory_total=8 << 30,
+                          memory_free=6 << 30, util_gpu=50, util_encoder=None, util_decoder=25)
+    monkeypatch.setattr("mediad.gpu.read_telemetry", lambda: ([gpu], ""))
+    families = {f.name: f for f in GpuCollector().collect()}
+    util = {tuple(s.labels.values()): s.value for s in families["mediad_gpu_utilization_ratio"].samples}
+    assert util == {("0", "sm"): 0.5, ("0", "decoder"): 0.25}  # what NVML did not say is left out
+    (mem,) = families["mediad_gpu_memory_used_bytes"].samples
+    assert (mem.labels, mem.value) == ({"gpu": "0"}, float(2 << 30))
+    monkeypatch.setattr("mediad.gpu.read_telemetry", lambda: ([], "no GPU"))
+    assert list(GpuCollector().collect()) == []

@@ -17,23 +17,13 @@ from mediad import log
 from mediad.config import WatchConfig
 from mediad.daemon.paths import unique_destination
 from mediad.daemon.queue import Job
+from mediad.fsutil import atomic_write_bytes
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON to a temporary name beside `path`, fsync, rename: never a half file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; the note is for whoever looks after the folder
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, default=str)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    # 0644, not mkstemp's 0600: the note is for whoever looks after the folder.
+    atomic_write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode(), mode=0o644)
 
 
 def move_file(src: Path, folder: Path) -> Path:
@@ -46,6 +36,7 @@ def move_file(src: Path, folder: Path) -> Path:
     except OSError as e:
         if e.errno != errno.EXDEV:
             raise
+    # Streamed, not through atomic_write_bytes: a source may be tens of GB.
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
     try:

@@ -16,42 +16,28 @@ DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 144
 
 
 class GpuCollector(Collector):
-    """GPU utilisation read from NVML at scrape time; yields nothing when there is no GPU."""
-
-    def __init__(self) -> None:
-        self._nvml = None
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            self._nvml = pynvml
-        except Exception:  # no library, no driver, no GPU: the GPU gauges are simply absent
-            self._nvml = None
+    """GPU use from mediad.gpu.read_telemetry at scrape time; yields nothing without a GPU."""
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        """One family per engine (sm, encoder, decoder) plus memory, labelled by GPU index."""
-        nv = self._nvml
-        if nv is None:
+        """One family per engine (sm, encoder, decoder) plus memory, labelled by NVML index."""
+        from mediad.gpu import read_telemetry
+
+        records, _why = read_telemetry()
+        if not records:
             return
         util = GaugeMetricFamily("mediad_gpu_utilization_ratio",
                                  "GPU engine utilisation over the driver's last sample period (0-1)",
                                  labels=["gpu", "engine"])
         mem = GaugeMetricFamily("mediad_gpu_memory_used_bytes", "GPU memory in use",
                                 labels=["gpu"])
-        try:
-            count = nv.nvmlDeviceGetCount()
-        except nv.NVMLError:
-            return
-        for i in range(count):
-            try:
-                h = nv.nvmlDeviceGetHandleByIndex(i)
-                rates = nv.nvmlDeviceGetUtilizationRates(h)
-                util.add_metric([str(i), "sm"], rates.gpu / 100.0)
-                util.add_metric([str(i), "encoder"], nv.nvmlDeviceGetEncoderUtilization(h)[0] / 100.0)
-                util.add_metric([str(i), "decoder"], nv.nvmlDeviceGetDecoderUtilization(h)[0] / 100.0)
-                mem.add_metric([str(i)], float(nv.nvmlDeviceGetMemoryInfo(h).used))
-            except nv.NVMLError:
-                continue  # one GPU that will not answer must not break the scrape
+        for r in records:
+            # A value NVML will not report on this device is left out, not the whole scrape.
+            for engine, percent in (("sm", r.util_gpu), ("encoder", r.util_encoder),
+                                    ("decoder", r.util_decoder)):
+                if percent is not None:
+                    util.add_metric([str(r.index), engine], percent / 100.0)
+            if r.memory_total is not None and r.memory_free is not None:
+                mem.add_metric([str(r.index)], float(r.memory_total - r.memory_free))
         yield util
         yield mem
 

@@ -10,33 +10,33 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 from pathlib import Path
 
 from mediad import log
+from mediad.media.commit import temp_writer_pid
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` exists (owned by us or not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        return True  # alive, owned by another user (e.g. the mediad user, seen by `mediad status`)
     return True
 
 
 def remove_partials(output: Path) -> list[Path]:
     """Remove temporary files of `output` whose writer process is gone; return what was removed."""
-    pattern = re.compile(rf"^\.{re.escape(output.stem)}\.(\d+)-[0-9a-f]{{8}}\.part{re.escape(output.suffix)}$")
     removed = []
     try:
         entries = list(os.scandir(output.parent))
     except OSError:
         return removed
     for entry in entries:
-        m = pattern.match(entry.name)
-        if m is None or _alive(int(m.group(1))) or not entry.is_file(follow_symlinks=False):
+        pid = temp_writer_pid(output, entry.name)
+        if pid is None or pid_alive(pid) or not entry.is_file(follow_symlinks=False):
             continue
         with contextlib.suppress(FileNotFoundError):
             os.unlink(entry.path)

@@ -114,7 +114,7 @@ def output_candidates(watch: WatchConfig, source: Path, extension: str) -> list[
 def unique_destination(folder: Path, name: str) -> Path:
     """A path in `folder` named `name` (made safe), or `name-2`, `name-3`... if that is taken."""
     safe = safe_component(name)
-    stem, dot, ext = safe.partition(".") if not safe.startswith(".") else (safe, "", "")
+    stem, dot, ext = safe.partition(".")  # safe_component leaves no leading dot
     candidate = folder / safe
     n = 2
     while os.path.lexists(candidate):

@@ -311,9 +311,7 @@ class Daemon:
             st = os.lstat(path)
         except OSError:
             return
-        same_file = job.source == str(path) and (st.st_ino, st.st_mtime_ns, st.st_size) == (
-            job.inode, job.mtime_ns, job.size)
-        if not same_file:
+        if job.source != str(path) or not job.fingerprint.same_stat(st):
             if report:  # (rescans find known duplicates again and again: say it once)
                 log.event("file_duplicate", path=path, job=job.id, state=job.state,
                           first=job.source)

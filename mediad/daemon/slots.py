@@ -18,7 +18,8 @@ def choose_gpu(profile: Profile, devices: Sequence[int], in_use: Mapping[int, in
     """(gpu argument for transcode, device whose NVENC session it holds); (None, None): wait.
 
     `devices` are the GPUs that have NVENC; with none (no GPU, or only H100-class GPUs without
-    an encoder) every job gets gpu="auto" and the engine decides (NVDEC decode, CPU encode). A job that may use NVENC goes to the least busy GPU with a free session. When every GPU is at
+    an encoder) every job gets gpu="auto" and the engine decides (NVDEC decode, CPU encode).
+    A job that may use NVENC goes to the least busy GPU with a free session. When every GPU is at
     its budget it runs on the CPU (`gpu="none"`, overflow "cpu") or waits (overflow "wait");
     a profile that requires NVENC (encoder = "gpu") always waits for a session.
     """

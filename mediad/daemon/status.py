@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from pathlib import Path
 
 from mediad.config import default_config_path, load_config
+from mediad.daemon.partial import pid_alive
 from mediad.daemon.queue import DB_NAME, STATES, connect, counts, recent
 from mediad.errors import MediadError
 
@@ -20,15 +20,7 @@ def daemon_pid(state_dir: Path) -> int | None:
         pid = int((state_dir / PID_FILE).read_text().strip() or 0)
     except (OSError, ValueError):
         return None
-    if pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid  # alive, owned by another user (the mediad user)
-    return pid
+    return pid if pid > 0 and pid_alive(pid) else None
 
 
 def status_report(config_path: Path | None, limit: int = 20) -> dict:
