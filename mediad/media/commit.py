@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +44,13 @@ def temp_path_for(dest: Path) -> Path:
     Dot-prefixed and marked `.part` so watchers (ours included) ignore it.
     """
     return dest.with_name(f".{dest.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{dest.suffix}")
+
+
+def temp_writer_pid(dest: Path, name: str) -> int | None:
+    """The writer's pid if `name` is one of `temp_path_for(dest)`'s names, else None."""
+    m = re.fullmatch(rf"\.{re.escape(dest.stem)}\.(\d+)-[0-9a-f]{{8}}\.part{re.escape(dest.suffix)}",
+                     name)
+    return int(m.group(1)) if m else None
 
 
 def _video_span(container: av.container.InputContainer) -> tuple[int, float | None]:
