@@ -95,3 +95,30 @@ def test_stages_without_torch_fail_with_install_hint(tmp_path: Path) -> None:
     plain = run_cli("transcode", str(src), "-o", str(tmp_path / "p.mp4"), "--gpu", "none",
                     env={"PYTHONPATH": str(tmp_path / "no_torch")})
     assert plain.returncode == 0, plain.stderr  # a CPU transcode never needs torch
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_stage_failure_mid_stream_fails_the_job_and_ends_the_model_thread(tmp_path: Path) -> None:
+    import threading
+
+    from test_models_classify import ChannelMeans
+
+    from mediad.errors import MediadError
+
+    model = tmp_path / "models" / "colours.pt"
+    model.parent.mkdir()
+    torch.jit.script(ChannelMeans()).save(str(model))
+    (tmp_path / "models" / "labels.txt").write_text("red\ngreen\n")  # the model has 3 outputs
+    prof = tmp_path / "bad.toml"
+    prof.write_text("[video]\nspeed = 'fastest'\n[[stages]]\nkind = 'classify'\n"
+                    f"model = '{model}'\nlabels = '{tmp_path / 'models' / 'labels.txt'}'\n"
+                    "input_size = 32\nmean = [0, 0, 0]\nstd = [1, 1, 1]\nevery = 1\n")
+    (tmp_path / "in").mkdir()
+    src = make_clip(tmp_path / "in" / "a.mp4", frames=40)
+    before = src.read_bytes()
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    with pytest.raises(MediadError, match="does not match 2 labels"):
+        transcode(src, load_profile(str(prof)), out_dir / "a.mp4", gpu="none")
+    assert [t.name for t in threading.enumerate() if t.name == "mediad-stages"] == []
+    assert list(out_dir.iterdir()) == [] and src.read_bytes() == before

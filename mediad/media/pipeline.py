@@ -131,6 +131,7 @@ class _Runner:
         self.plan = plan
         self.stage_configs = stages
         self.runner: Any = None  # mediad.models.runner.StageRunner
+        self.bridge: Any = None  # mediad.media.stages.StageBridge, when there are stages
         self.dest = dest
         self.on_progress = on_progress
         self.frames_total = frames_total
@@ -213,9 +214,10 @@ class _Runner:
         if self.plan.frames_on_gpu:
             post = VideoTransform(replace(vp, rotate=0, crop=None), ist.time_base) \
                 if encode and not vp.hardware else None
-            return bridge.gpu_bridge(self.runner, size=(vp.width, vp.height),
-                                     out_format=_gpu_layout(vp),
-                                     nvenc=encode and vp.hardware, post=post, batch=batch)
+            self.bridge = bridge.gpu_bridge(self.runner, size=(vp.width, vp.height),
+                                            out_format=_gpu_layout(vp),
+                                            nvenc=encode and vp.hardware, post=post, batch=batch)
+            return self.bridge
         # Host frames: rotate/crop into RGB for the models, then scale/convert for the encoder.
         cc = ist.codec_context
         w0, h0 = (cc.height, cc.width) if vp.rotate % 180 else (cc.width, cc.height)
@@ -223,7 +225,8 @@ class _Runner:
             w0, h0 = vp.crop
         pre = VideoTransform(replace(vp, width=w0, height=h0, pix_fmt="rgb24"), ist.time_base)
         post = VideoTransform(replace(vp, rotate=0, crop=None), ist.time_base) if encode else None
-        return bridge.host_bridge(self.runner, pre, post, batch)
+        self.bridge = bridge.host_bridge(self.runner, pre, post, batch)
+        return self.bridge
 
     def _make_transform(self, vp: VideoPlan, time_base: Fraction) -> FrameTransform:
         if not self.plan.frames_on_gpu:
@@ -268,6 +271,13 @@ class _Runner:
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> RunResult:
+        try:
+            return self._run()
+        finally:
+            if self.bridge is not None:
+                self.bridge.close()  # a failure mid-stream must not leave the model thread waiting
+
+    def _run(self) -> RunResult:
         plan = self.plan
         hw = self._decoder_hwaccel()
         mux_options = {"movflags": "+faststart"} if plan.faststart else {}

@@ -44,6 +44,7 @@ class StageBridge:
         self.inbox: queue.Queue = queue.Queue(maxsize=depth)  # bounded: decode waits for models
         self.outbox: queue.Queue = queue.Queue()
         self.failed: BaseException | None = None  # set before the worker can read it
+        self.cancelled = False  # the pipeline gave up: the worker drains without work
         self.worker = threading.Thread(target=self._work, name="mediad-stages", daemon=True)
         self.worker.start()
 
@@ -51,7 +52,7 @@ class StageBridge:
         import torch
 
         while (item := self.inbox.get()) is not _DONE:
-            if self.failed is not None:
+            if self.failed is not None or self.cancelled:
                 continue  # drain without work after a failure
             try:
                 frames = torch.stack(item.tensors)
@@ -91,6 +92,18 @@ class StageBridge:
         done = self._ready(wait=True)
         self.worker.join()
         return done
+
+    def close(self) -> None:
+        """End the worker if the stream did not reach its end (the pipeline failed); idempotent.
+
+        Without this the worker would wait on the inbox forever, holding the model and its
+        (GPU) memory, in a daemon worker or a long-lived caller.
+        """
+        if not self.worker.is_alive():
+            return
+        self.cancelled = True
+        self.inbox.put(_DONE)  # the worker always drains the inbox, so this cannot block long
+        self.worker.join()
 
     def _send(self) -> None:
         batch, self.pending = self.pending, _Batch([], [])
