@@ -341,16 +341,20 @@ class GpuVideoTransform:
         """float RGB (3, H, W) in [0, 1] of a frame, on this transform's device (for models)."""
         return planes_to_rgb(self.planes(frame), self.chroma)
 
+    def rgb_planes(self, rgb: torch.Tensor, like: FramePlanes) -> FramePlanes:
+        """A model's float RGB output -> resized planes in `like`'s colour, ready to encode."""
+        fmt = self.out_format or like.fmt
+        width, height = self.target_size(int(rgb.shape[-1]), int(rgb.shape[-2]))
+        rgb = color.resize(rgb.float(), height, width, mode=self.mode).clamp_(0.0, 1.0)
+        out = alloc_planes(height, width, fmt, rgb.device)
+        y, uv = rgb_to_planes(rgb, fmt, like.matrix, like.full_range, out=out)
+        return replace(like, y=y, uv=uv, fmt=fmt)
+
     def output_planes(self, p: FramePlanes) -> FramePlanes:
         """Run model/resize/depth on planes; returns planes in one allocation, ready to encode."""
         fmt = self.out_format or p.fmt
         if self.model is not None:
-            rgb = self.model(planes_to_rgb(p, self.chroma))
-            width, height = self.target_size(int(rgb.shape[-1]), int(rgb.shape[-2]))
-            rgb = color.resize(rgb, height, width, mode=self.mode).clamp_(0.0, 1.0)
-            out = alloc_planes(height, width, fmt, rgb.device)
-            y, uv = rgb_to_planes(rgb, fmt, p.matrix, p.full_range, out=out)
-            return replace(p, y=y, uv=uv, fmt=fmt)
+            return self.rgb_planes(self.model(planes_to_rgb(p, self.chroma)), p)
         width, height = self.target_size(p.width, p.height)
         y, uv = p.y, p.uv
         if (width, height) != (p.width, p.height):
@@ -379,8 +383,16 @@ class GpuVideoTransform:
         """Transform one decoded frame into an encoder-ready frame on the same device."""
         if self.passes_through(frame):
             return frame  # FFmpeg's own frames are already in the layout NVENC wants
-        p = self.output_planes(self.planes(frame))
-        colorspace = p.colorspace if p.colorspace is not None else color.AVCOL_SPC_OF[p.matrix]
-        color_range = color.AVCOL_RANGE_JPEG if p.full_range else color.AVCOL_RANGE_MPEG
-        return planes_to_frame(p.y, p.uv, p.fmt, frame.pts, frame.time_base,
-                               colorspace=colorspace, color_range=color_range)
+        return _encoder_frame(self.output_planes(self.planes(frame)), frame)
+
+    def from_rgb(self, rgb: torch.Tensor, source: av.VideoFrame) -> av.VideoFrame:
+        """An encoder-ready frame of a model's output for `source` (its colour and timestamp)."""
+        return _encoder_frame(self.rgb_planes(rgb, frame_to_planes(source)), source)
+
+
+def _encoder_frame(p: FramePlanes, source: av.VideoFrame) -> av.VideoFrame:
+    """Planes as a VideoFrame with the source's timestamp and explicit colour tags."""
+    colorspace = p.colorspace if p.colorspace is not None else color.AVCOL_SPC_OF[p.matrix]
+    color_range = color.AVCOL_RANGE_JPEG if p.full_range else color.AVCOL_RANGE_MPEG
+    return planes_to_frame(p.y, p.uv, p.fmt, source.pts, source.time_base,
+                           colorspace=colorspace, color_range=color_range)

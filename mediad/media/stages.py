@@ -12,12 +12,9 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import av
-
-from mediad.media.color import matrix_for
 
 # Decoded frame in (None: end of stream) -> frames ready to encode.
 FrameTransform = Callable[[av.VideoFrame | None], list[av.VideoFrame]]
@@ -148,44 +145,39 @@ def gpu_bridge(runner: Any, *, size: tuple[int, int], out_format: str, nvenc: bo
                post: FrameTransform | None, batch: int) -> StageBridge:
     """Stages on CUDA frames: NVDEC planes -> RGB in place; back to NV12/P010 for NVENC.
 
-    Without NVENC the stage output is downloaded once, as rgb24, for libavfilter and the
-    software encoder (`post`).
+    Frames the stages only looked at go on as their decoded planes (resized if the plan says),
+    never through RGB and back. Without NVENC the frames are downloaded once for libavfilter
+    and the software encoder (`post`): decoded planes as NV12/P010, a model's output as rgb24.
+    The same code runs on software frames and CPU tensors.
     """
-    import torch
-
     from mediad.media import color
-    from mediad.media.gpu_frames import (
-        alloc_planes,
-        frame_to_planes,
-        planes_to_frame,
-        planes_to_rgb,
-        rgb_to_planes,
-    )
+    from mediad.media.gpu_frames import GpuVideoTransform, frame_to_planes, planes_to_rgb
+
+    # NVENC: CUDA frames of the output size and layout. Software encoder: host frames as they are.
+    encoder_ready = GpuVideoTransform(size=size, out_format=out_format) if nvenc else \
+        GpuVideoTransform(device="cpu", out_format=None)
 
     def to_tensor(frame: av.VideoFrame) -> Any:
         return planes_to_rgb(frame_to_planes(frame))
 
     def to_frames(frames: Any, sources: list[av.VideoFrame]) -> list[av.VideoFrame]:
         if post is None and not nvenc:
-            return []
-        width, height = size
-        out = []
-        for rgb, src in zip(frames, sources, strict=True):
-            if (rgb.shape[-1], rgb.shape[-2]) != (width, height):
-                rgb = color.resize(rgb.float(), height, width, mode="area").clamp_(0.0, 1.0)
-            if not nvenc:
-                host = (rgb.float() * 255.0).round_().to("cpu", dtype=torch.uint8)
-                out.extend(post(rgb_frame(host, src)) if post else [])
-                continue
-            planes = frame_to_planes(src) if src.format.name == "cuda" else None
-            matrix = planes.matrix if planes else matrix_for(None, height)
-            full = planes.full_range if planes else False
-            y, uv = rgb_to_planes(rgb.float(), out_format, matrix, full,
-                                  out=alloc_planes(height, width, out_format, rgb.device))
-            out.append(planes_to_frame(y, uv, out_format, src.pts, src.time_base or Fraction(1, 1),
-                                       colorspace=planes.colorspace if planes else None,
-                                       color_range=planes.color_range if planes else None))
-        return out
+            return []  # analysis only, video copied: nothing to encode
+        if not runner.modifies_frames:
+            ready = [encoder_ready(s) for s in sources]
+        elif nvenc:
+            ready = [encoder_ready.from_rgb(rgb, s) for rgb, s in zip(frames, sources, strict=True)]
+        else:  # resized on the GPU first: an upscale then max_height downloads the smaller frame
+            width, height = size
+            ready = [rgb_frame(_to_uint8(color.resize(rgb.float(), height, width, mode="area")), s)
+                     for rgb, s in zip(frames, sources, strict=True)]
+        return ready if post is None else [f for r in ready for f in post(r)]
 
     return StageBridge(runner, to_tensor=to_tensor, to_frames=to_frames, batch=batch)
 
+
+def _to_uint8(rgb: Any) -> Any:
+    """float RGB 0..1 (on any device) -> uint8 on the host."""
+    import torch
+
+    return (rgb.clamp(0.0, 1.0) * 255.0).round_().to("cpu", dtype=torch.uint8)
