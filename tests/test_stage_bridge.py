@@ -6,6 +6,8 @@ trip); a model's output must come back as encoder-ready NV12 in the source's col
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
@@ -119,3 +121,59 @@ def test_upscaled_frames_come_back_as_nv12_in_the_source_colour(decoded) -> None
         # swscale's NV12 -> RGB against the model's own RGB: only 4:2:0 chroma and rounding differ
         assert _psnr(got.to_ndarray(format="rgb24"), want) > 30
     assert _encodes(out) > 0
+
+
+# --- on a CUDA GPU: NVDEC frames ----------------------------------------------------------------
+
+def _user_classifier(tmp_path: Path, device: str) -> StageRunner:
+    """A classify stage with a user TorchScript model: no weight package needed."""
+    from test_models_classify import ChannelMeans
+
+    model, labels = tmp_path / "colours.pt", tmp_path / "labels.txt"
+    torch.jit.script(ChannelMeans()).save(str(model))
+    labels.write_text("red\ngreen\nblue\n")
+    cfg = ClassifyStage(kind="classify", model=str(model), labels=str(labels), input_size=32,
+                        mean=(0, 0, 0), std=(1, 1, 1), every=1, device=device)
+    return StageRunner.from_profile([cfg], gpu=int(device.split(":")[1]))
+
+
+@pytest.mark.gpu
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+def test_gpu_bridge_on_nvdec_frames(tmp_path: Path) -> None:
+    from mediad import gpu
+
+    device, _ = gpu.choose_device("auto")
+    assert device is not None
+    clip = make_clip(tmp_path / "c.mp4", frames=6, size=(128, 96), audio=False)
+    with av.open(str(clip)) as c:
+        software = list(c.decode(video=0))
+    with av.open(str(clip), hwaccel=gpu.cuda_hwaccel(device, allow_software_fallback=False)) as c:
+        nvdec = list(c.decode(video=0))
+    assert {f.format.name for f in nvdec} == {"cuda"}
+
+    # analysis only, NVENC: FFmpeg's own CUDA frames go on to the encoder untouched
+    runner = _user_classifier(tmp_path, f"cuda:{device}")
+    out = _run(gpu_bridge(runner, size=(128, 96), out_format="nv12", nvenc=True, post=None,
+                          batch=3), nvdec)
+    assert len(out) == 6 and all(o is f for o, f in zip(out, nvdec, strict=True))
+    assert runner.finish().samples[-1].top[0].label == "green"  # the clip's green ramp, on CUDA
+
+    # analysis only, no NVENC (H100/H200): downloaded once, as decoded (bit-exact with software)
+    runner = _user_classifier(tmp_path, f"cuda:{device}")
+    out = _run(gpu_bridge(runner, size=(128, 96), out_format="nv12", nvenc=False,
+                          post=lambda f: [] if f is None else [f], batch=3), nvdec)
+    for got, ref in zip(out, software, strict=True):
+        assert got.format.name == "nv12"
+        np.testing.assert_array_equal(_yuv(got)[0], _yuv(ref)[0])
+
+    # upscaled on the GPU, back as CUDA NV12 frames in one allocation for NVENC
+    up = StageRunner.from_profile([UpscaleStage(kind="upscale", scale=2, device=f"cuda:{device}")],
+                                  gpu=device)
+    out = _run(gpu_bridge(up, size=(256, 192), out_format="nv12", nvenc=True, post=None,
+                          batch=3), nvdec[:3])
+    assert [(f.format.name, f.sw_format.name, f.width, f.height) for f in out] == \
+        [("cuda", "nv12", 256, 192)] * 3
+    assert out[0].planes[1].buffer_ptr == out[0].planes[0].buffer_ptr + out[0].planes[0].line_size * 192
+    y = frame_to_planes(out[0]).y.cpu().numpy()
+    ref = software[0].reformat(width=256, height=192, format="yuv420p", interpolation="BICUBIC")
+    assert _psnr(y, _yuv(ref)[0]) > 25  # the model's x2 against bicubic: the same picture
