@@ -52,6 +52,8 @@ CONTAINER_SUBTITLES = {
     "mkv": {"subrip", "srt", "ass", "ssa", "hdmv_pgs_subtitle", "dvd_subtitle", "webvtt", "text"},
     "webm": {"webvtt"},
 }
+# The text subtitle codec each container gets when it cannot hold a text stream as it is.
+CONTAINER_TEXT_SUBTITLE = {"mp4": "mov_text", "mov": "mov_text", "mkv": "subrip", "webm": "webvtt"}
 CONTAINER_FORMAT = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm"}
 
 _BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")

@@ -109,6 +109,23 @@ def test_audio_decisions() -> None:
     assert plan.audio[0].action == "copy"
 
 
+def test_subtitle_decisions() -> None:
+    info = probe(SAMPLES / "subs.mkv")  # one SRT stream, eng
+    decisions = {}
+    for container, extra in [("mp4", ""), ("mov", ""), ("mkv", ""),
+                             ("webm", "[video]\ncodec = 'av1'\n[audio]\ncodec = 'opus'\n")]:
+        prof = parse_profile(f"container = '{container}'\n{extra}", "p.toml", "p")
+        plan = make_plan(info, prof, no_gpu("x"), OUT)
+        (sp,) = plan.subtitles
+        decisions[container] = (sp.action, sp.codec, sp.language)
+        assert not plan.warnings
+    assert decisions == {"mp4": ("convert", "mov_text", "eng"), "mov": ("convert", "mov_text", "eng"),
+                         "mkv": ("copy", "srt", "eng"), "webm": ("convert", "webvtt", "eng")}
+    prof = parse_profile("[subtitles]\nmode = 'none'\n", "p.toml", "p")
+    (sp,) = make_plan(info, prof, no_gpu("x"), OUT).subtitles
+    assert (sp.action, sp.reason) == ("drop", "profile drops subtitles")
+
+
 def test_frame_residency_decisions() -> None:
     plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), load_profile("h264-720p"), full_gpu(), OUT)
     assert plan.frames_on_gpu and "no host copy" in plan.frames_reason

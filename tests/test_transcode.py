@@ -70,14 +70,15 @@ def test_vfr_timestamps_are_preserved(tmp_path: Path) -> None:
     assert o.pts == pytest.approx(s.pts, abs=0.002)
 
 
-def test_subtitles_copied_into_mkv_and_dropped_with_warning_for_mp4(tmp_path: Path) -> None:
+def test_subtitles_copied_into_mkv_and_converted_for_mp4(tmp_path: Path) -> None:
     src = SAMPLES / "subs.mkv"
     mkv = tmp_path / "subs.mkv"
     transcode(src, load_profile("av1"), mkv, gpu="none")
     assert read_back(mkv).subtitles == read_back(src).subtitles != []
+    # MP4 cannot hold SRT: it becomes mov_text (cue-level checks are in test_subtitles.py).
     report = transcode(src, load_profile("h264"), tmp_path / "subs.mp4", gpu="none")
-    assert read_back(tmp_path / "subs.mp4").subtitles == []
-    assert any("subtitle" in w for w in report.warnings)
+    assert read_back(tmp_path / "subs.mp4").subtitles == ["mov_text"]
+    assert not any("subtitle" in w for w in report.warnings)
 
 
 def test_ten_bit_kept_when_profile_asks(tmp_path: Path) -> None:

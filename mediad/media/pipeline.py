@@ -22,6 +22,7 @@ from mediad.media.plan import Plan, StreamPlan, VideoPlan
 from mediad.media.probe import open_input
 from mediad.media.progress import Progress, ProgressCallback
 from mediad.media.stages import FrameTransform
+from mediad.media.subtitles import SubtitleConverter
 
 # Container-level tags the muxer writes itself; copying them would lie about the output.
 _OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name"}
@@ -140,6 +141,7 @@ class _Runner:
         self.last_progress = 0.0
         self.copy: dict[int, av.stream.Stream] = {}
         self.encode_audio: dict[int, av.audio.stream.AudioStream] = {}
+        self.convert_subs: dict[int, SubtitleConverter] = {}
         self.video_in: av.video.stream.VideoStream | None = None
         self.video_out: av.video.stream.VideoStream | None = None
         self.transform: FrameTransform | None = None
@@ -265,9 +267,15 @@ class _Runner:
     def _add_subtitle(self, sp: StreamPlan, src: av.container.InputContainer,
                       out: av.container.OutputContainer) -> None:
         ist = src.streams[sp.index]
-        ost = out.add_stream_from_template(ist)
+        if sp.action == "convert":
+            assert sp.codec
+            converter = SubtitleConverter(ist, out, sp.codec)
+            self.convert_subs[ist.index] = converter
+            ost = converter.stream
+        else:
+            ost = out.add_stream_from_template(ist)
+            self.copy[ist.index] = ost
         _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
-        self.copy[ist.index] = ost
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -289,17 +297,20 @@ class _Runner:
                 if sp.action != "drop":
                     self._add_audio(sp, src, out)
             for sp in plan.subtitles:
-                if sp.action == "copy":
+                if sp.action in ("copy", "convert"):
                     self._add_subtitle(sp, src, out)
             chapters = src.chapters()
             if chapters:
                 out.set_chapters(chapters)
-            wanted = [src.streams[i] for i in [plan.decode.stream, *self.copy, *self.encode_audio]]
+            wanted = [src.streams[i] for i in [plan.decode.stream, *self.copy, *self.encode_audio,
+                                               *self.convert_subs]]
             for packet in src.demux(list(dict.fromkeys(wanted))):
                 self._packet(packet, out)
             self._encode_video(None, out)
             for ost in self.encode_audio.values():
                 out.mux(ost.encode(None))
+            for converter in self.convert_subs.values():
+                out.mux(converter.flush())
             if self.runner is not None:
                 self.result.analysis = self.runner.finish()
                 self.result.stages = self.runner.describe()
@@ -320,6 +331,9 @@ class _Runner:
             ost = self.encode_audio[index]
             for frame in packet.decode():
                 out.mux(ost.encode(frame))
+            return
+        if index in self.convert_subs:
+            out.mux(self.convert_subs[index].convert(packet))
             return
         if packet.dts is None and packet.size == 0:
             return  # the demuxer's end-of-stream marker: nothing to copy

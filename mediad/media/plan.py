@@ -10,10 +10,12 @@ from typing import Literal
 from mediad.errors import MediadError
 from mediad.gpu import NVENC_NAMES, Capabilities
 from mediad.media.probe import MediaInfo, VideoInfo
+from mediad.media.subtitles import codec_names, subtitle_kind
 from mediad.profiles import (
     CONTAINER_AUDIO,
     CONTAINER_FORMAT,
     CONTAINER_SUBTITLES,
+    CONTAINER_TEXT_SUBTITLE,
     CONTAINER_VIDEO,
     SPEEDS,
     Profile,
@@ -68,7 +70,7 @@ class StreamPlan:
     """What happens to one audio or subtitle stream."""
 
     index: int
-    action: Literal["copy", "encode", "drop"]
+    action: Literal["copy", "encode", "convert", "drop"]  # convert: text subtitles, cue by cue
     source_codec: str
     codec: str | None
     encoder: str | None
@@ -276,18 +278,30 @@ def _plan_audio(info: MediaInfo, profile: Profile) -> list[StreamPlan]:
 
 
 def _plan_subtitles(info: MediaInfo, profile: Profile) -> tuple[list[StreamPlan], list[str]]:
+    """Copy what the container holds, convert other text subtitles, drop the rest (bitmaps)."""
     plans, warnings = [], []
-    allowed = CONTAINER_SUBTITLES[profile.container]
+    container = profile.container
+    allowed = CONTAINER_SUBTITLES[container]
+    text_target = CONTAINER_TEXT_SUBTITLE[container]
     for s in info.subtitles:
+        target, kind = None, subtitle_kind(s.codec)
         if profile.subtitles.mode == "none":
             action, reason = "drop", "profile drops subtitles"
-        elif s.codec in allowed:
-            action, reason = "copy", "copied"
+        elif codec_names(s.codec) & allowed:
+            action, reason, target = "copy", "copied", s.codec
+        elif kind == "text":
+            action, target = "convert", text_target
+            reason = f"{container} cannot hold {s.codec} subtitles: converted to {text_target}"
+            if codec_names(s.codec) & {"ass", "ssa"}:
+                reason += " (ASS positioning, fonts and effects are not kept)"
         else:
-            action, reason = "drop", f"{profile.container} cannot hold {s.codec} subtitles"
+            why = ("bitmap subtitles cannot be converted to text" if kind == "bitmap"
+                   else "no decoder to convert them")
+            action, reason = "drop", f"{container} cannot hold {s.codec} subtitles ({why})"
             warnings.append(f"subtitle stream #{s.index} ({s.codec}) dropped: {reason}")
-        plans.append(StreamPlan(s.index, action, s.codec, s.codec if action == "copy" else None,
-                                None, None, None, None, s.language, reason))
+        plans.append(StreamPlan(s.index, action, s.codec, target,
+                                target if action == "convert" else None, None, None, None,
+                                s.language, reason))
     return plans, warnings
 
 
@@ -365,7 +379,9 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"audio:   #{a.index} {a.source_codec} {a.action}{target}"
                      + (f" [{a.language}]" if a.language else "") + f" - {a.reason}")
     for s in plan.subtitles:
-        lines.append(f"subs:    #{s.index} {s.source_codec} {s.action} - {s.reason}")
+        target = f" -> {s.codec}" if s.action == "convert" else ""
+        lines.append(f"subs:    #{s.index} {s.source_codec} {s.action}{target}"
+                     + (f" [{s.language}]" if s.language else "") + f" - {s.reason}")
     for f in plan.fallbacks:
         lines.append(f"fallback: {f}")
     for w in plan.warnings:

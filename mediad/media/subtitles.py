@@ -1,0 +1,177 @@
+"""Text subtitle conversion: decode each cue to ASS, encode it in the output's text codec.
+
+FFmpeg's text subtitle decoders all produce ASS events, and its text encoders (mov_text,
+subrip, webvtt) all take them, so each decoded set goes straight back into one encoder per
+stream, as the ffmpeg command line does. Cue timing comes from the packets, not the codec, and
+is carried in microseconds so that no conversion rounds a cue by more than the output's tick.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+import av
+from av.subtitles.subtitle import SubtitleSet
+
+from mediad import log
+
+# Packets leave the converter in AV_TIME_BASE units; the muxer rescales them to its own tick.
+_US = Fraction(1, 1_000_000)
+_NOPTS = -(2**63)
+_UNKNOWN_END = 0xFFFFFFFF  # end_display_time of a cue that lasts until the next one
+# A last cue whose end is unknown (closed captions, some demuxers) is shown until the input
+# ends, but no longer than this.
+_LAST_CUE_US = 5_000_000
+# The encoders parse styles from an ASS header; FFmpeg's text decoders always provide one, this
+# is FFmpeg's default for a decoder that does not.
+_DEFAULT_ASS_HEADER = (
+    b"[Script Info]\n"
+    b"ScriptType: v4.00+\n"
+    b"PlayResX: 384\n"
+    b"PlayResY: 288\n"
+    b"ScaledBorderAndShadow: yes\n\n"
+    b"[V4+ Styles]\n"
+    b"Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, "
+    b"Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, "
+    b"Shadow, Alignment, MarginL, MarginR, MarginV, Encoding\n"
+    b"Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,1\n\n"
+    b"[Events]\n"
+    b"Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+)
+
+
+def codec_names(name: str) -> set[str]:
+    """`name` and its canonical codec name: probe reports decoder names (srt, pgssub, dvdsub)."""
+    try:
+        return {name, av.codec.Codec(name, "r").canonical_name}
+    except (av.FFmpegError, ValueError):  # no decoder in this FFmpeg build
+        return {name}
+
+
+def subtitle_kind(name: str) -> Literal["text", "bitmap", "unknown"]:
+    """Text subtitles can be converted; bitmaps (PGS, VobSub, DVB) cannot become text."""
+    try:
+        codec = av.codec.Codec(name, "r")
+    except (av.FFmpegError, ValueError):  # no decoder in this FFmpeg build
+        return "unknown"
+    return "text" if codec.text_sub else "bitmap" if codec.bitmap_sub else "unknown"
+
+
+@dataclass
+class _Cue:
+    start: int  # microseconds
+    duration: int | None  # microseconds; None until the next cue ends it
+    subset: SubtitleSet  # as decoded: the encoders take all its ASS events at once
+
+
+def _has_text(subset: SubtitleSet | None) -> bool:
+    """False for an empty set (a mov_text gap sample, a clear-screen event)."""
+    return subset is not None and any(rect.type == b"ass" and rect.ass for rect in subset)
+
+
+class SubtitleConverter:
+    """Converts one input text subtitle stream into a new output stream of another text codec."""
+
+    def __init__(self, ist: av.subtitles.stream.SubtitleStream,
+                 out: av.container.OutputContainer, codec: str) -> None:
+        self.decoder = ist.codec_context
+        self.decoder.open(strict=False)  # the decoder makes its ASS header when it opens
+        self.stream = out.add_stream(codec)
+        enc = self.stream.codec_context
+        enc.time_base = _US
+        enc.subtitle_header = self.decoder.subtitle_header or _DEFAULT_ASS_HEADER
+        self.stream.disposition = ist.disposition  # keep default/forced flags
+        self.input_index = ist.index
+        c = ist.container
+        self._input_end = (c.start_time or 0) + c.duration if c.duration else None
+        self._pending: _Cue | None = None
+        self._last_start = -(2**62)
+
+    def convert(self, packet: av.Packet) -> list[av.Packet]:
+        """Output packets for one input packet; a cue that cannot be converted is skipped."""
+        if packet.size == 0:
+            return []  # the demuxer's end-of-stream marker
+        start = self._packet_start(packet)
+        try:
+            subset = self.decoder.decode2(packet)
+        except (av.FFmpegError, ValueError) as e:
+            self._skip(start, f"undecodable: {e}")
+            return []
+        if subset is not None and subset.pts != _NOPTS:
+            start = subset.pts + subset.start_display_time * 1000
+        out = self._end_pending(start)
+        if not _has_text(subset):
+            return out  # an empty event only clears the screen
+        assert subset is not None
+        if start is None:
+            self._skip(start, "no timestamp")
+            return out
+        cue = _Cue(start, self._duration(packet, subset), subset)
+        if cue.duration is None:
+            self._pending = cue
+        else:
+            out += self._encode(cue)
+        return out
+
+    def flush(self) -> list[av.Packet]:
+        """Packets still held at the end of the input (a last cue without an end)."""
+        cue, self._pending = self._pending, None
+        if cue is None:
+            return []
+        left = self._input_end - cue.start if self._input_end is not None else 0
+        cue.duration = min(left, _LAST_CUE_US) if left > 0 else _LAST_CUE_US
+        return self._encode(cue)
+
+    def _packet_start(self, packet: av.Packet) -> int | None:
+        ts = packet.pts if packet.pts is not None else packet.dts
+        if ts is None or packet.time_base is None:
+            return None
+        return round(ts * packet.time_base / _US)
+
+    def _duration(self, packet: av.Packet, subset: SubtitleSet) -> int | None:
+        # The packet's own duration is exact; the decoder's end time is rounded to milliseconds.
+        if packet.duration and packet.time_base is not None and not subset.start_display_time:
+            return round(packet.duration * packet.time_base / _US)
+        end = subset.end_display_time
+        if end in (0, _UNKNOWN_END) or end <= subset.start_display_time:
+            return None
+        return (end - subset.start_display_time) * 1000
+
+    def _end_pending(self, now: int | None) -> list[av.Packet]:
+        """A held cue lasts until the next event starts."""
+        cue = self._pending
+        if cue is None or now is None:
+            return []
+        self._pending = None
+        if now <= cue.start:
+            return []  # replaced at once by the next event: nothing to show
+        cue.duration = now - cue.start
+        return self._encode(cue)
+
+    def _encode(self, cue: _Cue) -> list[av.Packet]:
+        if cue.start < self._last_start:  # muxers refuse timestamps that go back
+            self._skip(cue.start, "out of order")
+            return []
+        assert cue.duration is not None
+        # avcodec_encode_subtitle wants start_display_time 0; the packet carries the timing.
+        sub = cue.subset
+        sub.pts, sub.start_display_time, sub.end_display_time = cue.start, 0, cue.duration // 1000
+        try:
+            packet = self.stream.codec_context.encode_subtitle(sub)
+        except (av.FFmpegError, ValueError) as e:
+            self._skip(cue.start, f"encoder refused it: {e}")
+            return []
+        if packet.size == 0:
+            return []  # nothing left to show (e.g. only ASS drawing commands)
+        self._last_start = cue.start
+        packet.pts = packet.dts = cue.start
+        packet.duration, packet.time_base, packet.stream = cue.duration, _US, self.stream
+        return [packet]
+
+    def _skip(self, start: int | None, why: str) -> None:
+        log.event("subtitle_cue_skipped", logging.WARNING, stream=self.input_index,
+                  codec=self.stream.codec_context.name,
+                  at=f"{start / 1e6:.3f}s" if start is not None else None, reason=why)
