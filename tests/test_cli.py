@@ -43,7 +43,7 @@ def test_transcode_text_output(tmp_path: Path) -> None:
 def test_plan_shows_decisions_without_running(tmp_path: Path) -> None:
     res = run_cli("plan", str(SAMPLES / "subs.mkv"), "-p", "web", "-o", str(tmp_path / "o.mp4"))
     assert res.returncode == 0, res.stderr
-    assert "libx264" in res.stdout and "subs:    #3 srt drop" in res.stdout
+    assert "libx264" in res.stdout and "subs:    #3 srt convert -> mov_text" in res.stdout
     assert not (tmp_path / "o.mp4").exists()
     data = json.loads(run_cli("plan", str(SAMPLES / "rotated.mp4"), "--json").stdout)
     assert data["video"]["rotate"] == 90 and (data["video"]["width"], data["video"]["height"]) == (180, 320)
