@@ -122,3 +122,27 @@ def test_stage_failure_mid_stream_fails_the_job_and_ends_the_model_thread(tmp_pa
         transcode(src, load_profile(str(prof)), out_dir / "a.mp4", gpu="none")
     assert [t.name for t in threading.enumerate() if t.name == "mediad-stages"] == []
     assert list(out_dir.iterdir()) == [] and src.read_bytes() == before
+
+
+def test_stages_on_gpu_frames_then_software_encoder_wiring(tmp_path: Path) -> None:
+    """The H100/H200 plan with stages: frames GPU-resident for the models, software encoder.
+
+    Run here with the plan's residency forced on and software frames in: the same pipeline
+    branches (GPU bridge, host download, libavfilter, libx264) as on NVDEC frames.
+    """
+    from dataclasses import replace
+
+    from mediad.media.job import plan_job
+    from mediad.media.pipeline import run_plan
+
+    src = make_clip(tmp_path / "small.mp4", frames=6, size=(64, 48))
+    profile = load_profile("upscale-2x")
+    plan = plan_job(src, profile, tmp_path / "o.mp4", gpu="none")
+    assert not plan.video.hardware
+    plan = replace(plan, frames_on_gpu=True,
+                   frames_reason="NVDEC -> stages on the GPU; result downloaded once for the software encoder")
+    result = run_plan(plan, tmp_path / "o.mp4", stages=profile.stages)
+    o, s = read_back(tmp_path / "o.mp4"), read_back(src)
+    assert result.frames_written == s.frames == o.frames
+    assert (o.width, o.height, o.video_codec) == (128, 96, "h264")
+    assert o.pts == pytest.approx(s.pts, abs=0.002)

@@ -160,19 +160,12 @@ class _Runner:
                 self.video_in = ist
                 self.transform = self._stage_path(ist, vp, encode=False)
             return
-        rate = ist.average_rate or ist.guessed_rate or Fraction(25)
-        if self.plan.frames_on_gpu:
-            # NVENC fed CUDA frames through a frames context on the same device; the device comes
-            # from the hwaccel, and pix_fmt names the layout of the GPU frames.
-            from mediad.gpu import cuda_hwaccel
-
-            options = {k: v for k, v in vp.options.items() if k != "gpu"}
-            ost = out.add_stream(vp.encoder, rate=rate, options=options,
-                                 hwaccel=cuda_hwaccel(self.plan.decode.device))
-            ost.pix_fmt = _gpu_layout(vp)
-        else:
-            ost = out.add_stream(vp.encoder, rate=rate, options=dict(vp.options))
-            ost.pix_fmt = vp.pix_fmt
+        try:
+            ost = self._add_encoder(ist, vp, out)
+        except av.FFmpegError as e:  # e.g. no CUDA device for NVENC's frames context
+            if vp.hardware:
+                raise EncoderRefused(f"{vp.encoder} cannot be set up: {e}") from None
+            raise
         ost.width, ost.height = vp.width, vp.height
         # Keep the source's time base so frame timestamps pass through untouched (VFR-safe).
         ost.time_base = ist.time_base
@@ -202,6 +195,23 @@ class _Runner:
             self.transform = self._stage_path(ist, vp, encode=True)
         else:
             self.transform = self._make_transform(vp, ist.time_base)
+
+    def _add_encoder(self, ist: av.video.stream.VideoStream, vp: VideoPlan,
+                     out: av.container.OutputContainer) -> av.video.stream.VideoStream:
+        rate = ist.average_rate or ist.guessed_rate or Fraction(25)
+        if self.plan.frames_on_gpu and vp.hardware:
+            # NVENC fed CUDA frames through a frames context on the same device; the device comes
+            # from the hwaccel, and pix_fmt names the layout of the GPU frames.
+            from mediad.gpu import cuda_hwaccel
+
+            options = {k: v for k, v in vp.options.items() if k != "gpu"}
+            ost = out.add_stream(vp.encoder, rate=rate, options=options,
+                                 hwaccel=cuda_hwaccel(self.plan.decode.device))
+            ost.pix_fmt = _gpu_layout(vp)
+        else:  # a software encoder takes host frames, also when stages ran on the GPU
+            ost = out.add_stream(vp.encoder, rate=rate, options=dict(vp.options))
+            ost.pix_fmt = vp.pix_fmt
+        return ost
 
     def _stage_path(self, ist: av.video.stream.VideoStream, vp: VideoPlan,
                     encode: bool) -> FrameTransform:
