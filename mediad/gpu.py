@@ -430,8 +430,16 @@ def share_primary_context(device: int) -> str | None:
     FFmpeg's CUDA device (primary_ctx=1, which HWAccel(is_hw_owned=True) and PyAV's DLPack
     import use) insists on CU_CTX_SCHED_BLOCKING_SYNC and fails with "Primary context already
     active with incompatible flags" when torch created the context first. The driver lets the
-    flags change on an active context (CUDA 11+). Harmless without CUDA: it says why and returns.
+    flags change on an active context (CUDA 11+). Harmless without CUDA: it says why (also in the
+    log, once per device) and returns.
     """
+    why = _share_primary_context(device)
+    if why:
+        log.event_once(f"share_ctx:{device}", "cuda_context_not_shared", device=device, why=why)
+    return why
+
+
+def _share_primary_context(device: int) -> str | None:
     with _SHARED_LOCK:
         if device in _SHARED:
             return None
@@ -464,9 +472,7 @@ def cuda_hwaccel(device: int, *, allow_software_fallback: bool = True) -> Any:
     """
     from av.codec.hwaccel import HWAccel
 
-    why = share_primary_context(device)
-    if why:
-        log.event_once(f"share_ctx:{device}", "cuda_context_not_shared", device=device, why=why)
+    share_primary_context(device)
     return HWAccel("cuda", device=device, allow_software_fallback=allow_software_fallback,
                    is_hw_owned=True)
 
