@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import re
 import secrets
@@ -13,6 +11,7 @@ from pathlib import Path
 import av
 
 from mediad.errors import MediadError
+from mediad.fsutil import NO_HARD_LINK, fsync_dir
 
 DURATION_TOLERANCE_S = 0.2
 # PyAV names a stream by the decoder it picked; report the codec instead.
@@ -97,15 +96,6 @@ def verify_output(path: Path, expected_duration: float | None, source: str) -> O
     return info
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def commit(tmp: Path, dest: Path, overwrite: bool) -> None:
     """Make `tmp` durable and visible as `dest`; never replaces an existing file unless asked."""
     with open(tmp, "rb") as f:
@@ -119,7 +109,7 @@ def commit(tmp: Path, dest: Path, overwrite: bool) -> None:
             raise MediadError(f"{dest}: already exists (use --overwrite to replace it)",
                               reason="output_exists") from None
         except OSError as e:
-            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            if e.errno not in NO_HARD_LINK:
                 raise
             if dest.exists():  # a filesystem without hard links: check, then rename
                 raise MediadError(f"{dest}: already exists (use --overwrite to replace it)",
@@ -127,4 +117,4 @@ def commit(tmp: Path, dest: Path, overwrite: bool) -> None:
             os.rename(tmp, dest)
         else:
             tmp.unlink()
-    _fsync_dir(dest.parent)
+    fsync_dir(dest.parent)
