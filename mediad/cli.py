@@ -127,6 +127,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retry(args: argparse.Namespace) -> int:
+    from mediad.daemon.retry import Requeued, retry
+
+    if args.failed and args.targets:
+        args.parser.error("--failed takes every failed job: name no JOB_ID or PATH with it")
+    if not args.failed and not args.targets:
+        args.parser.error("name failed jobs (JOB_ID or PATH), or give --failed")
+    results = retry(Path(args.config) if args.config else None, args.targets,
+                    all_failed=args.failed)
+    for r in results:
+        if isinstance(r, Requeued):
+            print(r.line(), flush=True)
+            if r.warning:
+                print(f"mediad: warning: {r.warning}", file=sys.stderr)
+        else:
+            print(f"mediad: error: {r}", file=sys.stderr)
+    if args.failed and not results:
+        print("mediad: no failed jobs", file=sys.stderr)
+    return 0 if all(isinstance(r, Requeued) for r in results) else 1
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from mediad.config import load_config
 
@@ -194,6 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=None)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
+
+    r = sub.add_parser("retry", help="requeue failed daemon jobs (sources moved back from failed_dir)",
+                       description="Requeue failed daemon jobs: move each source back from "
+                       "failed_dir to its original path (never over an existing file), remove "
+                       "its .error.json, reset its attempts. A running daemon starts them as "
+                       "soon as a worker is free, a stopped one at its next start.")
+    r.add_argument("targets", nargs="*", metavar="JOB_ID|PATH",
+                   help="a job id, a job's original source path, or its file in failed_dir")
+    r.add_argument("--failed", action="store_true", help="every failed job")
+    r.add_argument("--config", default=None, help="mediad.toml (default: $MEDIAD_CONFIG, "
+                   "else /etc/mediad/mediad.toml)")
+    r.set_defaults(func=cmd_retry, parser=r)
 
     c = sub.add_parser("config", help="daemon configuration")
     c.add_argument("action", choices=["validate"])

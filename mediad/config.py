@@ -24,6 +24,7 @@ from mediad.profiles import Profile, format_validation_error, load_profile
 
 DEFAULT_CONFIG = Path("/etc/mediad/mediad.toml")
 DEFAULT_LISTEN = "127.0.0.1:9464"
+_LOADED_PROFILES = "mediad_loaded_profiles"  # validation-context key: spec -> Profile
 
 
 def default_config_path() -> Path:
@@ -88,13 +89,18 @@ class WatchConfig(_Strict):
         if v.endswith(".toml") or "/" in v:
             v = str(_resolve(v, info))
         try:
-            load_profile(v)
+            profile = load_profile(v)
         except MediadError as e:
             raise ValueError(str(e)) from None
+        # Handed on to model_post_init through the validation context: read and validated once.
+        if isinstance(info.context, dict):
+            info.context.setdefault(_LOADED_PROFILES, {})[v] = profile
         return v
 
-    def model_post_init(self, _context: object) -> None:
-        self._profile = load_profile(self.profile)
+    def model_post_init(self, context: object) -> None:
+        loaded = context.get(_LOADED_PROFILES, {}) if isinstance(context, dict) else {}
+        # Not there: validated without a context, or the default profile (validators skip defaults).
+        self._profile = loaded.get(self.profile) or load_profile(self.profile)
 
     @property
     def loaded_profile(self) -> Profile:

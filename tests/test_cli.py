@@ -74,3 +74,16 @@ def test_help_and_cpu_transcode_do_not_import_torch(tmp_path: Path) -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.split()[-2:] == ["0", "False"], res.stderr
+
+
+def test_retry_usage_and_help(tmp_path: Path) -> None:
+    assert "retry" in run_cli("--help").stdout
+    assert run_cli("retry").returncode == 2  # nothing named
+    assert run_cli("retry", "3", "--failed").returncode == 2  # both
+    (tmp_path / "in").mkdir()
+    cfg = tmp_path / "mediad.toml"
+    cfg.write_text('[daemon]\nstate_dir = "state"\n[[watch]]\npath = "in"\noutput_dir = "out"\n')
+    res = run_cli("retry", "--failed", "--config", str(cfg))  # the daemon never ran
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.splitlines() == [f"mediad: error: {tmp_path / 'state' / 'queue.sqlite3'}: no "
+                                       f"state database yet (has the daemon run with {cfg}?)"]

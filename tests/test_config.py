@@ -75,6 +75,23 @@ def test_good_config_loads_with_paths_relative_to_the_file(tmp_path: Path) -> No
     assert config.metrics.address == ("127.0.0.1", 9999)
 
 
+def test_each_profile_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mediad.config
+
+    read: list[str] = []
+    real = mediad.config.load_profile
+
+    def counted(spec: str) -> object:
+        read.append(spec)
+        return real(spec)
+
+    monkeypatch.setattr(mediad.config, "load_profile", counted)
+    text = GOOD + '\n[[watch]]\npath = "in3"\noutput_dir = "out3"\n'  # the default profile
+    config = load_config(write(tmp_path, text))
+    assert read == ["h264", str(tmp_path / "fast.toml")]  # validated once, kept for loaded_profile
+    assert [w.loaded_profile.name for w in config.watch] == ["h264", "fast", "h264"]
+
+
 def test_defaults_listen_on_loopback(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, '[[watch]]\npath = "in"\noutput_dir = "out"\n'))
     assert config.metrics.address == ("127.0.0.1", 9464)

@@ -613,3 +613,88 @@ def test_metrics_endpoint(site: Site, small_video: Path) -> None:
     has_gpu = cuda_device_count()[0] > 0
     assert ("mediad_gpu_utilization_ratio{" in text) == has_gpu
     assert site.stop() == 0
+
+
+# ----- mediad retry ---------------------------------------------------------------------------
+
+def retry_cli(site: Site, *args: str) -> subprocess.CompletedProcess:
+    """`mediad retry` as a real CLI process against the site's config."""
+    return subprocess.run([sys.executable, "-m", "mediad", "retry", "--config", str(site.config), *args],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def fail_one(site: Site, name: str) -> tuple[Path, Path, Path]:
+    """Drop a file that is not media and wait until it is in failed_dir with its note;
+    returns (original path, failed copy, note)."""
+    source = site.inbox / name
+    source.write_text("not a video\n")
+    failed = site.root / "failed" / name
+    note = failed.with_name(name + ".error.json")
+    wait_for(note.exists, 15, f"{name} to fail into failed_dir")
+    return source, failed, note
+
+
+def test_retry_failed_runs_the_fixed_file_in_the_running_daemon(site: Site, tmp_path: Path) -> None:
+    site.watches[0]["failed_dir"] = "failed"
+    site.start()
+    source, failed, note = fail_one(site, "broken.mp4")
+    (job,) = site.jobs()
+    assert (job["state"], job["attempts"]) == ("failed", 1) and not source.exists()
+
+    # Fixed where it lies: the copy in failed_dir replaced by a good clip.
+    os.replace(make_video(tmp_path / "fixed.mp4", seed=21), failed)
+    res = retry_cli(site, "--failed")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"job {job['id']}: requeued {source} (moved back from {failed})"]
+    assert not failed.exists() and not note.exists()
+
+    (done,) = site.wait_jobs("done", 1, timeout=30)  # no restart: the running daemon takes it
+    assert (done["id"], done["attempts"], done["reason"]) == (job["id"], 0, None)
+    assert count_frames(site.out / "broken.mp4") == 12
+    assert source.exists()  # on_success = "keep"
+    time.sleep(SETTLE * 4)  # the watcher saw the file come back: known as this job, not a new one
+    assert len(site.jobs()) == 1
+
+    # Only failed jobs can be retried.
+    for arg, message in ((str(job["id"]), f"job {job['id']}: is done; only failed jobs can be retried"),
+                         ("99", "job 99: no such job")):
+        res = retry_cli(site, arg)
+        assert (res.returncode, res.stdout) == (1, "")
+        assert res.stderr.splitlines() == [f"mediad: error: {message}"]
+    assert [j["state"] for j in site.jobs()] == ["done"]
+    assert site.stop() == 0
+
+
+def test_retry_never_overwrites_and_works_while_the_daemon_is_stopped(site: Site,
+                                                                      tmp_path: Path) -> None:
+    site.watches[0]["failed_dir"] = "failed"
+    site.start()
+    source, failed, note = fail_one(site, "clip.mp4")
+    assert site.stop() == 0
+    os.replace(make_video(tmp_path / "fixed.mp4", seed=22), failed)
+    fixed = failed.read_bytes()
+
+    # Something new took the original name meanwhile: refused, both files left as they are.
+    source.write_bytes(b"someone else's file")
+    res = retry_cli(site, str(failed))  # named by its place in failed_dir
+    assert (res.returncode, res.stdout) == (1, "")
+    assert res.stderr.splitlines() == [f"mediad: error: job 1: {source} exists; not moving "
+                                       f"{failed} back over it"]
+    assert source.read_bytes() == b"someone else's file" and failed.read_bytes() == fixed
+    assert note.exists()
+    assert [(j["state"], j["attempts"]) for j in site.jobs()] == [("failed", 1)]
+
+    # Path free again, daemon still stopped: queued now, run at the next start.
+    source.unlink()
+    res = retry_cli(site, str(source))  # named by its original path
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"job 1: requeued {source} (moved back from {failed})"]
+    assert [(j["state"], j["attempts"], j["reason"]) for j in site.jobs()] == [("queued", 0, None)]
+    assert source.read_bytes() == fixed and not failed.exists() and not note.exists()
+
+    site.start()
+    (done,) = site.wait_jobs("done", 1, timeout=30)
+    assert done["id"] == 1 and count_frames(site.out / "clip.mp4") == 12
+    assert len(site.jobs()) == 1
+    assert site.stop() == 0

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from mediad.config import WatchConfig
-from mediad.daemon.disposition import move_file, write_json_atomic
+from mediad.config import WatchConfig, load_config
+from mediad.daemon.disposition import after_failure, move_file, write_json_atomic
 from mediad.daemon.fingerprint import fingerprint, job_key
 from mediad.daemon.metrics import GpuCollector
 from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
 from mediad.daemon.paths import output_candidates, refusal, safe_component, wanted
 from mediad.daemon.queue import Queue
+from mediad.daemon.retry import Requeued, retry
 from mediad.daemon.settle import Settler, writer_state
 from mediad.daemon.slots import choose_gpu
 from mediad.daemon.status import status_report
@@ -164,6 +165,19 @@ def test_queue_states_survive_reopening(tmp_path: Path) -> None:
     assert q.ready(time.time()) == []  # backing off
     assert [j.id for j in q.ready(time.time() + 61)] == [job.id]
     assert q.output_taken(tmp_path / "o.mp4")
+    # The scan's look-up: the job of a path seen before at exactly this stat.
+    q.remember(f, fp, "k1")
+    assert q.seen_job(f, f.stat()) == q.get(job.id)
+    os.utime(f, ns=(1, 1))
+    assert q.seen_job(f, f.stat()) is None
+    # Commits by another connection (`mediad retry`) are noticed; our own are not.
+    assert not q.changed_elsewhere()
+    q.requeue(job.id)
+    assert not q.changed_elsewhere()
+    other = Queue(tmp_path)
+    other.requeue(job.id)
+    other.close()
+    assert q.changed_elsewhere() and not q.changed_elsewhere()
     q.close()
     assert (tmp_path / "queue.sqlite3").exists()
     assert Queue(tmp_path).conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -270,3 +284,78 @@ def test_gpu_collector_reads_telemetry(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (mem.labels, mem.value) == ({"gpu": "0"}, float(2 << 30))
     monkeypatch.setattr("mediad.gpu.read_telemetry", lambda: ([], "no GPU"))
     assert list(GpuCollector().collect()) == []
+
+
+def failed_site(tmp_path: Path) -> tuple[Path, Queue]:
+    """A config (watch without failed_dir) and its queue, for retry without a daemon."""
+    (tmp_path / "in").mkdir()
+    cfg = tmp_path / "mediad.toml"
+    cfg.write_text('[daemon]\nstate_dir = "state"\n[[watch]]\npath = "in"\noutput_dir = "out"\n')
+    (tmp_path / "state").mkdir()
+    return cfg, Queue(tmp_path / "state")
+
+
+def fail_job(cfg: Path, q: Queue, name: str, content: bytes, state: str = "failed") -> int:
+    """Queue a job for in/NAME as the daemon does and end it in `state` (failed: with its note)."""
+    w = load_config(cfg).watch[0]
+    src = w.path / name
+    src.write_bytes(content)
+    fp = fingerprint(src)
+    job = q.enqueue(key=job_key(fp, w.profile, w.output_dir), source=src, watch=w.path,
+                    profile=w.profile, output=w.output_dir / f"{src.stem}.mp4", fp=fp)
+    assert job is not None
+    if state == "failed":
+        q.failed(job.id, "not_media", "not a media file")
+        after_failure(w, q.get(job.id), "not_media", "not a media file")  # type: ignore[arg-type]
+        q.disposed(job.id)
+    elif state == "done":
+        q.done(job.id, {})
+    return job.id
+
+
+def test_retry_in_place_and_what_it_refuses(tmp_path: Path) -> None:
+    cfg, q = failed_site(tmp_path)
+    inbox = tmp_path / "in"
+    a = fail_job(cfg, q, "a.mkv", b"broken")
+    note = inbox / "a.mkv.error.json"
+    assert json.loads(note.read_text())["moved_to"] is None  # no failed_dir: left in place
+    (inbox / "a.mkv").write_bytes(b"fixed in place")
+    (r,) = retry(cfg, [str(a)])
+    assert r == Requeued(a, inbox / "a.mkv", None)
+    assert r.line() == f"job {a}: requeued {inbox / 'a.mkv'}"
+    job = q.get(a)
+    assert job is not None and (job.state, job.attempts, job.reason, job.disposed) == ("queued", 0, None, 0)
+    assert job.digest == fingerprint(inbox / "a.mkv").digest  # the file as it is now
+    assert not note.exists()
+    assert q.seen_job(inbox / "a.mkv", (inbox / "a.mkv").stat()) == job
+
+    (again,) = retry(cfg, [str(inbox / "a.mkv")])  # by path: the job, in its state
+    assert isinstance(again, MediadError) and str(again) == (
+        f"job {a}: is queued; only failed jobs can be retried")
+    q.mark_running(a, "auto")
+    assert "is running;" in str(retry(cfg, [str(a)])[0])
+
+    # The fixed content is already another job's: refused, nothing changed.
+    done = fail_job(cfg, q, "b.mkv", b"good", state="done")
+    c = fail_job(cfg, q, "c.mkv", b"bad")
+    (inbox / "c.mkv").write_bytes(b"good")
+    before = q.get(c)
+    (dup,) = retry(cfg, [str(c)])
+    assert str(dup) == f"job {c}: {inbox / 'c.mkv'} has the same content as job {done} (done)"
+    assert q.get(c) == before and (inbox / "c.mkv.error.json").exists()
+
+    # Gone source, unknown id or path, an output in the way: one error each, in order.
+    d = fail_job(cfg, q, "d.mkv", b"bad d")
+    (inbox / "d.mkv").unlink()
+    e = fail_job(cfg, q, "e.mkv", b"bad e")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "e.mp4").write_bytes(b"someone's")
+    results = retry(cfg, [str(d), "999", str(tmp_path / "nope.mkv"), str(e)])
+    assert [str(x) for x in results] == [
+        f"job {d}: its source is gone ({inbox / 'd.mkv'} does not exist)",
+        "job 999: no such job",
+        f"{tmp_path / 'nope.mkv'}: no job has this source, and no error note names it",
+        f"job {e}: its output {tmp_path / 'out' / 'e.mp4'} exists; move it away first",
+    ]
+    assert [j.id for j in q.failed_jobs()] == [c, d, e]
+    q.close()

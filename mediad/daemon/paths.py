@@ -52,9 +52,15 @@ def wanted(watch: WatchConfig, path: Path) -> bool:
 
 def refusal(watch: WatchConfig, path: Path) -> str | None:
     """Why this path must not be read (symlink, escapes the folder, not a regular file), or None."""
+    return inspect_source(watch, path)[0]
+
+
+def inspect_source(watch: WatchConfig, path: Path) -> tuple[str | None, os.stat_result | None]:
+    """(refusal reason or None, the file's lstat when it was reached): `refusal` plus the stat it
+    took anyway, so a caller that needs the stat does not take it again."""
     rel = relative_to_watch(watch, path)
     if rel is None:
-        return "outside_watch"
+        return "outside_watch", None
     # Every component below the watched folder must be a real directory or file: a symlink
     # anywhere could point a job at /etc or at another user's files.
     current = watch.path
@@ -63,20 +69,20 @@ def refusal(watch: WatchConfig, path: Path) -> str | None:
         try:
             st = os.lstat(current)
         except FileNotFoundError:
-            return "vanished"
+            return "vanished", None
         except OSError:
-            return "unreadable"
+            return "unreadable", None
         if stat.S_ISLNK(st.st_mode):
-            return "symlink"
+            return "symlink", st
     try:
         real = Path(os.path.realpath(path))
     except OSError:
-        return "unreadable"
+        return "unreadable", st
     if not real.is_relative_to(Path(os.path.realpath(watch.path))):
-        return "outside_watch"
+        return "outside_watch", st
     if not stat.S_ISREG(st.st_mode):
-        return "not_regular"
-    return None
+        return "not_regular", st
+    return None, st
 
 
 def safe_component(name: str, fallback: str = "video") -> str:

@@ -1,12 +1,15 @@
 """The durable job queue: SQLite in WAL mode in state_dir.
 
 States: queued -> running -> done | failed; a transient failure or a stop puts a job back to
-queued. Only the daemon's main thread writes; `mediad status` reads alongside it.
+queued, and `mediad retry` puts a failed one back. The daemon's main thread does every other
+write; `mediad retry` changes only failed rows whose source the daemon has finished with
+(`disposed`), which it never changes again, and `mediad status` reads alongside.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -122,6 +125,7 @@ class Queue:
         self.path = state_dir / DB_NAME
         self.conn = connect(self.path)
         self.conn.executescript(_SCHEMA)
+        self._data_version = self._read_data_version()
 
     def close(self) -> None:
         """Close the database."""
@@ -138,6 +142,16 @@ class Queue:
     def by_key(self, key: str) -> Job | None:
         """The job with this dedup key."""
         return self._one("SELECT * FROM jobs WHERE key = ?", (key,))
+
+    def by_source(self, source: Path) -> list[Job]:
+        """Jobs whose source was this path, newest first."""
+        rows = self.conn.execute("SELECT * FROM jobs WHERE source = ? ORDER BY id DESC", (str(source),))
+        return [Job(**dict(r)) for r in rows]
+
+    def failed_jobs(self) -> list[Job]:
+        """Every failed job, oldest first."""
+        rows = self.conn.execute("SELECT * FROM jobs WHERE state = 'failed' ORDER BY id")
+        return [Job(**dict(r)) for r in rows]
 
     def output_taken(self, output: Path) -> bool:
         """True when another job has reserved this output path."""
@@ -216,6 +230,26 @@ class Queue:
         self.conn.execute("UPDATE jobs SET state = 'queued', updated = ?, gpu = NULL WHERE id = ?",
                           (time.time(), job_id))
 
+    def reidentify(self, job_id: int, key: str, fp: Fingerprint) -> bool:
+        """A failed job's source as it is now (fixed, perhaps), before it is put back in its
+        watch: the daemon then knows the file when it sees it. False when no longer failed.
+        Raises sqlite3.IntegrityError when another job has this key."""
+        cur = self.conn.execute("UPDATE jobs SET key = ?, size = ?, mtime_ns = ?, inode = ?, "
+                                "digest = ? WHERE id = ? AND state = 'failed'",
+                                (key, fp.size, fp.mtime_ns, fp.inode, fp.digest, job_id))
+        return cur.rowcount == 1
+
+    def requeue_failed(self, job_id: int, key: str, fp: Fingerprint) -> bool:
+        """`mediad retry`: a failed job back to queued as if new (attempts, backoff and its
+        disposal reset), its source as it is now; False when it was no longer failed."""
+        cur = self.conn.execute(
+            "UPDATE jobs SET state = 'queued', attempts = 0, reason = NULL, error = NULL, "
+            "not_before = 0, started = NULL, finished = NULL, gpu = NULL, frames_done = NULL, "
+            "frames_total = NULL, fps = NULL, report = NULL, disposed = 0, key = ?, size = ?, "
+            "mtime_ns = ?, inode = ?, digest = ?, updated = ? WHERE id = ? AND state = 'failed'",
+            (key, fp.size, fp.mtime_ns, fp.inode, fp.digest, time.time(), job_id))
+        return cur.rowcount == 1
+
     def disposed(self, job_id: int) -> None:
         """The source has been kept, moved or deleted as configured: never again."""
         self.conn.execute("UPDATE jobs SET disposed = 1 WHERE id = ?", (job_id,))
@@ -228,13 +262,21 @@ class Queue:
         """Number of jobs in each state."""
         return counts(self.conn)
 
-    def seen_key(self, path: Path, st_size: int, mtime_ns: int, inode: int) -> str | None:
-        """The dedup key of `path` if it was identified before with exactly this stat."""
-        row = self.conn.execute("SELECT size, mtime_ns, inode, key FROM seen WHERE path = ?",
-                                (str(path),)).fetchone()
-        if row and (row["size"], row["mtime_ns"], row["inode"]) == (st_size, mtime_ns, inode):
-            return row["key"]
-        return None
+    def _read_data_version(self) -> int:
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
+    def changed_elsewhere(self) -> bool:
+        """True when another connection (`mediad retry`) has committed since the last call."""
+        # data_version moves only on other connections' commits; it reads no table.
+        version = self._read_data_version()
+        changed, self._data_version = version != self._data_version, version
+        return changed
+
+    def seen_job(self, path: Path, st: os.stat_result) -> Job | None:
+        """The job of `path` if it was identified before with exactly this stat (one query)."""
+        return self._one("SELECT jobs.* FROM seen JOIN jobs ON jobs.key = seen.key "
+                         "WHERE seen.path = ? AND seen.size = ? AND seen.mtime_ns = ? "
+                         "AND seen.inode = ?", (str(path), st.st_size, st.st_mtime_ns, st.st_ino))
 
     def remember(self, path: Path, fp: Fingerprint, key: str) -> None:
         """Cache the dedup key of `path` at this stat."""

@@ -24,7 +24,7 @@ from mediad.daemon.fingerprint import fingerprint, job_key
 from mediad.daemon.metrics import Metrics
 from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
-from mediad.daemon.paths import output_candidates, refusal, wanted
+from mediad.daemon.paths import inspect_source, output_candidates, refusal, wanted
 from mediad.daemon.pool import Outcome, Worker, spawn
 from mediad.daemon.queue import Job, Queue
 from mediad.daemon.settle import Settler
@@ -243,8 +243,7 @@ class Daemon:
             except OSError:
                 continue
             # Already identified at exactly this stat: no hashing, no settle wait.
-            key = self.queue.seen_key(path, st.st_size, st.st_mtime_ns, st.st_ino)
-            job = self.queue.by_key(key) if key else None
+            job = self.queue.seen_job(path, st)
             if job is not None:
                 self._finish_disposition(job, path, report=False)
                 continue
@@ -403,10 +402,13 @@ class Daemon:
     def _source_unchanged(self, job: Job, watch: WatchConfig | None) -> bool:
         """Check the source is still the file that was queued; deal with it when it is not."""
         source = Path(job.source)
-        why = refusal(watch, source) if watch is not None else None
+        why: str | None = None
+        fp = None
         try:
-            st = os.stat(source, follow_symlinks=False) if why is None else None
-            fp = fingerprint(source) if st is not None and not job.fingerprint.same_stat(st) else None
+            # The refusal check's own lstat serves for the unchanged test too: one stat, not two.
+            why, st = inspect_source(watch, source) if watch is not None else (None, os.lstat(source))
+            if why is None and st is not None and not job.fingerprint.same_stat(st):
+                fp = fingerprint(source)
         except FileNotFoundError:
             why = "vanished"
         except (OSError, MediadError) as e:
@@ -593,7 +595,8 @@ class Daemon:
                 f"done={c.get('done', 0)} failed={c.get('failed', 0)}")
 
     def _report(self, now: float) -> None:
-        if self._counts_dirty:
+        # `mediad retry` writes from outside: its requeued jobs must show in STATUS= and metrics.
+        if self._counts_dirty or self.queue.changed_elsewhere():
             self._refresh_counts()
             self.notifier.status(self._status_text())
         self.metrics.fps.set(sum(w.fps for w in self.workers.values()))

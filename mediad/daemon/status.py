@@ -6,7 +6,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from mediad.config import default_config_path, load_config
+from mediad.config import Config, default_config_path, load_config
 from mediad.daemon.partial import pid_alive
 from mediad.daemon.queue import DB_NAME, STATES, connect, counts, recent
 from mediad.errors import MediadError
@@ -23,15 +23,22 @@ def daemon_pid(state_dir: Path) -> int | None:
     return pid if pid > 0 and pid_alive(pid) else None
 
 
-def status_report(config_path: Path | None, limit: int = 20) -> dict:
-    """Counts by state and the most recent jobs, as plain data."""
+def state_database(config_path: Path | None) -> tuple[Path, Config, Path]:
+    """(config file, config, state database) as the daemon would use them; the database must
+    exist. Without a path: $MEDIAD_CONFIG, else /etc/mediad/mediad.toml."""
     path = config_path or default_config_path()
     config = load_config(path)
-    state_dir = config.daemon.state_dir
-    db = state_dir / DB_NAME
+    db = config.daemon.state_dir / DB_NAME
     if not db.is_file():
         raise MediadError(f"{db}: no state database yet (has the daemon run with {path}?)",
                           reason="no_state")
+    return path, config, db
+
+
+def status_report(config_path: Path | None, limit: int = 20) -> dict:
+    """Counts by state and the most recent jobs, as plain data."""
+    path, config, db = state_database(config_path)
+    state_dir = config.daemon.state_dir
     try:
         conn = connect(db, readonly=True)
         try:
