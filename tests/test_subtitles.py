@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
 
@@ -82,10 +83,7 @@ def _sub_packets(path: Path) -> list[tuple[int, int, bytes]]:
 def _mkv_with_subs(path: Path, codec: str, cues: list[tuple[int, int, bytes]],
                    language: str = "eng") -> Path:
     """A 2.4 s H.264 clip in Matroska with one subtitle stream of ready-made packets (ms)."""
-    clip = make_clip(path.with_name(path.stem + ".clip.mkv"), frames=60, audio=False)
-    with av.open(str(clip)) as src, av.open(str(path), "w") as out:
-        ist = src.streams.video[0]
-        video = out.add_stream_from_template(ist)
+    def add(out: av.container.OutputContainer) -> None:
         sub = out.add_mux_stream(codec, time_base=MS)
         sub.metadata["language"] = language
         for start, duration, data in cues:
@@ -93,6 +91,17 @@ def _mkv_with_subs(path: Path, codec: str, cues: list[tuple[int, int, bytes]],
             packet.pts = packet.dts = start
             packet.duration, packet.time_base, packet.stream = duration, MS, sub
             out.mux(packet)
+
+    return _mkv_with(path, add)
+
+
+def _mkv_with(path: Path, add_subtitles: Callable[[av.container.OutputContainer], None]) -> Path:
+    """A 2.4 s H.264 clip in Matroska plus the subtitle stream `add_subtitles` adds and muxes."""
+    clip = make_clip(path.with_name(path.stem + ".clip.mkv"), frames=60, audio=False)
+    with av.open(str(clip)) as src, av.open(str(path), "w") as out:
+        ist = src.streams.video[0]
+        video = out.add_stream_from_template(ist)
+        add_subtitles(out)
         for packet in src.demux(ist):
             if packet.size:
                 packet.stream = video
@@ -111,10 +120,8 @@ def _mkv_with_ass(path: Path) -> Path:
               b"Style: Sign,Arial,20,&H00ffff,&Hffffff,&H0,&H0,1,0,0,0,100,100,0,0,1,1,0,8,10,10,10,1\n"
               b"\n[Events]\nFormat: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, "
               b"Effect, Text\n")
-    clip = make_clip(path.with_name(path.stem + ".clip.mkv"), frames=60, audio=False)
-    with av.open(str(clip)) as src, av.open(str(path), "w") as out:
-        ist = src.streams.video[0]
-        video = out.add_stream_from_template(ist)
+
+    def add(out: av.container.OutputContainer) -> None:
         sub = out.add_stream("ass")
         sub.codec_context.time_base, sub.codec_context.subtitle_header = MS, header
         sub.metadata.update({"language": "jpn", "title": "Signs"})
@@ -123,12 +130,8 @@ def _mkv_with_ass(path: Path) -> Path:
             packet = sub.codec_context.encode_subtitle(SubtitleSet.create(event, 0, end - start, start))
             packet.time_base, packet.stream = MS, sub
             out.mux(packet)
-        for packet in src.demux(ist):
-            if packet.size:
-                packet.stream = video
-                out.mux(packet)
-    clip.unlink()
-    return path
+
+    return _mkv_with(path, add)
 
 
 def _dvd_spu(width: int = 16, height: int = 2, shown_s: float = 1.0) -> bytes:
