@@ -250,6 +250,9 @@ def test_malformed_cue_is_skipped_with_a_warning(tmp_path: Path) -> None:
     res = run_cli("transcode", str(src), "-o", str(out), "--gpu", "none")
     assert res.returncode == 0, res.stderr
     assert "event=subtitle_cue_skipped" in res.stderr and "at=1.000s" in res.stderr
+    # the report says so too, not only the log
+    assert re.search(r"warning: subtitle stream #1: 1 cue skipped in the conversion to mov_text "
+                     r"\(first: at 1\.000s: undecodable", res.stdout), res.stdout
     _assert_same_cues(_cues(out), [(0.2, 0.7, "First."), (1.7, 2.2, "Last.")])
 
 

@@ -97,7 +97,7 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     log.event("transcoded", input=str(input_path), output=str(output), encoder=plan.video.encoder,
               frames=result.frames_written, seconds=f"{elapsed:.2f}")
     return Report(info, plan, [out], elapsed, result.frames_written / elapsed if elapsed else 0.0,
-                  list(plan.warnings), extra)
+                  [*plan.warnings, *result.warnings], extra)
 
 
 def _write_analysis(result: RunResult, source: Path, output: Path, profile: Profile) -> dict:

@@ -43,6 +43,7 @@ class RunResult:
     frames_written: int = 0
     analysis: Any = None  # the stages' AnalysisResult, when the profile has stages
     stages: list[dict] = field(default_factory=list)  # StageRunner.describe()
+    warnings: list[str] = field(default_factory=list)  # what went wrong but did not fail the job
 
 
 class VideoTransform:
@@ -321,6 +322,8 @@ class _Runner:
                 out.mux(ost.encode(None))
             for converter in self.convert_subs.values():
                 out.mux(converter.flush())
+                if summary := converter.summary():
+                    self.result.warnings.append(summary)
             if self.runner is not None:
                 self.result.analysis = self.runner.finish()
                 self.result.stages = self.runner.describe()

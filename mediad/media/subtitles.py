@@ -87,6 +87,7 @@ class SubtitleConverter:
         self.input_index = ist.index
         c = ist.container
         self._input_end = (c.start_time or 0) + c.duration if c.duration else None
+        self.skipped: list[str] = []  # why each skipped cue was skipped, for the report
         self._pending: _Cue | None = None
         self._last_start = -(2**62)
 
@@ -171,7 +172,17 @@ class SubtitleConverter:
         packet.duration, packet.time_base, packet.stream = cue.duration, _US, self.stream
         return [packet]
 
+    def summary(self) -> str | None:
+        """One report line about the cues this stream lost, or None when it lost none."""
+        if not self.skipped:
+            return None
+        n = len(self.skipped)
+        return (f"subtitle stream #{self.input_index}: {n} cue{'s' if n > 1 else ''} skipped "
+                f"in the conversion to {self.stream.codec_context.name} (first: {self.skipped[0]})")
+
     def _skip(self, start: int | None, why: str) -> None:
+        at = f"{start / 1e6:.3f}s" if start is not None else None
+        self.skipped.append(f"at {at}: {why}" if at else why)
         log.event("subtitle_cue_skipped", logging.WARNING, stream=self.input_index,
                   codec=self.stream.codec_context.name,
-                  at=f"{start / 1e6:.3f}s" if start is not None else None, reason=why)
+                  at=at, reason=why)
