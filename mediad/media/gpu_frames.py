@@ -351,7 +351,8 @@ class GpuVideoTransform:
         return replace(like, y=y, uv=uv, fmt=fmt)
 
     def output_planes(self, p: FramePlanes) -> FramePlanes:
-        """Run model/resize/depth on planes; returns planes in one allocation, ready to encode."""
+        """Run model/resize/depth on planes, ready to encode (planes_to_frame packs CUDA planes
+        into the one allocation NVENC needs; host planes need no packing, so no copy here)."""
         fmt = self.out_format or p.fmt
         if self.model is not None:
             return self.rgb_planes(self.model(planes_to_rgb(p, self.chroma)), p)
@@ -362,10 +363,7 @@ class GpuVideoTransform:
         if fmt != p.fmt:
             y = _convert_depth(y, p.fmt, fmt, p.full_range)
             uv = _convert_depth(uv, p.fmt, fmt, p.full_range)
-        out_y, out_uv = alloc_planes(height, width, fmt, y.device)
-        out_y.copy_(y)
-        out_uv.copy_(uv.reshape(out_uv.shape))
-        return replace(p, y=out_y, uv=out_uv, fmt=fmt)
+        return replace(p, y=y, uv=uv.reshape(height // 2, width // 2, 2), fmt=fmt)
 
     def passes_through(self, frame: av.VideoFrame) -> bool:
         """True when the frame needs no work and can go to the encoder as it is."""
