@@ -651,6 +651,8 @@ def test_retry_failed_runs_the_fixed_file_in_the_running_daemon(site: Site, tmp_
 
     (done,) = site.wait_jobs("done", 1, timeout=30)  # no restart: the running daemon takes it
     assert (done["id"], done["attempts"], done["reason"]) == (job["id"], 0, None)
+    first, again = site.wait_log(rf"event=job_started job={job['id']} ", count=2)
+    assert "after=" not in first and re.search(r"attempt=1 .*after=mediad_retry", again)
     assert count_frames(site.out / "broken.mp4") == 12
     assert source.exists()  # on_success = "keep"
     time.sleep(SETTLE * 4)  # the watcher saw the file come back: known as this job, not a new one
@@ -690,11 +692,13 @@ def test_retry_never_overwrites_and_works_while_the_daemon_is_stopped(site: Site
     res = retry_cli(site, str(source))  # named by its original path
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == [f"job 1: requeued {source} (moved back from {failed})"]
-    assert [(j["state"], j["attempts"], j["reason"]) for j in site.jobs()] == [("queued", 0, None)]
+    assert [(j["state"], j["attempts"], j["reason"], j["error"]) for j in site.jobs()] == [
+        ("queued", 0, "user_retry", "requeued by mediad retry")]
     assert source.read_bytes() == fixed and not failed.exists() and not note.exists()
 
     site.start()
     (done,) = site.wait_jobs("done", 1, timeout=30)
     assert done["id"] == 1 and count_frames(site.out / "clip.mp4") == 12
+    site.wait_log(r"event=job_started job=1 .*after=mediad_retry")
     assert len(site.jobs()) == 1
     assert site.stop() == 0

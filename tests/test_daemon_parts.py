@@ -21,7 +21,7 @@ from mediad.daemon.metrics import GpuCollector
 from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
 from mediad.daemon.paths import output_candidates, refusal, safe_component, wanted
-from mediad.daemon.queue import Queue
+from mediad.daemon.queue import USER_RETRY, Queue
 from mediad.daemon.retry import Requeued, retry
 from mediad.daemon.settle import Settler, writer_state
 from mediad.daemon.slots import choose_gpu
@@ -324,7 +324,7 @@ def test_retry_in_place_and_what_it_refuses(tmp_path: Path) -> None:
     assert r == Requeued(a, inbox / "a.mkv", None)
     assert r.line() == f"job {a}: requeued {inbox / 'a.mkv'}"
     job = q.get(a)
-    assert job is not None and (job.state, job.attempts, job.reason, job.disposed) == ("queued", 0, None, 0)
+    assert job is not None and (job.state, job.attempts, job.reason, job.disposed) == ("queued", 0, USER_RETRY, 0)
     assert job.digest == fingerprint(inbox / "a.mkv").digest  # the file as it is now
     assert not note.exists()
     assert q.seen_job(inbox / "a.mkv", (inbox / "a.mkv").stat()) == job

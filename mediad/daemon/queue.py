@@ -18,6 +18,7 @@ from pathlib import Path
 from mediad.daemon.fingerprint import Fingerprint
 
 STATES = ("queued", "running", "done", "failed")
+USER_RETRY = "user_retry"  # reason of a job `mediad retry` put back, until it runs to an end
 DB_NAME = "queue.sqlite3"
 
 _SCHEMA = """
@@ -243,11 +244,12 @@ class Queue:
         """`mediad retry`: a failed job back to queued as if new (attempts, backoff and its
         disposal reset), its source as it is now; False when it was no longer failed."""
         cur = self.conn.execute(
-            "UPDATE jobs SET state = 'queued', attempts = 0, reason = NULL, error = NULL, "
+            "UPDATE jobs SET state = 'queued', attempts = 0, reason = ?, error = ?, "
             "not_before = 0, started = NULL, finished = NULL, gpu = NULL, frames_done = NULL, "
             "frames_total = NULL, fps = NULL, report = NULL, disposed = 0, key = ?, size = ?, "
             "mtime_ns = ?, inode = ?, digest = ?, updated = ? WHERE id = ? AND state = 'failed'",
-            (key, fp.size, fp.mtime_ns, fp.inode, fp.digest, time.time(), job_id))
+            (USER_RETRY, "requeued by mediad retry", key, fp.size, fp.mtime_ns, fp.inode,
+             fp.digest, time.time(), job_id))
         return cur.rowcount == 1
 
     def disposed(self, job_id: int) -> None:

@@ -26,7 +26,7 @@ from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
 from mediad.daemon.paths import inspect_source, output_candidates, refusal, wanted
 from mediad.daemon.pool import Outcome, Worker, spawn
-from mediad.daemon.queue import Job, Queue
+from mediad.daemon.queue import USER_RETRY, Job, Queue
 from mediad.daemon.settle import Settler
 from mediad.daemon.slots import choose_gpu
 from mediad.daemon.status import PID_FILE
@@ -395,8 +395,10 @@ class Daemon:
             self.nvenc_in_use[device] = self.nvenc_in_use.get(device, 0) + 1
         self.queue.mark_running(job.id, gpu)
         self._counts_dirty = True
+        # A job `mediad retry` put back says so: the CLI's line is not in the journal.
+        after = {"after": "mediad_retry"} if job.reason == USER_RETRY else {}
         log.event("job_started", job=job.id, source=job.source, gpu=gpu, attempt=job.attempts + 1,
-                  pid=worker.proc.pid)
+                  pid=worker.proc.pid, **after)
         return True
 
     def _source_unchanged(self, job: Job, watch: WatchConfig | None) -> bool:
