@@ -102,6 +102,9 @@ class VideoSettings(_Strict):
     speed: Speed = "medium"
     max_height: int | None = Field(default=None, ge=16, le=8640)
     bit_depth: Literal[8, 10] = 8
+    # Copy instead of re-encoding a source already in `codec` that this profile would not change
+    # (the Tdarr/Unmanic "skip if already HEVC" rule): see media.plan.copy_mismatch.
+    copy_if_matching: bool = False
 
     @field_validator("bitrate")
     @classmethod
@@ -124,6 +127,8 @@ class VideoSettings(_Strict):
     def _quality(self) -> VideoSettings:
         if self.quality is not None and self.bitrate is not None:
             raise ValueError("quality and bitrate are exclusive: set one")
+        if self.copy_if_matching and self.codec == "copy":
+            raise ValueError("copy_if_matching needs a codec to match: codec = \"copy\" always copies")
         if self.codec == "h264" and self.bit_depth == 10 and self.encoder == "gpu":
             raise ValueError("NVENC has no 10-bit H.264: use hevc or av1 for bit_depth = 10")
         return self

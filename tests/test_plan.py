@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 from conftest import SAMPLES
 
@@ -136,3 +138,59 @@ def test_frame_residency_decisions() -> None:
     assert not plan.frames_on_gpu and "rotation" in plan.frames_reason
     plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), load_profile("h264"), no_gpu("x"), OUT)
     assert not plan.frames_on_gpu and "software decode" in plan.frames_reason
+
+
+def yuv422_clip(path: Path) -> Path:
+    """A real 4:2:2 H.264 clip: the same codec as the h264 profile, not what it makes."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv422p"
+        for i in range(5):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 40, np.uint8), format="rgb24")
+            f.pts = i
+            out.mux(vs.encode(f))
+        out.mux(vs.encode(None))
+    return path
+
+
+@pytest.mark.parametrize(("sample", "video", "copied", "why"), [
+    ("h264_aac.mp4", "codec = 'h264'", True, "source is already h264 within the profile's limits"),
+    ("h264_aac.mp4", "codec = 'hevc'", False, "re-encoded, not copied: source is h264"),
+    ("tenbit_hevc.mkv", "codec = 'hevc'", False, "source is 10-bit, the profile makes 8-bit"),
+    ("tenbit_hevc.mkv", "codec = 'hevc'\nbit_depth = 10", True, "copied (copy_if_matching)"),
+    ("h264_aac.mp4", "max_height = 160", False, "source has 180 lines, over max_height 160"),
+    ("rotated.mp4", "max_height = 300", False, "source has 320 lines, over max_height 300"),
+    ("rotated.mp4", "max_height = 320", True, "copied (copy_if_matching)"),
+    ("h264_aac.mp4", "bitrate = '100k'", False, "source video is 177 kb/s, over bitrate 100k"),
+    ("h264_aac.mp4", "bitrate = '200k'", True, "copied (copy_if_matching)"),
+    ("subs.mkv", "bitrate = '300k'", False, "source video is 330 kb/s, over bitrate 300k"),
+    ("yuv422", "codec = 'h264'", False, "source pixel format yuv422p is not 4:2:0"),
+])
+def test_copy_if_matching_copies_only_what_the_profile_would_not_change(
+        sample: str, video: str, copied: bool, why: str, tmp_path: Path) -> None:
+    src = yuv422_clip(tmp_path / "422.mp4") if sample == "yuv422" else SAMPLES / sample
+    profile = parse_profile(f"container = 'mkv'\n[video]\n{video}\ncopy_if_matching = true\n", "x", "x")
+    plan = make_plan(probe(src), profile, full_gpu(), OUT)
+    assert plan.video.action == ("copy" if copied else "encode")
+    assert why in plan.video.reason
+    if copied:  # nothing decoded, nothing encoded, no GPU used
+        assert not plan.decode.hardware and not plan.frames_on_gpu
+        assert f"video:   copy {plan.video.codec} - source is already" in format_plan(plan)
+    else:
+        assert plan.video.encoder.endswith("_nvenc")
+
+
+def test_copy_if_matching_off_by_default_and_meaningless_with_copy() -> None:
+    plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), load_profile("h264"), no_gpu("x"), OUT)
+    assert plan.video.action == "encode" and "not copied" not in plan.video.reason
+    with pytest.raises(MediadError, match=r"^x: video: copy_if_matching needs a codec to match"):
+        parse_profile("[video]\ncodec = 'copy'\ncopy_if_matching = true\n", "x", "x")
+
+
+def test_copy_if_matching_still_encodes_under_an_upscaling_stage() -> None:
+    pytest.importorskip("torch")
+    profile = parse_profile("[video]\ncopy_if_matching = true\n[[stages]]\nkind = 'upscale'\n"
+                            "device = 'cpu'\n", "x", "x")
+    plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), profile, no_gpu("x"), OUT)
+    assert plan.video.action == "encode"
+    assert plan.video.reason.endswith("not copied: an upscaling stage changes the frames")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import av
 import pytest
 from conftest import SAMPLES, read_back
 
@@ -111,3 +112,38 @@ def test_video_copy_remuxes_packets(tmp_path: Path) -> None:
     assert report.plan.video.action == "copy"
     s, o = read_back(SAMPLES / "h264_aac.mp4"), read_back(out)
     assert (o.video_codec, o.frames, o.width) == ("h264", s.frames, s.width)
+
+
+def video_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.video[0]) if p.size]
+
+
+@pytest.mark.parametrize(("sample", "profile", "tag"), [
+    ("h264_aac.mp4", "[video]\ncodec = 'h264'", "avc1"),
+    ("rotated.mp4", "[video]\ncodec = 'h264'\nmax_height = 320", "avc1"),  # rotation tag kept
+    ("tenbit_hevc.mkv", "[video]\ncodec = 'hevc'\nbit_depth = 10", "hvc1"),  # Apple's HEVC tag
+])
+def test_copy_if_matching_remuxes_the_video_untouched(sample: str, profile: str, tag: str,
+                                                      tmp_path: Path) -> None:
+    prof = tmp_path / "p.toml"
+    prof.write_text(f"{profile}\ncopy_if_matching = true\nspeed = 'fastest'\n")
+    out = tmp_path / "out.mp4"
+    report = transcode(SAMPLES / sample, load_profile(str(prof)), out, gpu="none")
+    assert report.plan.video.action == "copy"
+    assert video_packets(out) == video_packets(SAMPLES / sample)
+    s, o = read_back(SAMPLES / sample), read_back(out)
+    assert (o.frames, o.width, o.height, o.pix_fmt, o.rotation) == (
+        s.frames, s.width, s.height, s.pix_fmt, s.rotation)
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].codec_tag == tag
+
+
+def test_copy_if_matching_encodes_what_does_not_match(tmp_path: Path) -> None:
+    prof = tmp_path / "p.toml"
+    prof.write_text("[video]\ncodec = 'h264'\ncopy_if_matching = true\nmax_height = 90\n"
+                    "speed = 'fastest'\n")
+    out = tmp_path / "out.mp4"
+    report = transcode(SAMPLES / "h264_aac.mp4", load_profile(str(prof)), out, gpu="none")
+    assert report.plan.video.action == "encode"
+    assert (read_back(out).height, read_back(out).frames) == (90, read_back(SAMPLES / "h264_aac.mp4").frames)

@@ -149,12 +149,17 @@ class _Runner:
         self._next_pts = 0
 
     # -- set-up ------------------------------------------------------------------------------
+    def _tag_hevc(self, ost: av.video.stream.VideoStream, codec: str) -> None:
+        if codec == "hevc" and self.plan.container in ("mp4", "mov"):
+            ost.codec_tag = "hvc1"  # Apple players refuse the default hev1 tag
+
     def _add_video(self, src: av.container.InputContainer, out: av.container.OutputContainer) -> None:
         vp = self.plan.video
         ist = src.streams[self.plan.decode.stream]
         ist.codec_context.thread_type = "AUTO"  # frame + slice threads, as the ffmpeg CLI does
         if vp.action == "copy":
             ost = out.add_stream_from_template(ist)
+            self._tag_hevc(ost, vp.codec)
             _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
             self.copy[ist.index] = ost
             if self.stage_configs:  # analysis stages look at the frames of the copied video
@@ -181,8 +186,7 @@ class _Runner:
                 setattr(occ, attr, value)
         if vp.bit_rate:
             ost.bit_rate = vp.bit_rate
-        if vp.codec == "hevc" and self.plan.container in ("mp4", "mov"):
-            ost.codec_tag = "hvc1"  # Apple players refuse the default hev1 tag
+        self._tag_hevc(ost, vp.codec)
         _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
         try:
             occ.open()  # open now, so an NVENC refusal happens before anything is written

@@ -19,6 +19,7 @@ from mediad.profiles import (
     CONTAINER_VIDEO,
     SPEEDS,
     Profile,
+    VideoSettings,
     parse_bitrate,
 )
 
@@ -30,6 +31,7 @@ NVENC_PRESETS = dict(zip(SPEEDS, ("p1", "p2", "p3", "p4", "p5", "p6", "p7"), str
 SVTAV1_PRESETS = dict(zip(SPEEDS, ("12", "10", "9", "8", "6", "4", "2"), strict=True))
 NVDEC_CODECS = {"h264", "hevc", "av1"}  # the codecs the capability trial checks
 AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus"}
+CHROMA_420 = {"yuv420p", "yuvj420p", "nv12", "yuv420p10le", "p010le"}  # what the encoders make
 CONTAINER_DEFAULT_AUDIO = {"mp4": "aac", "mov": "aac", "mkv": "aac", "webm": "opus"}
 
 
@@ -168,6 +170,37 @@ def _encoder_options(encoder: str, speed: str, quality: int | None,
     return opts
 
 
+def copy_mismatch(v: VideoInfo, vs: VideoSettings, stage_scale: int = 1) -> str | None:
+    """Why `copy_if_matching` must still encode this video; None when copying it is right.
+
+    A copy is right when the source already is what the profile makes: its codec, 4:2:0, at most
+    its bit depth, height and bit rate, and no upscaling stage. Odd sizes and a rotation tag
+    are kept as they are: players handle both in a file that already plays.
+    """
+    if v.codec != vs.codec:
+        return f"source is {v.codec}"
+    if stage_scale != 1:
+        return "an upscaling stage changes the frames"
+    if v.pix_fmt not in CHROMA_420:
+        return f"source pixel format {v.pix_fmt} is not 4:2:0"
+    if v.bit_depth > vs.bit_depth:
+        return f"source is {v.bit_depth}-bit, the profile makes {vs.bit_depth}-bit"
+    lines = v.display_size[1]
+    if vs.max_height is not None and lines > vs.max_height:
+        return f"source has {lines} lines, over max_height {vs.max_height}"
+    if vs.bitrate is not None:
+        if v.bit_rate is None:
+            return "source video bit rate unknown"
+        if v.bit_rate > parse_bitrate(vs.bitrate):
+            return f"source video is {v.bit_rate // 1000} kb/s, over bitrate {vs.bitrate}"
+    return None
+
+
+def _copied_video(v: VideoInfo, vs: VideoSettings, reason: str) -> VideoPlan:
+    return VideoPlan("copy", v.codec, "copy", False, {}, vs.speed, None, None, v.pix_fmt, v.width,
+                     v.height, 0, None, v.sample_aspect_ratio, reason)
+
+
 def _plan_video(info: MediaInfo, profile: Profile, caps: Capabilities,
                 gpu_allowed: bool, stage_scale: int) -> tuple[VideoPlan, list[str]]:
     v = info.main_video
@@ -180,8 +213,14 @@ def _plan_video(info: MediaInfo, profile: Profile, caps: Capabilities,
             raise MediadError(f"{info.path}: cannot copy {v.codec} video into {profile.container} "
                               f"(profile {profile.name}: use another container or re-encode)",
                               reason="unsupported")
-        return VideoPlan("copy", v.codec, "copy", False, {}, vs.speed, None, None, v.pix_fmt, v.width, v.height, 0,
-                         None, v.sample_aspect_ratio, "profile asks to copy the video"), fallbacks
+        return _copied_video(v, vs, "profile asks to copy the video"), fallbacks
+    not_copied = ""
+    if vs.copy_if_matching:
+        mismatch = copy_mismatch(v, vs, stage_scale)
+        if mismatch is None:
+            return _copied_video(v, vs, f"source is already {vs.codec} within the profile's "
+                                        "limits: copied (copy_if_matching)"), fallbacks
+        not_copied = f"; re-encoded, not copied: {mismatch}"
     width, height, crop, sar = output_geometry(v, vs.max_height, stage_scale)
     quality = vs.effective_quality
     bit_rate = parse_bitrate(vs.bitrate) if vs.bitrate else None
@@ -213,7 +252,8 @@ def _plan_video(info: MediaInfo, profile: Profile, caps: Capabilities,
         pix_fmt = "yuv420p"
     return VideoPlan("encode", vs.codec, encoder, use_gpu,
                      _encoder_options(encoder, vs.speed, quality, caps.device if use_gpu else None),
-                     vs.speed, quality, bit_rate, pix_fmt, width, height, v.rotation, crop, sar, reason), fallbacks
+                     vs.speed, quality, bit_rate, pix_fmt, width, height, v.rotation, crop, sar,
+                     reason + not_copied), fallbacks
 
 
 def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities, analysed: bool) -> DecodePlan:
@@ -360,7 +400,7 @@ def format_plan(plan: Plan) -> str:
              f"decode:  #{d.stream} {d.codec} {'NVDEC' if d.hardware else 'software'} - {d.reason}",
              f"frames:  {'GPU-resident' if plan.frames_on_gpu else 'host'} - {plan.frames_reason}"]
     if v.action == "copy":
-        lines.append(f"video:   copy {v.codec}")
+        lines.append(f"video:   copy {v.codec} - {v.reason}")
     else:
         rc = f"{v.bit_rate} b/s" if v.bit_rate else f"quality {v.quality}"
         extra = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,6 +28,7 @@ class VideoInfo:
     time_base: str
     duration: float | None
     frames: int | None
+    bit_rate: int | None  # the stream's, a Matroska BPS tag, or the file's minus known audio rates
     rotation: int  # degrees of display rotation (counter-clockwise, as FFmpeg reports it)
     sample_aspect_ratio: str
     color_space: str | None
@@ -88,6 +89,15 @@ class MediaInfo:
     def to_dict(self) -> dict:
         """Plain data for --json and reports."""
         return asdict(self)
+
+
+def _int_tag(tags: dict[str, str], *names: str) -> int | None:
+    """The first of these tags that holds a positive integer."""
+    for name in names:
+        value = tags.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
 
 
 def _bit_depth(pix_fmt: str | None) -> int:
@@ -169,7 +179,8 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
                 index=s.index, codec=cc.name, width=cc.width, height=cc.height,
                 pix_fmt=cc.pix_fmt or "unknown", bit_depth=_bit_depth(cc.pix_fmt),
                 fps=float(rate) if rate else None, time_base=str(s.time_base),
-                duration=duration, frames=s.frames or None, rotation=first_frame_rotation(c, s) if not videos else 0,
+                duration=duration, frames=s.frames or None,
+                bit_rate=cc.bit_rate or _int_tag(s.metadata, "BPS", "BPS-eng"), rotation=first_frame_rotation(c, s) if not videos else 0,
                 sample_aspect_ratio=str(cc.sample_aspect_ratio or "1/1"),
                 color_space=color_name("colorspace", cc.colorspace),
                 color_range=color_name("color_range", cc.color_range),
@@ -183,6 +194,11 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
                 bit_rate=cc.bit_rate or None, language=_lang(s), title=s.metadata.get("title")))
         elif s.type == "subtitle":
             subs.append(SubtitleInfo(index=s.index, codec=s.codec_context.name, language=_lang(s)))
+    if len(videos) == 1 and videos[0].bit_rate is None and c.bit_rate:
+        # No stream rate (e.g. Matroska without BPS tags): the file's rate less the audio rates
+        # that are known, an upper bound on the video's.
+        known_audio = sum(a.bit_rate or 0 for a in audios)
+        videos[0] = replace(videos[0], bit_rate=max(c.bit_rate - known_audio, 0) or None)
     duration = c.duration / av.time_base if c.duration is not None else None
     return MediaInfo(
         path=str(path), size=path.stat().st_size, format=c.format.name, duration=duration,
@@ -233,8 +249,9 @@ def format_media_info(info: MediaInfo) -> str:
         extra = f", rotation {v.rotation}" if v.rotation else ""
         hdr = ", HDR" if v.hdr else ""
         fps = f"{v.fps:.3f} fps" if v.fps else "unknown fps"
+        rate = f", {v.bit_rate // 1000} kb/s" if v.bit_rate else ""
         lines.append(f"  video #{v.index}: {v.codec} {v.width}x{v.height} {v.pix_fmt} "
-                     f"({v.bit_depth}-bit), {fps}{extra}{hdr}")
+                     f"({v.bit_depth}-bit), {fps}{rate}{extra}{hdr}")
     for a in info.audio:
         lines.append(f"  audio #{a.index}: {a.codec} {a.channels}ch {a.sample_rate} Hz"
                      f"{' [' + a.language + ']' if a.language else ''}")
