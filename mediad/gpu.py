@@ -105,6 +105,8 @@ _UNAVAILABLE = (
     "cannot load libcuda", "failed loading the nvenc library", "cannot load libnvidia-encode",
     "no cuda capable devices", "no cuda-capable device", "cuinit", "driver not loaded",
     "cuda_error_no_device", "no nvidia driver",
+    # NVDEC's library: absent where a container runtime mounts no "video" driver capability
+    "cannot load libnvcuvid", "failed loading nvcuvid",
 )
 _UNSUPPORTED = (
     "unsupported device", "no encode device", "no capable devices found",
@@ -504,8 +506,10 @@ def _trial_nvenc(codec: str, device: int) -> Capability:
         return Capability(True, f"{name} opened and encoded a trial frame", OK)
     text = _explain(error, lines)
     status = classify_nvenc_error(text)
-    if status == ERROR and _nvml_has_nvenc(device) is False:
-        status = UNSUPPORTED  # NVML agrees there is no encoder: a lack, not a fault
+    if status in (ERROR, UNAVAILABLE) and _nvml_has_nvenc(device) is False:
+        # NVML says this GPU has no encoder (H100/H200/A100): a lack, not a fault, also where
+        # the container mounts no libnvidia-encode for it.
+        status = UNSUPPORTED
     what = {UNSUPPORTED: "not supported on this GPU", BUSY: "busy, retry later",
             UNAVAILABLE: "no usable driver"}.get(status, "did not open")
     return Capability(False, f"{name} {what}: {text}", status)
@@ -530,7 +534,8 @@ def _trial_clip(codec: str) -> bytes:
 
     buf = io.BytesIO()
     with av.open(buf, "w", format="matroska") as out:
-        stream = out.add_stream(_TRIAL_ENCODERS[codec], rate=25)
+        stream = out.add_stream(_TRIAL_ENCODERS[codec], rate=25,
+                                options={"x265-params": "log-level=error"} if codec == "hevc" else {})
         stream.width, stream.height, stream.pix_fmt = 256, 144, "yuv420p"
         for i in range(3):
             frame = av.VideoFrame(256, 144, "yuv420p")
@@ -540,23 +545,44 @@ def _trial_clip(codec: str) -> bytes:
     return buf.getvalue()
 
 
+def _decoder_without_cuda(clip: bytes) -> str | None:
+    """The name of the decoder PyAV picks for `clip`, when that decoder has no CUDA path.
+
+    PyAV takes FFmpeg's first decoder for a codec; for AV1 that is libdav1d, which is software
+    only, so NVDEC cannot be reached through it whatever the GPU.
+    """
+    import av
+
+    with av.open(io.BytesIO(clip)) as src:
+        codec = src.streams.video[0].codec_context.codec
+        if any(c.device_type.name == "cuda" for c in codec.hardware_configs):
+            return None
+        return codec.name
+
+
 def _trial_nvdec(codec: str, device: int) -> Capability:
     import av
 
     with capture_ffmpeg_log() as lines:
         try:
             clip = _trial_clip(codec)
+            if (decoder := _decoder_without_cuda(clip)) is not None:
+                return Capability(False, f"NVDEC {codec} not reachable: PyAV decodes {codec} with "
+                                         f"{decoder}, which has no CUDA path", UNSUPPORTED)
             hw = cuda_hwaccel(device, allow_software_fallback=False)
             with av.open(io.BytesIO(clip), hwaccel=hw) as src:
                 frames = list(src.decode(video=0))
             error: Exception | None = None
-        except (av.FFmpegError, OSError, ValueError, NotImplementedError) as e:
+        except (av.FFmpegError, OSError, ValueError, NotImplementedError, RuntimeError) as e:
+            # RuntimeError: PyAV found no stream it could accelerate (no fallback allowed)
             error = e
     if error is not None:
         text = _explain(error, lines)
         # No CUDA config for the codec is a lack; otherwise NVENC's vocabulary fits (driver
         # missing, memory full, hardware lacking the profile).
-        status = UNSUPPORTED if isinstance(error, NotImplementedError) else classify_nvenc_error(text)
+        lack = isinstance(error, NotImplementedError | RuntimeError) and not isinstance(
+            error, av.FFmpegError)
+        status = UNSUPPORTED if lack else classify_nvenc_error(text)
         return Capability(False, f"NVDEC {codec} failed: {text}", status)
     if not frames:
         return Capability(False, f"NVDEC {codec} decoded no frames", ERROR)

@@ -68,6 +68,7 @@ H100_NO_NVENC = ("[Errno 542398533] Generic error in an external library: "
     ("Driver does not support the required nvenc API version. Required: 13.0 Found: 12.1",
      "unsupported"),
     ("[h264_nvenc] Cannot load libcuda.so.1", "unavailable"),
+    ("[h264] Cannot load libnvcuvid.so.1; Failed loading nvcuvid.", "unavailable"),
     ("Generic error in an external library", "error"),
 ])
 def test_classify_nvenc_error(message: str, status: str) -> None:
@@ -86,6 +87,37 @@ def test_capability_status_defaults_and_no_gpu() -> None:
     data = caps.to_dict()
     assert data["nvenc"]["h264"] == {"ok": False, "status": "unavailable", "reason": "no driver"}
     assert gpu.capabilities(None).device is None
+
+
+def test_av1_nvdec_is_a_lack_pyav_decodes_it_with_libdav1d() -> None:
+    """PyAV takes FFmpeg's first AV1 decoder, libdav1d, which has no CUDA path on any GPU."""
+    cap = gpu._trial_nvdec("av1", 0)
+    assert (cap.ok, cap.status) == (False, "unsupported")
+    assert cap.reason == ("NVDEC av1 not reachable: PyAV decodes av1 with libdav1d, which has "
+                          "no CUDA path")
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks behaviour on a machine without a GPU")
+def test_capability_trials_of_a_failing_device_never_raise() -> None:
+    gpu.forget_capabilities()
+    try:
+        caps = gpu.capabilities(0)  # a device index with no device behind it
+    finally:
+        gpu.forget_capabilities()
+    assert not any(c.ok for c in (*caps.nvenc.values(), *caps.nvdec.values()))
+    assert caps.nvdec["av1"].status == "unsupported" and caps.nvdec["h264"].status == "unavailable"
+
+
+def test_missing_encode_library_on_a_gpu_without_nvenc_is_a_lack(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVENC's libraries failing to load where NVML says the GPU has no encoder (an H100 in a
+    container without libnvidia-encode): a lack, not a broken driver. NVML's answer is the
+    H100's; the trial and its failure are real."""
+    monkeypatch.setattr(gpu, "_nvml_has_nvenc", lambda device: False)
+    cap = gpu._trial_nvenc("h264", 0)
+    if cap.ok:
+        pytest.skip("NVENC works here")
+    assert cap.status == "unsupported" and "not supported on this GPU" in cap.reason
 
 
 def test_busy_or_failed_capabilities_are_not_settled() -> None:

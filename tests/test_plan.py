@@ -141,7 +141,8 @@ def test_frame_residency_decisions() -> None:
 
 
 def yuv422_clip(path: Path) -> Path:
-    """A real 4:2:2 H.264 clip: the same codec as the h264 profile, not what it makes."""
+    """A real 4:2:2 H.264 clip: the h264 profile's codec but not what it makes, and a stream
+    NVDEC cannot decode."""
     with av.open(str(path), "w") as out:
         vs = out.add_stream("libx264", rate=25)
         vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv422p"
@@ -194,3 +195,20 @@ def test_copy_if_matching_still_encodes_under_an_upscaling_stage() -> None:
     plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), profile, no_gpu("x"), OUT)
     assert plan.video.action == "encode"
     assert plan.video.reason.endswith("not copied: an upscaling stage changes the frames")
+
+
+def test_frames_leave_the_gpu_for_sources_that_are_not_4_2_0(tmp_path: Path) -> None:
+    """NVDEC gives 4:4:4 as planar YUV444 and no 4:2:2 at all: torch and NVENC take NV12/P010."""
+    plan = make_plan(probe(yuv422_clip(tmp_path / "422.mp4")), load_profile("h264"), full_gpu(), OUT)
+    assert plan.decode.hardware and plan.video.hardware
+    assert (plan.frames_on_gpu, plan.frames_reason) == (False, "yuv422p is not 4:2:0: frames downloaded once")
+    assert make_plan(probe(SAMPLES / "tenbit_hevc.mkv"), load_profile("hevc"), full_gpu(), OUT).frames_on_gpu
+
+
+def test_software_decode_replan_keeps_the_encoder_and_records_why() -> None:
+    plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), load_profile("h264"), full_gpu(), OUT)
+    soft = plan.with_software_decode("NVDEC failed: Generic error in an external library")
+    assert (soft.decode.hardware, soft.decode.device, soft.frames_on_gpu) == (False, None, False)
+    assert soft.video == plan.video  # NVENC still encodes, now from host frames
+    assert soft.fallbacks == [*plan.fallbacks, "decode: NVDEC failed: Generic error in an external library"]
+    assert "decode:  #0 h264 software - software decoder: NVDEC failed" in format_plan(soft)

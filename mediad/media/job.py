@@ -10,7 +10,7 @@ from mediad import log
 from mediad.errors import MediadError
 from mediad.gpu import capabilities, choose_device, no_gpu
 from mediad.media.commit import commit, temp_path_for, verify_output
-from mediad.media.pipeline import EncoderRefused, RunResult, run_plan
+from mediad.media.pipeline import DecoderRefused, EncoderRefused, RunResult, run_plan
 from mediad.media.plan import Plan, make_plan
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback
@@ -76,16 +76,7 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     tmp = temp_path_for(output)
     frames_total = _frames_estimate(info)
     try:
-        try:
-            result = run_plan(plan, tmp, on_progress, frames_total, profile.stages)
-        except EncoderRefused as e:
-            if profile.video.encoder == "gpu":  # NVENC is required: busy now, retry later
-                raise MediadError(f"{input_path}: {e} (profile {profile.name} requires NVENC)",
-                                  transient=True, reason="encoder_busy") from None
-            log.event("fallback", input=str(input_path), detail=str(e))
-            tmp.unlink(missing_ok=True)
-            plan = plan.with_software_video(str(e))
-            result = run_plan(plan, tmp, on_progress, frames_total, profile.stages)
+        plan, result = run_with_fallbacks(plan, tmp, profile, on_progress, frames_total)
         out = verify_output(tmp, _expected_duration(info), str(input_path))
         commit(tmp, output, overwrite)
     except BaseException:
@@ -98,6 +89,28 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
               frames=result.frames_written, seconds=f"{elapsed:.2f}")
     return Report(info, plan, [out], elapsed, result.frames_written / elapsed if elapsed else 0.0,
                   [*plan.warnings, *result.warnings], extra)
+
+
+def run_with_fallbacks(plan: Plan, tmp: Path, profile: Profile,
+                       on_progress: ProgressCallback | None = None,
+                       frames_total: int | None = None) -> tuple[Plan, RunResult]:
+    """Run `plan` into `tmp`; when NVENC or NVDEC fails at run time, run again from the start
+    with that part in software (at most twice: each fallback turns one part off for good).
+
+    Returns the plan that really ran, its fallbacks recorded, for the report.
+    """
+    while True:
+        try:
+            return plan, run_plan(plan, tmp, on_progress, frames_total, profile.stages)
+        except EncoderRefused as e:
+            if profile.video.encoder == "gpu":  # NVENC is required: busy now, retry later
+                raise MediadError(f"{plan.input}: {e} (profile {profile.name} requires NVENC)",
+                                  transient=True, reason="encoder_busy") from None
+            plan = plan.with_software_video(str(e))
+        except DecoderRefused as e:
+            plan = plan.with_software_decode(str(e))
+        log.event("fallback", input=plan.input, detail=plan.fallbacks[-1])
+        tmp.unlink(missing_ok=True)
 
 
 def _write_analysis(result: RunResult, source: Path, output: Path, profile: Profile) -> dict:

@@ -28,12 +28,25 @@ from mediad.media.subtitles import SubtitleConverter
 _OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name"}
 _STREAM_TAGS = ("language", "title")
 _PROGRESS_EVERY_S = 0.25
-# SVT-AV1 prints a banner at info level on every open; keep stderr to its errors.
-os.environ.setdefault("SVT_LOG", "1")
 
 
 class EncoderRefused(Exception):
-    """The hardware video encoder would not open (no engine, session limit); re-plan in software."""
+    """The hardware video encoder would not open or failed (no engine, session limit); re-plan
+    with a software encoder."""
+
+
+class DecoderRefused(Exception):
+    """NVDEC could not be set up, failed, or FFmpeg left this stream to software; re-plan with
+    the software decoder (a corrupt file then fails there, with its real error)."""
+
+
+# What PyAV raises besides FFmpegError when a CUDA device, frames context or hw config is missing.
+_HW_SETUP_ERRORS = (av.FFmpegError, NotImplementedError, MemoryError, RuntimeError)
+# Frame layouts NVDEC gives (libavcodec/nvdec.c): in GPU memory, or as downloaded by PyAV.
+# FFmpeg's software H.264/HEVC/AV1 decoders give planar yuv420p* instead.
+_NVDEC_FORMATS = {"cuda", "nv12", "p010le", "p016le", "yuv444p", "yuv444p16le"}
+# Frame threads each hold one more NVDEC surface; past 32 surfaces NVDEC may refuse to start.
+_NVDEC_MAX_THREADS = 8
 
 
 @dataclass
@@ -147,6 +160,7 @@ class _Runner:
         self.video_out: av.video.stream.VideoStream | None = None
         self.transform: FrameTransform | None = None
         self._next_pts = 0
+        self._nvdec_checked = False
 
     # -- set-up ------------------------------------------------------------------------------
     def _tag_hevc(self, ost: av.video.stream.VideoStream, codec: str) -> None:
@@ -157,6 +171,8 @@ class _Runner:
         vp = self.plan.video
         ist = src.streams[self.plan.decode.stream]
         ist.codec_context.thread_type = "AUTO"  # frame + slice threads, as the ffmpeg CLI does
+        if self.plan.decode.hardware:
+            ist.codec_context.thread_count = min(os.cpu_count() or 1, _NVDEC_MAX_THREADS)
         if vp.action == "copy":
             ost = out.add_stream_from_template(ist)
             self._tag_hevc(ost, vp.codec)
@@ -168,7 +184,7 @@ class _Runner:
             return
         try:
             ost = self._add_encoder(ist, vp, out)
-        except av.FFmpegError as e:  # e.g. no CUDA device for NVENC's frames context
+        except _HW_SETUP_ERRORS as e:  # e.g. no CUDA device for NVENC's frames context
             if vp.hardware:
                 raise EncoderRefused(f"{vp.encoder} cannot be set up: {e}") from None
             raise
@@ -190,9 +206,11 @@ class _Runner:
         _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
         try:
             occ.open()  # open now, so an NVENC refusal happens before anything is written
-        except av.FFmpegError as e:
+        except _HW_SETUP_ERRORS as e:
             if vp.hardware:
                 raise EncoderRefused(f"{vp.encoder} refused to open: {e}") from None
+            if not isinstance(e, av.FFmpegError):
+                raise
             raise MediadError(f"{self.plan.input}: {vp.encoder} cannot encode this video: {e}",
                               reason="unsupported") from None
         self.video_in, self.video_out = ist, ost
@@ -302,9 +320,8 @@ class _Runner:
 
     def _run(self) -> RunResult:
         plan = self.plan
-        hw = self._decoder_hwaccel()
         mux_options = {"movflags": "+faststart"} if plan.faststart else {}
-        with open_input(Path(plan.input), hwaccel=hw) as src, \
+        with self._open_source() as src, \
                 av.open(str(self.dest), "w", format=plan.format, options=mux_options) as out:
             _copy_tags(src.metadata, out.metadata)
             self._add_video(src, out)
@@ -337,10 +354,37 @@ class _Runner:
         self._report_progress(force=True)
         return self.result
 
+    def _open_source(self) -> av.container.InputContainer:
+        hw = self._decoder_hwaccel()
+        if hw is None:
+            return open_input(Path(self.plan.input))
+        try:  # the probe opened this file without a hwaccel: a failure here is NVDEC's
+            return open_input(Path(self.plan.input), hwaccel=hw)
+        except (MediadError, *_HW_SETUP_ERRORS) as e:
+            raise DecoderRefused(f"NVDEC cannot be set up: {e}") from None
+
+    def _decode(self, packet: av.Packet) -> list[av.VideoFrame]:
+        """The video frames of one packet; with NVDEC, proof that NVDEC really made them."""
+        if not self.plan.decode.hardware:
+            return packet.decode()
+        try:
+            frames = packet.decode()
+        except av.FFmpegError as e:
+            raise DecoderRefused(f"NVDEC failed: {e}") from None
+        if frames and not self._nvdec_checked:
+            # FFmpeg quietly decodes in software what NVDEC cannot (4:2:2, 10-bit H.264, ...);
+            # the frames' layout tells: NVDEC's are CUDA, or semi-planar/4:4:4 once downloaded.
+            fmt = frames[0].format.name
+            if fmt not in _NVDEC_FORMATS:
+                raise DecoderRefused(f"NVDEC does not decode this {self.plan.decode.codec} stream: "
+                                     f"FFmpeg fell back to its software decoder ({fmt} frames)")
+            self._nvdec_checked = True
+        return frames
+
     def _packet(self, packet: av.Packet, out: av.container.OutputContainer) -> None:
         index = packet.stream.index
         if index == self.plan.decode.stream and self.video_in is not None:
-            for frame in packet.decode():  # decoded before a copy below rebases the packet
+            for frame in self._decode(packet):  # decoded before a copy below rebases the packet
                 self._encode_video(frame, out)
             if self.video_out is not None:
                 return
@@ -372,11 +416,21 @@ class _Runner:
                 f.pts, f.time_base = self._next_pts, self.video_in.time_base
             self._next_pts = f.pts + 1
             f.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose frame types
-            out.mux(self.video_out.encode(f))
+            out.mux(self._encode(f))
             self.result.frames_written += 1
             self._report_progress()
         if frame is None:
-            out.mux(self.video_out.encode(None))
+            out.mux(self._encode(None))
+
+    def _encode(self, frame: av.VideoFrame | None) -> list[av.Packet]:
+        assert self.video_out is not None
+        try:
+            return self.video_out.encode(frame)
+        except av.FFmpegError as e:
+            # NVENC registers and maps its input inside encode(): a first failure shows here.
+            if self.plan.video.hardware:
+                raise EncoderRefused(f"{self.plan.video.encoder} failed while encoding: {e}") from None
+            raise
 
     def _report_progress(self, force: bool = False) -> None:
         if self.on_progress is None:

@@ -120,6 +120,14 @@ class Plan:
                        frames_reason="frames downloaded once for the software encoder",
                        fallbacks=[*self.fallbacks, f"video: {reason}"])
 
+    def with_software_decode(self, reason: str) -> Plan:
+        """The same plan decoded in software (after NVDEC failed or refused the stream at run time)."""
+        decode = replace(self.decode, hardware=False, device=None,
+                         reason=f"software decoder: {reason}")
+        return replace(self, decode=decode, frames_on_gpu=False,
+                       frames_reason="software decode: frames are in host memory",
+                       fallbacks=[*self.fallbacks, f"decode: {reason}"])
+
 
 def _even(n: float) -> int:
     return max(2, int(round(n / 2.0)) * 2)
@@ -269,13 +277,17 @@ def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities, analysed: b
     return DecodePlan(v.index, v.codec, True, caps.device, nvdec.reason)
 
 
-def _plan_residency(decode: DecodePlan, video: VideoPlan, stages_on_cuda: bool) -> tuple[bool, str]:
+def _plan_residency(decode: DecodePlan, video: VideoPlan, source_pix_fmt: str,
+                    stages_on_cuda: bool) -> tuple[bool, str]:
     """Whether decoded frames stay in GPU memory (for the stages and/or NVENC), and why (not)."""
     if not decode.hardware:
         return False, ("video is copied" if video.action == "copy"
                        else "software decode: frames are in host memory")
     if video.rotate or video.crop:
         return False, "rotation/crop run in libavfilter on the host: frames downloaded once"
+    if source_pix_fmt not in CHROMA_420:
+        # NVDEC gives 4:4:4 as planar YUV444 (torch reads NV12/P010 only), and no 4:2:2 at all.
+        return False, f"{source_pix_fmt} is not 4:2:0: frames downloaded once"
     if video.action == "copy":
         if stages_on_cuda:
             return True, "NVDEC -> stages on the GPU (analysis only; video copied)"
@@ -375,7 +387,7 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
     if caps.device is not None and not decode.hardware and video.action == "encode":
         fallbacks.append(f"decode: {decode.reason}")
     stages_on_cuda = any(str(s["device"]).startswith("cuda") for s in stages)
-    frames_on_gpu, frames_reason = _plan_residency(decode, video, stages_on_cuda)
+    frames_on_gpu, frames_reason = _plan_residency(decode, video, v.pix_fmt, stages_on_cuda)
     fallbacks += [f"stage {s['kind']}: {r}" for s in stages for r in s["reasons"]]
     subtitles, warnings = _plan_subtitles(info, profile)
     if v.hdr and video.action == "encode" and profile.video.bit_depth == 8:
