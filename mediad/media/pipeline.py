@@ -42,9 +42,11 @@ class DecoderRefused(Exception):
 
 # What PyAV raises besides FFmpegError when a CUDA device, frames context or hw config is missing.
 _HW_SETUP_ERRORS = (av.FFmpegError, NotImplementedError, MemoryError, RuntimeError)
-# Frame layouts NVDEC gives (libavcodec/nvdec.c): in GPU memory, or as downloaded by PyAV.
-# FFmpeg's software H.264/HEVC/AV1 decoders give planar yuv420p* instead.
-_NVDEC_FORMATS = {"cuda", "nv12", "p010le", "p016le", "yuv444p", "yuv444p16le"}
+# Frame layouts NVDEC gives (libavcodec/nvdec.c): in GPU memory, or as downloaded by PyAV;
+# the 4:2:2 ones come from newer FFmpeg on GPUs that decode 4:2:2. FFmpeg's software
+# H.264/HEVC/AV1 decoders give planar yuv4xxp* instead.
+_NVDEC_FORMATS = {"cuda", "nv12", "p010le", "p016le", "yuv444p", "yuv444p16le", "nv16",
+                  "p210le", "p216le"}
 # Frame threads each hold one more NVDEC surface; past 32 surfaces NVDEC may refuse to start.
 _NVDEC_MAX_THREADS = 8
 
