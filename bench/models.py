@@ -367,12 +367,14 @@ def run_matrix(device: torch.device, cases_by_kind: dict[str, list[Case]],
 
     for kind, cases in cases_by_kind.items():
         for precision, compiled in configs(kind):
-            if compiled:
-                torch._dynamo.reset()  # a fresh compile cache: no recompile limit carried over
-            # The upscaler gets a fresh runner per size (a job has one size, and a compiled
-            # network would otherwise turn dynamic); the others see fixed-size inputs.
-            groups = [[c] for c in cases] if kind == "upscale" else [cases]
+            # The upscaler gets a fresh runner per size (a job has one size); compiled models
+            # get one per case, each with a fresh compile cache: Dynamo's cache belongs to the
+            # forward's code, not to the module, so a second input shape would otherwise
+            # time a recompiled dynamic-shape graph.
+            groups = [[c] for c in cases] if compiled or kind == "upscale" else [cases]
             for group in groups:
+                if compiled:
+                    torch._dynamo.reset()
                 try:
                     runner = build_runner(kind, str(device), precision, compiled)
                 except Exception as e:

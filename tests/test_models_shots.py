@@ -180,6 +180,33 @@ def test_small_frames_are_transnet_input() -> None:
     assert torch.equal(to_small(frames.float() / 255), small)
 
 
+def smooth_frames(h: int, w: int, device: str = "cpu") -> torch.Tensor:
+    """(1,3,h,w) uint8 gradients and a soft blob: content with detail at every scale."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    blob = torch.exp(-((xx - 0.3) ** 2 + (yy - 0.6) ** 2) * 40)
+    rgb = torch.stack([xx, yy, blob]) * 255
+    return rgb.round().to(torch.uint8)[None].to(device)
+
+
+@pytest.mark.parametrize(("h", "w"), [(2880, 5120), (4320, 7680)])
+def test_huge_frames_shrink_like_one_antialiased_resize(h: int, w: int) -> None:
+    """5K/8K frames (over CUDA's antialias limit) pass through a box average first; the result is
+    what one antialiased resize gives, within a level."""
+    frames = smooth_frames(h, w)
+    direct = torch.nn.functional.interpolate(frames.float(), size=(27, 48), mode="bilinear",
+                                             antialias=True).round().clamp(0, 255)
+    got = to_small(frames).permute(0, 3, 1, 2).float()
+    assert (got - direct).abs().max() <= 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_huge_frames_shrink_on_cuda_as_on_the_cpu() -> None:
+    frames = smooth_frames(4320, 7680)
+    on_gpu = to_small(frames.cuda()).cpu()
+    assert (on_gpu.int() - to_small(frames).int()).abs().max() <= 1
+
+
 def test_loading_transnetv2_leaves_global_torch_state_alone() -> None:
     torch.use_deterministic_algorithms(False)
     torch.manual_seed(1234)

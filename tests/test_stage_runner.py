@@ -183,6 +183,7 @@ def test_gpu_auto_precision_and_layout() -> None:
     assert up.precision == "fp16"  # pixels come out: not bf16
     assert cls.precision == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
     assert up.channels_last and cls.channels_last and up.reasons == ()
+    assert not shots.channels_last  # a 3-D network: the layout is for 2-D convolutions
 
 
 def all_stages(device: str) -> list:
@@ -215,3 +216,13 @@ def test_gpu_runner_matches_the_cpu() -> None:
     for a, b in zip(g.data, c.data, strict=True):
         assert a["classify"]["top"][0]["label"] == b["classify"]["top"][0]["label"] == "maze"
     assert [s.end_frame for s in gpu.finish().shots] == [s.end_frame for s in cpu.finish().shots]
+
+
+@pytest.mark.gpu
+def test_upscaled_frames_stay_on_the_gpu_when_an_analysis_stage_runs_on_the_cpu() -> None:
+    runner = StageRunner.from_profile(stages(
+        '[[stages]]\nkind = "upscale"\nscale = 2\ndevice = "cuda:0"\n'
+        '[[stages]]\nkind = "classify"\nevery = 1\ndevice = "cpu"\n'))
+    out = runner.process(spirals(2).cuda(), [0.0, 0.04])
+    assert out.frames.is_cuda and out.frames.shape == (2, 3, 180, 320)
+    assert [d["classify"]["top"][0]["label"] for d in out.data] == ["maze", "maze"]

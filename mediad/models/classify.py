@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from mediad import log
 from mediad.errors import MediadError
@@ -28,6 +27,7 @@ from mediad.models.base import (
     Shot,
     StageContext,
     StageOutput,
+    shrink,
     unit_float,
 )
 from mediad.profiles import ClassifyStage
@@ -153,7 +153,7 @@ class Classifier(FrameStage):
         # The antialiased resize has no half-precision kernels on the CPU: resize in fp32 there.
         work = torch.float32 if self.ctx.device.type == "cpu" else self.ctx.dtype
         x = unit_float(frames, work)
-        x = F.interpolate(x, size=self.input_hw, mode="bilinear", antialias=True, align_corners=False)
+        x = shrink(x, self.input_hw)
         x = (x.to(self.ctx.dtype) - self.mean) / self.std
         if self.ctx.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

@@ -120,7 +120,8 @@ def plan_stages(stages: Sequence[StageConfig], gpu: int | None | str = "auto") -
         on_cuda = device.startswith("cuda")
         out.append(StageDecision(
             index=i, kind=cfg.kind, model=cfg.model, device=device, precision=precision,
-            channels_last=on_cuda, compile=cfg.compile, batch_size=cfg.batch_size,
+            # TransNetV2 is a 3-D (5-D tensor) network: channels_last is for 2-D convolutions.
+            channels_last=on_cuda and cfg.kind != "shots", compile=cfg.compile, batch_size=cfg.batch_size,
             max_memory=cfg.max_memory_bytes, reasons=tuple(reasons + why)))
     return out
 
@@ -285,7 +286,9 @@ class StageRunner:
         data: list[dict[str, Any]] = [{} for _ in range(n)]
         if n == 0:
             return Processed(frames, data)
-        x, changed = frames, False
+        # `x` follows each stage to its device; `result` is the last modifying stage's output,
+        # which stays where that stage made it (an analysis stage on the CPU only reads a copy).
+        x, result = frames, None
         with torch.inference_mode():
             for si, stage in enumerate(self.stages):
                 if x.device != stage.ctx.device:
@@ -294,7 +297,14 @@ class StageRunner:
                 bs = self.batch_size(si, x.shape[-1], x.shape[-2])
                 outs = []
                 for i in range(0, n, bs):
-                    out = stage.process(FrameBatch(x[i:i + bs], pts[i:i + bs], self.frames_seen + i))
+                    try:
+                        out = stage.process(FrameBatch(x[i:i + bs], pts[i:i + bs],
+                                                       self.frames_seen + i))
+                    except torch.OutOfMemoryError as e:  # another GPU user took memory we planned on
+                        raise MediadError(
+                            f"stage {stage.kind}: out of GPU memory on {min(bs, n - i)} frames of "
+                            f"{x.shape[-1]}x{x.shape[-2]} (set batch_size or max_gpu_memory lower, "
+                            "or run fewer GPU jobs at once)", transient=True, reason="gpu_oom") from e
                     if stage.modifies_frames:
                         if out.frames is None:
                             raise RuntimeError(f"stage {stage.kind} returned no frames")
@@ -303,12 +313,12 @@ class StageRunner:
                         if d is not None:
                             data[i + j][stage.name] = d
                 if stage.modifies_frames:
-                    x, changed = (outs[0] if len(outs) == 1 else torch.cat(outs)), True
+                    x = result = outs[0] if len(outs) == 1 else torch.cat(outs)
         self.frames_seen += n
         if self.first_pts is None:
             self.first_pts = pts[0]
         self.last_pts = pts[-1]
-        return Processed(_like(x, frames.dtype) if changed else frames, data)
+        return Processed(frames if result is None else _like(result, frames.dtype), data)
 
     def finish(self) -> AnalysisResult:
         """Flush every stage; shots, per-shot and per-sample labels, chapters (once)."""

