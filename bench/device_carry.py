@@ -37,7 +37,8 @@ PLATFORM = ["--python-version", "3.12", "--implementation", "cp", "--only-binary
             "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
             "--platform", "manylinux2014_x86_64"]
 WHEELS = ("av", "watchdog")
-CORE = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection")
+# typing-extensions too: this pydantic needs a newer one than the device's Python may have.
+CORE = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions")
 CARRY_LIMIT = 64 << 20
 
 

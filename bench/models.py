@@ -321,7 +321,7 @@ def gpu_row(res: Result, matmul: dict[str, float]) -> str:
             f"{mem:>10}{res.first_call_s:>11.1f}s")
 
 
-def run_gpu(quick: bool) -> list[Result]:
+def run_gpu(quick: bool, after_eager: Callable[[list[Result]], None] | None = None) -> list[Result]:
     """All GPU measurements, printed as they come."""
     import torch
 
@@ -340,12 +340,14 @@ def run_gpu(quick: bool) -> list[Result]:
     fp32_name = "fp32 (TF32)" if torch.backends.cudnn.allow_tf32 else "fp32"
     print(f"matmul rate ({n}x{n}x{n}): " + ", ".join(
         f"{fp32_name if k == 'fp32' else k} {v:.0f} TFLOP/s" for k, v in matmul.items()))
-    return run_matrix(device, gpu_cases(quick), lambda kind: gpu_configs(kind, quick, device), matmul)
+    return run_matrix(device, gpu_cases(quick), lambda kind: gpu_configs(kind, quick, device), matmul,
+                      after_eager)
 
 
 def run_matrix(device: torch.device, cases_by_kind: dict[str, list[Case]],
                configs: Callable[[str], list[tuple[str, bool]]],
-               matmul: dict[str, float]) -> list[Result]:
+               matmul: dict[str, float],
+               after_eager: Callable[[list[Result]], None] | None = None) -> list[Result]:
     """Measure every (model, precision, compile, input) on `device`; print each row as it comes."""
     import torch
 
@@ -365,37 +367,45 @@ def run_matrix(device: torch.device, cases_by_kind: dict[str, list[Case]],
         results.append(res)
         print(gpu_row(res, matmul), flush=True)
 
-    for kind, cases in cases_by_kind.items():
-        for precision, compiled in configs(kind):
-            # The upscaler gets a fresh runner per size (a job has one size); compiled models
-            # get one per case, each with a fresh compile cache: Dynamo's cache belongs to the
-            # forward's code, not to the module, so a second input shape would otherwise
-            # time a recompiled dynamic-shape graph.
-            groups = [[c] for c in cases] if compiled or kind == "upscale" else [cases]
-            for group in groups:
-                if compiled:
-                    torch._dynamo.reset()
-                try:
-                    runner = build_runner(kind, str(device), precision, compiled)
-                except Exception as e:
-                    for case in group:
-                        record(Result(kind, case, precision, compiled, error=short_error(e)))
-                    release(device)
+    # Every eager row first (they also count the FLOPs the compiled rows reuse); compiled rows,
+    # slow to build, come last, so a run cut short by a time limit still has the eager table
+    # and its verdicts.
+    for compiled_pass in (False, True):
+        for kind, cases in cases_by_kind.items():
+            for precision, compiled in configs(kind):
+                if compiled != compiled_pass:
                     continue
-                for case in group:
-                    count = not compiled and (kind, case.label) not in flops
+                # The upscaler gets a fresh runner per size (a job has one size); compiled models
+                # get one per case, each with a fresh compile cache: Dynamo's cache belongs to the
+                # forward's code, not to the module, so a second input shape would otherwise
+                # time a recompiled dynamic-shape graph.
+                groups = [[c] for c in cases] if compiled or kind == "upscale" else [cases]
+                for group in groups:
+                    if compiled:
+                        torch._dynamo.reset()
                     try:
-                        res = measure(kind, runner, case, precision, compiled, device, count)
+                        runner = build_runner(kind, str(device), precision, compiled)
                     except Exception as e:
-                        res = Result(kind, case, precision, compiled, error=short_error(e))
-                    record(res)
+                        for case in group:
+                            record(Result(kind, case, precision, compiled, error=short_error(e)))
+                        release(device)
+                        continue
+                    for case in group:
+                        count = not compiled and (kind, case.label) not in flops
+                        try:
+                            res = measure(kind, runner, case, precision, compiled, device, count)
+                        except Exception as e:
+                            res = Result(kind, case, precision, compiled, error=short_error(e))
+                        record(res)
+                        release(device)
+                    del runner
                     release(device)
-                del runner
-                release(device)
+        if not compiled_pass and after_eager is not None:
+            after_eager(results)
     return results
 
 
-def summary(gpu: list[Result], cpu: list[Result], gpu_name: str) -> None:
+def summary(gpu: list[Result], cpu: list[Result], gpu_name: str, scope: str = "") -> None:
     """Speed-up and targets."""
     import torch
 
@@ -409,7 +419,7 @@ def summary(gpu: list[Result], cpu: list[Result], gpu_name: str) -> None:
             return "not measured"
         return "met" if value >= target else "MISSED"
 
-    print(f"targets (set for an H100; this GPU: {gpu_name}):")
+    print(f"targets (set for an H100; this GPU: {gpu_name}){scope}:")
     up = best("upscale", "1920x1080", ("fp16",))
     up_txt = f"{up.fps:.1f} frames/s ({'compiled' if up.compiled else 'eager'})" if up else "-"
     print(f"  realesr-animevideov3 1080p fp16: {up_txt} (target >= {UPSCALE_1080P_TARGET:.0f}) "
@@ -451,9 +461,16 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("no CUDA device: GPU figures not measured")
         return 0
-    gpu = run_gpu(args.quick)
+    name = torch.cuda.get_device_name()
+
+    def eager_summary(rows: list[Result]) -> None:
+        print()
+        summary(rows, cpu, name, ", eager rows only; compiled rows follow")
+        print()
+
+    gpu = run_gpu(args.quick, eager_summary)
     print()
-    summary(gpu, cpu, torch.cuda.get_device_name())
+    summary(gpu, cpu, name)
     return 0
 
 
