@@ -18,22 +18,23 @@ from mediad.errors import MediadError
 from mediad.media.job import run_with_fallbacks, transcode
 from mediad.media.plan import make_plan
 from mediad.media.probe import probe
-from mediad.profiles import parse_profile
+from mediad.profiles import Profile, parse_profile
 
 NO_GPU = gpu.cuda_device_count()[0] == 0
 SOURCE = SAMPLES / "h264_aac.mp4"
 
 
-def profile(encoder: str = "auto"):
+def profile(encoder: str = "auto") -> Profile:
     return parse_profile(f"[video]\nencoder = '{encoder}'\nspeed = 'fastest'\n", "x", "x")
 
 
 @pytest.mark.skipif(not NO_GPU, reason="needs the CUDA set-up to fail (no GPU here)")
 def test_nvdec_failing_at_open_reruns_with_the_software_decoder(tmp_path: Path) -> None:
-    plan = make_plan(probe(SOURCE), profile(), h100_like(), tmp_path / "out.mp4")
+    prof = profile()
+    plan = make_plan(probe(SOURCE), prof, h100_like(), tmp_path / "out.mp4")
     assert plan.decode.hardware and plan.video.encoder == "libx264"
     tmp = tmp_path / "tmp.mp4"
-    ran, result = run_with_fallbacks(plan, tmp, profile())
+    ran, result = run_with_fallbacks(plan, tmp, prof)
     assert not ran.decode.hardware and ran.decode.device is None
     assert ran.decode.reason.startswith("software decoder: NVDEC cannot be set up: ")
     assert ran.fallbacks[-1].startswith("decode: NVDEC cannot be set up: ")
@@ -42,10 +43,11 @@ def test_nvdec_failing_at_open_reruns_with_the_software_decoder(tmp_path: Path) 
 
 @pytest.mark.skipif(not NO_GPU, reason="needs the CUDA set-up to fail (no GPU here)")
 def test_nvdec_and_nvenc_both_failing_fall_back_one_after_the_other(tmp_path: Path) -> None:
-    plan = make_plan(probe(SOURCE), profile(), full_gpu(), tmp_path / "out.mp4")
+    prof = profile()
+    plan = make_plan(probe(SOURCE), prof, full_gpu(), tmp_path / "out.mp4")
     assert plan.frames_on_gpu and plan.video.encoder == "h264_nvenc"
     tmp = tmp_path / "tmp.mp4"
-    ran, result = run_with_fallbacks(plan, tmp, profile())
+    ran, result = run_with_fallbacks(plan, tmp, prof)
     assert [f.split(":")[0] for f in ran.fallbacks] == ["decode", "video"]
     assert (ran.decode.hardware, ran.video.hardware, ran.frames_on_gpu) == (False, False, False)
     assert ran.video.encoder == "libx264" and "h264_nvenc" in ran.fallbacks[-1]
@@ -55,10 +57,10 @@ def test_nvdec_and_nvenc_both_failing_fall_back_one_after_the_other(tmp_path: Pa
 
 @pytest.mark.skipif(not NO_GPU, reason="needs the CUDA set-up to fail (no GPU here)")
 def test_required_nvenc_failing_at_run_time_is_a_transient_failure(tmp_path: Path) -> None:
-    plan = make_plan(probe(SOURCE), profile("gpu"), full_gpu(), tmp_path / "out.mp4")
-    tmp = tmp_path / "tmp.mp4"
+    prof = profile("gpu")
+    plan = make_plan(probe(SOURCE), prof, full_gpu(), tmp_path / "out.mp4")
     with pytest.raises(MediadError) as err:
-        run_with_fallbacks(plan, tmp, profile("gpu"))
+        run_with_fallbacks(plan, tmp_path / "tmp.mp4", prof)
     assert err.value.transient and err.value.reason == "encoder_busy"
     assert "requires NVENC" in str(err.value)
 

@@ -204,18 +204,23 @@ def unit_float(frames: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return frames.to(dtype).div_(255.0)
 
 
+_MAX_SHRINK = 64  # per side, left to the antialiased resize; CUDA's kernel fails past ~90
+
+
 def shrink(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Antialiased bilinear downscale of float (N,C,H,W) frames to `size` (h, w), any factor.
 
     CUDA's antialiased kernel keeps its filter in shared memory and refuses shrink factors past
-    about 90 (a 5K or 8K frame, or an upscaled 4K one, down to TransNetV2's 48x27). An area
-    average to 8x the target first leaves at most a factor of 8 to the filter (within 0.05 of a
-    level of one resize); it runs on every device alike, so CPU and GPU results agree.
+    about 90 (a 5K or 8K frame, or an upscaled 4K one, down to TransNetV2's 48x27). Past a factor
+    of 64, an area average to 64x the target comes first (within 0.02 of a level of one resize);
+    it runs on every device alike, so CPU and GPU results agree, and smaller frames (1080p for
+    TransNetV2, any frame for the classifier) skip it.
     """
     import torch.nn.functional as F
 
     h, w = size
     src_h, src_w = frames.shape[-2:]
-    if src_h > 8 * h or src_w > 8 * w:
-        frames = F.adaptive_avg_pool2d(frames, (min(src_h, 8 * h), min(src_w, 8 * w)))
+    if src_h > _MAX_SHRINK * h or src_w > _MAX_SHRINK * w:
+        frames = F.adaptive_avg_pool2d(frames, (min(src_h, _MAX_SHRINK * h),
+                                                min(src_w, _MAX_SHRINK * w)))
     return F.interpolate(frames, size=size, mode="bilinear", antialias=True, align_corners=False)
