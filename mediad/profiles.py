@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -65,6 +66,18 @@ BUILTIN_UPSCALERS = ("realesr-animevideov3",)
 BUILTIN_CLASSIFIERS = ("efficientnet-lite0",)
 # Suffixes of the user model files a classify stage accepts (TorchScript or torch.export).
 CUSTOM_MODEL_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".pt2")
+# Suffixes of the user model files an upscale stage accepts: Real-ESRGAN compact weights as
+# users have them (.pth state dicts, .safetensors) or an ncnn export (.param beside its .bin).
+UPSCALE_MODEL_SUFFIXES = (".pth", ".safetensors", ".param")
+
+
+def _profile_relative(value: str, info: ValidationInfo) -> str:
+    """A user file named relative to the profile: the same file whatever the working directory."""
+    base = (info.context or {}).get("base")
+    path = Path(value).expanduser()
+    if base is None or path.is_absolute():
+        return str(path)
+    return os.path.normpath(Path(base) / path)
 
 
 def parse_bitrate(text: str) -> int:
@@ -196,8 +209,19 @@ class UpscaleStage(_StageCommon):
     """Super-resolution of every frame (changes the frame size)."""
 
     kind: Literal["upscale"]
-    model: Literal["realesr-animevideov3"] = "realesr-animevideov3"
+    model: str = "realesr-animevideov3"
     scale: Literal[2, 3, 4] = 2
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, v: str, info: ValidationInfo) -> str:
+        if v in BUILTIN_UPSCALERS:
+            return v
+        if not v.lower().endswith(UPSCALE_MODEL_SUFFIXES):
+            raise ValueError(
+                f"unknown model {v!r}: use {', '.join(BUILTIN_UPSCALERS)} or a Real-ESRGAN "
+                "compact .pth / .safetensors file (or an ncnn .param beside its .bin)")
+        return _profile_relative(v, info)
 
 
 class ClassifyStage(_StageCommon):
@@ -228,17 +252,28 @@ class ClassifyStage(_StageCommon):
             raise ValueError("must be > 0 for every channel")
         return v
 
+    @field_validator("model")
+    @classmethod
+    def _model_file(cls, v: str, info: ValidationInfo) -> str:
+        if v in BUILTIN_CLASSIFIERS:
+            return v
+        if not v.lower().endswith(CUSTOM_MODEL_SUFFIXES):
+            raise ValueError(
+                f"unknown model {v!r}: use {', '.join(BUILTIN_CLASSIFIERS)} or a "
+                "TorchScript (.pt) / torch.export (.pt2) file")
+        return _profile_relative(v, info)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_file(cls, v: str | None, info: ValidationInfo) -> str | None:
+        return None if v is None else _profile_relative(v, info)
+
     @model_validator(mode="after")
     def _model(self) -> ClassifyStage:
         if self.every is not None and self.every_seconds is not None:
             raise ValueError("every and every_seconds are exclusive: set one")
-        if self.is_custom:
-            if not self.model.lower().endswith(CUSTOM_MODEL_SUFFIXES):
-                raise ValueError(
-                    f"unknown model {self.model!r}: use {', '.join(BUILTIN_CLASSIFIERS)} or a "
-                    "TorchScript (.pt) / torch.export (.pt2) file")
-            if self.labels is None:
-                raise ValueError("a custom classify model needs labels = \"path/to/labels.txt\"")
+        if self.is_custom and self.labels is None:
+            raise ValueError("a custom classify model needs labels = \"path/to/labels.txt\"")
         return self
 
     @property
@@ -325,8 +360,11 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     return f"{source}: {loc}: {msg}{more}"
 
 
-def parse_profile(text: str, source: str, name: str) -> Profile:
-    """Validate TOML text as a profile; errors name the source, the key path and the reason."""
+def parse_profile(text: str, source: str, name: str, base: Path | None = None) -> Profile:
+    """Validate TOML text as a profile; errors name the source, the key path and the reason.
+
+    Relative model and labels paths in stages are taken from `base` (the profile's folder).
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -335,7 +373,7 @@ def parse_profile(text: str, source: str, name: str) -> Profile:
         raise MediadError(f"{source}: name: unknown key (a profile is named by its file)",
                           reason="bad_profile")
     try:
-        return Profile.model_validate({**data, "name": name})
+        return Profile.model_validate({**data, "name": name}, context={"base": base})
     except ValidationError as e:
         raise MediadError(format_validation_error(e, source), reason="bad_profile") from None
 
@@ -369,7 +407,7 @@ def load_profile(name_or_path: str | Path | None = None) -> Profile:
     except OSError as e:
         raise MediadError(f"{path}: cannot read profile: {e.strerror}", reason="bad_profile") from None
     shown = f"profiles/{path.name}" if path.parent.resolve() == BUILTIN_DIR.resolve() else str(path)
-    return parse_profile(text, shown, path.stem)
+    return parse_profile(text, shown, path.stem, base=path.resolve().parent)
 
 
 def profile_schema() -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_cli
@@ -91,7 +92,10 @@ def test_parse_size_rejects(text: str) -> None:
      "profiles/x.toml: stages.0.kind: must be one of upscale, classify, shots"),
     ("[[stages]]\nscale = 2", "profiles/x.toml: stages.0.kind: must be one of upscale, classify, shots"),
     ('[[stages]]\nkind = "upscale"\nstrength = 1', "profiles/x.toml: stages.0.strength: unknown key"),
-    ('[[stages]]\nkind = "upscale"\nmodel = "esrgan-x4plus"', "profiles/x.toml: stages.0.model: Input should be"),
+    ('[[stages]]\nkind = "upscale"\nmodel = "esrgan-x4plus"',
+     "profiles/x.toml: stages.0.model: unknown model 'esrgan-x4plus': use realesr-animevideov3 or a "
+     "Real-ESRGAN compact .pth / .safetensors file"),
+    ('[[stages]]\nkind = "upscale"\nmodel = "net.onnx"', "profiles/x.toml: stages.0.model: unknown model 'net.onnx'"),
     ('[video]\ncodec = "copy"\n[[stages]]\nkind = "upscale"',
      "profiles/x.toml: (top level): an upscale stage changes the frames: video.codec cannot be copy"),
     ('[[stages]]\nkind = "classify"\nevery = 2\nevery_seconds = 1',
@@ -100,7 +104,7 @@ def test_parse_size_rejects(text: str) -> None:
     ('[[stages]]\nkind = "classify"\nmodel = "mine.pt"',
      'profiles/x.toml: stages.0: a custom classify model needs labels = "path/to/labels.txt"'),
     ('[[stages]]\nkind = "classify"\nmodel = "resnet50"',
-     "profiles/x.toml: stages.0: unknown model 'resnet50': use efficientnet-lite0 or a TorchScript"),
+     "profiles/x.toml: stages.0.model: unknown model 'resnet50': use efficientnet-lite0 or a TorchScript"),
     ('[[stages]]\nkind = "classify"\nstd = [0.2, 0, 0.2]', "profiles/x.toml: stages.0.std: must be > 0"),
     ('[[stages]]\nkind = "classify"\ninput_size = [224, 4]', "profiles/x.toml: stages.0.input_size: must be 8..4096"),
     ('[[stages]]\nkind = "shots"\nthreshold = 1.5', "profiles/x.toml: stages.0.threshold: Input should be less than 1"),
@@ -128,6 +132,20 @@ def test_a_custom_classifier_with_labels_is_accepted() -> None:
     cls = p.stages[0]
     assert cls.is_custom and cls.input_size == (256, 320) and cls.every_seconds == 2.5
     assert cls.mean == (0.5, 0.5, 0.5) and cls.std == (0.25, 0.25, 0.25)
+
+
+def test_user_model_paths_are_taken_from_the_profiles_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    prof = folder / "mine.toml"
+    prof.write_text('[[stages]]\nkind = "upscale"\nmodel = "nets/anime-x2.safetensors"\n'
+                    '[[stages]]\nkind = "classify"\nmodel = "/abs/birds.pt2"\nlabels = "../birds.txt"\n')
+    up, cls = load_profile(str(prof)).stages
+    assert up.model == str(folder / "nets" / "anime-x2.safetensors")
+    assert cls.model == "/abs/birds.pt2" and cls.labels == str(tmp_path / "birds.txt")
+    # without a file to be relative to (text parsed directly), paths stay as written
+    assert parse_profile('[[stages]]\nkind = "upscale"\nmodel = "x.pth"', "x", "x").stages[0].model == "x.pth"
+    assert load_profile("upscale-2x").stages[0].model == "realesr-animevideov3"
 
 
 def test_analysis_stages_may_run_on_copied_video() -> None:
@@ -174,6 +192,7 @@ def test_cli_validates_stage_profiles(tmp_path) -> None:
 # the model list still work, and a runner says how to install PyTorch.
 _NO_TORCH = r"""
 import sys
+from pathlib import Path
 sys.modules["torch"] = None
 from mediad.profiles import load_profile
 from mediad.errors import MediadError

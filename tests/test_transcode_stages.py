@@ -57,6 +57,32 @@ def test_upscale_doubles_size_and_keeps_timing(tmp_path: Path) -> None:
     assert sidecar["frames"] == s.frames and sidecar["shots"] == []
 
 
+def test_user_upscale_model_from_a_profile(tmp_path: Path) -> None:
+    """A user's Real-ESRGAN compact .safetensors file, named relative to its profile, upscales."""
+    from safetensors.torch import save_file
+
+    from mediad.models.srvgg import SRVGGNetCompact
+
+    nets = tmp_path / "profiles" / "nets"
+    nets.mkdir(parents=True)
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(nets / "mine-x2.safetensors"))
+    prof = tmp_path / "profiles" / "mine.toml"
+    prof.write_text("[video]\nspeed = 'fastest'\n[[stages]]\nkind = 'upscale'\n"
+                    "model = 'nets/mine-x2.safetensors'\nscale = 2\n")
+    src = make_clip(tmp_path / "small.mp4", frames=5, size=(64, 48))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    res = run_cli("transcode", str(src), "-p", str(prof), "-o", str(tmp_path / "big.mp4"),
+                  "--gpu", "none", "--json", cwd=elsewhere)
+    assert res.returncode == 0, res.stderr
+    stage = json.loads(res.stdout)["plan"]["stages"][0]
+    assert (stage["kind"], stage["model"]) == ("upscale", str(nets / "mine-x2.safetensors"))
+    o = read_back(tmp_path / "big.mp4")
+    assert (o.width, o.height, o.frames) == (128, 96, 5)
+
+
 def test_upscale_then_max_height_with_rotation(tmp_path: Path) -> None:
     prof = tmp_path / "up.toml"
     prof.write_text("[video]\nspeed = 'fastest'\nmax_height = 400\n"
