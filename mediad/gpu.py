@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
@@ -84,6 +84,12 @@ class Capabilities:
         """False when some entry may change soon (busy or unexplained error): do not keep it long."""
         return all(c.status not in (BUSY, ERROR)
                    for c in (*self.nvenc.values(), *self.nvdec.values()))
+
+
+def without_nvenc(caps: Capabilities, reason: str) -> Capabilities:
+    """`caps` with NVENC withheld for `reason` (a session budget); NVDEC stays as it is."""
+    withheld = Capability(False, reason, UNAVAILABLE)
+    return replace(caps, nvenc={codec: withheld for codec in caps.nvenc})
 
 
 def no_gpu(reason: str) -> Capabilities:

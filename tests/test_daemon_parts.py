@@ -24,7 +24,7 @@ from mediad.daemon.paths import output_candidates, refusal, safe_component, want
 from mediad.daemon.queue import USER_RETRY, Queue
 from mediad.daemon.retry import Requeued, retry
 from mediad.daemon.settle import Settler, writer_state
-from mediad.daemon.slots import choose_gpu
+from mediad.daemon.slots import Slot, choose_gpu
 from mediad.daemon.status import status_report
 from mediad.errors import MediadError
 from mediad.gpu import DeviceTelemetry
@@ -238,15 +238,19 @@ def test_nvenc_budget() -> None:
     auto = Profile.model_validate({"video": {"encoder": "auto"}})
     required = Profile.model_validate({"video": {"encoder": "gpu"}})
     cpu = Profile.model_validate({"video": {"encoder": "cpu"}})
-    assert choose_gpu(auto, [], {}, 3, "cpu") == ("auto", None)  # no GPU: the engine decides
-    assert choose_gpu(cpu, [0, 1], {}, 3, "cpu") == ("auto", None)  # no NVENC session needed
-    assert choose_gpu(auto, [0, 1], {0: 1}, 3, "cpu") == ("1", 1)  # the least busy GPU
-    assert choose_gpu(auto, [0, 1], {0: 2, 1: 2}, 3, "cpu") == ("0", 0)
+    assert choose_gpu(auto, [], {}, 3, "cpu") == Slot("auto")  # no GPU: the engine decides
+    assert choose_gpu(cpu, [0, 1], {}, 3, "cpu") == Slot("auto")  # no NVENC session needed
+    assert choose_gpu(auto, [0, 1], {0: 1}, 3, "cpu") == Slot("1", 1)  # the least busy GPU
+    assert choose_gpu(auto, [0, 1], {0: 2, 1: 2}, 3, "cpu") == Slot("0", 0)
     full = {0: 3, 1: 3}
-    assert choose_gpu(auto, [0, 1], full, 3, "cpu") == ("none", None)  # over budget: CPU
-    assert choose_gpu(auto, [0, 1], full, 3, "wait") == (None, None)  # over budget: wait
-    assert choose_gpu(required, [0, 1], full, 3, "cpu") == (None, None)  # needs NVENC: wait
-    assert choose_gpu(auto, [0], {}, 0, "wait") == ("none", None)  # NVENC off
+    # over budget: encode in software now, but NVDEC and model stages keep the GPU
+    over = choose_gpu(auto, [0, 1], full, 3, "cpu")
+    assert over is not None and (over.gpu, over.nvenc_device) == ("auto", None)
+    assert over.no_nvenc == "every GPU has its 3 NVENC sessions in use (daemon.nvenc_sessions)"
+    assert choose_gpu(auto, [0, 1], full, 3, "wait") is None  # over budget: wait
+    assert choose_gpu(required, [0, 1], full, 3, "cpu") is None  # needs NVENC: wait
+    off = choose_gpu(auto, [0], {}, 0, "wait")  # NVENC off
+    assert off == Slot("auto", None, "NVENC is off (daemon.nvenc_sessions = 0)")
 
 
 def test_move_file_across_file_systems_and_error_note(tmp_path: Path,

@@ -10,7 +10,7 @@ import pytest
 from conftest import SAMPLES
 
 from mediad.errors import MediadError
-from mediad.gpu import CODECS, Capabilities, Capability, no_gpu
+from mediad.gpu import CODECS, Capabilities, Capability, no_gpu, without_nvenc
 from mediad.media.plan import format_plan, make_plan
 from mediad.media.probe import probe
 from mediad.profiles import load_profile, parse_profile
@@ -51,6 +51,19 @@ def test_h100_decodes_with_nvdec_and_encodes_in_software() -> None:
     assert plan.video.encoder == "libx264" and not plan.video.hardware
     assert "Function not implemented" in plan.fallbacks[0]
     assert "fallback: video: software encoder" in format_plan(plan)
+
+
+def test_nvenc_withheld_by_the_daemon_keeps_nvdec() -> None:
+    """Over the daemon's NVENC budget a job encodes in software but still decodes on the GPU."""
+    caps = without_nvenc(full_gpu(), "NVENC is off (daemon.nvenc_sessions = 0)")
+    plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), load_profile("h264"), caps, OUT)
+    assert plan.decode.hardware and plan.decode.device == 1
+    assert (plan.video.encoder, plan.video.hardware) == ("libx264", False)
+    assert plan.fallbacks == ["video: software encoder because NVENC h264 not usable "
+                              "(NVENC is off (daemon.nvenc_sessions = 0))"]
+    required = parse_profile("[video]\nencoder = 'gpu'\n", "p.toml", "p")
+    with pytest.raises(MediadError, match=r"requires NVENC .*daemon.nvenc_sessions = 0"):
+        make_plan(probe(SAMPLES / "h264_aac.mp4"), required, caps, OUT)
 
 
 def test_nvenc_chosen_when_it_opens() -> None:

@@ -368,9 +368,9 @@ class Daemon:
             self._fail(job, watch, e.reason, str(e))
             return False
         settings = self.config.daemon
-        gpu, device = choose_gpu(profile, self.devices, self.nvenc_in_use, settings.nvenc_sessions,
-                                 settings.nvenc_overflow)
-        if gpu is None:
+        slot = choose_gpu(profile, self.devices, self.nvenc_in_use, settings.nvenc_sessions,
+                          settings.nvenc_overflow)
+        if slot is None:
             return False
         if not self._source_unchanged(job, watch):
             return False
@@ -385,20 +385,22 @@ class Daemon:
             "output": job.output,
             "profile": profile.model_dump(mode="json"),
             "profile_name": profile.name,
-            "gpu": gpu,
+            "gpu": slot.gpu,
+            "no_nvenc": slot.no_nvenc,
             "log_level": self.config.daemon.log_level,
         }
-        worker = spawn(job.id, spec, gpu, device)
+        worker = spawn(job.id, spec, slot.gpu, slot.nvenc_device)
         self.workers[job.id] = worker
         self.sel.register(worker.fd, selectors.EVENT_READ, job.id)
-        if device is not None:
-            self.nvenc_in_use[device] = self.nvenc_in_use.get(device, 0) + 1
-        self.queue.mark_running(job.id, gpu)
+        if slot.nvenc_device is not None:
+            self.nvenc_in_use[slot.nvenc_device] = self.nvenc_in_use.get(slot.nvenc_device, 0) + 1
+        self.queue.mark_running(job.id, slot.gpu)
         self._counts_dirty = True
         # A job `mediad retry` put back says so: the CLI's line is not in the journal.
         after = {"after": "mediad_retry"} if job.reason == USER_RETRY else {}
-        log.event("job_started", job=job.id, source=job.source, gpu=gpu, attempt=job.attempts + 1,
-                  pid=worker.proc.pid, **after)
+        withheld = {"nvenc": "withheld"} if slot.no_nvenc else {}
+        log.event("job_started", job=job.id, source=job.source, gpu=slot.gpu,
+                  attempt=job.attempts + 1, pid=worker.proc.pid, **withheld, **after)
         return True
 
     def _source_unchanged(self, job: Job, watch: WatchConfig | None) -> bool:

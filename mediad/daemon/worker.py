@@ -81,7 +81,7 @@ def run(spec: dict, channel: Channel) -> int:
 
     profile = Profile.model_validate({**spec["profile"], "name": spec["profile_name"]})
     report = transcode(Path(spec["input"]), profile, Path(spec["output"]), gpu=spec["gpu"],
-                       overwrite=True, on_progress=channel.progress)
+                       no_nvenc=spec.get("no_nvenc"), overwrite=True, on_progress=channel.progress)
     channel.flush()
     channel.emit("done", report=report.to_dict())
     return 0

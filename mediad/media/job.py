@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mediad import log
 from mediad.errors import MediadError
-from mediad.gpu import capabilities, choose_device, no_gpu
+from mediad.gpu import capabilities, choose_device, no_gpu, without_nvenc
 from mediad.media.commit import commit, temp_path_for, verify_output
 from mediad.media.pipeline import DecoderRefused, EncoderRefused, RunResult, run_plan
 from mediad.media.plan import Plan, make_plan
@@ -35,9 +35,12 @@ def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
         raise MediadError(f"{output.parent}: output folder does not exist", reason="bad_request")
 
 
-def _plan(info: MediaInfo, profile: Profile, output: Path, gpu: str) -> Plan:
+def _plan(info: MediaInfo, profile: Profile, output: Path, gpu: str,
+          no_nvenc: str | None = None) -> Plan:
     device, why = choose_device(gpu)
     caps = capabilities(device) if device is not None else no_gpu(why)
+    if no_nvenc and device is not None:
+        caps = without_nvenc(caps, no_nvenc)
     return make_plan(info, profile, caps, output, why, gpu_allowed=gpu != "none")
 
 
@@ -64,13 +67,18 @@ def _frames_estimate(info: MediaInfo) -> int | None:
 
 
 def transcode(input_path: Path, profile: Profile, output: Path | None = None, *, gpu: str = "auto",
-              overwrite: bool = False, on_progress: ProgressCallback | None = None) -> Report:
-    """Transcode one file per `profile`; the output appears only once complete and verified."""
+              no_nvenc: str | None = None, overwrite: bool = False,
+              on_progress: ProgressCallback | None = None) -> Report:
+    """Transcode one file per `profile`; the output appears only once complete and verified.
+
+    `no_nvenc` (the daemon's NVENC budget) keeps this job off NVENC, and says why, while
+    NVDEC and model stages still use the GPU.
+    """
     started = time.monotonic()
     output = output or default_output(input_path, profile)
     _check_output(input_path, output, overwrite)
     info = probe(input_path)
-    plan = _plan(info, profile, output, gpu)
+    plan = _plan(info, profile, output, gpu, no_nvenc)
     for fallback in plan.fallbacks:
         log.event_once(f"fallback:{fallback}", "fallback", detail=fallback)
     tmp = temp_path_for(output)
