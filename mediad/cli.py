@@ -27,7 +27,7 @@ def cmd_transcode(args: argparse.Namespace) -> int:
 
     profile = load_profile(args.profile)
     with progress_reporter(enabled=not args.no_progress) as on_progress:
-        report = transcode(Path(args.input), profile, Path(args.output) if args.output else None,
+        report = transcode(Path(args.input), profile, Path(args.output) if args.output is not None else None,
                            gpu=args.gpu, overwrite=args.overwrite, on_progress=on_progress)
     if args.json:
         _print_json(report.to_dict())
@@ -55,7 +55,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from mediad.profiles import load_profile
 
     plan = plan_job(Path(args.input), load_profile(args.profile),
-                    Path(args.output) if args.output else None, gpu=args.gpu)
+                    Path(args.output) if args.output is not None else None, gpu=args.gpu)
     if args.json:
         _print_json(plan.to_dict())
     else:

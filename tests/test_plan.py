@@ -101,6 +101,44 @@ def test_output_geometry(sample: str, profile: str, size: tuple[int, int], crop:
     assert (plan.video.width, plan.video.height) == size and plan.video.crop == crop
 
 
+def test_odd_max_height_is_never_exceeded() -> None:
+    """max_height = 103 on a 180-line source: 102 lines (even, below the cap), not 104."""
+    prof = parse_profile("[video]\nmax_height = 103\n", "p.toml", "p")
+    plan = make_plan(probe(SAMPLES / "noaudio.mp4"), prof, no_gpu("none"), OUT)
+    assert plan.video.height == 102 and plan.video.width % 2 == 0 and plan.video.width <= 182
+
+
+def test_one_pixel_video_is_a_clear_error(tmp_path: Path) -> None:
+    src = tmp_path / "line.mkv"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("ffv1", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 16, 1, "yuv420p"
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(np.full((1, 16, 3), 40 * i, np.uint8), format="rgb24")
+            f.pts = i
+            out.mux(vs.encode(f.reformat(format="yuv420p")))
+        out.mux(vs.encode(None))
+    with pytest.raises(MediadError, match=r"video is 16x1: too small to encode") as err:
+        make_plan(probe(src), load_profile("h264"), no_gpu("none"), OUT)
+    assert err.value.reason == "unsupported"
+
+
+def test_a_second_video_stream_is_named_as_not_kept(tmp_path: Path) -> None:
+    src = tmp_path / "two.mkv"
+    with av.open(str(SAMPLES / "noaudio.mp4")) as a, av.open(str(SAMPLES / "cartoon.mp4")) as b, \
+            av.open(str(src), "w") as out:
+        first = out.add_stream_from_template(a.streams.video[0])
+        second = out.add_stream_from_template(b.streams.video[0])
+        for inp, ost in ((a, first), (b, second)):
+            for packet in inp.demux(inp.streams.video[0]):
+                if packet.size:
+                    packet.stream = ost
+                    out.mux(packet)
+    plan = make_plan(probe(src), load_profile("h264"), no_gpu("none"), OUT)
+    assert plan.decode.stream == 0
+    assert plan.warnings == ["video #1 (h264 320x180) not kept: mediad keeps one video stream, #0"]
+
+
 def test_speed_maps_to_each_encoder_family() -> None:
     info = probe(SAMPLES / "noaudio.mp4")
     for speed, x26x, nv, svt in [("fastest", "ultrafast", "p1", "12"), ("fast", "faster", "p3", "9"),

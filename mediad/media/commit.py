@@ -12,10 +12,9 @@ import av
 
 from mediad.errors import MediadError
 from mediad.fsutil import NO_HARD_LINK, fsync_dir
+from mediad.media.probe import codec_name
 
 DURATION_TOLERANCE_S = 0.2
-# PyAV names a stream by the decoder it picked; report the codec instead.
-_DECODER_CODEC = {"libdav1d": "av1", "libaom-av1": "av1", "libopenh264": "h264"}
 
 
 @dataclass(frozen=True)
@@ -82,8 +81,7 @@ def verify_output(path: Path, expected_duration: float | None, source: str) -> O
                 raise MediadError(f"{source}: output video does not decode", reason="verify_failed")
             c.seek(0)
             frames, duration = _video_span(c)
-            codec = _DECODER_CODEC.get(vs.codec_context.name, vs.codec_context.name)
-            info = OutputInfo(str(path), path.stat().st_size, codec,
+            info = OutputInfo(str(path), path.stat().st_size, codec_name(vs.codec_context),
                               vs.codec_context.width, vs.codec_context.height, frames, duration,
                               len(c.streams.audio), len(c.streams.subtitles))
     except av.FFmpegError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 from mediad import log
 from mediad.errors import MediadError
 from mediad.gpu import capabilities, choose_device, no_gpu, without_nvenc
-from mediad.media.commit import commit, temp_path_for, verify_output
+from mediad.media.commit import OutputInfo, commit, temp_path_for, verify_output
 from mediad.media.pipeline import DecoderRefused, EncoderRefused, RunResult, run_plan
 from mediad.media.plan import Plan, make_plan
 from mediad.media.probe import MediaInfo, probe
@@ -23,16 +24,36 @@ def default_output(input_path: Path, profile: Profile) -> Path:
     return input_path.with_name(f"{input_path.stem}.{profile.name or 'custom'}.{profile.extension}")
 
 
-def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
+# File name extensions that fit each container, as players and media servers read them.
+CONTAINER_SUFFIXES = {"mp4": (".mp4", ".m4v"), "mov": (".mov", ".qt"), "mkv": (".mkv",),
+                      "webm": (".webm",)}
+
+
+def _check_output(input_path: Path, output: Path, overwrite: bool, profile: Profile) -> None:
     if output.resolve() == input_path.resolve() or (
             output.exists() and input_path.exists() and output.samefile(input_path)):
         raise MediadError(f"{output}: output is the input file; mediad never writes over a source",
                           reason="bad_request")
+    if output.is_dir():
+        raise MediadError(f"{output}: is a folder: give the output file's name", reason="bad_request")
+    if output.exists() and not output.is_file():
+        # A commit renames a new file over the name: that would replace a device (/dev/null)
+        # or a pipe, not write into it.
+        raise MediadError(f"{output}: not a regular file (a device or pipe): mediad writes only "
+                          "regular files", reason="bad_request")
     if output.exists() and not overwrite:
         raise MediadError(f"{output}: already exists (use --overwrite to replace it)",
                           reason="output_exists")
+    suffixes = CONTAINER_SUFFIXES[profile.container]
+    if output.suffix.lower() not in suffixes:
+        raise MediadError(
+            f"{output}: profile {profile.name or 'custom'} writes {profile.container}: name the "
+            f"output {' or '.join(f'*{x}' for x in suffixes)}, or use a profile with another "
+            "container", reason="bad_request")
     if not output.parent.is_dir():
         raise MediadError(f"{output.parent}: output folder does not exist", reason="bad_request")
+    if not os.access(output.parent, os.W_OK | os.X_OK):
+        raise MediadError(f"{output.parent}: output folder is not writable", reason="io_error")
 
 
 def _plan(info: MediaInfo, profile: Profile, output: Path, gpu: str,
@@ -76,7 +97,7 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     """
     started = time.monotonic()
     output = output or default_output(input_path, profile)
-    _check_output(input_path, output, overwrite)
+    _check_output(input_path, output, overwrite, profile)
     info = probe(input_path)
     plan = _plan(info, profile, output, gpu, no_nvenc)
     for fallback in plan.fallbacks:
@@ -85,6 +106,9 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     frames_total = _frames_estimate(info)
     try:
         plan, result = run_with_fallbacks(plan, tmp, profile, on_progress, frames_total)
+        if result.frames_written == 0:
+            raise MediadError(f"{input_path}: its video stream gave no frames (empty or "
+                              "truncated)", reason="corrupt")
         out = verify_output(tmp, _expected_duration(info), str(input_path))
         commit(tmp, output, overwrite)
     except BaseException:
@@ -96,7 +120,25 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     log.event("transcoded", input=str(input_path), output=str(output), encoder=plan.video.encoder,
               frames=result.frames_written, seconds=f"{elapsed:.2f}")
     return Report(info, plan, [out], elapsed, result.frames_written / elapsed if elapsed else 0.0,
-                  [*plan.warnings, *result.warnings], extra)
+                  [*plan.warnings, *result.warnings, *_missing_streams(plan, out)], extra)
+
+
+def _missing_streams(plan: Plan, out: OutputInfo) -> list[str]:
+    """Say so when the output has fewer audio/subtitle streams than the plan kept.
+
+    A source track with no packets (a truncated file, an empty placeholder track) yields no
+    output stream, and MP4 drops it silently; the job still succeeds, but not quietly.
+    """
+    notes = []
+    for kind, planned, written in (("audio", plan.audio, out.audio_streams),
+                                   ("subtitle", plan.subtitles, out.subtitle_streams)):
+        kept = sum(1 for s in planned if s.action != "drop")
+        if written < kept:
+            notes.append(f"the plan kept {kept} {kind} stream(s) but the output has {written}: "
+                         "a source track had no packets (truncated or empty)")
+    for note in notes:
+        log.event("streams_missing", input=plan.input, detail=note)
+    return notes
 
 
 def run_with_fallbacks(plan: Plan, tmp: Path, profile: Profile,

@@ -151,7 +151,8 @@ def output_geometry(v: VideoInfo, max_height: int | None, stage_scale: int = 1,
     crop = (w - w % 2, h - h % 2) if (w % 2 or h % 2) else None
     w, h = (w - w % 2) * stage_scale, (h - h % 2) * stage_scale
     if max_height is not None and h > max_height:
-        return _even(w * max_height / h), _even(max_height), crop, sar
+        height = max(2, max_height - max_height % 2)  # down to even: never above max_height
+        return _even(w * height / h), height, crop, sar
     return w, h, crop, sar
 
 
@@ -229,6 +230,9 @@ def _plan_video(info: MediaInfo, profile: Profile, caps: Capabilities,
             return _copied_video(v, vs, f"source is already {vs.codec} within the profile's "
                                         "limits: copied (copy_if_matching)"), fallbacks
         not_copied = f"; re-encoded, not copied: {mismatch}"
+    if min(v.width, v.height) < 2:
+        raise MediadError(f"{info.path}: video is {v.width}x{v.height}: too small to encode "
+                          "(4:2:0 video needs at least 2x2 pixels)", reason="unsupported")
     width, height, crop, sar = output_geometry(v, vs.max_height, stage_scale)
     quality = vs.effective_quality
     bit_rate = parse_bitrate(vs.bitrate) if vs.bitrate else None
@@ -390,6 +394,8 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
     frames_on_gpu, frames_reason = _plan_residency(decode, video, v.pix_fmt, stages_on_cuda)
     fallbacks += [f"stage {s['kind']}: {r}" for s in stages for r in s["reasons"]]
     subtitles, warnings = _plan_subtitles(info, profile)
+    warnings += [f"video #{extra.index} ({extra.codec} {extra.width}x{extra.height}) not kept: "
+                 f"mediad keeps one video stream, #{v.index}" for extra in info.video[1:]]
     if v.hdr and video.action == "encode" and profile.video.bit_depth == 8:
         warnings.append("HDR source encoded to 8-bit without tone mapping: colours keep the HDR "
                         "transfer tags; use bit_depth = 10 to keep full quality")

@@ -132,7 +132,8 @@ def open_input(path: Path, **kwargs: object) -> av.container.InputContainer:
     if path.stat().st_size == 0:
         raise MediadError(f"{path}: file is empty (0 bytes)", reason="not_media")
     try:
-        return av.open(str(path), "r", **kwargs)
+        # Metadata in a broken or legacy encoding must not stop a transcode: replace bad bytes.
+        container = av.open(str(path), "r", metadata_errors="replace", **kwargs)
     except av.InvalidDataError:
         container = _sniff_container(path)
         if container:
@@ -142,6 +143,23 @@ def open_input(path: Path, **kwargs: object) -> av.container.InputContainer:
                           reason="not_media") from None
     except av.FFmpegError as e:
         raise MediadError(f"{path}: cannot open: {e.strerror or e}", reason="not_media") from None
+    fmt = container.format.name
+    if fmt in _TEXT_ART_FORMATS or fmt == "image2" or fmt.endswith("_pipe"):
+        container.close()
+        what = "a text file" if fmt in _TEXT_ART_FORMATS else "a still image"
+        raise MediadError(f"{path}: {what} ({container.format.long_name}), not a video",
+                          reason="not_media")
+    return container
+
+
+# FFmpeg demuxers that render text files (.txt, .nfo, .ans) as video: a notes file in a
+# watched folder must fail as not media, not become a video of its text.
+_TEXT_ART_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+
+
+def codec_name(cc: av.codec.context.CodecContext) -> str:
+    """The codec's own name (av1, mp3), not the decoder FFmpeg picked for it (libdav1d, mp3float)."""
+    return cc.codec.canonical_name if cc.codec is not None else cc.name
 
 
 def _sniff_container(path: Path) -> str | None:
@@ -176,7 +194,7 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
             duration = _seconds(s.duration, s.time_base)
             trc = color_name("color_trc", cc.color_trc)
             videos.append(VideoInfo(
-                index=s.index, codec=cc.name, width=cc.width, height=cc.height,
+                index=s.index, codec=codec_name(cc), width=cc.width, height=cc.height,
                 pix_fmt=cc.pix_fmt or "unknown", bit_depth=_bit_depth(cc.pix_fmt),
                 fps=float(rate) if rate else None, time_base=str(s.time_base),
                 duration=duration, frames=s.frames or None,
@@ -190,7 +208,7 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
         elif s.type == "audio":
             cc = s.codec_context
             audios.append(AudioInfo(
-                index=s.index, codec=cc.name, channels=cc.channels, sample_rate=cc.sample_rate,
+                index=s.index, codec=codec_name(cc), channels=cc.channels, sample_rate=cc.sample_rate,
                 bit_rate=cc.bit_rate or None, language=_lang(s), title=s.metadata.get("title")))
         elif s.type == "subtitle":
             subs.append(SubtitleInfo(index=s.index, codec=s.codec_context.name, language=_lang(s)))
