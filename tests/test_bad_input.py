@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import stat
+import subprocess
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 from conftest import SAMPLES, make_clip, run_cli
 
@@ -86,3 +92,135 @@ def test_bad_profile_and_gpu_arguments(tmp_path: Path) -> None:
 def test_missing_output_folder(tmp_path: Path) -> None:
     res = run_cli("transcode", str(SAMPLES / "noaudio.mp4"), "-o", str(tmp_path / "no" / "o.mp4"))
     assert res.returncode == 1 and "output folder does not exist" in res.stderr
+
+
+def _one_line_error(res: subprocess.CompletedProcess, cause: str) -> None:
+    assert res.returncode == 1, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and cause in lines[0] and "Traceback" not in res.stderr, res.stderr
+
+
+def test_output_that_is_no_regular_file_is_refused_before_encoding(tmp_path: Path) -> None:
+    """`-o /dev/null --overwrite` must not rename a file over the device; a folder is no name."""
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    src = str(SAMPLES / "noaudio.mp4")
+    _one_line_error(run_cli("transcode", src, "-o", str(fifo), "--overwrite", "--gpu", "none"),
+                    "not a regular file")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    folder = tmp_path / "out.mp4"
+    folder.mkdir()
+    _one_line_error(run_cli("transcode", src, "-o", str(folder), "--overwrite", "--gpu", "none"),
+                    "is a folder")
+    _one_line_error(run_cli("transcode", src, "-o", "", "--gpu", "none"), "is a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "pipe.mp4"]
+    assert list(folder.iterdir()) == []
+
+
+def test_output_name_must_fit_the_profiles_container(tmp_path: Path) -> None:
+    src = str(SAMPLES / "noaudio.mp4")
+    _one_line_error(run_cli("transcode", src, "-o", str(tmp_path / "o.mkv"), "--gpu", "none"),
+                    "profile h264 writes mp4: name the output *.mp4 or *.m4v")
+    assert not (tmp_path / "o.mkv").exists()
+    res = run_cli("transcode", src, "-o", str(tmp_path / "o.m4v"), "--gpu", "none")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "o.m4v").read_bytes()[4:8] == b"ftyp"
+
+
+def test_text_and_still_image_files_are_not_media(tmp_path: Path) -> None:
+    """FFmpeg reads .txt/.nfo as ANSI art and a PNG as a one-frame video: neither is a video."""
+    notes = tmp_path / "release.nfo"
+    notes.write_text("Lorem ipsum dolor sit amet, consectetur adipiscing elit.\n" * 60)
+    png = tmp_path / "poster.png"
+    with av.open(str(png), "w", format="image2") as out:
+        s = out.add_stream("png")
+        s.width, s.height, s.pix_fmt = 32, 24, "rgb24"
+        out.mux(s.encode(av.VideoFrame.from_ndarray(np.zeros((24, 32, 3), np.uint8), "rgb24")))
+        out.mux(s.encode(None))
+    for path, cause in ((notes, "a text file"), (png, "a still image")):
+        _one_line_error(run_cli("probe", str(path)), cause)
+        _one_line_error(run_cli("transcode", str(path), "-o", str(tmp_path / "o.mp4"),
+                                "--gpu", "none"), cause)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_invalid_utf8_metadata_does_not_stop_a_transcode(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "clip.mp4", frames=5, audio=False)
+    titled = tmp_path / "titled.mkv"
+    with av.open(str(src)) as inp, av.open(str(titled), "w") as out:
+        out.metadata["title"] = "QQQQQQQQ"
+        ost = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = ost
+                out.mux(packet)
+    titled.write_bytes(titled.read_bytes().replace(b"QQQQQQQQ", b"\xff\xfe\xc3(\x80abc"))
+    res = run_cli("probe", str(titled))
+    assert res.returncode == 0 and "video #0: h264 64x48" in res.stdout, res.stderr
+    res = run_cli("transcode", str(titled), "-o", str(tmp_path / "o.mp4"), "--gpu", "none")
+    assert res.returncode == 0, res.stderr
+
+
+def test_probe_names_codecs_not_decoders(tmp_path: Path) -> None:
+    """AV1 is decoded by libdav1d and MP3 by mp3float: probe and copy decisions use av1 and mp3."""
+    src = tmp_path / "av1_mp3.mkv"
+    with av.open(str(src), "w") as out:
+        vs = out.add_stream("libsvtav1", rate=10, options={"preset": "12"})
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        aus = out.add_stream("libmp3lame", rate=44100)
+        aus.layout = "stereo"
+        for i in range(5):
+            img = np.full((48, 64, 3), i * 40, np.uint8)
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = i
+            out.mux(vs.encode(f))
+        out.mux(vs.encode(None))
+        for i in range(20):
+            a = av.AudioFrame.from_ndarray(np.zeros((2, 1152), np.float32), format="fltp",
+                                           layout="stereo")
+            a.sample_rate, a.pts = 44100, i * 1152
+            out.mux(aus.encode(a))
+        out.mux(aus.encode(None))
+    res = run_cli("probe", str(src))
+    assert "video #0: av1 64x48" in res.stdout and "audio #1: mp3 2ch" in res.stdout, res.stdout
+    prof = tmp_path / "copy.toml"
+    prof.write_text("[video]\ncodec = 'copy'\n[audio]\ncodec = 'copy'\n")
+    res = run_cli("transcode", str(src), "-p", str(prof), "-o", str(tmp_path / "o.mp4"),
+                  "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["plan"]["video"]["action"] == "copy"
+    assert [a["action"] for a in report["plan"]["audio"]] == ["copy"]
+    assert report["outputs"][0]["video_codec"] == "av1"
+
+
+def test_a_track_without_packets_is_a_warning_and_video_without_frames_an_error(
+        tmp_path: Path) -> None:
+    silent = tmp_path / "silent_track.mkv"
+    with av.open(str(SAMPLES / "noaudio.mp4")) as inp, av.open(str(silent), "w") as out:
+        ost = out.add_stream_from_template(inp.streams.video[0])
+        aus = out.add_stream("aac", rate=48000)  # declared, never given a packet
+        aus.layout = "stereo"
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = ost
+                out.mux(packet)
+    res = run_cli("transcode", str(silent), "-o", str(tmp_path / "o.mp4"), "--gpu", "none",
+                  "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["outputs"][0]["audio_streams"] == 0
+    assert any("kept 1 audio stream(s) but the output has 0" in w for w in report["warnings"])
+    empty_video = tmp_path / "no_frames.mkv"
+    make_clip(empty_video, frames=10)
+    with av.open(str(tmp_path / "no_frames.mkv")) as inp, \
+            av.open(str(tmp_path / "no_frames2.mkv"), "w") as out:
+        out.add_stream_from_template(inp.streams.video[0])  # declared, never given a packet
+        ast = out.add_stream_from_template(inp.streams.audio[0])
+        for packet in inp.demux(inp.streams.audio[0]):
+            if packet.dts is not None:
+                packet.stream = ast
+                out.mux(packet)
+    _one_line_error(run_cli("transcode", str(tmp_path / "no_frames2.mkv"), "-o",
+                            str(tmp_path / "p.mp4"), "--gpu", "none"), "gave no frames")
+    assert not (tmp_path / "p.mp4").exists()

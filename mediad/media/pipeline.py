@@ -5,8 +5,11 @@ The pipeline knows nothing of folders, queues or commits: it writes the file it 
 
 from __future__ import annotations
 
+import heapq
+import math
 import os
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -18,6 +21,7 @@ from av.codec.hwaccel import HWAccel
 
 from mediad import log
 from mediad.errors import MediadError
+from mediad.media import color
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
 from mediad.media.probe import open_input
 from mediad.media.progress import Progress, ProgressCallback
@@ -28,6 +32,13 @@ from mediad.media.subtitles import SubtitleConverter
 _OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name"}
 _STREAM_TAGS = ("language", "title")
 _PROGRESS_EVERY_S = 0.25
+# Decoded video frames held back to put scrambled timestamps back in order (_timed_video):
+# AVI stores no pts, so H.264 with B-frames decodes with guessed, out-of-order ones.
+_REORDER_FRAMES = 4
+# Standard layout per channel count (FFmpeg's av_channel_layout_default); PyAV's "3c" means 2.1.
+# 4 channels: quad, which both aac and libopus take (libopus refuses 4.0).
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1",
+                    8: "7.1"}
 
 
 class EncoderRefused(Exception):
@@ -68,22 +79,37 @@ class VideoTransform:
     frame; frames that need nothing pass straight through.
     """
 
-    def __init__(self, plan: VideoPlan, time_base: Fraction) -> None:
+    def __init__(self, plan: VideoPlan, time_base: Fraction, full_range: bool | None = None,
+                 matrix: str | None = None) -> None:
+        """`full_range`: the YUV range to write (the encoder is tagged with it; None leaves it to
+        libavfilter, for RGB output); `matrix`: the YUV matrix for RGB input (bt601/bt709/...)."""
         self.plan = plan
         self.time_base = time_base
+        self.full_range = None if _is_rgb(plan.pix_fmt) else full_range
+        self.matrix = matrix
         self.graph: av.filter.Graph | None = None
         self._key: tuple | None = None
 
     def _needs_graph(self, frame: av.VideoFrame) -> bool:
         p = self.plan
         return bool(p.rotate or p.crop or frame.width != p.width or frame.height != p.height
-                    or frame.format.name != p.pix_fmt)
+                    or frame.format.name != p.pix_fmt
+                    or (self.full_range is not None
+                        and color.is_full_range(frame.color_range, frame.format.name)
+                        != self.full_range))
 
     def _build(self, frame: av.VideoFrame) -> None:
         p = self.plan
         g = av.filter.Graph()
-        chain = [g.add_buffer(width=frame.width, height=frame.height, format=frame.format,
-                              time_base=self.time_base)]
+        # Declare the frame's range and matrix so swscale reads the samples as they really are.
+        src_colour = {}
+        if frame.color_range:
+            src_colour["range"] = str(int(frame.color_range))
+        if frame.colorspace not in (None, 2):  # 2: unspecified
+            src_colour["colorspace"] = str(int(frame.colorspace))
+        chain = [g.add("buffer", video_size=f"{frame.width}x{frame.height}",
+                       pix_fmt=str(int(frame.format)), time_base=str(self.time_base),
+                       pixel_aspect="1/1", **src_colour)]
         # FFmpeg reports display rotation counter-clockwise; turn the pixels the same way.
         if p.rotate == 90:
             chain.append(g.add("transpose", "cclock"))
@@ -93,12 +119,23 @@ class VideoTransform:
             chain.append(g.add("transpose", "clock"))
         if p.crop:
             chain.append(g.add("crop", f"{p.crop[0]}:{p.crop[1]}:0:0"))
-        chain.append(g.add("scale", f"{p.width}:{p.height}:flags=bicubic"))
+        scale = f"{p.width}:{p.height}:flags=bicubic"
+        # Without an explicit out_range swscale writes limited range from RGB whatever the source
+        # says, and the encoder's range tag would not match the samples.
+        if self.full_range is not None:
+            scale += f":out_range={'full' if self.full_range else 'limited'}"
+        if self.matrix and _is_rgb(frame.format.name) and not _is_rgb(p.pix_fmt):
+            scale += f":out_color_matrix={self.matrix}"
+        chain.append(g.add("scale", scale))
         chain.append(g.add("format", p.pix_fmt))
         chain.append(g.add("buffersink"))
         g.link_nodes(*chain).configure()
         self.graph = g
-        self._key = (frame.width, frame.height, frame.format.name)
+        self._key = self._frame_key(frame)
+
+    @staticmethod
+    def _frame_key(frame: av.VideoFrame) -> tuple:
+        return frame.width, frame.height, frame.format.name, frame.color_range, frame.colorspace
 
     def __call__(self, frame: av.VideoFrame | None) -> list[av.VideoFrame]:
         """Transform one frame (None flushes); returns the frames ready to encode."""
@@ -106,7 +143,7 @@ class VideoTransform:
             return self._drain(flush=True) if self.graph else []
         if self.graph is None and not self._needs_graph(frame):
             return [frame]
-        if self.graph is None or self._key != (frame.width, frame.height, frame.format.name):
+        if self.graph is None or self._key != self._frame_key(frame):
             pending = self._drain(flush=True) if self.graph else []
             self._build(frame)
             assert self.graph is not None
@@ -122,9 +159,13 @@ class VideoTransform:
         out = []
         while True:
             try:
-                out.append(self.graph.pull())
+                frame = self.graph.pull()
             except (av.BlockingIOError, av.EOFError):
                 return out
+            if self.full_range is not None:  # buffersink may leave the range unspecified
+                frame.color_range = color.AVCOL_RANGE_JPEG if self.full_range \
+                    else color.AVCOL_RANGE_MPEG
+            out.append(frame)
 
 
 def _copy_tags(src: dict[str, str], dst: dict[str, str], keys: tuple[str, ...] | None = None) -> None:
@@ -138,8 +179,42 @@ def _gpu_layout(vp: VideoPlan) -> str:
     return "p010le" if vp.pix_fmt == "p010le" else "nv12"
 
 
-def _layout(channels: int) -> str:
-    return {1: "mono", 2: "stereo", 6: "5.1", 8: "7.1"}.get(channels, f"{channels}c")
+def _is_rgb(pix_fmt: str | None) -> bool:
+    """Whether a pixel format holds RGB (or palette/Bayer) samples rather than YUV."""
+    try:
+        fmt = av.VideoFormat(pix_fmt)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return False
+    return bool(fmt.is_rgb or fmt.has_palette or fmt.is_bayer)
+
+
+_LAYOUT_OK: dict[tuple[str, str], bool] = {}
+
+
+def _encoder_takes_layout(encoder: str, layout: str, sample_rate: int) -> bool:
+    """Whether `encoder` opens with `layout` (PyAV does not list an encoder's layouts; cached)."""
+    key = (encoder, layout)
+    if key not in _LAYOUT_OK:
+        try:
+            cc = av.CodecContext.create(encoder, "w")
+            cc.layout, cc.sample_rate = layout, sample_rate
+            cc.format = cc.codec.audio_formats[0] if cc.codec.audio_formats else "fltp"
+            cc.open()
+            _LAYOUT_OK[key] = True
+        except (av.FFmpegError, ValueError):
+            _LAYOUT_OK[key] = False
+    return _LAYOUT_OK[key]
+
+
+def _layout(channels: int, source: av.AudioLayout | None = None, encoder: str | None = None,
+            sample_rate: int = 48000) -> str:
+    """The output layout: the source's when it has as many channels, a known channel order and
+    the encoder takes it (3.0 stays 3.0, quad stays quad); else the standard one for the count."""
+    if source is not None and source.nb_channels == channels and encoder \
+            and "channels" not in source.name \
+            and _encoder_takes_layout(encoder, source.name, sample_rate):
+        return source.name
+    return _DEFAULT_LAYOUTS.get(channels, f"{channels}c")
 
 
 class _Runner:
@@ -163,6 +238,15 @@ class _Runner:
         self.transform: FrameTransform | None = None
         self._next_pts = 0
         self._nvdec_checked = False
+        # Output colour decided from the source (see _output_colour).
+        self.full_range = False
+        self.matrix: str | None = None
+        # Per encoded audio stream: (sample rate, next pts in 1/rate), see _audio_timed.
+        self._audio_next: dict[int, tuple[int, int]] = {}
+        # Decoded video frames and their timestamps, waiting in _timed_video.
+        self._video_queue: deque[av.VideoFrame] = deque()
+        self._video_pts: list[int] = []
+        self._last_video_pts: int | None = None
 
     # -- set-up ------------------------------------------------------------------------------
     def _tag_hevc(self, ost: av.video.stream.VideoStream, codec: str) -> None:
@@ -176,7 +260,10 @@ class _Runner:
         if self.plan.decode.hardware:
             ist.codec_context.thread_count = min(os.cpu_count() or 1, _NVDEC_MAX_THREADS)
         if vp.action == "copy":
-            ost = out.add_stream_from_template(ist)
+            # opaque: take the template's codec as it is. Otherwise PyAV looks for an encoder
+            # named after the decoder (libdav1d for AV1), which does not exist; a copy needs
+            # only the codec id.
+            ost = out.add_stream_from_template(ist, opaque=True)
             self._tag_hevc(ost, vp.codec)
             _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
             self.copy[ist.index] = ost
@@ -198,10 +285,15 @@ class _Runner:
         if int(num or 0) > 0 and int(den or 1) > 0:
             ost.codec_context.sample_aspect_ratio = Fraction(int(num), int(den or 1))
         icc, occ = ist.codec_context, ost.codec_context
-        for attr in ("color_range", "colorspace", "color_primaries", "color_trc"):
+        self._output_colour(icc, vp)
+        for attr in ("colorspace", "color_primaries", "color_trc"):
             value = getattr(icc, attr, None)
-            if value:
+            if value:  # 0 is RGB for colorspace, reserved otherwise: nothing to copy
                 setattr(occ, attr, value)
+        # The tag must say what the transform writes, which is not always the source's range.
+        occ.color_range = color.AVCOL_RANGE_JPEG if self.full_range else color.AVCOL_RANGE_MPEG
+        if self.matrix is not None and _is_rgb(icc.pix_fmt):
+            occ.colorspace = color.AVCOL_SPC_OF[self.matrix]
         if vp.bit_rate:
             ost.bit_rate = vp.bit_rate
         self._tag_hevc(ost, vp.codec)
@@ -220,6 +312,21 @@ class _Runner:
             self.transform = self._stage_path(ist, vp, encode=True)
         else:
             self.transform = self._make_transform(vp, ist.time_base)
+
+    def _output_colour(self, icc: av.video.codeccontext.VideoCodecContext, vp: VideoPlan) -> None:
+        """Decide the range and matrix of the encoded samples.
+
+        YUV sources keep their range (full-range camera/JPEG video stays full, as FFmpeg's range
+        negotiation does for encoders that take both; NVDEC frames kept on the GPU are never
+        rescaled either). RGB has no YUV range: it becomes limited range, the video norm, in the
+        matrix players assume for the output size, tagged so nobody has to guess.
+        """
+        if _is_rgb(icc.pix_fmt):
+            self.full_range = False
+            self.matrix = color.matrix_for(None, vp.height)
+        else:
+            self.full_range = color.is_full_range(icc.color_range, icc.pix_fmt)
+            self.matrix = None
 
     def _add_encoder(self, ist: av.video.stream.VideoStream, vp: VideoPlan,
                      out: av.container.OutputContainer) -> av.video.stream.VideoStream:
@@ -249,7 +356,8 @@ class _Runner:
                                                fps_hint=float(fps) if fps else None)
         batch = 8
         if self.plan.frames_on_gpu:
-            post = VideoTransform(replace(vp, rotate=0, crop=None), ist.time_base) \
+            post = VideoTransform(replace(vp, rotate=0, crop=None), ist.time_base,
+                                  self.full_range, self.matrix) \
                 if encode and not vp.hardware else None
             self.bridge = bridge.gpu_bridge(self.runner, size=(vp.width, vp.height),
                                             out_format=_gpu_layout(vp),
@@ -261,13 +369,18 @@ class _Runner:
         if vp.crop:
             w0, h0 = vp.crop
         pre = VideoTransform(replace(vp, width=w0, height=h0, pix_fmt="rgb24"), ist.time_base)
-        post = VideoTransform(replace(vp, rotate=0, crop=None), ist.time_base) if encode else None
+        # The models' RGB goes back into YUV in the source's matrix (the tag copied onto the
+        # encoder), or the output matrix chosen for an RGB source.
+        matrix = self.matrix or (color.matrix_for(cc.colorspace, cc.height)
+                                 if cc.colorspace not in (None, 0, 2) else None)
+        post = VideoTransform(replace(vp, rotate=0, crop=None), ist.time_base, self.full_range,
+                              matrix) if encode else None
         self.bridge = bridge.host_bridge(self.runner, pre, post, batch)
         return self.bridge
 
     def _make_transform(self, vp: VideoPlan, time_base: Fraction) -> FrameTransform:
         if not self.plan.frames_on_gpu:
-            return VideoTransform(vp, time_base)
+            return VideoTransform(vp, time_base, self.full_range, self.matrix)
         from mediad.media.gpu_frames import GpuVideoTransform
 
         gpu = GpuVideoTransform(size=(vp.width, vp.height), out_format=_gpu_layout(vp))
@@ -293,7 +406,7 @@ class _Runner:
         else:
             assert sp.encoder and sp.sample_rate and sp.channels
             ost = out.add_stream(sp.encoder, rate=sp.sample_rate)
-            ost.layout = _layout(sp.channels)
+            ost.layout = _layout(sp.channels, ist.codec_context.layout, sp.encoder, sp.sample_rate)
             if sp.bit_rate:
                 ost.bit_rate = sp.bit_rate
             self.encode_audio[ist.index] = ost
@@ -340,6 +453,8 @@ class _Runner:
                                                *self.convert_subs]]
             for packet in src.demux(list(dict.fromkeys(wanted))):
                 self._packet(packet, out)
+            for frame in self._timed_video(None):
+                self._encode_video(frame, out)
             self._encode_video(None, out)
             for ost in self.encode_audio.values():
                 out.mux(ost.encode(None))
@@ -386,14 +501,15 @@ class _Runner:
     def _packet(self, packet: av.Packet, out: av.container.OutputContainer) -> None:
         index = packet.stream.index
         if index == self.plan.decode.stream and self.video_in is not None:
-            for frame in self._decode(packet):  # decoded before a copy below rebases the packet
+            # decoded before a copy below rebases the packet
+            for frame in self._timed_video(self._decode(packet)):
                 self._encode_video(frame, out)
             if self.video_out is not None:
                 return
         if index in self.encode_audio:
             ost = self.encode_audio[index]
             for frame in packet.decode():
-                out.mux(ost.encode(frame))
+                out.mux(ost.encode(self._audio_timed(index, frame)))
             return
         if index in self.convert_subs:
             out.mux(self.convert_subs[index].convert(packet))
@@ -401,11 +517,65 @@ class _Runner:
         if packet.dts is None and packet.size == 0:
             return  # the demuxer's end-of-stream marker: nothing to copy
         ost = self.copy[index]
+        packet.stream = ost
         if index == self.plan.decode.stream:
             self.result.frames_written += 1
             self._report_progress()
-        packet.stream = ost
         out.mux(packet)
+
+    def _timed_video(self, frames: list[av.VideoFrame] | None) -> list[av.VideoFrame]:
+        """Decoded frames (None: the end) with increasing pts, a few frames behind the decoder.
+
+        The decoder gives frames in display order, but their pts are only what the container
+        said: AVI keeps none, so B-frames come out with guessed pts out of order (1 4 3 5 2 ...)
+        and the encoder's dts then went backwards. The frames' own timestamps are right as a
+        set: each frame takes the smallest one still waiting. In-order pts pass unchanged; a
+        repeated one is moved one frame on. NVDEC frames are not held (its surface pool is
+        small), so they only get the last step.
+        """
+        hold = 0 if frames is None or self.plan.decode.hardware else _REORDER_FRAMES
+        for f in frames or []:
+            self._video_queue.append(f)
+            if f.pts is not None:
+                heapq.heappush(self._video_pts, f.pts)
+        ready = []
+        while len(self._video_queue) > hold:
+            f = self._video_queue.popleft()
+            if f.pts is None:
+                ready.append(f)  # numbered in _encode_video
+                continue
+            f.pts = heapq.heappop(self._video_pts)
+            last = self._last_video_pts
+            if last is not None and f.pts <= last:
+                f.pts = last + max(1, int(f.duration or 0))
+            self._last_video_pts = f.pts
+            ready.append(f)
+        return ready
+
+    def _audio_timed(self, index: int, frame: av.AudioFrame) -> av.AudioFrame:
+        """The frame with its pts in 1/sample_rate, continuous with the frames before it.
+
+        Demuxers time audio coarsely (AVI: one tick per MP3 frame of 1152 samples) or not at
+        all; the encoder's resampler cuts frames to the encoder's frame size and must time each
+        piece to the sample, which a coarse time base cannot: pieces got equal pts and the muxer
+        refused them. As the ffmpeg CLI does, count samples and trust the source's pts only for
+        a real gap (more than one of its ticks ahead); a late or repeated pts is never let go
+        backwards.
+        """
+        rate = frame.sample_rate
+        state = self._audio_next.get(index)
+        expected = None if state is None else state[1] * rate // state[0]
+        pts = None
+        if frame.pts is not None and frame.time_base:
+            pts = round(frame.pts * frame.time_base * rate)
+        tick = max(1, math.ceil(frame.time_base * rate)) if frame.time_base else 1
+        if expected is not None and (pts is None or pts < expected + tick):
+            pts = expected
+        elif pts is None:
+            pts = 0
+        frame.pts, frame.time_base = pts, Fraction(1, rate)
+        self._audio_next[index] = (rate, pts + frame.samples)
+        return frame
 
     def _encode_video(self, frame: av.VideoFrame | None, out: av.container.OutputContainer) -> None:
         if self.transform is None:
