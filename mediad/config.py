@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
@@ -20,6 +21,7 @@ from pydantic import (
 )
 
 from mediad.errors import MediadError
+from mediad.fsutil import read_toml_text
 from mediad.profiles import Profile, format_validation_error, load_profile
 
 DEFAULT_CONFIG = Path("/etc/mediad/mediad.toml")
@@ -43,7 +45,14 @@ def _resolve(value: Path | str, info: ValidationInfo) -> Path:
     return Path(os.path.normpath(Path(base) / Path(value).expanduser()))
 
 
-ConfigPath = Annotated[Path, AfterValidator(_resolve)]
+def _not_empty(value: object) -> object:
+    # An empty path would silently mean the config's own folder (/etc/mediad): surely a slip.
+    if isinstance(value, str) and not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+ConfigPath = Annotated[Path, BeforeValidator(_not_empty), AfterValidator(_resolve)]
 
 
 class DaemonSettings(_Strict):
@@ -136,11 +145,11 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _cross(self) -> Config:
         # Messages start with their key path: a model-level error has no location of its own.
-        seen: set[Path] = set()
+        seen: set[str] = set()
         for i, w in enumerate(self.watch):
-            if w.path in seen:
+            if os.path.realpath(w.path) in seen:
                 raise ValueError(f"watch.{i}.path: {w.path} is already watched")
-            seen.add(w.path)
+            seen.add(os.path.realpath(w.path))
             if w.on_success == "move" and w.done_dir is None:
                 raise ValueError(f'watch.{i}.done_dir: needed when on_success = "move"')
             for name in ("output_dir", "done_dir", "failed_dir"):
@@ -158,9 +167,12 @@ class Config(_Strict):
 
 def _inside(target: Path, folder: Path, recursive: bool) -> bool:
     """True when files written in `target` would be seen by a watch on `folder`."""
-    if target == folder:
+    # Compared as the folders really are: an output_dir that is a symlink to the watched folder
+    # (or lies under one) is the watched folder. Parts that do not exist yet stay as written.
+    real_target, real_folder = Path(os.path.realpath(target)), Path(os.path.realpath(folder))
+    if real_target == real_folder:
         return True
-    return recursive and target.is_relative_to(folder)
+    return recursive and real_target.is_relative_to(real_folder)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -188,8 +200,5 @@ def parse_config(text: str, source: str, base: Path) -> Config:
 
 def load_config(path: Path) -> Config:
     """Load and validate a daemon config file; errors read 'FILE: key.path: reason'."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise MediadError(f"{path}: cannot read config: {e.strerror}", reason="bad_config") from None
+    text = read_toml_text(path, str(path), "config", "bad_config")
     return parse_config(text, str(path), path.resolve().parent)

@@ -8,6 +8,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from mediad.errors import MediadError
+
 # os.link failures that mean "this filesystem has no hard links here", not "the name is taken".
 NO_HARD_LINK = (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK)
 
@@ -42,3 +44,19 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> N
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_toml_text(path: Path, shown: str, what: str, reason: str) -> str:
+    """The text of a TOML file, or a one-line error.
+
+    TOML is UTF-8 by definition; a byte-order mark (some Windows editors write one) is dropped.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise MediadError(f"{shown}: cannot read {what}: {e.strerror}", reason=reason) from None
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise MediadError(f"{shown}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})",
+                          reason=reason) from None

@@ -6,12 +6,16 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AllowInfNan,
     BaseModel,
     ConfigDict,
     Field,
+    Strict,
+    StrictBool,
+    StrictInt,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -19,6 +23,7 @@ from pydantic import (
 )
 
 from mediad.errors import MediadError
+from mediad.fsutil import read_toml_text
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_profiles"
 DEFAULT_PROFILE = "h264"
@@ -62,6 +67,19 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?[bB]|[bB])?\s*$")
 _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
                "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# Bitrate limits (bit/s) found by opening the encoders with PyAV. libx264 refuses under 1k and
+# nothing is watchable near that; SVT-AV1 refuses a target over 100 Mbit/s.
+VIDEO_MIN_BITRATE = 10_000
+AV1_MAX_BITRATE = 100_000_000
+# Opus's documented floor; FFmpeg's aac opens down to a few bit/s but sounds like noise there.
+AUDIO_MIN_BITRATE = 6_000
+# Per output channel: libopus refuses more than 256k (avcodec_open2 returns EINVAL); FFmpeg's aac
+# clamps to 6144 bits per 1024-sample frame, 288k at 48 kHz, whatever is asked.
+AUDIO_MAX_BITRATE_PER_CHANNEL = {"opus": 256_000, "aac": 288_000}
+# Where a profile's text comes from (parse_profile's validation context): see _given.
+_FROM_FILE = "from_file"
+# TOML has real booleans, integers and floats: `quality = true` or `"23"` is a typo, not a number.
+FiniteFloat = Annotated[float, Strict(), AllowInfNan(False)]
 BUILTIN_UPSCALERS = ("realesr-animevideov3",)
 BUILTIN_CLASSIFIERS = ("efficientnet-lite0",)
 # Suffixes of the user model files a classify stage accepts (TorchScript or torch.export).
@@ -92,6 +110,24 @@ def parse_bitrate(text: str) -> int:
     return value
 
 
+def _kbit(bps: int) -> str:
+    """128000 -> '128k' (the way profiles write bitrates)."""
+    return f"{bps // 1000}k" if bps % 1000 == 0 else f"{bps}"
+
+
+def _given(model: type[BaseModel], info: ValidationInfo, value: Any) -> bool:
+    """Whether a key that validation reached was really set by the profile's author.
+
+    Field validators run only for keys given, so from a file every key they see was written there.
+    A profile re-validated from its JSON dump (the daemon's worker) has every key given: there
+    only a value off the default counts, and a file that passed has none of those to reject.
+    """
+    if isinstance(info.context, dict) and info.context.get(_FROM_FILE):
+        return True
+    assert info.field_name is not None
+    return bool(value != model.model_fields[info.field_name].default)
+
+
 def parse_size(text: str) -> int:
     """'4GiB' -> 4 * 2**30, '512MiB' -> 512 * 2**20, '2GB' -> 2 * 10**9 (bytes; bare numbers are bytes)."""
     m = _SIZE.match(text)
@@ -110,20 +146,36 @@ class _Strict(BaseModel):
 class VideoSettings(_Strict):
     codec: VideoCodec = "h264"
     encoder: Literal["auto", "gpu", "cpu"] = "auto"
-    quality: int | None = None
+    quality: StrictInt | None = None
     bitrate: str | None = None
     speed: Speed = "medium"
-    max_height: int | None = Field(default=None, ge=16, le=8640)
+    max_height: StrictInt | None = Field(default=None, ge=16, le=8640)
     bit_depth: Literal[8, 10] = 8
     # Copy instead of re-encoding a source already in `codec` that this profile would not change
     # (the Tdarr/Unmanic "skip if already HEVC" rule): see media.plan.copy_mismatch.
-    copy_if_matching: bool = False
+    copy_if_matching: StrictBool = False
+
+    # First, so a copy profile hears that the key is not used rather than what is wrong with it.
+    @field_validator("encoder", "quality", "bitrate", "speed", "max_height", "bit_depth")
+    @classmethod
+    def _not_with_copy(cls, v: Any, info: ValidationInfo) -> Any:
+        # Copy writes the source's packets: a user who sets max_height expects a smaller video.
+        if info.data.get("codec") == "copy" and _given(cls, info, v):
+            raise ValueError('not used with codec = "copy" (the video is copied as it is): '
+                             "remove it or name a codec to encode to")
+        return v
 
     @field_validator("bitrate")
     @classmethod
-    def _bitrate(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_bitrate(v)
+    def _bitrate(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        bps = parse_bitrate(v)
+        if bps < VIDEO_MIN_BITRATE:
+            raise ValueError(f"must be at least {_kbit(VIDEO_MIN_BITRATE)} (is {v!r})")
+        if info.data.get("codec") == "av1" and bps > AV1_MAX_BITRATE:
+            raise ValueError(f"must be at most {AV1_MAX_BITRATE // 1_000_000}M for av1 "
+                             "(SVT-AV1's limit)")
         return v
 
     @field_validator("quality")
@@ -156,13 +208,37 @@ class VideoSettings(_Strict):
 
 class AudioSettings(_Strict):
     codec: AudioCodec = "aac"
+    # Before bitrate, so the bitrate's limit can count the channels.
+    channels: StrictInt | None = Field(default=None, ge=1, le=8)
     bitrate: str = "128k"
-    channels: int | None = Field(default=None, ge=1, le=8)
+
+    # First, so a copy profile hears that the key is not used rather than what is wrong with it.
+    @field_validator("channels", "bitrate")
+    @classmethod
+    def _not_copied_or_dropped(cls, v: Any, info: ValidationInfo) -> Any:
+        # Copied tracks keep their channels and rate, dropped ones have none: silently ignoring
+        # channels = 1 would leave the user with the stereo they asked to lose.
+        codec = info.data.get("codec")
+        if codec in ("copy", "none") and _given(cls, info, v):
+            what = "tracks are copied as they are" if codec == "copy" else "audio is dropped"
+            raise ValueError(f'not used with codec = "{codec}" ({what}): '
+                             "remove it or name a codec to encode to")
+        return v
 
     @field_validator("bitrate")
     @classmethod
-    def _bitrate(cls, v: str) -> str:
-        parse_bitrate(v)
+    def _bitrate(cls, v: str, info: ValidationInfo) -> str:
+        bps = parse_bitrate(v)
+        if bps < AUDIO_MIN_BITRATE:
+            raise ValueError(f"must be at least {_kbit(AUDIO_MIN_BITRATE)} (is {v!r})")
+        codec, channels = info.data.get("codec"), info.data.get("channels")
+        per_channel = AUDIO_MAX_BITRATE_PER_CHANNEL.get(codec or "")
+        # Without channels each track keeps its own, up to 8: a stereo source given more than
+        # 512k of opus is for the plan to catch.
+        if per_channel is not None and bps > per_channel * (channels or 8):
+            where = f"with channels = {channels}" if channels else "(8 channels at most)"
+            raise ValueError(f"must be at most {_kbit(per_channel * (channels or 8))} for {codec} "
+                             f"{where}: {_kbit(per_channel)} per channel")
         return v
 
 
@@ -175,9 +251,9 @@ class _StageCommon(_Strict):
 
     device: str = "auto"
     precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    compile: bool = False
+    compile: StrictBool = False
     max_gpu_memory: str | None = None
-    batch_size: int | None = Field(default=None, ge=1, le=1024)
+    batch_size: StrictInt | None = Field(default=None, ge=1, le=1024)
 
     @field_validator("device")
     @classmethod
@@ -230,12 +306,25 @@ class ClassifyStage(_StageCommon):
     kind: Literal["classify"]
     model: str = "efficientnet-lite0"
     labels: str | None = None
-    input_size: int | tuple[int, int] | None = None
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
-    every: int | None = Field(default=None, ge=1)
-    every_seconds: float | None = Field(default=None, gt=0)
-    top_k: int = Field(default=5, ge=1, le=100)
+    input_size: StrictInt | tuple[StrictInt, StrictInt] | None = None
+    # Finite: NaN passes every comparison and would reach the sidecar.
+    mean: tuple[FiniteFloat, FiniteFloat, FiniteFloat] | None = None
+    std: tuple[FiniteFloat, FiniteFloat, FiniteFloat] | None = None
+    every: StrictInt | None = Field(default=None, ge=1)
+    every_seconds: FiniteFloat | None = Field(default=None, gt=0)
+    top_k: StrictInt = Field(default=5, ge=1, le=100)
+
+    @field_validator("input_size", mode="before")
+    @classmethod
+    def _input_shape(cls, v: object) -> object:
+        # Checked before the union, whose own message is "input_size.int: ... (and 1 more)".
+        def is_int(x: object) -> bool:
+            return isinstance(x, int) and not isinstance(x, bool)
+
+        if v is None or is_int(v) or (isinstance(v, list | tuple) and len(v) == 2
+                                      and all(is_int(n) for n in v)):
+            return v
+        raise ValueError("must be one number or [height, width]")
 
     @field_validator("input_size")
     @classmethod
@@ -287,8 +376,8 @@ class ShotsStage(_StageCommon):
 
     kind: Literal["shots"]
     model: Literal["transnetv2"] = "transnetv2"
-    threshold: float = Field(default=0.5, gt=0, lt=1)
-    chapters: bool = False
+    threshold: FiniteFloat = Field(default=0.5, gt=0, lt=1)
+    chapters: StrictBool = False
 
 
 Stage = Annotated[UpscaleStage | ClassifyStage | ShotsStage, Field(discriminator="kind")]
@@ -301,7 +390,7 @@ class Profile(_Strict):
     name: str = Field(default="", exclude=True)
     description: str = ""
     container: Container = "mp4"
-    faststart: bool = False
+    faststart: StrictBool = False
     video: VideoSettings = VideoSettings()
     audio: AudioSettings = AudioSettings()
     subtitles: SubtitleSettings = SubtitleSettings()
@@ -373,7 +462,8 @@ def parse_profile(text: str, source: str, name: str, base: Path | None = None) -
         raise MediadError(f"{source}: name: unknown key (a profile is named by its file)",
                           reason="bad_profile")
     try:
-        return Profile.model_validate({**data, "name": name}, context={"base": base})
+        return Profile.model_validate({**data, "name": name},
+                                      context={"base": base, _FROM_FILE: True})
     except ValidationError as e:
         raise MediadError(format_validation_error(e, source), reason="bad_profile") from None
 
@@ -386,6 +476,9 @@ def builtin_names() -> list[str]:
 def resolve_profile_path(name_or_path: str | Path) -> Path:
     """A profile is a path to a .toml file, or the stem of a built-in one."""
     text = str(name_or_path)
+    if not text.strip():
+        raise MediadError("profile name is empty: give a built-in name or a path to a .toml file",
+                          reason="bad_profile")
     path = Path(text)
     if text.endswith(".toml") or "/" in text:
         if not path.is_file():
@@ -401,12 +494,10 @@ def resolve_profile_path(name_or_path: str | Path) -> Path:
 
 def load_profile(name_or_path: str | Path | None = None) -> Profile:
     """Load and validate a profile by built-in name or path (default: h264)."""
-    path = resolve_profile_path(name_or_path or DEFAULT_PROFILE)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise MediadError(f"{path}: cannot read profile: {e.strerror}", reason="bad_profile") from None
+    # Only None means the default: an empty name is a mistake (an unset variable, `-p ""`).
+    path = resolve_profile_path(DEFAULT_PROFILE if name_or_path is None else name_or_path)
     shown = f"profiles/{path.name}" if path.parent.resolve() == BUILTIN_DIR.resolve() else str(path)
+    text = read_toml_text(path, shown, "profile", "bad_profile")
     return parse_profile(text, shown, path.stem, base=path.resolve().parent)
 
 

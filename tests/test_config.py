@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from mediad.config import load_config, parse_listen
 from mediad.errors import MediadError
@@ -122,6 +123,8 @@ def test_defaults_listen_on_loopback(tmp_path: Path) -> None:
     ('[[watch]]\npath = "in"\noutput_dir = "out"\n[metrics]\nlisten = "127.0.0.1:99999"\n',
      "metrics.listen: port must be 1..65535"),
     ("[[watch]\n", "not valid TOML"),
+    ('[[watch]]\npath = ""\noutput_dir = "out"\n', "watch.0.path: must not be empty"),
+    ('[[watch]]\npath = "in"\noutput_dir = " "\n', "watch.0.output_dir: must not be empty"),
 ])
 def test_errors_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = write(tmp_path, text)
@@ -130,6 +133,16 @@ def test_errors_name_the_file_and_the_key(tmp_path: Path, text: str, message: st
     assert str(info.value).startswith(f"{path}: ")
     assert message in str(info.value)
     assert info.value.reason == "bad_config"
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    path.write_bytes(b'# caf\xe9\n[[watch]]\npath = "in"\noutput_dir = "out"\n')
+    with pytest.raises(MediadError, match=r"not UTF-8 text \(byte 0xe9 at offset 5\)"):
+        load_config(path)
+    res = run_cli("config", "validate", str(path))
+    assert res.returncode == 1 and res.stderr.strip().splitlines() == [
+        f"mediad: error: {path}: not UTF-8 text (byte 0xe9 at offset 5)"]
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
@@ -153,3 +166,34 @@ def test_cli_config_validate(tmp_path: Path) -> None:
     assert fail.returncode == 1
     assert fail.stderr.strip() == f"mediad: error: {bad}: watch.0.output_dir: Field required"
     assert "Traceback" not in fail.stderr
+
+
+@pytest.mark.parametrize("key", ["output_dir", "done_dir", "failed_dir"])
+def test_a_symlink_to_the_watched_folder_is_the_watched_folder(tmp_path: Path, key: str) -> None:
+    # Written into "link" would be written into "in": its outputs would come back as sources.
+    (tmp_path / "in").mkdir()
+    (tmp_path / "link").symlink_to("in")
+    text = '[[watch]]\npath = "in"\noutput_dir = "out"\n'.replace(
+        'output_dir = "out"', 'output_dir = "link"' if key == "output_dir" else
+        f'output_dir = "out"\n{key} = "link"')
+    with pytest.raises(MediadError) as info:
+        load_config(write(tmp_path, text))
+    assert f"(top level): watch.0.{key}: {tmp_path / 'link'} is inside the watched folder" in str(info.value)
+
+
+def test_symlinks_are_resolved_for_recursive_watches_and_the_state_dir(tmp_path: Path) -> None:
+    (tmp_path / "media" / "in").mkdir(parents=True)
+    (tmp_path / "alias").symlink_to("media")
+    nested = '[[watch]]\npath = "media"\nrecursive = true\noutput_dir = "alias/out"\n'
+    with pytest.raises(MediadError, match=r"watch\.0\.output_dir: .* is inside the watched folder"):
+        load_config(write(tmp_path, nested))
+    state = '[daemon]\nstate_dir = "alias/in"\n[[watch]]\npath = "media/in"\noutput_dir = "out"\n'
+    with pytest.raises(MediadError, match=r"daemon\.state_dir: .* is inside the watched folder"):
+        load_config(write(tmp_path, state))
+    twice = '[[watch]]\npath = "media"\noutput_dir = "o1"\n[[watch]]\npath = "alias"\noutput_dir = "o2"\n'
+    with pytest.raises(MediadError, match=r"watch\.1\.path: .* is already watched"):
+        load_config(write(tmp_path, twice))
+    # A symlink to somewhere else is fine.
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "outlink").symlink_to("elsewhere")
+    load_config(write(tmp_path, '[[watch]]\npath = "media/in"\noutput_dir = "outlink"\n'))

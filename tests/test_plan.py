@@ -139,6 +139,15 @@ def test_a_second_video_stream_is_named_as_not_kept(tmp_path: Path) -> None:
     assert plan.warnings == ["video #1 (h264 320x180) not kept: mediad keeps one video stream, #0"]
 
 
+def test_opus_bitrate_is_capped_per_track_channels() -> None:
+    """2048k of opus passes the profile (8 channels); a stereo track gets 512k, and says so."""
+    prof = parse_profile("container = 'mkv'\n[audio]\ncodec = 'opus'\nbitrate = '2048k'\n", "p", "p")
+    plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), prof, no_gpu("none"), OUT)
+    (track,) = plan.audio
+    assert (track.codec, track.channels, track.bit_rate) == ("opus", 2, 512_000)
+    assert "bitrate capped to 512k (opus takes at most 256k per channel)" in track.reason
+
+
 def test_speed_maps_to_each_encoder_family() -> None:
     info = probe(SAMPLES / "noaudio.mp4")
     for speed, x26x, nv, svt in [("fastest", "ultrafast", "p1", "12"), ("fast", "faster", "p3", "9"),

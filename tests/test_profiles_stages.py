@@ -117,6 +117,26 @@ def test_parse_size_rejects(text: str) -> None:
     ('[[stages]]\nkind = "shots"\nbatch_size = 0', "profiles/x.toml: stages.0.batch_size: Input should be greater than or equal to 1"),
     ('[[stages]]\nkind = "shots"\n[[stages]]\nkind = "shots"', "profiles/x.toml: (top level): stages: at most one shots stage"),
     ("stages = 3", "profiles/x.toml: stages: Input should be a valid list"),
+    # NaN passes every comparison and would be written into the sidecar; inf never samples
+    ('[[stages]]\nkind = "classify"\nmean = [nan, 0.5, 0.5]',
+     "profiles/x.toml: stages.0.mean.0: Input should be a finite number"),
+    ('[[stages]]\nkind = "classify"\nstd = [0.2, 0.2, inf]',
+     "profiles/x.toml: stages.0.std.2: Input should be a finite number"),
+    ('[[stages]]\nkind = "classify"\nstd = [nan, nan, nan]', "profiles/x.toml: stages.0.std.0: Input should be a finite"),
+    ('[[stages]]\nkind = "classify"\nevery_seconds = inf',
+     "profiles/x.toml: stages.0.every_seconds: Input should be a finite number"),
+    ('[[stages]]\nkind = "classify"\nevery_seconds = nan',
+     "profiles/x.toml: stages.0.every_seconds: Input should be a finite number"),
+    ('[[stages]]\nkind = "classify"\ninput_size = [224]',
+     "profiles/x.toml: stages.0.input_size: must be one number or [height, width]"),
+    ('[[stages]]\nkind = "classify"\ninput_size = [224, 224, 3]',
+     "profiles/x.toml: stages.0.input_size: must be one number or [height, width]"),
+    ('[[stages]]\nkind = "classify"\ninput_size = "224"',
+     "profiles/x.toml: stages.0.input_size: must be one number or [height, width]"),
+    ('[[stages]]\nkind = "classify"\ntop_k = "3"', "profiles/x.toml: stages.0.top_k: Input should be a valid integer"),
+    ('[[stages]]\nkind = "shots"\nchapters = "yes"', "profiles/x.toml: stages.0.chapters: Input should be a valid boolean"),
+    ('[[stages]]\nkind = "shots"\ncompile = 1', "profiles/x.toml: stages.0.compile: Input should be a valid boolean"),
+    ('[[stages]]\nkind = "shots"\nthreshold = "0.5"', "profiles/x.toml: stages.0.threshold: Input should be a valid number"),
 ])
 def test_stage_errors_name_file_key_and_reason(text: str, expected: str) -> None:
     with pytest.raises(MediadError) as err:

@@ -12,6 +12,7 @@ from mediad.gpu import NVENC_NAMES, Capabilities
 from mediad.media.probe import MediaInfo, VideoInfo
 from mediad.media.subtitles import codec_names, subtitle_kind
 from mediad.profiles import (
+    AUDIO_MAX_BITRATE_PER_CHANNEL,
     CONTAINER_AUDIO,
     CONTAINER_FORMAT,
     CONTAINER_SUBTITLES,
@@ -324,8 +325,16 @@ def _plan_audio(info: MediaInfo, profile: Profile) -> list[StreamPlan]:
             reason = (f"{s.codec} does not fit {profile.container}" if not fits
                       else f"profile asks for {target}")
             rate = 48000 if target == "opus" else s.sample_rate
+            bit_rate = parse_bitrate(a.bitrate)
+            # The profile could only check its bitrate against 8 channels: cap it for this track
+            # (libopus refuses more than its limit; FFmpeg's aac would cap it without a word).
+            per_channel = AUDIO_MAX_BITRATE_PER_CHANNEL.get(target)
+            if per_channel and bit_rate > per_channel * channels:
+                bit_rate = per_channel * channels
+                reason += (f"; bitrate capped to {bit_rate // 1000}k ({target} takes at most "
+                           f"{per_channel // 1000}k per channel)")
             plans.append(StreamPlan(s.index, "encode", s.codec, target, AUDIO_ENCODERS[target],
-                                    parse_bitrate(a.bitrate), channels, rate, s.language,
+                                    bit_rate, channels, rate, s.language,
                                     f"encode to {target}: {reason}"))
             continue
         plans.append(StreamPlan(s.index, "copy", s.codec, s.codec, None, None, s.channels,
