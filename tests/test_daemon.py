@@ -499,7 +499,10 @@ def test_sighup_rejects_a_broken_config_and_applies_a_good_one(site: Site, small
     site.config.write_text(good_config.replace('profile = "fast.toml"', 'profile = "nope"'))
     site.signal(signal.SIGHUP)
     site.wait_log(r"event=config_rejected .*watch\.0\.profile: unknown profile", count=1)
-    assert len(site.wait_log("event=config_rejected", count=2)) == 2
+    site.config.write_bytes(good_config.encode() + b"# caf\xe9\n")  # not UTF-8
+    site.signal(signal.SIGHUP)
+    site.wait_log(r"event=config_rejected .*not UTF-8 text \(byte 0xe9")
+    assert len(site.wait_log("event=config_rejected", count=3)) == 3
     # The old config still runs.
     site.drop(small_video, "still.mp4")
     site.wait_jobs("done", 1)
@@ -701,4 +704,82 @@ def test_retry_never_overwrites_and_works_while_the_daemon_is_stopped(site: Site
     assert done["id"] == 1 and count_frames(site.out / "clip.mp4") == 12
     site.wait_log(r"event=job_started job=1 .*after=mediad_retry")
     assert len(site.jobs()) == 1
+    assert site.stop() == 0
+
+
+# ----- files that change under a job ----------------------------------------------------------
+
+def test_a_source_replaced_during_its_job_is_left_for_its_own_job(site: Site, long_video: Path,
+                                                                   tmp_path: Path) -> None:
+    site.watches[0].update(profile="slow.toml", on_success="delete")
+    site.daemon_settings["workers"] = 1  # the new file's job waits until the first has ended
+    site.start()
+    source = site.drop(long_video, "long.mkv")
+    wait_encoding(site)
+    # Another video renamed over the source while the source is being transcoded.
+    os.rename(make_video(tmp_path / "other.mkv", seed=31), source)
+    site.wait_log(r"event=source_kept job=1 .*reason=\"replaced by another file\"")
+    done = site.wait_jobs("done", 2, timeout=90)
+    assert [(Path(j["output"]).name, j["state"]) for j in done] == [("long.mp4", "done"),
+                                                                  ("long-2.mp4", "done")]
+    assert count_frames(site.out / "long.mp4") == 250
+    assert count_frames(site.out / "long-2.mp4") == 12  # the new file got its own job
+    wait_for(lambda: not source.exists(), 10, "the new file deleted after its own job")
+    assert "event=job_failed" not in site.log()
+    assert site.stop() == 0
+
+
+def test_a_file_at_the_reserved_output_name_is_never_replaced(site: Site, long_video: Path,
+                                                              small_video: Path) -> None:
+    site.watches[0]["profile"] = "slow.toml"
+    site.daemon_settings["workers"] = 1
+    site.start()
+    site.drop(long_video, "long.mkv")
+    site.drop(small_video, "a.mp4")
+    wait_for(lambda: len(site.jobs()) == 2, 30, "both files queued")
+    wait_encoding(site)
+    site.out.mkdir(exist_ok=True)
+    # One appears while its job runs (the engine's commit refuses), one before its job starts.
+    (site.out / "long.mp4").write_text("the user's own file\n")
+    (site.out / "a.mp4").write_text("another file of the user's\n")
+    done = site.wait_jobs("done", 2, timeout=90)
+    assert sorted(Path(j["output"]).name for j in done) == ["a-2.mp4", "long-2.mp4"]
+    assert (site.out / "long.mp4").read_text() == "the user's own file\n"
+    assert (site.out / "a.mp4").read_text() == "another file of the user's\n"
+    assert count_frames(site.out / "long-2.mp4") == 250 and count_frames(site.out / "a-2.mp4") == 12
+    site.wait_log(r"event=output_renamed job=1 .*when=during_job")
+    site.wait_log(r"event=output_renamed job=2 .*when=before_start")
+    assert all(j["attempts"] == 0 for j in done)
+    assert partials(site.out) == []
+    assert site.stop() == 0
+
+
+def test_a_queued_file_renamed_or_moved_out_and_back_is_still_transcoded(
+        site: Site, long_video: Path, tmp_path: Path) -> None:
+    site.watches[0].update(profile="slow.toml", failed_dir="failed")
+    site.daemon_settings["workers"] = 1
+    site.start()
+    site.drop(long_video, "long.mkv")
+    a = site.drop(make_video(tmp_path / "a.mp4", seed=41), "a.mp4")
+    c = site.drop(make_video(tmp_path / "c.mp4", seed=42), "c.mp4")
+    wait_for(lambda: len(site.jobs()) == 3, 30, "three files queued")
+    wait_encoding(site)
+    os.rename(a, site.inbox / "b.mp4")  # renamed while its job waits: the job follows it
+    site.wait_log(r"event=job_followed job=2 source=\S*/in/b\.mp4 was=\S*/in/a\.mp4 "
+                  r"state=queued output=\S*/out/b\.mp4")
+    away = tmp_path / "away.mp4"
+    os.rename(c, away)  # moved out while its job waits: it fails when its turn comes...
+    (failed,) = site.wait_jobs("failed", 1, timeout=90)
+    assert (failed["id"], failed["reason"]) == (3, "missing_input")
+    note = site.root / "failed" / "c.mp4.error.json"  # in failed_dir, like any failure's
+    wait_for(note.exists, 10, "the error note in failed_dir")
+    assert not (site.inbox / "c.mp4.error.json").exists()
+    shutil.copyfile(away, tmp_path / "c.part")
+    os.rename(tmp_path / "c.part", c)  # ...and is queued again when it is back
+    site.wait_log(r"event=job_followed job=3 .*state=failed")
+    done = site.wait_jobs("done", 3, timeout=60)
+    assert {j["id"]: Path(j["source"]).name for j in done} == {1: "long.mkv", 2: "b.mp4", 3: "c.mp4"}
+    assert [p.name for p in site.outputs()] == ["b.mp4", "c.mp4", "long.mp4"]
+    assert not note.exists()  # the stale note went with the failure
+    assert "event=file_duplicate" not in site.log()
     assert site.stop() == 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mediad.config import WatchConfig, load_config
-from mediad.daemon.disposition import after_failure, move_file, write_json_atomic
+from mediad.daemon.disposition import after_failure, after_success, move_file, write_json_atomic
 from mediad.daemon.fingerprint import fingerprint, job_key
 from mediad.daemon.metrics import GpuCollector
 from mediad.daemon.notify import Notifier
@@ -363,3 +363,51 @@ def test_retry_in_place_and_what_it_refuses(tmp_path: Path) -> None:
     ]
     assert [j.id for j in q.failed_jobs()] == [c, d, e]
     q.close()
+
+
+def test_disposition_acts_only_on_the_file_the_job_fingerprinted(tmp_path: Path) -> None:
+    w = watch(tmp_path, on_success="delete", failed_dir=str(tmp_path / "failed"))
+    (tmp_path / "state").mkdir()
+    q = Queue(tmp_path / "state")
+    src = w.path / "a.mkv"
+    src.write_bytes(b"the file the job ran on")
+    fp = fingerprint(src)
+    job = q.enqueue(key="k", source=src, watch=w.path, profile=w.profile,
+                    output=w.output_dir / "a.mp4", fp=fp)
+    assert job is not None
+    other = tmp_path / "other.mkv"
+    other.write_bytes(b"a different file")
+    os.rename(other, src)  # replaced while its job ran
+    after_success(w, job)
+    assert src.read_bytes() == b"a different file"
+    after_failure(w, job, "corrupt", "bad")
+    assert src.read_bytes() == b"a different file"  # not moved to failed_dir either
+    assert (tmp_path / "failed" / "a.mkv.error.json").exists()
+    assert not (tmp_path / "failed" / "a.mkv").exists()
+    # Touched (same inode, same content): still the job's file, so it is deleted.
+    src.write_bytes(b"the file the job ran on")
+    job = q.get(job.id)
+    q.update_source(job.id, fingerprint(src))  # type: ignore[union-attr]
+    os.utime(src, ns=(1, 1))
+    after_success(w, q.get(job.id))  # type: ignore[union-attr, arg-type]
+    assert not src.exists()
+    q.close()
+
+
+def test_status_escapes_odd_names_and_retry_takes_any_id(tmp_path: Path) -> None:
+    cfg, q = failed_site(tmp_path)
+    odd = "new\nline \x1b[31mred\x07.mkv"
+    fail_job(cfg, q, odd, b"broken")
+    q.close()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    status = subprocess.run([sys.executable, "-m", "mediad", "status", "--config", str(cfg)],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "\x1b" not in status.stdout and "\x07" not in status.stdout
+    (row,) = [ln for ln in status.stdout.splitlines() if "failed " in ln and "not_media" in ln]
+    assert "new\\nline \\x1b[31mred\\x07.mkv ->" in row
+    big = "99999999999999999999999"
+    res = subprocess.run([sys.executable, "-m", "mediad", "retry", "--config", str(cfg), big],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert (res.returncode, res.stdout) == (1, "")
+    assert res.stderr.splitlines() == [f"mediad: error: job {big}: no such job"]

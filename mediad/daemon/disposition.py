@@ -15,8 +15,10 @@ from pathlib import Path
 
 from mediad import log
 from mediad.config import WatchConfig
-from mediad.daemon.paths import unique_destination
+from mediad.daemon.fingerprint import fingerprint
+from mediad.daemon.paths import refusal, unique_destination
 from mediad.daemon.queue import Job
+from mediad.errors import MediadError
 from mediad.fsutil import atomic_write_bytes
 
 
@@ -52,11 +54,45 @@ def move_file(src: Path, folder: Path) -> Path:
     return dest
 
 
+def not_the_job_file(watch: WatchConfig, job: Job, src: Path) -> str | None:
+    """Why the file at `src` must not be moved or deleted as `job`'s source, or None when it is
+    still the very file the job fingerprinted ("gone" when nothing is there).
+
+    A source renamed over, or rewritten, while its job ran is another file: it gets a job of its
+    own, and disposing of it would lose it untranscoded. Same inode and either the same stat or
+    the same content digest (a touch) is the job's file; the digest also tells a new file that
+    happens to get a freed inode number again.
+    """
+    why = refusal(watch, src)  # a symlink or a path escaping the watch is never acted on
+    if why == "vanished":
+        return "gone"
+    if why is not None:
+        return why
+    try:
+        st = os.lstat(src)
+        if st.st_ino == job.inode and job.fingerprint.same_stat(st):
+            return None
+        fp = fingerprint(src) if st.st_ino == job.inode else None
+    except FileNotFoundError:
+        return "gone"
+    except (OSError, MediadError):
+        return "unreadable"
+    if fp is None or fp.inode != job.inode:
+        return "replaced by another file"
+    return None if fp.digest == job.digest else "rewritten with other content"
+
+
 def after_success(watch: WatchConfig | None, job: Job) -> None:
     """Apply on_success (keep/move/delete) to a done job's source; errors are logged, not raised."""
     src = Path(job.source)
     action = watch.on_success if watch is not None else "keep"
-    if action == "keep" or not os.path.lexists(src):
+    if watch is None or action == "keep":
+        return
+    why = not_the_job_file(watch, job, src)
+    if why is not None:
+        if why != "gone":
+            log.event("source_kept", logging.WARNING, job=job.id, source=src, action=action,
+                      reason=why, note="not the file this job transcoded; left for its own job")
         return
     try:
         if action == "move":
@@ -76,15 +112,21 @@ def after_failure(watch: WatchConfig | None, job: Job, reason: str, message: str
     src = Path(job.source)
     where = src
     moved = False
-    if watch is not None and watch.failed_dir is not None and os.path.lexists(src):
-        try:
-            where = move_file(src, watch.failed_dir)
-            moved = True
-        except OSError as e:
-            log.event("source_action_failed", logging.ERROR, job=job.id, source=src,
-                      action="move_failed", error=e.strerror or str(e))
-    elif watch is not None and watch.failed_dir is not None:
-        where = watch.failed_dir / src.name  # nothing to move; the note goes where failures are
+    if watch is not None and watch.failed_dir is not None:
+        why = not_the_job_file(watch, job, src)
+        if why is None:
+            try:
+                where = move_file(src, watch.failed_dir)
+                moved = True
+            except OSError as e:
+                log.event("source_action_failed", logging.ERROR, job=job.id, source=src,
+                          action="move_failed", error=e.strerror or str(e))
+        else:
+            if why != "gone":
+                log.event("source_kept", logging.WARNING, job=job.id, source=src,
+                          action="move_failed", reason=why,
+                          note="not the file this job failed on; left where it is")
+            where = watch.failed_dir / src.name  # nothing to move; the note goes where failures are
     note = where.with_name(where.name + ".error.json")
     data = {
         "source": str(src),

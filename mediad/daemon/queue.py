@@ -206,6 +206,29 @@ class Queue:
         self.conn.execute("UPDATE jobs SET size = ?, mtime_ns = ?, inode = ? WHERE id = ?",
                           (fp.size, fp.mtime_ns, fp.inode, job_id))
 
+    def set_output(self, job_id: int, output: Path) -> None:
+        """Reserve another output name for the job (its first one was taken by someone else)."""
+        self.conn.execute("UPDATE jobs SET output = ?, updated = ? WHERE id = ?",
+                          (str(output), time.time(), job_id))
+
+    def follow(self, job_id: int, *, source: Path, watch: Path, output: Path,
+               fp: Fingerprint) -> bool:
+        """The job's file, not yet transcoded, is now at `source` (renamed, or moved out and back):
+        the job follows it. A queued job keeps its state; one failed as `missing_input` (the
+        file was away when its turn came) is queued again as new. False when it is neither."""
+        # One statement, so it is all or nothing; CASE reads the row as it was before.
+        cur = self.conn.execute(
+            "UPDATE jobs SET source = ?, watch = ?, output = ?, size = ?, mtime_ns = ?, inode = ?,"
+            " updated = ?, state = 'queued',"
+            " attempts = CASE WHEN state = 'failed' THEN 0 ELSE attempts END,"
+            " reason = CASE WHEN state = 'failed' THEN NULL ELSE reason END,"
+            " error = CASE WHEN state = 'failed' THEN NULL ELSE error END,"
+            " finished = NULL, disposed = 0"
+            " WHERE id = ? AND (state = 'queued' OR (state = 'failed' AND reason = 'missing_input'))",
+            (str(source), str(watch), str(output), fp.size, fp.mtime_ns, fp.inode, time.time(),
+             job_id))
+        return cur.rowcount == 1
+
     def done(self, job_id: int, report: dict) -> None:
         """The output is committed."""
         now = time.time()

@@ -32,6 +32,7 @@ from mediad.errors import MediadError
 from mediad.fsutil import NO_HARD_LINK, fsync_dir
 
 NOTE_SUFFIX = ".error.json"
+SQLITE_MAX_INT = 2**63 - 1  # job ids are SQLite INTEGERs: no id is larger
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,8 @@ class Retrier:
         """A job id from an argument: digits are an id; anything else a path, matched to the
         note beside it (a file in failed_dir, or the note itself), else to a job's source."""
         if target.isascii() and target.isdigit():
+            if int(target) > SQLITE_MAX_INT:  # SQLite would raise OverflowError: no such id
+                raise MediadError(f"job {target}: no such job", reason="no_job")
             return int(target)
         path = Path(os.path.abspath(target))
         note_path = path if path.name.endswith(NOTE_SUFFIX) else path.with_name(path.name + NOTE_SUFFIX)
@@ -223,7 +226,7 @@ class Retrier:
             raise MediadError(f"job {job_id}: its watch {job.watch} is no longer in the config",
                               reason="no_watch")
         if os.path.lexists(job.output):
-            # The worker writes its output with overwrite: whatever is there would be replaced.
+            # Left to the user: the daemon never replaces it (the job would write to a -2 name).
             raise MediadError(f"job {job_id}: its output {job.output} exists; move it away first",
                               reason="output_exists")
         source = Path(job.source)

@@ -20,13 +20,14 @@ from pathlib import Path
 from mediad import log
 from mediad.config import Config, WatchConfig, load_config
 from mediad.daemon import disposition
-from mediad.daemon.fingerprint import fingerprint, job_key
+from mediad.daemon.fingerprint import Fingerprint, fingerprint, job_key
 from mediad.daemon.metrics import Metrics
 from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
 from mediad.daemon.paths import inspect_source, output_candidates, refusal, wanted
 from mediad.daemon.pool import Outcome, Worker, spawn
 from mediad.daemon.queue import USER_RETRY, Job, Queue
+from mediad.daemon.retry import NOTE_SUFFIX, read_note
 from mediad.daemon.settle import Settler
 from mediad.daemon.slots import choose_gpu
 from mediad.daemon.status import PID_FILE
@@ -245,7 +246,7 @@ class Daemon:
             # Already identified at exactly this stat: no hashing, no settle wait.
             job = self.queue.seen_job(path, st)
             if job is not None:
-                self._finish_disposition(job, path, report=False)
+                self._finish_disposition(job, path, watch, report=False)
                 continue
             self.settler.note(index, path, "scan", settle=self.config.daemon.settle_seconds,
                               local=not watch.polling)
@@ -289,7 +290,7 @@ class Daemon:
         self.queue.remember(path, fp, key)
         existing = self.queue.by_key(key)
         if existing is not None:
-            self._finish_disposition(existing, path)
+            self._finish_disposition(existing, path, watch)
             return
         output = next((p for p in output_candidates(watch, path, watch.loaded_profile.extension)
                        if not os.path.lexists(p) and not self.queue.output_taken(p)), None)
@@ -302,13 +303,17 @@ class Daemon:
             self._counts_dirty = True
             log.event("job_queued", job=job.id, source=path, profile=watch.profile, output=output)
 
-    def _finish_disposition(self, job: Job, path: Path, *, report: bool = True) -> None:
-        """A known file seen again: finish a move/delete that a crash interrupted, or say it is
-        a duplicate. A source is disposed of once, when its job ends; the same content dropped
-        again later is reported and left alone, never deleted."""
+    def _finish_disposition(self, job: Job, path: Path, watch: WatchConfig, *,
+                            report: bool = True) -> None:
+        """A known file seen again: follow it if its job has not run on it yet, finish a
+        move/delete that a crash interrupted, or say it is a duplicate. A source is disposed of
+        once, when its job ends; the same content dropped again later is reported and left
+        alone, never deleted."""
         try:
             st = os.lstat(path)
         except OSError:
+            return
+        if self._follow(job, watch, path, st):
             return
         if job.source != str(path) or not job.fingerprint.same_stat(st):
             if report:  # (rescans find known duplicates again and again: say it once)
@@ -318,6 +323,48 @@ class Daemon:
         if job.disposed or job.state not in ("done", "failed"):
             return
         self._dispose(job, self._watch_for(job))
+
+    def _follow(self, job: Job, watch: WatchConfig, path: Path, st: os.stat_result) -> bool:
+        """Move a job along with its file when the file has not been transcoded yet: a queued
+        job whose file was renamed (or moved to another watched folder), or a job that failed as
+        `missing_input` because the file was away when its turn came and is now back. Without
+        this the file would only be logged as a duplicate of a job that finds nothing to run.
+        A copy or a second hard link (the old path still holds the job's file) stays a duplicate.
+        True when the job now follows `path`."""
+        back = job.state == "failed" and job.reason == "missing_input"
+        if not back:
+            if job.state != "queued" or job.source == str(path):
+                return False
+            with contextlib.suppress(OSError):
+                if os.lstat(job.source).st_ino == job.inode:
+                    return False
+        if refusal(watch, path) is not None:  # the scan path comes here without intake's check
+            return False
+        output = Path(job.output)
+        candidates = output_candidates(watch, path, output.suffix.lstrip("."))
+        if output not in candidates:  # named after the old name: reserve one after the new name
+            output = next((p for p in candidates if not os.path.lexists(p)
+                           and not self.queue.output_taken(p)), output)
+        # Same key, so same content digest; the stat is the file's at its new path.
+        fp = Fingerprint(st.st_size, st.st_mtime_ns, st.st_ino, job.digest)
+        if not self.queue.follow(job.id, source=path, watch=watch.path, output=output, fp=fp):
+            return False
+        if back:
+            self._remove_note(job)
+        self._counts_dirty = True
+        log.event("job_followed", job=job.id, source=path, was=job.source, state=job.state,
+                  output=output)
+        return True
+
+    def _remove_note(self, job: Job) -> None:
+        """Remove the error note of a failed job that is queued again, if it is still its own."""
+        watch = self._watch_for(job)
+        src = Path(job.source)
+        folder = watch.failed_dir if watch is not None and watch.failed_dir is not None else src.parent
+        note = read_note(folder / (src.name + NOTE_SUFFIX))
+        if note is not None and note.data["job"] == job.id and note.data.get("source") == job.source:
+            with contextlib.suppress(OSError):
+                note.path.unlink()
 
     def _dispose(self, job: Job, watch: WatchConfig | None) -> None:
         """Apply on_success or failed_dir to a finished job's source, then mark it done with."""
@@ -374,6 +421,12 @@ class Daemon:
             return False
         if not self._source_unchanged(job, watch):
             return False
+        if os.path.lexists(job.output):
+            # Someone else's file took the reserved name since the job was queued.
+            renamed = self._next_output(job, watch, "before_start")
+            if renamed is None:
+                return False
+            job = renamed
         output = Path(job.output)
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -417,12 +470,14 @@ class Daemon:
             why = "vanished"
         except (OSError, MediadError) as e:
             why = getattr(e, "reason", None) or "unreadable"
+        # With the watch, the error note goes to failed_dir (if set) like every other failure's;
+        # disposition moves nothing that is not the job's own regular file.
         if why == "vanished":
-            self._fail(job, None, "missing_input", f"{source}: the source disappeared before its job ran")
+            self._fail(job, watch, "missing_input", f"{source}: the source disappeared before its job ran")
             return False
         if why:
             self._refuse(source, why)
-            self._fail(job, None, why, f"{source}: refused ({why}) before its job ran")
+            self._fail(job, watch, why, f"{source}: refused ({why}) before its job ran")
             return False
         if fp is not None and fp.digest != job.digest:
             # Rewritten since it was queued: let it settle again and be queued as the new file.
@@ -435,6 +490,24 @@ class Daemon:
         if fp is not None:
             self.queue.update_source(job.id, fp)  # touched, same content
         return True
+
+    def _next_output(self, job: Job, watch: WatchConfig | None, when: str) -> Job | None:
+        """Reserve the next free output name for a job whose name is held by a file that is not
+        its output (an existing file is never replaced); the updated job, or None when no name
+        is free (the job is then failed)."""
+        taken = Path(job.output)
+        candidates = (output_candidates(watch, Path(job.source), taken.suffix.lstrip("."))
+                      if watch is not None else [])
+        output = next((p for p in candidates if not os.path.lexists(p)
+                       and not self.queue.output_taken(p)), None)
+        if output is None:
+            self._fail(job, watch, "output_exists",
+                       f"{taken}: another file has this output name and no other name is free")
+            return None
+        self.queue.set_output(job.id, output)
+        log.event("output_renamed", logging.WARNING, job=job.id, taken=taken, output=output,
+                  when=when, note="a file appeared at the reserved name; it is left alone")
+        return self.queue.get(job.id)
 
     # ----- workers --------------------------------------------------------------------------
 
@@ -502,6 +575,14 @@ class Daemon:
             self.queue.requeue(job.id)
             log.event("job_requeued", job=job.id, source=job.source, reason="shutdown")
             return
+        if not outcome.ok and outcome.reason == "output_exists":
+            # A file appeared at the output name while the job ran and the engine would not
+            # replace it: run again under the next free name, the attempt not counted.
+            remove_partials(Path(job.output))
+            if self._next_output(job, watch, "during_job") is not None:
+                self.queue.requeue(job.id)
+                log.event("job_requeued", job=job.id, source=job.source, reason="output_exists")
+            return
         if not outcome.ok and worker.killed_for == "stalled":
             stall = self.config.daemon.stall_timeout_seconds
             outcome = Outcome(False, reason="stalled", transient=True,
@@ -564,8 +645,9 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
-        except MediadError as e:
-            log.event("config_rejected", logging.ERROR, error=str(e), note="keeping the old config")
+        except Exception as e:  # noqa: BLE001 - whatever the file holds, a reload never stops the service
+            error = str(e) if isinstance(e, MediadError) else f"{self.config_path}: {e!r}"
+            log.event("config_rejected", logging.ERROR, error=error, note="keeping the old config")
             self.notifier.reloaded(self._status_text())
             return
         old = self.config

@@ -64,24 +64,31 @@ def _ago(t: float | None) -> str:
     return f"{s}s ago" if s < 120 else f"{s // 60}m ago" if s < 7200 else f"{s // 3600}h ago"
 
 
+def printable(text: str) -> str:
+    """`text` with every non-printable character (newlines, terminal escapes, undecodable bytes)
+    written as a Python escape, so that one job stays one line and cannot drive the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode()
+                   for c in text)
+
+
 def format_status(report: dict) -> str:
     """Human-readable status."""
     pid = report["daemon_pid"]
     lines = [
         f"daemon:    {'running, pid ' + str(pid) if pid else 'not running'}",
-        f"state_dir: {report['state_dir']}",
+        f"state_dir: {printable(report['state_dir'])}",
         "jobs:      " + "  ".join(f"{s}={report['counts'].get(s, 0)}" for s in STATES),
     ]
     if report["recent"]:
         lines.append("")
         lines.append(f"{'id':>6}  {'state':8} {'tries':>5}  {'updated':>9}  source -> output / reason")
         for j in report["recent"]:
-            detail = j["output"]
+            detail = printable(j["output"])
             if j["state"] == "running" and j.get("frames_done") is not None:
                 total = j.get("frames_total")
                 detail += f"  [{j['frames_done']}/{total or '?'} frames, {j.get('fps') or 0:.1f} fps]"
             if j.get("reason") and j["state"] in ("failed", "queued"):
-                detail = f"{j['reason']}: {j.get('error') or ''}".strip()
+                detail = printable(f"{j['reason']}: {j.get('error') or ''}".strip())
             lines.append(f"{j['id']:>6}  {j['state']:8} {j['attempts']:>5}  {_ago(j['updated']):>9}"
-                         f"  {j['source']} -> {detail}")
+                         f"  {printable(j['source'])} -> {detail}")
     return "\n".join(lines)

@@ -80,8 +80,11 @@ def run(spec: dict, channel: Channel) -> int:
     from mediad.profiles import Profile
 
     profile = Profile.model_validate({**spec["profile"], "name": spec["profile_name"]})
+    # Never overwrite: the daemon reserved a free name, so a file there now is someone else's.
+    # The engine then fails with reason output_exists (also when one appears just before the
+    # commit, which links without replacing) and the daemon picks the next free name.
     report = transcode(Path(spec["input"]), profile, Path(spec["output"]), gpu=spec["gpu"],
-                       no_nvenc=spec.get("no_nvenc"), overwrite=True, on_progress=channel.progress)
+                       no_nvenc=spec.get("no_nvenc"), overwrite=False, on_progress=channel.progress)
     channel.flush()
     channel.emit("done", report=report.to_dict())
     return 0
