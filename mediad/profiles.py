@@ -89,6 +89,16 @@ CUSTOM_MODEL_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".pt2")
 UPSCALE_MODEL_SUFFIXES = (".pth", ".safetensors", ".param")
 
 
+def _builtin_or_file(value: str, info: ValidationInfo, builtins: tuple[str, ...],
+                     suffixes: tuple[str, ...], files: str) -> str:
+    """A stage's `model`: a built-in name, or a user file of a known kind (profile-relative)."""
+    if value in builtins:
+        return value
+    if not value.lower().endswith(suffixes):
+        raise ValueError(f"unknown model {value!r}: use {', '.join(builtins)} or {files}")
+    return _profile_relative(value, info)
+
+
 def _profile_relative(value: str, info: ValidationInfo) -> str:
     """A user file named relative to the profile: the same file whatever the working directory."""
     base = (info.context or {}).get("base")
@@ -291,13 +301,9 @@ class UpscaleStage(_StageCommon):
     @field_validator("model")
     @classmethod
     def _model(cls, v: str, info: ValidationInfo) -> str:
-        if v in BUILTIN_UPSCALERS:
-            return v
-        if not v.lower().endswith(UPSCALE_MODEL_SUFFIXES):
-            raise ValueError(
-                f"unknown model {v!r}: use {', '.join(BUILTIN_UPSCALERS)} or a Real-ESRGAN "
-                "compact .pth / .safetensors file (or an ncnn .param beside its .bin)")
-        return _profile_relative(v, info)
+        return _builtin_or_file(v, info, BUILTIN_UPSCALERS, UPSCALE_MODEL_SUFFIXES,
+                                "a Real-ESRGAN compact .pth / .safetensors file (or an ncnn "
+                                ".param beside its .bin)")
 
 
 class ClassifyStage(_StageCommon):
@@ -344,13 +350,8 @@ class ClassifyStage(_StageCommon):
     @field_validator("model")
     @classmethod
     def _model_file(cls, v: str, info: ValidationInfo) -> str:
-        if v in BUILTIN_CLASSIFIERS:
-            return v
-        if not v.lower().endswith(CUSTOM_MODEL_SUFFIXES):
-            raise ValueError(
-                f"unknown model {v!r}: use {', '.join(BUILTIN_CLASSIFIERS)} or a "
-                "TorchScript (.pt) / torch.export (.pt2) file")
-        return _profile_relative(v, info)
+        return _builtin_or_file(v, info, BUILTIN_CLASSIFIERS, CUSTOM_MODEL_SUFFIXES,
+                                "a TorchScript (.pt) / torch.export (.pt2) file")
 
     @field_validator("labels")
     @classmethod
