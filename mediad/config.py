@@ -147,9 +147,10 @@ class Config(_Strict):
         # Messages start with their key path: a model-level error has no location of its own.
         seen: set[str] = set()
         for i, w in enumerate(self.watch):
-            if os.path.realpath(w.path) in seen:
+            real = os.path.realpath(w.path)  # one folder reached through a symlink is one folder
+            if real in seen:
                 raise ValueError(f"watch.{i}.path: {w.path} is already watched")
-            seen.add(os.path.realpath(w.path))
+            seen.add(real)
             if w.on_success == "move" and w.done_dir is None:
                 raise ValueError(f'watch.{i}.done_dir: needed when on_success = "move"')
             for name in ("output_dir", "done_dir", "failed_dir"):

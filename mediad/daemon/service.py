@@ -292,8 +292,7 @@ class Daemon:
         if existing is not None:
             self._finish_disposition(existing, path, watch)
             return
-        output = next((p for p in output_candidates(watch, path, watch.loaded_profile.extension)
-                       if not os.path.lexists(p) and not self.queue.output_taken(p)), None)
+        output = self._free_output(watch, path, watch.loaded_profile.extension)
         if output is None:
             self._refuse(path, "no_output_name")
             return
@@ -341,10 +340,10 @@ class Daemon:
         if refusal(watch, path) is not None:  # the scan path comes here without intake's check
             return False
         output = Path(job.output)
-        candidates = output_candidates(watch, path, output.suffix.lstrip("."))
-        if output not in candidates:  # named after the old name: reserve one after the new name
-            output = next((p for p in candidates if not os.path.lexists(p)
-                           and not self.queue.output_taken(p)), output)
+        extension = output.suffix.lstrip(".")
+        if output not in output_candidates(watch, path, extension):
+            # Named after the old name: reserve one after the new name.
+            output = self._free_output(watch, path, extension) or output
         # Same key, so same content digest; the stat is the file's at its new path.
         fp = Fingerprint(st.st_size, st.st_mtime_ns, st.st_ino, job.digest)
         if not self.queue.follow(job.id, source=path, watch=watch.path, output=output, fp=fp):
@@ -491,15 +490,18 @@ class Daemon:
             self.queue.update_source(job.id, fp)  # touched, same content
         return True
 
+    def _free_output(self, watch: WatchConfig, source: Path, extension: str) -> Path | None:
+        """The first output name for `source` that no file and no other job holds."""
+        return next((p for p in output_candidates(watch, source, extension)
+                     if not os.path.lexists(p) and not self.queue.output_taken(p)), None)
+
     def _next_output(self, job: Job, watch: WatchConfig | None, when: str) -> Job | None:
         """Reserve the next free output name for a job whose name is held by a file that is not
         its output (an existing file is never replaced); the updated job, or None when no name
         is free (the job is then failed)."""
         taken = Path(job.output)
-        candidates = (output_candidates(watch, Path(job.source), taken.suffix.lstrip("."))
-                      if watch is not None else [])
-        output = next((p for p in candidates if not os.path.lexists(p)
-                       and not self.queue.output_taken(p)), None)
+        output = (self._free_output(watch, Path(job.source), taken.suffix.lstrip("."))
+                  if watch is not None else None)
         if output is None:
             self._fail(job, watch, "output_exists",
                        f"{taken}: another file has this output name and no other name is free")

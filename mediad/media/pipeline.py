@@ -292,7 +292,7 @@ class _Runner:
                 setattr(occ, attr, value)
         # The tag must say what the transform writes, which is not always the source's range.
         occ.color_range = color.AVCOL_RANGE_JPEG if self.full_range else color.AVCOL_RANGE_MPEG
-        if self.matrix is not None and _is_rgb(icc.pix_fmt):
+        if self.matrix is not None:  # an RGB source: tag the matrix it was converted with
             occ.colorspace = color.AVCOL_SPC_OF[self.matrix]
         if vp.bit_rate:
             ost.bit_rate = vp.bit_rate
