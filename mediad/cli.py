@@ -7,17 +7,84 @@ imports torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from mediad import __version__, log
-from mediad.errors import MediadError
+from mediad.errors import InvalidFile, MediadError
+
+# Signals whose default action ends the process (signal(7)), less those a fault in the code
+# itself raises (SEGV, BUS, FPE, ILL, ABRT, TRAP, SYS). Python ignores SIGPIPE and SIGXFSZ: a
+# closed pipe and a file-size limit are write errors (EPIPE, EFBIG) instead.
+STOPPING_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
+                    signal.SIGUSR2, signal.SIGALRM, signal.SIGXCPU, signal.SIGVTALRM,
+                    signal.SIGPROF, signal.SIGSTKFLT, signal.SIGIO, signal.SIGPWR,
+                    *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+
+
+class Stopped(BaseException):
+    """A stopping signal arrived. Unwinds like KeyboardInterrupt, so temporary outputs go."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _signal_name(signum: int) -> str:
+    """'SIGTERM'; real-time signals other than the first and last have no name of their own."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+@contextlib.contextmanager
+def _stopping_raises() -> Iterator[None]:
+    """While inside, every stopping signal raises Stopped (a one-shot command cleans up, exits)."""
+    def stop(signum: int, _frame: object) -> None:
+        for sig in changed:  # one is enough: a second must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    # Keep what the caller chose to ignore (`nohup mediad transcode ...`).
+    changed = {sig: handler for sig in STOPPING_SIGNALS
+               if (handler := signal.getsignal(sig)) in (signal.SIG_DFL, signal.default_int_handler)}
+    for sig in changed:
+        signal.signal(sig, stop)
+    try:
+        yield
+    finally:  # main() may run inside another program (tests): give its handlers back
+        for sig, handler in changed.items():
+            signal.signal(sig, handler)
 
 
 def _print_json(data: object) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")
+
+
+def _print_error(message: str) -> None:
+    print(f"mediad: error: {message}", file=sys.stderr)
+
+
+def path_arg(text: str) -> str:
+    """argparse type of a file argument: an empty one (an unset variable) is a usage error."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty path")
+    return text
+
+
+def gpu_choice(text: str) -> str:
+    """argparse type of --gpu: auto, none or a device number (a usage error otherwise)."""
+    if text in ("auto", "none"):
+        return text
+    if text.isascii() and text.isdigit():
+        return str(int(text))
+    raise argparse.ArgumentTypeError(f"expected auto, none or a device number, not {text!r}")
 
 
 def cmd_transcode(args: argparse.Namespace) -> int:
@@ -63,26 +130,40 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate_each(names: list[str], load: Callable[[str], object]) -> int:
+    """Load every file; say `NAME: ok` or print each of its errors on a line of its own."""
+    failed = False
+    for name in names:
+        try:
+            load(name)
+        except MediadError as e:
+            failed = True
+            for line in e.errors if isinstance(e, InvalidFile) else [str(e)]:
+                _print_error(line)
+        else:
+            print(f"{name}: ok")
+    return 1 if failed else 0
+
+
 def cmd_profiles(args: argparse.Namespace) -> int:
     from mediad import profiles
+
+    if args.action in ("show", "validate") and not args.names:
+        args.parser.error(f"name one or more profiles to {args.action}")
+    if args.action in ("list", "schema") and args.names:
+        args.parser.error(f"{args.action} takes no NAME")
 
     if args.action == "list":
         for name in profiles.builtin_names():
             print(f"{name:12} {profiles.load_profile(name).description}")
     elif args.action == "show":
-        if not args.names:
-            raise MediadError("profiles show: name a profile", reason="bad_request")
         for name in args.names:
             path = profiles.resolve_profile_path(name)
             profiles.load_profile(name)  # validate before showing
             print(f"# {path}")
             print(path.read_text(encoding="utf-8"))
     elif args.action == "validate":
-        if not args.names:
-            raise MediadError("profiles validate: give one or more profile files", reason="bad_request")
-        for name in args.names:
-            profiles.load_profile(name)
-            print(f"{name}: ok")
+        return _validate_each(args.names, profiles.load_profile)
     else:  # schema
         _print_json(profiles.profile_schema())
     return 0
@@ -142,7 +223,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
             if r.warning:
                 print(f"mediad: warning: {r.warning}", file=sys.stderr)
         else:
-            print(f"mediad: error: {r}", file=sys.stderr)
+            _print_error(str(r))
     if args.failed and not results:
         print("mediad: no failed jobs", file=sys.stderr)
     return 0 if all(isinstance(r, Requeued) for r in results) else 1
@@ -151,10 +232,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     from mediad.config import load_config
 
-    for path in args.files:
-        load_config(Path(path))
-        print(f"{path}: ok")
-    return 0
+    return _validate_each(args.files, lambda path: load_config(Path(path)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,11 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def gpu_arg(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--gpu", default="auto", metavar="auto|none|N",
+        sp.add_argument("--gpu", default="auto", type=gpu_choice, metavar="auto|none|N",
                         help="GPU to use: auto (default), none (CPU only) or a device number")
 
     t = sub.add_parser("transcode", help="transcode one file now, with a progress bar")
-    t.add_argument("input")
+    t.add_argument("input", type=path_arg)
     t.add_argument("-p", "--profile", default=None, help="built-in profile name or .toml path (default: h264)")
     t.add_argument("-o", "--output", default=None, help="output path (default: <stem>.<profile>.<ext> beside the input)")
     gpu_arg(t)
@@ -180,12 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_transcode)
 
     pr = sub.add_parser("probe", help="show what is in a media file")
-    pr.add_argument("input")
+    pr.add_argument("input", type=path_arg)
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_probe)
 
     pl = sub.add_parser("plan", help="show the decisions a transcode would make, without running it")
-    pl.add_argument("input")
+    pl.add_argument("input", type=path_arg)
     pl.add_argument("-p", "--profile", default=None)
     pl.add_argument("-o", "--output", default=None)
     gpu_arg(pl)
@@ -195,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     pf = sub.add_parser("profiles", help="list, show, validate profiles or print their schema")
     pf.add_argument("action", choices=["list", "show", "validate", "schema"])
     pf.add_argument("names", nargs="*", metavar="NAME|PATH")
-    pf.set_defaults(func=cmd_profiles)
+    pf.set_defaults(func=cmd_profiles, parser=pf)
 
     g = sub.add_parser("gpus", help="list NVIDIA GPUs, their telemetry and what they can do")
     g.add_argument("--json", action="store_true")
@@ -208,11 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_models)
 
     d = sub.add_parser("daemon", help="watch folders and transcode what lands in them")
-    d.add_argument("--config", required=True, help="mediad.toml")
+    d.add_argument("--config", required=True, type=path_arg, help="mediad.toml")
     d.set_defaults(func=cmd_daemon)
 
     s = sub.add_parser("status", help="queue counts and recent jobs from the daemon's state database")
-    s.add_argument("--config", default=None)
+    s.add_argument("--config", default=None, type=path_arg)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
 
@@ -224,28 +302,42 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("targets", nargs="*", metavar="JOB_ID|PATH",
                    help="a job id, a job's original source path, or its file in failed_dir")
     r.add_argument("--failed", action="store_true", help="every failed job")
-    r.add_argument("--config", default=None, help="mediad.toml (default: $MEDIAD_CONFIG, "
+    r.add_argument("--config", default=None, type=path_arg, help="mediad.toml (default: $MEDIAD_CONFIG, "
                    "else /etc/mediad/mediad.toml)")
     r.set_defaults(func=cmd_retry, parser=r)
 
     c = sub.add_parser("config", help="daemon configuration")
     c.add_argument("action", choices=["validate"])
-    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("files", nargs="+", metavar="FILE", type=path_arg)
     c.set_defaults(func=cmd_config)
     return p
+
+
+def _failed(args: argparse.Namespace, message: str, reason: str, line: str) -> None:
+    """Say why the command failed: `line` on stderr and, with --json, the error as JSON."""
+    # Best effort: after a hangup (SIGHUP) the terminal is gone and writing to it fails.
+    if getattr(args, "json", False):
+        with contextlib.suppress(OSError):
+            _print_json({"error": message, "reason": reason, "file": getattr(args, "input", None)})
+    with contextlib.suppress(OSError):
+        print(line, file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mediad` command."""
     args = build_parser().parse_args(argv)
     log.setup(args.log_level)
-    try:
-        return args.func(args)
-    except MediadError as e:
-        print(f"mediad: error: {e}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:  # e.g. `mediad probe --json | head`
-        return 0
-    except KeyboardInterrupt:
-        print("mediad: interrupted", file=sys.stderr)
-        return 130
+    # The daemon handles its signals itself; a one-shot command must not die with a .part file.
+    with contextlib.nullcontext() if args.command == "daemon" else _stopping_raises():
+        try:
+            return args.func(args)
+        except MediadError as e:
+            _failed(args, str(e), e.reason, f"mediad: error: {e}")
+            return 1
+        except BrokenPipeError:  # e.g. `mediad probe --json | head`
+            return 0
+        except (KeyboardInterrupt, Stopped) as e:
+            signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
+            message = f"interrupted by {_signal_name(signum)}"
+            _failed(args, message, "interrupted", f"mediad: {message}")
+            return 128 + signum
