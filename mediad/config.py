@@ -20,9 +20,9 @@ from pydantic import (
     model_validator,
 )
 
-from mediad.errors import MediadError
+from mediad.errors import InvalidFile, MediadError
 from mediad.fsutil import read_toml_text
-from mediad.profiles import Profile, format_validation_error, load_profile
+from mediad.profiles import Profile, load_profile, validation_errors
 
 DEFAULT_CONFIG = Path("/etc/mediad/mediad.toml")
 DEFAULT_LISTEN = "127.0.0.1:9464"
@@ -196,7 +196,7 @@ def parse_config(text: str, source: str, base: Path) -> Config:
     try:
         return Config.model_validate(data, context={"base": base})
     except ValidationError as e:
-        raise MediadError(format_validation_error(e, source), reason="bad_config") from None
+        raise InvalidFile(validation_errors(e, source), reason="bad_config") from None
 
 
 def load_config(path: Path) -> Config:

@@ -21,8 +21,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
-from mediad.errors import MediadError
+from mediad.errors import InvalidFile, MediadError
 from mediad.fsutil import read_toml_text
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_profiles"
@@ -428,26 +429,29 @@ class Profile(_Strict):
         return self.container
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line: 'SOURCE: key.path: reason' for the first error (profiles and the daemon config)."""
+def validation_errors(err: ValidationError, source: str) -> list[str]:
+    """One line per error, 'SOURCE: key.path: reason' (profiles and the daemon config)."""
     errors = err.errors()
     # A bad list entry can also make its list "too short": report the inner error, not its echo.
     errors = [e for e in errors if not any(
         len(o["loc"]) > len(e["loc"]) and o["loc"][:len(e["loc"])] == e["loc"] for o in errors)]
-    first = errors[0]
-    parts = list(first["loc"])
+    return [f"{source}: {_error_line(e)}" for e in errors]
+
+
+def _error_line(error: ErrorDetails) -> str:
+    """'key.path: reason' of one pydantic error, in the words of the profile's TOML."""
+    parts = list(error["loc"])
     # A tagged union puts the stage kind in the path (stages.0.upscale.scale): drop it.
     if len(parts) > 2 and parts[0] == "stages" and parts[2] in STAGE_KINDS:
         del parts[2]
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
+    msg = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
         msg = "unknown key"
-    elif first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+    elif error["type"] in ("union_tag_invalid", "union_tag_not_found"):
         parts.append("kind")
         msg = f"must be one of {', '.join(STAGE_KINDS)}"
     loc = ".".join(str(p) for p in parts) or "(top level)"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{source}: {loc}: {msg}{more}"
+    return f"{loc}: {msg}"
 
 
 def parse_profile(text: str, source: str, name: str, base: Path | None = None) -> Profile:
@@ -466,7 +470,7 @@ def parse_profile(text: str, source: str, name: str, base: Path | None = None) -
         return Profile.model_validate({**data, "name": name},
                                       context={"base": base, _FROM_FILE: True})
     except ValidationError as e:
-        raise MediadError(format_validation_error(e, source), reason="bad_profile") from None
+        raise InvalidFile(validation_errors(e, source), reason="bad_profile") from None
 
 
 def builtin_names() -> list[str]:

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mediad import log
-from mediad.errors import MediadError
+from mediad.errors import MediadError, io_error
 from mediad.gpu import capabilities, choose_device, no_gpu, without_nvenc
 from mediad.media.commit import OutputInfo, commit, temp_path_for, verify_output
 from mediad.media.pipeline import DecoderRefused, EncoderRefused, RunResult, run_plan
@@ -110,7 +110,10 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
             raise MediadError(f"{input_path}: its video stream gave no frames (empty or "
                               "truncated)", reason="corrupt")
         out = verify_output(tmp, _expected_duration(info), str(input_path))
-        commit(tmp, output, overwrite)
+        try:
+            commit(tmp, output, overwrite)
+        except OSError as e:  # fsync, link or rename: the output's storage, never the source
+            raise io_error(output, e) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -20,7 +20,7 @@ import av
 from av.codec.hwaccel import HWAccel
 
 from mediad import log
-from mediad.errors import MediadError
+from mediad.errors import MediadError, io_error, is_storage_error
 from mediad.media import color
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
 from mediad.media.probe import open_input
@@ -629,5 +629,7 @@ def run_plan(plan: Plan, dest: Path, on_progress: ProgressCallback | None = None
         raise
     except av.FFmpegError as e:
         log.event("pipeline_error", input=plan.input, error=str(e))
+        if is_storage_error(e):  # a full disk, quota, failing disk: not the source's fault
+            raise io_error(plan.output, e) from None
         raise MediadError(f"{plan.input}: transcode failed: {e}", reason="corrupt") from None
 
