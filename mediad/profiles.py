@@ -24,12 +24,12 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from mediad.errors import InvalidFile, MediadError
+from mediad.formats import CONTAINER_VIDEO, Container
 from mediad.fsutil import read_toml_text
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_profiles"
 DEFAULT_PROFILE = "h264"
 
-Container = Literal["mp4", "mkv", "webm", "mov"]
 VideoCodec = Literal["h264", "hevc", "av1", "copy"]
 AudioCodec = Literal["aac", "opus", "copy", "none"]
 Speed = Literal["fastest", "faster", "fast", "medium", "slow", "slower", "slowest"]
@@ -38,30 +38,6 @@ SPEEDS: tuple[str, ...] = ("fastest", "faster", "fast", "medium", "slow", "slowe
 # Constant-quality ranges per codec (x264/x265 crf and NVENC cq: 0..51; SVT-AV1 crf: 1..63).
 QUALITY_RANGE = {"h264": (0, 51), "hevc": (0, 51), "av1": (1, 63)}
 DEFAULT_QUALITY = {"h264": 23, "hevc": 28, "av1": 32}
-# Which codecs each container can carry (what we produce or copy into it).
-CONTAINER_VIDEO = {
-    "mp4": {"h264", "hevc", "av1", "mpeg4", "vp9"},
-    "mov": {"h264", "hevc", "prores", "mpeg4"},
-    "mkv": None,  # Matroska carries anything
-    "webm": {"av1", "vp9", "vp8"},
-}
-CONTAINER_AUDIO = {
-    "mp4": {"aac", "mp3", "opus", "ac3", "eac3", "alac", "flac"},
-    "mov": {"aac", "mp3", "alac", "ac3", "eac3", "pcm_s16le", "pcm_s24le"},
-    # Matroska holds nearly anything; these are the codecs players handle there.
-    "mkv": {"aac", "mp3", "opus", "vorbis", "flac", "ac3", "eac3", "dts", "truehd", "alac",
-            "pcm_s16le", "pcm_s24le", "pcm_f32le", "mp2"},
-    "webm": {"opus", "vorbis"},
-}
-CONTAINER_SUBTITLES = {
-    "mp4": {"mov_text"},
-    "mov": {"mov_text"},
-    "mkv": {"subrip", "srt", "ass", "ssa", "hdmv_pgs_subtitle", "dvd_subtitle", "webvtt", "text"},
-    "webm": {"webvtt"},
-}
-# The text subtitle codec each container gets when it cannot hold a text stream as it is.
-CONTAINER_TEXT_SUBTITLE = {"mp4": "mov_text", "mov": "mov_text", "mkv": "subrip", "webm": "webvtt"}
-CONTAINER_FORMAT = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm"}
 
 _BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?[bB]|[bB])?\s*$")
@@ -165,9 +141,13 @@ class VideoSettings(_Strict):
     # Copy instead of re-encoding a source already in `codec` that this profile would not change
     # (the Tdarr/Unmanic "skip if already HEVC" rule): see media.plan.copy_mismatch.
     copy_if_matching: StrictBool = False
+    # auto: deinterlace (bwdif) what the source flags as interlaced, as HandBrake decombs by
+    # default; on: every frame; off: never.
+    deinterlace: Literal["auto", "on", "off"] = "auto"
 
     # First, so a copy profile hears that the key is not used rather than what is wrong with it.
-    @field_validator("encoder", "quality", "bitrate", "speed", "max_height", "bit_depth")
+    @field_validator("encoder", "quality", "bitrate", "speed", "max_height", "bit_depth",
+                     "deinterlace")
     @classmethod
     def _not_with_copy(cls, v: Any, info: ValidationInfo) -> Any:
         # Copy writes the source's packets: a user who sets max_height expects a smaller video.
@@ -393,6 +373,8 @@ class Profile(_Strict):
     description: str = ""
     container: Container = "mp4"
     faststart: StrictBool = False
+    # A source with corrupt or missing frames: warn (finish, say so in the report) or fail.
+    on_decode_error: Literal["warn", "fail"] = "warn"
     video: VideoSettings = VideoSettings()
     audio: AudioSettings = AudioSettings()
     subtitles: SubtitleSettings = SubtitleSettings()

@@ -128,3 +128,86 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
     """Run `python -m mediad ARGS` as a real subprocess."""
     return subprocess.run([sys.executable, "-m", "mediad", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+# -- the independent reader/writer: the ffmpeg binary of imageio-ffmpeg -------------------------
+
+def ffmpeg_exe() -> str:
+    """The ffmpeg binary shipped by imageio-ffmpeg (not the FFmpeg inside PyAV)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def ffmpeg(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the independent ffmpeg binary quietly; its stderr holds what it reports."""
+    return subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", *args], capture_output=True,
+                          text=True, check=check, timeout=300)
+
+
+def ffmpeg_bytes(*args: str) -> bytes:
+    """What the independent ffmpeg writes to stdout (decoded samples, a picture)."""
+    return subprocess.run([ffmpeg_exe(), "-nostdin", "-v", "error", *args], capture_output=True,
+                          check=True, timeout=300).stdout
+
+
+# Camera-like picture: a soft, textured scene (static, as a landscape is) that the frame pans
+# across with sub-pixel motion, plus sensor grain. Seeded and free of wall-clock inputs, so
+# every run makes the same file (lavfi's gradients source is not reproducible).
+_CAMERA = ("color=c=gray:s={w2}x{h2}:r={fps},format=yuv420p,"
+           "geq=lum='128+60*sin(X/37+Y/53)*cos(Y/29)':cb='128+40*sin(X/61+Y/97)':"
+           "cr='128+40*cos(Y/47-X/83)',noise=alls=60:allf=u:all_seed=2,gblur=sigma=1.2,"
+           "crop={w}:{h}:x='{w}/2+{w}/2*sin(t*0.7)':y='{h}/2+{h}/2*cos(t*0.5)',"
+           "noise=alls=6:allf=t:all_seed=3")
+
+
+def camera_filter(size: tuple[int, int] = (320, 180), fps: int = 25) -> str:
+    """The lavfi graph of the camera-like picture at this size and rate."""
+    w, h = size
+    return _CAMERA.format(w=w, h=h, w2=w * 2, h2=h * 2, fps=fps)
+
+
+def camera_clip(path: Path, *args: str, seconds: float = 2.0, size: tuple[int, int] = (320, 180),
+                fps: int = 25, audio: bool = True) -> Path:
+    """A clip with camera-like texture, pan and grain (and pink-noise audio), written by the
+    independent ffmpeg; `args` are its output options (codecs, -output_ts_offset, ...)."""
+    inputs = ["-f", "lavfi", "-i", camera_filter(size, fps)]
+    if audio:
+        inputs += ["-f", "lavfi", "-i", "anoisesrc=a=0.1:c=pink:r=48000:seed=4,aformat=channel_layouts=stereo"]
+    codecs = ["-c:v", "libx264", "-preset", "veryfast", "-g", str(fps)]
+    if audio:
+        codecs += ["-c:a", "aac"]
+    ffmpeg("-y", *inputs, "-t", str(seconds), *codecs, *args, str(path))
+    return path
+
+
+def ffmpeg_info(path: Path) -> str:
+    """What the independent ffmpeg says of a file's streams (`ffmpeg -i`)."""
+    return ffmpeg("-i", str(path), check=False).stderr
+
+
+def packet_times(path: Path, stream: str) -> list[tuple[float, float]]:
+    """(pts, duration) in seconds of every packet of one stream (`0:v:0`, `0:a:0`), as the
+    independent ffmpeg demuxes it (framecrc), in file order."""
+    res = ffmpeg("-v", "error", "-copyts", "-i", str(path), "-map", stream, "-c", "copy", "-f",
+                 "framecrc", "-")
+    tb = Fraction(1)
+    out = []
+    for line in res.stdout.splitlines():
+        if line.startswith("#tb 0:"):
+            tb = Fraction(line.split(":", 1)[1].strip())
+        elif line and not line.startswith("#"):
+            _, _, pts, duration, *_ = (x.strip() for x in line.split(","))
+            out.append((float(int(pts) * tb), float(int(duration) * tb)))
+    return out
+
+
+def stream_start(path: Path, stream: str) -> float:
+    """When one stream's first sample is shown, in seconds (the earliest packet pts)."""
+    return min(p for p, _ in packet_times(path, stream))
+
+
+def stream_span(path: Path, stream: str) -> float:
+    """How long one stream lasts: its earliest pts to its latest pts + duration."""
+    times = packet_times(path, stream)
+    return max(p + d for p, d in times) - min(p for p, _ in times)

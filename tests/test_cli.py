@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SAMPLES, read_back, run_cli
+import pytest
+from conftest import SAMPLES, cuda_available, read_back, run_cli
 
 
 def test_transcode_json_report_shape(tmp_path: Path) -> None:
@@ -38,6 +39,25 @@ def test_transcode_text_output(tmp_path: Path) -> None:
     assert res.returncode == 0
     assert "wrote " in res.stdout and "via libx265" in res.stdout
     assert "fallback: video: software encoder because NVENC hevc not usable" not in res.stdout
+
+
+@pytest.mark.skipif(cuda_available(), reason="a machine without an NVIDIA GPU")
+def test_no_gpu_machine_is_no_fallback(tmp_path: Path) -> None:
+    """Without any NVIDIA GPU, software encoding is the normal path: not printed as a fallback
+    on every run; the plan, the report and an INFO log line say why."""
+    res = run_cli("transcode", str(SAMPLES / "noaudio.mp4"), "-o", str(tmp_path / "o.mp4"),
+                  "--json", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""
+    report = json.loads(res.stdout)
+    assert report["fallbacks"] == []
+    assert report["plan"]["video"]["reason"].startswith("software encoder: no NVIDIA GPU here")
+    text = run_cli("transcode", str(SAMPLES / "noaudio.mp4"), "-o", str(tmp_path / "t.mp4"),
+                   "--no-progress")
+    assert "fallback" not in text.stdout and text.stderr == ""
+    info = run_cli("--log-level", "INFO", "transcode", str(SAMPLES / "noaudio.mp4"), "-o",
+                   str(tmp_path / "i.mp4"), "--no-progress")
+    assert "level=INFO event=software_only reason=" in info.stderr
 
 
 def test_plan_shows_decisions_without_running(tmp_path: Path) -> None:

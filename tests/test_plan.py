@@ -31,12 +31,13 @@ def full_gpu() -> Capabilities:
 
 
 def test_cpu_machine_plans_software_with_reasons() -> None:
+    """With no NVIDIA GPU at all, software is the normal path: said in the plan, no fallback."""
     plan = make_plan(probe(SAMPLES / "h264_aac.mp4"), load_profile("hevc"),
                      no_gpu("no NVIDIA driver or GPU"), OUT)
     assert (plan.video.encoder, plan.decode.hardware) == ("libx265", False)
     assert plan.video.options["preset"] == "medium" and plan.video.options["crf"] == "28"
-    assert plan.fallbacks == ["video: software encoder because NVENC hevc not usable "
-                              "(no NVIDIA driver or GPU)"]
+    assert plan.fallbacks == []
+    assert plan.video.reason == "software encoder: no NVIDIA GPU here (no NVIDIA driver or GPU)"
 
 
 def test_gpu_off_by_request_is_no_fallback() -> None:

@@ -9,13 +9,16 @@ from pathlib import Path
 
 from mediad import log
 from mediad.errors import MediadError, io_error
+from mediad.formats import all_suffixes, container_for_path
 from mediad.gpu import capabilities, choose_device, no_gpu, without_nvenc
-from mediad.media.commit import OutputInfo, commit, temp_path_for, verify_output
+from mediad.media.commit import commit, temp_path_for
 from mediad.media.pipeline import DecoderRefused, EncoderRefused, RunResult, run_plan
 from mediad.media.plan import Plan, make_plan
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback
 from mediad.media.report import Report
+from mediad.media.timing import Span
+from mediad.media.verify import OutputInfo, SourceStamp, check_source_body, verify_output
 from mediad.profiles import Profile
 
 
@@ -24,12 +27,8 @@ def default_output(input_path: Path, profile: Profile) -> Path:
     return input_path.with_name(f"{input_path.stem}.{profile.name or 'custom'}.{profile.extension}")
 
 
-# File name extensions that fit each container, as players and media servers read them.
-CONTAINER_SUFFIXES = {"mp4": (".mp4", ".m4v"), "mov": (".mov", ".qt"), "mkv": (".mkv",),
-                      "webm": (".webm",)}
-
-
-def _check_output(input_path: Path, output: Path, overwrite: bool, profile: Profile) -> None:
+def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
+    """Refuse outputs that cannot be written safely or in a container mediad does not write."""
     if output.resolve() == input_path.resolve() or (
             output.exists() and input_path.exists() and output.samefile(input_path)):
         raise MediadError(f"{output}: output is the input file; mediad never writes over a source",
@@ -44,12 +43,11 @@ def _check_output(input_path: Path, output: Path, overwrite: bool, profile: Prof
     if output.exists() and not overwrite:
         raise MediadError(f"{output}: already exists (use --overwrite to replace it)",
                           reason="output_exists")
-    suffixes = CONTAINER_SUFFIXES[profile.container]
-    if output.suffix.lower() not in suffixes:
-        raise MediadError(
-            f"{output}: profile {profile.name or 'custom'} writes {profile.container}: name the "
-            f"output {' or '.join(f'*{x}' for x in suffixes)}, or use a profile with another "
-            "container", reason="bad_request")
+    if container_for_path(output) is None:
+        # As with ffmpeg and HandBrake, the name's extension picks the container.
+        *most, last = all_suffixes()
+        raise MediadError(f"{output}: name the output {', '.join(most)} or {last} (the "
+                          "extension picks the container)", reason="bad_request")
     if not output.parent.is_dir():
         raise MediadError(f"{output.parent}: output folder does not exist", reason="bad_request")
     if not os.access(output.parent, os.W_OK | os.X_OK):
@@ -62,7 +60,8 @@ def _plan(info: MediaInfo, profile: Profile, output: Path, gpu: str,
     caps = capabilities(device) if device is not None else no_gpu(why)
     if no_nvenc and device is not None:
         caps = without_nvenc(caps, no_nvenc)
-    return make_plan(info, profile, caps, output, why, gpu_allowed=gpu != "none")
+    return make_plan(info, profile, caps, output, why, gpu_allowed=gpu != "none",
+                     container=container_for_path(output))
 
 
 def plan_job(input_path: Path, profile: Profile, output: Path | None = None, *,
@@ -72,18 +71,13 @@ def plan_job(input_path: Path, profile: Profile, output: Path | None = None, *,
     return _plan(info, profile, output or default_output(input_path, profile), gpu)
 
 
-def _expected_duration(info: MediaInfo) -> float | None:
-    v = info.main_video
-    return v.duration if v and v.duration else info.duration
-
-
 def _frames_estimate(info: MediaInfo) -> int | None:
     v = info.main_video
     if v is None:
         return None
     if v.frames:
         return v.frames
-    duration = _expected_duration(info)
+    duration = v.duration or info.duration
     return int(round(duration * v.fps)) if duration and v.fps else None
 
 
@@ -97,19 +91,31 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     """
     started = time.monotonic()
     output = output or default_output(input_path, profile)
-    _check_output(input_path, output, overwrite, profile)
+    _check_output(input_path, output, overwrite)
+    stamp = SourceStamp.of(input_path)
     info = probe(input_path)
     plan = _plan(info, profile, output, gpu, no_nvenc)
     for fallback in plan.fallbacks:
         log.event_once(f"fallback:{fallback}", "fallback", detail=fallback)
+    if plan.gpu["device"] is None and gpu != "none":
+        # No NVIDIA GPU here: software is this machine's way, said once at INFO, not a warning.
+        log.event_once("no_gpu", "software_only", reason=plan.gpu["reason"])
     tmp = temp_path_for(output)
-    frames_total = _frames_estimate(info)
     try:
-        plan, result = run_with_fallbacks(plan, tmp, profile, on_progress, frames_total)
+        try:
+            plan, result = run_with_fallbacks(plan, tmp, profile, on_progress,
+                                              _frames_estimate(info))
+        except MediadError as e:
+            # A recording still being written fails as "corrupt" or short: say what happened.
+            raise (stamp and stamp.changed(input_path)) or e from None
+        if stamp and (changed := stamp.changed(input_path)):
+            raise changed
         if result.frames_written == 0:
             raise MediadError(f"{input_path}: its video stream gave no frames (empty or "
                               "truncated)", reason="corrupt")
-        out = verify_output(tmp, _expected_duration(info), str(input_path))
+        check_source_body(info, result.source_spans)
+        out = verify_output(tmp, _seconds(result.video_span), _audio_spans(plan, result),
+                            str(input_path))
         try:
             commit(tmp, output, overwrite)
         except OSError as e:  # fsync, link or rename: the output's storage, never the source
@@ -124,6 +130,15 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
               frames=result.frames_written, seconds=f"{elapsed:.2f}")
     return Report(info, plan, [out], elapsed, result.frames_written / elapsed if elapsed else 0.0,
                   [*plan.warnings, *result.warnings, *_missing_streams(plan, out)], extra)
+
+
+def _seconds(span: Span | None) -> float | None:
+    return span.seconds if span is not None else None
+
+
+def _audio_spans(plan: Plan, result: RunResult) -> list[float | None]:
+    """How long each kept audio track's source packets last, in the output's order."""
+    return [_seconds(result.source_spans.get(a.index)) for a in plan.audio if a.action != "drop"]
 
 
 def _missing_streams(plan: Plan, out: OutputInfo) -> list[str]:

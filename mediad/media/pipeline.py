@@ -5,11 +5,8 @@ The pipeline knows nothing of folders, queues or commits: it writes the file it 
 
 from __future__ import annotations
 
-import heapq
-import math
 import os
 import time
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -22,23 +19,24 @@ from av.codec.hwaccel import HWAccel
 from mediad import log
 from mediad.errors import MediadError, io_error, is_storage_error
 from mediad.media import color
+from mediad.media.audio import output_layout
+from mediad.media.health import DecodeHealth
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
-from mediad.media.probe import open_input
+from mediad.media.probe import KEPT_DISPOSITIONS, open_input
 from mediad.media.progress import Progress, ProgressCallback
 from mediad.media.stages import FrameTransform
 from mediad.media.subtitles import SubtitleConverter
+from mediad.media.timing import AudioTimer, Rebase, Span, VideoTimer
+from mediad.media.transform import VideoTransform, is_rgb
 
 # Container-level tags the muxer writes itself; copying them would lie about the output.
 _OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name"}
 _STREAM_TAGS = ("language", "title")
 _PROGRESS_EVERY_S = 0.25
-# Decoded video frames held back to put scrambled timestamps back in order (_timed_video):
-# AVI stores no pts, so H.264 with B-frames decodes with guessed, out-of-order ones.
-_REORDER_FRAMES = 4
-# Standard layout per channel count (FFmpeg's av_channel_layout_default); PyAV's "3c" means 2.1.
-# 4 channels: quad, which both aac and libopus take (libopus refuses 4.0).
-_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1",
-                    8: "7.1"}
+# The stream flags carried onto the output (default/forced tracks, accessibility flags).
+_KEPT_FLAGS = 0
+for _name in KEPT_DISPOSITIONS:
+    _KEPT_FLAGS |= av.stream.Disposition[_name].value
 
 
 class EncoderRefused(Exception):
@@ -70,102 +68,10 @@ class RunResult:
     analysis: Any = None  # the stages' AnalysisResult, when the profile has stages
     stages: list[dict] = field(default_factory=list)  # StageRunner.describe()
     warnings: list[str] = field(default_factory=list)  # what went wrong but did not fail the job
-
-
-class VideoTransform:
-    """Rotation, crop-to-even, scaling and pixel-format conversion of decoded frames.
-
-    Uses one libavfilter graph (the same code as the ffmpeg command line), built on the first
-    frame; frames that need nothing pass straight through.
-    """
-
-    def __init__(self, plan: VideoPlan, time_base: Fraction, full_range: bool | None = None,
-                 matrix: str | None = None) -> None:
-        """`full_range`: the YUV range to write (the encoder is tagged with it; None leaves it to
-        libavfilter, for RGB output); `matrix`: the YUV matrix for RGB input (bt601/bt709/...)."""
-        self.plan = plan
-        self.time_base = time_base
-        self.full_range = None if _is_rgb(plan.pix_fmt) else full_range
-        self.matrix = matrix
-        self.graph: av.filter.Graph | None = None
-        self._key: tuple | None = None
-
-    def _needs_graph(self, frame: av.VideoFrame) -> bool:
-        p = self.plan
-        return bool(p.rotate or p.crop or frame.width != p.width or frame.height != p.height
-                    or frame.format.name != p.pix_fmt
-                    or (self.full_range is not None
-                        and color.is_full_range(frame.color_range, frame.format.name)
-                        != self.full_range))
-
-    def _build(self, frame: av.VideoFrame) -> None:
-        p = self.plan
-        g = av.filter.Graph()
-        # Declare the frame's range and matrix so swscale reads the samples as they really are.
-        src_colour = {}
-        if frame.color_range:
-            src_colour["range"] = str(int(frame.color_range))
-        if frame.colorspace not in (None, 2):  # 2: unspecified
-            src_colour["colorspace"] = str(int(frame.colorspace))
-        chain = [g.add("buffer", video_size=f"{frame.width}x{frame.height}",
-                       pix_fmt=str(int(frame.format)), time_base=str(self.time_base),
-                       pixel_aspect="1/1", **src_colour)]
-        # FFmpeg reports display rotation counter-clockwise; turn the pixels the same way.
-        if p.rotate == 90:
-            chain.append(g.add("transpose", "cclock"))
-        elif p.rotate == 180:
-            chain += [g.add("hflip"), g.add("vflip")]
-        elif p.rotate == 270:
-            chain.append(g.add("transpose", "clock"))
-        if p.crop:
-            chain.append(g.add("crop", f"{p.crop[0]}:{p.crop[1]}:0:0"))
-        scale = f"{p.width}:{p.height}:flags=bicubic"
-        # Without an explicit out_range swscale writes limited range from RGB whatever the source
-        # says, and the encoder's range tag would not match the samples.
-        if self.full_range is not None:
-            scale += f":out_range={'full' if self.full_range else 'limited'}"
-        if self.matrix and _is_rgb(frame.format.name) and not _is_rgb(p.pix_fmt):
-            scale += f":out_color_matrix={self.matrix}"
-        chain.append(g.add("scale", scale))
-        chain.append(g.add("format", p.pix_fmt))
-        chain.append(g.add("buffersink"))
-        g.link_nodes(*chain).configure()
-        self.graph = g
-        self._key = self._frame_key(frame)
-
-    @staticmethod
-    def _frame_key(frame: av.VideoFrame) -> tuple:
-        return frame.width, frame.height, frame.format.name, frame.color_range, frame.colorspace
-
-    def __call__(self, frame: av.VideoFrame | None) -> list[av.VideoFrame]:
-        """Transform one frame (None flushes); returns the frames ready to encode."""
-        if frame is None:
-            return self._drain(flush=True) if self.graph else []
-        if self.graph is None and not self._needs_graph(frame):
-            return [frame]
-        if self.graph is None or self._key != self._frame_key(frame):
-            pending = self._drain(flush=True) if self.graph else []
-            self._build(frame)
-            assert self.graph is not None
-            self.graph.push(frame)
-            return pending + self._drain()
-        self.graph.push(frame)
-        return self._drain()
-
-    def _drain(self, flush: bool = False) -> list[av.VideoFrame]:
-        assert self.graph is not None
-        if flush:
-            self.graph.push(None)
-        out = []
-        while True:
-            try:
-                frame = self.graph.pull()
-            except (av.BlockingIOError, av.EOFError):
-                return out
-            if self.full_range is not None:  # buffersink may leave the range unspecified
-                frame.color_range = color.AVCOL_RANGE_JPEG if self.full_range \
-                    else color.AVCOL_RANGE_MPEG
-            out.append(frame)
+    # What the source's packets span, per source stream (its header may promise more).
+    source_spans: dict[int, Span] = field(default_factory=dict)
+    # What went into the output's video stream: frames encoded, or packets copied.
+    video_span: Span | None = None
 
 
 def _copy_tags(src: dict[str, str], dst: dict[str, str], keys: tuple[str, ...] | None = None) -> None:
@@ -174,47 +80,24 @@ def _copy_tags(src: dict[str, str], dst: dict[str, str], keys: tuple[str, ...] |
             dst[k] = v
 
 
+def _copy_stream_info(ist: av.stream.Stream, ost: av.stream.Stream) -> None:
+    """Language and title tags and the default/forced/... flags of a kept stream."""
+    _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
+    ost.disposition = ist.disposition.value & _KEPT_FLAGS
+
+
+def _first_packet(plan: Plan, stream: av.stream.Stream) -> bytes:
+    """The bytes of a stream's first packet (an attached picture), from a second reader."""
+    with open_input(Path(plan.input)) as c:
+        for packet in c.demux(c.streams[stream.index]):
+            if packet.size:
+                return bytes(packet)
+    return b""
+
+
 def _gpu_layout(vp: VideoPlan) -> str:
     """Layout of the CUDA frames NVENC takes for this plan: P010 for 10-bit, else NV12."""
     return "p010le" if vp.pix_fmt == "p010le" else "nv12"
-
-
-def _is_rgb(pix_fmt: str | None) -> bool:
-    """Whether a pixel format holds RGB (or palette/Bayer) samples rather than YUV."""
-    try:
-        fmt = av.VideoFormat(pix_fmt)  # type: ignore[arg-type]
-    except (ValueError, TypeError):
-        return False
-    return bool(fmt.is_rgb or fmt.has_palette or fmt.is_bayer)
-
-
-_LAYOUT_OK: dict[tuple[str, str], bool] = {}
-
-
-def _encoder_takes_layout(encoder: str, layout: str, sample_rate: int) -> bool:
-    """Whether `encoder` opens with `layout` (PyAV does not list an encoder's layouts; cached)."""
-    key = (encoder, layout)
-    if key not in _LAYOUT_OK:
-        try:
-            cc = av.CodecContext.create(encoder, "w")
-            cc.layout, cc.sample_rate = layout, sample_rate
-            cc.format = cc.codec.audio_formats[0] if cc.codec.audio_formats else "fltp"
-            cc.open()
-            _LAYOUT_OK[key] = True
-        except (av.FFmpegError, ValueError):
-            _LAYOUT_OK[key] = False
-    return _LAYOUT_OK[key]
-
-
-def _layout(channels: int, source: av.AudioLayout | None = None, encoder: str | None = None,
-            sample_rate: int = 48000) -> str:
-    """The output layout: the source's when it has as many channels, a known channel order and
-    the encoder takes it (3.0 stays 3.0, quad stays quad); else the standard one for the count."""
-    if source is not None and source.nb_channels == channels and encoder \
-            and "channels" not in source.name \
-            and _encoder_takes_layout(encoder, source.name, sample_rate):
-        return source.name
-    return _DEFAULT_LAYOUTS.get(channels, f"{channels}c")
 
 
 class _Runner:
@@ -241,12 +124,13 @@ class _Runner:
         # Output colour decided from the source (see _output_colour).
         self.full_range = False
         self.matrix: str | None = None
-        # Per encoded audio stream: (sample rate, next pts in 1/rate), see _audio_timed.
-        self._audio_next: dict[int, tuple[int, int]] = {}
-        # Decoded video frames and their timestamps, waiting in _timed_video.
-        self._video_queue: deque[av.VideoFrame] = deque()
-        self._video_pts: list[int] = []
-        self._last_video_pts: int | None = None
+        self.rebase = Rebase(plan.start_offset)
+        self.health = DecodeHealth(plan.input, plan.on_decode_error,
+                                   video_index=plan.decode.stream, offset=plan.start_offset)
+        self.audio_timers: dict[int, AudioTimer] = {}
+        # NVDEC frames are not held for reordering: its surface pool is small.
+        self.video_timer = VideoTimer(hold=0) if plan.decode.hardware else VideoTimer()
+        self.video_bsf: av.BitStreamFilterContext | None = None
 
     # -- set-up ------------------------------------------------------------------------------
     def _tag_hevc(self, ost: av.video.stream.VideoStream, codec: str) -> None:
@@ -265,8 +149,16 @@ class _Runner:
             # only the codec id.
             ost = out.add_stream_from_template(ist, opaque=True)
             self._tag_hevc(ost, vp.codec)
-            _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
+            _copy_stream_info(ist, ost)
+            # The container's aspect (MKV DisplayWidth, MP4 pasp) goes into the new container
+            # too, as with `ffmpeg -c copy`; the template carries only the codec's.
+            sar = ist.sample_aspect_ratio
+            if sar and sar > 0 and sar != ost.codec_context.sample_aspect_ratio:
+                ost.codec_context.sample_aspect_ratio = sar
+            if vp.bitstream_filter:
+                self.video_bsf = av.BitStreamFilterContext(vp.bitstream_filter, ist, ost)
             self.copy[ist.index] = ost
+            self.result.video_span = Span()
             if self.stage_configs:  # analysis stages look at the frames of the copied video
                 self.video_in = ist
                 self.transform = self._stage_path(ist, vp, encode=False)
@@ -297,7 +189,7 @@ class _Runner:
         if vp.bit_rate:
             ost.bit_rate = vp.bit_rate
         self._tag_hevc(ost, vp.codec)
-        _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
+        _copy_stream_info(ist, ost)
         try:
             occ.open()  # open now, so an NVENC refusal happens before anything is written
         except _HW_SETUP_ERRORS as e:
@@ -308,6 +200,7 @@ class _Runner:
             raise MediadError(f"{self.plan.input}: {vp.encoder} cannot encode this video: {e}",
                               reason="unsupported") from None
         self.video_in, self.video_out = ist, ost
+        self.result.video_span = Span()
         if self.stage_configs:
             self.transform = self._stage_path(ist, vp, encode=True)
         else:
@@ -321,7 +214,7 @@ class _Runner:
         rescaled either). RGB has no YUV range: it becomes limited range, the video norm, in the
         matrix players assume for the output size, tagged so nobody has to guess.
         """
-        if _is_rgb(icc.pix_fmt):
+        if is_rgb(icc.pix_fmt):
             self.full_range = False
             self.matrix = color.matrix_for(None, vp.height)
         else:
@@ -343,6 +236,9 @@ class _Runner:
         else:  # a software encoder takes host frames, also when stages ran on the GPU
             ost = out.add_stream(vp.encoder, rate=rate, options=dict(vp.options))
             ost.pix_fmt = vp.pix_fmt
+        # As the ffmpeg CLI: FFmpeg's default frame+slice threads, auto count. PyAV's default,
+        # slice only, makes libx264 run sliced_threads=1: same CPU time, less parallel.
+        ost.codec_context.thread_type, ost.codec_context.thread_count = "AUTO", 0
         return ost
 
     def _stage_path(self, ist: av.video.stream.VideoStream, vp: VideoPlan,
@@ -356,7 +252,7 @@ class _Runner:
                                                fps_hint=float(fps) if fps else None)
         batch = 8
         if self.plan.frames_on_gpu:
-            post = VideoTransform(replace(vp, rotate=0, crop=None), ist.time_base,
+            post = VideoTransform(replace(vp, rotate=0, crop=None, deinterlace="off"), ist.time_base,
                                   self.full_range, self.matrix) \
                 if encode and not vp.hardware else None
             self.bridge = bridge.gpu_bridge(self.runner, size=(vp.width, vp.height),
@@ -373,8 +269,8 @@ class _Runner:
         # encoder), or the output matrix chosen for an RGB source.
         matrix = self.matrix or (color.matrix_for(cc.colorspace, cc.height)
                                  if cc.colorspace not in (None, 0, 2) else None)
-        post = VideoTransform(replace(vp, rotate=0, crop=None), ist.time_base, self.full_range,
-                              matrix) if encode else None
+        post = VideoTransform(replace(vp, rotate=0, crop=None, deinterlace="off"), ist.time_base,
+                              self.full_range, matrix) if encode else None
         self.bridge = bridge.host_bridge(self.runner, pre, post, batch)
         return self.bridge
 
@@ -406,11 +302,13 @@ class _Runner:
         else:
             assert sp.encoder and sp.sample_rate and sp.channels
             ost = out.add_stream(sp.encoder, rate=sp.sample_rate)
-            ost.layout = _layout(sp.channels, ist.codec_context.layout, sp.encoder, sp.sample_rate)
+            ost.layout = output_layout(sp.channels, ist.codec_context.layout, sp.encoder,
+                                       sp.sample_rate)
             if sp.bit_rate:
                 ost.bit_rate = sp.bit_rate
             self.encode_audio[ist.index] = ost
-        _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
+            self.audio_timers[ist.index] = AudioTimer(self.rebase.offset)
+        _copy_stream_info(ist, ost)
 
     def _add_subtitle(self, sp: StreamPlan, src: av.container.InputContainer,
                       out: av.container.OutputContainer) -> None:
@@ -423,7 +321,36 @@ class _Runner:
         else:
             ost = out.add_stream_from_template(ist)
             self.copy[ist.index] = ost
-        _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
+        _copy_stream_info(ist, ost)
+
+    def _add_extras(self, src: av.container.InputContainer,
+                    out: av.container.OutputContainer) -> None:
+        """Cover art and attachments such as the fonts of ASS subtitles.
+
+        MP4/MOV hold cover art as a one-packet attached-picture stream; Matroska holds it as an
+        attachment (its muxer would write such a stream as a one-frame video track), so the
+        picture is read ahead from a second look at the source.
+        """
+        for sp in self.plan.cover_art:
+            if sp.action != "copy":
+                continue
+            ist = src.streams[sp.index]
+            if self.plan.container == "mkv":
+                ext, mime = ("png", "image/png") if sp.source_codec == "png" \
+                    else ("jpg", "image/jpeg")
+                out.add_attachment(ist.metadata.get("filename") or f"cover.{ext}",
+                                   ist.metadata.get("mimetype") or mime,
+                                   _first_packet(self.plan, ist))
+                continue
+            ost = out.add_stream_from_template(ist, opaque=True)
+            ost.disposition = av.stream.Disposition.attached_pic.value
+            _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
+            self.copy[ist.index] = ost
+        for sp in self.plan.attachments:
+            if sp.action == "copy":
+                ist = src.streams[sp.index]
+                out.add_attachment(ist.name or f"attachment{ist.index}",
+                                   ist.mimetype or "application/octet-stream", ist.data)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -446,14 +373,18 @@ class _Runner:
             for sp in plan.subtitles:
                 if sp.action in ("copy", "convert"):
                     self._add_subtitle(sp, src, out)
-            chapters = src.chapters()
+            self._add_extras(src, out)
+            chapters = self.rebase.chapters(src.chapters())
             if chapters:
                 out.set_chapters(chapters)
-            wanted = [src.streams[i] for i in [plan.decode.stream, *self.copy, *self.encode_audio,
-                                               *self.convert_subs]]
-            for packet in src.demux(list(dict.fromkeys(wanted))):
+            rate = self.video_in.average_rate or self.video_in.guessed_rate \
+                if self.video_in is not None else None
+            self.health.frame_duration = 1 / Fraction(rate) if rate else None
+            # Every stream is read, kept or not: what each really holds is measured against
+            # what the header promises (a truncated download), like with like.
+            for packet in src.demux([s for s in src.streams if s.type != "attachment"]):
                 self._packet(packet, out)
-            for frame in self._timed_video(None):
+            for frame in self.video_timer(None):
                 self._encode_video(frame, out)
             self._encode_video(None, out)
             for ost in self.encode_audio.values():
@@ -462,6 +393,8 @@ class _Runner:
                 out.mux(converter.flush())
                 if summary := converter.summary():
                     self.result.warnings.append(summary)
+            self.result.warnings += self.health.finish(
+                self.result.source_spans.get(plan.decode.stream))
             if self.runner is not None:
                 self.result.analysis = self.runner.finish()
                 self.result.stages = self.runner.describe()
@@ -480,10 +413,15 @@ class _Runner:
         except (MediadError, *_HW_SETUP_ERRORS) as e:
             raise DecoderRefused(f"NVDEC cannot be set up: {e}") from None
 
-    def _decode(self, packet: av.Packet) -> list[av.VideoFrame]:
-        """The video frames of one packet; with NVDEC, proof that NVDEC really made them."""
-        if not self.plan.decode.hardware:
-            return packet.decode()
+    def _decode(self, packet: av.Packet) -> list[av.Frame]:
+        """The frames of one packet. A software decode error is counted and the packet skipped,
+        as the ffmpeg CLI does; with NVDEC, proof that NVDEC really made the frames."""
+        if not self.plan.decode.hardware or packet.stream.index != self.plan.decode.stream:
+            try:
+                return packet.decode()
+            except av.FFmpegError as e:
+                self.health.error(packet, e)
+                return []
         try:
             frames = packet.decode()
         except av.FFmpegError as e:
@@ -500,82 +438,59 @@ class _Runner:
 
     def _packet(self, packet: av.Packet, out: av.container.OutputContainer) -> None:
         index = packet.stream.index
+        if packet.size and packet.pts is not None:
+            span = self.result.source_spans.get(index)
+            if span is None:
+                span = self.result.source_spans[index] = Span()
+            span.add(packet.pts, packet.duration, packet.time_base)
+        if index not in self.copy and index not in self.encode_audio \
+                and index not in self.convert_subs and index != self.plan.decode.stream:
+            return  # not kept: measured only
+        self.health.packet(packet)
         if index == self.plan.decode.stream and self.video_in is not None:
             # decoded before a copy below rebases the packet
-            for frame in self._timed_video(self._decode(packet)):
+            frames = self._decode(packet)
+            for f in frames:
+                self.health.video_frame(f)
+                self.rebase.frame(f)
+            for frame in self.video_timer(frames):
                 self._encode_video(frame, out)
             if self.video_out is not None:
                 return
         if index in self.encode_audio:
-            ost = self.encode_audio[index]
-            for frame in packet.decode():
-                out.mux(ost.encode(self._audio_timed(index, frame)))
+            ost, timer = self.encode_audio[index], self.audio_timers[index]
+            for frame in self._decode(packet):
+                out.mux(ost.encode(timer(frame)))
             return
+        self.rebase.packet(packet)
         if index in self.convert_subs:
             out.mux(self.convert_subs[index].convert(packet))
             return
         if packet.dts is None and packet.size == 0:
-            return  # the demuxer's end-of-stream marker: nothing to copy
+            return  # the demuxer's end-of-stream marker (it flushed the decoders above)
         ost = self.copy[index]
         packet.stream = ost
         if index == self.plan.decode.stream:
+            assert self.result.video_span is not None
+            self.result.video_span.add(packet.pts, packet.duration, packet.time_base)
             self.result.frames_written += 1
             self._report_progress()
-        out.mux(packet)
-
-    def _timed_video(self, frames: list[av.VideoFrame] | None) -> list[av.VideoFrame]:
-        """Decoded frames (None: the end) with increasing pts, a few frames behind the decoder.
-
-        The decoder gives frames in display order, but their pts are only what the container
-        said: AVI keeps none, so B-frames come out with guessed pts out of order (1 4 3 5 2 ...)
-        and the encoder's dts then went backwards. The frames' own timestamps are right as a
-        set: each frame takes the smallest one still waiting. In-order pts pass unchanged; a
-        repeated one is moved one frame on. NVDEC frames are not held (its surface pool is
-        small), so they only get the last step.
-        """
-        hold = 0 if frames is None or self.plan.decode.hardware else _REORDER_FRAMES
-        for f in frames or []:
-            self._video_queue.append(f)
-            if f.pts is not None:
-                heapq.heappush(self._video_pts, f.pts)
-        ready = []
-        while len(self._video_queue) > hold:
-            f = self._video_queue.popleft()
-            if f.pts is None:
-                ready.append(f)  # numbered in _encode_video
-                continue
-            f.pts = heapq.heappop(self._video_pts)
-            last = self._last_video_pts
-            if last is not None and f.pts <= last:
-                f.pts = last + max(1, int(f.duration or 0))
-            self._last_video_pts = f.pts
-            ready.append(f)
-        return ready
-
-    def _audio_timed(self, index: int, frame: av.AudioFrame) -> av.AudioFrame:
-        """The frame with its pts in 1/sample_rate, continuous with the frames before it.
-
-        Demuxers time audio coarsely (AVI: one tick per MP3 frame of 1152 samples) or not at
-        all; the encoder's resampler cuts frames to the encoder's frame size and must time each
-        piece to the sample, which a coarse time base cannot: pieces got equal pts and the muxer
-        refused them. As the ffmpeg CLI does, count samples and trust the source's pts only for
-        a real gap (more than one of its ticks ahead); a late or repeated pts is never let go
-        backwards.
-        """
-        rate = frame.sample_rate
-        state = self._audio_next.get(index)
-        expected = None if state is None else state[1] * rate // state[0]
-        pts = None
-        if frame.pts is not None and frame.time_base:
-            pts = round(frame.pts * frame.time_base * rate)
-        tick = max(1, math.ceil(frame.time_base * rate)) if frame.time_base else 1
-        if expected is not None and (pts is None or pts < expected + tick):
-            pts = expected
-        elif pts is None:
-            pts = 0
-        frame.pts, frame.time_base = pts, Fraction(1, rate)
-        self._audio_next[index] = (rate, pts + frame.samples)
-        return frame
+            if self.video_bsf is not None:
+                for filtered in self.video_bsf.filter(packet):
+                    filtered.stream = ost
+                    out.mux(filtered)
+                return
+        # Read first: muxing takes the packet's contents. The demuxer flags the packet it saw
+        # damaged, not always the next ones of the same broken PES.
+        damaged = packet.is_corrupt or self.health.damaged
+        try:
+            out.mux(packet)
+        except av.InvalidDataError as e:
+            if not damaged:
+                raise
+            # A damaged packet the muxer cannot take (no ADTS header left): the ffmpeg CLI
+            # stops the whole output here; it is dropped and counted instead.
+            self.health.error(packet, e, "copy")
 
     def _encode_video(self, frame: av.VideoFrame | None, out: av.container.OutputContainer) -> None:
         if self.transform is None:
@@ -588,6 +503,8 @@ class _Runner:
                 f.pts, f.time_base = self._next_pts, self.video_in.time_base
             self._next_pts = f.pts + 1
             f.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose frame types
+            assert self.result.video_span is not None
+            self.result.video_span.add(f.pts, f.duration or 1, f.time_base)
             out.mux(self._encode(f))
             self.result.frames_written += 1
             self._report_progress()

@@ -8,32 +8,33 @@ from pathlib import Path
 from typing import Literal
 
 from mediad.errors import MediadError
-from mediad.gpu import NVENC_NAMES, Capabilities
-from mediad.media.probe import MediaInfo, VideoInfo
-from mediad.media.subtitles import codec_names, subtitle_kind
-from mediad.profiles import (
-    AUDIO_MAX_BITRATE_PER_CHANNEL,
-    CONTAINER_AUDIO,
+from mediad.formats import (
     CONTAINER_FORMAT,
-    CONTAINER_SUBTITLES,
-    CONTAINER_TEXT_SUBTITLE,
     CONTAINER_VIDEO,
-    SPEEDS,
+    Container,
+)
+from mediad.gpu import NVENC_NAMES, Capabilities
+from mediad.media import hdr
+from mediad.media.encoders import SOFTWARE_ENCODERS, encoder_options
+from mediad.media.hdr import HdrMetadata
+from mediad.media.plan_streams import (
+    StreamPlan,
+    no_fit,
+    plan_audio,
+    plan_extras,
+    plan_subtitles,
+)
+from mediad.media.probe import MediaInfo, VideoInfo
+from mediad.profiles import (
     Profile,
     VideoSettings,
     parse_bitrate,
 )
 
-SOFTWARE_ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1"}
-X26X_PRESETS = dict(zip(SPEEDS, ("ultrafast", "veryfast", "faster", "medium", "slow", "slower",
-                                 "veryslow"), strict=True))
-NVENC_PRESETS = dict(zip(SPEEDS, ("p1", "p2", "p3", "p4", "p5", "p6", "p7"), strict=True))
-# SVT-AV1 presets run 0 (slowest) .. 13 (fastest); its own default is 10, medium here is 8.
-SVTAV1_PRESETS = dict(zip(SPEEDS, ("12", "10", "9", "8", "6", "4", "2"), strict=True))
 NVDEC_CODECS = {"h264", "hevc", "av1"}  # the codecs the capability trial checks
-AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus"}
 CHROMA_420 = {"yuv420p", "yuvj420p", "nv12", "yuv420p10le", "p010le"}  # what the encoders make
-CONTAINER_DEFAULT_AUDIO = {"mp4": "aac", "mov": "aac", "mkv": "aac", "webm": "opus"}
+# bwdif on every frame, or only on frames the decoder flags as interlaced.
+Deinterlace = Literal["off", "all", "interlaced"]
 
 
 @dataclass(frozen=True)
@@ -66,22 +67,11 @@ class VideoPlan:
     crop: tuple[int, int] | None  # (w, h) cropped from the top-left after rotation, to reach even sizes
     sample_aspect_ratio: str
     reason: str
-
-
-@dataclass(frozen=True)
-class StreamPlan:
-    """What happens to one audio or subtitle stream."""
-
-    index: int
-    action: Literal["copy", "encode", "convert", "drop"]  # convert: text subtitles, cue by cue
-    source_codec: str
-    codec: str | None
-    encoder: str | None
-    bit_rate: int | None
-    channels: int | None
-    sample_rate: int | None
-    language: str | None
-    reason: str
+    deinterlace: Deinterlace = "off"
+    hdr: HdrMetadata | None = None  # HDR10 metadata written into the encoded stream
+    # A copy's bitstream filter: Matroska takes the aspect ratio from the bitstream only
+    # (PyAV cannot set the stream-level one its muxer reads), so it is written there.
+    bitstream_filter: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +92,13 @@ class Plan:
     frames_on_gpu: bool = False  # NVDEC -> (torch) -> NVENC without a host copy
     frames_reason: str = ""
     stages: list[dict] = field(default_factory=list)  # each stage's device/precision decision
+    attachments: list[StreamPlan] = field(default_factory=list)  # Matroska fonts and files
+    cover_art: list[StreamPlan] = field(default_factory=list)  # attached pictures
+    # Seconds subtracted from every timestamp so that the output starts at 0, as the ffmpeg CLI
+    # does: the earliest start of the kept streams (their offsets to each other stay).
+    start_offset: float = 0.0
+    on_decode_error: Literal["warn", "fail"] = "warn"
+    notes: list[str] = field(default_factory=list)  # decisions worth saying that are no fallback
     fallbacks: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -114,7 +111,7 @@ class Plan:
         v = self.video
         encoder = SOFTWARE_ENCODERS[v.codec]
         video = replace(v, encoder=encoder, hardware=False,
-                        options=_encoder_options(encoder, v.speed, v.quality, None),
+                        options=encoder_options(encoder, v.speed, v.quality, None, v.hdr),
                         pix_fmt="yuv420p10le" if v.pix_fmt == "p010le" else v.pix_fmt,
                         reason=f"software encoder: {reason}")
         return replace(self, video=video, frames_on_gpu=False,
@@ -157,35 +154,23 @@ def output_geometry(v: VideoInfo, max_height: int | None, stage_scale: int = 1,
     return w, h, crop, sar
 
 
-def _encoder_options(encoder: str, speed: str, quality: int | None,
-                     device: int | None) -> dict[str, str]:
-    opts: dict[str, str] = {}
-    if encoder.endswith("_nvenc"):
-        opts.update({"preset": NVENC_PRESETS[speed], "tune": "hq"})
-        if device is not None:
-            opts["gpu"] = str(device)
-        if quality is not None:
-            opts.update({"rc": "vbr", "cq": str(quality)})
-    elif encoder in ("libx264", "libx265"):
-        opts["preset"] = X26X_PRESETS[speed]
-        if quality is not None:
-            opts["crf"] = str(quality)
-        if encoder == "libx265":
-            opts["x265-params"] = "log-level=error"
-    elif encoder == "libsvtav1":
-        opts["preset"] = SVTAV1_PRESETS[speed]
-        if quality is not None:
-            opts["crf"] = str(quality)
-        opts["svtav1-params"] = "enable-stat-report=0"
-    return opts
+def deinterlace_mode(v: VideoInfo, setting: str) -> tuple[Deinterlace, str]:
+    """How `[video] deinterlace` applies to this source, and why (empty when it does nothing)."""
+    if setting == "on":
+        return "all", "deinterlace = on: every frame through bwdif"
+    if setting == "auto" and v.interlaced:
+        return "interlaced", (f"source is interlaced ({v.field_order}): frames flagged "
+                              "interlaced go through bwdif (deinterlace = auto)")
+    return "off", ""
 
 
 def copy_mismatch(v: VideoInfo, vs: VideoSettings, stage_scale: int = 1) -> str | None:
     """Why `copy_if_matching` must still encode this video; None when copying it is right.
 
     A copy is right when the source already is what the profile makes: its codec, 4:2:0, at most
-    its bit depth, height and bit rate, and no upscaling stage. Odd sizes and a rotation tag
-    are kept as they are: players handle both in a file that already plays.
+    its bit depth, height and bit rate, progressive (unless deinterlacing is off), and no
+    upscaling stage. Odd sizes and a rotation tag are kept as they are: players handle both in
+    a file that already plays.
     """
     if v.codec != vs.codec:
         return f"source is {v.codec}"
@@ -198,38 +183,64 @@ def copy_mismatch(v: VideoInfo, vs: VideoSettings, stage_scale: int = 1) -> str 
     lines = v.display_size[1]
     if vs.max_height is not None and lines > vs.max_height:
         return f"source has {lines} lines, over max_height {vs.max_height}"
+    if deinterlace_mode(v, vs.deinterlace)[0] != "off":
+        return f"source is interlaced ({v.field_order}) and is deinterlaced"
     if vs.bitrate is not None:
-        if v.bit_rate is None:
+        rate = v.bit_rate or v.bit_rate_estimate
+        if rate is None:
             return "source video bit rate unknown"
-        if v.bit_rate > parse_bitrate(vs.bitrate):
-            return f"source video is {v.bit_rate // 1000} kb/s, over bitrate {vs.bitrate}"
+        if rate > parse_bitrate(vs.bitrate):
+            return f"source video is {rate // 1000} kb/s, over bitrate {vs.bitrate}"
     return None
 
 
-def _copied_video(v: VideoInfo, vs: VideoSettings, reason: str) -> VideoPlan:
-    return VideoPlan("copy", v.codec, "copy", False, {}, vs.speed, None, None, v.pix_fmt, v.width,
-                     v.height, 0, None, v.sample_aspect_ratio, reason)
+# Bitstream filters that rewrite a copied stream's sample aspect ratio.
+_SAR_FILTERS = {"h264": "h264_metadata", "hevc": "hevc_metadata"}
 
 
-def _plan_video(info: MediaInfo, profile: Profile, caps: Capabilities,
-                gpu_allowed: bool, stage_scale: int) -> tuple[VideoPlan, list[str]]:
+def _copied_video(v: VideoInfo, vs: VideoSettings, container: str,
+                  reason: str) -> tuple[VideoPlan, list[str]]:
+    """A copy plan, and a warning when the container's aspect ratio cannot go with it."""
+    bsf, warnings = None, []
+    if v.container_aspect and container in ("mkv", "webm"):
+        if v.codec in _SAR_FILTERS:
+            bsf = f"{_SAR_FILTERS[v.codec]}=sample_aspect_ratio={v.sample_aspect_ratio}"
+        else:
+            warnings.append(f"the source's container aspect ratio (SAR {v.sample_aspect_ratio}) "
+                            f"is not carried when copying {v.codec} into {container}: players "
+                            "show the bitstream's")
+    plan = VideoPlan("copy", v.codec, "copy", False, {}, vs.speed, None, None, v.pix_fmt,
+                     v.width, v.height, 0, None, v.sample_aspect_ratio, reason,
+                     bitstream_filter=bsf)
+    return plan, warnings
+
+
+def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabilities,
+                gpu_allowed: bool, stage_scale: int) -> tuple[VideoPlan, list[str], list[str]]:
+    """The video's plan, its fallbacks and its warnings."""
     v = info.main_video
     assert v is not None
     vs = profile.video
     fallbacks: list[str] = []
+    warnings: list[str] = []
+    allowed = CONTAINER_VIDEO[container]
     if vs.codec == "copy":
-        allowed = CONTAINER_VIDEO[profile.container]
         if allowed is not None and v.codec not in allowed:
-            raise MediadError(f"{info.path}: cannot copy {v.codec} video into {profile.container} "
-                              f"(profile {profile.name}: use another container or re-encode)",
-                              reason="unsupported")
-        return _copied_video(v, vs, "profile asks to copy the video"), fallbacks
+            raise no_fit(info, f"video #{v.index} ({v.codec}, copied)", container,
+                          f"profile {profile.name}: use another container or re-encode")
+        video, warnings = _copied_video(v, vs, container, "profile asks to copy the video")
+        return video, fallbacks, warnings
+    if allowed is not None and vs.codec not in allowed:
+        raise no_fit(info, f"video #{v.index} (encoded to {vs.codec})", container,
+                      f"profile {profile.name}: use another container or profile")
     not_copied = ""
     if vs.copy_if_matching:
         mismatch = copy_mismatch(v, vs, stage_scale)
-        if mismatch is None:
-            return _copied_video(v, vs, f"source is already {vs.codec} within the profile's "
-                                        "limits: copied (copy_if_matching)"), fallbacks
+        if mismatch is None:  # the source's codec is the profile's, which fits
+            video, warnings = _copied_video(v, vs, container, f"source is already {vs.codec} "
+                                            "within the profile's limits: copied "
+                                            "(copy_if_matching)")
+            return video, fallbacks, warnings
         not_copied = f"; re-encoded, not copied: {mismatch}"
     if min(v.width, v.height) < 2:
         raise MediadError(f"{info.path}: video is {v.width}x{v.height}: too small to encode "
@@ -249,6 +260,9 @@ def _plan_video(info: MediaInfo, profile: Profile, caps: Capabilities,
         use_gpu, reason = True, nvenc.reason
     elif vs.encoder == "auto" and not gpu_allowed:
         reason = "GPU disabled for this job (--gpu none)"
+    elif vs.encoder == "auto" and caps.device is None:
+        # No NVIDIA GPU at all: software is this machine's normal path, not a fallback.
+        reason = f"software encoder: no NVIDIA GPU here ({nvenc.reason if nvenc else 'none'})"
     elif vs.encoder == "auto":
         why = nvenc.reason if nvenc else "no GPU"
         reason = f"NVENC {vs.codec} not usable ({why})"
@@ -263,10 +277,18 @@ def _plan_video(info: MediaInfo, profile: Profile, caps: Capabilities,
         pix_fmt = "p010le" if use_gpu else "yuv420p10le"
     else:
         pix_fmt = "yuv420p"
+    # HDR10 metadata only means something on 10-bit output of an HDR source.
+    carried = v.hdr_metadata if v.hdr and vs.bit_depth == 10 else None
+    if carried is not None and not use_gpu and not hdr.encoder_params(encoder, carried):
+        warnings.append(f"{encoder} cannot write the source's HDR10 mastering metadata: only "
+                        "the colour tags are kept (use hevc or av1)")
+        carried = None
+    deinterlace, _ = deinterlace_mode(v, vs.deinterlace)
     return VideoPlan("encode", vs.codec, encoder, use_gpu,
-                     _encoder_options(encoder, vs.speed, quality, caps.device if use_gpu else None),
+                     encoder_options(encoder, vs.speed, quality,
+                                      caps.device if use_gpu else None, carried),
                      vs.speed, quality, bit_rate, pix_fmt, width, height, v.rotation, crop, sar,
-                     reason + not_copied), fallbacks
+                     reason + not_copied, deinterlace, carried), fallbacks, warnings
 
 
 def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities, analysed: bool) -> DecodePlan:
@@ -290,6 +312,8 @@ def _plan_residency(decode: DecodePlan, video: VideoPlan, source_pix_fmt: str,
                        else "software decode: frames are in host memory")
     if video.rotate or video.crop:
         return False, "rotation/crop run in libavfilter on the host: frames downloaded once"
+    if video.deinterlace != "off":
+        return False, "bwdif deinterlacing runs in libavfilter on the host: frames downloaded once"
     if source_pix_fmt not in CHROMA_420:
         # NVDEC gives 4:4:4 as planar YUV444 (torch reads NV12/P010 only), and no 4:2:2 at all.
         return False, f"{source_pix_fmt} is not 4:2:0: frames downloaded once"
@@ -305,69 +329,15 @@ def _plan_residency(decode: DecodePlan, video: VideoPlan, source_pix_fmt: str,
     return False, "frames downloaded once for the software encoder"
 
 
-def _plan_audio(info: MediaInfo, profile: Profile) -> list[StreamPlan]:
-    a = profile.audio
-    plans = []
-    allowed = CONTAINER_AUDIO[profile.container]
-    for s in info.audio:
-        fits = s.codec in allowed
-        if a.codec == "none":
-            plans.append(StreamPlan(s.index, "drop", s.codec, None, None, None, None, None,
-                                    s.language, "profile drops audio"))
-            continue
-        target = a.codec if a.codec != "copy" else CONTAINER_DEFAULT_AUDIO[profile.container]
-        channels = min(s.channels, a.channels) if a.channels else s.channels
-        if a.codec == "copy" and fits:
-            reason = "profile asks to copy audio"
-        elif a.codec != "copy" and s.codec == target and fits and channels == s.channels:
-            reason = f"source is already {target}: copied without re-encoding"
-        else:
-            reason = (f"{s.codec} does not fit {profile.container}" if not fits
-                      else f"profile asks for {target}")
-            rate = 48000 if target == "opus" else s.sample_rate
-            bit_rate = parse_bitrate(a.bitrate)
-            # The profile could only check its bitrate against 8 channels: cap it for this track
-            # (libopus refuses more than its limit; FFmpeg's aac would cap it without a word).
-            per_channel = AUDIO_MAX_BITRATE_PER_CHANNEL.get(target)
-            if per_channel and bit_rate > per_channel * channels:
-                bit_rate = per_channel * channels
-                reason += (f"; bitrate capped to {bit_rate // 1000}k ({target} takes at most "
-                           f"{per_channel // 1000}k per channel)")
-            plans.append(StreamPlan(s.index, "encode", s.codec, target, AUDIO_ENCODERS[target],
-                                    bit_rate, channels, rate, s.language,
-                                    f"encode to {target}: {reason}"))
-            continue
-        plans.append(StreamPlan(s.index, "copy", s.codec, s.codec, None, None, s.channels,
-                                s.sample_rate, s.language, reason))
-    return plans
-
-
-def _plan_subtitles(info: MediaInfo, profile: Profile) -> tuple[list[StreamPlan], list[str]]:
-    """Copy what the container holds, convert other text subtitles, drop the rest (bitmaps)."""
-    plans, warnings = [], []
-    container = profile.container
-    allowed = CONTAINER_SUBTITLES[container]
-    text_target = CONTAINER_TEXT_SUBTITLE[container]
-    for s in info.subtitles:
-        target, kind = None, subtitle_kind(s.codec)
-        if profile.subtitles.mode == "none":
-            action, reason = "drop", "profile drops subtitles"
-        elif codec_names(s.codec) & allowed:
-            action, reason, target = "copy", "copied", s.codec
-        elif kind == "text":
-            action, target = "convert", text_target
-            reason = f"{container} cannot hold {s.codec} subtitles: converted to {text_target}"
-            if codec_names(s.codec) & {"ass", "ssa"}:
-                reason += " (ASS positioning, fonts and effects are not kept)"
-        else:
-            why = ("bitmap subtitles cannot be converted to text" if kind == "bitmap"
-                   else "no decoder to convert them")
-            action, reason = "drop", f"{container} cannot hold {s.codec} subtitles ({why})"
-            warnings.append(f"subtitle stream #{s.index} ({s.codec}) dropped: {reason}")
-        plans.append(StreamPlan(s.index, action, s.codec, target,
-                                target if action == "convert" else None, None, None, None,
-                                s.language, reason))
-    return plans, warnings
+def _start_offset(info: MediaInfo, audio: list[StreamPlan], subtitles: list[StreamPlan]) -> float:
+    """The earliest start of the streams kept: the output's time zero."""
+    kept = {s.index for s in (*audio, *subtitles) if s.action != "drop"}
+    v = info.main_video
+    assert v is not None
+    starts = [v.start_time] + [s.start_time for s in (*info.audio, *info.subtitles)
+                               if s.index in kept]
+    known = [t for t in starts if t is not None]
+    return min(known) if known else (info.start_time or 0.0)
 
 
 def _plan_stages(profile: Profile, device: int | None) -> list[dict]:
@@ -383,38 +353,70 @@ def _plan_stages(profile: Profile, device: int | None) -> list[dict]:
 
 
 def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
-              gpu_reason: str = "", gpu_allowed: bool = True) -> Plan:
+              gpu_reason: str = "", gpu_allowed: bool = True,
+              container: Container | None = None) -> Plan:
     """Decide decoder, encoders and stream handling for `info` under `profile` on this machine.
 
     `gpu_allowed` is False when the user turned the GPU off: CPU paths are then no fallback.
+    `container` is the one the output's name asks for when it is not the profile's (the ffmpeg
+    and HandBrake habit of `-o x.mkv`): planned streams must fit it.
     """
     v = info.main_video
     if v is None:
         kinds = "audio-only" if info.audio else "has no video stream"
         raise MediadError(f"{info.path}: {kinds} file, but profile {profile.name} makes video",
                           reason="no_video")
+    notes = []
+    if container is None or container == profile.container:
+        container = profile.container
+    else:
+        notes.append(f"container {container} from the output name (profile {profile.name} "
+                     f"writes {profile.container})")
     stages = _plan_stages(profile, caps.device)
     stage_scale = math.prod(s.scale for s in profile.stages if s.kind == "upscale")
-    video, fallbacks = _plan_video(info, profile, caps, gpu_allowed, stage_scale)
+    video, fallbacks, warnings = _plan_video(info, profile, container, caps, gpu_allowed,
+                                             stage_scale)
     decode = _plan_decode(v, video, caps, analysed=bool(stages))
     if caps.device is not None and not decode.hardware and video.action == "encode":
         fallbacks.append(f"decode: {decode.reason}")
     stages_on_cuda = any(str(s["device"]).startswith("cuda") for s in stages)
     frames_on_gpu, frames_reason = _plan_residency(decode, video, v.pix_fmt, stages_on_cuda)
     fallbacks += [f"stage {s['kind']}: {r}" for s in stages for r in s["reasons"]]
-    subtitles, warnings = _plan_subtitles(info, profile)
+    audio = plan_audio(info, profile, container)
+    subtitles, sub_warnings = plan_subtitles(info, profile, container)
+    warnings += sub_warnings
+    attachments, cover_art, extra_warnings = plan_extras(info, container)
+    warnings += extra_warnings
     warnings += [f"video #{extra.index} ({extra.codec} {extra.width}x{extra.height}) not kept: "
                  f"mediad keeps one video stream, #{v.index}" for extra in info.video[1:]]
-    if v.hdr and video.action == "encode" and profile.video.bit_depth == 8:
-        warnings.append("HDR source encoded to 8-bit without tone mapping: colours keep the HDR "
-                        "transfer tags; use bit_depth = 10 to keep full quality")
+    if video.action == "encode":
+        if v.hdr and profile.video.bit_depth == 8:
+            warnings.append("HDR source encoded to 8-bit without tone mapping: colours keep the "
+                            "HDR transfer tags; use bit_depth = 10 to keep full quality")
+        if video.deinterlace != "off":
+            notes.append(deinterlace_mode(v, profile.video.deinterlace)[1])
+        elif v.interlaced:
+            warnings.append(f"source is interlaced ({v.field_order}) but deinterlace = off: "
+                            "encoded as it is")
+        if video.hdr is not None:
+            notes.append(f"HDR10 metadata carried: {video.hdr.describe()}")
+            if video.hardware:
+                warnings.append(f"{video.encoder} cannot be given the HDR10 mastering metadata "
+                                "through PyAV: only the colour tags are written")
+    start_offset = _start_offset(info, audio, subtitles)
+    if start_offset:
+        notes.append(f"timestamps rebased to start at 0: the source starts at "
+                     f"{start_offset:.3f}s")
+    faststart = profile.faststart and container in ("mp4", "mov")
     return Plan(
-        input=info.path, output=str(output), profile=profile.name, container=profile.container,
-        format=CONTAINER_FORMAT[profile.container], faststart=profile.faststart, decode=decode,
-        video=video, audio=_plan_audio(info, profile), subtitles=subtitles,
+        input=info.path, output=str(output), profile=profile.name, container=container,
+        format=CONTAINER_FORMAT[container], faststart=faststart, decode=decode,
+        video=video, audio=audio, subtitles=subtitles,
         gpu={"device": caps.device, "reason": gpu_reason, **caps.to_dict()},
         frames_on_gpu=frames_on_gpu, frames_reason=frames_reason, stages=stages,
-        fallbacks=fallbacks, warnings=warnings)
+        attachments=attachments, cover_art=cover_art, start_offset=start_offset,
+        on_decode_error=profile.on_decode_error, notes=notes, fallbacks=fallbacks,
+        warnings=warnings)
 
 
 def format_plan(plan: Plan) -> str:
@@ -435,6 +437,10 @@ def format_plan(plan: Plan) -> str:
             extra.append(f"rotate {v.rotate}")
         if v.crop:
             extra.append(f"crop to {v.crop[0]}x{v.crop[1]}")
+        if v.deinterlace != "off":
+            extra.append(f"bwdif ({v.deinterlace})")
+        if v.sample_aspect_ratio not in ("1/1", "1"):
+            extra.append(f"SAR {v.sample_aspect_ratio}")
         opts = " ".join(f"{k}={val}" for k, val in v.options.items())
         lines.append(f"video:   {v.codec} via {v.encoder} {v.width}x{v.height} {v.pix_fmt} {rc}"
                      + (f" ({', '.join(extra)})" if extra else "") + f" [{opts}] - {v.reason}")
@@ -449,8 +455,11 @@ def format_plan(plan: Plan) -> str:
         target = f" -> {s.codec}" if s.action == "convert" else ""
         lines.append(f"subs:    #{s.index} {s.source_codec} {s.action}{target}"
                      + (f" [{s.language}]" if s.language else "") + f" - {s.reason}")
-    for f in plan.fallbacks:
-        lines.append(f"fallback: {f}")
-    for w in plan.warnings:
-        lines.append(f"warning: {w}")
+    for c in plan.cover_art:
+        lines.append(f"cover:   #{c.index} {c.source_codec} {c.action} - {c.reason}")
+    for a in plan.attachments:
+        lines.append(f"attach:  #{a.index} {a.action} - {a.reason}")
+    lines += [f"note:    {n}" for n in plan.notes]
+    lines += [f"fallback: {f}" for f in plan.fallbacks]
+    lines += [f"warning: {w}" for w in plan.warnings]
     return "\n".join(lines)

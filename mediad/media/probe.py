@@ -6,12 +6,21 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 
 from mediad.errors import MediadError
+from mediad.media.hdr import HdrMetadata, from_frame
 
 HDR_TRANSFERS = {"smpte2084", "arib-std-b67"}
+FieldOrder = Literal["progressive", "tff", "bff", "unknown"]
+# AVFieldOrder (libavcodec/defs.h) as FFmpeg's decoders and muxers use it: the first letter is
+# the field shown first (MPEG-2 with bottom_field_first reports BT, "bottom coded first").
+_FIELD_ORDERS: dict[int, FieldOrder] = {1: "progressive", 2: "tff", 3: "bff", 4: "tff", 5: "bff"}
+# Stream flags worth keeping on a copy or an encode (Matroska's default/forced, MP4's).
+KEPT_DISPOSITIONS = ("default", "forced", "hearing_impaired", "visual_impaired", "comment",
+                     "original", "dub", "lyrics", "karaoke", "captions", "descriptions")
 
 
 @dataclass(frozen=True)
@@ -26,17 +35,31 @@ class VideoInfo:
     bit_depth: int
     fps: float | None
     time_base: str
-    duration: float | None
+    start_time: float | None  # seconds; DVR recordings start hours in
+    duration: float | None  # the stream's own, from the header (None when it has none)
     frames: int | None
-    bit_rate: int | None  # the stream's, a Matroska BPS tag, or the file's minus known audio rates
+    bit_rate: int | None  # the stream's, or a Matroska BPS tag: None when unknown
+    # No stream rate (Matroska without BPS tags): the file's rate less the known audio rates,
+    # an upper bound on the video's.
+    bit_rate_estimate: int | None
     rotation: int  # degrees of display rotation (counter-clockwise, as FFmpeg reports it)
-    sample_aspect_ratio: str
+    sample_aspect_ratio: str  # the container's (MKV DisplayWidth, MP4 pasp) over the codec's
+    display_aspect_ratio: str
+    container_aspect: bool  # the container's aspect is not the one in the video bitstream
+    field_order: FieldOrder
     color_space: str | None
     color_range: str | None
     color_transfer: str | None
     color_primaries: str | None
     hdr: bool
+    hdr_metadata: HdrMetadata | None  # mastering display and content light levels (HDR10)
     language: str | None
+    dispositions: list[str] = field(default_factory=list)
+
+    @property
+    def interlaced(self) -> bool:
+        """True when the stream says its frames are interlaced (either field first)."""
+        return self.field_order in ("tff", "bff")
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -55,6 +78,9 @@ class AudioInfo:
     bit_rate: int | None
     language: str | None
     title: str | None
+    start_time: float | None = None
+    duration: float | None = None
+    dispositions: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -64,6 +90,29 @@ class SubtitleInfo:
     index: int
     codec: str
     language: str | None
+    title: str | None = None
+    start_time: float | None = None
+    dispositions: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AttachmentInfo:
+    """A file carried in the container (Matroska fonts for ASS subtitles, cover images)."""
+
+    index: int
+    filename: str
+    mimetype: str
+    size: int
+
+
+@dataclass(frozen=True)
+class CoverArtInfo:
+    """An attached picture (cover art): a one-picture video stream, not a video track."""
+
+    index: int
+    codec: str
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -78,7 +127,10 @@ class MediaInfo:
     video: list[VideoInfo] = field(default_factory=list)
     audio: list[AudioInfo] = field(default_factory=list)
     subtitles: list[SubtitleInfo] = field(default_factory=list)
+    attachments: list[AttachmentInfo] = field(default_factory=list)
+    cover_art: list[CoverArtInfo] = field(default_factory=list)
     chapters: int = 0
+    start_time: float | None = None
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -181,47 +233,108 @@ def probe(path: Path) -> MediaInfo:
         return _probe_container(path, c)
 
 
+def _stream_duration(s: av.stream.Stream) -> float | None:
+    """The stream's own duration from the header, or from Matroska's per-track DURATION tag.
+
+    The tag holds where the track ends on the file's clock (ffmpeg writes 10 s for 3 s that
+    start at 7 s), so the track's start is taken off.
+    """
+    if s.duration is not None and s.time_base:
+        return float(s.duration * s.time_base)
+    tag = s.metadata.get("DURATION") or s.metadata.get("DURATION-eng")
+    if tag:
+        h, _, rest = tag.partition(":")
+        m, _, sec = rest.partition(":")
+        try:
+            end = int(h) * 3600 + int(m) * 60 + float(sec)
+        except ValueError:
+            return None
+        return end - (_seconds(s.start_time, s.time_base) or 0.0)
+    return None
+
+
+def _dispositions(s: av.stream.Stream) -> list[str]:
+    flags = s.disposition
+    return [name for name in KEPT_DISPOSITIONS if flags & av.stream.Disposition[name]]
+
+
+def _aspect(width: int, height: int, sar: Fraction) -> str:
+    dar = Fraction(width * sar.numerator, height * sar.denominator) if height else Fraction(0)
+    return f"{dar.numerator}/{dar.denominator}"
+
+
+@dataclass(frozen=True)
+class _FirstFrame:
+    rotation: int
+    interlaced: bool
+    hdr: HdrMetadata | None
+
+
 def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
     videos: list[VideoInfo] = []
     audios: list[AudioInfo] = []
     subs: list[SubtitleInfo] = []
+    attachments: list[AttachmentInfo] = []
+    covers: list[CoverArtInfo] = []
     for s in c.streams:
+        start = _seconds(s.start_time, s.time_base)
         if s.type == "video":
-            if s.disposition & av.stream.Disposition.attached_pic:
-                continue  # cover art, not a video track
             cc = s.codec_context
+            if s.disposition & av.stream.Disposition.attached_pic:
+                covers.append(CoverArtInfo(s.index, codec_name(cc), cc.width, cc.height))
+                continue
             rate = s.average_rate or s.guessed_rate
-            duration = _seconds(s.duration, s.time_base)
             trc = color_name("color_trc", cc.color_trc)
+            # Only the first video stream is transcoded: only it pays for a decoded frame.
+            first = first_frame(c, s) if not videos else _FirstFrame(0, False, None)
+            field_order = _FIELD_ORDERS.get(cc.field_order, "unknown")
+            if field_order == "unknown" and first.interlaced:
+                field_order = "tff"  # FFmpeg's default parity when a frame says only "interlaced"
+            sar = s.sample_aspect_ratio  # the container's aspect when it has one, as ffmpeg
+            if not sar or sar <= 0:
+                sar = Fraction(1)
+            coded = cc.sample_aspect_ratio if cc.sample_aspect_ratio else Fraction(1)
             videos.append(VideoInfo(
                 index=s.index, codec=codec_name(cc), width=cc.width, height=cc.height,
                 pix_fmt=cc.pix_fmt or "unknown", bit_depth=_bit_depth(cc.pix_fmt),
                 fps=float(rate) if rate else None, time_base=str(s.time_base),
-                duration=duration, frames=s.frames or None,
-                bit_rate=cc.bit_rate or _int_tag(s.metadata, "BPS", "BPS-eng"), rotation=first_frame_rotation(c, s) if not videos else 0,
-                sample_aspect_ratio=str(cc.sample_aspect_ratio or "1/1"),
+                start_time=start, duration=_stream_duration(s), frames=s.frames or None,
+                bit_rate=cc.bit_rate or _int_tag(s.metadata, "BPS", "BPS-eng"),
+                bit_rate_estimate=None, rotation=first.rotation,
+                sample_aspect_ratio=f"{sar.numerator}/{sar.denominator}",
+                display_aspect_ratio=_aspect(cc.width, cc.height, sar),
+                container_aspect=sar != coded,
+                field_order=field_order,
                 color_space=color_name("colorspace", cc.colorspace),
                 color_range=color_name("color_range", cc.color_range),
                 color_transfer=trc, color_primaries=color_name("color_primaries", cc.color_primaries),
-                hdr=trc in HDR_TRANSFERS,
-                language=_lang(s)))
+                hdr=trc in HDR_TRANSFERS, hdr_metadata=first.hdr,
+                language=_lang(s), dispositions=_dispositions(s)))
         elif s.type == "audio":
             cc = s.codec_context
             audios.append(AudioInfo(
                 index=s.index, codec=codec_name(cc), channels=cc.channels, sample_rate=cc.sample_rate,
-                bit_rate=cc.bit_rate or None, language=_lang(s), title=s.metadata.get("title")))
+                bit_rate=cc.bit_rate or _int_tag(s.metadata, "BPS", "BPS-eng"), language=_lang(s),
+                title=s.metadata.get("title"), start_time=start, duration=_stream_duration(s),
+                dispositions=_dispositions(s)))
         elif s.type == "subtitle":
-            subs.append(SubtitleInfo(index=s.index, codec=s.codec_context.name, language=_lang(s)))
+            subs.append(SubtitleInfo(index=s.index, codec=s.codec_context.name, language=_lang(s),
+                                     title=s.metadata.get("title"), start_time=start,
+                                     dispositions=_dispositions(s)))
+        elif s.type == "attachment":
+            attachments.append(AttachmentInfo(
+                s.index, s.metadata.get("filename") or f"attachment{s.index}",
+                s.metadata.get("mimetype") or "application/octet-stream", len(s.data or b"")))
     if len(videos) == 1 and videos[0].bit_rate is None and c.bit_rate:
-        # No stream rate (e.g. Matroska without BPS tags): the file's rate less the audio rates
-        # that are known, an upper bound on the video's.
         known_audio = sum(a.bit_rate or 0 for a in audios)
-        videos[0] = replace(videos[0], bit_rate=max(c.bit_rate - known_audio, 0) or None)
+        videos[0] = replace(videos[0], bit_rate_estimate=max(c.bit_rate - known_audio, 0) or None)
     duration = c.duration / av.time_base if c.duration is not None else None
+    start = c.start_time / av.time_base if c.start_time is not None else None
     return MediaInfo(
         path=str(path), size=path.stat().st_size, format=c.format.name, duration=duration,
         bit_rate=c.bit_rate or None, video=videos, audio=audios, subtitles=subs,
-        chapters=len(c.chapters()), metadata=dict(c.metadata))
+        attachments=attachments, cover_art=covers, chapters=len(c.chapters()),
+        start_time=start, metadata=dict(c.metadata))
 
 
 # FFmpeg's colour enums (libavutil/pixfmt.h), named as ffprobe names them.
@@ -244,37 +357,71 @@ def color_name(kind: str, value: object) -> str | None:
     return _COLOR_NAMES[kind].get(int(value))  # type: ignore[call-overload]
 
 
-def first_frame_rotation(c: av.container.InputContainer, stream: av.video.stream.VideoStream) -> int:
-    """Display rotation (degrees counter-clockwise, 0/90/180/270) read from the first frame.
+def first_frame(c: av.container.InputContainer, stream: av.video.stream.VideoStream) -> _FirstFrame:
+    """Rotation, interlacing and HDR10 metadata, read from the first decoded frame.
 
-    PyAV exposes the stream's display matrix only on decoded frames, so this decodes one frame;
-    it also proves early that the video decodes at all. Raises MediadError when it does not.
+    PyAV exposes the display matrix, HDR side data and the interlaced flag only on decoded
+    frames, so this decodes one frame; it also proves early that the video decodes at all.
+    Raises MediadError when it does not.
     """
     try:
         for frame in c.decode(stream):
-            return int(round(frame.rotation / 90.0)) * 90 % 360
+            return _FirstFrame(int(round(frame.rotation / 90.0)) * 90 % 360,
+                               frame.interlaced_frame, from_frame(frame))
     except av.FFmpegError as e:
         raise MediadError(f"{c.name}: video does not decode: {e}", reason="corrupt") from None
-    return 0
+    return _FirstFrame(0, False, None)
+
+
+def _flags(dispositions: list[str], start: float | None) -> str:
+    extra = list(dispositions)
+    if start:
+        extra.append(f"starts {start:.3f}s")
+    return f" ({', '.join(extra)})" if extra else ""
 
 
 def format_media_info(info: MediaInfo) -> str:
     """Human-readable summary for `mediad probe`."""
-    lines = [f"{info.path}: {info.format}, {info.size} bytes, "
-             f"duration {info.duration:.3f}s" if info.duration is not None
-             else f"{info.path}: {info.format}, {info.size} bytes"]
+    head = f"{info.path}: {info.format}, {info.size} bytes"
+    if info.duration is not None:
+        head += f", duration {info.duration:.3f}s"
+    if info.start_time:
+        head += f", starts at {info.start_time:.3f}s"
+    if info.bit_rate:
+        head += f", {info.bit_rate // 1000} kb/s"
+    lines = [head]
     for v in info.video:
-        extra = f", rotation {v.rotation}" if v.rotation else ""
-        hdr = ", HDR" if v.hdr else ""
         fps = f"{v.fps:.3f} fps" if v.fps else "unknown fps"
-        rate = f", {v.bit_rate // 1000} kb/s" if v.bit_rate else ""
+        if v.bit_rate:
+            rate = f", {v.bit_rate // 1000} kb/s"
+        elif v.bit_rate_estimate:
+            rate = f", at most {v.bit_rate_estimate // 1000} kb/s (file rate less audio)"
+        else:
+            rate = ""
+        extra = f", rotation {v.rotation}" if v.rotation else ""
+        colour = "/".join(x or "unknown" for x in (v.color_space, v.color_primaries,
+                                                    v.color_transfer))
         lines.append(f"  video #{v.index}: {v.codec} {v.width}x{v.height} {v.pix_fmt} "
-                     f"({v.bit_depth}-bit), {fps}{rate}{extra}{hdr}")
+                     f"({v.bit_depth}-bit), SAR {v.sample_aspect_ratio} DAR "
+                     f"{v.display_aspect_ratio}, {v.field_order}, {fps}{rate}{extra}"
+                     f"{', HDR' if v.hdr else ''}{_flags(v.dispositions, v.start_time)}")
+        lines.append(f"    colour: {v.color_range or 'unknown'} range, {colour}"
+                     " (matrix/primaries/transfer)")
+        if v.hdr_metadata:
+            lines.append(f"    HDR10: {v.hdr_metadata.describe()}")
     for a in info.audio:
-        lines.append(f"  audio #{a.index}: {a.codec} {a.channels}ch {a.sample_rate} Hz"
-                     f"{' [' + a.language + ']' if a.language else ''}")
+        rate = f", {a.bit_rate // 1000} kb/s" if a.bit_rate else ""
+        lines.append(f"  audio #{a.index}: {a.codec} {a.channels}ch {a.sample_rate} Hz{rate}"
+                     f"{' [' + a.language + ']' if a.language else ''}"
+                     f"{_flags(a.dispositions, a.start_time)}")
     for s in info.subtitles:
-        lines.append(f"  subtitle #{s.index}: {s.codec}{' [' + s.language + ']' if s.language else ''}")
+        lines.append(f"  subtitle #{s.index}: {s.codec}"
+                     f"{' [' + s.language + ']' if s.language else ''}"
+                     f"{_flags(s.dispositions, s.start_time)}")
+    for c in info.cover_art:
+        lines.append(f"  cover art #{c.index}: {c.codec} {c.width}x{c.height}")
+    for a in info.attachments:
+        lines.append(f"  attachment #{a.index}: {a.filename} ({a.mimetype}, {a.size} bytes)")
     if info.chapters:
         lines.append(f"  chapters: {info.chapters}")
     return "\n".join(lines)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mediad.media.commit import OutputInfo
 from mediad.media.plan import Plan
 from mediad.media.probe import MediaInfo
+from mediad.media.verify import OutputInfo
 
 
 @dataclass(frozen=True)

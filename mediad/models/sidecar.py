@@ -63,7 +63,7 @@ def write_sidecar(path: str | Path, document: dict[str, Any]) -> Path:
     try:
         # Readable like the video beside it.
         atomic_write_bytes(path, text.encode("utf-8"), mode=0o644)
-    except OSError as e:
+    except OSError as e:  # a full disk or a failing mount: transient, like the output's
         raise MediadError(f"{path}: cannot write the analysis sidecar ({e.strerror})",
-                          reason="io") from None
+                          reason="io_error", transient=True) from None
     return path

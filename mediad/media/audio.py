@@ -1,0 +1,37 @@
+"""Audio channel layouts: what an encoder is given for a track's channels."""
+
+from __future__ import annotations
+
+import av
+
+# Standard layout per channel count (FFmpeg's av_channel_layout_default); PyAV's "3c" means 2.1.
+# 4 channels: quad, which both aac and libopus take (libopus refuses 4.0).
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1",
+                    8: "7.1"}
+_LAYOUT_OK: dict[tuple[str, str], bool] = {}
+
+
+def _encoder_takes_layout(encoder: str, layout: str, sample_rate: int) -> bool:
+    """Whether `encoder` opens with `layout` (PyAV does not list an encoder's layouts; cached)."""
+    key = (encoder, layout)
+    if key not in _LAYOUT_OK:
+        try:
+            cc = av.CodecContext.create(encoder, "w")
+            cc.layout, cc.sample_rate = layout, sample_rate
+            cc.format = cc.codec.audio_formats[0] if cc.codec.audio_formats else "fltp"
+            cc.open()
+            _LAYOUT_OK[key] = True
+        except (av.FFmpegError, ValueError):
+            _LAYOUT_OK[key] = False
+    return _LAYOUT_OK[key]
+
+
+def output_layout(channels: int, source: av.AudioLayout | None = None,
+                  encoder: str | None = None, sample_rate: int = 48000) -> str:
+    """The output layout: the source's when it has as many channels, a known channel order and
+    the encoder takes it (3.0 stays 3.0, quad stays quad); else the standard one for the count."""
+    if source is not None and source.nb_channels == channels and encoder \
+            and "channels" not in source.name \
+            and _encoder_takes_layout(encoder, source.name, sample_rate):
+        return source.name
+    return _DEFAULT_LAYOUTS.get(channels, f"{channels}c")

@@ -1,0 +1,136 @@
+"""Planning of the audio, subtitle and attachment streams (the video is plan.py's)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mediad.errors import MediadError
+from mediad.formats import (
+    CONTAINER_ATTACHMENTS,
+    CONTAINER_AUDIO,
+    CONTAINER_COVER_ART,
+    CONTAINER_DEFAULT_AUDIO,
+    CONTAINER_SUBTITLES,
+    CONTAINER_TEXT_SUBTITLE,
+)
+from mediad.media.probe import MediaInfo
+from mediad.media.subtitles import codec_names, subtitle_kind
+from mediad.profiles import AUDIO_MAX_BITRATE_PER_CHANNEL, Profile, parse_bitrate
+
+AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus"}
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """What happens to one audio or subtitle stream."""
+
+    index: int
+    action: Literal["copy", "encode", "convert", "drop"]  # convert: text subtitles, cue by cue
+    source_codec: str
+    codec: str | None
+    encoder: str | None
+    bit_rate: int | None
+    channels: int | None
+    sample_rate: int | None
+    language: str | None
+    reason: str
+
+
+def no_fit(info: MediaInfo, what: str, container: str, why: str) -> MediadError:
+    """The one-line error for a planned stream the output's container cannot hold."""
+    return MediadError(f"{info.path}: {what} does not fit {container} ({why})",
+                       reason="unsupported")
+
+
+def plan_audio(info: MediaInfo, profile: Profile, container: str) -> list[StreamPlan]:
+    a = profile.audio
+    plans = []
+    allowed = CONTAINER_AUDIO[container]
+    for s in info.audio:
+        fits = s.codec in allowed
+        if a.codec == "none":
+            plans.append(StreamPlan(s.index, "drop", s.codec, None, None, None, None, None,
+                                    s.language, "profile drops audio"))
+            continue
+        target = a.codec if a.codec != "copy" else CONTAINER_DEFAULT_AUDIO[container]
+        if target not in allowed:  # only when -o chose another container than the profile's
+            raise no_fit(info, f"audio #{s.index} (encoded to {target})", container,
+                          f"profile {profile.name}: use another container or profile")
+        channels = min(s.channels, a.channels) if a.channels else s.channels
+        if a.codec == "copy" and fits:
+            reason = "profile asks to copy audio"
+        elif a.codec != "copy" and s.codec == target and fits and channels == s.channels:
+            reason = f"source is already {target}: copied without re-encoding"
+        else:
+            reason = (f"{s.codec} does not fit {container}" if not fits
+                      else f"profile asks for {target}")
+            rate = 48000 if target == "opus" else s.sample_rate
+            bit_rate = parse_bitrate(a.bitrate)
+            # The profile could only check its bitrate against 8 channels: cap it for this track
+            # (libopus refuses more than its limit; FFmpeg's aac would cap it without a word).
+            per_channel = AUDIO_MAX_BITRATE_PER_CHANNEL.get(target)
+            if per_channel and bit_rate > per_channel * channels:
+                bit_rate = per_channel * channels
+                reason += (f"; bitrate capped to {bit_rate // 1000}k ({target} takes at most "
+                           f"{per_channel // 1000}k per channel)")
+            plans.append(StreamPlan(s.index, "encode", s.codec, target, AUDIO_ENCODERS[target],
+                                    bit_rate, channels, rate, s.language,
+                                    f"encode to {target}: {reason}"))
+            continue
+        plans.append(StreamPlan(s.index, "copy", s.codec, s.codec, None, None, s.channels,
+                                s.sample_rate, s.language, reason))
+    return plans
+
+
+def plan_subtitles(info: MediaInfo, profile: Profile,
+                    container: str) -> tuple[list[StreamPlan], list[str]]:
+    """Copy what the container holds, convert other text subtitles, drop the rest (bitmaps)."""
+    plans, warnings = [], []
+    allowed = CONTAINER_SUBTITLES[container]
+    text_target = CONTAINER_TEXT_SUBTITLE[container]
+    for s in info.subtitles:
+        target, kind = None, subtitle_kind(s.codec)
+        if profile.subtitles.mode == "none":
+            action, reason = "drop", "profile drops subtitles"
+        elif codec_names(s.codec) & allowed:
+            action, reason, target = "copy", "copied", s.codec
+        elif kind == "text":
+            action, target = "convert", text_target
+            reason = f"{container} cannot hold {s.codec} subtitles: converted to {text_target}"
+            if codec_names(s.codec) & {"ass", "ssa"}:
+                reason += " (ASS positioning, fonts and effects are not kept)"
+        else:
+            why = ("bitmap subtitles cannot be converted to text" if kind == "bitmap"
+                   else "no decoder to convert them")
+            action, reason = "drop", f"{container} cannot hold {s.codec} subtitles ({why})"
+            warnings.append(f"subtitle stream #{s.index} ({s.codec}) dropped: {reason}")
+        plans.append(StreamPlan(s.index, action, s.codec, target,
+                                target if action == "convert" else None, None, None, None,
+                                s.language, reason))
+    return plans, warnings
+
+
+def plan_extras(info: MediaInfo, container: str) -> tuple[list[StreamPlan], list[StreamPlan],
+                                                           list[str]]:
+    """Attachments (fonts) and cover art: kept where the container holds them, else warned."""
+    attachments, covers, warnings = [], [], []
+    keep_files = container in CONTAINER_ATTACHMENTS
+    for a in info.attachments:
+        reason = "kept" if keep_files else f"{container} cannot hold attachments"
+        attachments.append(StreamPlan(a.index, "copy" if keep_files else "drop", a.mimetype,
+                                      None, None, None, None, None, None,
+                                      f"{a.filename}: {reason}"))
+    if info.attachments and not keep_files:
+        names = ", ".join(a.filename for a in info.attachments)
+        warnings.append(f"{len(info.attachments)} attachment(s) dropped ({names}): {container} "
+                        "cannot hold attachments (fonts for ASS subtitles need mkv)")
+    for c in info.cover_art:
+        keep = container in CONTAINER_COVER_ART
+        covers.append(StreamPlan(c.index, "copy" if keep else "drop", c.codec, c.codec, None,
+                                 None, None, None, None,
+                                 "cover art kept" if keep else f"{container} cannot hold cover art"))
+        if not keep:
+            warnings.append(f"cover art #{c.index} ({c.codec}) dropped: {container} cannot "
+                            "hold attached pictures")
+    return attachments, covers, warnings

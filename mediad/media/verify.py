@@ -1,0 +1,157 @@
+"""Checks around a run: the source is whole and unchanged, and the output holds what went in.
+
+Like is compared with like: the output's video with the video that went into it, each audio
+track with its source track, each measured from packets; a source's header is checked against
+what its packets really hold (a truncated download promises more than it has).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import av
+
+from mediad.errors import MediadError
+from mediad.media.probe import MediaInfo, codec_name
+from mediad.media.timing import Span
+
+# Output against input: a frame or two of encoder delay or audio priming, never more.
+DURATION_TOLERANCE_S = 0.2
+# A header may round or count one more frame; a truncated file misses far more.
+TRUNCATION_TOLERANCE_S = 0.5
+
+
+@dataclass(frozen=True)
+class OutputInfo:
+    """What the verification read back from a written file."""
+
+    path: str
+    size: int
+    video_codec: str | None
+    width: int | None
+    height: int | None
+    frames: int
+    duration: float | None  # the video's, first pts to last pts + duration
+    audio_streams: int
+    subtitle_streams: int
+    audio_durations: list[float | None] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Plain data for the report."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SourceStamp:
+    """Identity, size and modification time of a source, to tell that it grew during a job."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> SourceStamp | None:
+        """The stamp now; None when the file cannot be read (it failed elsewhere then)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def changed(self, path: Path) -> MediadError | None:
+        """The error to give when the file was written to meanwhile (a recording going on).
+
+        Another file renamed over the name is not this: the job read the file it opened, and
+        the new one is a job of its own (the daemon's disposition leaves it alone).
+        """
+        now = SourceStamp.of(path)
+        if now is None or now == self or (now.dev, now.ino) != (self.dev, self.ino):
+            return None
+        what = (f"grew from {self.size} to {now.size} bytes" if now.size > self.size
+                else f"changed ({self.size} -> {now.size} bytes)" if now.size != self.size
+                else "was modified")
+        return MediadError(f"{path}: the source {what} during the transcode: it is still being "
+                           "written (a recording in progress?); run it again once it is complete",
+                           reason="source_changed", transient=True)
+
+
+def check_source_body(info: MediaInfo, spans: dict[int, Span]) -> None:
+    """Fail when the source's header promises more than its packets hold (a truncated file).
+
+    Each stream with a duration of its own (MP4 tracks, Matroska DURATION tags, AVI) is held to
+    it; Matroska files without those are held to their segment duration. MPEG-TS/PS have no
+    header to hold them to: their durations are read from their own last packets.
+    """
+    streams = [*info.video[:1], *info.audio]
+    checked = False
+    for s in streams:
+        span = spans.get(s.index)
+        if s.duration is None or span is None or span.end_seconds is None:
+            continue
+        checked = True
+        promised = (s.start_time or 0.0) + s.duration
+        if promised - span.end_seconds > TRUNCATION_TOLERANCE_S:
+            raise _truncated(info, f"stream #{s.index} lasts until {promised:.3f}s",
+                             span.end_seconds)
+    if checked or not info.format.startswith("matroska") or not info.duration:
+        return
+    # Matroska's segment duration runs from 0 on the file's clock, not from the first packet.
+    ends = [span.end_seconds for span in spans.values() if span.end_seconds is not None]
+    promised = info.duration
+    if ends and promised - max(ends) > TRUNCATION_TOLERANCE_S:
+        raise _truncated(info, f"the file lasts until {promised:.3f}s", max(ends))
+
+
+def _truncated(info: MediaInfo, promise: str, end: float) -> MediadError:
+    return MediadError(f"{info.path}: truncated source: its header says {promise}, but its "
+                       f"data ends at {end:.3f}s", reason="corrupt")
+
+
+def _read_back(container: av.container.InputContainer) -> tuple[bool, int, dict[int, Span]]:
+    """(first video frame decodes, video packet count, span per video/audio stream), in one
+    pass from the start: a seek back would land on a keyframe and skip audio before it."""
+    wanted = [s for s in container.streams if s.type in ("video", "audio")]
+    spans = {s.index: Span() for s in wanted}
+    video = container.streams.video[0]
+    count, decoded = 0, False
+    for packet in container.demux(wanted):
+        if packet.stream.index == video.index:
+            if not decoded:
+                decoded = bool(packet.decode())
+            if packet.size:
+                count += 1
+        if packet.size:
+            spans[packet.stream.index].add(packet.pts, packet.duration, packet.time_base)
+    return decoded, count, spans
+
+
+def verify_output(path: Path, video: float | None, audio: list[float | None],
+                  source: str) -> OutputInfo:
+    """Check a written file decodes, and that its video and each audio track last as long as
+    what went into them (within 0.2 s): `video` seconds of video, `audio` per kept track."""
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise MediadError(f"{source}: output has no video stream", reason="verify_failed")
+            vs = c.streams.video[0]
+            decoded, frames, spans = _read_back(c)
+            if not decoded:
+                raise MediadError(f"{source}: output video does not decode", reason="verify_failed")
+            audio_out = [spans[s.index].seconds for s in c.streams.audio]
+            info = OutputInfo(str(path), path.stat().st_size, codec_name(vs.codec_context),
+                              vs.codec_context.width, vs.codec_context.height, frames,
+                              spans[vs.index].seconds, len(c.streams.audio),
+                              len(c.streams.subtitles), audio_out)
+    except av.FFmpegError as e:
+        raise MediadError(f"{source}: output does not read back: {e}", reason="verify_failed") from None
+    checks = [("video", info.duration, video)]
+    checks += [(f"audio track {i + 1}", got, want)
+               for i, (got, want) in enumerate(zip(audio_out, audio, strict=False))]
+    for what, got, want in checks:
+        if got is not None and want is not None and abs(got - want) > DURATION_TOLERANCE_S:
+            raise MediadError(f"{source}: the output's {what} lasts {got:.3f}s but {want:.3f}s "
+                              "went into it", reason="verify_failed")
+    return info
