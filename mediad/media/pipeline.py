@@ -95,6 +95,14 @@ def _first_packet(plan: Plan, stream: av.stream.Stream) -> bytes:
     return b""
 
 
+def _sar(vp: VideoPlan) -> Fraction | None:
+    """The plan's sample aspect ratio, None when it is not a usable one."""
+    num, _, den = vp.sample_aspect_ratio.partition("/")
+    if int(num or 0) > 0 and int(den or 1) > 0:
+        return Fraction(int(num), int(den or 1))
+    return None
+
+
 def _gpu_layout(vp: VideoPlan) -> str:
     """Layout of the CUDA frames NVENC takes for this plan: P010 for 10-bit, else NV12."""
     return "p010le" if vp.pix_fmt == "p010le" else "nv12"
@@ -152,8 +160,7 @@ class _Runner:
             _copy_stream_info(ist, ost)
             # The container's aspect (MKV DisplayWidth, MP4 pasp) goes into the new container
             # too, as with `ffmpeg -c copy`; the template carries only the codec's.
-            sar = ist.sample_aspect_ratio
-            if sar and sar > 0 and sar != ost.codec_context.sample_aspect_ratio:
+            if (sar := _sar(vp)) is not None:
                 ost.codec_context.sample_aspect_ratio = sar
             if vp.bitstream_filter:
                 self.video_bsf = av.BitStreamFilterContext(vp.bitstream_filter, ist, ost)
@@ -173,9 +180,8 @@ class _Runner:
         # Keep the source's time base so frame timestamps pass through untouched (VFR-safe).
         ost.time_base = ist.time_base
         ost.codec_context.time_base = ist.time_base
-        num, _, den = vp.sample_aspect_ratio.partition("/")
-        if int(num or 0) > 0 and int(den or 1) > 0:
-            ost.codec_context.sample_aspect_ratio = Fraction(int(num), int(den or 1))
+        if (sar := _sar(vp)) is not None:
+            ost.codec_context.sample_aspect_ratio = sar
         icc, occ = ist.codec_context, ost.codec_context
         self._output_colour(icc, vp)
         for attr in ("colorspace", "color_primaries", "color_trc"):
