@@ -36,9 +36,10 @@ CONTAINER_FORMAT = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm
 # File name extensions that fit each container, as players and media servers read them.
 CONTAINER_SUFFIXES = {"mp4": (".mp4", ".m4v"), "mov": (".mov", ".qt"), "mkv": (".mkv",),
                       "webm": (".webm",)}
-# Containers that carry attachments (fonts) and where cover art goes as an attached picture.
+# Containers that carry attachments (fonts), and cover art (FFmpeg's mov muxer writes it only
+# in MP4 mode: a MOV file loses it).
 CONTAINER_ATTACHMENTS = {"mkv"}
-CONTAINER_COVER_ART = {"mp4", "mov", "mkv"}
+CONTAINER_COVER_ART = {"mp4", "mkv"}
 
 
 def container_for_path(path: Path) -> Container | None:

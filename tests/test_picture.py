@@ -200,3 +200,30 @@ def test_deinterlace_off_and_on(interlaced: dict[str, Path], tmp_path: Path) -> 
     plan = run_cli("plan", str(prog), "-p", str(_profile(tmp_path, FAST + 'deinterlace = "on"\n',
                                                           "on")), "--gpu", "none")
     assert "bwdif (all)" in plan.stdout
+
+
+def test_a_source_that_turns_interlaced_is_deinterlaced_from_there(tmp_path: Path) -> None:
+    """A broadcast that starts with progressive frames (an advert, a frame-coded first
+    picture) and turns interlaced: "auto" decided from the first frame and left it combed."""
+    joined = tmp_path / "mixed.ts"
+    ffmpeg("-y", "-f", "lavfi", "-i", camera_filter((320, 240), fps=25), "-t", "2", "-c:v",
+           "libx264", "-preset", "veryfast", "-f", "mpegts", str(tmp_path / "p.ts"))
+    ffmpeg("-y", "-f", "lavfi", "-i", camera_filter((320, 240), fps=50), "-t", "4", "-vf",
+           "interlace=scan=tff", "-c:v", "libx264", "-preset", "veryfast", "-flags",
+           "+ildct+ilme", "-x264opts", "tff=1", "-output_ts_offset", "2", "-f", "mpegts",
+           str(tmp_path / "i.ts"))
+    joined.write_bytes((tmp_path / "p.ts").read_bytes() + (tmp_path / "i.ts").read_bytes())
+    assert probe(joined).main_video.field_order == "progressive"  # type: ignore[union-attr]
+    assert _idet(joined)["TFF"] > 60
+    out = tmp_path / "out.mkv"
+    res = run_cli("transcode", str(joined), "-p", str(_profile(tmp_path, FAST)), "-o", str(out),
+                  "--gpu", "none", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    seen = _idet(out)
+    assert seen["Progressive"] >= 140 and seen["TFF"] + seen["BFF"] <= 5, seen
+    # Under "off" the frames stay combed, and the report says so though the probe saw none.
+    res = run_cli("transcode", str(joined), "-p",
+                  str(_profile(tmp_path, FAST + 'deinterlace = "off"\n', "off")), "-o",
+                  str(tmp_path / "off.mkv"), "--gpu", "none", "--no-progress")
+    assert "warning: 100 frame(s) flagged interlaced were encoded without deinterlacing " \
+           "(deinterlace = off)" in res.stdout

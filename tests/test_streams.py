@@ -178,6 +178,12 @@ def test_mp4_keeps_cover_art_and_warns_about_fonts(fansub: dict[str, Path], tmp_
                   str(tmp_path / "c.webm"), "--gpu", "none", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert "warning: cover art #1 (mjpeg) dropped: webm cannot hold attached pictures" in res.stdout
+    # FFmpeg's mov muxer writes cover art only in MP4 mode: a MOV loses it, and says so.
+    res = run_cli("transcode", str(fansub["mp4"]), "-o", str(tmp_path / "c.mov"), "--gpu",
+                  "none", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "warning: cover art #1 (mjpeg) dropped: mov cannot hold attached pictures" in res.stdout
+    assert not any("attached pic" in s for s in _streams(tmp_path / "c.mov"))
 
 
 def test_probe_lists_attachments_flags_and_rates(fansub: dict[str, Path]) -> None:

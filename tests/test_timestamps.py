@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from conftest import (
     camera_clip,
+    camera_filter,
     ffmpeg,
     ffmpeg_bytes,
     ffmpeg_info,
@@ -249,3 +250,143 @@ def test_clean_sources_have_no_decode_warnings(tmp_path: Path) -> None:
                   str(tmp_path / "out.mp4"), "--gpu", "none", "--json", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["warnings"] == []
+
+
+def _segments(tmp_path: Path, offsets: list[float], seconds: float = 4, **kw: object) -> Path:
+    """A recording made of MPEG-TS segments, each with its own clock, joined with `cat` as
+    DVRs and HLS downloads do."""
+    joined = tmp_path / "joined.ts"
+    with open(joined, "wb") as out:
+        for i, offset in enumerate(offsets):
+            seg = camera_clip(tmp_path / f"seg{i}.ts", "-output_ts_offset", str(offset), "-f",
+                              "mpegts", seconds=seconds, **kw)  # type: ignore[arg-type]
+            out.write(seg.read_bytes())
+    return joined
+
+
+@pytest.mark.parametrize("offsets", [[10, 5000], [1000, 50]], ids=["forward", "backward"])
+@pytest.mark.parametrize("profile", [FAST, COPY_MKV], ids=["encode", "copy"])
+def test_a_clock_jump_in_a_joined_recording_is_joined_up(tmp_path: Path, offsets: list[float],
+                                                          profile: str) -> None:
+    """Two segments whose clocks differ by ±1 hour: one 8 s output, as ffmpeg makes (it was
+    an 83-minute hole forward, 26 hours through libavformat's wrap correction backward)."""
+    src = _segments(tmp_path, offsets)
+    out = tmp_path / "out.mkv"
+    res = run_cli("transcode", str(src), "-p", str(_profile(tmp_path, profile)), "-o", str(out),
+                  "--gpu", "none", "--json", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert _container_duration(out) < 8.2
+    assert abs(stream_span(out, "0:v:0") - 8.0) < 0.1 and abs(stream_span(out, "0:a:0") - 8.0) < 0.1
+    assert len(packet_times(out, "0:v:0")) == 200
+    warnings = json.loads(res.stdout)["warnings"]
+    assert any(w.startswith("the source's clock jumped 1 time(s)") for w in warnings), warnings
+
+
+def test_overlapping_segments_are_copied_with_timestamps_moved_forward(tmp_path: Path) -> None:
+    """HLS/DVR segments whose audio overlaps by a few ms: the muxer refused the copy (EINVAL,
+    naming the temporary file); ffmpeg moves the packets forward, and so does mediad."""
+    import av
+
+    src = _segments(tmp_path, [1000, 1004])
+    with av.open(str(src)) as c:  # the raw demuxer's view (ffmpeg's framecrc fixes it up)
+        dts = [p.dts for p in c.demux(c.streams.audio[0]) if p.dts is not None]
+    assert any(b < a for a, b in zip(dts, dts[1:], strict=False))  # it steps back
+    for profile, suffix in ((FAST, ".mp4"), (COPY_MKV, ".mkv")):
+        out = tmp_path / f"out{suffix}"
+        res = run_cli("transcode", str(src), "-p", str(_profile(tmp_path, profile)), "-o",
+                      str(out), "--gpu", "none", "--json", "--no-progress")
+        assert res.returncode == 0, res.stderr
+        warnings = json.loads(res.stdout)["warnings"]
+        assert any(re.match(r"\d+ copied packet\(s\) whose timestamps went back were moved "
+                            r"forward \(stream #1", w) for w in warnings), warnings
+        assert abs(stream_span(out, "0:a:0") - 8.0) < 0.1
+
+
+def test_a_garbled_timestamp_in_a_damaged_recording_is_repaired(tmp_path: Path) -> None:
+    """A reception drop-out that hits a PES header leaves a presentation time hours away from
+    its decoding time: the output was 26 hours long."""
+    import av
+
+    clean = camera_clip(tmp_path / "clean.ts", "-f", "mpegts", seconds=4)
+    garbled = tmp_path / "garbled.ts"
+    with av.open(str(clean)) as src, av.open(str(garbled), "w", format="mpegts") as dst:
+        streams = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+        for n, packet in enumerate(src.demux()):
+            if packet.dts is None:
+                continue
+            if packet.stream.type == "video" and n == 40:
+                packet.pts += 90000 * 25000  # seven hours after its decoding time
+            packet.stream = streams[packet.stream.index]
+            dst.mux(packet)
+    assert max(p for p, _ in packet_times(garbled, "0:v:0")) > 20000
+    for profile in (COPY_MKV, FAST):
+        out = tmp_path / "out.mkv"
+        res = run_cli("transcode", str(garbled), "-p", str(_profile(tmp_path, profile)), "-o",
+                      str(out), "--gpu", "none", "--json", "--no-progress", "--overwrite")
+        assert res.returncode == 0, res.stderr
+        assert _container_duration(out) < 4.2
+        assert "1 packet(s) had a garbled presentation time (a damaged header): given their " \
+               "decoding time" in json.loads(res.stdout)["warnings"]
+
+
+def test_audio_that_changes_layout_mid_stream_is_converted(tmp_path: Path) -> None:
+    """DVB: stereo adverts, then a 5.1 film. The encoder refused the new frames with a
+    Python traceback ("Frame does not match AudioResampler setup")."""
+    joined = tmp_path / "joined.ts"
+    with open(joined, "wb") as out:
+        for i, channels in enumerate(("2", "6")):
+            seg = tmp_path / f"seg{i}.ts"
+            ffmpeg("-y", "-f", "lavfi", "-i", camera_filter(), "-f", "lavfi", "-i",
+                   "sine=f=440:r=48000", "-t", "3", "-ac", channels, "-c:v", "libx264",
+                   "-preset", "veryfast", "-c:a", "ac3", "-output_ts_offset", str(1000 + 3 * i),
+                   "-f", "mpegts", str(seg))
+            out.write(seg.read_bytes())
+    res = run_cli("transcode", str(joined), "-p", str(_profile(tmp_path, FAST)), "-o",
+                  str(tmp_path / "out.mp4"), "--gpu", "none", "--json", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    warnings = json.loads(res.stdout)["warnings"]
+    assert any(w.startswith("audio stream #1 changed from stereo 48000 Hz to 5.1") for w in warnings)
+    assert abs(stream_span(tmp_path / "out.mp4", "0:a:0") - 6.0) < 0.1
+    assert "stereo" in next(ln for ln in ffmpeg_info(tmp_path / "out.mp4").splitlines()
+                            if "Audio:" in ln)
+
+
+def test_subtitles_after_a_long_gap_keep_their_time(tmp_path: Path) -> None:
+    """Cues converted to mov_text were timed in microseconds; MP4 stores durations in 32 bits of
+    the track's tick, so a gap of more than 35.8 minutes wrapped and the cues landed near 0."""
+    video = camera_clip(tmp_path / "v.mp4", seconds=2)
+    srt = tmp_path / "forced.srt"
+    srt.write_text("1\n00:00:01,000 --> 00:00:02,000\nfirst\n\n"
+                   "2\n00:40:00,000 --> 00:40:02,500\nforty minutes in\n\n"
+                   "3\n00:41:00,000 --> 00:41:02,000\nforty-one\n")
+    src = tmp_path / "in.mkv"
+    ffmpeg("-y", "-i", str(video), "-i", str(srt), "-map", "0", "-map", "1", "-c", "copy",
+           "-c:s", "srt", str(src))
+    out = tmp_path / "out.mp4"
+    res = run_cli("transcode", str(src), "-p", str(_profile(tmp_path, COPY_MP4)), "-o", str(out),
+                  "--gpu", "none", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    cues = [ln for ln in ffmpeg("-v", "error", "-i", str(out), "-map", "0:s", "-f", "srt",
+                                "-").stdout.splitlines() if "-->" in ln]
+    assert cues == ["00:00:01,000 --> 00:00:02,000", "00:40:00,000 --> 00:40:02,500",
+                    "00:41:00,000 --> 00:41:02,000"]
+
+
+def test_a_late_matroska_files_rate_is_over_its_content(tmp_path: Path) -> None:
+    """Matroska's duration counts from 0: a file starting at 100 s looked 13 times slower, and
+    copy_if_matching's bitrate limit let a 734 kb/s video through under 300k."""
+    from mediad.media.probe import probe
+
+    plain = camera_clip(tmp_path / "plain.mkv", seconds=4)
+    late = camera_clip(tmp_path / "late.mkv", "-output_ts_offset", "100", seconds=4)
+    a, b = probe(plain), probe(late)
+    assert b.duration == pytest.approx(a.duration, abs=0.05)
+    assert b.main_video.bit_rate_estimate == pytest.approx(  # type: ignore[union-attr]
+        a.main_video.bit_rate_estimate, rel=0.02)  # type: ignore[union-attr]
+    limit = a.main_video.bit_rate_estimate // 2  # type: ignore[union-attr]
+    profile = _profile(tmp_path, f'container = "mkv"\n[video]\ncopy_if_matching = true\n'
+                                 f'bitrate = "{limit}"\nspeed = "fastest"\n')
+    plan = run_cli("plan", str(late), "-p", str(profile), "-o", str(tmp_path / "o.mkv"),
+                   "--gpu", "none")
+    assert "re-encoded, not copied: source video is" in plan.stdout, plan.stdout

@@ -35,3 +35,41 @@ def output_layout(channels: int, source: av.AudioLayout | None = None,
             and _encoder_takes_layout(encoder, source.name, sample_rate):
         return source.name
     return _DEFAULT_LAYOUTS.get(channels, f"{channels}c")
+
+
+class AudioConverter:
+    """Decoded audio frames, kept in the format, layout and rate of the stream's first frame.
+
+    PyAV's encoder sets its resampler up from the first frame and refuses any other (a DVB
+    programme going from stereo to 5.1, a damaged frame decoding at another rate); the ffmpeg
+    CLI reconfigures its filters instead. Frames like the first pass as they are; each other
+    setup gets a resampler of its own into the first one, and the change is reported.
+    """
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self._first: tuple[str, str, int] | None = None
+        self._resamplers: dict[tuple[str, str, int], av.AudioResampler] = {}
+        self.change: str | None = None  # the first change, for the report
+
+    def __call__(self, frame: av.AudioFrame) -> list[av.AudioFrame]:
+        """`frame` in the first frame's setup (a resampler may hold samples back)."""
+        setup = (frame.format.name, frame.layout.name, frame.sample_rate)
+        if self._first is None:
+            self._first = setup
+        if setup == self._first:
+            return [frame]
+        if setup not in self._resamplers:
+            fmt, layout, rate = self._first
+            self._resamplers[setup] = av.AudioResampler(format=fmt, layout=layout, rate=rate)
+            if self.change is None:
+                at = f" at {float(frame.pts * frame.time_base):.3f}s" \
+                    if frame.pts is not None and frame.time_base else ""
+                self.change = (f"audio stream #{self.index} changed from {self._first[1]} "
+                               f"{self._first[2]} Hz to {setup[1]} {setup[2]} Hz{at}: converted "
+                               "to the first")
+        return self._resamplers[setup].resample(frame)
+
+    def flush(self) -> list[av.AudioFrame]:
+        """What the resamplers still hold, at the end of the stream."""
+        return [f for r in self._resamplers.values() for f in r.resample(None)]

@@ -21,6 +21,8 @@ from mediad.media.timing import Span
 
 # A timestamp jump of more than this many frame durations counts as frames missing.
 _GAP_FRAMES = 1.5
+# A hole between audio packets longer than this is audio lost (a frame is 21-32 ms).
+_AUDIO_HOLE_S = Fraction(1, 10)
 
 
 @dataclass
@@ -31,14 +33,16 @@ class DecodeHealth:
     policy: Literal["warn", "fail"]
     video_index: int | None = None
     frame_duration: Fraction | None = None  # seconds per frame from the stream's nominal rate
-    offset: float = 0.0  # the plan's start offset: times in messages are the output's
     corrupt_packets: Counter[int] = field(default_factory=Counter)
     corrupt_frames: int = 0
     errors: Counter[int] = field(default_factory=Counter)
     first_skip: str = ""  # what the first skipped packet's decoder or muxer said
     gap_frames: int = 0  # frames missing inside the stream, from timestamp jumps
-    frames: Span | None = None  # decoded video frames' span (source timeline)
+    audio_gaps: Counter[int] = field(default_factory=Counter)  # ms of audio missing, per stream
+    moved: Counter[int] = field(default_factory=Counter)  # copied packets whose dts went back
+    frames: Span | None = None  # decoded video frames' span
     _last_pts: int | None = None
+    _audio_end: dict[int, Fraction] = field(default_factory=dict)
 
     def _problem(self, what: str) -> None:
         if self.policy == "fail":
@@ -46,11 +50,20 @@ class DecodeHealth:
                               reason="corrupt")
 
     def packet(self, packet: av.Packet) -> None:
-        """A demuxed packet: the demuxer flags the ones it knows are damaged (TS continuity)."""
+        """A demuxed packet: the demuxer flags the ones it knows are damaged (TS continuity);
+        audio is continuous, so a hole between its packets is audio lost."""
+        index = packet.stream.index
         if packet.is_corrupt:
-            self.corrupt_packets[packet.stream.index] += 1
-            self._problem(f"corrupt packet in stream #{packet.stream.index}"
+            self.corrupt_packets[index] += 1
+            self._problem(f"corrupt packet in stream #{index}"
                           f"{self._at(packet.pts, packet.time_base)}")
+        if packet.stream.type == "audio" and packet.pts is not None and packet.time_base:
+            start = packet.pts * packet.time_base
+            end = self._audio_end.get(index)
+            if end is not None and start - end > _AUDIO_HOLE_S:
+                self.audio_gaps[index] += round((start - end) * 1000)
+            self._audio_end[index] = max(end or start, start + (packet.duration or 0)
+                                         * packet.time_base)
 
     def error(self, packet: av.Packet, error: Exception, what: str = "decode") -> None:
         """A packet its decoder (or, copied, the muxer) refused; the job goes on without it."""
@@ -109,6 +122,10 @@ class DecodeHealth:
         if self.gap_frames and self.damaged:
             notes.append(f"about {self.gap_frames} video frame(s) missing (jumps in the "
                          "timestamps where the source is damaged)")
+        if self.audio_gaps and self.damaged:
+            streams = ", ".join(f"#{i}: {ms / 1000:.3f}s" for i, ms in sorted(self.audio_gaps.items()))
+            notes.append(f"audio missing where the source is damaged (stream {streams})")
+
         lead, tail = self.lost_video(packets)
         fps = 1 / float(self.frame_duration) if self.frame_duration else None
         for seconds, where, why in ((lead, "first", "the source starts between keyframes, "
@@ -120,9 +137,13 @@ class DecodeHealth:
         if notes and self.policy == "fail":
             raise MediadError(f"{self.source}: {notes[0]} (on_decode_error = \"fail\")",
                               reason="corrupt")
+        if self.moved:  # a timestamp fix, not damage: no reason to fail
+            streams = ", ".join(f"#{i}: {n}" for i, n in sorted(self.moved.items()))
+            notes.append(f"{sum(self.moved.values())} copied packet(s) whose timestamps went "
+                         f"back were moved forward (stream {streams}), as ffmpeg does")
         return notes
 
     def _at(self, pts: int | None, time_base: Fraction | None) -> str:
         if pts is None or time_base is None:
             return ""
-        return f" at {float(pts * time_base) - self.offset:.3f}s"
+        return f" at {float(pts * time_base):.3f}s"

@@ -113,7 +113,7 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
         if result.frames_written == 0:
             raise MediadError(f"{input_path}: its video stream gave no frames (empty or "
                               "truncated)", reason="corrupt")
-        check_source_body(info, result.source_spans)
+        check_source_body(info, result.source_spans, plan.start_offset)
         out = verify_output(tmp, _seconds(result.video_span), _audio_spans(plan, result),
                             str(input_path))
         try:

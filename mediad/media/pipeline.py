@@ -19,14 +19,14 @@ from av.codec.hwaccel import HWAccel
 from mediad import log
 from mediad.errors import MediadError, io_error, is_storage_error
 from mediad.media import color
-from mediad.media.audio import output_layout
+from mediad.media.audio import AudioConverter, output_layout
 from mediad.media.health import DecodeHealth
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
 from mediad.media.probe import KEPT_DISPOSITIONS, open_input
 from mediad.media.progress import Progress, ProgressCallback
 from mediad.media.stages import FrameTransform
 from mediad.media.subtitles import SubtitleConverter
-from mediad.media.timing import AudioTimer, Rebase, Span, VideoTimer
+from mediad.media.timing import AudioTimer, Span, Timeline, VideoTimer
 from mediad.media.transform import VideoTransform, is_rgb
 
 # Container-level tags the muxer writes itself; copying them would lie about the output.
@@ -132,13 +132,17 @@ class _Runner:
         # Output colour decided from the source (see _output_colour).
         self.full_range = False
         self.matrix: str | None = None
-        self.rebase = Rebase(plan.start_offset)
+        self.timeline = Timeline(plan.start_offset, plan.discontinuous)
         self.health = DecodeHealth(plan.input, plan.on_decode_error,
-                                   video_index=plan.decode.stream, offset=plan.start_offset)
+                                   video_index=plan.decode.stream)
+        # Per copied stream: the last dts muxed (see _monotonic).
+        self._last_dts: dict[int, int] = {}
         self.audio_timers: dict[int, AudioTimer] = {}
+        self.audio_converters: dict[int, AudioConverter] = {}
         # NVDEC frames are not held for reordering: its surface pool is small.
         self.video_timer = VideoTimer(hold=0) if plan.decode.hardware else VideoTimer()
         self.video_bsf: av.BitStreamFilterContext | None = None
+        self.interlaced_frames = 0  # decoded frames flagged interlaced
 
     # -- set-up ------------------------------------------------------------------------------
     def _tag_hevc(self, ost: av.video.stream.VideoStream, codec: str) -> None:
@@ -313,7 +317,8 @@ class _Runner:
             if sp.bit_rate:
                 ost.bit_rate = sp.bit_rate
             self.encode_audio[ist.index] = ost
-            self.audio_timers[ist.index] = AudioTimer(self.rebase.offset)
+            self.audio_timers[ist.index] = AudioTimer()
+            self.audio_converters[ist.index] = AudioConverter(ist.index)
         _copy_stream_info(ist, ost)
 
     def _add_subtitle(self, sp: StreamPlan, src: av.container.InputContainer,
@@ -321,7 +326,7 @@ class _Runner:
         ist = src.streams[sp.index]
         if sp.action == "convert":
             assert sp.codec
-            converter = SubtitleConverter(ist, out, sp.codec)
+            converter = SubtitleConverter(ist, out, sp.codec, self.plan.start_offset)
             self.convert_subs[ist.index] = converter
             ost = converter.stream
         else:
@@ -380,7 +385,7 @@ class _Runner:
                 if sp.action in ("copy", "convert"):
                     self._add_subtitle(sp, src, out)
             self._add_extras(src, out)
-            chapters = self.rebase.chapters(src.chapters())
+            chapters = self.timeline.chapters(src.chapters())
             if chapters:
                 out.set_chapters(chapters)
             rate = self.video_in.average_rate or self.video_in.guessed_rate \
@@ -393,12 +398,17 @@ class _Runner:
             for frame in self.video_timer(None):
                 self._encode_video(frame, out)
             self._encode_video(None, out)
-            for ost in self.encode_audio.values():
+            for index, ost in self.encode_audio.items():
                 out.mux(ost.encode(None))
+                if change := self.audio_converters[index].change:
+                    self.result.warnings.append(change)
             for converter in self.convert_subs.values():
                 out.mux(converter.flush())
                 if summary := converter.summary():
                     self.result.warnings.append(summary)
+            self.result.warnings += self.timeline.summary()
+            if warning := self._combed_warning():
+                self.result.warnings.append(warning)
             self.result.warnings += self.health.finish(
                 self.result.source_spans.get(plan.decode.stream))
             if self.runner is not None:
@@ -409,6 +419,21 @@ class _Runner:
                     out.set_chapters(shot_chapters)
         self._report_progress(force=True)
         return self.result
+
+    def _combed_warning(self) -> str | None:
+        """Say so when frames flagged interlaced were encoded as they are, unless the plan
+        already did (an interlaced-looking source under deinterlace = off)."""
+        vp = self.plan.video
+        if not self.interlaced_frames or vp.action != "encode" or (
+                vp.deinterlace != "off" and not self.plan.frames_on_gpu):
+            return None
+        if vp.deinterlace == "off" and any(w.startswith("source is interlaced")
+                                           for w in self.plan.warnings):
+            return None
+        why = "deinterlace = off" if vp.deinterlace == "off" else \
+            "the frames stayed on the GPU, where there is no deinterlacer"
+        return (f"{self.interlaced_frames} frame(s) flagged interlaced were encoded without "
+                f"deinterlacing ({why})")
 
     def _open_source(self) -> av.container.InputContainer:
         hw = self._decoder_hwaccel()
@@ -444,6 +469,8 @@ class _Runner:
 
     def _packet(self, packet: av.Packet, out: av.container.OutputContainer) -> None:
         index = packet.stream.index
+        if packet.size:
+            self.timeline.packet(packet)  # before anything else: decoders, muxers, measures
         if packet.size and packet.pts is not None:
             span = self.result.source_spans.get(index)
             if span is None:
@@ -454,26 +481,30 @@ class _Runner:
             return  # not kept: measured only
         self.health.packet(packet)
         if index == self.plan.decode.stream and self.video_in is not None:
-            # decoded before a copy below rebases the packet
             frames = self._decode(packet)
             for f in frames:
                 self.health.video_frame(f)
-                self.rebase.frame(f)
+                self.interlaced_frames += f.interlaced_frame
             for frame in self.video_timer(frames):
                 self._encode_video(frame, out)
             if self.video_out is not None:
                 return
         if index in self.encode_audio:
             ost, timer = self.encode_audio[index], self.audio_timers[index]
-            for frame in self._decode(packet):
+            convert = self.audio_converters[index]
+            frames = [f for frame in self._decode(packet) for f in convert(frame)]
+            if packet.size == 0:  # the end: what the converter still holds
+                frames += convert.flush()
+            for frame in frames:
                 out.mux(ost.encode(timer(frame)))
             return
-        self.rebase.packet(packet)
         if index in self.convert_subs:
             out.mux(self.convert_subs[index].convert(packet))
             return
         if packet.dts is None and packet.size == 0:
             return  # the demuxer's end-of-stream marker (it flushed the decoders above)
+        if packet.pts is None and packet.dts is not None:
+            packet.pts = packet.dts  # MPEG PES may omit it; Matroska cannot store that
         ost = self.copy[index]
         packet.stream = ost
         if index == self.plan.decode.stream:
@@ -486,6 +517,7 @@ class _Runner:
                     filtered.stream = ost
                     out.mux(filtered)
                 return
+        self._monotonic(packet, index, out)
         # Read first: muxing takes the packet's contents. The demuxer flags the packet it saw
         # damaged, not always the next ones of the same broken PES.
         damaged = packet.is_corrupt or self.health.damaged
@@ -497,6 +529,25 @@ class _Runner:
             # A damaged packet the muxer cannot take (no ADTS header left): the ffmpeg CLI
             # stops the whole output here; it is dropped and counted instead.
             self.health.error(packet, e, "copy")
+
+    def _monotonic(self, packet: av.Packet, index: int, out: av.container.OutputContainer) -> None:
+        """Keep a copied stream's dts increasing, as the ffmpeg CLI's muxer front-end does.
+
+        Joined recordings overlap by a few packets (an HLS or DVR segment join steps back by
+        tens of ms) and muxers refuse dts that go back. Such a packet is moved to just after
+        the one before it, and counted.
+        """
+        if packet.dts is None:
+            return
+        last = self._last_dts.get(index)
+        strict = not out.format.flags & av.format.Flags.ts_nonstrict.value
+        least = None if last is None else last + (1 if strict else 0)
+        if least is not None and packet.dts < least:
+            if packet.pts is not None and packet.pts >= packet.dts:
+                packet.pts = max(packet.pts, least)
+            packet.dts = least
+            self.health.moved[index] += 1
+        self._last_dts[index] = packet.dts
 
     def _encode_video(self, frame: av.VideoFrame | None, out: av.container.OutputContainer) -> None:
         if self.transform is None:

@@ -33,8 +33,10 @@ from mediad.profiles import (
 
 NVDEC_CODECS = {"h264", "hevc", "av1"}  # the codecs the capability trial checks
 CHROMA_420 = {"yuv420p", "yuvj420p", "nv12", "yuv420p10le", "p010le"}  # what the encoders make
-# bwdif on every frame, or only on frames the decoder flags as interlaced.
-Deinterlace = Literal["off", "all", "interlaced"]
+# bwdif on every frame, or only on frames the decoder flags as interlaced; "auto": the source
+# looked progressive, bwdif joins at the first frame flagged interlaced (a broadcast that
+# switches from a progressive advert to an interlaced programme).
+Deinterlace = Literal["off", "all", "interlaced", "auto"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class Plan:
     # Seconds subtracted from every timestamp so that the output starts at 0, as the ffmpeg CLI
     # does: the earliest start of the kept streams (their offsets to each other stay).
     start_offset: float = 0.0
+    discontinuous: bool = False  # join up jumps of the source's clock (MPEG-TS/PS), as ffmpeg
     on_decode_error: Literal["warn", "fail"] = "warn"
     notes: list[str] = field(default_factory=list)  # decisions worth saying that are no fallback
     fallbacks: list[str] = field(default_factory=list)
@@ -161,7 +164,7 @@ def deinterlace_mode(v: VideoInfo, setting: str) -> tuple[Deinterlace, str]:
     if setting == "auto" and v.interlaced:
         return "interlaced", (f"source is interlaced ({v.field_order}): frames flagged "
                               "interlaced go through bwdif (deinterlace = auto)")
-    return "off", ""
+    return ("auto" if setting == "auto" else "off"), ""
 
 
 def copy_mismatch(v: VideoInfo, vs: VideoSettings, stage_scale: int = 1) -> str | None:
@@ -183,7 +186,7 @@ def copy_mismatch(v: VideoInfo, vs: VideoSettings, stage_scale: int = 1) -> str 
     lines = v.display_size[1]
     if vs.max_height is not None and lines > vs.max_height:
         return f"source has {lines} lines, over max_height {vs.max_height}"
-    if deinterlace_mode(v, vs.deinterlace)[0] != "off":
+    if deinterlace_mode(v, vs.deinterlace)[0] in ("all", "interlaced"):
         return f"source is interlaced ({v.field_order}) and is deinterlaced"
     if vs.bitrate is not None:
         rate = v.bit_rate or v.bit_rate_estimate
@@ -312,7 +315,7 @@ def _plan_residency(decode: DecodePlan, video: VideoPlan, source_pix_fmt: str,
                        else "software decode: frames are in host memory")
     if video.rotate or video.crop:
         return False, "rotation/crop run in libavfilter on the host: frames downloaded once"
-    if video.deinterlace != "off":
+    if video.deinterlace in ("all", "interlaced"):
         return False, "bwdif deinterlacing runs in libavfilter on the host: frames downloaded once"
     if source_pix_fmt not in CHROMA_420:
         # NVDEC gives 4:4:4 as planar YUV444 (torch reads NV12/P010 only), and no 4:2:2 at all.
@@ -393,7 +396,7 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
         if v.hdr and profile.video.bit_depth == 8:
             warnings.append("HDR source encoded to 8-bit without tone mapping: colours keep the "
                             "HDR transfer tags; use bit_depth = 10 to keep full quality")
-        if video.deinterlace != "off":
+        if video.deinterlace in ("all", "interlaced"):
             notes.append(deinterlace_mode(v, profile.video.deinterlace)[1])
         elif v.interlaced:
             warnings.append(f"source is interlaced ({v.field_order}) but deinterlace = off: "
@@ -415,6 +418,7 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
         gpu={"device": caps.device, "reason": gpu_reason, **caps.to_dict()},
         frames_on_gpu=frames_on_gpu, frames_reason=frames_reason, stages=stages,
         attachments=attachments, cover_art=cover_art, start_offset=start_offset,
+        discontinuous=info.discontinuous,
         on_decode_error=profile.on_decode_error, notes=notes, fallbacks=fallbacks,
         warnings=warnings)
 
@@ -437,7 +441,7 @@ def format_plan(plan: Plan) -> str:
             extra.append(f"rotate {v.rotate}")
         if v.crop:
             extra.append(f"crop to {v.crop[0]}x{v.crop[1]}")
-        if v.deinterlace != "off":
+        if v.deinterlace in ("all", "interlaced"):
             extra.append(f"bwdif ({v.deinterlace})")
         if v.sample_aspect_ratio not in ("1/1", "1"):
             extra.append(f"SAR {v.sample_aspect_ratio}")

@@ -122,8 +122,8 @@ class MediaInfo:
     path: str
     size: int
     format: str
-    duration: float | None
-    bit_rate: int | None
+    duration: float | None  # of the content: its first timestamp to its end
+    bit_rate: int | None  # the whole file's, over that duration
     video: list[VideoInfo] = field(default_factory=list)
     audio: list[AudioInfo] = field(default_factory=list)
     subtitles: list[SubtitleInfo] = field(default_factory=list)
@@ -131,6 +131,8 @@ class MediaInfo:
     cover_art: list[CoverArtInfo] = field(default_factory=list)
     chapters: int = 0
     start_time: float | None = None
+    # The format's clock may jump (MPEG-TS/PS: splices, joined recordings, resets).
+    discontinuous: bool = False
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -263,6 +265,20 @@ def _aspect(width: int, height: int, sar: Fraction) -> str:
     return f"{dar.numerator}/{dar.denominator}"
 
 
+def _content_seconds(c: av.container.InputContainer, start: float | None) -> float | None:
+    """How long the file's content lasts, from its first timestamp to its end.
+
+    libavformat's duration is that for most formats, but Matroska's counts from 0 on the
+    file's clock (a recording that starts at 100 s and lasts 8 s says 108 s).
+    """
+    if c.duration is None:
+        return None
+    seconds = c.duration / av.time_base
+    if c.format.name.startswith("matroska") and start:
+        seconds -= start
+    return seconds if seconds > 0 else None
+
+
 @dataclass(frozen=True)
 class _FirstFrame:
     rotation: int
@@ -325,16 +341,23 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
             attachments.append(AttachmentInfo(
                 s.index, s.metadata.get("filename") or f"attachment{s.index}",
                 s.metadata.get("mimetype") or "application/octet-stream", len(s.data or b"")))
-    if len(videos) == 1 and videos[0].bit_rate is None and c.bit_rate:
-        known_audio = sum(a.bit_rate or 0 for a in audios)
-        videos[0] = replace(videos[0], bit_rate_estimate=max(c.bit_rate - known_audio, 0) or None)
-    duration = c.duration / av.time_base if c.duration is not None else None
     start = c.start_time / av.time_base if c.start_time is not None else None
+    duration = _content_seconds(c, start)
+    size = path.stat().st_size
+    # The file's rate over its content's length (libavformat divides by Matroska's duration,
+    # which runs from 0: a file starting 100 s in looked 13 times slower than it is).
+    file_rate = round(size * 8 / duration) if duration else c.bit_rate or None
+    if len(videos) == 1 and videos[0].bit_rate is None and file_rate:
+        # No stream rate (e.g. Matroska without BPS tags): the file's rate less the audio rates
+        # that are known, an upper bound on the video's.
+        known_audio = sum(a.bit_rate or 0 for a in audios)
+        videos[0] = replace(videos[0], bit_rate_estimate=max(file_rate - known_audio, 0) or None)
     return MediaInfo(
-        path=str(path), size=path.stat().st_size, format=c.format.name, duration=duration,
-        bit_rate=c.bit_rate or None, video=videos, audio=audios, subtitles=subs,
+        path=str(path), size=size, format=c.format.name, duration=duration,
+        bit_rate=file_rate, video=videos, audio=audios, subtitles=subs,
         attachments=attachments, cover_art=covers, chapters=len(c.chapters()),
-        start_time=start, metadata=dict(c.metadata))
+        start_time=start, metadata=dict(c.metadata),
+        discontinuous=bool(c.format.flags & av.format.Flags.ts_discont.value))
 
 
 # FFmpeg's colour enums (libavutil/pixfmt.h), named as ffprobe names them.

@@ -3,7 +3,9 @@
 FFmpeg's text subtitle decoders all produce ASS events, and its text encoders (mov_text,
 subrip, webvtt) all take them, so each decoded set goes straight back into one encoder per
 stream, as the ffmpeg command line does. Cue timing comes from the packets, not the codec, and
-is carried in microseconds so that no conversion rounds a cue by more than the output's tick.
+is carried in microseconds; the output's packets are in milliseconds, the subtitle formats' own
+precision (MP4 stores durations in 32 bits of its track's tick: at 1/1000000 a gap of more than
+35.8 minutes between cues wrapped around and the cues landed near 0).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mediad import log
 
 # Packets leave the converter in AV_TIME_BASE units; the muxer rescales them to its own tick.
 _US = Fraction(1, 1_000_000)
+_MS = Fraction(1, 1000)
 _NOPTS = -(2**63)
 _UNKNOWN_END = 0xFFFFFFFF  # end_display_time of a cue that lasts until the next one
 # A last cue whose end is unknown (closed captions, some demuxers) is shown until the input
@@ -76,17 +79,19 @@ class SubtitleConverter:
     """Converts one input text subtitle stream into a new output stream of another text codec."""
 
     def __init__(self, ist: av.subtitles.stream.SubtitleStream,
-                 out: av.container.OutputContainer, codec: str) -> None:
+                 out: av.container.OutputContainer, codec: str, offset: float = 0.0) -> None:
+        """`offset`: seconds the output's timeline starts after the source's clock."""
         self.decoder = ist.codec_context
         self.decoder.open(strict=False)  # the decoder makes its ASS header when it opens
         self.stream = out.add_stream(codec)
         enc = self.stream.codec_context
-        enc.time_base = _US
+        enc.time_base = _MS
         enc.subtitle_header = self.decoder.subtitle_header or _DEFAULT_ASS_HEADER
         self.stream.disposition = ist.disposition  # keep default/forced flags
         self.input_index = ist.index
         c = ist.container
-        self._input_end = (c.start_time or 0) + c.duration if c.duration else None
+        self._input_end = (c.start_time or 0) + c.duration - round(offset * 1e6) \
+            if c.duration else None
         self.skipped: list[str] = []  # why each skipped cue was skipped, for the report
         self._pending: _Cue | None = None
         self._last_start = -(2**62)
@@ -168,8 +173,9 @@ class SubtitleConverter:
         if packet.size == 0:
             return []  # nothing left to show (e.g. only ASS drawing commands)
         self._last_start = cue.start
-        packet.pts = packet.dts = cue.start
-        packet.duration, packet.time_base, packet.stream = cue.duration, _US, self.stream
+        packet.pts = packet.dts = round(cue.start * _US / _MS)
+        packet.duration = max(1, round(cue.duration * _US / _MS))
+        packet.time_base, packet.stream = _MS, self.stream
         return [packet]
 
     def summary(self) -> str | None:

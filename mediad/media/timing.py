@@ -1,5 +1,5 @@
-"""Timestamps on the way through: rebasing to 0, putting video pts in order, timing audio by
-samples, and measuring how long each stream really lasts."""
+"""Timestamps on the way through: the output's timeline (from 0, clock jumps joined), video pts
+put back in order, audio timed by samples, and how long each stream really lasts."""
 
 from __future__ import annotations
 
@@ -16,36 +16,88 @@ import av
 _REORDER_FRAMES = 4
 
 
-class Rebase:
-    """Subtracts the plan's start offset from every timestamp, per stream in its own ticks.
+# The ffmpeg CLI's -dts_delta_threshold: a jump of more than this in a stream whose format
+# allows discontinuities (MPEG-TS/PS) is a splice or a clock reset, not a gap.
+JUMP_S = Fraction(10)
+# A step back of more than this is a discontinuity too (a small one is fixed at the muxer).
+_BACK_S = Fraction(1, 10)
 
-    DVR recordings (MPEG-TS/PS) start hours in, MKVs can start late: like the ffmpeg CLI, the
-    output starts at 0 and the streams keep their offsets to each other (A/V sync).
+
+@dataclass(frozen=True)
+class Jump:
+    """One discontinuity of the source's clock that was joined up."""
+
+    stream: int
+    at: float  # seconds on the output's timeline
+    by: float  # seconds the source's clock jumped (negative: back)
+
+
+class Timeline:
+    """Puts every demuxed packet on the output's timeline, before anything else sees it.
+
+    The plan's start offset is taken off, so the output starts at 0 with the streams keeping
+    their offsets to each other (A/V sync), as the ffmpeg CLI does; DVR recordings (MPEG-TS/PS)
+    start hours in. In formats whose clock may jump (MPEG-TS/PS: joined recordings, splices,
+    a garbled timestamp in a damaged packet), a jump of more than 10 s forward, or of any real
+    size back, is joined up as ffmpeg's demuxer front-end does: every later timestamp moves by
+    the jump, so the output has no hour-long hole and never runs backwards.
     """
 
-    def __init__(self, offset_seconds: float) -> None:
+    def __init__(self, offset_seconds: float, discontinuous: bool) -> None:
         self.offset = Fraction(offset_seconds).limit_denominator(10**9)
+        self.discontinuous = discontinuous
+        self.shift = Fraction(0)  # seconds added by the jumps joined so far
+        self.jumps: list[Jump] = []
+        self.garbled = 0  # packets whose pts was garbage (given their dts)
         self._ticks: dict[Fraction, int] = {}
+        self._next: dict[int, Fraction] = {}  # per stream: where its next packet should start
+        self._last: dict[int, Fraction] = {}  # per stream: its latest timestamp
 
     def ticks(self, time_base: Fraction) -> int:
-        """The offset in units of `time_base` (rounded to the nearest tick)."""
+        """The start offset in units of `time_base` (rounded to the nearest tick)."""
         if time_base not in self._ticks:
             self._ticks[time_base] = round(self.offset / time_base) if self.offset else 0
         return self._ticks[time_base]
 
     def packet(self, packet: av.Packet) -> None:
-        """Shift a packet that is copied (or converted) as it is."""
-        off = self.ticks(packet.time_base)
-        if off:
+        """Move a packet's timestamps onto the output's timeline, in place."""
+        tb = packet.time_base
+        if tb is None:
+            return
+        if not self.discontinuous:
+            off = self.ticks(tb)
+            if off:
+                if packet.pts is not None:
+                    packet.pts -= off
+                if packet.dts is not None:
+                    packet.dts -= off
+            return
+        if packet.pts is not None and packet.dts is not None \
+                and abs(packet.pts - packet.dts) * tb > JUMP_S:
+            # A damaged PES header: no frame is shown 10 s after it is decoded.
+            packet.pts = packet.dts
+            self.garbled += 1
+        ts = packet.dts if packet.dts is not None else packet.pts
+        if ts is None:
+            return
+        index = packet.stream.index
+        t = ts * tb + self.shift
+        expected, last = self._next.get(index), self._last.get(index)
+        if expected is not None and last is not None \
+                and (abs(t - expected) > JUMP_S or t < last - _BACK_S):
+            delta = t - expected
+            self.shift -= delta
+            self.jumps.append(Jump(index, float(expected - self.offset), float(delta)))
+            t = expected
+        move = self.shift - self.offset
+        if move:
+            ticks = round(move / tb)
             if packet.pts is not None:
-                packet.pts -= off
+                packet.pts += ticks
             if packet.dts is not None:
-                packet.dts -= off
-
-    def frame(self, frame: av.Frame) -> None:
-        """Shift a decoded frame before it is transformed or encoded."""
-        if frame.pts is not None and frame.time_base:
-            frame.pts -= self.ticks(frame.time_base)
+                packet.dts += ticks
+        self._last[index] = t if last is None else max(last, t)
+        self._next[index] = t + (packet.duration or 0) * tb
 
     def chapters(self, chapters: list[dict]) -> list[dict]:
         """The source's chapters on the output's timeline (those that end before 0 dropped)."""
@@ -56,6 +108,19 @@ class Rebase:
             if end > 0:
                 out.append({**ch, "start": max(start, 0), "end": end})
         return out
+
+    def summary(self) -> list[str]:
+        """Report lines about the jumps joined up and the timestamps repaired."""
+        lines = []
+        if self.jumps:
+            first = self.jumps[0]
+            lines.append(f"the source's clock jumped {len(self.jumps)} time(s) (first at "
+                         f"{first.at:.3f}s, by {first.by:+.3f}s in stream #{first.stream}): "
+                         "joined into one continuous timeline, as ffmpeg does")
+        if self.garbled:
+            lines.append(f"{self.garbled} packet(s) had a garbled presentation time (a damaged "
+                         "header): given their decoding time")
+        return lines
 
 
 @dataclass
@@ -141,12 +206,10 @@ class AudioTimer:
     the encoder's resampler cuts frames to the encoder's frame size and must time each piece to
     the sample, which a coarse time base cannot: pieces got equal pts and the muxer refused
     them. As the ffmpeg CLI does, count samples and trust the source's pts only for a real gap
-    (more than one of its ticks ahead); a late or repeated pts is never let go backwards. The
-    rebase offset is taken off here, in seconds, since the frames leave in a new time base.
+    (more than one of its ticks ahead); a late or repeated pts is never let go backwards.
     """
 
-    def __init__(self, offset: Fraction) -> None:
-        self.offset = offset
+    def __init__(self) -> None:
         self._next: tuple[int, int] | None = None  # (sample rate, next pts in 1/rate)
 
     def __call__(self, frame: av.AudioFrame) -> av.AudioFrame:
@@ -155,7 +218,7 @@ class AudioTimer:
         expected = None if self._next is None else self._next[1] * rate // self._next[0]
         pts = None
         if frame.pts is not None and frame.time_base:
-            pts = round((frame.pts * frame.time_base - self.offset) * rate)
+            pts = round(frame.pts * frame.time_base * rate)
         tick = max(1, math.ceil(frame.time_base * rate)) if frame.time_base else 1
         if expected is not None and (pts is None or pts < expected + tick):
             pts = expected

@@ -21,7 +21,7 @@ def is_rgb(pix_fmt: str | None) -> bool:
 
 
 class VideoTransform:
-    """Rotation, crop-to-even, scaling and pixel-format conversion of decoded frames.
+    """Deinterlacing, rotation, crop-to-even, scaling and pixel-format conversion of frames.
 
     Uses one libavfilter graph (the same code as the ffmpeg command line), built on the first
     frame; frames that need nothing pass straight through.
@@ -37,10 +37,12 @@ class VideoTransform:
         self.matrix = matrix
         self.graph: av.filter.Graph | None = None
         self._key: tuple | None = None
+        # bwdif in the graph: from the start, or ("auto") from the first interlaced frame on.
+        self.deinterlacing = plan.deinterlace in ("all", "interlaced")
 
     def _needs_graph(self, frame: av.VideoFrame) -> bool:
         p = self.plan
-        return bool(p.rotate or p.crop or p.deinterlace != "off"
+        return bool(p.rotate or p.crop or self.deinterlacing
                     or frame.width != p.width or frame.height != p.height
                     or frame.format.name != p.pix_fmt
                     or (self.full_range is not None
@@ -59,7 +61,7 @@ class VideoTransform:
         chain = [g.add("buffer", video_size=f"{frame.width}x{frame.height}",
                        pix_fmt=str(int(frame.format)), time_base=str(self.time_base),
                        pixel_aspect="1/1", **src_colour)]
-        if p.deinterlace != "off":
+        if self.deinterlacing:
             # Same frame rate out (HandBrake's default decomb); the field order comes from each
             # frame, so mixed progressive/interlaced (PAFF, telecine edits) is handled per frame.
             deint = "all" if p.deinterlace == "all" else "interlaced"
@@ -87,14 +89,16 @@ class VideoTransform:
         self.graph = g
         self._key = self._frame_key(frame)
 
-    @staticmethod
-    def _frame_key(frame: av.VideoFrame) -> tuple:
-        return frame.width, frame.height, frame.format.name, frame.color_range, frame.colorspace
+    def _frame_key(self, frame: av.VideoFrame) -> tuple:
+        return (frame.width, frame.height, frame.format.name, frame.color_range, frame.colorspace,
+                self.deinterlacing)
 
     def __call__(self, frame: av.VideoFrame | None) -> list[av.VideoFrame]:
         """Transform one frame (None flushes); returns the frames ready to encode."""
         if frame is None:
             return self._drain(flush=True) if self.graph else []
+        if not self.deinterlacing and self.plan.deinterlace == "auto" and frame.interlaced_frame:
+            self.deinterlacing = True  # the graph is (re)built with bwdif for this frame on
         if self.graph is None and not self._needs_graph(frame):
             return [frame]
         if self.graph is None or self._key != self._frame_key(frame):

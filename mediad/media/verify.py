@@ -78,29 +78,31 @@ class SourceStamp:
                            reason="source_changed", transient=True)
 
 
-def check_source_body(info: MediaInfo, spans: dict[int, Span]) -> None:
+def check_source_body(info: MediaInfo, spans: dict[int, Span], offset: float) -> None:
     """Fail when the source's header promises more than its packets hold (a truncated file).
 
-    Each stream with a duration of its own (MP4 tracks, Matroska DURATION tags, AVI) is held to
-    it; Matroska files without those are held to their segment duration. MPEG-TS/PS have no
-    header to hold them to: their durations are read from their own last packets.
+    `spans` are on the output's timeline, `offset` seconds before the source's clock. Each
+    stream with a duration of its own (MP4 tracks, Matroska DURATION tags, AVI) is held to it;
+    Matroska files without those are held to their segment duration. MPEG-TS/PS have no header
+    to hold them to: their durations are read from their own last packets, and their clock may
+    jump.
     """
-    streams = [*info.video[:1], *info.audio]
+    if info.discontinuous:
+        return
     checked = False
-    for s in streams:
+    for s in [*info.video[:1], *info.audio]:
         span = spans.get(s.index)
         if s.duration is None or span is None or span.end_seconds is None:
             continue
         checked = True
         promised = (s.start_time or 0.0) + s.duration
-        if promised - span.end_seconds > TRUNCATION_TOLERANCE_S:
+        if promised - (span.end_seconds + offset) > TRUNCATION_TOLERANCE_S:
             raise _truncated(info, f"stream #{s.index} lasts until {promised:.3f}s",
-                             span.end_seconds)
+                             span.end_seconds + offset)
     if checked or not info.format.startswith("matroska") or not info.duration:
         return
-    # Matroska's segment duration runs from 0 on the file's clock, not from the first packet.
-    ends = [span.end_seconds for span in spans.values() if span.end_seconds is not None]
-    promised = info.duration
+    ends = [span.end_seconds + offset for span in spans.values() if span.end_seconds is not None]
+    promised = (info.start_time or 0.0) + info.duration
     if ends and promised - max(ends) > TRUNCATION_TOLERANCE_S:
         raise _truncated(info, f"the file lasts until {promised:.3f}s", max(ends))
 
