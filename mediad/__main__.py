@@ -1,5 +1,5 @@
 """`python -m mediad` runs the command line."""
 
-from mediad.cli import main
+from mediad.cli import run
 
-raise SystemExit(main())
+run()
