@@ -21,8 +21,8 @@ from mediad.media.timing import Span
 
 # A timestamp jump of more than this many frame durations counts as frames missing.
 _GAP_FRAMES = 1.5
-# A hole between audio packets longer than this is audio lost (a frame is 21-32 ms).
-_AUDIO_HOLE_S = Fraction(1, 10)
+# A hole between audio packets longer than 1/this seconds is audio lost (a frame is 21-32 ms).
+_AUDIO_HOLE_PER_S = 10
 
 
 @dataclass
@@ -42,7 +42,7 @@ class DecodeHealth:
     moved: Counter[int] = field(default_factory=Counter)  # copied packets whose dts went back
     frames: Span | None = None  # decoded video frames' span
     _last_pts: int | None = None
-    _audio_end: dict[int, Fraction] = field(default_factory=dict)
+    _audio_end: dict[int, int] = field(default_factory=dict)  # in the stream's ticks
 
     def _problem(self, what: str) -> None:
         if self.policy == "fail":
@@ -58,12 +58,13 @@ class DecodeHealth:
             self._problem(f"corrupt packet in stream #{index}"
                           f"{self._at(packet.pts, packet.time_base)}")
         if packet.stream.type == "audio" and packet.pts is not None and packet.time_base:
-            start = packet.pts * packet.time_base
-            end = self._audio_end.get(index)
-            if end is not None and start - end > _AUDIO_HOLE_S:
-                self.audio_gaps[index] += round((start - end) * 1000)
-            self._audio_end[index] = max(end or start, start + (packet.duration or 0)
-                                         * packet.time_base)
+            # In the stream's own ticks: this runs for every audio packet.
+            start, end, tb = packet.pts, self._audio_end.get(index), packet.time_base
+            gap = 0 if end is None else start - end
+            if gap > 0 and gap * tb.numerator * _AUDIO_HOLE_PER_S > tb.denominator:
+                self.audio_gaps[index] += round(gap * tb * 1000)
+            stop = start + (packet.duration or 0)
+            self._audio_end[index] = stop if end is None else max(end, stop)
 
     def error(self, packet: av.Packet, error: Exception, what: str = "decode") -> None:
         """A packet its decoder (or, copied, the muxer) refused; the job goes on without it."""
@@ -99,9 +100,8 @@ class DecodeHealth:
         if packets is None or self.frames is None or packets.first is None \
                 or self.frames.first is None:
             return 0.0, 0.0
-        assert packets.end is not None and self.frames.end is not None
-        lead = float(self.frames.first - packets.first)
-        tail = float(packets.end - self.frames.end)
+        lead = (self.frames.start_seconds or 0.0) - (packets.start_seconds or 0.0)
+        tail = (packets.end_seconds or 0.0) - (self.frames.end_seconds or 0.0)
         least = float(self.frame_duration or 0) * _GAP_FRAMES
         return (lead if lead > least else 0.0), (tail if tail > least else 0.0)
 

@@ -4,7 +4,6 @@ put back in order, audio timed by samples, and how long each stream really lasts
 from __future__ import annotations
 
 import heapq
-import math
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,9 +17,9 @@ _REORDER_FRAMES = 4
 
 # The ffmpeg CLI's -dts_delta_threshold: a jump of more than this in a stream whose format
 # allows discontinuities (MPEG-TS/PS) is a splice or a clock reset, not a gap.
-JUMP_S = Fraction(10)
+JUMP_S = 10.0
 # A step back of more than this is a discontinuity too (a small one is fixed at the muxer).
-_BACK_S = Fraction(1, 10)
+_BACK_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -47,33 +46,43 @@ class Timeline:
         self.offset = Fraction(offset_seconds).limit_denominator(10**9)
         self.discontinuous = discontinuous
         self.shift = Fraction(0)  # seconds added by the jumps joined so far
+        self._shift_s = 0.0
         self.jumps: list[Jump] = []
         self.garbled = 0  # packets whose pts was garbage (given their dts)
-        self._ticks: dict[Fraction, int] = {}
-        self._next: dict[int, Fraction] = {}  # per stream: where its next packet should start
-        self._last: dict[int, Fraction] = {}  # per stream: its latest timestamp
+        # Per time base: ticks to add (the shift less the offset), its value in seconds.
+        self._move: dict[Fraction, tuple[int, float]] = {}
+        # Per stream, in seconds on the shifted clock (floats: this runs for every packet, and
+        # a jump is 10 s): where its next packet should start, and its latest timestamp.
+        self._next: dict[int, float] = {}
+        self._last: dict[int, float] = {}
 
     def ticks(self, time_base: Fraction) -> int:
-        """The start offset in units of `time_base` (rounded to the nearest tick)."""
-        if time_base not in self._ticks:
-            self._ticks[time_base] = round(self.offset / time_base) if self.offset else 0
-        return self._ticks[time_base]
+        """What to add to a timestamp in units of `time_base` (rounded to the nearest tick)."""
+        move = self._move.get(time_base)
+        if move is None:
+            move = self._move[time_base] = (round((self.shift - self.offset) / time_base),
+                                            float(time_base))
+        return move[0]
 
     def packet(self, packet: av.Packet) -> None:
         """Move a packet's timestamps onto the output's timeline, in place."""
         tb = packet.time_base
         if tb is None:
             return
-        if not self.discontinuous:
-            off = self.ticks(tb)
-            if off:
-                if packet.pts is not None:
-                    packet.pts -= off
-                if packet.dts is not None:
-                    packet.dts -= off
-            return
+        if self.discontinuous:
+            self._join_jumps(packet, tb)
+        move = self.ticks(tb)
+        if move:
+            if packet.pts is not None:
+                packet.pts += move
+            if packet.dts is not None:
+                packet.dts += move
+
+    def _join_jumps(self, packet: av.Packet, tb: Fraction) -> None:
+        self.ticks(tb)
+        seconds = self._move[tb][1]
         if packet.pts is not None and packet.dts is not None \
-                and abs(packet.pts - packet.dts) * tb > JUMP_S:
+                and abs(packet.pts - packet.dts) * seconds > JUMP_S:
             # A damaged PES header: no frame is shown 10 s after it is decoded.
             packet.pts = packet.dts
             self.garbled += 1
@@ -81,23 +90,18 @@ class Timeline:
         if ts is None:
             return
         index = packet.stream.index
-        t = ts * tb + self.shift
+        t = ts * seconds + self._shift_s
         expected, last = self._next.get(index), self._last.get(index)
         if expected is not None and last is not None \
                 and (abs(t - expected) > JUMP_S or t < last - _BACK_S):
-            delta = t - expected
+            delta = Fraction(t - expected).limit_denominator(10**6)
             self.shift -= delta
-            self.jumps.append(Jump(index, float(expected - self.offset), float(delta)))
+            self._shift_s = float(self.shift)
+            self._move.clear()  # every time base's ticks change with the shift
+            self.jumps.append(Jump(index, expected - float(self.offset), float(delta)))
             t = expected
-        move = self.shift - self.offset
-        if move:
-            ticks = round(move / tb)
-            if packet.pts is not None:
-                packet.pts += ticks
-            if packet.dts is not None:
-                packet.dts += ticks
         self._last[index] = t if last is None else max(last, t)
-        self._next[index] = t + (packet.duration or 0) * tb
+        self._next[index] = t + (packet.duration or 0) * seconds
 
     def chapters(self, chapters: list[dict]) -> list[dict]:
         """The source's chapters on the output's timeline (those that end before 0 dropped)."""
@@ -123,42 +127,52 @@ class Timeline:
         return lines
 
 
-@dataclass
 class Span:
-    """First timestamp and end (last pts + duration) seen on one stream, in exact seconds.
+    """First timestamp and end (last pts + duration) seen on one stream.
 
-    Seconds, not ticks: frames out of a filter graph (bwdif halves the time base) and packets
-    of one stream need not share a time base.
+    Kept in ticks of the first time base it is given (integer maths: it runs for every packet);
+    a frame in another time base (bwdif halves it) is converted exactly.
     """
 
-    first: Fraction | None = None
-    end: Fraction | None = None
+    __slots__ = ("time_base", "first", "end")
+
+    def __init__(self) -> None:
+        self.time_base: Fraction | None = None
+        self.first: int | Fraction | None = None
+        self.end: int | Fraction | None = None
 
     def add(self, pts: int | None, duration: int | None, time_base: Fraction | None) -> None:
         """Widen the span by one packet or frame."""
         if pts is None or time_base is None:
             return
-        start = pts * time_base
-        stop = start + (duration or 0) * time_base
-        self.first = start if self.first is None else min(self.first, start)
-        self.end = stop if self.end is None else max(self.end, stop)
+        if self.time_base is None:
+            self.time_base = time_base
+        start: int | Fraction = pts
+        stop: int | Fraction = pts + (duration or 0)
+        if time_base != self.time_base:
+            scale = time_base / self.time_base
+            start, stop = start * scale, stop * scale
+        if self.first is None or start < self.first:
+            self.first = start
+        if self.end is None or stop > self.end:
+            self.end = stop
 
     @property
     def start_seconds(self) -> float | None:
         """The first timestamp in seconds."""
-        return None if self.first is None else float(self.first)
+        return None if self.first is None else float(self.first * self.time_base)
 
     @property
     def end_seconds(self) -> float | None:
         """The end in seconds."""
-        return None if self.end is None else float(self.end)
+        return None if self.end is None else float(self.end * self.time_base)
 
     @property
     def seconds(self) -> float | None:
         """How long the stream lasts, first timestamp to end."""
         if self.first is None or self.end is None:
             return None
-        return float(self.end - self.first)
+        return float((self.end - self.first) * self.time_base)
 
 
 class VideoTimer:
@@ -211,19 +225,24 @@ class AudioTimer:
 
     def __init__(self) -> None:
         self._next: tuple[int, int] | None = None  # (sample rate, next pts in 1/rate)
+        self._time_base: Fraction | None = None
 
     def __call__(self, frame: av.AudioFrame) -> av.AudioFrame:
-        """The frame, its pts and time base rewritten."""
+        """The frame, its pts and time base rewritten (integer maths: it runs for every frame)."""
         rate = frame.sample_rate
         expected = None if self._next is None else self._next[1] * rate // self._next[0]
-        pts = None
-        if frame.pts is not None and frame.time_base:
-            pts = round(frame.pts * frame.time_base * rate)
-        tick = max(1, math.ceil(frame.time_base * rate)) if frame.time_base else 1
+        pts, tb, tick = None, frame.time_base, 1
+        if tb:
+            num, den = tb.numerator * rate, tb.denominator  # one source tick in samples
+            tick = max(1, -(-num // den))
+            if frame.pts is not None:
+                pts = (2 * frame.pts * num + den) // (2 * den)  # rounded to the sample
         if expected is not None and (pts is None or pts < expected + tick):
             pts = expected
         elif pts is None:
             pts = 0
-        frame.pts, frame.time_base = pts, Fraction(1, rate)
+        if self._time_base is None or self._time_base.denominator != rate:
+            self._time_base = Fraction(1, rate)
+        frame.pts, frame.time_base = pts, self._time_base
         self._next = (rate, pts + frame.samples)
         return frame
