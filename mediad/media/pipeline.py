@@ -338,7 +338,7 @@ class _Runner:
                     out: av.container.OutputContainer) -> None:
         """Cover art and attachments such as the fonts of ASS subtitles.
 
-        MP4/MOV hold cover art as a one-packet attached-picture stream; Matroska holds it as an
+        MP4 holds cover art as a one-packet attached-picture stream; Matroska holds it as an
         attachment (its muxer would write such a stream as a one-frame video track), so the
         picture is read ahead from a second look at the source.
         """
