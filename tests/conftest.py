@@ -123,6 +123,17 @@ def make_clip(path: Path, *, frames: int = 25, size: tuple[int, int] = (64, 48),
     return path
 
 
+# A profile that encodes as fast as x264 goes: tests look at timing and streams, not quality.
+FAST_PROFILE = '[video]\nspeed = "fastest"\n'
+
+
+def write_profile(folder: Path, text: str, name: str = "p") -> Path:
+    """A profile file made from TOML text, for `-p PATH`."""
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m mediad ARGS` as a real subprocess."""

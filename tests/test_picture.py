@@ -9,17 +9,20 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import camera_clip, camera_filter, ffmpeg, ffmpeg_info, packet_times, run_cli
+from conftest import (
+    FAST_PROFILE,
+    camera_clip,
+    camera_filter,
+    ffmpeg,
+    ffmpeg_info,
+    packet_times,
+    run_cli,
+    write_profile,
+)
 
 from mediad.media.probe import probe
 
-FAST = '[video]\nspeed = "fastest"\n'
-
-
-def _profile(tmp_path: Path, text: str, name: str = "p") -> Path:
-    path = tmp_path / f"{name}.toml"
-    path.write_text(text)
-    return path
+FAST = FAST_PROFILE
 
 
 def _video_line(path: Path) -> str:
@@ -67,7 +70,7 @@ def test_probe_reports_the_containers_aspect(anamorphic: dict[str, Path]) -> Non
 def test_anamorphic_video_keeps_its_display_aspect(anamorphic: dict[str, Path], tmp_path: Path,
                                                   source: str, profile: str, suffix: str) -> None:
     out = tmp_path / f"out.{suffix}"
-    res = run_cli("transcode", str(anamorphic[source]), "-p", str(_profile(tmp_path, profile)),
+    res = run_cli("transcode", str(anamorphic[source]), "-p", str(write_profile(tmp_path, profile)),
                   "-o", str(out), "--gpu", "none", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert _dar(out) == "16:9", _video_line(out)  # was 40:17: squeezed
@@ -114,7 +117,7 @@ def test_probe_reports_hdr10_metadata(hdr10: Path) -> None:
 def test_hdr10_metadata_survives_a_10_bit_encode(hdr10: Path, tmp_path: Path, codec: str,
                                                  suffix: str) -> None:
     assert _MASTERING.search(_showinfo(hdr10))
-    profile = _profile(tmp_path, f'container = "{suffix}"\n[video]\ncodec = "{codec}"\n'
+    profile = write_profile(tmp_path, f'container = "{suffix}"\n[video]\ncodec = "{codec}"\n'
                                  'bit_depth = 10\nspeed = "fastest"\n')
     out = tmp_path / f"out.{suffix}"
     res = run_cli("transcode", str(hdr10), "-p", str(profile), "-o", str(out), "--gpu", "none",
@@ -174,10 +177,10 @@ def test_interlaced_sources_are_deinterlaced_by_default(interlaced: dict[str, Pa
     combed = _idet(src)
     assert combed["TFF"] + combed["BFF"] > 40  # the detector sees the fields
     out = tmp_path / "auto.mp4"
-    plan = run_cli("plan", str(src), "-p", str(_profile(tmp_path, FAST)), "-o", str(out),
+    plan = run_cli("plan", str(src), "-p", str(write_profile(tmp_path, FAST)), "-o", str(out),
                    "--gpu", "none")
     assert "bwdif (interlaced)" in plan.stdout and "note:    source is interlaced" in plan.stdout
-    res = run_cli("transcode", str(src), "-p", str(_profile(tmp_path, FAST)), "-o", str(out),
+    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, FAST)), "-o", str(out),
                   "--gpu", "none", "--no-progress")
     assert res.returncode == 0, res.stderr
     seen = _idet(out)
@@ -190,14 +193,14 @@ def test_deinterlace_off_and_on(interlaced: dict[str, Path], tmp_path: Path) -> 
     src = interlaced["h264"]
     off = tmp_path / "off.mp4"
     res = run_cli("transcode", str(src), "-p",
-                  str(_profile(tmp_path, FAST + 'deinterlace = "off"\n', "off")), "-o", str(off),
+                  str(write_profile(tmp_path, FAST + 'deinterlace = "off"\n', "off")), "-o", str(off),
                   "--gpu", "none", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert "warning: source is interlaced (tff) but deinterlace = off" in res.stdout
     assert _idet(off)["TFF"] >= 40  # combed, as asked
     # "on" deinterlaces a progressive source too (a source whose flags lie).
     prog = camera_clip(tmp_path / "prog.mp4", seconds=1, audio=False)
-    plan = run_cli("plan", str(prog), "-p", str(_profile(tmp_path, FAST + 'deinterlace = "on"\n',
+    plan = run_cli("plan", str(prog), "-p", str(write_profile(tmp_path, FAST + 'deinterlace = "on"\n',
                                                           "on")), "--gpu", "none")
     assert "bwdif (all)" in plan.stdout
 
@@ -216,14 +219,14 @@ def test_a_source_that_turns_interlaced_is_deinterlaced_from_there(tmp_path: Pat
     assert probe(joined).main_video.field_order == "progressive"  # type: ignore[union-attr]
     assert _idet(joined)["TFF"] > 60
     out = tmp_path / "out.mkv"
-    res = run_cli("transcode", str(joined), "-p", str(_profile(tmp_path, FAST)), "-o", str(out),
+    res = run_cli("transcode", str(joined), "-p", str(write_profile(tmp_path, FAST)), "-o", str(out),
                   "--gpu", "none", "--no-progress")
     assert res.returncode == 0, res.stderr
     seen = _idet(out)
     assert seen["Progressive"] >= 140 and seen["TFF"] + seen["BFF"] <= 5, seen
     # Under "off" the frames stay combed, and the report says so though the probe saw none.
     res = run_cli("transcode", str(joined), "-p",
-                  str(_profile(tmp_path, FAST + 'deinterlace = "off"\n', "off")), "-o",
+                  str(write_profile(tmp_path, FAST + 'deinterlace = "off"\n', "off")), "-o",
                   str(tmp_path / "off.mkv"), "--gpu", "none", "--no-progress")
     assert "warning: 100 frame(s) flagged interlaced were encoded without deinterlacing " \
            "(deinterlace = off)" in res.stdout

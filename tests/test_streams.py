@@ -10,7 +10,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import camera_clip, ffmpeg, ffmpeg_bytes, ffmpeg_exe, ffmpeg_info, run_cli
+from conftest import (
+    camera_clip,
+    ffmpeg,
+    ffmpeg_bytes,
+    ffmpeg_exe,
+    ffmpeg_info,
+    run_cli,
+    write_profile,
+)
 
 SMALL = 'container = "{c}"\n[video]\ncodec = "{v}"\nspeed = "fastest"\n[audio]\ncodec = "{a}"\n'
 COPY = 'container = "mkv"\n[video]\ncodec = "copy"\n[audio]\ncodec = "copy"\n'
@@ -28,12 +36,6 @@ Style: Default,Fansub Sans,20,&H00FFFFFF,&H000000FF,&H00000000,&H00000000,0,0,0,
 Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
 Dialogue: 0,0:00:00.50,0:00:01.50,Default,,0,0,0,,{\\fnFansub Sans}Hello
 """
-
-
-def _profile(tmp_path: Path, text: str, name: str = "p") -> Path:
-    path = tmp_path / f"{name}.toml"
-    path.write_text(text)
-    return path
 
 
 def _format(path: Path) -> str:
@@ -84,7 +86,7 @@ def test_output_extension_picks_the_container(tmp_path: Path) -> None:
     # AV1 + Opus (the av1 profile writes mkv) fit MP4.
     out = tmp_path / "av1.mp4"
     res = run_cli("transcode", str(src), "-p",
-                  str(_profile(tmp_path, SMALL.format(c="mkv", v="av1", a="opus"))), "-o",
+                  str(write_profile(tmp_path, SMALL.format(c="mkv", v="av1", a="opus"))), "-o",
                   str(out), "--gpu", "none", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert _format(out).startswith("mov,mp4")
@@ -103,7 +105,7 @@ def test_output_extension_that_does_not_fit_names_the_stream(tmp_path: Path, pro
                                                              out: str, stream: str) -> None:
     src = camera_clip(tmp_path / "in.mp4", seconds=1)
     if "\n" in profile:
-        profile = str(_profile(tmp_path, profile))
+        profile = str(write_profile(tmp_path, profile))
     for command in ("transcode", "plan"):
         res = run_cli(command, str(src), "-p", profile, "-o", str(tmp_path / out), "--gpu",
                       "none")
@@ -122,7 +124,7 @@ def test_track_flags_are_kept(fansub: dict[str, Path], tmp_path: Path) -> None:
                             (SMALL.format(c="mkv", v="h264", a="aac"), "mkv"),
                             (SMALL.format(c="mp4", v="h264", a="aac"), "mp4")):
         out = tmp_path / f"out.{suffix}"
-        res = run_cli("transcode", str(fansub["mkv"]), "-p", str(_profile(tmp_path, profile)),
+        res = run_cli("transcode", str(fansub["mkv"]), "-p", str(write_profile(tmp_path, profile)),
                       "-o", str(out), "--gpu", "none", "--no-progress", "--overwrite")
         assert res.returncode == 0, res.stderr
         streams = _streams(out)
@@ -151,7 +153,7 @@ def _dumped_attachments(path: Path, into: Path) -> dict[str, bytes]:
 def test_fonts_and_cover_art_are_kept_in_matroska(fansub: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out.mkv"
     res = run_cli("transcode", str(fansub["mkv"]), "-p",
-                  str(_profile(tmp_path, SMALL.format(c="mkv", v="h264", a="copy"))), "-o",
+                  str(write_profile(tmp_path, SMALL.format(c="mkv", v="h264", a="copy"))), "-o",
                   str(out), "--gpu", "none", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert _dumped_attachments(out, tmp_path / "dump") == \
@@ -174,7 +176,7 @@ def test_mp4_keeps_cover_art_and_warns_about_fonts(fansub: dict[str, Path], tmp_
     assert res.returncode == 0, res.stderr
     assert _cover(tmp_path / "c.mkv") == fansub["cover"].read_bytes()
     res = run_cli("transcode", str(fansub["mp4"]), "-p",
-                  str(_profile(tmp_path, SMALL.format(c="webm", v="av1", a="opus"))), "-o",
+                  str(write_profile(tmp_path, SMALL.format(c="webm", v="av1", a="opus"))), "-o",
                   str(tmp_path / "c.webm"), "--gpu", "none", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert "warning: cover art #1 (mjpeg) dropped: webm cannot hold attached pictures" in res.stdout

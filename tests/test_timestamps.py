@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import (
+    FAST_PROFILE,
     camera_clip,
     camera_filter,
     ffmpeg,
@@ -23,6 +24,7 @@ from conftest import (
     run_cli,
     stream_span,
     stream_start,
+    write_profile,
 )
 
 from mediad.errors import MediadError
@@ -31,13 +33,7 @@ from mediad.profiles import load_profile
 
 COPY_MKV = 'container = "mkv"\n[video]\ncodec = "copy"\n[audio]\ncodec = "copy"\n'
 COPY_MP4 = 'container = "mp4"\n[video]\ncodec = "copy"\n[audio]\ncodec = "copy"\n'
-FAST = '[video]\nspeed = "fastest"\n'
-
-
-def _profile(tmp_path: Path, text: str, name: str = "p") -> Path:
-    path = tmp_path / f"{name}.toml"
-    path.write_text(text)
-    return path
+FAST = FAST_PROFILE
 
 
 def _container_duration(path: Path) -> float:
@@ -73,7 +69,7 @@ def test_a_late_source_starts_at_zero_in_sync(late_sources: dict[str, Path], tmp
     src_v, src_a = stream_start(src, "0:v:0"), stream_start(src, "0:a:0")
     assert min(src_v, src_a) > 0.4
     out = tmp_path / f"out{suffix}"
-    res = run_cli("transcode", str(src), "-p", str(_profile(tmp_path, profile)), "-o",
+    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
                   str(out), "--gpu", "none", "--json", "--no-progress")
     assert res.returncode == 0, res.stderr
     out_v, out_a = stream_start(out, "0:v:0"), stream_start(out, "0:a:0")
@@ -115,7 +111,7 @@ def test_aac_priming_is_accounted_for(tmp_path: Path, suffix: str) -> None:
     src = _click_clip(tmp_path / "click.mov")
     assert abs(_click_time(src) - 1.0) < 0.001
     out = tmp_path / f"out{suffix}"
-    res = run_cli("transcode", str(src), "-p", str(_profile(tmp_path, FAST)), "-o", str(out),
+    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, FAST)), "-o", str(out),
                   "--gpu", "none", "--no-progress")
     assert res.returncode == 0, res.stderr
     # 1024 samples of priming left in would put the click 21 ms late.
@@ -130,7 +126,7 @@ def test_audio_longer_than_video_is_compared_like_with_like(tmp_path: Path) -> N
            "sine=f=440:d=5.3", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", str(src))
     for suffix in (".mp4", ".mkv"):
         out = tmp_path / f"out{suffix}"
-        res = run_cli("transcode", str(src), "-p", str(_profile(tmp_path, FAST)), "-o", str(out),
+        res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, FAST)), "-o", str(out),
                       "--gpu", "none", "--no-progress")
         assert res.returncode == 0, res.stderr
         assert abs(stream_span(out, "0:v:0") - 4.0) < 0.05
@@ -144,7 +140,7 @@ def test_a_header_that_promises_more_than_the_data_is_truncated(tmp_path: Path) 
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(data[: len(data) // 2])
     out = tmp_path / "out.mp4"
-    res = run_cli("transcode", str(cut), "-p", str(_profile(tmp_path, FAST)), "-o", str(out),
+    res = run_cli("transcode", str(cut), "-p", str(write_profile(tmp_path, FAST)), "-o", str(out),
                   "--gpu", "none", "--no-progress")
     assert res.returncode == 1
     assert re.fullmatch(rf"mediad: error: {re.escape(str(cut))}: truncated source: its header "
@@ -196,7 +192,7 @@ def _damaged_ts(tmp_path: Path) -> tuple[Path, int]:
 def test_frames_lost_to_corruption_are_reported(tmp_path: Path) -> None:
     damaged, _ = _damaged_ts(tmp_path)
     out = tmp_path / "out.mp4"
-    res = run_cli("transcode", str(damaged), "-p", str(_profile(tmp_path, FAST)), "-o", str(out),
+    res = run_cli("transcode", str(damaged), "-p", str(write_profile(tmp_path, FAST)), "-o", str(out),
                   "--gpu", "none", "--json", "--no-progress")
     assert res.returncode == 0, res.stderr
     warnings = json.loads(res.stdout)["warnings"]
@@ -208,14 +204,14 @@ def test_frames_lost_to_corruption_are_reported(tmp_path: Path) -> None:
     lost = int(re.search(r"about (\d+)", missing[0])[1])
     kept = len(packet_times(out, "0:v:0"))
     assert abs(150 - kept - lost) <= 2, (kept, lost)
-    text = run_cli("transcode", str(damaged), "-p", str(_profile(tmp_path, FAST)), "-o",
+    text = run_cli("transcode", str(damaged), "-p", str(write_profile(tmp_path, FAST)), "-o",
                    str(tmp_path / "again.mp4"), "--gpu", "none", "--no-progress")
     assert "warning: " in text.stdout and "corrupt packet" in text.stdout
 
 
 def test_on_decode_error_fail_stops_at_the_damage(tmp_path: Path) -> None:
     damaged, _ = _damaged_ts(tmp_path)
-    strict = _profile(tmp_path, 'on_decode_error = "fail"\n' + FAST, "strict")
+    strict = write_profile(tmp_path, 'on_decode_error = "fail"\n' + FAST, "strict")
     out = tmp_path / "out.mp4"
     res = run_cli("transcode", str(damaged), "-p", str(strict), "-o", str(out), "--gpu", "none",
                   "--no-progress")
@@ -236,7 +232,7 @@ def test_a_recording_cut_between_keyframes_says_what_did_not_decode(tmp_path: Pa
     n = len(data) // 188
     cut = tmp_path / "cut.ts"
     cut.write_bytes(data[int(n * 0.3) * 188:])  # starts mid-GOP, as recordings do
-    res = run_cli("transcode", str(cut), "-p", str(_profile(tmp_path, FAST)), "-o",
+    res = run_cli("transcode", str(cut), "-p", str(write_profile(tmp_path, FAST)), "-o",
                   str(tmp_path / "out.mp4"), "--gpu", "none", "--json", "--no-progress")
     assert res.returncode == 0, res.stderr
     warnings = json.loads(res.stdout)["warnings"]
@@ -246,7 +242,7 @@ def test_a_recording_cut_between_keyframes_says_what_did_not_decode(tmp_path: Pa
 
 def test_clean_sources_have_no_decode_warnings(tmp_path: Path) -> None:
     src = shutil.copy(camera_clip(tmp_path / "clean.mkv", seconds=2), tmp_path / "c.mkv")
-    res = run_cli("transcode", str(src), "-p", str(_profile(tmp_path, FAST)), "-o",
+    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, FAST)), "-o",
                   str(tmp_path / "out.mp4"), "--gpu", "none", "--json", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["warnings"] == []
@@ -272,7 +268,7 @@ def test_a_clock_jump_in_a_joined_recording_is_joined_up(tmp_path: Path, offsets
     an 83-minute hole forward, 26 hours through libavformat's wrap correction backward)."""
     src = _segments(tmp_path, offsets)
     out = tmp_path / "out.mkv"
-    res = run_cli("transcode", str(src), "-p", str(_profile(tmp_path, profile)), "-o", str(out),
+    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, profile)), "-o", str(out),
                   "--gpu", "none", "--json", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert _container_duration(out) < 8.2
@@ -293,7 +289,7 @@ def test_overlapping_segments_are_copied_with_timestamps_moved_forward(tmp_path:
     assert any(b < a for a, b in zip(dts, dts[1:], strict=False))  # it steps back
     for profile, suffix in ((FAST, ".mp4"), (COPY_MKV, ".mkv")):
         out = tmp_path / f"out{suffix}"
-        res = run_cli("transcode", str(src), "-p", str(_profile(tmp_path, profile)), "-o",
+        res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
                       str(out), "--gpu", "none", "--json", "--no-progress")
         assert res.returncode == 0, res.stderr
         warnings = json.loads(res.stdout)["warnings"]
@@ -321,7 +317,7 @@ def test_a_garbled_timestamp_in_a_damaged_recording_is_repaired(tmp_path: Path) 
     assert max(p for p, _ in packet_times(garbled, "0:v:0")) > 20000
     for profile in (COPY_MKV, FAST):
         out = tmp_path / "out.mkv"
-        res = run_cli("transcode", str(garbled), "-p", str(_profile(tmp_path, profile)), "-o",
+        res = run_cli("transcode", str(garbled), "-p", str(write_profile(tmp_path, profile)), "-o",
                       str(out), "--gpu", "none", "--json", "--no-progress", "--overwrite")
         assert res.returncode == 0, res.stderr
         assert _container_duration(out) < 4.2
@@ -341,7 +337,7 @@ def test_audio_that_changes_layout_mid_stream_is_converted(tmp_path: Path) -> No
                    "-preset", "veryfast", "-c:a", "ac3", "-output_ts_offset", str(1000 + 3 * i),
                    "-f", "mpegts", str(seg))
             out.write(seg.read_bytes())
-    res = run_cli("transcode", str(joined), "-p", str(_profile(tmp_path, FAST)), "-o",
+    res = run_cli("transcode", str(joined), "-p", str(write_profile(tmp_path, FAST)), "-o",
                   str(tmp_path / "out.mp4"), "--gpu", "none", "--json", "--no-progress")
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr
@@ -364,7 +360,7 @@ def test_subtitles_after_a_long_gap_keep_their_time(tmp_path: Path) -> None:
     ffmpeg("-y", "-i", str(video), "-i", str(srt), "-map", "0", "-map", "1", "-c", "copy",
            "-c:s", "srt", str(src))
     out = tmp_path / "out.mp4"
-    res = run_cli("transcode", str(src), "-p", str(_profile(tmp_path, COPY_MP4)), "-o", str(out),
+    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, COPY_MP4)), "-o", str(out),
                   "--gpu", "none", "--no-progress")
     assert res.returncode == 0, res.stderr
     cues = [ln for ln in ffmpeg("-v", "error", "-i", str(out), "-map", "0:s", "-f", "srt",
@@ -385,7 +381,7 @@ def test_a_late_matroska_files_rate_is_over_its_content(tmp_path: Path) -> None:
     assert b.main_video.bit_rate_estimate == pytest.approx(  # type: ignore[union-attr]
         a.main_video.bit_rate_estimate, rel=0.02)  # type: ignore[union-attr]
     limit = a.main_video.bit_rate_estimate // 2  # type: ignore[union-attr]
-    profile = _profile(tmp_path, f'container = "mkv"\n[video]\ncopy_if_matching = true\n'
+    profile = write_profile(tmp_path, f'container = "mkv"\n[video]\ncopy_if_matching = true\n'
                                  f'bitrate = "{limit}"\nspeed = "fastest"\n')
     plan = run_cli("plan", str(late), "-p", str(profile), "-o", str(tmp_path / "o.mkv"),
                    "--gpu", "none")
