@@ -7,3 +7,9 @@ import os as _os
 # SVT-AV1 prints a banner at info level on every encoder open (transcodes and the GPU capability
 # trial alike); keep stderr to its errors. Read by the library itself, so set before any use.
 _os.environ.setdefault("SVT_LOG", "1")
+# torch's OpenMP workers spin-wait between operations by default. Frame models run on a worker
+# thread beside FFmpeg's decoder and encoder threads: spinning workers take the cores those need,
+# and on a 2-core machine they starved the model thread itself (a stage test stalled for 20
+# minutes). Sleeping workers cost a few microseconds per operation. Read when libgomp loads
+# (with torch), so set before any import of torch.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mediad  # noqa: F401  (its environment defaults, OMP_WAIT_POLICY, before any test imports torch)
+
 try:
     import av
 except ImportError:  # the model-only GPU run (bench/gpu_validation.sh models) has no PyAV
