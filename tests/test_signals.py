@@ -29,15 +29,31 @@ def long_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_clip(folder / "long.mp4", frames=300, size=(640, 360)), profile
 
 
+def _default_dispositions() -> None:
+    """In the child: every stopping signal at its default action.
+
+    A test run started in the background by a shell (`cmd &`, `nohup`, CI runners) inherits
+    SIGINT, SIGQUIT and SIGHUP ignored, and mediad rightly keeps an ignored signal ignored.
+    """
+    for sig in STOPPING:
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _start(job: tuple[Path, Path], out_dir: Path, *extra: str,
            preexec_fn: Callable[[], object] | None = None) -> subprocess.Popen:
     """Start a transcode and return once it is writing its temporary output."""
     clip, profile = job
+
+    def prepare() -> None:
+        _default_dispositions()
+        if preexec_fn is not None:
+            preexec_fn()
+
     proc = subprocess.Popen([sys.executable, "-m", "mediad", "transcode", str(clip), "-p",
                              str(profile), "-o", str(out_dir / "out.mp4"), "--gpu", "none",
                              "--no-progress", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            preexec_fn=preexec_fn)
+                            preexec_fn=prepare)
     deadline = time.monotonic() + 60
     while not list(out_dir.glob(".out.*.part*")):
         if proc.poll() is not None or time.monotonic() > deadline:
