@@ -105,9 +105,12 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
         try:
             plan, result = run_with_fallbacks(plan, tmp, profile, on_progress,
                                               _frames_estimate(info))
-        except MediadError as e:
+        except MediadError:
             # A recording still being written fails as "corrupt" or short: say what happened.
-            raise (stamp and stamp.changed(input_path)) or e from None
+            changed = stamp.changed(input_path) if stamp else None
+            if changed is None:
+                raise
+            raise changed from None
         if stamp and (changed := stamp.changed(input_path)):
             raise changed
         if result.frames_written == 0:

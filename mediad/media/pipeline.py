@@ -422,13 +422,12 @@ class _Runner:
 
     def _combed_warning(self) -> str | None:
         """Say so when frames flagged interlaced were encoded as they are, unless the plan
-        already did (an interlaced-looking source under deinterlace = off)."""
+        already did (a source the probe saw interlaced, under deinterlace = off)."""
         vp = self.plan.video
         if not self.interlaced_frames or vp.action != "encode" or (
                 vp.deinterlace != "off" and not self.plan.frames_on_gpu):
             return None
-        if vp.deinterlace == "off" and any(w.startswith("source is interlaced")
-                                           for w in self.plan.warnings):
+        if vp.deinterlace == "off" and vp.source_interlaced:
             return None
         why = "deinterlace = off" if vp.deinterlace == "off" else \
             "the frames stayed on the GPU, where there is no deinterlacer"

@@ -74,6 +74,7 @@ class VideoPlan:
     # A copy's bitstream filter: Matroska takes the aspect ratio from the bitstream only
     # (PyAV cannot set the stream-level one its muxer reads), so it is written there.
     bitstream_filter: str | None = None
+    source_interlaced: bool = False  # the probe saw interlacing (the plan then says it)
 
 
 @dataclass(frozen=True)
@@ -291,7 +292,8 @@ def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabil
                      encoder_options(encoder, vs.speed, quality,
                                       caps.device if use_gpu else None, carried),
                      vs.speed, quality, bit_rate, pix_fmt, width, height, v.rotation, crop, sar,
-                     reason + not_copied, deinterlace, carried), fallbacks, warnings
+                     reason + not_copied, deinterlace, carried,
+                     source_interlaced=v.interlaced), fallbacks, warnings
 
 
 def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities, analysed: bool) -> DecodePlan:

@@ -49,8 +49,8 @@ class Timeline:
         self._shift_s = 0.0
         self.jumps: list[Jump] = []
         self.garbled = 0  # packets whose pts was garbage (given their dts)
-        # Per time base: ticks to add (the shift less the offset), its value in seconds.
-        self._move: dict[Fraction, tuple[int, float]] = {}
+        # Per time base: ticks to add (the shift less the offset).
+        self._move: dict[Fraction, int] = {}
         # Per stream, in seconds on the shifted clock (floats: this runs for every packet, and
         # a jump is 10 s): where its next packet should start, and its latest timestamp.
         self._next: dict[int, float] = {}
@@ -60,9 +60,8 @@ class Timeline:
         """What to add to a timestamp in units of `time_base` (rounded to the nearest tick)."""
         move = self._move.get(time_base)
         if move is None:
-            move = self._move[time_base] = (round((self.shift - self.offset) / time_base),
-                                            float(time_base))
-        return move[0]
+            move = self._move[time_base] = round((self.shift - self.offset) / time_base)
+        return move
 
     def packet(self, packet: av.Packet) -> None:
         """Move a packet's timestamps onto the output's timeline, in place."""
@@ -79,8 +78,7 @@ class Timeline:
                 packet.dts += move
 
     def _join_jumps(self, packet: av.Packet, tb: Fraction) -> None:
-        self.ticks(tb)
-        seconds = self._move[tb][1]
+        seconds = float(tb)
         if packet.pts is not None and packet.dts is not None \
                 and abs(packet.pts - packet.dts) * seconds > JUMP_S:
             # A damaged PES header: no frame is shown 10 s after it is decoded.
