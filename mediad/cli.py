@@ -355,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> NoReturn:
     """The `mediad` program (console script and `python -m mediad`): main(), then exit."""
+    # pydantic looks for plugins in every installed package's metadata when the first model
+    # is built (20+ ms of each command); the mediad program has none. A library user keeps
+    # theirs: this is the program's entry, not the package's import.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     code = main()
     if _fast_exit:  # output flushed and committed: nothing left that teardown would do
         for stream in (sys.stdout, sys.stderr):

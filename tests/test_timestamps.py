@@ -11,6 +11,7 @@ import re
 import shutil
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from conftest import (
@@ -224,6 +225,37 @@ def test_on_decode_error_fail_stops_at_the_damage(tmp_path: Path) -> None:
     res = run_cli("transcode", str(clean), "-p", str(strict), "-o", str(tmp_path / "ok.mp4"),
                   "--gpu", "none", "--no-progress")
     assert res.returncode == 0, res.stderr
+
+
+def test_damaged_packets_of_a_re_encoded_audio_track_are_skipped_and_counted(
+        tmp_path: Path) -> None:
+    """AC-3 (re-encoded to AAC on the audio sink's thread) with five packets wiped: the job
+    goes on, says how many packets it skipped and where, and the audio lasts as long as the
+    video; the strict policy stops at the first."""
+    clean = camera_clip(tmp_path / "clean.mkv", "-c:a", "ac3", seconds=4, size=(320, 180))
+    data = bytearray(clean.read_bytes())
+    with av.open(str(clean)) as c:
+        payloads = [bytes(p) for p in c.demux(audio=0) if p.size]
+    for payload in payloads[40:45]:  # ~1.3 s in: sync words gone, the decoder refuses them
+        at = data.find(payload)
+        assert at > 0
+        data[at:at + len(payload)] = bytes(len(payload))
+    damaged = tmp_path / "damaged.mkv"
+    damaged.write_bytes(bytes(data))
+    out = tmp_path / "out.mp4"
+    res = run_cli("transcode", str(damaged), "-p", str(write_profile(tmp_path, FAST)), "-o",
+                  str(out), "--gpu", "none", "--json", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    warnings = json.loads(res.stdout)["warnings"]
+    assert any(re.match(r"5 damaged packet\(s\) could not be decoded or copied and were skipped "
+                        r"\(stream #1: 5\); the first: decode error in stream #1 at 1\.\d+s", w)
+               for w in warnings), warnings
+    assert abs(stream_span(out, "a:0") - stream_span(out, "v:0")) < 0.1
+    strict = write_profile(tmp_path, 'on_decode_error = "fail"\n' + FAST, "strict")
+    res = run_cli("transcode", str(damaged), "-p", str(strict), "-o", str(tmp_path / "no.mp4"),
+                  "--gpu", "none", "--no-progress")
+    assert res.returncode == 1 and "decode error in stream #1" in res.stderr, res.stderr
+    assert not list(tmp_path.glob("*no.mp4*"))
 
 
 def test_a_recording_cut_between_keyframes_says_what_did_not_decode(tmp_path: Path) -> None:

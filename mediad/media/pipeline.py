@@ -19,14 +19,15 @@ from av.codec.hwaccel import HWAccel
 from mediad import log
 from mediad.errors import MediadError, io_error, is_storage_error
 from mediad.media import color
-from mediad.media.audio import AudioConverter, output_layout
+from mediad.media.audio import output_layout
+from mediad.media.audio_sink import AudioOut, AudioSink, DecodeFailure
 from mediad.media.health import DecodeHealth
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
 from mediad.media.probe import KEPT_DISPOSITIONS, open_input
 from mediad.media.progress import Progress, ProgressCallback
 from mediad.media.stages import FrameTransform
 from mediad.media.subtitles import SubtitleConverter
-from mediad.media.timing import AudioTimer, Span, Timeline, VideoTimer
+from mediad.media.timing import Span, Timeline, VideoTimer
 from mediad.media.transform import VideoTransform, is_rgb
 
 # Container-level tags the muxer writes itself; copying them would lie about the output.
@@ -122,7 +123,7 @@ class _Runner:
         self.started = time.monotonic()
         self.last_progress = 0.0
         self.copy: dict[int, av.stream.Stream] = {}
-        self.encode_audio: dict[int, av.audio.stream.AudioStream] = {}
+        self.audio_sinks: dict[int, AudioSink] = {}  # re-encoded tracks, each on its thread
         self.convert_subs: dict[int, SubtitleConverter] = {}
         self.video_in: av.video.stream.VideoStream | None = None
         self.video_out: av.video.stream.VideoStream | None = None
@@ -137,8 +138,6 @@ class _Runner:
                                    video_index=plan.decode.stream)
         # Per copied stream: the last dts muxed (see _monotonic).
         self._last_dts: dict[int, int] = {}
-        self.audio_timers: dict[int, AudioTimer] = {}
-        self.audio_converters: dict[int, AudioConverter] = {}
         # NVDEC frames are not held for reordering: its surface pool is small.
         self.video_timer = VideoTimer(hold=0) if plan.decode.hardware else VideoTimer()
         self.video_bsf: av.BitStreamFilterContext | None = None
@@ -316,9 +315,7 @@ class _Runner:
                                        sp.sample_rate)
             if sp.bit_rate:
                 ost.bit_rate = sp.bit_rate
-            self.encode_audio[ist.index] = ost
-            self.audio_timers[ist.index] = AudioTimer()
-            self.audio_converters[ist.index] = AudioConverter(ist.index)
+            self.audio_sinks[ist.index] = AudioSink(ist.index, ost)
         _copy_stream_info(ist, ost)
 
     def _add_subtitle(self, sp: StreamPlan, src: av.container.InputContainer,
@@ -370,6 +367,8 @@ class _Runner:
         finally:
             if self.bridge is not None:
                 self.bridge.close()  # a failure mid-stream must not leave the model thread waiting
+            for sink in self.audio_sinks.values():
+                sink.close()
 
     def _run(self) -> RunResult:
         plan = self.plan
@@ -391,6 +390,9 @@ class _Runner:
             rate = self.video_in.average_rate or self.video_in.guessed_rate \
                 if self.video_in is not None else None
             self.health.frame_duration = 1 / Fraction(rate) if rate else None
+            # Header written and every encoder opened here, on this thread, before the audio
+            # sinks' threads use their encoders (the first mux would do it, beside them).
+            out.start_encoding()
             # Every stream is read, kept or not: what each really holds is measured against
             # what the header promises (a truncated download), like with like.
             for packet in src.demux([s for s in src.streams if s.type != "attachment"]):
@@ -398,9 +400,9 @@ class _Runner:
             for frame in self.video_timer(None):
                 self._encode_video(frame, out)
             self._encode_video(None, out)
-            for index, ost in self.encode_audio.items():
-                out.mux(ost.encode(None))
-                if change := self.audio_converters[index].change:
+            for sink in self.audio_sinks.values():
+                self._mux_audio(sink.finish(), out)
+                if change := sink.convert.change:
                     self.result.warnings.append(change)
             for converter in self.convert_subs.values():
                 out.mux(converter.flush())
@@ -475,7 +477,7 @@ class _Runner:
             if span is None:
                 span = self.result.source_spans[index] = Span()
             span.add(packet.pts, packet.duration, packet.time_base)
-        if index not in self.copy and index not in self.encode_audio \
+        if index not in self.copy and index not in self.audio_sinks \
                 and index not in self.convert_subs and index != self.plan.decode.stream:
             return  # not kept: measured only
         self.health.packet(packet)
@@ -488,14 +490,8 @@ class _Runner:
                 self._encode_video(frame, out)
             if self.video_out is not None:
                 return
-        if index in self.encode_audio:
-            ost, timer = self.encode_audio[index], self.audio_timers[index]
-            convert = self.audio_converters[index]
-            frames = [f for frame in self._decode(packet) for f in convert(frame)]
-            if packet.size == 0:  # the end: what the converter still holds
-                frames += convert.flush()
-            for frame in frames:
-                out.mux(ost.encode(timer(frame)))
+        if index in self.audio_sinks:
+            self._mux_audio(self.audio_sinks[index].put(packet), out)
             return
         if index in self.convert_subs:
             out.mux(self.convert_subs[index].convert(packet))
@@ -528,6 +524,13 @@ class _Runner:
             # A damaged packet the muxer cannot take (no ADTS header left): the ffmpeg CLI
             # stops the whole output here; it is dropped and counted instead.
             self.health.error(packet, e, "copy")
+
+    def _mux_audio(self, encoded: list[AudioOut], out: av.container.OutputContainer) -> None:
+        for item in encoded:
+            if isinstance(item, DecodeFailure):
+                self.health.error(item.packet, item.error)
+            else:
+                out.mux(item)
 
     def _monotonic(self, packet: av.Packet, index: int, out: av.container.OutputContainer) -> None:
         """Keep a copied stream's dts increasing, as the ffmpeg CLI's muxer front-end does.

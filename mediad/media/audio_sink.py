@@ -1,0 +1,67 @@
+"""One re-encoded audio track on its own thread: decode, convert, time, encode.
+
+Audio encoders have no threads of their own (aac, libopus, ac3), so in an audio-only job
+(video copied) encoding on the reader's thread made the whole job as slow as the sum of its
+parts; the ffmpeg CLI runs each encoder on its own thread. The encoded packets come back to
+the reader's thread, which alone writes the output container.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+
+from mediad.media.audio import AudioConverter
+from mediad.media.timing import AudioTimer
+from mediad.media.worker import OrderedWorker
+
+
+@dataclass(frozen=True)
+class DecodeFailure:
+    """A packet the decoder refused: skipped, as the ffmpeg CLI does; the caller counts it."""
+
+    packet: av.Packet
+    error: av.FFmpegError
+
+
+AudioOut = av.Packet | DecodeFailure
+
+
+class AudioSink:
+    """Source packets of one audio track in (size 0: its end), encoded packets out, in order.
+
+    The output container must have started encoding (header written, encoders open) before
+    the first packet: opening happens on the caller's thread, never beside the worker.
+    """
+
+    def __init__(self, index: int, ost: av.audio.stream.AudioStream) -> None:
+        self.ost = ost
+        self.convert = AudioConverter(index)
+        self.timer = AudioTimer()
+        self.worker: OrderedWorker[av.Packet | None, AudioOut] = OrderedWorker(
+            self._work, name=f"mediad-audio-{index}")
+
+    def _work(self, packet: av.Packet | None) -> list[AudioOut]:
+        if packet is None:
+            return list(self.ost.encode(None))
+        try:
+            decoded = packet.decode()
+        except av.FFmpegError as e:
+            return [DecodeFailure(packet, e)]
+        frames = [f for frame in decoded for f in self.convert(frame)]
+        if packet.size == 0:  # the demuxer's end marker: what the converter still holds
+            frames += self.convert.flush()
+        return [p for frame in frames for p in self.ost.encode(self.timer(frame))]
+
+    def put(self, packet: av.Packet) -> list[AudioOut]:
+        """Queue a source packet; returns what is encoded so far."""
+        return self.worker.put(packet)
+
+    def finish(self) -> list[AudioOut]:
+        """Drain the encoder; returns the rest."""
+        done = self.worker.put(None)
+        return done + self.worker.finish()
+
+    def close(self) -> None:
+        self.worker.close()
