@@ -25,10 +25,11 @@ from mediad.media.health import DecodeHealth
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
 from mediad.media.probe import KEPT_DISPOSITIONS, open_input
 from mediad.media.progress import Progress, ProgressCallback
+from mediad.media.realtime import undo_realtime
 from mediad.media.stages import FrameTransform
 from mediad.media.subtitles import SubtitleConverter
 from mediad.media.timing import Span, Timeline, VideoTimer
-from mediad.media.transform import VideoTransform, is_rgb
+from mediad.media.transform import VideoTransform, encoder_colour, tag_colour
 
 # Container-level tags the muxer writes itself; copying them would lie about the output.
 _OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name"}
@@ -130,7 +131,7 @@ class _Runner:
         self.transform: FrameTransform | None = None
         self._next_pts = 0
         self._nvdec_checked = False
-        # Output colour decided from the source (see _output_colour).
+        # Output colour decided from the source (see transform.encoder_colour).
         self.full_range = False
         self.matrix: str | None = None
         self.timeline = Timeline(plan.start_offset, plan.discontinuous)
@@ -185,22 +186,16 @@ class _Runner:
         ost.codec_context.time_base = ist.time_base
         if (sar := _sar(vp)) is not None:
             ost.codec_context.sample_aspect_ratio = sar
-        icc, occ = ist.codec_context, ost.codec_context
-        self._output_colour(icc, vp)
-        for attr in ("colorspace", "color_primaries", "color_trc"):
-            value = getattr(icc, attr, None)
-            if value:  # 0 is RGB for colorspace, reserved otherwise: nothing to copy
-                setattr(occ, attr, value)
-        # The tag must say what the transform writes, which is not always the source's range.
-        occ.color_range = color.AVCOL_RANGE_JPEG if self.full_range else color.AVCOL_RANGE_MPEG
-        if self.matrix is not None:  # an RGB source: tag the matrix it was converted with
-            occ.colorspace = color.AVCOL_SPC_OF[self.matrix]
+        occ = ost.codec_context
+        self.full_range, self.matrix = encoder_colour(ist.codec_context, vp.height)
+        tag_colour(ist.codec_context, occ, self.full_range, self.matrix)
         if vp.bit_rate:
             ost.bit_rate = vp.bit_rate
         self._tag_hevc(ost, vp.codec)
         _copy_stream_info(ist, ost)
         try:
             occ.open()  # open now, so an NVENC refusal happens before anything is written
+            undo_realtime()  # SVT-AV1 as root made this thread and its own real-time
         except _HW_SETUP_ERRORS as e:
             if vp.hardware:
                 raise EncoderRefused(f"{vp.encoder} refused to open: {e}") from None
@@ -214,21 +209,6 @@ class _Runner:
             self.transform = self._stage_path(ist, vp, encode=True)
         else:
             self.transform = self._make_transform(vp, ist.time_base)
-
-    def _output_colour(self, icc: av.video.codeccontext.VideoCodecContext, vp: VideoPlan) -> None:
-        """Decide the range and matrix of the encoded samples.
-
-        YUV sources keep their range (full-range camera/JPEG video stays full, as FFmpeg's range
-        negotiation does for encoders that take both; NVDEC frames kept on the GPU are never
-        rescaled either). RGB has no YUV range: it becomes limited range, the video norm, in the
-        matrix players assume for the output size, tagged so nobody has to guess.
-        """
-        if is_rgb(icc.pix_fmt):
-            self.full_range = False
-            self.matrix = color.matrix_for(None, vp.height)
-        else:
-            self.full_range = color.is_full_range(icc.color_range, icc.pix_fmt)
-            self.matrix = None
 
     def _add_encoder(self, ist: av.video.stream.VideoStream, vp: VideoPlan,
                      out: av.container.OutputContainer) -> av.video.stream.VideoStream:

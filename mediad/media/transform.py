@@ -20,6 +20,34 @@ def is_rgb(pix_fmt: str | None) -> bool:
     return bool(fmt.is_rgb or fmt.has_palette or fmt.is_bayer)
 
 
+def encoder_colour(icc: av.video.codeccontext.VideoCodecContext, height: int,
+                   ) -> tuple[bool, str | None]:
+    """(full range, matrix) of the samples an encoder gets from this decoder's frames.
+
+    YUV sources keep their range (full-range camera/JPEG video stays full, as FFmpeg's range
+    negotiation does for encoders that take both; NVDEC frames kept on the GPU are never
+    rescaled either). RGB has no YUV range: it becomes limited range, the video norm, in the
+    matrix players assume for the output `height`, tagged so nobody has to guess.
+    """
+    if is_rgb(icc.pix_fmt):
+        return False, color.matrix_for(None, height)
+    return color.is_full_range(icc.color_range, icc.pix_fmt), None
+
+
+def tag_colour(icc: av.video.codeccontext.VideoCodecContext,
+               occ: av.video.codeccontext.VideoCodecContext, full_range: bool,
+               matrix: str | None) -> None:
+    """Tag the encoder with the source's colour, and the range and matrix really written."""
+    for attr in ("colorspace", "color_primaries", "color_trc"):
+        value = getattr(icc, attr, None)
+        if value:  # 0 is RGB for colorspace, reserved otherwise: nothing to copy
+            setattr(occ, attr, value)
+    # The tag must say what the transform writes, which is not always the source's range.
+    occ.color_range = color.AVCOL_RANGE_JPEG if full_range else color.AVCOL_RANGE_MPEG
+    if matrix is not None:  # an RGB source: tag the matrix it was converted with
+        occ.colorspace = color.AVCOL_SPC_OF[matrix]
+
+
 class VideoTransform:
     """Deinterlacing, rotation, crop-to-even, scaling and pixel-format conversion of frames.
 
