@@ -14,10 +14,13 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from mediad import __version__, log
 from mediad.errors import InvalidFile, MediadError
+
+if TYPE_CHECKING:
+    from mediad.profiles import Profile
 
 # Signals whose default action ends the process (signal(7)), less those a fault in the code
 # itself raises (SEGV, BUS, FPE, ILL, ABRT, TRAP, SYS). Python ignores SIGPIPE and SIGXFSZ: a
@@ -95,8 +98,11 @@ def cmd_transcode(args: argparse.Namespace) -> int:
     from mediad.profiles import load_profile
 
     profile = load_profile(args.profile)
+    output = Path(args.output) if args.output is not None else None
+    if profile.is_ladder:
+        return _transcode_ladder(args, profile, output)
     with progress_reporter(enabled=not args.no_progress) as on_progress:
-        report = transcode(Path(args.input), profile, Path(args.output) if args.output is not None else None,
+        report = transcode(Path(args.input), profile, output,
                            gpu=args.gpu, overwrite=args.overwrite, on_progress=on_progress)
     if args.json:
         _print_json(report.to_dict())
@@ -104,6 +110,20 @@ def cmd_transcode(args: argparse.Namespace) -> int:
         from mediad.media.report import format_report
 
         print(format_report(report))
+    return 0
+
+
+def _transcode_ladder(args: argparse.Namespace, profile: Profile, output: Path | None) -> int:
+    from mediad.media.ladder_job import format_ladder_report, transcode_ladder
+    from mediad.media.progress import progress_reporter
+
+    with progress_reporter(enabled=not args.no_progress) as on_progress:
+        report = transcode_ladder(Path(args.input), profile, output, gpu=args.gpu,
+                                  overwrite=args.overwrite, on_progress=on_progress)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(format_ladder_report(report))
     return 0
 
 
@@ -123,8 +143,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from mediad.media.plan import format_plan
     from mediad.profiles import load_profile
 
-    plan = plan_job(Path(args.input), load_profile(args.profile),
-                    Path(args.output) if args.output is not None else None, gpu=args.gpu)
+    profile = load_profile(args.profile)
+    output = Path(args.output) if args.output is not None else None
+    if profile.is_ladder:
+        from mediad.media.ladder_job import plan_ladder_job
+        from mediad.media.ladder_plan import format_ladder_plan
+
+        ladder = plan_ladder_job(Path(args.input), profile, output, gpu=args.gpu)
+        if args.json:
+            _print_json(ladder.to_dict())
+        else:
+            print(format_ladder_plan(ladder))
+        return 0
+    plan = plan_job(Path(args.input), profile, output, gpu=args.gpu)
     if args.json:
         _print_json(plan.to_dict())
     else:

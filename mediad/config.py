@@ -101,6 +101,9 @@ class WatchConfig(_Strict):
             profile = load_profile(v)
         except MediadError as e:
             raise ValueError(str(e)) from None
+        if profile.is_ladder:  # its output is a folder: the daemon's commit and names are files'
+            raise ValueError(f"profile {profile.name} makes a {profile.container} set: the daemon "
+                             "does not run ladders yet (use `mediad transcode`)")
         # Handed on to model_post_init through the validation context: read and validated once.
         if isinstance(info.context, dict):
             info.context.setdefault(_LOADED_PROFILES, {})[v] = profile

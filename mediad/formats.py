@@ -6,6 +6,14 @@ from pathlib import Path
 from typing import Literal
 
 Container = Literal["mp4", "mkv", "webm", "mov"]
+# Segmented streaming sets (a folder: manifest, init sections, fMP4 segments).
+Package = Literal["hls", "dash"]
+PACKAGES = ("hls", "dash")
+# What a profile's `container` may name (one Literal: one clear error for a typo).
+OutputKind = Literal["mp4", "mkv", "webm", "mov", "hls", "dash"]
+# What their fMP4 (CMAF) segments carry; HLS players (Apple's) take no Opus.
+PACKAGE_VIDEO = {"h264", "hevc", "av1"}
+PACKAGE_AUDIO = {"hls": {"aac", "copy", "none"}, "dash": {"aac", "opus", "copy", "none"}}
 
 # Which codecs each container can carry (what we produce or copy into it).
 CONTAINER_VIDEO: dict[str, set[str] | None] = {

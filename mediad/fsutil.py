@@ -60,3 +60,37 @@ def read_toml_text(path: Path, shown: str, what: str, reason: str) -> str:
     except UnicodeDecodeError as e:
         raise MediadError(f"{shown}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start})",
                           reason=reason) from None
+
+
+_RENAME_NOREPLACE, _RENAME_EXCHANGE = 1, 2
+_AT_FDCWD = -100
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> bool:
+    """Linux renameat2(); False where the C library or the filesystem lacks it."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except AttributeError:
+        return False
+    if fn(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(dst))
+
+
+def rename_no_replace(src: Path, dst: Path) -> None:
+    """Rename `src` to `dst`, refusing (FileExistsError) when `dst` exists, atomically where the
+    filesystem can (a plain rename would replace an empty folder)."""
+    if not _renameat2(src, dst, _RENAME_NOREPLACE):
+        if dst.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(dst))
+        os.rename(src, dst)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step; False where the filesystem cannot."""
+    return _renameat2(a, b, _RENAME_EXCHANGE)

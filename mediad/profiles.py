@@ -24,7 +24,13 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from mediad.errors import InvalidFile, MediadError
-from mediad.formats import CONTAINER_VIDEO, Container
+from mediad.formats import (
+    CONTAINER_VIDEO,
+    PACKAGE_AUDIO,
+    PACKAGE_VIDEO,
+    PACKAGES,
+    OutputKind,
+)
 from mediad.fsutil import read_toml_text
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_profiles"
@@ -366,12 +372,59 @@ Stage = Annotated[UpscaleStage | ClassifyStage | ShotsStage, Field(discriminator
 STAGE_KINDS = ("upscale", "classify", "shots")
 
 
+class RenditionSettings(_Strict):
+    """One rung of a ladder: its height, and what it changes of [video]."""
+
+    height: StrictInt = Field(ge=16, le=8640)
+    codec: Literal["h264", "hevc", "av1"] | None = None
+    bitrate: str | None = None
+    max_bitrate: str | None = None  # the peak (VBV); default 1.5x bitrate
+    quality: StrictInt | None = None
+    speed: Speed | None = None
+
+    @field_validator("bitrate", "max_bitrate")
+    @classmethod
+    def _rate(cls, v: str | None) -> str | None:
+        if v is not None and parse_bitrate(v) < VIDEO_MIN_BITRATE:
+            raise ValueError(f"must be at least {_kbit(VIDEO_MIN_BITRATE)} (is {v!r})")
+        return v
+
+    @model_validator(mode="after")
+    def _rate_control(self) -> RenditionSettings:
+        if self.quality is not None and self.bitrate is not None:
+            raise ValueError("quality and bitrate are exclusive: set one")
+        if self.max_bitrate is not None and self.bitrate is None:
+            raise ValueError("max_bitrate needs bitrate (the average it caps)")
+        if self.max_bitrate and self.bitrate and \
+                parse_bitrate(self.max_bitrate) < parse_bitrate(self.bitrate):
+            raise ValueError("max_bitrate must be at least bitrate")
+        return self
+
+
+class PackageSettings(_Strict):
+    """Segmenting of an HLS/DASH set: segments of whole keyframe intervals."""
+
+    segment_seconds: StrictInt | FiniteFloat = Field(default=6, gt=0, le=60)
+    keyframe_seconds: StrictInt | FiniteFloat = Field(default=2, gt=0, le=20)
+
+    @model_validator(mode="after")
+    def _whole_gops(self) -> PackageSettings:
+        seg, key = self.segment_seconds, self.keyframe_seconds
+        if seg < key:
+            raise ValueError(f"segment_seconds ({seg:g}) is shorter than the keyframe interval "
+                             f"(keyframe_seconds = {key:g}): every segment must start with one")
+        if abs(seg / key - round(seg / key)) > 1e-6:
+            raise ValueError(f"segment_seconds ({seg:g}) must be a whole multiple of "
+                             f"keyframe_seconds ({key:g}), so segments start at keyframes")
+        return self
+
+
 class Profile(_Strict):
     """A validated transcode profile."""
 
     name: str = Field(default="", exclude=True)
     description: str = ""
-    container: Container = "mp4"
+    container: OutputKind = "mp4"
     faststart: StrictBool = False
     # A source with corrupt or missing frames: warn (finish, say so in the report) or fail.
     on_decode_error: Literal["warn", "fail"] = "warn"
@@ -379,10 +432,18 @@ class Profile(_Strict):
     audio: AudioSettings = AudioSettings()
     subtitles: SubtitleSettings = SubtitleSettings()
     stages: list[Stage] = []
+    # A ladder: renditions encoded from one decode (container hls or dash).
+    renditions: list[RenditionSettings] = Field(default=[], max_length=12)
+    package: PackageSettings = PackageSettings()
 
     @model_validator(mode="after")
     def _cross(self) -> Profile:
         c, v, a = self.container, self.video.codec, self.audio.codec
+        if c in PACKAGES:
+            return self._cross_package()
+        if self.renditions:
+            raise ValueError('renditions need container = "hls" or "dash" (one file per '
+                             "rendition is not written yet)")
         if c == "webm" and (v not in ("av1", "copy") or a not in ("opus", "copy", "none")):
             raise ValueError("webm needs av1 video and opus audio")
         allowed_v = CONTAINER_VIDEO[c]
@@ -399,6 +460,28 @@ class Profile(_Strict):
             if kinds.count(kind) > 1:
                 raise ValueError(f"stages: at most one {kind} stage")
         return self
+
+    def _cross_package(self) -> Profile:
+        c = self.container
+        codecs = {self.video.codec, *(r.codec for r in self.renditions if r.codec)}
+        if not codecs <= PACKAGE_VIDEO:
+            raise ValueError(f"{c} re-encodes the video (segments start at keyframes mediad "
+                             f"places): video.codec must be one of {sorted(PACKAGE_VIDEO)}")
+        if self.audio.codec not in PACKAGE_AUDIO[c]:
+            raise ValueError(f"{c} cannot carry {self.audio.codec} audio: use aac")
+        if self.stages:
+            raise ValueError(f"stages do not run in a {c} ladder yet")
+        if self.faststart:
+            raise ValueError("faststart applies to mp4/mov only")
+        heights = [r.height for r in self.renditions]
+        if len(set(heights)) != len(heights):
+            raise ValueError("renditions: two have the same height")
+        return self
+
+    @property
+    def is_ladder(self) -> bool:
+        """True when the profile makes an HLS/DASH set (a folder), not one file."""
+        return self.container in PACKAGES
 
     @property
     def changes_frames(self) -> bool:

@@ -224,3 +224,18 @@ def stream_span(path: Path, stream: str) -> float:
     """How long one stream lasts: its earliest pts to its latest pts + duration."""
     times = packet_times(path, stream)
     return max(p + d for p, d in times) - min(p for p, _ in times)
+
+
+def damaged_ts(tmp_path: Path) -> tuple[Path, int]:
+    """A TS recording with a run of packets lost mid-way (reception drop-out), and the number
+    of frames the independent ffmpeg decodes from it."""
+    clean = camera_clip(tmp_path / "clean.ts", "-f", "mpegts", "-g", "50", seconds=6,
+                        size=(320, 180))
+    data = clean.read_bytes()
+    n = len(data) // 188
+    a, b = int(n * 0.4), int(n * 0.45)
+    damaged = tmp_path / "damaged.ts"
+    damaged.write_bytes(data[: a * 188] + data[b * 188:])
+    frames = len(ffmpeg("-v", "error", "-i", str(damaged), "-map", "0:v", "-f", "framecrc",
+                        "-").stdout.strip().splitlines())
+    return damaged, frames

@@ -18,6 +18,7 @@ from conftest import (
     FAST_PROFILE,
     camera_clip,
     camera_filter,
+    damaged_ts,
     ffmpeg,
     ffmpeg_bytes,
     ffmpeg_info,
@@ -175,23 +176,8 @@ def test_a_source_still_being_written_is_named_as_such(tmp_path: Path) -> None:
     assert not out.exists() and not list(tmp_path.glob(".out*"))
 
 
-def _damaged_ts(tmp_path: Path) -> tuple[Path, int]:
-    """A TS recording with a run of packets lost mid-way (reception drop-out), and the number
-    of frames the independent ffmpeg decodes from it."""
-    clean = camera_clip(tmp_path / "clean.ts", "-f", "mpegts", "-g", "50", seconds=6,
-                        size=(320, 180))
-    data = clean.read_bytes()
-    n = len(data) // 188
-    a, b = int(n * 0.4), int(n * 0.45)
-    damaged = tmp_path / "damaged.ts"
-    damaged.write_bytes(data[: a * 188] + data[b * 188:])
-    frames = len(ffmpeg("-v", "error", "-i", str(damaged), "-map", "0:v", "-f", "framecrc",
-                        "-").stdout.strip().splitlines())
-    return damaged, frames
-
-
 def test_frames_lost_to_corruption_are_reported(tmp_path: Path) -> None:
-    damaged, _ = _damaged_ts(tmp_path)
+    damaged, _ = damaged_ts(tmp_path)
     out = tmp_path / "out.mp4"
     res = run_cli("transcode", str(damaged), "-p", str(write_profile(tmp_path, FAST)), "-o", str(out),
                   "--gpu", "none", "--json", "--no-progress")
@@ -211,7 +197,7 @@ def test_frames_lost_to_corruption_are_reported(tmp_path: Path) -> None:
 
 
 def test_on_decode_error_fail_stops_at_the_damage(tmp_path: Path) -> None:
-    damaged, _ = _damaged_ts(tmp_path)
+    damaged, _ = damaged_ts(tmp_path)
     strict = write_profile(tmp_path, 'on_decode_error = "fail"\n' + FAST, "strict")
     out = tmp_path / "out.mp4"
     res = run_cli("transcode", str(damaged), "-p", str(strict), "-o", str(out), "--gpu", "none",

@@ -1,14 +1,16 @@
-"""Commit: a temporary name beside the destination, fsync, then an atomic rename."""
+"""Commit: a temporary name beside the destination, fsync, then an atomic rename (of a file,
+or of a folder holding an output set)."""
 
 from __future__ import annotations
 
 import os
 import re
 import secrets
+import shutil
 from pathlib import Path
 
 from mediad.errors import MediadError
-from mediad.fsutil import NO_HARD_LINK, fsync_dir
+from mediad.fsutil import NO_HARD_LINK, exchange, fsync_dir, rename_no_replace
 
 
 def temp_path_for(dest: Path) -> Path:
@@ -47,4 +49,34 @@ def commit(tmp: Path, dest: Path, overwrite: bool) -> None:
             os.rename(tmp, dest)
         else:
             tmp.unlink()
+    fsync_dir(dest.parent)
+
+
+def temp_dir_for(dest: Path) -> Path:
+    """A hidden, unique folder beside a destination folder, for writing an output set."""
+    return dest.with_name(f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
+
+
+def commit_folder(tmp: Path, dest: Path, overwrite: bool) -> None:
+    """Make every file of the set in `tmp` durable, then make it visible as `dest` in one
+    rename: a crash leaves either no `dest` (or the old one) or the complete set."""
+    for path in sorted(tmp.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    for folder in [*(p for p in tmp.rglob("*") if p.is_dir()), tmp]:
+        fsync_dir(folder)
+    try:
+        rename_no_replace(tmp, dest)
+    except FileExistsError:
+        if not overwrite:
+            raise MediadError(f"{dest}: already exists (use --overwrite to replace it)",
+                              reason="output_exists") from None
+        if exchange(tmp, dest):  # the new set in, the old one out, in one step
+            shutil.rmtree(tmp)
+        else:  # no atomic swap here: the old set moves aside (hidden) first
+            old = tmp.with_name(tmp.name + ".old")
+            os.rename(dest, old)
+            os.rename(tmp, dest)
+            shutil.rmtree(old)
     fsync_dir(dest.parent)

@@ -42,3 +42,25 @@ def encoder_options(encoder: str, speed: str, quality: int | None, device: int |
         opts[key] = ":".join(filter(None, [opts.get(key), *hdr.encoder_params(encoder,
                                                                              hdr_metadata)]))
     return opts
+
+
+def gop_options(encoder: str, gop: int, options: dict[str, str]) -> dict[str, str]:
+    """Options for keyframes every `gop` frames exactly, each one a closed-GOP start (IDR).
+
+    For segmented streaming: every segment must start with an IDR frame, at the same time in
+    every rendition, so scene-cut keyframes are off; frames marked I (at each keyframe time)
+    become IDR. `options` are the encoder's others (its own parameter string is extended).
+    """
+    g = str(gop)
+    if encoder.endswith("_nvenc"):
+        return {"g": g, "forced-idr": "1", "no-scenecut": "1", "strict_gop": "1"}
+    if encoder == "libx264":
+        return {"g": g, "keyint_min": g, "sc_threshold": "0", "forced-idr": "1"}
+    if encoder == "libx265":
+        params = f"keyint={gop}:min-keyint={gop}:scenecut=0:open-gop=0"
+        return {"g": g, "forced-idr": "1", "x265-params": ":".join(
+            filter(None, [options.get("x265-params"), params]))}
+    if encoder == "libsvtav1":  # irefresh-type 2: key frames, not open-GOP forward key frames
+        return {"g": g, "svtav1-params": ":".join(
+            filter(None, [options.get("svtav1-params"), "irefresh-type=2:scd=0"]))}
+    return {"g": g}

@@ -10,7 +10,7 @@ from pathlib import Path
 from mediad import log
 from mediad.errors import MediadError, io_error
 from mediad.formats import all_suffixes, container_for_path
-from mediad.gpu import capabilities, choose_device, no_gpu, without_nvenc
+from mediad.gpu import Capabilities, capabilities, choose_device, no_gpu, without_nvenc
 from mediad.media.commit import commit, temp_path_for
 from mediad.media.pipeline import DecoderRefused, EncoderRefused, RunResult, run_plan
 from mediad.media.plan import Plan, make_plan
@@ -54,12 +54,18 @@ def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
         raise MediadError(f"{output.parent}: output folder is not writable", reason="io_error")
 
 
-def _plan(info: MediaInfo, profile: Profile, output: Path, gpu: str,
-          no_nvenc: str | None = None) -> Plan:
+def machine_capabilities(gpu: str, no_nvenc: str | None = None) -> tuple[Capabilities, str]:
+    """What this machine's GPU (per `--gpu`) can do for a job, and why it is the one used."""
     device, why = choose_device(gpu)
     caps = capabilities(device) if device is not None else no_gpu(why)
     if no_nvenc and device is not None:
         caps = without_nvenc(caps, no_nvenc)
+    return caps, why
+
+
+def _plan(info: MediaInfo, profile: Profile, output: Path, gpu: str,
+          no_nvenc: str | None = None) -> Plan:
+    caps, why = machine_capabilities(gpu, no_nvenc)
     return make_plan(info, profile, caps, output, why, gpu_allowed=gpu != "none",
                      container=container_for_path(output))
 
@@ -89,6 +95,10 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     `no_nvenc` (the daemon's NVENC budget) keeps this job off NVENC, and says why, while
     NVDEC and model stages still use the GPU.
     """
+    if profile.is_ladder:
+        raise MediadError(f"profile {profile.name} makes a {profile.container} set (a folder): "
+                          "run it with `mediad transcode`; the daemon does not run ladders yet",
+                          reason="unsupported")
     started = time.monotonic()
     output = output or default_output(input_path, profile)
     _check_output(input_path, output, overwrite)

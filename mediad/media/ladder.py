@@ -1,0 +1,276 @@
+"""Runs a LadderPlan: demux and decode once, fan the frames out to one sink per rendition
+(scale and encode on its own thread), mux every rendition into FFmpeg's HLS or DASH muxer.
+
+Like the pipeline it writes what it is given (a temporary folder) and knows nothing of
+commits; the caller verifies and commits the set.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from mediad import log
+from mediad.errors import MediadError, io_error, is_storage_error
+from mediad.media.audio import output_layout
+from mediad.media.audio_sink import AudioOut, AudioSink, DecodeFailure
+from mediad.media.health import DecodeHealth
+from mediad.media.ladder_plan import LadderPlan, RenditionPlan
+from mediad.media.probe import open_input
+from mediad.media.progress import Progress, ProgressCallback
+from mediad.media.realtime import undo_realtime
+from mediad.media.timing import Span, Timeline, VideoTimer
+from mediad.media.transform import VideoTransform, encoder_colour, tag_colour
+from mediad.media.worker import OrderedWorker
+
+_PROGRESS_EVERY_S = 0.25
+_AUDIO_NAME = "audio"
+
+
+@dataclass
+class LadderResult:
+    """What one ladder run produced."""
+
+    frames: dict[str, int] = field(default_factory=dict)  # per rendition name
+    video_spans: dict[str, Span] = field(default_factory=dict)
+    source_spans: dict[int, Span] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+class VideoSink:
+    """One rendition: scaling and encoding on its own thread; encoded packets come back."""
+
+    def __init__(self, rendition: RenditionPlan, ost: av.video.stream.VideoStream,
+                 transform: VideoTransform) -> None:
+        self.name = rendition.name
+        self.ost = ost
+        self.transform = transform
+        self.frames = 0
+        self.span = Span()
+        self.worker: OrderedWorker[av.VideoFrame | None, av.Packet] = OrderedWorker(
+            self._work, name=f"mediad-{rendition.name}", depth=8)
+
+    def _work(self, frame: av.VideoFrame | None) -> list[av.Packet]:
+        packets: list[av.Packet] = []
+        for f in self.transform(frame):
+            self.span.add(f.pts, f.duration or 1, f.time_base)
+            self.frames += 1
+            packets += self.ost.encode(f)
+        if frame is None:
+            packets += self.ost.encode(None)
+        return packets
+
+    def put(self, frame: av.VideoFrame) -> list[av.Packet]:
+        return self.worker.put(frame)
+
+    def finish(self) -> list[av.Packet]:
+        """Flush the scaler and the encoder; returns the rest."""
+        done = self.worker.put(None)
+        return done + self.worker.finish()
+
+
+def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, str]]:
+    """(the path the muxer opens, its format, its options) for the plan's package."""
+    seg = f"{plan.segment_seconds:g}"
+    if plan.package == "hls":
+        variants = [f"a:0,agroup:aud,name:{_AUDIO_NAME},default:yes"] if plan.audio else []
+        variants += [f"v:{i},name:{r.name}" + (",agroup:aud" if plan.audio else "")
+                     for i, r in enumerate(plan.renditions)]
+        return folder / "%v" / "index.m3u8", "hls", {
+            "hls_time": seg, "hls_playlist_type": "vod", "hls_list_size": "0",
+            "hls_segment_type": "fmp4", "hls_fmp4_init_filename": "init.mp4",
+            "hls_segment_filename": str(folder / "%v" / "seg%05d.m4s"),
+            "hls_flags": "independent_segments", "master_pl_name": plan.manifest,
+            "var_stream_map": " ".join(variants)}
+    # One adaptation set per video stream: FFmpeg's muxer refuses a set whose sizes differ in
+    # w:h (426x240 beside 640x360), which a ladder of even sizes always has. finish_dash joins
+    # them into one set, as players need to switch between them. Audio is stream 0.
+    first = 1 if plan.audio else 0
+    sets = [f"id={i},streams={first + i}" for i in range(len(plan.renditions))]
+    if plan.audio:
+        sets.append(f"id={len(plan.renditions)},streams=a")
+    return folder / plan.manifest, "dash", {
+        "seg_duration": seg, "use_template": "1", "use_timeline": "0",
+        "adaptation_sets": " ".join(sets), "init_seg_name": "init-$RepresentationID$.m4s",
+        "media_seg_name": "chunk-$RepresentationID$-$Number%05d$.m4s"}
+
+
+class _LadderRunner:
+    def __init__(self, plan: LadderPlan, folder: Path, on_progress: ProgressCallback | None,
+                 frames_total: int | None) -> None:
+        self.plan = plan
+        self.folder = folder
+        self.on_progress = on_progress
+        self.frames_total = frames_total
+        base = plan.base
+        self.timeline = Timeline(base.start_offset, base.discontinuous)
+        self.health = DecodeHealth(base.input, base.on_decode_error, video_index=base.decode.stream)
+        self.video_timer = VideoTimer()
+        self.sinks: list[VideoSink] = []
+        self.audio_sink: AudioSink | None = None
+        self.audio_copy: av.stream.Stream | None = None
+        self.audio_bsf: av.BitStreamFilterContext | None = None
+        self.result = LadderResult()
+        self.fanned = 0
+        self.next_key = 0  # index of the next keyframe time
+        self.started = time.monotonic()
+        self.last_progress = 0.0
+
+    def run(self) -> LadderResult:
+        try:
+            return self._run()
+        finally:
+            for sink in self.sinks:
+                sink.worker.close()
+            if self.audio_sink is not None:
+                self.audio_sink.close()
+
+    def _run(self) -> LadderResult:
+        plan, base = self.plan, self.plan.base
+        path, fmt, options = muxer_setup(plan, self.folder)
+        with open_input(Path(base.input)) as src, \
+                av.open(str(path), "w", format=fmt, options=options) as out:
+            vin = src.streams[base.decode.stream]
+            vin.codec_context.thread_type = "AUTO"
+            ain = src.streams[plan.audio.index] if plan.audio else None
+            if ain is not None:
+                self._add_audio(ain, out)
+            for r in plan.renditions:
+                self._add_rendition(r, vin, out)
+            out.start_encoding()  # header and encoders, here, before the sinks' threads run
+            for packet in src.demux([s for s in (vin, ain) if s is not None]):
+                self._packet(packet, vin, out)
+            self._fan_out(self.video_timer(None), out)
+            for sink in self.sinks:
+                out.mux(sink.finish())
+            if self.audio_sink is not None:
+                self._mux_audio(self.audio_sink.finish(), out)
+                if change := self.audio_sink.convert.change:
+                    self.result.warnings.append(change)
+            self.result.warnings += self.timeline.summary()
+            self.result.warnings += self.health.finish(self.result.source_spans.get(vin.index))
+        for sink in self.sinks:
+            self.result.frames[sink.name] = sink.frames
+            self.result.video_spans[sink.name] = sink.span
+        self._report_progress(force=True)
+        return self.result
+
+    def _add_audio(self, ist: av.audio.stream.AudioStream, out: av.container.OutputContainer) -> None:
+        a = self.plan.audio
+        assert a is not None
+        if a.action == "copy":
+            self.audio_copy = out.add_stream_from_template(ist)
+            if a.source_codec == "aac":  # ADTS (TS, raw .aac) into fMP4: the muxer wants raw AAC
+                self.audio_bsf = av.BitStreamFilterContext("aac_adtstoasc", ist, self.audio_copy)
+            return
+        assert a.encoder and a.sample_rate and a.channels
+        ost = out.add_stream(a.encoder, rate=a.sample_rate)
+        ost.layout = output_layout(a.channels, ist.codec_context.layout, a.encoder, a.sample_rate)
+        if a.bit_rate:
+            ost.bit_rate = a.bit_rate
+        if lang := ist.metadata.get("language"):
+            ost.metadata["language"] = lang
+        self.audio_sink = AudioSink(ist.index, ost)
+
+    def _add_rendition(self, r: RenditionPlan, ist: av.video.stream.VideoStream,
+                       out: av.container.OutputContainer) -> None:
+        vp = r.video
+        full_range, matrix = encoder_colour(ist.codec_context, vp.height)
+        rate = ist.average_rate or ist.guessed_rate or Fraction(25)
+        ost = out.add_stream(vp.encoder, rate=rate, options=dict(vp.options))
+        ost.pix_fmt = vp.pix_fmt
+        ost.width, ost.height = vp.width, vp.height
+        ost.time_base = ost.codec_context.time_base = ist.time_base
+        num, _, den = vp.sample_aspect_ratio.partition("/")
+        ost.codec_context.sample_aspect_ratio = Fraction(int(num), int(den))
+        ost.codec_context.thread_type, ost.codec_context.thread_count = "AUTO", 0
+        if vp.bit_rate:
+            ost.bit_rate = vp.bit_rate
+        tag_colour(ist.codec_context, ost.codec_context, full_range, matrix)
+        if vp.codec == "hevc":
+            ost.codec_tag = "hvc1"  # Apple's HLS authoring spec: hvc1, in fMP4
+        try:
+            ost.codec_context.open()
+            undo_realtime()  # SVT-AV1 as root made this thread and its own real-time
+        except av.FFmpegError as e:
+            raise MediadError(f"{self.plan.base.input}: {vp.encoder} cannot encode rendition "
+                              f"{r.name}: {e}", reason="unsupported") from None
+        transform = VideoTransform(vp, ist.time_base, full_range, matrix)
+        self.sinks.append(VideoSink(r, ost, transform))
+
+    def _packet(self, packet: av.Packet, vin: av.video.stream.VideoStream,
+                out: av.container.OutputContainer) -> None:
+        index = packet.stream.index
+        if packet.size:
+            self.timeline.packet(packet)
+            if packet.pts is not None:
+                self.result.source_spans.setdefault(index, Span()).add(
+                    packet.pts, packet.duration, packet.time_base)
+        self.health.packet(packet)
+        if index == vin.index:
+            try:
+                frames = packet.decode()
+            except av.FFmpegError as e:
+                self.health.error(packet, e)
+                return
+            for f in frames:
+                self.health.video_frame(f)
+            self._fan_out(self.video_timer(frames), out)
+        elif self.audio_sink is not None:
+            self._mux_audio(self.audio_sink.put(packet), out)
+        elif self.audio_copy is not None and packet.size:
+            for p in self.audio_bsf.filter(packet) if self.audio_bsf else [packet]:
+                p.stream = self.audio_copy
+                out.mux(p)
+
+    def _fan_out(self, frames: list[av.VideoFrame], out: av.container.OutputContainer) -> None:
+        """Each frame to every rendition, marked I at each keyframe time (the same frames in
+        every rendition: segments align); the other frame types are the encoder's choice."""
+        key_every = self.plan.keyframe_seconds
+        for frame in frames:
+            t = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
+            if self.fanned == 0 or t >= self.next_key * key_every - 1e-3:
+                frame.pict_type = av.video.frame.PictureType.I
+                self.next_key = int(t / key_every + 1e-3) + 1
+            else:
+                frame.pict_type = av.video.frame.PictureType.NONE
+            for sink in self.sinks:
+                out.mux(sink.put(frame))
+            self.fanned += 1
+            self._report_progress()
+
+    def _mux_audio(self, encoded: list[AudioOut], out: av.container.OutputContainer) -> None:
+        for item in encoded:
+            if isinstance(item, DecodeFailure):
+                self.health.error(item.packet, item.error)
+            else:
+                out.mux(item)
+
+    def _report_progress(self, force: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_progress < _PROGRESS_EVERY_S:
+            return
+        self.last_progress = now
+        elapsed = now - self.started
+        self.on_progress(Progress(self.fanned, self.frames_total,
+                                  self.fanned / elapsed if elapsed > 0 else 0.0, elapsed))
+
+
+def run_ladder(plan: LadderPlan, folder: Path, on_progress: ProgressCallback | None = None,
+               frames_total: int | None = None) -> LadderResult:
+    """Write every rendition of `plan` into `folder` (a temporary folder: the caller commits)."""
+    try:
+        return _LadderRunner(plan, folder, on_progress, frames_total).run()
+    except MediadError:
+        raise
+    except av.FFmpegError as e:
+        log.event("pipeline_error", input=plan.base.input, error=str(e))
+        if is_storage_error(e):
+            raise io_error(Path(plan.output), e) from None
+        raise MediadError(f"{plan.base.input}: transcode failed: {e}", reason="corrupt") from None

@@ -1,0 +1,208 @@
+"""One ladder job: probe -> plan -> run -> read back and measure -> finish the manifest ->
+commit the whole set at once.
+
+The set is written into a hidden folder beside the destination and renamed into place only
+when every rendition verified; it records its job key (`mediad.json`), so running the same
+job again recognises the committed set as its own instead of writing a second copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from mediad import __version__, log
+from mediad.errors import MediadError, io_error
+from mediad.fsutil import atomic_write_bytes
+from mediad.media.commit import commit_folder, temp_dir_for
+from mediad.media.ladder import LadderResult, run_ladder
+from mediad.media.ladder_plan import LadderPlan, plan_ladder
+from mediad.media.packaging import SegmentedTrack, check_segments, finish_dash, finish_hls
+from mediad.media.probe import MediaInfo, probe
+from mediad.media.progress import ProgressCallback
+from mediad.media.verify import SourceStamp
+from mediad.profiles import Profile
+
+RECORD = "mediad.json"  # the set's own record: job key, tracks, files
+# Rendition and source durations may differ by a frame or two at each end.
+_DURATION_TOLERANCE_S = 0.25
+
+
+@dataclass(frozen=True)
+class LadderReport:
+    """Everything a finished (or already committed) ladder job tells about itself."""
+
+    input: MediaInfo
+    plan: LadderPlan
+    folder: str
+    tracks: list[SegmentedTrack]
+    elapsed: float
+    frames: int
+    warnings: list[str] = field(default_factory=list)
+    already_done: bool = False  # the set was committed by an earlier run of this job
+
+    def to_dict(self) -> dict:
+        encoders = {r.name: r.video.encoder for r in self.plan.renditions}
+        outputs = [{**asdict(t), "path": str(Path(self.folder) / t.playlist),
+                    "encoder": encoders.get(t.name, self.plan.audio.encoder
+                                            if self.plan.audio else None)}
+                   for t in self.tracks]
+        return {"input": self.input.to_dict(), "plan": self.plan.to_dict(),
+                "output": self.folder, "manifest": str(Path(self.folder) / self.plan.manifest),
+                "outputs": outputs, "elapsed": round(self.elapsed, 3),
+                "fps": round(self.frames / self.elapsed, 2) if self.elapsed else 0.0,
+                "fallbacks": list(self.plan.base.fallbacks), "warnings": self.warnings,
+                "already_done": self.already_done}
+
+
+def format_ladder_report(report: LadderReport) -> str:
+    head = "already committed by an earlier run of this job: " if report.already_done else "wrote "
+    lines = [f"{head}{Path(report.folder) / report.plan.manifest}"]
+    for t in report.tracks:
+        what = f"{t.codec} {t.width}x{t.height}, {t.frames} frames" if t.kind == "video" \
+            else f"{t.codec} audio"
+        lines.append(f"  {t.name}: {what}, {t.duration:.2f}s, {t.size} bytes, "
+                     f"{t.average_bit_rate // 1000}k average, {t.peak_bit_rate // 1000}k peak")
+    if not report.already_done:
+        fps = report.frames / report.elapsed if report.elapsed else 0.0
+        lines.append(f"{report.elapsed:.2f}s elapsed, {fps:.1f} frames/s (each rendition)")
+    lines += [f"skipped: {s}" for s in report.plan.skipped]
+    lines += [f"fallback: {f}" for f in report.plan.base.fallbacks]
+    lines += [f"warning: {w}" for w in report.warnings]
+    return "\n".join(lines)
+
+
+def default_folder(input_path: Path, profile: Profile) -> Path:
+    """`<stem>.<profile>/` beside the input."""
+    return input_path.with_name(f"{input_path.stem}.{profile.name or 'custom'}")
+
+
+def job_key(input_path: Path, stamp: SourceStamp | None, profile: Profile) -> str:
+    """What makes two runs the same job: the source (path, size, mtime) and the profile."""
+    h = hashlib.sha256()
+    h.update(os.fsencode(os.path.realpath(input_path)))
+    if stamp is not None:
+        h.update(f"{stamp.size}:{stamp.mtime_ns}".encode())
+    h.update(profile.model_dump_json().encode())
+    return h.hexdigest()[:32]
+
+
+def committed_key(folder: Path) -> str | None:
+    """The job key a committed set records; None when `folder` is not one."""
+    try:
+        return json.loads((folder / RECORD).read_text()).get("job")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _check_folder(input_path: Path, folder: Path, overwrite: bool) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise MediadError(f"{folder}: exists and is not a folder (a ladder writes a folder)",
+                          reason="bad_request")
+    if folder.exists() and not overwrite:
+        raise MediadError(f"{folder}: already exists (use --overwrite to replace it)",
+                          reason="output_exists")
+    if input_path.resolve().is_relative_to(folder.resolve()):
+        raise MediadError(f"{folder}: holds the input; mediad never writes over a source",
+                          reason="bad_request")
+    if not folder.parent.is_dir():
+        raise MediadError(f"{folder.parent}: output folder does not exist", reason="bad_request")
+
+
+def _verify(plan: LadderPlan, result: LadderResult, tracks: list[SegmentedTrack]) -> None:
+    """Every rendition holds every frame encoded, as long as the others, in segments that
+    keep to the target; the audio lasts as long as the video."""
+    videos = {t.name: t for t in tracks if t.kind == "video"}
+    for r in plan.renditions:
+        t = videos.get(r.name)
+        if t is None:
+            raise MediadError(f"{plan.output}: rendition {r.name} is missing from the manifest",
+                              reason="corrupt")
+        if t.frames != result.frames.get(r.name):
+            raise MediadError(f"{plan.output}: rendition {r.name} holds {t.frames} frames, "
+                              f"{result.frames.get(r.name)} were encoded", reason="corrupt")
+        check_segments(t, plan.segment_seconds)
+    longest = max(t.duration for t in videos.values())
+    for t in tracks:
+        # Audio ends on its own frame grid, and AAC priming shows in segment timestamps.
+        slack = _DURATION_TOLERANCE_S + (0.25 if t.kind == "audio" else 0.0)
+        if abs(t.duration - longest) > slack:
+            raise MediadError(f"{plan.output}: {t.name} lasts {t.duration:.2f}s, the longest "
+                              f"rendition {longest:.2f}s", reason="corrupt")
+
+
+def _probe_fps(info: MediaInfo) -> float | None:
+    v = info.main_video
+    return v.fps if v is not None else None
+
+
+def plan_ladder_job(input_path: Path, profile: Profile, output: Path | None = None, *,
+                    gpu: str = "auto") -> LadderPlan:
+    """Probe and plan a ladder without running it (what `mediad plan` shows)."""
+    from mediad.media.job import machine_capabilities
+
+    info = probe(input_path)
+    caps, why = machine_capabilities(gpu)
+    return plan_ladder(info, profile, caps, output or default_folder(input_path, profile), why,
+                       gpu_allowed=gpu != "none")
+
+
+def transcode_ladder(input_path: Path, profile: Profile, output: Path | None = None, *,
+                     gpu: str = "auto", overwrite: bool = False,
+                     on_progress: ProgressCallback | None = None) -> LadderReport:
+    """Encode every rendition of `profile` from one decode; the set appears only complete."""
+    from mediad.media.job import machine_capabilities
+
+    started = time.monotonic()
+    folder = output or default_folder(input_path, profile)
+    stamp = SourceStamp.of(input_path)
+    key = job_key(input_path, stamp, profile)
+    if committed_key(folder) == key:  # this very job, committed before: nothing to redo
+        info = probe(input_path)
+        caps, why = machine_capabilities(gpu)
+        plan = plan_ladder(info, profile, caps, folder, why, gpu_allowed=gpu != "none")
+        record = json.loads((folder / RECORD).read_text())
+        tracks = [SegmentedTrack(**t) for t in record["tracks"]]
+        log.event("already_committed", input=str(input_path), output=str(folder))
+        return LadderReport(info, plan, str(folder), tracks, time.monotonic() - started, 0,
+                            already_done=True)
+    _check_folder(input_path, folder, overwrite)
+    info = probe(input_path)
+    caps, why = machine_capabilities(gpu)
+    plan = plan_ladder(info, profile, caps, folder, why, gpu_allowed=gpu != "none")
+    tmp = temp_dir_for(folder)
+    try:
+        try:
+            tmp.mkdir()
+        except OSError as e:
+            raise io_error(folder, e) from None
+        v = info.main_video
+        total = v.frames if v and v.frames else None
+        result = run_ladder(plan, tmp, on_progress, total)
+        if stamp and (changed := stamp.changed(input_path)):
+            raise changed
+        tracks = finish_hls(tmp, plan, _probe_fps(info)) if plan.package == "hls" \
+            else finish_dash(tmp, plan)
+        _verify(plan, result, tracks)
+        record = {"job": key, "mediad": __version__, "source": str(input_path),
+                  "profile": profile.name, "manifest": plan.manifest,
+                  "tracks": [t.to_dict() for t in tracks]}
+        try:
+            atomic_write_bytes(tmp / RECORD, json.dumps(record, indent=1).encode())
+            commit_folder(tmp, folder, overwrite)
+        except OSError as e:
+            raise io_error(folder, e) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    elapsed = time.monotonic() - started
+    frames = max(result.frames.values(), default=0)
+    log.event("transcoded", input=str(input_path), output=str(folder),
+              renditions=len(plan.renditions), frames=frames, seconds=f"{elapsed:.2f}")
+    return LadderReport(info, plan, str(folder), tracks, elapsed, frames,
+                        [*plan.warnings, *result.warnings])

@@ -1,0 +1,166 @@
+"""The plan of a ladder: one decode, several renditions, packaged as HLS or DASH.
+
+Each rendition is planned as a single-output transcode of its own height (encoder choice,
+geometry, colour, deinterlacing: the same decisions, the same code), then gets the rate
+control and the aligned keyframes that streaming needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+from mediad.errors import MediadError
+from mediad.gpu import Capabilities
+from mediad.media.encoders import gop_options
+from mediad.media.plan import Plan, VideoPlan, make_plan
+from mediad.media.plan_streams import StreamPlan
+from mediad.media.probe import MediaInfo
+from mediad.profiles import Profile, RenditionSettings, parse_bitrate
+
+Package = Literal["hls", "dash"]
+# A bit-rate ladder without max_bitrate: peaks up to 1.5x the average, a 2-peak-second buffer
+# (Apple's authoring spec allows peaks to 2x; players pick a variant by BANDWIDTH, the peak).
+_PEAK_OVER_AVERAGE = 1.5
+
+
+@dataclass(frozen=True)
+class RenditionPlan:
+    """One output rendition: its name (`720p`), its video plan and its rate control."""
+
+    name: str
+    video: VideoPlan
+    max_bit_rate: int | None  # the VBV peak, with bit_rate (None: constant quality)
+
+
+@dataclass(frozen=True)
+class LadderPlan:
+    """Decode once (`base`: decode, audio and timeline decisions), encode every rendition."""
+
+    base: Plan  # the single-output plan of the tallest rendition
+    package: Package
+    output: str  # the folder
+    renditions: list[RenditionPlan]
+    audio: StreamPlan | None  # the one audio track packaged (its own rendition group)
+    segment_seconds: float
+    keyframe_seconds: float
+    skipped: list[str]  # renditions not made, and why
+    warnings: list[str]
+
+    @property
+    def manifest(self) -> str:
+        return "master.m3u8" if self.package == "hls" else "manifest.mpd"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _rendition_profile(profile: Profile, r: RenditionSettings) -> Profile:
+    """The single-output profile one rendition is planned with (fMP4 segments: mp4 rules)."""
+    v = profile.video
+    rate = {"bitrate": r.bitrate, "quality": None} if r.bitrate else \
+        {"quality": r.quality, "bitrate": None} if r.quality is not None else {}
+    video = v.model_copy(update={"codec": r.codec or v.codec, "speed": r.speed or v.speed,
+                                 "max_height": r.height, **rate})
+    return profile.model_copy(update={"container": "mp4", "video": video, "renditions": []})
+
+
+def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
+                gpu_reason: str = "", gpu_allowed: bool = True) -> LadderPlan:
+    """Plan every rendition of `profile` for `info`; renditions taller than the source are
+    skipped (never upscaled), and an empty ladder is an error."""
+    v = info.main_video
+    if v is None:
+        kinds = "audio-only" if info.audio else "has no video stream"
+        raise MediadError(f"{info.path}: {kinds} file, but profile {profile.name} makes a "
+                          "video ladder", reason="no_video")
+    settings = profile.renditions or [RenditionSettings(height=profile.video.max_height
+                                                        or _source_height(info))]
+    source_lines = _source_height(info)
+    planned: list[tuple[RenditionSettings, Plan]] = []
+    skipped: list[str] = []
+    for r in sorted(settings, key=lambda r: -r.height):
+        if r.height > source_lines:
+            skipped.append(f"{r.height}p: taller than the source ({source_lines} lines); "
+                           "renditions are never upscaled")
+            continue
+        plan = make_plan(info, _rendition_profile(profile, r), caps, output, gpu_reason,
+                         gpu_allowed=gpu_allowed)
+        if any(p.video.height == plan.video.height for _, p in planned):
+            skipped.append(f"{r.height}p: the same size as another rendition")
+            continue
+        planned.append((r, plan))
+    if not planned:
+        raise MediadError(f"{info.path}: no rendition of profile {profile.name} fits this "
+                          f"{v.width}x{v.height} source ({'; '.join(skipped)})",
+                          reason="unsupported")
+    fps = v.fps or 25.0
+    gop = max(1, round(profile.package.keyframe_seconds * fps))
+    top = planned[0][1].video
+    aspect = Fraction(top.width, top.height) * _sar(top)
+    renditions = [_rendition(r, plan.video, gop, aspect) for r, plan in planned]
+    base = planned[0][1]
+    warnings = list(base.warnings)
+    kept_audio = [a for a in base.audio if a.action != "drop"]
+    if len(kept_audio) > 1:
+        warnings.append(f"{len(kept_audio) - 1} more audio track(s) not packaged: the ladder "
+                        f"carries one (#{kept_audio[0].index})")
+    if any(s.action != "drop" for s in base.subtitles):
+        warnings.append("subtitles are not packaged into HLS/DASH yet: dropped")
+    base = replace(base, container="mp4", subtitles=[], attachments=[], cover_art=[],
+                   audio=kept_audio[:1], warnings=warnings)
+    return LadderPlan(base=base, package=profile.container,  # type: ignore[arg-type]
+                      output=str(output), renditions=renditions,
+                      audio=kept_audio[0] if kept_audio else None,
+                      segment_seconds=profile.package.segment_seconds,
+                      keyframe_seconds=profile.package.keyframe_seconds,
+                      skipped=skipped, warnings=warnings)
+
+
+def _source_height(info: MediaInfo) -> int:
+    v = info.main_video
+    assert v is not None
+    return v.width if v.rotation % 180 else v.height
+
+
+def _sar(video: VideoPlan) -> Fraction:
+    num, _, den = video.sample_aspect_ratio.partition("/")
+    return Fraction(int(num), int(den or 1)) if int(num or 0) > 0 and int(den or 1) > 0 \
+        else Fraction(1)
+
+
+def _rendition(r: RenditionSettings, video: VideoPlan, gop: int,
+               aspect: Fraction) -> RenditionPlan:
+    """The rendition's video with streaming's rate control, aligned keyframes, and the top
+    rendition's display aspect exactly (even sizes round it: 426x240 is not 16:9 with square
+    pixels, and DASH refuses an adaptation set of mixed aspects)."""
+    options = {**video.options, **gop_options(video.encoder, gop, video.options)}
+    sar = aspect * video.height / video.width
+    peak = None
+    if video.bit_rate:
+        peak = parse_bitrate(r.max_bitrate) if r.max_bitrate else \
+            int(video.bit_rate * _PEAK_OVER_AVERAGE)
+        options.update({"maxrate": str(peak), "bufsize": str(2 * peak)})
+    return RenditionPlan(f"{video.height}p", replace(
+        video, options=options, sample_aspect_ratio=f"{sar.numerator}/{sar.denominator}"), peak)
+
+
+def format_ladder_plan(plan: LadderPlan) -> str:
+    """Human-readable ladder plan for `mediad plan`: the base plan, then each rendition."""
+    from mediad.media.plan import format_plan
+
+    lines = format_plan(plan.base).splitlines()
+    lines[1] = f"output:  {plan.output}/ ({plan.package}, {plan.manifest}, segments of " \
+               f"{plan.segment_seconds:g} s, keyframes every {plan.keyframe_seconds:g} s)"
+    lines = [ln for ln in lines if not ln.startswith(("video:", "warning:"))]
+    for r in plan.renditions:
+        v = r.video
+        rc = f"{v.bit_rate // 1000}k (peak {r.max_bit_rate // 1000}k)" \
+            if v.bit_rate and r.max_bit_rate else f"quality {v.quality}"
+        lines.append(f"rendition: {r.name} {v.codec} via {v.encoder} {v.width}x{v.height} "
+                     f"{v.pix_fmt} {rc} - {v.reason}")
+    lines += [f"skipped: {s}" for s in plan.skipped]
+    lines += [f"warning: {w}" for w in plan.warnings]
+    return "\n".join(lines)

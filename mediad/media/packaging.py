@@ -1,0 +1,203 @@
+"""HLS and DASH sets after the muxer: read back, verify, measure, and finish the manifest.
+
+Players pick a variant by the manifest's numbers and refuse wrong ones silently, so the bit
+rates written are the ones measured from the segments; every segment must start with a
+keyframe and last no longer than the target allows. What FFmpeg's muxers write is read with
+`m3u8` (HLS) and ElementTree (DASH), and only the measured numbers are changed.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+
+from mediad.errors import MediadError
+from mediad.media.ladder_plan import LadderPlan
+
+# A segment may run past its target by this much (the last GOP before a cut).
+SEGMENT_SLACK_S = 0.5
+_MPD_NS = "urn:mpeg:dash:schema:mpd:2011"
+_CODECS = re.compile(r"^(avc1\.[0-9a-fA-F]{6}|hvc1\.[\w.]+|av01\.[\w.]+)$")
+
+
+@dataclass(frozen=True)
+class SegmentedTrack:
+    """One rendition as written: its files, and what they measure."""
+
+    name: str
+    kind: str  # video | audio
+    playlist: str  # its media playlist (HLS) or the manifest (DASH), relative to the folder
+    files: list[str]  # init first, then the segments, relative to the folder
+    size: int
+    duration: float
+    frames: int
+    codec: str | None
+    width: int | None
+    height: int | None
+    average_bit_rate: int
+    peak_bit_rate: int  # the highest segment's
+    segment_durations: list[float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _read_segment(init: bytes, segment: Path) -> tuple[bool, int, float, str, int, int]:
+    """(starts with a keyframe, frames or packets, duration, codec, width, height) of one
+    fMP4 segment, read with its init section."""
+    with av.open(io.BytesIO(init + segment.read_bytes()), format="mp4") as c:
+        s = c.streams[0]
+        cc = s.codec_context
+        first_key, count, start, end = None, 0, None, None
+        for p in c.demux(s):
+            if not p.size or p.pts is None:
+                continue
+            if first_key is None:
+                first_key = bool(p.is_keyframe)
+            count += 1
+            t0 = float(p.pts * p.time_base)
+            t1 = t0 + float((p.duration or 0) * p.time_base)
+            start = t0 if start is None else min(start, t0)
+            end = t1 if end is None else max(end, t1)
+        codec = cc.codec.canonical_name if cc.codec is not None else cc.name
+        width = getattr(cc, "width", 0) or 0
+        height = getattr(cc, "height", 0) or 0
+    return bool(first_key), count, (end or 0.0) - (start or 0.0), codec, width, height
+
+
+def read_track(folder: Path, name: str, kind: str, playlist: str, init: str,
+               segments: list[str]) -> SegmentedTrack:
+    """Read every segment of one rendition back; a segment that is not a keyframe start
+    or does not read is an error (the set is refused)."""
+    init_bytes = (folder / init).read_bytes()
+    total, frames, durations = (folder / init).stat().st_size, 0, []
+    codec, width, height = None, None, None
+    rates = []
+    for seg in segments:
+        path = folder / seg
+        try:
+            key, count, duration, codec, width, height = _read_segment(init_bytes, path)
+        except (av.FFmpegError, OSError) as e:
+            raise MediadError(f"{path}: segment does not read back: {e}", reason="corrupt") from None
+        if kind == "video" and not key:
+            raise MediadError(f"{path}: segment does not start with a keyframe",
+                              reason="corrupt")
+        size = path.stat().st_size
+        total += size
+        frames += count
+        durations.append(duration)
+        if duration > 0:
+            rates.append(size * 8 / duration)
+    duration = sum(durations)
+    average = int(total * 8 / duration) if duration else 0
+    # The init section counts into the average only: a peak under it would read as a lie.
+    return SegmentedTrack(name, kind, playlist, [init, *segments], total, duration, frames,
+                          codec, width, height, average, max(average, int(max(rates, default=0))),
+                          durations)
+
+
+def check_segments(track: SegmentedTrack, target: float) -> None:
+    """No segment (the last aside, which may be short) longer than the target allows."""
+    for i, d in enumerate(track.segment_durations):
+        if d > target + SEGMENT_SLACK_S:
+            raise MediadError(f"{track.name}: segment {i} lasts {d:.2f}s, over the "
+                              f"{target:g}s target", reason="corrupt")
+
+
+def finish_hls(folder: Path, plan: LadderPlan, fps: float | None,
+               ) -> list[SegmentedTrack]:
+    """Read the HLS set back, then rewrite master.m3u8 with measured BANDWIDTH and
+    AVERAGE-BANDWIDTH (video plus its audio group), and FRAME-RATE."""
+    import m3u8
+
+    master_path = folder / plan.manifest
+    master = m3u8.load(str(master_path))
+    tracks: dict[str, SegmentedTrack] = {}
+    for uri, kind in [(m.uri, "audio") for m in master.media if m.uri] + \
+            [(p.uri, "video") for p in master.playlists]:
+        media = m3u8.load(str(folder / uri))
+        base = Path(uri).parent
+        if not media.segment_map:
+            raise MediadError(f"{folder / uri}: no fMP4 init section", reason="corrupt")
+        tracks[uri] = read_track(folder, str(base), kind, uri,
+                                 str(base / media.segment_map[0].uri),
+                                 [str(base / s.uri) for s in media.segments])
+    audio = [t for t in tracks.values() if t.kind == "audio"]
+    audio_avg = max((t.average_bit_rate for t in audio), default=0)
+    audio_peak = max((t.peak_bit_rate for t in audio), default=0)
+    for p in master.playlists:
+        video = tracks[p.uri]
+        codecs = (p.stream_info.codecs or "").split(",")
+        if not codecs or not _CODECS.match(codecs[0]):
+            raise MediadError(f"{master_path}: CODECS {p.stream_info.codecs!r} for {p.uri} is "
+                              "not a codec string players read", reason="corrupt")
+        p.stream_info.bandwidth = video.peak_bit_rate + audio_peak
+        p.stream_info.average_bandwidth = video.average_bit_rate + audio_avg
+        if fps:
+            p.stream_info.frame_rate = round(fps, 3)
+    master.dump(str(master_path))
+    return list(tracks.values())
+
+
+def finish_dash(folder: Path, plan: LadderPlan) -> list[SegmentedTrack]:
+    """Read the DASH set back and write each Representation's measured peak as its
+    bandwidth."""
+    ET.register_namespace("", _MPD_NS)
+    mpd_path = folder / plan.manifest
+    tree = ET.parse(mpd_path)
+    ns = {"d": _MPD_NS}
+    tracks = []
+    for aset in tree.getroot().iterfind(".//d:AdaptationSet", ns):
+        kind = "audio" if aset.get("contentType") == "audio" else "video"
+        for rep in aset.iterfind("d:Representation", ns):
+            rid = rep.get("id", "")
+            template = rep.find("d:SegmentTemplate", ns)
+            if template is None:
+                template = aset.find("d:SegmentTemplate", ns)
+            if template is None:
+                raise MediadError(f"{mpd_path}: representation {rid} has no SegmentTemplate",
+                                  reason="corrupt")
+            init = template.get("initialization", "").replace("$RepresentationID$", rid)
+            pattern = template.get("media", "").replace("$RepresentationID$", rid)
+            prefix = pattern.split("$Number")[0]
+            segments = sorted(p.name for p in folder.glob(f"{prefix}*.m4s"))
+            # Representation ids are stream indices: audio (when kept) is 0, then each rendition.
+            name = "audio" if kind == "audio" else \
+                plan.renditions[int(rid) - (1 if plan.audio else 0)].name
+            track = read_track(folder, name, kind, plan.manifest, init, segments)
+            rep.set("bandwidth", str(track.peak_bit_rate))
+            tracks.append(track)
+    _join_video_sets(tree.getroot().find("d:Period", ns), ns)
+    tree.write(mpd_path, xml_declaration=True, encoding="utf-8")
+    return tracks
+
+
+def _join_video_sets(period: ET.Element | None, ns: dict[str, str]) -> None:
+    """Move every video Representation into the first video AdaptationSet (the muxer wrote
+    one set each): one set is what a player switches within. The set keeps the tallest
+    rendition's picture aspect; each Representation its own size and sar."""
+    if period is None:
+        return
+    sets = [a for a in period.iterfind("d:AdaptationSet", ns) if a.get("contentType") == "video"]
+    if len(sets) < 2:
+        return
+    joined = sets[0]
+    for other in sets[1:]:
+        for rep in other.iterfind("d:Representation", ns):
+            joined.append(rep)
+        period.remove(other)
+    reps = list(joined.iterfind("d:Representation", ns))
+    joined.set("maxWidth", str(max(int(r.get("width", 0)) for r in reps)))
+    joined.set("maxHeight", str(max(int(r.get("height", 0)) for r in reps)))
+    joined.attrib.pop("bitstreamSwitching", None)  # each Representation has its own init
+
+
+def expected_segments(duration: float, segment_seconds: float) -> int:
+    """How many segments a rendition of `duration` seconds is cut into."""
+    return max(1, math.ceil(duration / segment_seconds - 1e-3))

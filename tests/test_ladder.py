@@ -1,0 +1,277 @@
+"""Ladders: one decode, several renditions, packaged as HLS or DASH, committed as one set.
+
+Sources are camera-like recordings made by the independent ffmpeg; every rendition is read
+back by that binary (each media playlist, the DASH manifest), segments are checked one by one
+(init + segment, first frame an IDR), and the manifests' numbers against measured rates.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import m3u8
+import pytest
+from conftest import (
+    ROOT,
+    camera_clip,
+    damaged_ts,
+    ffmpeg,
+    packet_times,
+    run_cli,
+    write_profile,
+)
+
+pytestmark = pytest.mark.slow
+
+LADDER = """
+container = "{package}"
+[video]
+codec = "{codec}"
+speed = "fastest"
+[[renditions]]
+height = 480
+bitrate = "1M"
+[[renditions]]
+height = 360
+bitrate = "700k"
+[[renditions]]
+height = 240
+bitrate = "400k"
+[[renditions]]
+height = 180
+bitrate = "250k"
+[audio]
+codec = "aac"
+bitrate = "96k"
+[package]
+segment_seconds = 2
+keyframe_seconds = 1
+"""
+SECONDS, FPS = 6, 25
+FRAMES = SECONDS * FPS
+_AVC = re.compile(r"^avc1\.[0-9a-f]{6}$")
+
+
+def _profile(folder: Path, package: str = "hls", codec: str = "h264") -> Path:
+    return write_profile(folder, LADDER.format(package=package, codec=codec), f"ladder-{package}")
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 640x360 DVR-style TS recording (timestamps start 1.4 s in) with AC-3 audio."""
+    folder = tmp_path_factory.mktemp("ladder")
+    return camera_clip(folder / "rec.ts", "-c:a", "ac3", "-f", "mpegts", seconds=SECONDS,
+                       size=(640, 360), fps=FPS)
+
+
+def _transcode(src: Path, profile: Path, *extra: str) -> tuple[dict, Path]:
+    res = run_cli("transcode", str(src), "-p", str(profile), "--gpu", "none", "--json",
+                  "--no-progress", *extra)
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    return report, Path(report["output"])
+
+
+def _first_frame_info(init: Path, segment: Path, work: Path) -> str:
+    """showinfo of the first frame of one fMP4 segment, read with its init section."""
+    joined = work / f"joined-{segment.parent.name}-{segment.name}.mp4"
+    joined.write_bytes(init.read_bytes() + segment.read_bytes())
+    res = ffmpeg("-v", "info", "-i", str(joined), "-map", "0:v:0", "-frames:v", "1", "-vf",
+                 "showinfo", "-f", "null", "-")
+    return next(line for line in res.stderr.splitlines() if "iskey" in line)
+
+
+def test_hls_ladder_from_a_dvr_recording(recording: Path, tmp_path: Path) -> None:
+    report, folder = _transcode(recording, _profile(tmp_path))
+    assert folder == recording.with_name("rec.ladder-hls")  # <stem>.<profile>/ beside the input
+    assert sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(".")) == []
+    assert report["plan"]["skipped"] == [
+        "480p: taller than the source (360 lines); renditions are never upscaled"]
+    master = m3u8.load(str(folder / "master.m3u8"))
+    variants = {p.stream_info.resolution: p for p in master.playlists}
+    assert set(variants) == {(640, 360), (426, 240), (320, 180)}
+    (audio,) = [m for m in master.media if m.type == "AUDIO"]
+    audio_files = _files(folder, audio.uri)
+    audio_avg = _avg_rate(folder, audio.uri, audio_files)
+    for variant in variants.values():
+        info = variant.stream_info
+        video, audio_codec = info.codecs.split(",")
+        assert _AVC.match(video) and audio_codec == "mp4a.40.2", info.codecs
+        assert info.audio == audio.group_id and float(info.frame_rate) == FPS
+        media = m3u8.load(str(folder / variant.uri))
+        assert media.playlist_type == "vod" and media.is_endlist and media.target_duration == 2
+        times = packet_times(folder / variant.uri, "0:v:0")
+        assert len(times) == FRAMES
+        assert abs(times[0][0]) < 0.05  # rebased: the TS started 1.4 s in
+        # Measured independently: the files on disk over the reader's duration.
+        files = _files(folder, variant.uri)
+        avg = _avg_rate(folder, variant.uri, files)
+        assert abs(info.average_bandwidth - (avg + audio_avg)) <= 0.1 * (avg + audio_avg)
+        peak = max(Path(folder / Path(variant.uri).parent / s.uri).stat().st_size * 8 / s.duration
+                   for s in media.segments)
+        assert info.bandwidth >= info.average_bandwidth
+        assert abs(info.bandwidth - peak) <= 0.1 * info.bandwidth + audio_avg * 1.2
+        init = folder / Path(variant.uri).parent / media.segment_map[0].uri
+        for seg in media.segments:
+            assert seg.duration <= 2 + 0.5
+            shown = _first_frame_info(init, folder / Path(variant.uri).parent / seg.uri, tmp_path)
+            assert "iskey:1" in shown and "type:I" in shown, (seg.uri, shown)
+    # A/V sync: the audio starts with the video, as in the source.
+    a_times = packet_times(folder / audio.uri, "0:a:0")
+    v_times = packet_times(folder / master.playlists[0].uri, "0:v:0")
+    assert abs(a_times[0][0] - v_times[0][0]) < 0.05
+    assert abs(sum(d for _, d in a_times) - SECONDS) < 0.1
+    # The report lists every output with its measured rate; the set records its job.
+    names = sorted(o["name"] for o in report["outputs"])
+    assert names == ["180p", "240p", "360p", "audio"]
+    assert all(o["average_bit_rate"] > 0 and o["encoder"] for o in report["outputs"])
+    assert json.loads((folder / "mediad.json").read_text())["manifest"] == "master.m3u8"
+
+
+def _files(folder: Path, uri: str) -> list[Path]:
+    media = m3u8.load(str(folder / uri))
+    base = folder / Path(uri).parent
+    return [base / media.segment_map[0].uri, *(base / s.uri for s in media.segments)]
+
+
+def _avg_rate(folder: Path, uri: str, files: list[Path]) -> float:
+    stream = "0:a:0" if "audio" in uri else "0:v:0"
+    times = packet_times(folder / uri, stream)
+    duration = max(p + d for p, d in times) - min(p for p, _ in times)
+    return sum(f.stat().st_size for f in files) * 8 / duration
+
+
+def test_dash_ladder_is_one_switchable_video_set(recording: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dash-out"
+    report, folder = _transcode(recording, _profile(tmp_path, "dash"), "-o", str(out))
+    assert folder == out
+    ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+    root = ET.parse(folder / "manifest.mpd").getroot()
+    sets = root.findall(".//d:AdaptationSet", ns)
+    assert [s.get("contentType") for s in sets] == ["video", "audio"]
+    reps = sets[0].findall("d:Representation", ns)
+    assert sorted(int(r.get("height")) for r in reps) == [180, 240, 360]
+    assert sets[0].get("par") == "16:9"
+    for i in range(3):  # every video representation, read by the independent ffmpeg
+        res = ffmpeg("-v", "error", "-i", str(folder / "manifest.mpd"), "-map", f"0:v:{i}",
+                     "-f", "framecrc", "-", check=False)
+        assert len([x for x in res.stdout.splitlines() if x and not x.startswith("#")]) == FRAMES
+    for rep in reps:
+        rid = rep.get("id")
+        init = folder / f"init-{rid}.m4s"
+        segments = sorted(folder.glob(f"chunk-{rid}-*.m4s"))
+        assert len(segments) == SECONDS // 2
+        measured = max(s.stat().st_size * 8 / 2 for s in segments[:-1])
+        assert abs(int(rep.get("bandwidth")) - measured) <= 0.1 * measured
+        for seg in segments:
+            shown = _first_frame_info(init, seg, tmp_path)
+            assert "iskey:1" in shown and "type:I" in shown, (seg.name, shown)
+    assert {o["name"] for o in report["outputs"]} == {"360p", "240p", "180p", "audio"}
+
+
+def test_hevc_ladder_is_hvc1_in_fmp4(recording: Path, tmp_path: Path) -> None:
+    _, folder = _transcode(recording, _profile(tmp_path, "hls", "hevc"), "-o",
+                           str(tmp_path / "hevc"))
+    master = m3u8.load(str(folder / "master.m3u8"))
+    for p in master.playlists:
+        assert p.stream_info.codecs.startswith("hvc1."), p.stream_info.codecs
+        assert len(packet_times(folder / p.uri, "0:v:0")) == FRAMES
+    assert "hevc" in ffmpeg("-i", str(folder / master.playlists[0].uri), check=False).stderr
+
+
+def test_running_the_same_job_again_is_recognised(recording: Path, tmp_path: Path) -> None:
+    src = tmp_path / "rec.ts"
+    src.write_bytes(recording.read_bytes())
+    profile = _profile(tmp_path)
+    first, folder = _transcode(src, profile)
+    stamp = (folder / "master.m3u8").stat().st_mtime_ns
+    again, same = _transcode(src, profile)
+    assert same == folder and again["already_done"] is True and first["already_done"] is False
+    assert (folder / "master.m3u8").stat().st_mtime_ns == stamp  # nothing written twice
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("rec.")]) == 2  # src + set
+    # Another job (the source changed) into the same folder is refused, not mixed in.
+    os.utime(src, ns=(time.time_ns(), time.time_ns()))
+    res = run_cli("transcode", str(src), "-p", str(profile), "--gpu", "none", "--no-progress")
+    assert res.returncode == 1
+    assert res.stderr == f"mediad: error: {folder}: already exists (use --overwrite to replace it)\n"
+
+
+@pytest.mark.parametrize(("case", "error"), [
+    ("audio-only", r"audio-only file, but profile ladder-hls makes a video ladder"),
+    ("too-small", r"no rendition of profile ladder-hls fits this 160x90 source "
+                  r"\(480p: taller than the source \(90 lines\).*"),
+])
+def test_sources_a_ladder_cannot_use_are_one_line_errors(case: str, error: str,
+                                                          tmp_path: Path) -> None:
+    if case == "audio-only":
+        src = tmp_path / "a.m4a"
+        ffmpeg("-f", "lavfi", "-i", "sine=f=440:d=1", "-c:a", "aac", str(src))
+    else:
+        src = camera_clip(tmp_path / "small.mp4", seconds=1, size=(160, 90))
+    res = run_cli("transcode", str(src), "-p", str(_profile(tmp_path)), "--gpu", "none",
+                  "--no-progress")
+    assert res.returncode == 1
+    assert re.fullmatch(rf"mediad: error: {re.escape(str(src))}: {error}\n", res.stderr), res.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    (LADDER.format(package="hls", codec="h264").replace("segment_seconds = 2",
+                                                         "segment_seconds = 0.5"),
+     r"package: segment_seconds \(0.5\) is shorter than the keyframe interval"),
+    (LADDER.format(package="hls", codec="h264").replace('container = "hls"', 'container = "mp4"'),
+     r"renditions need container = \"hls\" or \"dash\""),
+    (LADDER.format(package="hls", codec="h264").replace('codec = "aac"', 'codec = "opus"'),
+     r"hls cannot carry opus audio"),
+])
+def test_profiles_a_ladder_cannot_run_are_refused(text: str, error: str, tmp_path: Path) -> None:
+    res = run_cli("profiles", "validate", str(write_profile(tmp_path, text)))
+    assert res.returncode == 1 and re.search(error, res.stderr), res.stderr
+
+
+def test_a_kill_during_the_run_leaves_nothing_visible(tmp_path: Path) -> None:
+    src = camera_clip(tmp_path / "long.mkv", seconds=30, size=(640, 360))
+    folder = tmp_path / "set"
+    proc = subprocess.Popen([sys.executable, "-m", "mediad", "transcode", str(src), "-p",
+                             str(_profile(tmp_path)), "-o", str(folder), "--gpu", "none",
+                             "--no-progress"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".set.*.part/360p/seg*.m4s")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".set.*.part/360p/seg*.m4s")), "the run never wrote a segment"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not folder.exists()  # only the hidden .part folder is left, for a later clean-up
+    visible = [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")]
+    assert sorted(visible) == ["ladder-hls.toml", "long.mkv"]
+
+
+def test_a_failure_mid_run_fails_the_job_and_leaves_nothing(tmp_path: Path) -> None:
+    damaged, _ = damaged_ts(tmp_path)  # a reception drop-out mid-way
+    strict = write_profile(tmp_path, 'on_decode_error = "fail"\n' + LADDER.format(
+        package="hls", codec="h264"), "strict")
+    res = run_cli("transcode", str(damaged), "-p", str(strict), "-o", str(tmp_path / "set"),
+                  "--gpu", "none", "--no-progress")
+    assert res.returncode == 1 and 'on_decode_error = "fail"' in res.stderr, res.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []  # temp folder removed too
+
+
+def test_plan_prints_each_rendition(recording: Path, tmp_path: Path) -> None:
+    res = run_cli("plan", str(recording), "-p", str(_profile(tmp_path)), "--gpu", "none")
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert any(ln.startswith("output:") and "(hls, master.m3u8, segments of 2 s" in ln
+               for ln in lines)
+    renditions = [ln for ln in lines if ln.startswith("rendition:")]
+    assert [r.split()[1] for r in renditions] == ["360p", "240p", "180p"]
+    assert "640x360" in renditions[0] and "700k (peak 1050k)" in renditions[0]
+    assert any(ln.startswith("skipped: 480p") for ln in lines)
