@@ -24,6 +24,7 @@ from typing import Any
 
 from mediad import log
 from mediad.errors import MediadError
+from mediad.realtime import undo_realtime
 
 CODECS = ("h264", "hevc", "av1")
 NVENC_NAMES = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
@@ -556,6 +557,7 @@ def _trial_clip(codec: str) -> bytes:
             frame.pts = i
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
+    undo_realtime()  # SVT-AV1 as root made this thread real-time
     return buf.getvalue()
 
 

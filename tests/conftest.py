@@ -136,6 +136,20 @@ def write_profile(folder: Path, text: str, name: str = "p") -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _no_thread_left_real_time():
+    """A test must not leave the test process real-time (SVT-AV1 opened as root does that):
+    every later thread would inherit SCHED_FIFO 99, and spin-waiting OpenMP workers then
+    starved the stage threads of later tests (a CI run hung). Fail the test that did it."""
+    from mediad.realtime import realtime_threads, undo_realtime
+
+    yield
+    if realtime_threads():
+        undo_realtime()
+        pytest.fail("the test left threads of the test process real-time (SCHED_FIFO): "
+                    "undo_realtime() after opening SVT-AV1 in-process")
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python -m mediad ARGS` as a real subprocess."""

@@ -13,8 +13,8 @@ import pytest
 from conftest import make_clip
 
 from mediad.media.job import transcode
-from mediad.media.realtime import realtime_threads
 from mediad.profiles import load_profile
+from mediad.realtime import realtime_threads
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only root can be switched to real-time")
 

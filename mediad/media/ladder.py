@@ -22,10 +22,10 @@ from mediad.media.health import DecodeHealth
 from mediad.media.ladder_plan import LadderPlan, RenditionPlan
 from mediad.media.probe import open_input
 from mediad.media.progress import Progress, ProgressCallback
-from mediad.media.realtime import undo_realtime
 from mediad.media.timing import Span, Timeline, VideoTimer
 from mediad.media.transform import VideoTransform, encoder_colour, tag_colour
 from mediad.media.worker import OrderedWorker
+from mediad.realtime import undo_realtime
 
 _PROGRESS_EVERY_S = 0.25
 _AUDIO_NAME = "audio"

@@ -25,11 +25,11 @@ from mediad.media.health import DecodeHealth
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
 from mediad.media.probe import KEPT_DISPOSITIONS, open_input
 from mediad.media.progress import Progress, ProgressCallback
-from mediad.media.realtime import undo_realtime
 from mediad.media.stages import FrameTransform
 from mediad.media.subtitles import SubtitleConverter
 from mediad.media.timing import Span, Timeline, VideoTimer
 from mediad.media.transform import VideoTransform, encoder_colour, tag_colour
+from mediad.realtime import undo_realtime
 
 # Container-level tags the muxer writes itself; copying them would lie about the output.
 _OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name"}
