@@ -82,10 +82,16 @@ def separate(src: Path, out: Path, rung: tuple[int, int, str]) -> list[str]:
 def _write_profile(folder: Path) -> Path:
     rungs = "".join(f'[[renditions]]\nheight = {h}\nbitrate = "{rate}"\n\n' for h, _, rate in RUNGS)
     path = folder / PROFILE
-    path.write_text('container = "hls"\n\n[video]\ncodec = "h264"\nspeed = "faster"\n\n'
+    # speed "fast" is libx264's preset "faster" (encoders.X26X_PRESETS), the CLI sides' preset.
+    path.write_text('container = "hls"\n\n[video]\ncodec = "h264"\nspeed = "fast"\n\n'
                     f'{rungs}[audio]\ncodec = "aac"\nbitrate = "128k"\n\n'
                     "[package]\nsegment_seconds = 6\nkeyframe_seconds = 2\n")
     return path
+
+
+def _bytes(folder: Path) -> int:
+    """Segment bytes written (the same encoder work gives about the same size)."""
+    return sum(p.stat().st_size for p in folder.rglob("*.m4s"))
 
 
 def _fresh(folder: Path) -> Path:
@@ -120,8 +126,10 @@ def main() -> int:
                           max(r.others for r in b)))
         shutil.rmtree(work / "mediad", ignore_errors=True)
         md_runs.append(timed(md_cmd, md_env, args.mediad_root))
+        sizes = {k: _bytes(work / k) for k in ("one", "separate", "mediad")}
         print(f"  run {i + 1}/{args.runs}: one command {a_runs[-1].wall:.2f} s, three runs "
-              f"{b_runs[-1].wall:.2f} s, mediad {md_runs[-1].wall:.2f} s", flush=True)
+              f"{b_runs[-1].wall:.2f} s, mediad {md_runs[-1].wall:.2f} s; bytes written "
+              f"{sizes['one']:,} / {sizes['separate']:,} / {sizes['mediad']:,}", flush=True)
     med = {k: statistics.median(r.wall for r in v)
            for k, v in (("a", a_runs), ("b", b_runs), ("md", md_runs))}
     print(f"\n== ladder 720/480/360 x264 HLS from {src.name} ({args.runs} alternating runs)")

@@ -275,3 +275,33 @@ def test_plan_prints_each_rendition(recording: Path, tmp_path: Path) -> None:
     assert [r.split()[1] for r in renditions] == ["360p", "240p", "180p"]
     assert "640x360" in renditions[0] and "700k (peak 1050k)" in renditions[0]
     assert any(ln.startswith("skipped: 480p") for ln in lines)
+
+
+def test_a_rendition_nvenc_refuses_falls_back_alone(recording: Path, tmp_path: Path) -> None:
+    """Per-sink fallback: the 240p sink is planned on NVENC, which cannot open here (no GPU:
+    the real h264_nvenc of PyAV's FFmpeg refuses); that rendition alone is re-planned on
+    libx264, the run starts again, and the report says why."""
+    from dataclasses import replace
+
+    from mediad.media.encoders import encoder_options
+    from mediad.media.ladder_job import commit_ladder, plan_ladder_job
+    from mediad.media.ladder_plan import _with_stream_options
+    from mediad.media.probe import probe
+    from mediad.profiles import load_profile
+
+    folder = tmp_path / "set"
+    plan = plan_ladder_job(recording, load_profile(str(_profile(tmp_path))), folder, gpu="none")
+    nvenc = [_with_stream_options(replace(r, video=replace(
+        r.video, encoder="h264_nvenc", hardware=True,
+        options=encoder_options("h264_nvenc", r.video.speed, r.video.quality, 0))))
+        if r.name == "240p" else r for r in plan.renditions]
+    report = commit_ladder(recording, probe(recording), replace(plan, renditions=nvenc), "k",
+                           time.monotonic(), stamp=None, overwrite=False)
+    (fallback,) = report.plan.fallbacks
+    assert fallback.startswith("rendition 240p: h264_nvenc "), fallback
+    encoders = {r.name: r.video.encoder for r in report.plan.renditions}
+    assert encoders == {"360p": "libx264", "240p": "libx264", "180p": "libx264"}
+    assert report.to_dict()["fallbacks"] == [fallback]
+    master = m3u8.load(str(folder / "master.m3u8"))
+    for p in master.playlists:
+        assert len(packet_times(folder / p.uri, "0:v:0")) == FRAMES

@@ -31,6 +31,18 @@ _PROGRESS_EVERY_S = 0.25
 _AUDIO_NAME = "audio"
 
 
+class RenditionRefused(Exception):
+    """NVENC would not set up or open one rendition's encoder: re-plan that sink in software."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.name = name
+
+
+# What PyAV raises besides FFmpegError when a CUDA device or frames context is missing.
+_HW_SETUP_ERRORS = (av.FFmpegError, NotImplementedError, MemoryError, RuntimeError)
+
+
 @dataclass
 class LadderResult:
     """What one ladder run produced."""
@@ -181,7 +193,12 @@ class _LadderRunner:
         vp = r.video
         full_range, matrix = encoder_colour(ist.codec_context, vp.height)
         rate = ist.average_rate or ist.guessed_rate or Fraction(25)
-        ost = out.add_stream(vp.encoder, rate=rate, options=dict(vp.options))
+        try:  # host frames: NVENC takes them with its `gpu` option naming the device
+            ost = out.add_stream(vp.encoder, rate=rate, options=dict(vp.options))
+        except _HW_SETUP_ERRORS as e:
+            if vp.hardware:
+                raise RenditionRefused(r.name, f"{vp.encoder} cannot be set up: {e}") from None
+            raise
         ost.pix_fmt = vp.pix_fmt
         ost.width, ost.height = vp.width, vp.height
         ost.time_base = ost.codec_context.time_base = ist.time_base
@@ -196,7 +213,11 @@ class _LadderRunner:
         try:
             ost.codec_context.open()
             undo_realtime()  # SVT-AV1 as root made this thread and its own real-time
-        except av.FFmpegError as e:
+        except _HW_SETUP_ERRORS as e:
+            if vp.hardware:  # this sink only goes to software; the others keep NVENC
+                raise RenditionRefused(r.name, f"{vp.encoder} refused to open: {e}") from None
+            if not isinstance(e, av.FFmpegError):
+                raise
             raise MediadError(f"{self.plan.base.input}: {vp.encoder} cannot encode rendition "
                               f"{r.name}: {e}", reason="unsupported") from None
         transform = VideoTransform(vp, ist.time_base, full_range, matrix)
@@ -267,7 +288,7 @@ def run_ladder(plan: LadderPlan, folder: Path, on_progress: ProgressCallback | N
     """Write every rendition of `plan` into `folder` (a temporary folder: the caller commits)."""
     try:
         return _LadderRunner(plan, folder, on_progress, frames_total).run()
-    except MediadError:
+    except (MediadError, RenditionRefused):
         raise
     except av.FFmpegError as e:
         log.event("pipeline_error", input=plan.base.input, error=str(e))

@@ -20,7 +20,7 @@ from mediad import __version__, log
 from mediad.errors import MediadError, io_error
 from mediad.fsutil import atomic_write_bytes
 from mediad.media.commit import commit_folder, temp_dir_for
-from mediad.media.ladder import LadderResult, run_ladder
+from mediad.media.ladder import LadderResult, RenditionRefused, run_ladder
 from mediad.media.ladder_plan import LadderPlan, plan_ladder
 from mediad.media.packaging import SegmentedTrack, check_segments, finish_dash, finish_hls
 from mediad.media.probe import MediaInfo, probe
@@ -56,7 +56,7 @@ class LadderReport:
                 "output": self.folder, "manifest": str(Path(self.folder) / self.plan.manifest),
                 "outputs": outputs, "elapsed": round(self.elapsed, 3),
                 "fps": round(self.frames / self.elapsed, 2) if self.elapsed else 0.0,
-                "fallbacks": list(self.plan.base.fallbacks), "warnings": self.warnings,
+                "fallbacks": list(self.plan.fallbacks), "warnings": self.warnings,
                 "already_done": self.already_done}
 
 
@@ -72,7 +72,7 @@ def format_ladder_report(report: LadderReport) -> str:
         fps = report.frames / report.elapsed if report.elapsed else 0.0
         lines.append(f"{report.elapsed:.2f}s elapsed, {fps:.1f} frames/s (each rendition)")
     lines += [f"skipped: {s}" for s in report.plan.skipped]
-    lines += [f"fallback: {f}" for f in report.plan.base.fallbacks]
+    lines += [f"fallback: {f}" for f in report.plan.fallbacks]
     lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
 
@@ -175,6 +175,32 @@ def transcode_ladder(input_path: Path, profile: Profile, output: Path | None = N
     info = probe(input_path)
     caps, why = machine_capabilities(gpu)
     plan = plan_ladder(info, profile, caps, folder, why, gpu_allowed=gpu != "none")
+    return commit_ladder(input_path, info, plan, key, started, stamp=stamp, overwrite=overwrite,
+                         on_progress=on_progress, profile_name=profile.name)
+
+
+def _run_with_fallbacks(plan: LadderPlan, tmp: Path, on_progress: ProgressCallback | None,
+                        total: int | None) -> tuple[LadderPlan, LadderResult]:
+    """Run the ladder; a rendition NVENC refuses is re-planned in software (that sink only)
+    and the run starts again, at most once per rendition."""
+    for _ in range(len(plan.renditions) + 1):
+        try:
+            return plan, run_ladder(plan, tmp, on_progress, total)
+        except RenditionRefused as e:
+            plan = plan.with_software_rendition(e.name, str(e))
+            log.event("fallback", input=plan.base.input, detail=plan.fallbacks[-1])
+            shutil.rmtree(tmp)
+            tmp.mkdir()
+    raise AssertionError("unreachable: each refusal moves one rendition to software")
+
+
+def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
+                  started: float, *, stamp: SourceStamp | None, overwrite: bool,
+                  on_progress: ProgressCallback | None = None,
+                  profile_name: str = "") -> LadderReport:
+    """Run `plan` into a hidden folder, read it back, finish its manifest and rename it into
+    place whole (the part of a ladder job after planning)."""
+    folder = Path(plan.output)
     tmp = temp_dir_for(folder)
     try:
         try:
@@ -183,14 +209,14 @@ def transcode_ladder(input_path: Path, profile: Profile, output: Path | None = N
             raise io_error(folder, e) from None
         v = info.main_video
         total = v.frames if v and v.frames else None
-        result = run_ladder(plan, tmp, on_progress, total)
+        plan, result = _run_with_fallbacks(plan, tmp, on_progress, total)
         if stamp and (changed := stamp.changed(input_path)):
             raise changed
         tracks = finish_hls(tmp, plan, _probe_fps(info)) if plan.package == "hls" \
             else finish_dash(tmp, plan)
         _verify(plan, result, tracks)
         record = {"job": key, "mediad": __version__, "source": str(input_path),
-                  "profile": profile.name, "manifest": plan.manifest,
+                  "profile": profile_name, "manifest": plan.manifest,
                   "tracks": [t.to_dict() for t in tracks]}
         try:
             atomic_write_bytes(tmp / RECORD, json.dumps(record, indent=1).encode())

@@ -15,7 +15,7 @@ from typing import Literal
 from mediad.errors import MediadError
 from mediad.gpu import Capabilities
 from mediad.media.encoders import gop_options
-from mediad.media.plan import Plan, VideoPlan, make_plan
+from mediad.media.plan import Plan, VideoPlan, make_plan, software_video
 from mediad.media.plan_streams import StreamPlan
 from mediad.media.probe import MediaInfo
 from mediad.profiles import Profile, RenditionSettings, parse_bitrate
@@ -33,6 +33,7 @@ class RenditionPlan:
     name: str
     video: VideoPlan
     max_bit_rate: int | None  # the VBV peak, with bit_rate (None: constant quality)
+    gop: int  # frames between keyframes
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class LadderPlan:
     keyframe_seconds: float
     skipped: list[str]  # renditions not made, and why
     warnings: list[str]
+    fallbacks: list[str]  # what runs in software although the plan wanted the GPU, and why
 
     @property
     def manifest(self) -> str:
@@ -55,6 +57,14 @@ class LadderPlan:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def with_software_rendition(self, name: str, reason: str) -> LadderPlan:
+        """The same plan with one rendition on its software encoder (NVENC refused that sink
+        at run time); the others keep theirs."""
+        renditions = [_with_stream_options(replace(r, video=software_video(r.video, reason)))
+                      if r.name == name else r for r in self.renditions]
+        return replace(self, renditions=renditions,
+                       fallbacks=[*self.fallbacks, f"rendition {name}: {reason}"])
 
 
 def _rendition_profile(profile: Profile, r: RenditionSettings) -> Profile:
@@ -103,6 +113,11 @@ def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: P
     renditions = [_rendition(r, plan.video, gop, aspect) for r, plan in planned]
     base = planned[0][1]
     warnings = list(base.warnings)
+    fallbacks = list(base.fallbacks)
+    if base.decode.hardware:  # honest: the runner gives the renditions host frames
+        base = base.with_software_decode("ladders decode in software for now (each rendition "
+                                         "scales host frames; GPU fan-out is not built yet)")
+        fallbacks = list(base.fallbacks)
     kept_audio = [a for a in base.audio if a.action != "drop"]
     if len(kept_audio) > 1:
         warnings.append(f"{len(kept_audio) - 1} more audio track(s) not packaged: the ladder "
@@ -116,7 +131,7 @@ def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: P
                       audio=kept_audio[0] if kept_audio else None,
                       segment_seconds=profile.package.segment_seconds,
                       keyframe_seconds=profile.package.keyframe_seconds,
-                      skipped=skipped, warnings=warnings)
+                      skipped=skipped, warnings=warnings, fallbacks=fallbacks)
 
 
 def _source_height(info: MediaInfo) -> int:
@@ -136,15 +151,22 @@ def _rendition(r: RenditionSettings, video: VideoPlan, gop: int,
     """The rendition's video with streaming's rate control, aligned keyframes, and the top
     rendition's display aspect exactly (even sizes round it: 426x240 is not 16:9 with square
     pixels, and DASH refuses an adaptation set of mixed aspects)."""
-    options = {**video.options, **gop_options(video.encoder, gop, video.options)}
     sar = aspect * video.height / video.width
     peak = None
     if video.bit_rate:
         peak = parse_bitrate(r.max_bitrate) if r.max_bitrate else \
             int(video.bit_rate * _PEAK_OVER_AVERAGE)
-        options.update({"maxrate": str(peak), "bufsize": str(2 * peak)})
-    return RenditionPlan(f"{video.height}p", replace(
-        video, options=options, sample_aspect_ratio=f"{sar.numerator}/{sar.denominator}"), peak)
+    video = replace(video, sample_aspect_ratio=f"{sar.numerator}/{sar.denominator}")
+    return _with_stream_options(RenditionPlan(f"{video.height}p", video, peak, gop))
+
+
+def _with_stream_options(r: RenditionPlan) -> RenditionPlan:
+    """The rendition with its encoder's keyframe and VBV options added."""
+    v = r.video
+    options = {**v.options, **gop_options(v.encoder, r.gop, v.options)}
+    if r.max_bit_rate:
+        options.update({"maxrate": str(r.max_bit_rate), "bufsize": str(2 * r.max_bit_rate)})
+    return replace(r, video=replace(v, options=options))
 
 
 def format_ladder_plan(plan: LadderPlan) -> str:

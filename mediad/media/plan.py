@@ -77,6 +77,15 @@ class VideoPlan:
     source_interlaced: bool = False  # the probe saw interlacing (the plan then says it)
 
 
+def software_video(v: VideoPlan, reason: str) -> VideoPlan:
+    """`v` encoded by the software encoder of its codec (NVENC refused it), and why."""
+    encoder = SOFTWARE_ENCODERS[v.codec]
+    return replace(v, encoder=encoder, hardware=False,
+                   options=encoder_options(encoder, v.speed, v.quality, None, v.hdr),
+                   pix_fmt="yuv420p10le" if v.pix_fmt == "p010le" else v.pix_fmt,
+                   reason=f"software encoder: {reason}")
+
+
 @dataclass(frozen=True)
 class Plan:
     """The decision record of one transcode; `mediad plan` prints it and the report embeds it."""
@@ -112,13 +121,7 @@ class Plan:
 
     def with_software_video(self, reason: str) -> Plan:
         """The same plan with the video encoded in software (after NVENC refused at run time)."""
-        v = self.video
-        encoder = SOFTWARE_ENCODERS[v.codec]
-        video = replace(v, encoder=encoder, hardware=False,
-                        options=encoder_options(encoder, v.speed, v.quality, None, v.hdr),
-                        pix_fmt="yuv420p10le" if v.pix_fmt == "p010le" else v.pix_fmt,
-                        reason=f"software encoder: {reason}")
-        return replace(self, video=video, frames_on_gpu=False,
+        return replace(self, video=software_video(self.video, reason), frames_on_gpu=False,
                        frames_reason="frames downloaded once for the software encoder",
                        fallbacks=[*self.fallbacks, f"video: {reason}"])
 
