@@ -91,7 +91,7 @@ def test_capability_status_defaults_and_no_gpu() -> None:
 
 def test_av1_nvdec_is_a_lack_pyav_decodes_it_with_libdav1d() -> None:
     """PyAV takes FFmpeg's first AV1 decoder, libdav1d, which has no CUDA path on any GPU."""
-    cap = gpu._trial_nvdec("av1", 0)
+    cap = gpu.trials._trial_nvdec("av1", 0)
     assert (cap.ok, cap.status) == (False, "unsupported")
     assert cap.reason == ("NVDEC av1 not reachable: PyAV decodes av1 with libdav1d, which has "
                           "no CUDA path")
@@ -113,8 +113,8 @@ def test_missing_encode_library_on_a_gpu_without_nvenc_is_a_lack(
     """NVENC's libraries failing to load where NVML says the GPU has no encoder (an H100 in a
     container without libnvidia-encode): a lack, not a broken driver. NVML's answer is the
     H100's; the trial and its failure are real."""
-    monkeypatch.setattr(gpu, "_nvml_has_nvenc", lambda device: False)
-    cap = gpu._trial_nvenc("h264", 0)
+    monkeypatch.setattr(gpu.trials, "_nvml_has_nvenc", lambda device: False)
+    cap = gpu.trials._trial_nvenc("h264", 0)
     if cap.ok:
         pytest.skip("NVENC works here")
     assert cap.status == "unsupported" and "not supported on this GPU" in cap.reason
@@ -142,7 +142,7 @@ def test_capture_ffmpeg_log_collects_lines_and_restores_level() -> None:
 
 @pytest.mark.skipif(not NO_GPU, reason="checks behaviour on a machine without a GPU")
 def test_trials_without_gpu_say_why_and_are_not_transient() -> None:
-    for cap in (gpu._trial_nvenc("h264", 0), gpu._trial_nvdec("h264", 0)):
+    for cap in (gpu.trials._trial_nvenc("h264", 0), gpu.trials._trial_nvdec("h264", 0)):
         assert not cap.ok
         assert cap.status in ("unavailable", "unsupported")
         assert cap.reason
