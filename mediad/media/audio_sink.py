@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import av
 
 from mediad.media.audio import AudioConverter
+from mediad.media.health import DecodeHealth
 from mediad.media.timing import AudioTimer
 from mediad.media.worker import OrderedWorker
 
@@ -65,3 +66,13 @@ class AudioSink:
 
     def close(self) -> None:
         self.worker.close()
+
+
+def mux_audio(health: DecodeHealth, encoded: list[AudioOut],
+              out: av.container.OutputContainer) -> None:
+    """Write a sink's packets into the output; count the packets its decoder refused."""
+    for item in encoded:
+        if isinstance(item, DecodeFailure):
+            health.error(item.packet, item.error)
+        else:
+            out.mux(item)

@@ -7,7 +7,6 @@ commits; the caller verifies and commits the set.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -17,17 +16,16 @@ import av
 from mediad import log
 from mediad.errors import MediadError, io_error, is_storage_error
 from mediad.media.audio import output_layout
-from mediad.media.audio_sink import AudioOut, AudioSink, DecodeFailure
+from mediad.media.audio_sink import AudioSink, mux_audio
 from mediad.media.health import DecodeHealth
 from mediad.media.ladder_plan import LadderPlan, RenditionPlan
 from mediad.media.probe import open_input
-from mediad.media.progress import Progress, ProgressCallback
+from mediad.media.progress import ProgressCallback, ProgressReporter
 from mediad.media.timing import Span, Timeline, VideoTimer
 from mediad.media.transform import VideoTransform, encoder_colour, tag_colour
 from mediad.media.worker import OrderedWorker
 from mediad.realtime import undo_realtime
 
-_PROGRESS_EVERY_S = 0.25
 _AUDIO_NAME = "audio"
 
 
@@ -116,8 +114,6 @@ class _LadderRunner:
                  frames_total: int | None) -> None:
         self.plan = plan
         self.folder = folder
-        self.on_progress = on_progress
-        self.frames_total = frames_total
         base = plan.base
         self.timeline = Timeline(base.start_offset, base.discontinuous)
         self.health = DecodeHealth(base.input, base.on_decode_error, video_index=base.decode.stream)
@@ -129,8 +125,7 @@ class _LadderRunner:
         self.result = LadderResult()
         self.fanned = 0
         self.next_key = 0  # index of the next keyframe time
-        self.started = time.monotonic()
-        self.last_progress = 0.0
+        self.progress = ProgressReporter(on_progress, frames_total)
 
     def run(self) -> LadderResult:
         try:
@@ -160,7 +155,7 @@ class _LadderRunner:
             for sink in self.sinks:
                 out.mux(sink.finish())
             if self.audio_sink is not None:
-                self._mux_audio(self.audio_sink.finish(), out)
+                mux_audio(self.health, self.audio_sink.finish(), out)
                 if change := self.audio_sink.convert.change:
                     self.result.warnings.append(change)
             self.result.warnings += self.timeline.summary()
@@ -168,7 +163,7 @@ class _LadderRunner:
         for sink in self.sinks:
             self.result.frames[sink.name] = sink.frames
             self.result.video_spans[sink.name] = sink.span
-        self._report_progress(force=True)
+        self.progress(self.fanned, force=True)
         return self.result
 
     def _add_audio(self, ist: av.audio.stream.AudioStream, out: av.container.OutputContainer) -> None:
@@ -242,7 +237,7 @@ class _LadderRunner:
                 self.health.video_frame(f)
             self._fan_out(self.video_timer(frames), out)
         elif self.audio_sink is not None:
-            self._mux_audio(self.audio_sink.put(packet), out)
+            mux_audio(self.health, self.audio_sink.put(packet), out)
         elif self.audio_copy is not None and packet.size:
             for p in self.audio_bsf.filter(packet) if self.audio_bsf else [packet]:
                 p.stream = self.audio_copy
@@ -262,25 +257,7 @@ class _LadderRunner:
             for sink in self.sinks:
                 out.mux(sink.put(frame))
             self.fanned += 1
-            self._report_progress()
-
-    def _mux_audio(self, encoded: list[AudioOut], out: av.container.OutputContainer) -> None:
-        for item in encoded:
-            if isinstance(item, DecodeFailure):
-                self.health.error(item.packet, item.error)
-            else:
-                out.mux(item)
-
-    def _report_progress(self, force: bool = False) -> None:
-        if self.on_progress is None:
-            return
-        now = time.monotonic()
-        if not force and now - self.last_progress < _PROGRESS_EVERY_S:
-            return
-        self.last_progress = now
-        elapsed = now - self.started
-        self.on_progress(Progress(self.fanned, self.frames_total,
-                                  self.fanned / elapsed if elapsed > 0 else 0.0, elapsed))
+            self.progress(self.fanned)
 
 
 def run_ladder(plan: LadderPlan, folder: Path, on_progress: ProgressCallback | None = None,

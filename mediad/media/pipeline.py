@@ -6,7 +6,6 @@ The pipeline knows nothing of folders, queues or commits: it writes the file it 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -20,11 +19,11 @@ from mediad import log
 from mediad.errors import MediadError, io_error, is_storage_error
 from mediad.media import color
 from mediad.media.audio import output_layout
-from mediad.media.audio_sink import AudioOut, AudioSink, DecodeFailure
+from mediad.media.audio_sink import AudioSink, mux_audio
 from mediad.media.health import DecodeHealth
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
 from mediad.media.probe import KEPT_DISPOSITIONS, open_input
-from mediad.media.progress import Progress, ProgressCallback
+from mediad.media.progress import ProgressCallback, ProgressReporter
 from mediad.media.stages import FrameTransform
 from mediad.media.subtitles import SubtitleConverter
 from mediad.media.timing import Span, Timeline, VideoTimer
@@ -34,7 +33,6 @@ from mediad.realtime import undo_realtime
 # Container-level tags the muxer writes itself; copying them would lie about the output.
 _OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name"}
 _STREAM_TAGS = ("language", "title")
-_PROGRESS_EVERY_S = 0.25
 # The stream flags carried onto the output (default/forced tracks, accessibility flags).
 _KEPT_FLAGS = 0
 for _name in KEPT_DISPOSITIONS:
@@ -118,11 +116,8 @@ class _Runner:
         self.runner: Any = None  # mediad.models.runner.StageRunner
         self.bridge: Any = None  # mediad.media.stages.StageBridge, when there are stages
         self.dest = dest
-        self.on_progress = on_progress
-        self.frames_total = frames_total
         self.result = RunResult()
-        self.started = time.monotonic()
-        self.last_progress = 0.0
+        self.progress = ProgressReporter(on_progress, frames_total)
         self.copy: dict[int, av.stream.Stream] = {}
         self.audio_sinks: dict[int, AudioSink] = {}  # re-encoded tracks, each on its thread
         self.convert_subs: dict[int, SubtitleConverter] = {}
@@ -381,7 +376,7 @@ class _Runner:
                 self._encode_video(frame, out)
             self._encode_video(None, out)
             for sink in self.audio_sinks.values():
-                self._mux_audio(sink.finish(), out)
+                mux_audio(self.health, sink.finish(), out)
                 if change := sink.convert.change:
                     self.result.warnings.append(change)
             for converter in self.convert_subs.values():
@@ -399,7 +394,7 @@ class _Runner:
                 shot_chapters = self.result.analysis.chapters()
                 if shot_chapters:  # the profile asked for shots as chapters: they replace the source's
                     out.set_chapters(shot_chapters)
-        self._report_progress(force=True)
+        self.progress(self.result.frames_written, force=True)
         return self.result
 
     def _combed_warning(self) -> str | None:
@@ -471,7 +466,7 @@ class _Runner:
             if self.video_out is not None:
                 return
         if index in self.audio_sinks:
-            self._mux_audio(self.audio_sinks[index].put(packet), out)
+            mux_audio(self.health, self.audio_sinks[index].put(packet), out)
             return
         if index in self.convert_subs:
             out.mux(self.convert_subs[index].convert(packet))
@@ -486,7 +481,7 @@ class _Runner:
             assert self.result.video_span is not None
             self.result.video_span.add(packet.pts, packet.duration, packet.time_base)
             self.result.frames_written += 1
-            self._report_progress()
+            self.progress(self.result.frames_written)
             if self.video_bsf is not None:
                 for filtered in self.video_bsf.filter(packet):
                     filtered.stream = ost
@@ -504,13 +499,6 @@ class _Runner:
             # A damaged packet the muxer cannot take (no ADTS header left): the ffmpeg CLI
             # stops the whole output here; it is dropped and counted instead.
             self.health.error(packet, e, "copy")
-
-    def _mux_audio(self, encoded: list[AudioOut], out: av.container.OutputContainer) -> None:
-        for item in encoded:
-            if isinstance(item, DecodeFailure):
-                self.health.error(item.packet, item.error)
-            else:
-                out.mux(item)
 
     def _monotonic(self, packet: av.Packet, index: int, out: av.container.OutputContainer) -> None:
         """Keep a copied stream's dts increasing, as the ffmpeg CLI's muxer front-end does.
@@ -546,7 +534,7 @@ class _Runner:
             self.result.video_span.add(f.pts, f.duration or 1, f.time_base)
             out.mux(self._encode(f))
             self.result.frames_written += 1
-            self._report_progress()
+            self.progress(self.result.frames_written)
         if frame is None:
             out.mux(self._encode(None))
 
@@ -559,18 +547,6 @@ class _Runner:
             if self.plan.video.hardware:
                 raise EncoderRefused(f"{self.plan.video.encoder} failed while encoding: {e}") from None
             raise
-
-    def _report_progress(self, force: bool = False) -> None:
-        if self.on_progress is None:
-            return
-        now = time.monotonic()
-        if not force and now - self.last_progress < _PROGRESS_EVERY_S:
-            return
-        self.last_progress = now
-        elapsed = now - self.started
-        done = self.result.frames_written
-        self.on_progress(Progress(done, self.frames_total, done / elapsed if elapsed > 0 else 0.0,
-                                  elapsed))
 
 
 def run_plan(plan: Plan, dest: Path, on_progress: ProgressCallback | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -26,6 +27,28 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+_EVERY_S = 0.25  # a running job reports at most this often
+
+
+class ProgressReporter:
+    """Calls a job's progress callback at most every quarter second (and once more at the end)."""
+
+    def __init__(self, on_progress: ProgressCallback | None, frames_total: int | None) -> None:
+        self.on_progress = on_progress
+        self.frames_total = frames_total
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, frames_done: int, force: bool = False) -> None:
+        if self.on_progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < _EVERY_S:
+            return
+        self.last = now
+        elapsed = now - self.started
+        self.on_progress(Progress(frames_done, self.frames_total,
+                                  frames_done / elapsed if elapsed > 0 else 0.0, elapsed))
 
 
 @contextlib.contextmanager

@@ -8,17 +8,16 @@ become RGB tensors in place (DLPack), and go back to NV12/P010 CUDA frames for N
 
 from __future__ import annotations
 
-import queue
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import av
 
+from mediad.media.worker import OrderedWorker
+
 # Decoded frame in (None: end of stream) -> frames ready to encode.
 FrameTransform = Callable[[av.VideoFrame | None], list[av.VideoFrame]]
-_DONE = object()
 
 
 @dataclass
@@ -38,80 +37,38 @@ class StageBridge:
         self.to_frames = to_frames
         self.batch = batch
         self.pending = _Batch([], [])
-        self.inbox: queue.Queue = queue.Queue(maxsize=depth)  # bounded: decode waits for models
-        self.outbox: queue.Queue = queue.Queue()
-        self.failed: BaseException | None = None  # set before the worker can read it
-        self.cancelled = False  # the pipeline gave up: the worker drains without work
-        self.worker = threading.Thread(target=self._work, name="mediad-stages", daemon=True)
-        self.worker.start()
+        # Bounded: decode waits for the models; a failure is raised at the next call.
+        self.worker: OrderedWorker[_Batch, av.VideoFrame] = OrderedWorker(
+            self._work, name="mediad-stages", depth=depth)
 
-    def _work(self) -> None:
+    def _work(self, item: _Batch) -> list[av.VideoFrame]:
         import torch
 
-        while (item := self.inbox.get()) is not _DONE:
-            if self.failed is not None or self.cancelled:
-                continue  # drain without work after a failure
-            try:
-                frames = torch.stack(item.tensors)
-                pts = [float(f.pts * f.time_base) if f.pts is not None else 0.0
-                       for f in item.sources]
-                out = self.runner.process(frames, pts)
-                self.outbox.put(self.to_frames(out.frames, item.sources))
-            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-                self.failed = e
-                self.outbox.put(e)
-        self.outbox.put(_DONE)
-
-    def _ready(self, wait: bool) -> list[av.VideoFrame]:
-        out: list[av.VideoFrame] = []
-        while True:
-            try:
-                item = self.outbox.get(block=wait)
-            except queue.Empty:
-                return out
-            if item is _DONE:
-                return out
-            if isinstance(item, BaseException):
-                raise item
-            out.extend(item)
+        frames = torch.stack(item.tensors)
+        pts = [float(f.pts * f.time_base) if f.pts is not None else 0.0 for f in item.sources]
+        out = self.runner.process(frames, pts)
+        return self.to_frames(out.frames, item.sources)
 
     def __call__(self, frame: av.VideoFrame | None) -> list[av.VideoFrame]:
         """Push one decoded frame (None: end of stream); returns the frames finished so far."""
         if frame is not None:
             self.pending.tensors.append(self.to_tensor(frame))
             self.pending.sources.append(frame)
-            if len(self.pending.sources) >= self.batch:
-                self._send()
-            return self._ready(wait=False)
-        if self.pending.sources:
-            self._send()
-        self.inbox.put(_DONE)
-        done = self._ready(wait=True)
-        self.worker.join()
-        return done
+            return self._send() if len(self.pending.sources) >= self.batch else []
+        done = self._send() if self.pending.sources else []
+        return done + self.worker.finish()
 
     def close(self) -> None:
         """End the worker if the stream did not reach its end (the pipeline failed); idempotent.
 
-        Without this the worker would wait on the inbox forever, holding the model and its
+        Without this the worker would wait for batches forever, holding the model and its
         (GPU) memory, in a daemon worker or a long-lived caller.
         """
-        if not self.worker.is_alive():
-            return
-        self.cancelled = True
-        self.inbox.put(_DONE)  # the worker always drains the inbox, so this cannot block long
-        self.worker.join()
+        self.worker.close()
 
-    def _send(self) -> None:
+    def _send(self) -> list[av.VideoFrame]:
         batch, self.pending = self.pending, _Batch([], [])
-        while True:  # a failed worker stops draining: raise instead of blocking forever
-            if self.failed is not None:
-                raise self.failed
-            try:
-                self.inbox.put(batch, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+        return self.worker.put(batch)
 
 
 def host_bridge(runner: Any, pre: FrameTransform, post: FrameTransform | None,
