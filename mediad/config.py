@@ -102,7 +102,7 @@ class WatchConfig(_Strict):
         except MediadError as e:
             raise ValueError(str(e)) from None
         if profile.is_ladder:  # its output is a folder: the daemon's commit and names are files'
-            raise ValueError(f"profile {profile.name} makes a {profile.container} set: the daemon "
+            raise ValueError(f"profile {profile.name} makes a ladder (a folder): the daemon "
                              "does not run ladders yet (use `mediad transcode`)")
         # Handed on to model_post_init through the validation context: read and validated once.
         if isinstance(info.context, dict):

@@ -441,9 +441,13 @@ class Profile(_Strict):
         c, v, a = self.container, self.video.codec, self.audio.codec
         if c in PACKAGES:
             return self._cross_package()
-        if self.renditions:
-            raise ValueError('renditions need container = "hls" or "dash" (one file per '
-                             "rendition is not written yet)")
+        for r in self.renditions:  # one file per rendition: each codec must fit the container
+            allowed = CONTAINER_VIDEO[c]
+            if r.codec and allowed is not None and r.codec not in allowed:
+                raise ValueError(f"renditions: container {c} cannot hold {r.codec} video")
+        if self.renditions and (v == "copy" or self.stages):
+            raise ValueError("renditions re-encode the video from one decode: video.codec "
+                             "cannot be copy, and stages do not run in a ladder yet")
         if c == "webm" and (v not in ("av1", "copy") or a not in ("opus", "copy", "none")):
             raise ValueError("webm needs av1 video and opus audio")
         allowed_v = CONTAINER_VIDEO[c]
@@ -480,8 +484,8 @@ class Profile(_Strict):
 
     @property
     def is_ladder(self) -> bool:
-        """True when the profile makes an HLS/DASH set (a folder), not one file."""
-        return self.container in PACKAGES
+        """True when the profile makes a folder (an HLS/DASH set, or a file per rendition)."""
+        return self.container in PACKAGES or bool(self.renditions)
 
     @property
     def changes_frames(self) -> bool:

@@ -227,8 +227,10 @@ def test_sources_a_ladder_cannot_use_are_one_line_errors(case: str, error: str,
     (LADDER.format(package="hls", codec="h264").replace("segment_seconds = 2",
                                                          "segment_seconds = 0.5"),
      r"package: segment_seconds \(0.5\) is shorter than the keyframe interval"),
-    (LADDER.format(package="hls", codec="h264").replace('container = "hls"', 'container = "mp4"'),
-     r"renditions need container = \"hls\" or \"dash\""),
+    ('container = "mov"\n[[renditions]]\nheight = 360\ncodec = "av1"\n',
+     r"renditions: container mov cannot hold av1 video"),
+    ('container = "mkv"\n[video]\ncodec = "copy"\n[[renditions]]\nheight = 360\n',
+     r"renditions re-encode the video from one decode: video.codec cannot be copy"),
     (LADDER.format(package="hls", codec="h264").replace('codec = "aac"', 'codec = "opus"'),
      r"hls cannot carry opus audio"),
 ])
@@ -305,3 +307,31 @@ def test_a_rendition_nvenc_refuses_falls_back_alone(recording: Path, tmp_path: P
     master = m3u8.load(str(folder / "master.m3u8"))
     for p in master.playlists:
         assert len(packet_times(folder / p.uri, "0:v:0")) == FRAMES
+
+
+def test_renditions_into_a_file_container_make_one_file_each(tmp_path: Path) -> None:
+    """`container = "mp4"` with renditions: `<stem>.<height>p.mp4` per rendition in the
+    folder, from one decode; the TS's AAC (ADTS) copied into each; HEVC tagged hvc1."""
+    recording = camera_clip(tmp_path / "rec.ts", "-f", "mpegts", seconds=SECONDS,
+                            size=(640, 360), fps=FPS)
+    text = LADDER.format(package="mp4", codec="h264").replace(
+        'height = 240\nbitrate = "400k"', 'height = 240\ncodec = "hevc"\nquality = 30').replace(
+        '[audio]\ncodec = "aac"\nbitrate = "96k"', '[audio]\ncodec = "aac"')
+    text = text[:text.index("[package]")]
+    report, folder = _transcode(recording, write_profile(tmp_path, text, "files"), "-o",
+                                str(tmp_path / "files"))
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["mediad.json", "rec.180p.mp4", "rec.240p.mp4", "rec.360p.mp4"]
+    assert report["plan"]["audio"]["action"] == "copy"  # the source's AAC, once per file
+    for name, size, codec in (("rec.360p.mp4", "640x360", "h264"),
+                              ("rec.240p.mp4", "426x240", "hevc (Main) (hvc1"),
+                              ("rec.180p.mp4", "320x180", "h264")):
+        info = ffmpeg("-i", str(folder / name), check=False).stderr
+        assert f"Video: {codec}" in info and size in info, info
+        video = packet_times(folder / name, "0:v:0")
+        audio = packet_times(folder / name, "0:a:0")
+        assert len(video) == FRAMES
+        assert abs(min(p for p, _ in video) - min(p for p, _ in audio)) < 0.05
+        assert abs(sum(d for _, d in audio) - SECONDS) < 0.1
+    assert [o["name"] for o in report["outputs"]] == ["360p", "240p", "180p"]
+    assert {o["encoder"] for o in report["outputs"]} == {"libx264", "libx265"}

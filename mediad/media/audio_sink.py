@@ -8,6 +8,7 @@ the reader's thread, which alone writes the output container.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import av
@@ -69,10 +70,10 @@ class AudioSink:
 
 
 def mux_audio(health: DecodeHealth, encoded: list[AudioOut],
-              out: av.container.OutputContainer) -> None:
-    """Write a sink's packets into the output; count the packets its decoder refused."""
+              write: Callable[[av.Packet], object]) -> None:
+    """Write a sink's packets (`write`: an output's mux); count the packets its decoder refused."""
     for item in encoded:
         if isinstance(item, DecodeFailure):
             health.error(item.packet, item.error)
         else:
-            out.mux(item)
+            write(item)

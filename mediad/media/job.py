@@ -96,7 +96,7 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     NVDEC and model stages still use the GPU.
     """
     if profile.is_ladder:
-        raise MediadError(f"profile {profile.name} makes a {profile.container} set (a folder): "
+        raise MediadError(f"profile {profile.name} makes a ladder (a folder of renditions): "
                           "run it with `mediad transcode`; the daemon does not run ladders yet",
                           reason="unsupported")
     started = time.monotonic()

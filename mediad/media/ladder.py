@@ -7,6 +7,7 @@ commits; the caller verifies and commits the set.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -15,6 +16,7 @@ import av
 
 from mediad import log
 from mediad.errors import MediadError, io_error, is_storage_error
+from mediad.formats import CONTAINER_FORMAT
 from mediad.media.audio import output_layout
 from mediad.media.audio_sink import AudioSink, mux_audio
 from mediad.media.health import DecodeHealth
@@ -55,9 +57,10 @@ class VideoSink:
     """One rendition: scaling and encoding on its own thread; encoded packets come back."""
 
     def __init__(self, rendition: RenditionPlan, ost: av.video.stream.VideoStream,
-                 transform: VideoTransform) -> None:
+                 transform: VideoTransform, out: av.container.OutputContainer) -> None:
         self.name = rendition.name
         self.ost = ost
+        self.out = out  # the container its packets go to (muxed by the reader's thread)
         self.transform = transform
         self.frames = 0
         self.span = Span()
@@ -109,6 +112,23 @@ def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, st
         "media_seg_name": "chunk-$RepresentationID$-$Number%05d$.m4s"}
 
 
+@dataclass
+class _Output:
+    """One output container: the HLS/DASH muxer, or one rendition's file."""
+
+    container: av.container.OutputContainer
+    audio: av.stream.Stream | None = None
+
+
+def _clone(packet: av.Packet, stream: av.stream.Stream) -> av.Packet:
+    """A copy of an encoded packet for another output (muxing takes the packet's contents)."""
+    copy = av.Packet(bytes(packet))
+    copy.pts, copy.dts, copy.duration = packet.pts, packet.dts, packet.duration
+    copy.time_base, copy.is_keyframe = packet.time_base, packet.is_keyframe
+    copy.stream = stream
+    return copy
+
+
 class _LadderRunner:
     def __init__(self, plan: LadderPlan, folder: Path, on_progress: ProgressCallback | None,
                  frames_total: int | None) -> None:
@@ -119,8 +139,9 @@ class _LadderRunner:
         self.health = DecodeHealth(base.input, base.on_decode_error, video_index=base.decode.stream)
         self.video_timer = VideoTimer()
         self.sinks: list[VideoSink] = []
+        self.outputs: list[_Output] = []
         self.audio_sink: AudioSink | None = None
-        self.audio_copy: av.stream.Stream | None = None
+        self.audio_copy = False  # the audio packets are copied (else the sink encodes them)
         self.audio_bsf: av.BitStreamFilterContext | None = None
         self.result = LadderResult()
         self.fanned = 0
@@ -136,26 +157,44 @@ class _LadderRunner:
             if self.audio_sink is not None:
                 self.audio_sink.close()
 
+    def _open_outputs(self, stack: contextlib.ExitStack) -> None:
+        plan = self.plan
+        if plan.package == "files":
+            for r in plan.renditions:
+                assert r.file is not None
+                self.outputs.append(_Output(stack.enter_context(av.open(
+                    str(self.folder / r.file), "w", format=CONTAINER_FORMAT[plan.container]))))
+            return
+        path, fmt, options = muxer_setup(plan, self.folder)
+        self.outputs.append(_Output(stack.enter_context(
+            av.open(str(path), "w", format=fmt, options=options))))
+
     def _run(self) -> LadderResult:
         plan, base = self.plan, self.plan.base
-        path, fmt, options = muxer_setup(plan, self.folder)
-        with open_input(Path(base.input)) as src, \
-                av.open(str(path), "w", format=fmt, options=options) as out:
+        with contextlib.ExitStack() as stack:
+            src = stack.enter_context(open_input(Path(base.input)))
+            self._open_outputs(stack)
             vin = src.streams[base.decode.stream]
             vin.codec_context.thread_type = "AUTO"
             ain = src.streams[plan.audio.index] if plan.audio else None
-            if ain is not None:
-                self._add_audio(ain, out)
-            for r in plan.renditions:
-                self._add_rendition(r, vin, out)
-            out.start_encoding()  # header and encoders, here, before the sinks' threads run
+            # Files: video first, as players and mediad's own outputs have it. HLS/DASH: audio
+            # first, stream 0 (muxer_setup's stream indices count on it).
+            if ain is not None and plan.package != "files":
+                self._add_audio(ain)
+            for i, r in enumerate(plan.renditions):
+                self._add_rendition(r, vin,
+                                    self.outputs[i if plan.package == "files" else 0].container)
+            if ain is not None and plan.package == "files":
+                self._add_audio(ain)
+            for o in self.outputs:  # headers and encoders, here, before the sinks' threads run
+                o.container.start_encoding()
             for packet in src.demux([s for s in (vin, ain) if s is not None]):
-                self._packet(packet, vin, out)
-            self._fan_out(self.video_timer(None), out)
+                self._packet(packet, vin)
+            self._fan_out(self.video_timer(None))
             for sink in self.sinks:
-                out.mux(sink.finish())
+                sink.out.mux(sink.finish())
             if self.audio_sink is not None:
-                mux_audio(self.health, self.audio_sink.finish(), out)
+                mux_audio(self.health, self.audio_sink.finish(), self._write_audio)
                 if change := self.audio_sink.convert.change:
                     self.result.warnings.append(change)
             self.result.warnings += self.timeline.summary()
@@ -166,22 +205,47 @@ class _LadderRunner:
         self.progress(self.fanned, force=True)
         return self.result
 
-    def _add_audio(self, ist: av.audio.stream.AudioStream, out: av.container.OutputContainer) -> None:
+    def _add_audio(self, ist: av.audio.stream.AudioStream) -> None:
+        """The audio in every output: copied, or encoded once (into the first output's stream,
+        the others' streams made from it) and its packets written to each."""
         a = self.plan.audio
         assert a is not None
+        first = self.outputs[0]
         if a.action == "copy":
-            self.audio_copy = out.add_stream_from_template(ist)
-            if a.source_codec == "aac":  # ADTS (TS, raw .aac) into fMP4: the muxer wants raw AAC
-                self.audio_bsf = av.BitStreamFilterContext("aac_adtstoasc", ist, self.audio_copy)
-            return
-        assert a.encoder and a.sample_rate and a.channels
-        ost = out.add_stream(a.encoder, rate=a.sample_rate)
-        ost.layout = output_layout(a.channels, ist.codec_context.layout, a.encoder, a.sample_rate)
-        if a.bit_rate:
-            ost.bit_rate = a.bit_rate
-        if lang := ist.metadata.get("language"):
-            ost.metadata["language"] = lang
-        self.audio_sink = AudioSink(ist.index, ost)
+            self.audio_copy = True
+            for o in self.outputs:
+                o.audio = o.container.add_stream_from_template(ist)
+            if a.source_codec == "aac" and self.plan.package != "files":
+                # ADTS (TS, raw .aac) into fMP4 segments: the segmenter's inner MP4 muxer wants
+                # raw AAC and converts nothing itself (a file's MP4 muxer does, as for a copy).
+                self.audio_bsf = av.BitStreamFilterContext("aac_adtstoasc", ist, first.audio)
+        else:
+            assert a.encoder and a.sample_rate and a.channels
+            ost = first.container.add_stream(a.encoder, rate=a.sample_rate)
+            ost.layout = output_layout(a.channels, ist.codec_context.layout, a.encoder,
+                                       a.sample_rate)
+            if a.bit_rate:
+                ost.bit_rate = a.bit_rate
+            if len(self.outputs) > 1:
+                ost.codec_context.open()  # its parameters (AAC's config) template the others
+            first.audio = ost
+            for o in self.outputs[1:]:
+                o.audio = o.container.add_stream_from_template(ost)
+                # The encoder's AAC config: Matroska's header needs it (the template has none)
+                o.audio.codec_context.extradata = ost.codec_context.extradata
+            self.audio_sink = AudioSink(ist.index, ost)
+        for o in self.outputs:
+            assert o.audio is not None
+            if lang := ist.metadata.get("language"):
+                o.audio.metadata["language"] = lang
+
+    def _write_audio(self, packet: av.Packet) -> None:
+        """One audio packet into every output (copies first: muxing takes its contents)."""
+        for o in self.outputs[1:]:
+            assert o.audio is not None
+            o.container.mux(_clone(packet, o.audio))
+        packet.stream = self.outputs[0].audio
+        self.outputs[0].container.mux(packet)
 
     def _add_rendition(self, r: RenditionPlan, ist: av.video.stream.VideoStream,
                        out: av.container.OutputContainer) -> None:
@@ -203,8 +267,8 @@ class _LadderRunner:
         if vp.bit_rate:
             ost.bit_rate = vp.bit_rate
         tag_colour(ist.codec_context, ost.codec_context, full_range, matrix)
-        if vp.codec == "hevc":
-            ost.codec_tag = "hvc1"  # Apple's HLS authoring spec: hvc1, in fMP4
+        if vp.codec == "hevc" and self.plan.container in ("mp4", "mov"):
+            ost.codec_tag = "hvc1"  # Apple's HLS authoring spec and players: hvc1, in (f)MP4
         try:
             ost.codec_context.open()
             undo_realtime()  # SVT-AV1 as root made this thread and its own real-time
@@ -216,10 +280,9 @@ class _LadderRunner:
             raise MediadError(f"{self.plan.base.input}: {vp.encoder} cannot encode rendition "
                               f"{r.name}: {e}", reason="unsupported") from None
         transform = VideoTransform(vp, ist.time_base, full_range, matrix)
-        self.sinks.append(VideoSink(r, ost, transform))
+        self.sinks.append(VideoSink(r, ost, transform, out))
 
-    def _packet(self, packet: av.Packet, vin: av.video.stream.VideoStream,
-                out: av.container.OutputContainer) -> None:
+    def _packet(self, packet: av.Packet, vin: av.video.stream.VideoStream) -> None:
         index = packet.stream.index
         if packet.size:
             self.timeline.packet(packet)
@@ -235,15 +298,14 @@ class _LadderRunner:
                 return
             for f in frames:
                 self.health.video_frame(f)
-            self._fan_out(self.video_timer(frames), out)
+            self._fan_out(self.video_timer(frames))
         elif self.audio_sink is not None:
-            mux_audio(self.health, self.audio_sink.put(packet), out)
-        elif self.audio_copy is not None and packet.size:
+            mux_audio(self.health, self.audio_sink.put(packet), self._write_audio)
+        elif self.audio_copy and packet.size:
             for p in self.audio_bsf.filter(packet) if self.audio_bsf else [packet]:
-                p.stream = self.audio_copy
-                out.mux(p)
+                self._write_audio(p)
 
-    def _fan_out(self, frames: list[av.VideoFrame], out: av.container.OutputContainer) -> None:
+    def _fan_out(self, frames: list[av.VideoFrame]) -> None:
         """Each frame to every rendition, marked I at each keyframe time (the same frames in
         every rendition: segments align); the other frame types are the encoder's choice."""
         key_every = self.plan.keyframe_seconds
@@ -255,7 +317,7 @@ class _LadderRunner:
             else:
                 frame.pict_type = av.video.frame.PictureType.NONE
             for sink in self.sinks:
-                out.mux(sink.put(frame))
+                sink.out.mux(sink.put(frame))
             self.fanned += 1
             self.progress(self.fanned)
 

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from mediad import __version__, log
@@ -25,7 +25,7 @@ from mediad.media.ladder_plan import LadderPlan, plan_ladder
 from mediad.media.packaging import SegmentedTrack, check_segments, finish_dash, finish_hls
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback
-from mediad.media.verify import SourceStamp
+from mediad.media.verify import OutputInfo, SourceStamp, verify_output
 from mediad.profiles import Profile
 
 RECORD = "mediad.json"  # the set's own record: job key, tracks, files
@@ -45,6 +45,7 @@ class LadderReport:
     frames: int
     warnings: list[str] = field(default_factory=list)
     already_done: bool = False  # the set was committed by an earlier run of this job
+    files: list[OutputInfo] = field(default_factory=list)  # one per rendition (package files)
 
     def to_dict(self) -> dict:
         encoders = {r.name: r.video.encoder for r in self.plan.renditions}
@@ -52,8 +53,14 @@ class LadderReport:
                     "encoder": encoders.get(t.name, self.plan.audio.encoder
                                             if self.plan.audio else None)}
                    for t in self.tracks]
+        if self.files:  # one per rendition, in the plan's order
+            outputs += [{**f.to_dict(), "name": r.name, "encoder": r.video.encoder,
+                         "container": self.plan.container}
+                        for f, r in zip(self.files, self.plan.renditions, strict=True)]
+        manifest = self.plan.manifest
         return {"input": self.input.to_dict(), "plan": self.plan.to_dict(),
-                "output": self.folder, "manifest": str(Path(self.folder) / self.plan.manifest),
+                "output": self.folder,
+                "manifest": str(Path(self.folder) / manifest) if manifest else None,
                 "outputs": outputs, "elapsed": round(self.elapsed, 3),
                 "fps": round(self.frames / self.elapsed, 2) if self.elapsed else 0.0,
                 "fallbacks": list(self.plan.fallbacks), "warnings": self.warnings,
@@ -62,7 +69,11 @@ class LadderReport:
 
 def format_ladder_report(report: LadderReport) -> str:
     head = "already committed by an earlier run of this job: " if report.already_done else "wrote "
-    lines = [f"{head}{Path(report.folder) / report.plan.manifest}"]
+    lines = [f"{head}{Path(report.folder) / (report.plan.manifest or '')}"]
+    for f in report.files:
+        dur = f"{f.duration:.2f}s" if f.duration is not None else "?"
+        lines.append(f"  {Path(f.path).name}: {f.video_codec} {f.width}x{f.height}, "
+                     f"{f.frames} frames, {dur}, {f.size} bytes")
     for t in report.tracks:
         what = f"{t.codec} {t.width}x{t.height}, {t.frames} frames" if t.kind == "video" \
             else f"{t.codec} audio"
@@ -136,6 +147,24 @@ def _verify(plan: LadderPlan, result: LadderResult, tracks: list[SegmentedTrack]
                               f"rendition {longest:.2f}s", reason="corrupt")
 
 
+def _verify_files(plan: LadderPlan, result: LadderResult, tmp: Path,
+                  folder: Path) -> list[OutputInfo]:
+    """Each rendition's file read back like a single transcode's output (the video against
+    what went in, the audio against its source track); paths as they will be once committed."""
+    audio = [result.source_spans.get(plan.audio.index)] if plan.audio else []
+    files = []
+    for r in plan.renditions:
+        assert r.file is not None
+        span = result.video_spans.get(r.name)
+        out = verify_output(tmp / r.file, span.seconds if span else None,
+                            [s.seconds if s else None for s in audio], plan.base.input)
+        if out.frames != result.frames.get(r.name):
+            raise MediadError(f"{tmp / r.file}: holds {out.frames} frames, "
+                              f"{result.frames.get(r.name)} were encoded", reason="corrupt")
+        files.append(replace(out, path=str(folder / r.file)))
+    return files
+
+
 def _probe_fps(info: MediaInfo) -> float | None:
     v = info.main_video
     return v.fps if v is not None else None
@@ -168,9 +197,10 @@ def transcode_ladder(input_path: Path, profile: Profile, output: Path | None = N
         plan = plan_ladder(info, profile, caps, folder, why, gpu_allowed=gpu != "none")
         record = json.loads((folder / RECORD).read_text())
         tracks = [SegmentedTrack(**t) for t in record["tracks"]]
+        files = [OutputInfo(**f) for f in record.get("files", [])]
         log.event("already_committed", input=str(input_path), output=str(folder))
         return LadderReport(info, plan, str(folder), tracks, time.monotonic() - started, 0,
-                            already_done=True)
+                            already_done=True, files=files)
     _check_folder(input_path, folder, overwrite)
     info = probe(input_path)
     caps, why = machine_capabilities(gpu)
@@ -212,14 +242,19 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
         plan, result = _run_with_fallbacks(plan, tmp, on_progress, total)
         if stamp and (changed := stamp.changed(input_path)):
             raise changed
-        tracks = finish_hls(tmp, plan, _probe_fps(info)) if plan.package == "hls" \
-            else finish_dash(tmp, plan)
-        _verify(plan, result, tracks)
+        tracks: list[SegmentedTrack] = []
+        files: list[OutputInfo] = []
+        if plan.package == "files":
+            files = _verify_files(plan, result, tmp, folder)
+        else:
+            tracks = finish_hls(tmp, plan, _probe_fps(info)) if plan.package == "hls" \
+                else finish_dash(tmp, plan)
+            _verify(plan, result, tracks)
         record = {"job": key, "mediad": __version__, "source": str(input_path),
                   "profile": profile_name, "manifest": plan.manifest,
-                  "tracks": [t.to_dict() for t in tracks]}
+                  "tracks": [t.to_dict() for t in tracks], "files": [f.to_dict() for f in files]}
         try:
-            atomic_write_bytes(tmp / RECORD, json.dumps(record, indent=1).encode())
+            atomic_write_bytes(tmp / RECORD, json.dumps(record, indent=1).encode(), mode=0o644)
             commit_folder(tmp, folder, overwrite)
         except OSError as e:
             raise io_error(folder, e) from None
@@ -231,4 +266,4 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
     log.event("transcoded", input=str(input_path), output=str(folder),
               renditions=len(plan.renditions), frames=frames, seconds=f"{elapsed:.2f}")
     return LadderReport(info, plan, str(folder), tracks, elapsed, frames,
-                        [*plan.warnings, *result.warnings])
+                        [*plan.warnings, *result.warnings], files=files)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from mediad.errors import MediadError
+from mediad.formats import PACKAGES
 from mediad.gpu import Capabilities
 from mediad.media.encoders import gop_options
 from mediad.media.plan import Plan, VideoPlan, make_plan, software_video
@@ -20,7 +21,8 @@ from mediad.media.plan_streams import StreamPlan
 from mediad.media.probe import MediaInfo
 from mediad.profiles import Profile, RenditionSettings, parse_bitrate
 
-Package = Literal["hls", "dash"]
+# hls/dash: a streaming set; files: one file per rendition (a profile's file container).
+Package = Literal["hls", "dash", "files"]
 # A bit-rate ladder without max_bitrate: peaks up to 1.5x the average, a 2-peak-second buffer
 # (Apple's authoring spec allows peaks to 2x; players pick a variant by BANDWIDTH, the peak).
 _PEAK_OVER_AVERAGE = 1.5
@@ -34,6 +36,7 @@ class RenditionPlan:
     video: VideoPlan
     max_bit_rate: int | None  # the VBV peak, with bit_rate (None: constant quality)
     gop: int  # frames between keyframes
+    file: str | None = None  # files: its file's name in the folder (<stem>.<name>.<ext>)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class LadderPlan:
 
     base: Plan  # the single-output plan of the tallest rendition
     package: Package
+    container: str  # of each file (files), or of the segments (fMP4: mp4)
     output: str  # the folder
     renditions: list[RenditionPlan]
     audio: StreamPlan | None  # the one audio track packaged (its own rendition group)
@@ -52,8 +56,9 @@ class LadderPlan:
     fallbacks: list[str]  # what runs in software although the plan wanted the GPU, and why
 
     @property
-    def manifest(self) -> str:
-        return "master.m3u8" if self.package == "hls" else "manifest.mpd"
+    def manifest(self) -> str | None:
+        """The playlist or manifest players open; None for a folder of files."""
+        return {"hls": "master.m3u8", "dash": "manifest.mpd"}.get(self.package)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,14 +72,14 @@ class LadderPlan:
                        fallbacks=[*self.fallbacks, f"rendition {name}: {reason}"])
 
 
-def _rendition_profile(profile: Profile, r: RenditionSettings) -> Profile:
+def _rendition_profile(profile: Profile, r: RenditionSettings, container: str) -> Profile:
     """The single-output profile one rendition is planned with (fMP4 segments: mp4 rules)."""
     v = profile.video
     rate = {"bitrate": r.bitrate, "quality": None} if r.bitrate else \
         {"quality": r.quality, "bitrate": None} if r.quality is not None else {}
     video = v.model_copy(update={"codec": r.codec or v.codec, "speed": r.speed or v.speed,
                                  "max_height": r.height, **rate})
-    return profile.model_copy(update={"container": "mp4", "video": video, "renditions": []})
+    return profile.model_copy(update={"container": container, "video": video, "renditions": []})
 
 
 def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
@@ -88,6 +93,8 @@ def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: P
                           "video ladder", reason="no_video")
     settings = profile.renditions or [RenditionSettings(height=profile.video.max_height
                                                         or _source_height(info))]
+    package: Package = profile.container if profile.container in PACKAGES else "files"  # type: ignore[assignment]
+    container = "mp4" if package != "files" else profile.container
     source_lines = _source_height(info)
     planned: list[tuple[RenditionSettings, Plan]] = []
     skipped: list[str] = []
@@ -96,8 +103,8 @@ def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: P
             skipped.append(f"{r.height}p: taller than the source ({source_lines} lines); "
                            "renditions are never upscaled")
             continue
-        plan = make_plan(info, _rendition_profile(profile, r), caps, output, gpu_reason,
-                         gpu_allowed=gpu_allowed)
+        plan = make_plan(info, _rendition_profile(profile, r, container), caps, output,
+                         gpu_reason, gpu_allowed=gpu_allowed)
         if any(p.video.height == plan.video.height for _, p in planned):
             skipped.append(f"{r.height}p: the same size as another rendition")
             continue
@@ -111,6 +118,9 @@ def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: P
     top = planned[0][1].video
     aspect = Fraction(top.width, top.height) * _sar(top)
     renditions = [_rendition(r, plan.video, gop, aspect) for r, plan in planned]
+    if package == "files":
+        stem = Path(info.path).stem
+        renditions = [replace(r, file=f"{stem}.{r.name}.{container}") for r in renditions]
     base = planned[0][1]
     warnings = list(base.warnings)
     fallbacks = list(base.fallbacks)
@@ -123,10 +133,10 @@ def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: P
         warnings.append(f"{len(kept_audio) - 1} more audio track(s) not packaged: the ladder "
                         f"carries one (#{kept_audio[0].index})")
     if any(s.action != "drop" for s in base.subtitles):
-        warnings.append("subtitles are not packaged into HLS/DASH yet: dropped")
-    base = replace(base, container="mp4", subtitles=[], attachments=[], cover_art=[],
+        warnings.append("subtitles are not carried into ladder outputs yet: dropped")
+    base = replace(base, container=container, subtitles=[], attachments=[], cover_art=[],
                    audio=kept_audio[:1], warnings=warnings)
-    return LadderPlan(base=base, package=profile.container,  # type: ignore[arg-type]
+    return LadderPlan(base=base, package=package, container=container,
                       output=str(output), renditions=renditions,
                       audio=kept_audio[0] if kept_audio else None,
                       segment_seconds=profile.package.segment_seconds,
@@ -175,14 +185,15 @@ def format_ladder_plan(plan: LadderPlan) -> str:
 
     lines = format_plan(plan.base).splitlines()
     lines[1] = f"output:  {plan.output}/ ({plan.package}, {plan.manifest}, segments of " \
-               f"{plan.segment_seconds:g} s, keyframes every {plan.keyframe_seconds:g} s)"
+               f"{plan.segment_seconds:g} s, keyframes every {plan.keyframe_seconds:g} s)" \
+        if plan.manifest else f"output:  {plan.output}/ (one {plan.container} file per rendition)"
     lines = [ln for ln in lines if not ln.startswith(("video:", "warning:"))]
     for r in plan.renditions:
         v = r.video
         rc = f"{v.bit_rate // 1000}k (peak {r.max_bit_rate // 1000}k)" \
             if v.bit_rate and r.max_bit_rate else f"quality {v.quality}"
         lines.append(f"rendition: {r.name} {v.codec} via {v.encoder} {v.width}x{v.height} "
-                     f"{v.pix_fmt} {rc} - {v.reason}")
+                     f"{v.pix_fmt} {rc}" + (f" -> {r.file}" if r.file else "") + f" - {v.reason}")
     lines += [f"skipped: {s}" for s in plan.skipped]
     lines += [f"warning: {w}" for w in plan.warnings]
     return "\n".join(lines)

@@ -376,7 +376,7 @@ class _Runner:
                 self._encode_video(frame, out)
             self._encode_video(None, out)
             for sink in self.audio_sinks.values():
-                mux_audio(self.health, sink.finish(), out)
+                mux_audio(self.health, sink.finish(), out.mux)
                 if change := sink.convert.change:
                     self.result.warnings.append(change)
             for converter in self.convert_subs.values():
@@ -466,7 +466,7 @@ class _Runner:
             if self.video_out is not None:
                 return
         if index in self.audio_sinks:
-            mux_audio(self.health, self.audio_sinks[index].put(packet), out)
+            mux_audio(self.health, self.audio_sinks[index].put(packet), out.mux)
             return
         if index in self.convert_subs:
             out.mux(self.convert_subs[index].convert(packet))
