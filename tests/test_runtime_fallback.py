@@ -73,7 +73,7 @@ def test_stream_nvdec_cannot_decode_is_rerun_in_software_and_says_so(tmp_path: P
     src = yuv422_clip(tmp_path / "422.mp4")
     out = tmp_path / "out.mp4"
     report = transcode(src, profile(), out)
-    if not report.plan.gpu["nvdec"]["h264"]["ok"]:
+    if not report.plan.gpu.nvdec["h264"].ok:
         pytest.skip("NVDEC h264 not usable here: nothing to fall back from")
     decode_fallbacks = [f for f in report.plan.fallbacks if f.startswith("decode:")]
     if report.plan.decode.hardware:  # a GPU whose NVDEC decodes 4:2:2 (Blackwell and later)

@@ -52,7 +52,7 @@ def test_upscale_doubles_size_and_keeps_timing(tmp_path: Path) -> None:
     assert (o.width, o.height) == (128, 96)
     assert o.frames == s.frames and o.pts == pytest.approx(s.pts, abs=0.002)
     assert len(o.audio) == 1
-    assert report.plan.stages[0]["kind"] == "upscale" and report.plan.stages[0]["device"] == "cpu"
+    assert report.plan.stages[0].kind == "upscale" and report.plan.stages[0].device == "cpu"
     sidecar = json.loads((tmp_path / "big.mp4.mediad.json").read_text())
     assert sidecar["frames"] == s.frames and sidecar["shots"] == []
 

@@ -107,9 +107,9 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     plan = _plan(info, profile, output, gpu, no_nvenc)
     for fallback in plan.fallbacks:
         log.event_once(f"fallback:{fallback}", "fallback", detail=fallback)
-    if plan.gpu["device"] is None and gpu != "none":
+    if plan.gpu.device is None and gpu != "none":
         # No NVIDIA GPU here: software is this machine's way, said once at INFO, not a warning.
-        log.event_once("no_gpu", "software_only", reason=plan.gpu["reason"])
+        log.event_once("no_gpu", "software_only", reason=plan.gpu.reason)
     tmp = temp_path_for(output)
     try:
         try:

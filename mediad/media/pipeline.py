@@ -232,7 +232,7 @@ class _Runner:
         from mediad.models.runner import StageRunner
 
         fps = ist.average_rate or ist.guessed_rate
-        self.runner = StageRunner.from_profile(self.stage_configs, gpu=self.plan.gpu["device"],
+        self.runner = StageRunner.from_profile(self.stage_configs, gpu=self.plan.gpu.device,
                                                fps_hint=float(fps) if fps else None)
         batch = 8
         if self.plan.frames_on_gpu:

@@ -13,7 +13,7 @@ from mediad.formats import (
     CONTAINER_VIDEO,
     Container,
 )
-from mediad.gpu import NVENC_NAMES, Capabilities
+from mediad.gpu import NVENC_NAMES, Capabilities, Capability
 from mediad.media import hdr
 from mediad.media.encoders import SOFTWARE_ENCODERS, encoder_options
 from mediad.media.hdr import HdrMetadata
@@ -25,6 +25,7 @@ from mediad.media.plan_streams import (
     plan_subtitles,
 )
 from mediad.media.probe import MediaInfo, VideoInfo
+from mediad.models.decision import StageDecision
 from mediad.profiles import (
     Profile,
     VideoSettings,
@@ -87,6 +88,21 @@ def software_video(v: VideoPlan, reason: str) -> VideoPlan:
 
 
 @dataclass(frozen=True)
+class GpuDecision:
+    """The GPU a plan may use (device None: none), why that one, and what its NVENC and NVDEC
+    did when tried, per codec."""
+
+    device: int | None
+    reason: str
+    nvenc: dict[str, Capability]
+    nvdec: dict[str, Capability]
+
+    @classmethod
+    def of(cls, caps: Capabilities, reason: str) -> GpuDecision:
+        return cls(caps.device, reason, dict(caps.nvenc), dict(caps.nvdec))
+
+
+@dataclass(frozen=True)
 class Plan:
     """The decision record of one transcode; `mediad plan` prints it and the report embeds it."""
 
@@ -100,10 +116,10 @@ class Plan:
     video: VideoPlan
     audio: list[StreamPlan]
     subtitles: list[StreamPlan]
-    gpu: dict
+    gpu: GpuDecision
     frames_on_gpu: bool = False  # NVDEC -> (torch) -> NVENC without a host copy
     frames_reason: str = ""
-    stages: list[dict] = field(default_factory=list)  # each stage's device/precision decision
+    stages: list[StageDecision] = field(default_factory=list)  # each stage's device, precision
     attachments: list[StreamPlan] = field(default_factory=list)  # Matroska fonts and files
     cover_art: list[StreamPlan] = field(default_factory=list)  # attached pictures
     # Seconds subtracted from every timestamp so that the output starts at 0, as the ffmpeg CLI
@@ -117,7 +133,7 @@ class Plan:
 
     def to_dict(self) -> dict:
         """Plain data for --json and reports."""
-        return asdict(self)
+        return {**asdict(self), "stages": [s.to_dict() for s in self.stages]}
 
     def with_software_video(self, reason: str) -> Plan:
         """The same plan with the video encoded in software (after NVENC refused at run time)."""
@@ -348,7 +364,7 @@ def _start_offset(info: MediaInfo, audio: list[StreamPlan], subtitles: list[Stre
     return min(known) if known else (info.start_time or 0.0)
 
 
-def _plan_stages(profile: Profile, device: int | None) -> list[dict]:
+def _plan_stages(profile: Profile, device: int | None) -> list[StageDecision]:
     """Device and precision of each [[stages]] entry (imports torch only when there are stages)."""
     if not profile.stages:
         return []
@@ -357,7 +373,7 @@ def _plan_stages(profile: Profile, device: int | None) -> list[dict]:
     require_torch()  # before importing the runner, which needs torch
     from mediad.models.runner import plan_stages
 
-    return [d.to_dict() for d in plan_stages(profile.stages, gpu=device)]
+    return plan_stages(profile.stages, gpu=device)
 
 
 def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
@@ -387,9 +403,9 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
     decode = _plan_decode(v, video, caps, analysed=bool(stages))
     if caps.device is not None and not decode.hardware and video.action == "encode":
         fallbacks.append(f"decode: {decode.reason}")
-    stages_on_cuda = any(str(s["device"]).startswith("cuda") for s in stages)
+    stages_on_cuda = any(s.device.startswith("cuda") for s in stages)
     frames_on_gpu, frames_reason = _plan_residency(decode, video, v.pix_fmt, stages_on_cuda)
-    fallbacks += [f"stage {s['kind']}: {r}" for s in stages for r in s["reasons"]]
+    fallbacks += [f"stage {s.kind}: {r}" for s in stages for r in s.reasons]
     audio = plan_audio(info, profile, container)
     subtitles, sub_warnings = plan_subtitles(info, profile, container)
     warnings += sub_warnings
@@ -420,7 +436,7 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
         input=info.path, output=str(output), profile=profile.name, container=container,
         format=CONTAINER_FORMAT[container], faststart=faststart, decode=decode,
         video=video, audio=audio, subtitles=subtitles,
-        gpu={"device": caps.device, "reason": gpu_reason, **caps.to_dict()},
+        gpu=GpuDecision.of(caps, gpu_reason),
         frames_on_gpu=frames_on_gpu, frames_reason=frames_reason, stages=stages,
         attachments=attachments, cover_art=cover_art, start_offset=start_offset,
         discontinuous=info.discontinuous,
@@ -433,8 +449,8 @@ def format_plan(plan: Plan) -> str:
     v, d = plan.video, plan.decode
     lines = [f"input:   {plan.input}", f"output:  {plan.output} ({plan.container}"
              + (", faststart)" if plan.faststart else ")"), f"profile: {plan.profile}",
-             f"gpu:     {plan.gpu['device'] if plan.gpu['device'] is not None else 'none'}"
-             + (f" ({plan.gpu['reason']})" if plan.gpu.get("reason") else ""),
+             f"gpu:     {plan.gpu.device if plan.gpu.device is not None else 'none'}"
+             + (f" ({plan.gpu.reason})" if plan.gpu.reason else ""),
              f"decode:  #{d.stream} {d.codec} {'NVDEC' if d.hardware else 'software'} - {d.reason}",
              f"frames:  {'GPU-resident' if plan.frames_on_gpu else 'host'} - {plan.frames_reason}"]
     if v.action == "copy":
@@ -454,8 +470,8 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"video:   {v.codec} via {v.encoder} {v.width}x{v.height} {v.pix_fmt} {rc}"
                      + (f" ({', '.join(extra)})" if extra else "") + f" [{opts}] - {v.reason}")
     for st in plan.stages:
-        lines.append(f"stage:   {st['kind']} {st['model']} on {st['device']} {st['precision']}"
-                     + "".join(f" - {r}" for r in st["reasons"]))
+        lines.append(f"stage:   {st.kind} {st.model} on {st.device} {st.precision}"
+                     + "".join(f" - {r}" for r in st.reasons))
     for a in plan.audio:
         target = f" -> {a.codec} {a.bit_rate // 1000}k" if a.action == "encode" and a.bit_rate else ""
         lines.append(f"audio:   #{a.index} {a.source_codec} {a.action}{target}"

@@ -31,6 +31,7 @@ from mediad.models.base import (
     StageOutput,
     unit_float,
 )
+from mediad.models.decision import StageDecision
 from mediad.profiles import ClassifyStage, ShotsStage, UpscaleStage
 
 StageConfig = UpscaleStage | ClassifyStage | ShotsStage
@@ -38,29 +39,6 @@ GIB = 1 << 30
 # Share of the free GPU memory a stage may plan on: the decoder, encoder and allocator need some.
 GPU_FREE_SHARE = 0.7
 CPU_BUDGET_CAP = 4 * GIB
-
-
-@dataclass(frozen=True)
-class StageDecision:
-    """Where and how one stage runs, decided without loading any model (for `mediad plan`)."""
-
-    index: int
-    kind: str
-    model: str
-    device: str
-    precision: str
-    channels_last: bool
-    compile: bool
-    batch_size: int | None
-    max_memory: int | None
-    reasons: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain data for the plan, the report and the sidecar."""
-        return {"index": self.index, "kind": self.kind, "model": self.model, "device": self.device,
-                "precision": self.precision, "channels_last": self.channels_last,
-                "compile": self.compile, "batch_size": self.batch_size or "auto",
-                "max_memory": self.max_memory, "reasons": list(self.reasons)}
 
 
 def _resolve_device(cfg: StageConfig, index: int, gpu: int | None | str) -> tuple[str, list[str]]:
