@@ -335,3 +335,115 @@ def test_renditions_into_a_file_container_make_one_file_each(tmp_path: Path) -> 
         assert abs(sum(d for _, d in audio) - SECONDS) < 0.1
     assert [o["name"] for o in report["outputs"]] == ["360p", "240p", "180p"]
     assert {o["encoder"] for o in report["outputs"]} == {"libx264", "libx265"}
+
+
+# -- defects found by adversarial QA, each reproduced here first ------------------------------
+
+SMALL = """
+container = "{package}"
+[video]
+codec = "{codec}"
+speed = "fastest"
+[[renditions]]
+height = 180
+{rate}
+[[renditions]]
+height = 90
+{rate}
+[audio]
+codec = "{audio}"
+[package]
+segment_seconds = 2
+keyframe_seconds = 1
+"""
+
+
+def _small(tmp_path: Path, package: str = "hls", codec: str = "h264", audio: str = "aac",
+           rate: str = 'bitrate = "300k"', name: str = "small") -> Path:
+    return write_profile(tmp_path, SMALL.format(package=package, codec=codec, audio=audio,
+                                                rate=rate), name)
+
+
+def test_overwrite_never_replaces_a_folder_mediad_did_not_write(tmp_path: Path) -> None:
+    src = camera_clip(tmp_path / "c.mp4", seconds=2)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me\n")
+    res = run_cli("transcode", str(src), "-p", str(_small(tmp_path)), "-o", str(mine),
+                  "--overwrite", "--gpu", "none", "--no-progress")
+    assert res.returncode == 1
+    assert "is not a set mediad wrote (no mediad.json): refusing to replace it" in res.stderr
+    assert (mine / "notes.txt").read_text() == "keep me\n"
+    for odd in (".", str(tmp_path / "a%vb")):  # the current folder; FFmpeg's pattern character
+        res = run_cli("transcode", str(src), "-p", str(_small(tmp_path)), "-o", odd,
+                      "--overwrite", "--gpu", "none", "--no-progress", cwd=mine)
+        assert res.returncode == 1 and res.stderr.startswith("mediad: error: ") \
+            and "Traceback" not in res.stderr, res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mp4", "mine", "small.toml"]
+
+
+def test_a_damaged_set_is_not_taken_as_done_and_overwrite_rebuilds_it(tmp_path: Path) -> None:
+    src = camera_clip(tmp_path / "c.mp4", seconds=2)
+    profile = _small(tmp_path)
+    _, folder = _transcode(src, profile)
+    for seg in (folder / "90p").glob("seg*.m4s"):
+        seg.unlink()  # a set damaged after its commit
+    res = run_cli("transcode", str(src), "-p", str(profile), "--gpu", "none", "--no-progress")
+    assert res.returncode == 1 and "already exists (use --overwrite" in res.stderr, res.stderr
+    again, _ = _transcode(src, profile, "--overwrite")
+    assert again["already_done"] is False and list((folder / "90p").glob("seg*.m4s"))
+
+
+def test_audio_hls_players_cannot_all_play_is_encoded_to_aac(tmp_path: Path) -> None:
+    src = camera_clip(tmp_path / "opus.mkv", "-c:a", "libopus", "-metadata:s:a:0",
+                      "language=eng", seconds=2)
+    report, folder = _transcode(src, _small(tmp_path, audio="copy"))
+    assert report["plan"]["audio"]["action"] == "encode"
+    master = m3u8.load(str(folder / "master.m3u8"))
+    assert all(p.stream_info.codecs.endswith(",mp4a.40.2") for p in master.playlists)
+    (audio,) = master.media
+    assert audio.language == "eng"  # the source track's language, for the player's menu
+
+
+def test_keyframes_count_from_the_first_frame_as_the_segmenter_does(tmp_path: Path) -> None:
+    """Video starting 0.4 s after the audio (and frames a hair off the grid): every segment
+    still cuts at its time and keeps to its target."""
+    video = camera_clip(tmp_path / "v.mp4", seconds=6, audio=False)
+    audio = tmp_path / "a.m4a"
+    ffmpeg("-f", "lavfi", "-i", "sine=d=6.4", "-c:a", "aac", str(audio))
+    late = tmp_path / "late.ts"
+    ffmpeg("-itsoffset", "0.4", "-i", str(video), "-i", str(audio), "-map", "0:v", "-map",
+           "1:a", "-c", "copy", "-f", "mpegts", str(late))
+    for package in ("hls", "dash"):
+        report, folder = _transcode(late, _small(tmp_path, package, name=package))
+        assert all(max(o["segment_durations"]) <= 2.5 for o in report["outputs"]
+                   if o["kind"] == "video"), report["outputs"]
+        # the audio lasts what its source lasts, not what the video lasts
+        (a,) = [o for o in report["outputs"] if o["kind"] == "audio"]
+        assert abs(a["duration"] - 6.4) < 0.3, a["duration"]
+
+
+def test_dash_from_a_ts_with_adts_aac_and_its_aspect(tmp_path: Path) -> None:
+    src = camera_clip(tmp_path / "rec.ts", "-f", "mpegts", seconds=2, size=(640, 360))
+    text = SMALL.format(package="dash", codec="h264", audio="aac", rate="").replace(
+        "height = 180", "height = 360").replace("height = 90", "height = 240")
+    report, folder = _transcode(src, write_profile(tmp_path, text, "d"), "-o", str(tmp_path / "d"))
+    assert report["plan"]["audio"]["action"] == "copy"
+    ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+    video = ET.parse(folder / "manifest.mpd").getroot().find(".//d:AdaptationSet", ns)
+    assert video.get("par") == "16:9"
+    assert {r.get("height"): r.get("sar") for r in video.findall("d:Representation", ns)} == \
+        {"360": "1:1", "240": "640:639"}  # 426x240 shown at 16:9
+
+
+def test_av1_ladder_with_a_bit_rate(tmp_path: Path) -> None:
+    src = camera_clip(tmp_path / "c.mp4", seconds=2)
+    report, folder = _transcode(src, _small(tmp_path, codec="av1", rate='bitrate = "200k"'))
+    master = m3u8.load(str(folder / "master.m3u8"))
+    assert all(p.stream_info.codecs.startswith("av01.") for p in master.playlists)
+
+
+def test_the_peak_is_not_a_last_sliver_of_audio(recording: Path, tmp_path: Path) -> None:
+    report, _ = _transcode(recording, _profile(tmp_path), "-o", str(tmp_path / "s"))
+    for o in report["outputs"]:
+        assert o["peak_bit_rate"] <= 1.6 * o["average_bit_rate"], o

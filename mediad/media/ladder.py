@@ -90,7 +90,8 @@ def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, st
     """(the path the muxer opens, its format, its options) for the plan's package."""
     seg = f"{plan.segment_seconds:g}"
     if plan.package == "hls":
-        variants = [f"a:0,agroup:aud,name:{_AUDIO_NAME},default:yes"] if plan.audio else []
+        lang = f",language:{plan.audio.language}" if plan.audio and plan.audio.language else ""
+        variants = [f"a:0,agroup:aud,name:{_AUDIO_NAME},default:yes{lang}"] if plan.audio else []
         variants += [f"v:{i},name:{r.name}" + (",agroup:aud" if plan.audio else "")
                      for i, r in enumerate(plan.renditions)]
         return folder / "%v" / "index.m3u8", "hls", {
@@ -146,6 +147,7 @@ class _LadderRunner:
         self.result = LadderResult()
         self.fanned = 0
         self.next_key = 0  # index of the next keyframe time
+        self.first_t: Fraction | None = None  # the first frame's time: keyframe times count from it
         self.progress = ProgressReporter(on_progress, frames_total)
 
     def run(self) -> LadderResult:
@@ -219,6 +221,7 @@ class _LadderRunner:
                 # ADTS (TS, raw .aac) into fMP4 segments: the segmenter's inner MP4 muxer wants
                 # raw AAC and converts nothing itself (a file's MP4 muxer does, as for a copy).
                 self.audio_bsf = av.BitStreamFilterContext("aac_adtstoasc", ist, first.audio)
+                first.audio.codec_tag = "mp4a"  # not the TS's stream type (0x0F) the filter kept
         else:
             assert a.encoder and a.sample_rate and a.channels
             ost = first.container.add_stream(a.encoder, rate=a.sample_rate)
@@ -307,13 +310,23 @@ class _LadderRunner:
 
     def _fan_out(self, frames: list[av.VideoFrame]) -> None:
         """Each frame to every rendition, marked I at each keyframe time (the same frames in
-        every rendition: segments align); the other frame types are the encoder's choice."""
-        key_every = self.plan.keyframe_seconds
+        every rendition: segments align); the other frame types are the encoder's choice.
+
+        Keyframe times count from the first frame, in exact fractions, as FFmpeg's hls and dash
+        segmenters count their cut times (n x segment length after the stream's first
+        timestamp, no tolerance): the first frame at or after each time is the keyframe, so
+        each cut finds one. (Counted from 0, a video starting 0.4 s after its audio, or a frame
+        a hair early, moved every cut a whole keyframe interval later.)
+        """
+        key_every = Fraction(self.plan.keyframe_seconds).limit_denominator(1000)
         for frame in frames:
-            t = float(frame.pts * frame.time_base) if frame.pts is not None else 0.0
-            if self.fanned == 0 or t >= self.next_key * key_every - 1e-3:
+            t = Fraction(frame.pts) * frame.time_base if frame.pts is not None \
+                and frame.time_base is not None else Fraction(self.fanned)
+            if self.first_t is None:
+                self.first_t = t
+            if t - self.first_t >= self.next_key * key_every:
                 frame.pict_type = av.video.frame.PictureType.I
-                self.next_key = int(t / key_every + 1e-3) + 1
+                self.next_key = (t - self.first_t) // key_every + 1
             else:
                 frame.pict_type = av.video.frame.PictureType.NONE
             for sink in self.sinks:

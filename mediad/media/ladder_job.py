@@ -25,6 +25,7 @@ from mediad.media.ladder_plan import LadderPlan, plan_ladder
 from mediad.media.packaging import SegmentedTrack, check_segments, finish_dash, finish_hls
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback
+from mediad.media.timing import Span
 from mediad.media.verify import OutputInfo, SourceStamp, verify_output
 from mediad.profiles import Profile
 
@@ -103,21 +104,51 @@ def job_key(input_path: Path, stamp: SourceStamp | None, profile: Profile) -> st
     return h.hexdigest()[:32]
 
 
-def committed_key(folder: Path) -> str | None:
-    """The job key a committed set records; None when `folder` is not one."""
+def _record(folder: Path) -> dict | None:
+    """The record of a committed set; None when `folder` is not one."""
     try:
-        return json.loads((folder / RECORD).read_text()).get("job")
-    except (OSError, ValueError, AttributeError):
+        record = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
+
+
+def committed_key(folder: Path) -> str | None:
+    """The job key of a committed set that is still whole (every file it lists there, at its
+    size); None when `folder` is not one, or a file went missing or changed since."""
+    record = _record(folder)
+    if record is None:
+        return None
+    tracks = record.get("tracks", [])
+    files = [(folder / name, None) for t in tracks for name in t.get("files", [])]
+    files += [(Path(f["path"]), f.get("size")) for f in record.get("files", [])]
+    for path, size in files:
+        try:
+            if size is not None and path.stat().st_size != size or not path.is_file():
+                return None
+        except OSError:
+            return None
+    return record.get("job")
 
 
 def _check_folder(input_path: Path, folder: Path, overwrite: bool) -> None:
+    if "%" in str(folder):  # FFmpeg's segmenters read it as a pattern (%v, %d)
+        raise MediadError(f"{folder}: a '%' in the output folder's path is not supported "
+                          "(FFmpeg's HLS/DASH segmenters read it as a pattern)",
+                          reason="bad_request")
+    if folder.is_symlink():
+        raise MediadError(f"{folder}: is a symbolic link: name the real folder",
+                          reason="bad_request")
     if folder.exists() and not folder.is_dir():
         raise MediadError(f"{folder}: exists and is not a folder (a ladder writes a folder)",
                           reason="bad_request")
     if folder.exists() and not overwrite:
         raise MediadError(f"{folder}: already exists (use --overwrite to replace it)",
                           reason="output_exists")
+    if folder.exists() and _record(folder) is None:
+        # --overwrite replaces a set mediad wrote, never a folder of the user's own
+        raise MediadError(f"{folder}: exists and is not a set mediad wrote (no {RECORD}): "
+                          "refusing to replace it, even with --overwrite", reason="output_exists")
     if input_path.resolve().is_relative_to(folder.resolve()):
         raise MediadError(f"{folder}: holds the input; mediad never writes over a source",
                           reason="bad_request")
@@ -126,8 +157,9 @@ def _check_folder(input_path: Path, folder: Path, overwrite: bool) -> None:
 
 
 def _verify(plan: LadderPlan, result: LadderResult, tracks: list[SegmentedTrack]) -> None:
-    """Every rendition holds every frame encoded, as long as the others, in segments that
-    keep to the target; the audio lasts as long as the video."""
+    """Every rendition holds every frame encoded and lasts as long as what went into it, in
+    segments that keep to the target; the audio lasts as long as its source track (like with
+    like: a source whose audio ends before its video is not a broken set)."""
     videos = {t.name: t for t in tracks if t.kind == "video"}
     for r in plan.renditions:
         t = videos.get(r.name)
@@ -138,13 +170,19 @@ def _verify(plan: LadderPlan, result: LadderResult, tracks: list[SegmentedTrack]
             raise MediadError(f"{plan.output}: rendition {r.name} holds {t.frames} frames, "
                               f"{result.frames.get(r.name)} were encoded", reason="corrupt")
         check_segments(t, plan.segment_seconds)
-    longest = max(t.duration for t in videos.values())
+        _check_duration(plan, t, result.video_spans.get(r.name), _DURATION_TOLERANCE_S)
+    source_audio = result.source_spans.get(plan.audio.index) if plan.audio else None
     for t in tracks:
-        # Audio ends on its own frame grid, and AAC priming shows in segment timestamps.
-        slack = _DURATION_TOLERANCE_S + (0.25 if t.kind == "audio" else 0.0)
-        if abs(t.duration - longest) > slack:
-            raise MediadError(f"{plan.output}: {t.name} lasts {t.duration:.2f}s, the longest "
-                              f"rendition {longest:.2f}s", reason="corrupt")
+        if t.kind == "audio":  # audio ends on its own frame grid; AAC priming shows too
+            _check_duration(plan, t, source_audio, _DURATION_TOLERANCE_S + 0.25)
+
+
+def _check_duration(plan: LadderPlan, track: SegmentedTrack, went_in: Span | None,
+                    slack: float) -> None:
+    expected = went_in.seconds if went_in is not None else None
+    if expected is not None and abs(track.duration - expected) > slack:
+        raise MediadError(f"{plan.output}: {track.name} lasts {track.duration:.2f}s, but "
+                          f"{expected:.2f}s went into it", reason="corrupt")
 
 
 def _verify_files(plan: LadderPlan, result: LadderResult, tmp: Path,
@@ -188,10 +226,11 @@ def transcode_ladder(input_path: Path, profile: Profile, output: Path | None = N
     from mediad.media.job import machine_capabilities
 
     started = time.monotonic()
-    folder = output or default_folder(input_path, profile)
+    # Absolute, not resolved: `-o .` names the current folder, and a link is refused as one.
+    folder = Path(os.path.abspath(output or default_folder(input_path, profile)))
     stamp = SourceStamp.of(input_path)
     key = job_key(input_path, stamp, profile)
-    if committed_key(folder) == key:  # this very job, committed before: nothing to redo
+    if not overwrite and committed_key(folder) == key:  # this very job, whole: nothing to redo
         info = probe(input_path)
         caps, why = machine_capabilities(gpu)
         plan = plan_ladder(info, profile, caps, folder, why, gpu_allowed=gpu != "none")

@@ -17,7 +17,7 @@ from mediad.formats import PACKAGES
 from mediad.gpu import Capabilities
 from mediad.media.encoders import gop_options
 from mediad.media.plan import Plan, VideoPlan, make_plan, software_video
-from mediad.media.plan_streams import StreamPlan
+from mediad.media.plan_streams import StreamPlan, plan_audio
 from mediad.media.probe import MediaInfo
 from mediad.profiles import Profile, RenditionSettings, parse_bitrate
 
@@ -128,7 +128,8 @@ def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: P
         base = base.with_software_decode("ladders decode in software for now (each rendition "
                                          "scales host frames; GPU fan-out is not built yet)")
         fallbacks = list(base.fallbacks)
-    kept_audio = [a for a in base.audio if a.action != "drop"]
+    kept_audio = [_package_audio(a, info, profile, package) for a in base.audio
+                  if a.action != "drop"]
     if len(kept_audio) > 1:
         warnings.append(f"{len(kept_audio) - 1} more audio track(s) not packaged: the ladder "
                         f"carries one (#{kept_audio[0].index})")
@@ -142,6 +143,23 @@ def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: P
                       segment_seconds=profile.package.segment_seconds,
                       keyframe_seconds=profile.package.keyframe_seconds,
                       skipped=skipped, warnings=warnings, fallbacks=fallbacks)
+
+
+# Audio a package's players take as it is (HLS: Apple's players, AAC; DASH: AAC or Opus).
+_PACKAGE_COPY = {"hls": {"aac"}, "dash": {"aac", "opus"}}
+
+
+def _package_audio(a: StreamPlan, info: MediaInfo, profile: Profile,
+                   package: Package) -> StreamPlan:
+    """The track as the package carries it: a copy the package's players would refuse (Opus,
+    MP3 or AC-3 into HLS) is encoded to AAC instead, as planned for an AAC profile."""
+    if package == "files" or a.action != "copy" or a.source_codec in _PACKAGE_COPY[package]:
+        return a
+    aac = profile.model_copy(update={"audio": profile.audio.model_copy(
+        update={"codec": "aac", "bitrate": profile.audio.bitrate or "128k"})})
+    planned = next(p for p in plan_audio(info, aac, "mp4") if p.index == a.index)
+    return replace(planned, reason=f"{package} players do not all play {a.source_codec}: "
+                                   "encoded to aac")
 
 
 def _source_height(info: MediaInfo) -> int:
@@ -163,7 +181,9 @@ def _rendition(r: RenditionSettings, video: VideoPlan, gop: int,
     pixels, and DASH refuses an adaptation set of mixed aspects)."""
     sar = aspect * video.height / video.width
     peak = None
-    if video.bit_rate:
+    # SVT-AV1 takes a peak only in CRF mode ("Max Bitrate only supported with CRF mode"): a
+    # target bit rate there is its own VBR.
+    if video.bit_rate and video.encoder != "libsvtav1":
         peak = parse_bitrate(r.max_bitrate) if r.max_bitrate else \
             int(video.bit_rate * _PEAK_OVER_AVERAGE)
     video = replace(video, sample_aspect_ratio=f"{sar.numerator}/{sar.denominator}")

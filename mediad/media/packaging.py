@@ -9,10 +9,10 @@ keyframe and last no longer than the target allows. What FFmpeg's muxers write i
 from __future__ import annotations
 
 import io
-import math
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -72,13 +72,13 @@ def _read_segment(init: bytes, segment: Path) -> tuple[bool, int, float, str, in
 
 
 def read_track(folder: Path, name: str, kind: str, playlist: str, init: str,
-               segments: list[str]) -> SegmentedTrack:
+               segments: list[str], target: float) -> SegmentedTrack:
     """Read every segment of one rendition back; a segment that is not a keyframe start
     or does not read is an error (the set is refused)."""
     init_bytes = (folder / init).read_bytes()
     total, frames, durations = (folder / init).stat().st_size, 0, []
     codec, width, height = None, None, None
-    rates = []
+    sizes: list[int] = []
     for seg in segments:
         path = folder / seg
         try:
@@ -92,14 +92,31 @@ def read_track(folder: Path, name: str, kind: str, playlist: str, init: str,
         total += size
         frames += count
         durations.append(duration)
-        if duration > 0:
-            rates.append(size * 8 / duration)
+        sizes.append(size)
     duration = sum(durations)
     average = int(total * 8 / duration) if duration else 0
+    peak = _peak_rate(sizes, durations, target)
     # The init section counts into the average only: a peak under it would read as a lie.
     return SegmentedTrack(name, kind, playlist, [init, *segments], total, duration, frames,
-                          codec, width, height, average, max(average, int(max(rates, default=0))),
-                          durations)
+                          codec, width, height, average, max(average, peak), durations)
+
+
+def _peak_rate(sizes: list[int], durations: list[float], target: float) -> int:
+    """Apple's peak segment bit rate: the highest rate of any run of consecutive segments
+    lasting 0.5 to 1.5 x the target (a last segment of one audio frame alone would read as
+    a huge rate); the whole when nothing qualifies (a set shorter than half a segment)."""
+    best = 0.0
+    for i in range(len(sizes)):
+        size, seconds = 0, 0.0
+        for j in range(i, len(sizes)):
+            size, seconds = size + sizes[j], seconds + durations[j]
+            if seconds >= 0.5 * target:
+                if seconds <= 1.5 * target:
+                    best = max(best, size * 8 / seconds)
+                break
+    if best == 0.0 and sum(durations) > 0:
+        best = sum(sizes) * 8 / sum(durations)
+    return int(best)
 
 
 def check_segments(track: SegmentedTrack, target: float) -> None:
@@ -127,7 +144,8 @@ def finish_hls(folder: Path, plan: LadderPlan, fps: float | None,
             raise MediadError(f"{folder / uri}: no fMP4 init section", reason="corrupt")
         tracks[uri] = read_track(folder, str(base), kind, uri,
                                  str(base / media.segment_map[0].uri),
-                                 [str(base / s.uri) for s in media.segments])
+                                 [str(base / s.uri) for s in media.segments],
+                                 plan.segment_seconds)
     audio = [t for t in tracks.values() if t.kind == "audio"]
     audio_avg = max((t.average_bit_rate for t in audio), default=0)
     audio_peak = max((t.peak_bit_rate for t in audio), default=0)
@@ -170,22 +188,30 @@ def finish_dash(folder: Path, plan: LadderPlan) -> list[SegmentedTrack]:
             # Representation ids are stream indices: audio (when kept) is 0, then each rendition.
             name = "audio" if kind == "audio" else \
                 plan.renditions[int(rid) - (1 if plan.audio else 0)].name
-            track = read_track(folder, name, kind, plan.manifest, init, segments)
+            track = read_track(folder, name, kind, str(plan.manifest), init, segments,
+                               plan.segment_seconds)
             rep.set("bandwidth", str(track.peak_bit_rate))
+            if kind == "video":  # the muxer writes the stream's SAR (PyAV leaves it 1:1)
+                sar = next(r.video.sample_aspect_ratio for r in plan.renditions if r.name == name)
+                rep.set("sar", sar.replace("/", ":"))
             tracks.append(track)
-    _join_video_sets(tree.getroot().find("d:Period", ns), ns)
+    top = plan.renditions[0].video
+    num, _, den = top.sample_aspect_ratio.partition("/")
+    par = Fraction(top.width * int(num), top.height * int(den))
+    _join_video_sets(tree.getroot().find("d:Period", ns), ns,
+                     f"{par.numerator}:{par.denominator}")
     tree.write(mpd_path, xml_declaration=True, encoding="utf-8")
     return tracks
 
 
-def _join_video_sets(period: ET.Element | None, ns: dict[str, str]) -> None:
+def _join_video_sets(period: ET.Element | None, ns: dict[str, str], par: str) -> None:
     """Move every video Representation into the first video AdaptationSet (the muxer wrote
-    one set each): one set is what a player switches within. The set keeps the tallest
-    rendition's picture aspect; each Representation its own size and sar."""
+    one set each): one set is what a player switches within. The set gets the display
+    aspect `par`; each Representation keeps its own size and sar."""
     if period is None:
         return
     sets = [a for a in period.iterfind("d:AdaptationSet", ns) if a.get("contentType") == "video"]
-    if len(sets) < 2:
+    if not sets:
         return
     joined = sets[0]
     for other in sets[1:]:
@@ -196,8 +222,4 @@ def _join_video_sets(period: ET.Element | None, ns: dict[str, str]) -> None:
     joined.set("maxWidth", str(max(int(r.get("width", 0)) for r in reps)))
     joined.set("maxHeight", str(max(int(r.get("height", 0)) for r in reps)))
     joined.attrib.pop("bitstreamSwitching", None)  # each Representation has its own init
-
-
-def expected_segments(duration: float, segment_seconds: float) -> int:
-    """How many segments a rendition of `duration` seconds is cut into."""
-    return max(1, math.ceil(duration / segment_seconds - 1e-3))
+    joined.set("par", par)  # the display aspect (the muxer wrote the pixels' w:h)
