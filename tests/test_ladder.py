@@ -255,6 +255,10 @@ def test_a_kill_during_the_run_leaves_nothing_visible(tmp_path: Path) -> None:
     assert not folder.exists()  # only the hidden .part folder is left, for a later clean-up
     visible = [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")]
     assert sorted(visible) == ["ladder-hls.toml", "long.mkv"]
+    # The next run for that folder removes what the killed one left (its writer is gone).
+    short = camera_clip(tmp_path / "short.mp4", seconds=1, size=(640, 360))
+    _transcode(short, _profile(tmp_path), "-o", str(folder))
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 def test_a_failure_mid_run_fails_the_job_and_leaves_nothing(tmp_path: Path) -> None:

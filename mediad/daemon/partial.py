@@ -13,18 +13,7 @@ import os
 from pathlib import Path
 
 from mediad import log
-from mediad.media.commit import temp_writer_pid
-
-
-def pid_alive(pid: int) -> bool:
-    """True while process `pid` exists (owned by us or not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by another user (e.g. the mediad user, seen by `mediad status`)
-    return True
+from mediad.media.commit import pid_alive, temp_writer_pid
 
 
 def remove_partials(output: Path) -> list[Path]:

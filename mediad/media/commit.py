@@ -57,6 +57,35 @@ def temp_dir_for(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.{os.getpid()}-{secrets.token_hex(4)}.part")
 
 
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` exists (owned by us or not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, owned by another user (e.g. the mediad user, seen by `mediad status`)
+    return True
+
+
+def remove_stale_sets(dest: Path) -> list[Path]:
+    """Remove hidden set folders of `dest` (`temp_dir_for`'s) whose writer process is gone: a
+    SIGKILL mid-run is the only way one stays behind. Returns what was removed."""
+    pattern = re.compile(rf"\.{re.escape(dest.name)}\.(\d+)-[0-9a-f]{{8}}\.part")
+    removed = []
+    try:
+        entries = list(os.scandir(dest.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = pattern.fullmatch(entry.name)
+        if m is None or pid_alive(int(m.group(1))) or not entry.is_dir(follow_symlinks=False):
+            continue
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed.append(Path(entry.path))
+    return removed
+
+
 def commit_folder(tmp: Path, dest: Path, overwrite: bool) -> None:
     """Make every file of the set in `tmp` durable, then make it visible as `dest` in one
     rename: a crash leaves either no `dest` (or the old one) or the complete set."""

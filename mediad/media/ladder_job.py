@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 from mediad import __version__, log
 from mediad.errors import MediadError, io_error
 from mediad.fsutil import atomic_write_bytes
-from mediad.media.commit import commit_folder, temp_dir_for
+from mediad.media.commit import commit_folder, remove_stale_sets, temp_dir_for
 from mediad.media.ladder import LadderResult, RenditionRefused, run_ladder
 from mediad.media.ladder_plan import LadderPlan, plan_ladder
 from mediad.media.packaging import SegmentedTrack, check_segments, finish_dash, finish_hls
@@ -270,6 +271,8 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
     """Run `plan` into a hidden folder, read it back, finish its manifest and rename it into
     place whole (the part of a ladder job after planning)."""
     folder = Path(plan.output)
+    for stale in remove_stale_sets(folder):  # left by a run killed with SIGKILL
+        log.event("partial_removed", logging.WARNING, path=str(stale))
     tmp = temp_dir_for(folder)
     try:
         try:

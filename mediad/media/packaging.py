@@ -133,8 +133,11 @@ def finish_hls(folder: Path, plan: LadderPlan, fps: float | None,
     AVERAGE-BANDWIDTH (video plus its audio group), and FRAME-RATE."""
     import m3u8
 
-    master_path = folder / plan.manifest
+    master_path = folder / str(plan.manifest)
     master = m3u8.load(str(master_path))
+    if not master.playlists:  # FFmpeg's segmenter cut nothing (a source of a frame or two)
+        raise MediadError(f"{plan.base.input}: too short to package: the segmenter wrote no "
+                          "variant playlist", reason="unsupported")
     tracks: dict[str, SegmentedTrack] = {}
     for uri, kind in [(m.uri, "audio") for m in master.media if m.uri] + \
             [(p.uri, "video") for p in master.playlists]:
