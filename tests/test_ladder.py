@@ -22,6 +22,7 @@ import pytest
 from conftest import (
     ROOT,
     camera_clip,
+    camera_filter,
     damaged_ts,
     ffmpeg,
     packet_times,
@@ -326,7 +327,7 @@ def test_renditions_into_a_file_container_make_one_file_each(tmp_path: Path) -> 
                                 str(tmp_path / "files"))
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["mediad.json", "rec.180p.mp4", "rec.240p.mp4", "rec.360p.mp4"]
-    assert report["plan"]["audio"]["action"] == "copy"  # the source's AAC, once per file
+    assert report["plan"]["audio"][0]["action"] == "copy"  # the source's AAC, once per file
     for name, size, codec in (("rec.360p.mp4", "640x360", "h264"),
                               ("rec.240p.mp4", "426x240", "hevc (Main) (hvc1"),
                               ("rec.180p.mp4", "320x180", "h264")):
@@ -402,7 +403,7 @@ def test_audio_hls_players_cannot_all_play_is_encoded_to_aac(tmp_path: Path) -> 
     src = camera_clip(tmp_path / "opus.mkv", "-c:a", "libopus", "-metadata:s:a:0",
                       "language=eng", seconds=2)
     report, folder = _transcode(src, _small(tmp_path, audio="copy"))
-    assert report["plan"]["audio"]["action"] == "encode"
+    assert report["plan"]["audio"][0]["action"] == "encode"
     master = m3u8.load(str(folder / "master.m3u8"))
     assert all(p.stream_info.codecs.endswith(",mp4a.40.2") for p in master.playlists)
     (audio,) = master.media
@@ -432,7 +433,7 @@ def test_dash_from_a_ts_with_adts_aac_and_its_aspect(tmp_path: Path) -> None:
     text = SMALL.format(package="dash", codec="h264", audio="aac", rate="").replace(
         "height = 180", "height = 360").replace("height = 90", "height = 240")
     report, folder = _transcode(src, write_profile(tmp_path, text, "d"), "-o", str(tmp_path / "d"))
-    assert report["plan"]["audio"]["action"] == "copy"
+    assert report["plan"]["audio"][0]["action"] == "copy"
     ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
     video = ET.parse(folder / "manifest.mpd").getroot().find(".//d:AdaptationSet", ns)
     assert video.get("par") == "16:9"
@@ -451,3 +452,38 @@ def test_the_peak_is_not_a_last_sliver_of_audio(recording: Path, tmp_path: Path)
     report, _ = _transcode(recording, _profile(tmp_path), "-o", str(tmp_path / "s"))
     for o in report["outputs"]:
         assert o["peak_bit_rate"] <= 1.6 * o["average_bit_rate"], o
+
+
+@pytest.mark.parametrize("package", ["hls", "dash", "mkv"])
+def test_every_audio_track_is_carried(package: str, tmp_path: Path) -> None:
+    """Two languages (QA found file mode kept only the first, where a single transcode keeps
+    both): each package carries both, each track as long as its source."""
+    src = tmp_path / "two.mkv"
+    ffmpeg("-f", "lavfi", "-i", camera_filter((320, 180)), "-f", "lavfi", "-i", "sine=f=440",
+           "-f", "lavfi", "-i", "sine=f=880", "-t", "3", "-map", "0", "-map", "1", "-map", "2",
+           "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-metadata:s:a:0",
+           "language=eng", "-metadata:s:a:1", "language=fra", str(src))
+    text = SMALL.format(package=package, codec="h264", audio="aac", rate="")
+    if package == "mkv":
+        text = text[:text.index("[package]")]
+    report, folder = _transcode(src, write_profile(tmp_path, text, package), "-o",
+                                str(tmp_path / package))
+    if package == "hls":
+        master = m3u8.load(str(folder / "master.m3u8"))
+        assert sorted((m.language, m.uri) for m in master.media) == [
+            ("eng", "audio-eng/index.m3u8"), ("fra", "audio-fra/index.m3u8")]
+        tracks = [folder / m.uri for m in master.media]
+    elif package == "dash":
+        tracks = [folder / "manifest.mpd"] * 2
+    else:
+        tracks = sorted(folder.glob("*.mkv"))
+    for i, path in enumerate(tracks):
+        stream = "0:a:0" if package == "hls" else f"0:a:{i % 2}"
+        times = packet_times(path, stream)
+        assert abs(max(p + d for p, d in times) - min(p for p, _ in times) - 3) < 0.1
+    if package == "mkv":
+        for path in tracks:
+            info = ffmpeg("-i", str(path), check=False).stderr
+            assert "(eng)" in info and "(fra)" in info, info
+    names = {o["name"] for o in report["outputs"]}
+    assert {"audio-eng", "audio-fra"} <= names or package == "mkv"

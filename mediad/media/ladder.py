@@ -8,6 +8,7 @@ commits; the caller verifies and commits the set.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -21,14 +22,13 @@ from mediad.media.audio import output_layout
 from mediad.media.audio_sink import AudioSink, mux_audio
 from mediad.media.health import DecodeHealth
 from mediad.media.ladder_plan import LadderPlan, RenditionPlan
+from mediad.media.plan_streams import StreamPlan
 from mediad.media.probe import open_input
 from mediad.media.progress import ProgressCallback, ProgressReporter
 from mediad.media.timing import Span, Timeline, VideoTimer
 from mediad.media.transform import VideoTransform, encoder_colour, tag_colour
 from mediad.media.worker import OrderedWorker
 from mediad.realtime import undo_realtime
-
-_AUDIO_NAME = "audio"
 
 
 class RenditionRefused(Exception):
@@ -89,9 +89,10 @@ class VideoSink:
 def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, str]]:
     """(the path the muxer opens, its format, its options) for the plan's package."""
     seg = f"{plan.segment_seconds:g}"
-    if plan.package == "hls":
-        lang = f",language:{plan.audio.language}" if plan.audio and plan.audio.language else ""
-        variants = [f"a:0,agroup:aud,name:{_AUDIO_NAME},default:yes{lang}"] if plan.audio else []
+    if plan.package == "hls":  # audio tracks first: streams 0..A-1, one audio group
+        variants = [f"a:{k},agroup:aud,name:{name}" + (",default:yes" if k == 0 else "")
+                    + (f",language:{a.language}" if a.language else "")
+                    for k, (a, name) in enumerate(zip(plan.audio, plan.audio_names, strict=True))]
         variants += [f"v:{i},name:{r.name}" + (",agroup:aud" if plan.audio else "")
                      for i, r in enumerate(plan.renditions)]
         return folder / "%v" / "index.m3u8", "hls", {
@@ -102,11 +103,11 @@ def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, st
             "var_stream_map": " ".join(variants)}
     # One adaptation set per video stream: FFmpeg's muxer refuses a set whose sizes differ in
     # w:h (426x240 beside 640x360), which a ladder of even sizes always has. finish_dash joins
-    # them into one set, as players need to switch between them. Audio is stream 0.
-    first = 1 if plan.audio else 0
-    sets = [f"id={i},streams={first + i}" for i in range(len(plan.renditions))]
-    if plan.audio:
-        sets.append(f"id={len(plan.renditions)},streams=a")
+    # them into one set, as players need to switch between them. Audio tracks are streams
+    # 0..A-1, a set each (a language each).
+    first, videos = len(plan.audio), len(plan.renditions)
+    sets = [f"id={i},streams={first + i}" for i in range(videos)]
+    sets += [f"id={videos + k},streams={k}" for k in range(len(plan.audio))]
     return folder / plan.manifest, "dash", {
         "seg_duration": seg, "use_template": "1", "use_timeline": "0",
         "adaptation_sets": " ".join(sets), "init_seg_name": "init-$RepresentationID$.m4s",
@@ -118,7 +119,15 @@ class _Output:
     """One output container: the HLS/DASH muxer, or one rendition's file."""
 
     container: av.container.OutputContainer
-    audio: av.stream.Stream | None = None
+
+
+@dataclass
+class _AudioTrack:
+    """One source audio track and its stream in every output (copied, or encoded once)."""
+
+    streams: list[av.stream.Stream]  # per output, in self.outputs' order
+    sink: AudioSink | None = None  # encodes it; None: copied
+    bsf: av.BitStreamFilterContext | None = None  # ADTS -> raw AAC for fMP4 segments
 
 
 def _clone(packet: av.Packet, stream: av.stream.Stream) -> av.Packet:
@@ -141,9 +150,7 @@ class _LadderRunner:
         self.video_timer = VideoTimer()
         self.sinks: list[VideoSink] = []
         self.outputs: list[_Output] = []
-        self.audio_sink: AudioSink | None = None
-        self.audio_copy = False  # the audio packets are copied (else the sink encodes them)
-        self.audio_bsf: av.BitStreamFilterContext | None = None
+        self.audio: dict[int, _AudioTrack] = {}  # by source stream index
         self.result = LadderResult()
         self.fanned = 0
         self.next_key = 0  # index of the next keyframe time
@@ -156,8 +163,9 @@ class _LadderRunner:
         finally:
             for sink in self.sinks:
                 sink.worker.close()
-            if self.audio_sink is not None:
-                self.audio_sink.close()
+            for track in self.audio.values():
+                if track.sink is not None:
+                    track.sink.close()
 
     def _open_outputs(self, stack: contextlib.ExitStack) -> None:
         plan = self.plan
@@ -178,27 +186,31 @@ class _LadderRunner:
             self._open_outputs(stack)
             vin = src.streams[base.decode.stream]
             vin.codec_context.thread_type = "AUTO"
-            ain = src.streams[plan.audio.index] if plan.audio else None
+            ains = [src.streams[a.index] for a in plan.audio]
             # Files: video first, as players and mediad's own outputs have it. HLS/DASH: audio
-            # first, stream 0 (muxer_setup's stream indices count on it).
-            if ain is not None and plan.package != "files":
-                self._add_audio(ain)
+            # first, streams 0..A-1 (muxer_setup's stream indices count on it).
+            if plan.package != "files":
+                for a, ist in zip(plan.audio, ains, strict=True):
+                    self._add_audio(a, ist)
             for i, r in enumerate(plan.renditions):
                 self._add_rendition(r, vin,
                                     self.outputs[i if plan.package == "files" else 0].container)
-            if ain is not None and plan.package == "files":
-                self._add_audio(ain)
+            if plan.package == "files":
+                for a, ist in zip(plan.audio, ains, strict=True):
+                    self._add_audio(a, ist)
             for o in self.outputs:  # headers and encoders, here, before the sinks' threads run
                 o.container.start_encoding()
-            for packet in src.demux([s for s in (vin, ain) if s is not None]):
+            for packet in src.demux([vin, *ains]):
                 self._packet(packet, vin)
             self._fan_out(self.video_timer(None))
             for sink in self.sinks:
                 sink.out.mux(sink.finish())
-            if self.audio_sink is not None:
-                mux_audio(self.health, self.audio_sink.finish(), self._write_audio)
-                if change := self.audio_sink.convert.change:
-                    self.result.warnings.append(change)
+            for track in self.audio.values():
+                if track.sink is not None:
+                    mux_audio(self.health, track.sink.finish(),
+                              functools.partial(self._write_audio, track))
+                    if change := track.sink.convert.change:
+                        self.result.warnings.append(change)
             self.result.warnings += self.timeline.summary()
             self.result.warnings += self.health.finish(self.result.source_spans.get(vin.index))
         for sink in self.sinks:
@@ -207,47 +219,44 @@ class _LadderRunner:
         self.progress(self.fanned, force=True)
         return self.result
 
-    def _add_audio(self, ist: av.audio.stream.AudioStream) -> None:
-        """The audio in every output: copied, or encoded once (into the first output's stream,
-        the others' streams made from it) and its packets written to each."""
-        a = self.plan.audio
-        assert a is not None
-        first = self.outputs[0]
+    def _add_audio(self, a: StreamPlan, ist: av.audio.stream.AudioStream) -> None:
+        """The track in every output: copied, or encoded once (into the first output's
+        stream, the others' streams made from it) and its packets written to each."""
+        first = self.outputs[0].container
         if a.action == "copy":
-            self.audio_copy = True
-            for o in self.outputs:
-                o.audio = o.container.add_stream_from_template(ist)
+            streams = [o.container.add_stream_from_template(ist) for o in self.outputs]
+            track = _AudioTrack(streams)
             if a.source_codec == "aac" and self.plan.package != "files":
                 # ADTS (TS, raw .aac) into fMP4 segments: the segmenter's inner MP4 muxer wants
                 # raw AAC and converts nothing itself (a file's MP4 muxer does, as for a copy).
-                self.audio_bsf = av.BitStreamFilterContext("aac_adtstoasc", ist, first.audio)
-                first.audio.codec_tag = "mp4a"  # not the TS's stream type (0x0F) the filter kept
+                track.bsf = av.BitStreamFilterContext("aac_adtstoasc", ist, streams[0])
+                streams[0].codec_tag = "mp4a"  # not the TS's stream type (0x0F) the filter kept
         else:
             assert a.encoder and a.sample_rate and a.channels
-            ost = first.container.add_stream(a.encoder, rate=a.sample_rate)
+            ost = first.add_stream(a.encoder, rate=a.sample_rate)
             ost.layout = output_layout(a.channels, ist.codec_context.layout, a.encoder,
                                        a.sample_rate)
             if a.bit_rate:
                 ost.bit_rate = a.bit_rate
+            streams = [ost]
             if len(self.outputs) > 1:
                 ost.codec_context.open()  # its parameters (AAC's config) template the others
-            first.audio = ost
             for o in self.outputs[1:]:
-                o.audio = o.container.add_stream_from_template(ost)
+                copy = o.container.add_stream_from_template(ost)
                 # The encoder's AAC config: Matroska's header needs it (the template has none)
-                o.audio.codec_context.extradata = ost.codec_context.extradata
-            self.audio_sink = AudioSink(ist.index, ost)
-        for o in self.outputs:
-            assert o.audio is not None
+                copy.codec_context.extradata = ost.codec_context.extradata
+                streams.append(copy)
+            track = _AudioTrack(streams, sink=AudioSink(ist.index, ost))
+        for stream in track.streams:
             if lang := ist.metadata.get("language"):
-                o.audio.metadata["language"] = lang
+                stream.metadata["language"] = lang
+        self.audio[ist.index] = track
 
-    def _write_audio(self, packet: av.Packet) -> None:
+    def _write_audio(self, track: _AudioTrack, packet: av.Packet) -> None:
         """One audio packet into every output (copies first: muxing takes its contents)."""
-        for o in self.outputs[1:]:
-            assert o.audio is not None
-            o.container.mux(_clone(packet, o.audio))
-        packet.stream = self.outputs[0].audio
+        for o, stream in zip(self.outputs[1:], track.streams[1:], strict=True):
+            o.container.mux(_clone(packet, stream))
+        packet.stream = track.streams[0]
         self.outputs[0].container.mux(packet)
 
     def _add_rendition(self, r: RenditionPlan, ist: av.video.stream.VideoStream,
@@ -302,11 +311,13 @@ class _LadderRunner:
             for f in frames:
                 self.health.video_frame(f)
             self._fan_out(self.video_timer(frames))
-        elif self.audio_sink is not None:
-            mux_audio(self.health, self.audio_sink.put(packet), self._write_audio)
-        elif self.audio_copy and packet.size:
-            for p in self.audio_bsf.filter(packet) if self.audio_bsf else [packet]:
-                self._write_audio(p)
+        elif (track := self.audio.get(index)) is not None:
+            if track.sink is not None:
+                mux_audio(self.health, track.sink.put(packet),
+                          functools.partial(self._write_audio, track))
+            elif packet.size:
+                for p in track.bsf.filter(packet) if track.bsf else [packet]:
+                    self._write_audio(track, p)
 
     def _fan_out(self, frames: list[av.VideoFrame]) -> None:
         """Each frame to every rendition, marked I at each keyframe time (the same frames in

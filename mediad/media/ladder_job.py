@@ -51,10 +51,10 @@ class LadderReport:
 
     def to_dict(self) -> dict:
         encoders = {r.name: r.video.encoder for r in self.plan.renditions}
+        encoders |= {name: a.encoder or "copy"
+                     for name, a in zip(self.plan.audio_names, self.plan.audio, strict=True)}
         outputs = [{**asdict(t), "path": str(Path(self.folder) / t.playlist),
-                    "encoder": encoders.get(t.name, self.plan.audio.encoder
-                                            if self.plan.audio else None)}
-                   for t in self.tracks]
+                    "encoder": encoders.get(t.name)} for t in self.tracks]
         if self.files:  # one per rendition, in the plan's order
             outputs += [{**f.to_dict(), "name": r.name, "encoder": r.video.encoder,
                          "container": self.plan.container}
@@ -172,10 +172,11 @@ def _verify(plan: LadderPlan, result: LadderResult, tracks: list[SegmentedTrack]
                               f"{result.frames.get(r.name)} were encoded", reason="corrupt")
         check_segments(t, plan.segment_seconds)
         _check_duration(plan, t, result.video_spans.get(r.name), _DURATION_TOLERANCE_S)
-    source_audio = result.source_spans.get(plan.audio.index) if plan.audio else None
+    sources = {name: result.source_spans.get(a.index)
+               for name, a in zip(plan.audio_names, plan.audio, strict=True)}
     for t in tracks:
         if t.kind == "audio":  # audio ends on its own frame grid; AAC priming shows too
-            _check_duration(plan, t, source_audio, _DURATION_TOLERANCE_S + 0.25)
+            _check_duration(plan, t, sources.get(Path(t.name).name), _DURATION_TOLERANCE_S + 0.25)
 
 
 def _check_duration(plan: LadderPlan, track: SegmentedTrack, went_in: Span | None,
@@ -190,7 +191,7 @@ def _verify_files(plan: LadderPlan, result: LadderResult, tmp: Path,
                   folder: Path) -> list[OutputInfo]:
     """Each rendition's file read back like a single transcode's output (the video against
     what went in, the audio against its source track); paths as they will be once committed."""
-    audio = [result.source_spans.get(plan.audio.index)] if plan.audio else []
+    audio = [result.source_spans.get(a.index) for a in plan.audio]
     files = []
     for r in plan.renditions:
         assert r.file is not None

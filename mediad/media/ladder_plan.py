@@ -48,12 +48,23 @@ class LadderPlan:
     container: str  # of each file (files), or of the segments (fMP4: mp4)
     output: str  # the folder
     renditions: list[RenditionPlan]
-    audio: StreamPlan | None  # the one audio track packaged (its own rendition group)
+    audio: list[StreamPlan]  # the audio tracks, each one output track (an HLS group member)
     segment_seconds: float
     keyframe_seconds: float
     skipped: list[str]  # renditions not made, and why
     warnings: list[str]
     fallbacks: list[str]  # what runs in software although the plan wanted the GPU, and why
+
+    @property
+    def audio_names(self) -> list[str]:
+        """A name per audio track, unique, for folders and reports: audio (the only one),
+        audio-eng, audio-2..."""
+        names: list[str] = []
+        for i, a in enumerate(self.audio, 1):
+            name = f"audio-{a.language}" if a.language else \
+                "audio" if len(self.audio) == 1 else f"audio-{i}"
+            names.append(name if name not in names else f"{name}-{i}")
+        return names
 
     @property
     def manifest(self) -> str | None:
@@ -130,16 +141,13 @@ def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: P
         fallbacks = list(base.fallbacks)
     kept_audio = [_package_audio(a, info, profile, package) for a in base.audio
                   if a.action != "drop"]
-    if len(kept_audio) > 1:
-        warnings.append(f"{len(kept_audio) - 1} more audio track(s) not packaged: the ladder "
-                        f"carries one (#{kept_audio[0].index})")
     if any(s.action != "drop" for s in base.subtitles):
         warnings.append("subtitles are not carried into ladder outputs yet: dropped")
     base = replace(base, container=container, subtitles=[], attachments=[], cover_art=[],
-                   audio=kept_audio[:1], warnings=warnings)
+                   audio=kept_audio, warnings=warnings)
     return LadderPlan(base=base, package=package, container=container,
                       output=str(output), renditions=renditions,
-                      audio=kept_audio[0] if kept_audio else None,
+                      audio=kept_audio,
                       segment_seconds=profile.package.segment_seconds,
                       keyframe_seconds=profile.package.keyframe_seconds,
                       skipped=skipped, warnings=warnings, fallbacks=fallbacks)

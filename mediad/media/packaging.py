@@ -188,9 +188,10 @@ def finish_dash(folder: Path, plan: LadderPlan) -> list[SegmentedTrack]:
             pattern = template.get("media", "").replace("$RepresentationID$", rid)
             prefix = pattern.split("$Number")[0]
             segments = sorted(p.name for p in folder.glob(f"{prefix}*.m4s"))
-            # Representation ids are stream indices: audio (when kept) is 0, then each rendition.
-            name = "audio" if kind == "audio" else \
-                plan.renditions[int(rid) - (1 if plan.audio else 0)].name
+            # Representation ids are stream indices: the audio tracks first, then each rendition.
+            audios = len(plan.audio)
+            name = plan.audio_names[int(rid)] if int(rid) < audios else \
+                plan.renditions[int(rid) - audios].name
             track = read_track(folder, name, kind, str(plan.manifest), init, segments,
                                plan.segment_seconds)
             rep.set("bandwidth", str(track.peak_bit_rate))
