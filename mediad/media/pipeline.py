@@ -28,6 +28,7 @@ from mediad.media.stages import FrameTransform
 from mediad.media.subtitles import SubtitleConverter
 from mediad.media.timing import Span, Timeline, VideoTimer
 from mediad.media.transform import VideoTransform, encoder_colour, tag_colour
+from mediad.media.worker import OrderedWorker
 from mediad.realtime import undo_realtime
 
 # Container-level tags the muxer writes itself; copying them would lie about the output.
@@ -120,6 +121,7 @@ class _Runner:
         self.progress = ProgressReporter(on_progress, frames_total)
         self.copy: dict[int, av.stream.Stream] = {}
         self.audio_sinks: dict[int, AudioSink] = {}  # re-encoded tracks, each on its thread
+        self.video_sink: OrderedWorker[av.VideoFrame | None, av.Packet] | None = None
         self.convert_subs: dict[int, SubtitleConverter] = {}
         self.video_in: av.video.stream.VideoStream | None = None
         self.video_out: av.video.stream.VideoStream | None = None
@@ -204,6 +206,8 @@ class _Runner:
             self.transform = self._stage_path(ist, vp, encode=True)
         else:
             self.transform = self._make_transform(vp, ist.time_base)
+            if not self.plan.frames_on_gpu:  # host frames: scale and encode on their own thread
+                self.video_sink = OrderedWorker(self._video_work, name="mediad-video", depth=2)
 
     def _add_encoder(self, ist: av.video.stream.VideoStream, vp: VideoPlan,
                      out: av.container.OutputContainer) -> av.video.stream.VideoStream:
@@ -344,6 +348,8 @@ class _Runner:
                 self.bridge.close()  # a failure mid-stream must not leave the model thread waiting
             for sink in self.audio_sinks.values():
                 sink.close()
+            if self.video_sink is not None:
+                self.video_sink.close()
 
     def _run(self) -> RunResult:
         plan = self.plan
@@ -520,11 +526,23 @@ class _Runner:
         self._last_dts[index] = packet.dts
 
     def _encode_video(self, frame: av.VideoFrame | None, out: av.container.OutputContainer) -> None:
+        """One decoded frame (None: the end) to the encoder. Host frames without stages are
+        converted and encoded on the video sink's thread, beside the demuxing and decoding
+        here, as the ffmpeg CLI runs its filters and encoder; the packets are muxed here."""
         if self.transform is None:
             return
-        frames = self.transform(frame)
+        if self.video_sink is None:  # stages (their own thread) or frames on the GPU
+            out.mux(self._video_work(frame))
+        else:
+            out.mux(self.video_sink.put(frame) if frame is not None else
+                    self.video_sink.put(None) + self.video_sink.finish())
+        self.progress(self.result.frames_written)
+
+    def _video_work(self, frame: av.VideoFrame | None) -> list[av.Packet]:
+        frames = self.transform(frame)  # type: ignore[misc]
         if self.video_out is None:
-            return  # analysis only: the video packets are copied
+            return []  # analysis only: the video packets are copied
+        packets: list[av.Packet] = []
         for f in frames:
             if f.pts is None:  # a few raw formats carry no timestamps: number the frames
                 f.pts, f.time_base = self._next_pts, self.video_in.time_base
@@ -532,11 +550,11 @@ class _Runner:
             f.pict_type = av.video.frame.PictureType.NONE  # let the encoder choose frame types
             assert self.result.video_span is not None
             self.result.video_span.add(f.pts, f.duration or 1, f.time_base)
-            out.mux(self._encode(f))
+            packets += self._encode(f)
             self.result.frames_written += 1
-            self.progress(self.result.frames_written)
         if frame is None:
-            out.mux(self._encode(None))
+            packets += self._encode(None)
+        return packets
 
     def _encode(self, frame: av.VideoFrame | None) -> list[av.Packet]:
         assert self.video_out is not None

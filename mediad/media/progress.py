@@ -40,7 +40,9 @@ class ProgressReporter:
         self.last = 0.0
 
     def __call__(self, frames_done: int, force: bool = False) -> None:
-        if self.on_progress is None:
+        # Nothing done yet is nothing to say: the first report goes out with the first frame
+        # (the encoder thread may not have one yet), not 0.25 s later.
+        if self.on_progress is None or (frames_done == 0 and not force):
             return
         now = time.monotonic()
         if not force and now - self.last < _EVERY_S:
