@@ -487,3 +487,19 @@ def test_every_audio_track_is_carried(package: str, tmp_path: Path) -> None:
             assert "(eng)" in info and "(fra)" in info, info
     names = {o["name"] for o in report["outputs"]}
     assert {"audio-eng", "audio-fra"} <= names or package == "mkv"
+
+
+def test_an_already_committed_rerun_repeats_the_warnings(tmp_path: Path) -> None:
+    """QA: an 'already committed' re-run said none of the warnings the run had given."""
+    srt = tmp_path / "s.srt"
+    srt.write_text("1\n00:00:00,500 --> 00:00:01,500\nhello\n")
+    src = tmp_path / "subs.mkv"
+    ffmpeg("-f", "lavfi", "-i", camera_filter((320, 180)), "-i", str(srt), "-t", "2",
+           "-map", "0:v", "-map", "1", "-c:v", "libx264", "-preset", "veryfast", "-c:s", "srt",
+           str(src))
+    profile = write_profile(tmp_path, SMALL.format(package="hls", codec="h264", audio="none",
+                                                   rate=""), "subs")
+    first, _ = _transcode(src, profile)
+    assert any("subtitles are not carried" in w for w in first["warnings"]), first["warnings"]
+    again, _ = _transcode(src, profile)
+    assert again["already_done"] and again["warnings"] == first["warnings"]

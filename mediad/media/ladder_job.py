@@ -241,7 +241,7 @@ def transcode_ladder(input_path: Path, profile: Profile, output: Path | None = N
         files = [OutputInfo(**f) for f in record.get("files", [])]
         log.event("already_committed", input=str(input_path), output=str(folder))
         return LadderReport(info, plan, str(folder), tracks, time.monotonic() - started, 0,
-                            already_done=True, files=files)
+                            record.get("warnings", []), already_done=True, files=files)
     _check_folder(input_path, folder, overwrite)
     info = probe(input_path)
     caps, why = machine_capabilities(gpu)
@@ -293,9 +293,11 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
             tracks = finish_hls(tmp, plan, _probe_fps(info)) if plan.package == "hls" \
                 else finish_dash(tmp, plan)
             _verify(plan, result, tracks)
+        warnings = [*plan.warnings, *result.warnings]
         record = {"job": key, "mediad": __version__, "source": str(input_path),
                   "profile": profile_name, "manifest": plan.manifest,
-                  "tracks": [t.to_dict() for t in tracks], "files": [f.to_dict() for f in files]}
+                  "tracks": [t.to_dict() for t in tracks], "files": [f.to_dict() for f in files],
+                  "warnings": warnings}
         try:
             atomic_write_bytes(tmp / RECORD, json.dumps(record, indent=1).encode(), mode=0o644)
             commit_folder(tmp, folder, overwrite)
@@ -308,5 +310,4 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
     frames = max(result.frames.values(), default=0)
     log.event("transcoded", input=str(input_path), output=str(folder),
               renditions=len(plan.renditions), frames=frames, seconds=f"{elapsed:.2f}")
-    return LadderReport(info, plan, str(folder), tracks, elapsed, frames,
-                        [*plan.warnings, *result.warnings], files=files)
+    return LadderReport(info, plan, str(folder), tracks, elapsed, frames, warnings, files=files)
