@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import av
 
-from mediad.media.audio import AudioConverter
+from mediad.media.audio import AudioConverter, output_layout
 from mediad.media.health import DecodeHealth
 from mediad.media.timing import AudioTimer
 from mediad.media.worker import OrderedWorker
+
+if TYPE_CHECKING:
+    from mediad.media.plan_streams import StreamPlan
 
 
 @dataclass(frozen=True)
@@ -77,3 +81,14 @@ def mux_audio(health: DecodeHealth, encoded: list[AudioOut],
             health.error(item.packet, item.error)
         else:
             write(item)
+
+
+def add_encoded_audio(out: av.container.OutputContainer, sp: StreamPlan,
+                      ist: av.audio.stream.AudioStream) -> av.audio.stream.AudioStream:
+    """An output stream for a track the plan re-encodes: its encoder, rate, layout, bit rate."""
+    assert sp.encoder and sp.sample_rate and sp.channels
+    ost = out.add_stream(sp.encoder, rate=sp.sample_rate)
+    ost.layout = output_layout(sp.channels, ist.codec_context.layout, sp.encoder, sp.sample_rate)
+    if sp.bit_rate:
+        ost.bit_rate = sp.bit_rate
+    return ost

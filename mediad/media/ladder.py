@@ -18,10 +18,10 @@ import av
 from mediad import log
 from mediad.errors import MediadError, io_error, is_storage_error
 from mediad.formats import CONTAINER_FORMAT
-from mediad.media.audio import output_layout
-from mediad.media.audio_sink import AudioSink, mux_audio
+from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
 from mediad.media.health import DecodeHealth
 from mediad.media.ladder_plan import LadderPlan, RenditionPlan
+from mediad.media.pipeline import HW_SETUP_ERRORS
 from mediad.media.plan_streams import StreamPlan
 from mediad.media.probe import open_input
 from mediad.media.progress import ProgressCallback, ProgressReporter
@@ -39,8 +39,6 @@ class RenditionRefused(Exception):
         self.name = name
 
 
-# What PyAV raises besides FFmpegError when a CUDA device or frames context is missing.
-_HW_SETUP_ERRORS = (av.FFmpegError, NotImplementedError, MemoryError, RuntimeError)
 
 
 @dataclass
@@ -232,12 +230,7 @@ class _LadderRunner:
                 track.bsf = av.BitStreamFilterContext("aac_adtstoasc", ist, streams[0])
                 streams[0].codec_tag = "mp4a"  # not the TS's stream type (0x0F) the filter kept
         else:
-            assert a.encoder and a.sample_rate and a.channels
-            ost = first.add_stream(a.encoder, rate=a.sample_rate)
-            ost.layout = output_layout(a.channels, ist.codec_context.layout, a.encoder,
-                                       a.sample_rate)
-            if a.bit_rate:
-                ost.bit_rate = a.bit_rate
+            ost = add_encoded_audio(first, a, ist)
             streams = [ost]
             if len(self.outputs) > 1:
                 ost.codec_context.open()  # its parameters (AAC's config) template the others
@@ -266,7 +259,7 @@ class _LadderRunner:
         rate = ist.average_rate or ist.guessed_rate or Fraction(25)
         try:  # host frames: NVENC takes them with its `gpu` option naming the device
             ost = out.add_stream(vp.encoder, rate=rate, options=dict(vp.options))
-        except _HW_SETUP_ERRORS as e:
+        except HW_SETUP_ERRORS as e:
             if vp.hardware:
                 raise RenditionRefused(r.name, f"{vp.encoder} cannot be set up: {e}") from None
             raise
@@ -284,7 +277,7 @@ class _LadderRunner:
         try:
             ost.codec_context.open()
             undo_realtime()  # SVT-AV1 as root made this thread and its own real-time
-        except _HW_SETUP_ERRORS as e:
+        except HW_SETUP_ERRORS as e:
             if vp.hardware:  # this sink only goes to software; the others keep NVENC
                 raise RenditionRefused(r.name, f"{vp.encoder} refused to open: {e}") from None
             if not isinstance(e, av.FFmpegError):

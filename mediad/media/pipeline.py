@@ -18,8 +18,7 @@ from av.codec.hwaccel import HWAccel
 from mediad import log
 from mediad.errors import MediadError, io_error, is_storage_error
 from mediad.media import color
-from mediad.media.audio import output_layout
-from mediad.media.audio_sink import AudioSink, mux_audio
+from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
 from mediad.media.health import DecodeHealth
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
 from mediad.media.probe import KEPT_DISPOSITIONS, open_input
@@ -51,7 +50,7 @@ class DecoderRefused(Exception):
 
 
 # What PyAV raises besides FFmpegError when a CUDA device, frames context or hw config is missing.
-_HW_SETUP_ERRORS = (av.FFmpegError, NotImplementedError, MemoryError, RuntimeError)
+HW_SETUP_ERRORS = (av.FFmpegError, NotImplementedError, MemoryError, RuntimeError)
 # Frame layouts NVDEC gives (libavcodec/nvdec.c): in GPU memory, or as downloaded by PyAV;
 # the 4:2:2 ones come from newer FFmpeg on GPUs that decode 4:2:2. FFmpeg's software
 # H.264/HEVC/AV1 decoders give planar yuv4xxp* instead.
@@ -173,7 +172,7 @@ class _Runner:
             return
         try:
             ost = self._add_encoder(ist, vp, out)
-        except _HW_SETUP_ERRORS as e:  # e.g. no CUDA device for NVENC's frames context
+        except HW_SETUP_ERRORS as e:  # e.g. no CUDA device for NVENC's frames context
             if vp.hardware:
                 raise EncoderRefused(f"{vp.encoder} cannot be set up: {e}") from None
             raise
@@ -193,7 +192,7 @@ class _Runner:
         try:
             occ.open()  # open now, so an NVENC refusal happens before anything is written
             undo_realtime()  # SVT-AV1 as root made this thread and its own real-time
-        except _HW_SETUP_ERRORS as e:
+        except HW_SETUP_ERRORS as e:
             if vp.hardware:
                 raise EncoderRefused(f"{vp.encoder} refused to open: {e}") from None
             if not isinstance(e, av.FFmpegError):
@@ -288,12 +287,7 @@ class _Runner:
             ost = out.add_stream_from_template(ist)
             self.copy[ist.index] = ost
         else:
-            assert sp.encoder and sp.sample_rate and sp.channels
-            ost = out.add_stream(sp.encoder, rate=sp.sample_rate)
-            ost.layout = output_layout(sp.channels, ist.codec_context.layout, sp.encoder,
-                                       sp.sample_rate)
-            if sp.bit_rate:
-                ost.bit_rate = sp.bit_rate
+            ost = add_encoded_audio(out, sp, ist)
             self.audio_sinks[ist.index] = AudioSink(ist.index, ost)
         _copy_stream_info(ist, ost)
 
@@ -423,7 +417,7 @@ class _Runner:
             return open_input(Path(self.plan.input))
         try:  # the probe opened this file without a hwaccel: a failure here is NVDEC's
             return open_input(Path(self.plan.input), hwaccel=hw)
-        except (MediadError, *_HW_SETUP_ERRORS) as e:
+        except (MediadError, *HW_SETUP_ERRORS) as e:
             raise DecoderRefused(f"NVDEC cannot be set up: {e}") from None
 
     def _decode(self, packet: av.Packet) -> list[av.Frame]:
