@@ -12,13 +12,15 @@ from mediad.errors import MediadError, io_error
 from mediad.formats import all_suffixes, container_for_path
 from mediad.gpu import Capabilities, capabilities, choose_device, no_gpu, without_nvenc
 from mediad.media.commit import commit, temp_path_for
-from mediad.media.pipeline import DecoderRefused, EncoderRefused, RunResult, run_plan
+from mediad.media.pipeline import RunResult, run_plan
 from mediad.media.plan import Plan, make_plan
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback
 from mediad.media.report import Report
+from mediad.media.source import DecoderRefused
 from mediad.media.timing import Span
 from mediad.media.verify import OutputInfo, SourceStamp, check_source_body, verify_output
+from mediad.media.video_sink import EncoderRefused
 from mediad.profiles import Profile
 
 

@@ -19,26 +19,13 @@ from mediad import log
 from mediad.errors import MediadError, io_error, is_storage_error
 from mediad.formats import CONTAINER_FORMAT
 from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
-from mediad.media.health import DecodeHealth
 from mediad.media.ladder_plan import LadderPlan, RenditionPlan
-from mediad.media.pipeline import HW_SETUP_ERRORS
 from mediad.media.plan_streams import StreamPlan
-from mediad.media.probe import open_input
 from mediad.media.progress import ProgressCallback, ProgressReporter
-from mediad.media.timing import Span, Timeline, VideoTimer
-from mediad.media.transform import VideoTransform, encoder_colour, tag_colour
-from mediad.media.worker import OrderedWorker
-from mediad.realtime import undo_realtime
-
-
-class RenditionRefused(Exception):
-    """NVENC would not set up or open one rendition's encoder: re-plan that sink in software."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        super().__init__(reason)
-        self.name = name
-
-
+from mediad.media.source import Source
+from mediad.media.timing import Span
+from mediad.media.transform import VideoTransform
+from mediad.media.video_sink import EncoderRefused, VideoSink, open_video_encoder
 
 
 @dataclass
@@ -49,39 +36,6 @@ class LadderResult:
     video_spans: dict[str, Span] = field(default_factory=dict)
     source_spans: dict[int, Span] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-
-
-class VideoSink:
-    """One rendition: scaling and encoding on its own thread; encoded packets come back."""
-
-    def __init__(self, rendition: RenditionPlan, ost: av.video.stream.VideoStream,
-                 transform: VideoTransform, out: av.container.OutputContainer) -> None:
-        self.name = rendition.name
-        self.ost = ost
-        self.out = out  # the container its packets go to (muxed by the reader's thread)
-        self.transform = transform
-        self.frames = 0
-        self.span = Span()
-        self.worker: OrderedWorker[av.VideoFrame | None, av.Packet] = OrderedWorker(
-            self._work, name=f"mediad-{rendition.name}", depth=8)
-
-    def _work(self, frame: av.VideoFrame | None) -> list[av.Packet]:
-        packets: list[av.Packet] = []
-        for f in self.transform(frame):
-            self.span.add(f.pts, f.duration or 1, f.time_base)
-            self.frames += 1
-            packets += self.ost.encode(f)
-        if frame is None:
-            packets += self.ost.encode(None)
-        return packets
-
-    def put(self, frame: av.VideoFrame) -> list[av.Packet]:
-        return self.worker.put(frame)
-
-    def finish(self) -> list[av.Packet]:
-        """Flush the scaler and the encoder; returns the rest."""
-        done = self.worker.put(None)
-        return done + self.worker.finish()
 
 
 def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, str]]:
@@ -142,10 +96,8 @@ class _LadderRunner:
                  frames_total: int | None) -> None:
         self.plan = plan
         self.folder = folder
-        base = plan.base
-        self.timeline = Timeline(base.start_offset, base.discontinuous)
-        self.health = DecodeHealth(base.input, base.on_decode_error, video_index=base.decode.stream)
-        self.video_timer = VideoTimer()
+        self.source = Source(plan.base)
+        self.health = self.source.health
         self.sinks: list[VideoSink] = []
         self.outputs: list[_Output] = []
         self.audio: dict[int, _AudioTrack] = {}  # by source stream index
@@ -160,7 +112,7 @@ class _LadderRunner:
             return self._run()
         finally:
             for sink in self.sinks:
-                sink.worker.close()
+                sink.close()
             for track in self.audio.values():
                 if track.sink is not None:
                     track.sink.close()
@@ -180,10 +132,9 @@ class _LadderRunner:
     def _run(self) -> LadderResult:
         plan, base = self.plan, self.plan.base
         with contextlib.ExitStack() as stack:
-            src = stack.enter_context(open_input(Path(base.input)))
+            src = stack.enter_context(self.source.open())
             self._open_outputs(stack)
             vin = src.streams[base.decode.stream]
-            vin.codec_context.thread_type = "AUTO"
             ains = [src.streams[a.index] for a in plan.audio]
             # Files: video first, as players and mediad's own outputs have it. HLS/DASH: audio
             # first, streams 0..A-1 (muxer_setup's stream indices count on it).
@@ -200,7 +151,7 @@ class _LadderRunner:
                 o.container.start_encoding()
             for packet in src.demux([vin, *ains]):
                 self._packet(packet, vin)
-            self._fan_out(self.video_timer(None))
+            self._fan_out(self.source.flush())
             for sink in self.sinks:
                 sink.out.mux(sink.finish())
             for track in self.audio.values():
@@ -209,11 +160,11 @@ class _LadderRunner:
                               functools.partial(self._write_audio, track))
                     if change := track.sink.convert.change:
                         self.result.warnings.append(change)
-            self.result.warnings += self.timeline.summary()
-            self.result.warnings += self.health.finish(self.result.source_spans.get(vin.index))
-        for sink in self.sinks:
-            self.result.frames[sink.name] = sink.frames
-            self.result.video_spans[sink.name] = sink.span
+            self.result.warnings += self.source.finish()
+        self.result.source_spans = self.source.spans
+        for r, sink in zip(plan.renditions, self.sinks, strict=True):
+            self.result.frames[r.name] = sink.frames
+            self.result.video_spans[r.name] = sink.span
         self.progress(self.fanned, force=True)
         return self.result
 
@@ -254,56 +205,19 @@ class _LadderRunner:
 
     def _add_rendition(self, r: RenditionPlan, ist: av.video.stream.VideoStream,
                        out: av.container.OutputContainer) -> None:
-        vp = r.video
-        full_range, matrix = encoder_colour(ist.codec_context, vp.height)
-        rate = ist.average_rate or ist.guessed_rate or Fraction(25)
-        try:  # host frames: NVENC takes them with its `gpu` option naming the device
-            ost = out.add_stream(vp.encoder, rate=rate, options=dict(vp.options))
-        except HW_SETUP_ERRORS as e:
-            if vp.hardware:
-                raise RenditionRefused(r.name, f"{vp.encoder} cannot be set up: {e}") from None
-            raise
-        ost.pix_fmt = vp.pix_fmt
-        ost.width, ost.height = vp.width, vp.height
-        ost.time_base = ost.codec_context.time_base = ist.time_base
-        num, _, den = vp.sample_aspect_ratio.partition("/")
-        ost.codec_context.sample_aspect_ratio = Fraction(int(num), int(den))
-        ost.codec_context.thread_type, ost.codec_context.thread_count = "AUTO", 0
-        if vp.bit_rate:
-            ost.bit_rate = vp.bit_rate
-        tag_colour(ist.codec_context, ost.codec_context, full_range, matrix)
-        if vp.codec == "hevc" and self.plan.container in ("mp4", "mov"):
-            ost.codec_tag = "hvc1"  # Apple's HLS authoring spec and players: hvc1, in (f)MP4
-        try:
-            ost.codec_context.open()
-            undo_realtime()  # SVT-AV1 as root made this thread and its own real-time
-        except HW_SETUP_ERRORS as e:
-            if vp.hardware:  # this sink only goes to software; the others keep NVENC
-                raise RenditionRefused(r.name, f"{vp.encoder} refused to open: {e}") from None
-            if not isinstance(e, av.FFmpegError):
-                raise
-            raise MediadError(f"{self.plan.base.input}: {vp.encoder} cannot encode rendition "
-                              f"{r.name}: {e}", reason="unsupported") from None
-        transform = VideoTransform(vp, ist.time_base, full_range, matrix)
-        self.sinks.append(VideoSink(r, ost, transform, out))
+        encoder = open_video_encoder(out, ist, r.video, self.plan.container,
+                                     input_name=self.plan.base.input, output=r.name)
+        transform = VideoTransform(r.video, ist.time_base, encoder.full_range, encoder.matrix)
+        # Each rendition scales and encodes on its own thread; 8 frames of slack between them
+        self.sinks.append(VideoSink(encoder, r.video, transform, out, name=r.name, depth=8,
+                                    output=r.name))
 
     def _packet(self, packet: av.Packet, vin: av.video.stream.VideoStream) -> None:
         index = packet.stream.index
-        if packet.size:
-            self.timeline.packet(packet)
-            if packet.pts is not None:
-                self.result.source_spans.setdefault(index, Span()).add(
-                    packet.pts, packet.duration, packet.time_base)
+        self.source.seen(packet)
         self.health.packet(packet)
         if index == vin.index:
-            try:
-                frames = packet.decode()
-            except av.FFmpegError as e:
-                self.health.error(packet, e)
-                return
-            for f in frames:
-                self.health.video_frame(f)
-            self._fan_out(self.video_timer(frames))
+            self._fan_out(self.source.video(packet))
         elif (track := self.audio.get(index)) is not None:
             if track.sink is not None:
                 mux_audio(self.health, track.sink.put(packet),
@@ -344,7 +258,7 @@ def run_ladder(plan: LadderPlan, folder: Path, on_progress: ProgressCallback | N
     """Write every rendition of `plan` into `folder` (a temporary folder: the caller commits)."""
     try:
         return _LadderRunner(plan, folder, on_progress, frames_total).run()
-    except (MediadError, RenditionRefused):
+    except (MediadError, EncoderRefused):
         raise
     except av.FFmpegError as e:
         log.event("pipeline_error", input=plan.base.input, error=str(e))

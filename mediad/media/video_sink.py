@@ -1,0 +1,175 @@
+"""The sink side of a run: one video encoder opened as its plan says, and the sink that feeds
+it (conversion and encoding, on its own thread for host frames). A single transcode has one
+sink, a ladder one per rendition; both open and run them with this code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+
+import av
+
+from mediad.errors import MediadError
+from mediad.media.plan import VideoPlan
+from mediad.media.source import HW_SETUP_ERRORS
+from mediad.media.timing import Span
+from mediad.media.transform import encoder_colour, tag_colour
+from mediad.media.worker import OrderedWorker
+from mediad.realtime import undo_realtime
+
+# A frame transform: one decoded frame in (None: the end), the frames to encode out.
+FrameWork = Callable[[av.VideoFrame | None], list[av.VideoFrame]]
+
+
+class EncoderRefused(Exception):
+    """The hardware video encoder would not set up, open or encode (no engine, session limit):
+    re-plan that output with its software encoder. `output`: the ladder rendition it was for
+    (None: the single output); the other outputs keep theirs."""
+
+    def __init__(self, reason: str, output: str | None = None) -> None:
+        super().__init__(reason)
+        self.output = output
+
+
+@dataclass(frozen=True)
+class OpenedEncoder:
+    """An opened video encoder and the colour its input frames must have."""
+
+    stream: av.video.stream.VideoStream
+    full_range: bool  # the YUV range to write (see transform.encoder_colour)
+    matrix: str | None  # the matrix an RGB source is converted with
+
+
+def sar_of(vp: VideoPlan) -> Fraction | None:
+    """The plan's sample aspect ratio, None when it is not a usable one."""
+    num, _, den = vp.sample_aspect_ratio.partition("/")
+    if int(num or 0) > 0 and int(den or 1) > 0:
+        return Fraction(int(num), int(den or 1))
+    return None
+
+
+def gpu_layout(vp: VideoPlan) -> str:
+    """Layout of the CUDA frames NVENC takes for this plan: P010 for 10-bit, else NV12."""
+    return "p010le" if vp.pix_fmt == "p010le" else "nv12"
+
+
+def open_video_encoder(out: av.container.OutputContainer, ist: av.video.stream.VideoStream,
+                       vp: VideoPlan, container: str, *, input_name: str,
+                       cuda_device: int | None = None,
+                       output: str | None = None) -> OpenedEncoder:
+    """Add `vp`'s encoder to `out` for frames of `ist` and open it now, so that an NVENC
+    refusal happens before anything is written.
+
+    `cuda_device`: NVENC is fed CUDA frames of that device (through a frames context) instead
+    of host frames. A hardware refusal raises EncoderRefused; a software encoder that cannot
+    take this video, a one-line MediadError.
+    """
+    rate = ist.average_rate or ist.guessed_rate or Fraction(25)
+    try:
+        if cuda_device is not None and vp.hardware:
+            from mediad.gpu import cuda_hwaccel
+
+            # The device comes from the hwaccel; pix_fmt names the layout of the GPU frames.
+            options = {k: v for k, v in vp.options.items() if k != "gpu"}
+            ost = out.add_stream(vp.encoder, rate=rate, options=options,
+                                 hwaccel=cuda_hwaccel(cuda_device))
+            ost.pix_fmt = gpu_layout(vp)
+        else:  # host frames; NVENC then takes the device from its `gpu` option
+            ost = out.add_stream(vp.encoder, rate=rate, options=dict(vp.options))
+            ost.pix_fmt = vp.pix_fmt
+    except HW_SETUP_ERRORS as e:  # e.g. no CUDA device for NVENC's frames context
+        if vp.hardware:
+            raise EncoderRefused(f"{vp.encoder} cannot be set up: {e}", output) from None
+        raise
+    occ = ost.codec_context
+    # As the ffmpeg CLI: FFmpeg's default frame+slice threads, auto count. PyAV's default,
+    # slice only, makes libx264 run sliced_threads=1: same CPU time, less parallel.
+    occ.thread_type, occ.thread_count = "AUTO", 0
+    ost.width, ost.height = vp.width, vp.height
+    # Keep the source's time base so frame timestamps pass through untouched (VFR-safe).
+    ost.time_base = occ.time_base = ist.time_base
+    if (sar := sar_of(vp)) is not None:
+        occ.sample_aspect_ratio = sar
+    full_range, matrix = encoder_colour(ist.codec_context, vp.height)
+    tag_colour(ist.codec_context, occ, full_range, matrix)
+    if vp.bit_rate:
+        ost.bit_rate = vp.bit_rate
+    if vp.codec == "hevc" and container in ("mp4", "mov"):
+        ost.codec_tag = "hvc1"  # Apple players (and HLS's authoring spec) refuse hev1
+    try:
+        occ.open()
+        undo_realtime()  # SVT-AV1 as root made this thread and its own real-time
+    except HW_SETUP_ERRORS as e:
+        if vp.hardware:
+            raise EncoderRefused(f"{vp.encoder} refused to open: {e}", output) from None
+        if not isinstance(e, av.FFmpegError):
+            raise
+        what = f"rendition {output}" if output else "this video"
+        raise MediadError(f"{input_name}: {vp.encoder} cannot encode {what}: {e}",
+                          reason="unsupported") from None
+    return OpenedEncoder(ost, full_range, matrix)
+
+
+class VideoSink:
+    """One output's video: frames in, converted (`transform`) and encoded, packets out.
+
+    Threaded, the work runs on its own thread behind a bounded queue, beside the reader's
+    demuxing and decoding, as the ffmpeg CLI runs each filter chain and encoder; the packets
+    come back to the reader's thread, which alone muxes. Unthreaded (frames that stay on the
+    GPU, or model stages with a thread of their own), it runs in the caller's thread.
+    """
+
+    def __init__(self, encoder: OpenedEncoder, vp: VideoPlan, transform: FrameWork,
+                 out: av.container.OutputContainer, *, name: str = "video",
+                 threaded: bool = True, depth: int = 2, output: str | None = None) -> None:
+        self.ost = encoder.stream
+        self.vp = vp
+        self.out = out  # the container its packets go to
+        self.transform = transform
+        self.output = output  # the ladder rendition (for EncoderRefused), None: single
+        self.frames = 0
+        self.span = Span()  # what the encoded frames span
+        self._next_pts = 0
+        self.worker: OrderedWorker[av.VideoFrame | None, av.Packet] | None = \
+            OrderedWorker(self._work, name=f"mediad-{name}", depth=depth) if threaded else None
+
+    def _work(self, frame: av.VideoFrame | None) -> list[av.Packet]:
+        packets: list[av.Packet] = []
+        for f in self.transform(frame):
+            if f.pts is None:  # a few raw formats carry no timestamps: number the frames
+                f.pts, f.time_base = self._next_pts, self.ost.codec_context.time_base
+            self._next_pts = f.pts + 1
+            self.span.add(f.pts, f.duration or 1, f.time_base)
+            self.frames += 1
+            packets += self._encode(f)
+        if frame is None:
+            packets += self._encode(None)
+        return packets
+
+    def _encode(self, frame: av.VideoFrame | None) -> list[av.Packet]:
+        try:
+            return self.ost.encode(frame)
+        except av.FFmpegError as e:
+            # NVENC registers and maps its input inside encode(): a first failure shows here.
+            if self.vp.hardware:
+                raise EncoderRefused(f"{self.vp.encoder} failed while encoding: {e}",
+                                     self.output) from None
+            raise
+
+    def put(self, frame: av.VideoFrame) -> list[av.Packet]:
+        """Hand one frame over; returns the packets finished so far."""
+        return self.worker.put(frame) if self.worker is not None else self._work(frame)
+
+    def finish(self) -> list[av.Packet]:
+        """Flush the conversion and the encoder; returns the rest."""
+        if self.worker is None:
+            return self._work(None)
+        done = self.worker.put(None)
+        return done + self.worker.finish()
+
+    def close(self) -> None:
+        """End the thread when the run gives up before the end; idempotent."""
+        if self.worker is not None:
+            self.worker.close()
