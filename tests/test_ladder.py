@@ -95,7 +95,7 @@ def test_hls_ladder_from_a_dvr_recording(recording: Path, tmp_path: Path) -> Non
     assert folder == recording.with_name("rec.ladder-hls")  # <stem>.<profile>/ beside the input
     assert sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(".")) == []
     assert report["plan"]["skipped"] == [
-        "480p: taller than the source (360 lines); renditions are never upscaled"]
+        "480p: larger than the source (640x360 within 853x480); renditions are never upscaled"]
     master = m3u8.load(str(folder / "master.m3u8"))
     variants = {p.stream_info.resolution: p for p in master.playlists}
     assert set(variants) == {(640, 360), (426, 240), (320, 180)}
@@ -208,7 +208,7 @@ def test_running_the_same_job_again_is_recognised(recording: Path, tmp_path: Pat
 @pytest.mark.parametrize(("case", "error"), [
     ("audio-only", r"audio-only file, but profile ladder-hls makes a video ladder"),
     ("too-small", r"no rendition of profile ladder-hls fits this 160x90 source "
-                  r"\(480p: taller than the source \(90 lines\).*"),
+                  r"\(480p: larger than the source \(160x90 within 853x480\).*"),
 ])
 def test_sources_a_ladder_cannot_use_are_one_line_errors(case: str, error: str,
                                                           tmp_path: Path) -> None:
@@ -282,6 +282,24 @@ def test_plan_prints_each_rendition(recording: Path, tmp_path: Path) -> None:
     assert [r.split()[1] for r in renditions] == ["360p", "240p", "180p"]
     assert "640x360" in renditions[0] and "700k (peak 1050k)" in renditions[0]
     assert any(ln.startswith("skipped: 480p") for ln in lines)
+
+
+@pytest.mark.parametrize(("size", "made", "skipped"), [
+    # A 2.4:1 film keeps its top rung (the previous rule, by height, skipped 480p: 400 lines)
+    ((960, 400), {"480p": (850, 354), "360p": (638, 266), "240p": (422, 176),
+                  "180p": (316, 132)}, []),
+    # A phone's portrait video: the rung's box stands upright (by height it was 202x360)
+    ((360, 640), {"360p": (360, 640), "240p": (240, 426), "180p": (180, 320)}, ["480p"]),
+])
+def test_rungs_are_boxes_for_wide_and_portrait_sources(size: tuple[int, int], made: dict,
+                                                       skipped: list[str], tmp_path: Path) -> None:
+    src = camera_clip(tmp_path / "src.mp4", seconds=1, size=size)
+    res = run_cli("plan", str(src), "-p", str(_profile(tmp_path)), "--gpu", "none", "--json")
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)
+    assert {r["name"]: (r["video"]["width"], r["video"]["height"])
+            for r in plan["renditions"]} == made
+    assert [s.split(":")[0] for s in plan["skipped"]] == skipped
 
 
 def test_a_rendition_nvenc_refuses_falls_back_alone(recording: Path, tmp_path: Path) -> None:
@@ -408,6 +426,19 @@ def test_audio_hls_players_cannot_all_play_is_encoded_to_aac(tmp_path: Path) -> 
     assert all(p.stream_info.codecs.endswith(",mp4a.40.2") for p in master.playlists)
     (audio,) = master.media
     assert audio.language == "eng"  # the source track's language, for the player's menu
+
+
+def test_frame_rate_is_the_maximum_not_the_average(tmp_path: Path) -> None:
+    """HLS's FRAME-RATE is a variant's maximum rate: a 30 fps recording with 0.4 s of frames
+    missing averages 27.83 fps but plays at 30."""
+    src = tmp_path / "gaps.mp4"
+    ffmpeg("-f", "lavfi", "-i", camera_filter((320, 180), 30), "-t", "6", "-vf",
+           r"select='not(between(t\,3.2\,3.6))'", "-fps_mode", "passthrough", "-c:v",
+           "libx264", "-preset", "veryfast", "-g", "30", str(src))
+    assert len(packet_times(src, "0:v:0")) == 167  # 13 frames missing (3.2 to 3.6 s)
+    _, folder = _transcode(src, _small(tmp_path))
+    master = m3u8.load(str(folder / "master.m3u8"))
+    assert [p.stream_info.frame_rate for p in master.playlists] == [30.0, 30.0]
 
 
 def test_keyframes_count_from_the_first_frame_as_the_segmenter_does(tmp_path: Path) -> None:

@@ -21,13 +21,14 @@ from mediad import __version__, log
 from mediad.errors import MediadError, io_error
 from mediad.fsutil import atomic_write_bytes
 from mediad.media.commit import commit_folder, remove_stale_sets, temp_dir_for
-from mediad.media.ladder import LadderResult, RenditionRefused, run_ladder
+from mediad.media.ladder import LadderResult, run_ladder
 from mediad.media.ladder_plan import LadderPlan, plan_ladder
 from mediad.media.packaging import SegmentedTrack, check_segments, finish_dash, finish_hls
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback
 from mediad.media.timing import Span
 from mediad.media.verify import OutputInfo, SourceStamp, verify_output
+from mediad.media.video_sink import EncoderRefused
 from mediad.profiles import Profile
 
 RECORD = "mediad.json"  # the set's own record: job key, tracks, files
@@ -205,9 +206,16 @@ def _verify_files(plan: LadderPlan, result: LadderResult, tmp: Path,
     return files
 
 
-def _probe_fps(info: MediaInfo) -> float | None:
+def _max_fps(info: MediaInfo) -> float | None:
+    """The source's highest frame rate, for HLS's FRAME-RATE (the variant's maximum): its
+    nominal rate when that is a plausible one above the average (a stream with gaps), else
+    the average (a nominal rate twice it is a field rate; one far above it, a time base)."""
     v = info.main_video
-    return v.fps if v is not None else None
+    if v is None or not v.fps:
+        return None
+    if v.base_fps and v.fps < v.base_fps <= 1.5 * v.fps:
+        return v.base_fps
+    return v.fps
 
 
 def plan_ladder_job(input_path: Path, profile: Profile, output: Path | None = None, *,
@@ -257,8 +265,9 @@ def _run_with_fallbacks(plan: LadderPlan, tmp: Path, on_progress: ProgressCallba
     for _ in range(len(plan.renditions) + 1):
         try:
             return plan, run_ladder(plan, tmp, on_progress, total)
-        except RenditionRefused as e:
-            plan = plan.with_software_rendition(e.name, str(e))
+        except EncoderRefused as e:
+            assert e.output is not None  # the ladder names the rendition NVENC refused
+            plan = plan.with_software_rendition(e.output, str(e))
             log.event("fallback", input=plan.base.input, detail=plan.fallbacks[-1])
             shutil.rmtree(tmp)
             tmp.mkdir()
@@ -290,7 +299,7 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
         if plan.package == "files":
             files = _verify_files(plan, result, tmp, folder)
         else:
-            tracks = finish_hls(tmp, plan, _probe_fps(info)) if plan.package == "hls" \
+            tracks = finish_hls(tmp, plan, _max_fps(info)) if plan.package == "hls" \
                 else finish_dash(tmp, plan)
             _verify(plan, result, tracks)
         warnings = [*plan.warnings, *result.warnings]

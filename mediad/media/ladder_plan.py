@@ -95,44 +95,67 @@ def _rendition_profile(profile: Profile, r: RenditionSettings, container: str) -
 
 def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
                 gpu_reason: str = "", gpu_allowed: bool = True) -> LadderPlan:
-    """Plan every rendition of `profile` for `info`; renditions taller than the source are
-    skipped (never upscaled), and an empty ladder is an error."""
+    """Plan every rendition of `profile` for `info`; renditions larger than the source are
+    skipped (never upscaled), and an empty ladder is an error.
+
+    A rung named N (1080, 720, ...) is a box of N lines and 16:9 of them (1920x1080), turned
+    upright for a portrait source, as players and sites label sizes: a 1920x800 film gets a
+    1080p rendition of 1920x800 and a 720p one of 1280x534, a 1080x1920 phone video a 720p one
+    of 720x1280. A source smaller than a rung's box both ways skips that rung.
+    """
     v = info.main_video
     if v is None:
         kinds = "audio-only" if info.audio else "has no video stream"
         raise MediadError(f"{info.path}: {kinds} file, but profile {profile.name} makes a "
                           "video ladder", reason="no_video")
-    settings = profile.renditions or [RenditionSettings(height=profile.video.max_height
-                                                        or _source_height(info))]
+    if not profile.renditions:  # one rendition: the profile's [video] as it is
+        height = min(profile.video.max_height or 1 << 16, _source_height(info))
+        return _ladder(info, profile, caps, output, gpu_reason, gpu_allowed,
+                       [(f"{height}p", RenditionSettings(height=height))], [])
+    display = _display_size(info)
+    rungs: list[tuple[str, RenditionSettings]] = []  # (name, settings with the height to make)
+    skipped: list[str] = []
+    for r in sorted(profile.renditions, key=lambda r: -r.height):
+        box = _rung_box(r.height, display)
+        if display[0] < box[0] and display[1] < box[1]:
+            skipped.append(f"{r.height}p: larger than the source ({display[0]}x{display[1]} "
+                           f"within {box[0]}x{box[1]}); renditions are never upscaled")
+            continue
+        scale = min(Fraction(box[0], display[0]), Fraction(box[1], display[1]), Fraction(1))
+        rungs.append((f"{r.height}p",
+                      r.model_copy(update={"height": int(_source_height(info) * scale)})))
+    return _ladder(info, profile, caps, output, gpu_reason, gpu_allowed, rungs, skipped)
+
+
+def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
+            gpu_reason: str, gpu_allowed: bool, rungs: list[tuple[str, RenditionSettings]],
+            skipped: list[str]) -> LadderPlan:
+    """The ladder of `rungs` (tallest first), each planned as a single output of its height."""
+    v = info.main_video
+    assert v is not None
     package: Package = profile.container if profile.container in PACKAGES else "files"  # type: ignore[assignment]
     container = "mp4" if package != "files" else profile.container
-    source_lines = _source_height(info)
-    planned: list[tuple[RenditionSettings, Plan]] = []
-    skipped: list[str] = []
-    for r in sorted(settings, key=lambda r: -r.height):
-        if r.height > source_lines:
-            skipped.append(f"{r.height}p: taller than the source ({source_lines} lines); "
-                           "renditions are never upscaled")
-            continue
+    planned: list[tuple[str, RenditionSettings, Plan]] = []
+    for name, r in rungs:
         plan = make_plan(info, _rendition_profile(profile, r, container), caps, output,
                          gpu_reason, gpu_allowed=gpu_allowed)
-        if any(p.video.height == plan.video.height for _, p in planned):
-            skipped.append(f"{r.height}p: the same size as another rendition")
+        if any(p.video.height == plan.video.height for _, _, p in planned):
+            skipped.append(f"{name}: the same size as another rendition")
             continue
-        planned.append((r, plan))
+        planned.append((name, r, plan))
     if not planned:
         raise MediadError(f"{info.path}: no rendition of profile {profile.name} fits this "
                           f"{v.width}x{v.height} source ({'; '.join(skipped)})",
                           reason="unsupported")
     fps = v.fps or 25.0
     gop = max(1, round(profile.package.keyframe_seconds * fps))
-    top = planned[0][1].video
+    top = planned[0][2].video
     aspect = Fraction(top.width, top.height) * _sar(top)
-    renditions = [_rendition(r, plan.video, gop, aspect) for r, plan in planned]
+    renditions = [_rendition(name, r, plan.video, gop, aspect) for name, r, plan in planned]
     if package == "files":
         stem = Path(info.path).stem
         renditions = [replace(r, file=f"{stem}.{r.name}.{container}") for r in renditions]
-    base = planned[0][1]
+    base = planned[0][2]
     warnings = list(base.warnings)
     fallbacks = list(base.fallbacks)
     if base.decode.hardware:  # honest: the runner gives the renditions host frames
@@ -176,13 +199,32 @@ def _source_height(info: MediaInfo) -> int:
     return v.width if v.rotation % 180 else v.height
 
 
+def _display_size(info: MediaInfo) -> tuple[int, int]:
+    """The source's picture as shown: upright, its pixels' aspect applied to the width."""
+    v = info.main_video
+    assert v is not None
+    w, h = (v.height, v.width) if v.rotation % 180 else (v.width, v.height)
+    num, _, den = v.sample_aspect_ratio.partition("/")
+    sar = Fraction(int(num), int(den or 1)) if int(num or 0) > 0 and int(den or 1) > 0 \
+        else Fraction(1)
+    if v.rotation % 180:
+        sar = 1 / sar  # a quarter turn swaps the pixel's sides
+    return max(1, round(w * sar)), h
+
+
+def _rung_box(lines: int, display: tuple[int, int]) -> tuple[int, int]:
+    """The (width, height) a rung of `lines` holds: 16:9, upright for a portrait source."""
+    wide = round(lines * 16 / 9)
+    return (wide, lines) if display[0] >= display[1] else (lines, wide)
+
+
 def _sar(video: VideoPlan) -> Fraction:
     num, _, den = video.sample_aspect_ratio.partition("/")
     return Fraction(int(num), int(den or 1)) if int(num or 0) > 0 and int(den or 1) > 0 \
         else Fraction(1)
 
 
-def _rendition(r: RenditionSettings, video: VideoPlan, gop: int,
+def _rendition(name: str, r: RenditionSettings, video: VideoPlan, gop: int,
                aspect: Fraction) -> RenditionPlan:
     """The rendition's video with streaming's rate control, aligned keyframes, and the top
     rendition's display aspect exactly (even sizes round it: 426x240 is not 16:9 with square
@@ -195,7 +237,7 @@ def _rendition(r: RenditionSettings, video: VideoPlan, gop: int,
         peak = parse_bitrate(r.max_bitrate) if r.max_bitrate else \
             int(video.bit_rate * _PEAK_OVER_AVERAGE)
     video = replace(video, sample_aspect_ratio=f"{sar.numerator}/{sar.denominator}")
-    return _with_stream_options(RenditionPlan(f"{video.height}p", video, peak, gop))
+    return _with_stream_options(RenditionPlan(name, video, peak, gop))
 
 
 def _with_stream_options(r: RenditionPlan) -> RenditionPlan:

@@ -33,7 +33,10 @@ class VideoInfo:
     height: int
     pix_fmt: str
     bit_depth: int
-    fps: float | None
+    fps: float | None  # the average rate
+    # The nominal rate (FFmpeg's r_frame_rate): above the average for a stream with gaps
+    # (a screen recording), 2x it for field-coded video, absurd for some 1 ms time bases.
+    base_fps: float | None
     time_base: str
     start_time: float | None  # seconds; DVR recordings start hours in
     duration: float | None  # the stream's own, from the header (None when it has none)
@@ -313,7 +316,8 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
             videos.append(VideoInfo(
                 index=s.index, codec=codec_name(cc), width=cc.width, height=cc.height,
                 pix_fmt=cc.pix_fmt or "unknown", bit_depth=_bit_depth(cc.pix_fmt),
-                fps=float(rate) if rate else None, time_base=str(s.time_base),
+                fps=float(rate) if rate else None,
+                base_fps=float(s.base_rate) if s.base_rate else None, time_base=str(s.time_base),
                 start_time=start, duration=_stream_duration(s), frames=s.frames or None,
                 bit_rate=cc.bit_rate or _int_tag(s.metadata, "BPS", "BPS-eng"),
                 bit_rate_estimate=None, rotation=first.rotation,
