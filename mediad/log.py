@@ -9,11 +9,27 @@ _LOGGER = logging.getLogger("mediad")
 _ONCE: set[str] = set()
 
 
+def _escape(c: str, quote: bool) -> str:
+    if "\udc80" <= c <= "\udcff":  # a byte of a name that is not UTF-8 (surrogateescape)
+        return f"\\x{ord(c) - 0xDC00:02x}"
+    if quote and c in '\\"':
+        return "\\" + c
+    if not c.isprintable():  # ESC, CR, TAB, newline, ... never reach a terminal raw
+        return c.encode("unicode_escape").decode("ascii")
+    return c
+
+
+def printable(text: str) -> str:
+    """`text` safe for one terminal line: a name's bytes that are not UTF-8 as \\xe9, control
+    characters (ESC, CR, TAB, ...) as \\x1b, \\r, \\t."""
+    return text if text.isprintable() else "".join(_escape(c, False) for c in text)
+
+
 def _fmt(value: object) -> str:
     text = str(value)
-    if not text or any(c in text for c in ' ="\n'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return text
+    if text and text.isprintable() and not any(c in text for c in ' ="\\'):
+        return text
+    return '"' + "".join(_escape(c, True) for c in text) + '"'
 
 
 def event(name: str, level: int = logging.INFO, **fields: object) -> None:

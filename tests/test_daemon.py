@@ -3,6 +3,7 @@ real SQLite, real watchdog observers and real (tiny) media files made with PyAV.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -707,6 +708,33 @@ def test_retry_never_overwrites_and_works_while_the_daemon_is_stopped(site: Site
     assert site.stop() == 0
 
 
+def test_retry_trusts_the_state_database_not_a_forged_note(site: Site, tmp_path: Path) -> None:
+    """Error notes are for people: a note rewritten to name another file (here one outside
+    failed_dir) must not make `mediad retry` move that file into the watched folder."""
+    site.watches[0]["failed_dir"] = "failed"
+    site.start()
+    source, failed, note = fail_one(site, "clip.mp4")
+    assert site.stop() == 0
+    victim = tmp_path / "private" / "payroll.mp4"
+    victim.parent.mkdir()
+    victim.write_bytes(b"someone's private file")
+    failed.unlink()  # the failed copy gone, the note forged to name the victim instead
+    forged = json.loads(note.read_text())
+    forged["moved_to"] = str(victim)
+    note.write_text(json.dumps(forged))
+    res = retry_cli(site, "1")
+    assert res.returncode == 1 and not source.exists(), res.stdout
+    assert victim.read_bytes() == b"someone's private file"
+    assert res.stderr.splitlines() == [f"mediad: error: job 1: its source is gone (neither "
+                                       f"{source} nor {failed} exists)"]
+    # The failed copy back in failed_dir: retried from where the daemon recorded it.
+    make_video(failed, seed=23)
+    res = retry_cli(site, "1")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == [f"job 1: requeued {source} (moved back from {failed})"]
+    assert victim.read_bytes() == b"someone's private file" and source.exists()
+
+
 # ----- files that change under a job ----------------------------------------------------------
 
 def test_a_source_replaced_during_its_job_is_left_for_its_own_job(site: Site, long_video: Path,
@@ -783,3 +811,52 @@ def test_a_queued_file_renamed_or_moved_out_and_back_is_still_transcoded(
     assert not note.exists()  # the stale note went with the failure
     assert "event=file_duplicate" not in site.log()
     assert site.stop() == 0
+
+
+def test_a_non_utf8_file_name_is_transcoded_and_never_stops_the_service(
+        site: Site, small_video: Path, tmp_path: Path) -> None:
+    """A Latin-1 name (from an SMB share or an old archive) is a file like any other: it is
+    transcoded under the same bytes, logged escaped, and a rescan or a restart takes it as
+    seen (it took the service down at every start: a crash loop under Restart=on-failure)."""
+    site.daemon_settings["rescan_seconds"] = 1
+    site.watches[0].update(failed_dir="failed", on_success="move", done_dir="done")
+    site.start()
+    name = b"caf\xe9 cr\xe8me.mp4"  # Latin-1: not UTF-8
+    bad = os.path.join(os.fsencode(site.inbox), b"r\xe9sum\xe9.mp4")
+    with open(bad, "wb") as f:
+        f.write(b"not a video\n")
+    tmp = os.path.join(os.fsencode(site.inbox), b"upload.part")
+    shutil.copyfile(small_video, tmp)
+    os.rename(tmp, os.path.join(os.fsencode(site.inbox), name))
+    site.drop(make_video(tmp_path / "plain.mp4", seed=7), "plain.mp4")
+    site.drop(make_video(tmp_path / "ctl.mp4", seed=9), "tab\there\x1b[2J\r.mp4")
+    site.wait_jobs("done", 3)
+    site.wait_jobs("failed", 1)
+    outputs = sorted(os.listdir(os.fsencode(site.out)))
+    # The control characters are made safe in the output's name (as before this fix)
+    assert outputs == sorted([name, b"plain.mp4", b"tab_here_[2J_.mp4"])
+    failed = os.fsencode(site.root / "failed")
+    wait_for(lambda: os.path.exists(os.path.join(failed, b"r\xe9sum\xe9.mp4.error.json")), 10,
+             "the bad file's note")
+    import json
+    with open(os.path.join(failed, b"r\xe9sum\xe9.mp4.error.json"), encoding="utf-8") as f:
+        assert json.load(f)["reason"] == "not_media"
+    wait_for(lambda: os.path.exists(os.path.join(os.fsencode(site.root / "done"), name)), 10,
+             "the source to move to done_dir")
+    assert count_frames(Path(os.fsdecode(os.path.join(os.fsencode(site.out), name)))) == 12
+    time.sleep(2.5)  # rescans see both files again: known, nothing queued twice
+    first_log = site.log()
+    assert 'source="' + str(site.inbox) + '/caf\\xe9 cr\\xe8me.mp4"' in first_log, first_log
+    # One event, one line; no raw ESC or CR from a name reaches the journal's reader
+    assert "\x1b" not in first_log and "\r" not in first_log
+    assert 'source="' + str(site.inbox) + '/tab\\there\\x1b[2J\\r.mp4"' in first_log
+    assert site.stop() == 0
+    site.start()  # a restart scans the folder: the service comes up and stays up
+    site.drop(make_video(tmp_path / "after.mp4", seed=8), "after.mp4")
+    site.wait_jobs("done", 4)
+    assert len(site.jobs()) == 5
+    assert "Traceback" not in first_log + site.log()
+    status = subprocess.run([sys.executable, "-m", "mediad", "status", "--config",
+                             str(site.config)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert status.returncode == 0 and "caf\\xe9 cr\\xe8me.mp4" in status.stdout, status

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -411,3 +412,27 @@ def test_status_escapes_odd_names_and_retry_takes_any_id(tmp_path: Path) -> None
                          capture_output=True, text=True, env=env, timeout=60)
     assert (res.returncode, res.stdout) == (1, "")
     assert res.stderr.splitlines() == [f"mediad: error: job {big}: no such job"]
+
+
+def test_a_state_database_from_before_moved_to_upgrades_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mediad.daemon import queue as queue_module
+
+    old_schema = re.sub(r",(\s*--[^\n]*)?\n\s*moved_to TEXT[^\n]*", "", queue_module._SCHEMA)
+    assert "moved_to" not in old_schema
+    conn = sqlite3.connect(tmp_path / queue_module.DB_NAME)
+    conn.executescript(old_schema)
+    conn.execute("INSERT INTO jobs (key, source, watch, profile, output, state, size, mtime_ns, "
+                 "inode, digest, created, updated) VALUES ('k', '/in/a.mp4', '/in', 'fast', "
+                 "'/out/a.mp4', 'failed', 1, 1, 1, 'd', 0, 0)")
+    conn.commit()
+    conn.close()
+    q = Queue(tmp_path)
+    job = q.get(1)
+    assert job is not None and job.moved_to is None and job.source == "/in/a.mp4"
+    latin1 = Path(os.fsdecode(b"/failed/caf\xe9.mp4"))
+    q.disposed(1, latin1)  # a name that is not UTF-8 goes in and comes back the same
+    job = q.get(1)
+    assert job is not None and job.disposed == 1 and job.moved_to == str(latin1)
+    q.close()

@@ -108,7 +108,8 @@ def after_success(watch: WatchConfig | None, job: Job) -> None:
 
 
 def after_failure(watch: WatchConfig | None, job: Job, reason: str, message: str) -> Path | None:
-    """Move a failed source to failed_dir (if set) and write `<name>.error.json` beside it."""
+    """Move a failed source to failed_dir (if set) and write `<name>.error.json` beside it;
+    returns where the source was moved (None: not moved), for the state database."""
     src = Path(job.source)
     where = src
     moved = False
@@ -130,7 +131,7 @@ def after_failure(watch: WatchConfig | None, job: Job, reason: str, message: str
     note = where.with_name(where.name + ".error.json")
     data = {
         "source": str(src),
-        # Only a file really moved: `mediad retry` moves back whatever this names.
+        # For people: `mediad retry` moves back only what the state database recorded.
         "moved_to": str(where) if moved else None,
         "reason": reason,
         "message": message,
@@ -145,6 +146,6 @@ def after_failure(watch: WatchConfig | None, job: Job, reason: str, message: str
     except OSError as e:
         log.event("error_note_failed", logging.ERROR, job=job.id, path=note,
                   error=e.strerror or str(e))
-        return None
-    log.event("error_note", job=job.id, path=note)
-    return note
+    else:
+        log.event("error_note", job=job.id, path=note)
+    return where if moved else None

@@ -91,13 +91,15 @@ def safe_component(name: str, fallback: str = "video") -> str:
     out = []
     for ch in name:
         cat = unicodedata.category(ch)
-        if ch in '/\\:*?"<>|' or cat.startswith("C") or cat in ("Zl", "Zp"):
+        if "\udca0" <= ch <= "\udcff":
+            out.append(ch)  # a byte of a name that is not UTF-8 (Latin-1 é): kept as it was
+        elif ch in '/\\:*?"<>|' or cat.startswith("C") or cat in ("Zl", "Zp"):
             out.append("_")
         else:
             out.append(ch)
     # No leading dot (hidden, or "..") or dash (an option to a shell tool), no trailing dot/space.
     text = "".join(out).strip().lstrip(".-").rstrip(". ")
-    while len(text.encode()) > MAX_NAME_BYTES:
+    while len(os.fsencode(text)) > MAX_NAME_BYTES:
         text = text[:-1]
     return text or fallback
 

@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     frames_total INTEGER,
     fps REAL,
     report TEXT,
-    disposed INTEGER NOT NULL DEFAULT 0    -- on_success / failed_dir applied to the source
+    disposed INTEGER NOT NULL DEFAULT 0,   -- on_success / failed_dir applied to the source
+    moved_to TEXT                          -- where a failed source was moved (failed_dir)
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, not_before, id);
 CREATE INDEX IF NOT EXISTS jobs_updated ON jobs (updated);
@@ -91,6 +92,7 @@ class Job:
     fps: float | None
     report: str | None
     disposed: int
+    moved_to: str | None = None  # a failed source in failed_dir: what `mediad retry` moves back
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -103,6 +105,34 @@ class Job:
         if self.started and self.finished:
             d["duration"] = round(self.finished - self.started, 3)
         return d
+
+
+def db_path(path: Path | str) -> str | bytes:
+    """A path as the database holds it: text, or its bytes when the name is not UTF-8 (a
+    Latin-1 name from an SMB share or an old archive). SQLite text must be UTF-8, and the
+    bytes give back the very same name (see _job)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(text)
+    return text
+
+
+def db_text(text: str | None) -> str | None:
+    """A message for the database: a non-UTF-8 name inside it shown escaped (\\xe9)."""
+    if text is None:
+        return None
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _job(row: sqlite3.Row) -> Job:
+    """A row as a Job; paths stored as bytes (db_path) back to the names they were."""
+    d = dict(row)
+    for k in ("source", "watch", "output", "moved_to"):
+        if isinstance(d[k], bytes):
+            d[k] = os.fsdecode(d[k])
+    return Job(**d)
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -126,6 +156,9 @@ class Queue:
         self.path = state_dir / DB_NAME
         self.conn = connect(self.path)
         self.conn.executescript(_SCHEMA)
+        columns = {r["name"] for r in self.conn.execute("PRAGMA table_info(jobs)")}
+        if "moved_to" not in columns:  # a database from before it: upgrade in place
+            self.conn.execute("ALTER TABLE jobs ADD COLUMN moved_to TEXT")
         self._data_version = self._read_data_version()
 
     def close(self) -> None:
@@ -134,7 +167,7 @@ class Queue:
 
     def _one(self, sql: str, args: tuple = ()) -> Job | None:
         row = self.conn.execute(sql, args).fetchone()
-        return Job(**dict(row)) if row else None
+        return _job(row) if row else None
 
     def get(self, job_id: int) -> Job | None:
         """The job with this id."""
@@ -146,21 +179,21 @@ class Queue:
 
     def by_source(self, source: Path) -> list[Job]:
         """Jobs whose source was this path, newest first."""
-        rows = self.conn.execute("SELECT * FROM jobs WHERE source = ? ORDER BY id DESC", (str(source),))
-        return [Job(**dict(r)) for r in rows]
+        rows = self.conn.execute("SELECT * FROM jobs WHERE source = ? ORDER BY id DESC", (db_path(source),))
+        return [_job(r) for r in rows]
 
     def failed_jobs(self) -> list[Job]:
         """Every failed job, oldest first."""
         rows = self.conn.execute("SELECT * FROM jobs WHERE state = 'failed' ORDER BY id")
-        return [Job(**dict(r)) for r in rows]
+        return [_job(r) for r in rows]
 
     def output_taken(self, output: Path) -> bool:
         """True when another job has reserved this output path."""
-        return self.conn.execute("SELECT 1 FROM jobs WHERE output = ?", (str(output),)).fetchone() is not None
+        return self.conn.execute("SELECT 1 FROM jobs WHERE output = ?", (db_path(output),)).fetchone() is not None
 
     def recover(self) -> list[Job]:
         """After a crash: jobs left running go back to queued (their attempt is not counted)."""
-        jobs = [Job(**dict(r)) for r in self.conn.execute("SELECT * FROM jobs WHERE state = 'running'")]
+        jobs = [_job(r) for r in self.conn.execute("SELECT * FROM jobs WHERE state = 'running'")]
         self.conn.execute("UPDATE jobs SET state = 'queued', updated = ?, gpu = NULL "
                           "WHERE state = 'running'", (time.time(),))
         return jobs
@@ -172,7 +205,7 @@ class Queue:
         cur = self.conn.execute(
             "INSERT OR IGNORE INTO jobs (key, source, watch, profile, output, state, size, mtime_ns,"
             " inode, digest, created, updated) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
-            (key, str(source), str(watch), profile, str(output), fp.size, fp.mtime_ns, fp.inode,
+            (key, db_path(source), db_path(watch), profile, db_path(output), fp.size, fp.mtime_ns, fp.inode,
              fp.digest, now, now))
         return self.get(cur.lastrowid) if cur.rowcount else None
 
@@ -181,7 +214,7 @@ class Queue:
         rows = self.conn.execute(
             "SELECT * FROM jobs WHERE state = 'queued' AND not_before <= ? ORDER BY id LIMIT ?",
             (now, limit))
-        return [Job(**dict(r)) for r in rows]
+        return [_job(r) for r in rows]
 
     def next_retry(self) -> float | None:
         """The earliest time a backed-off queued job becomes ready."""
@@ -209,7 +242,7 @@ class Queue:
     def set_output(self, job_id: int, output: Path) -> None:
         """Reserve another output name for the job (its first one was taken by someone else)."""
         self.conn.execute("UPDATE jobs SET output = ?, updated = ? WHERE id = ?",
-                          (str(output), time.time(), job_id))
+                          (db_path(output), time.time(), job_id))
 
     def follow(self, job_id: int, *, source: Path, watch: Path, output: Path,
                fp: Fingerprint) -> bool:
@@ -225,7 +258,7 @@ class Queue:
             " error = CASE WHEN state = 'failed' THEN NULL ELSE error END,"
             " finished = NULL, disposed = 0"
             " WHERE id = ? AND (state = 'queued' OR (state = 'failed' AND reason = 'missing_input'))",
-            (str(source), str(watch), str(output), fp.size, fp.mtime_ns, fp.inode, time.time(),
+            (db_path(source), db_path(watch), db_path(output), fp.size, fp.mtime_ns, fp.inode, time.time(),
              job_id))
         return cur.rowcount == 1
 
@@ -241,13 +274,13 @@ class Queue:
         now = time.time()
         self.conn.execute("UPDATE jobs SET state = 'failed', finished = ?, updated = ?, reason = ?,"
                           " error = ?, attempts = attempts + ? WHERE id = ?",
-                          (now, now, reason, error, int(count_attempt), job_id))
+                          (now, now, reason, db_text(error), int(count_attempt), job_id))
 
     def retry(self, job_id: int, reason: str, error: str, not_before: float) -> None:
         """A transient failure: back to queued, not before `not_before`."""
         self.conn.execute("UPDATE jobs SET state = 'queued', updated = ?, reason = ?, error = ?, "
                           "attempts = attempts + 1, not_before = ?, gpu = NULL WHERE id = ?",
-                          (time.time(), reason, error, not_before, job_id))
+                          (time.time(), reason, db_text(error), not_before, job_id))
 
     def requeue(self, job_id: int) -> None:
         """Stopped by the daemon (shutdown): back to queued, the attempt not counted."""
@@ -275,9 +308,11 @@ class Queue:
              fp.digest, time.time(), job_id))
         return cur.rowcount == 1
 
-    def disposed(self, job_id: int) -> None:
-        """The source has been kept, moved or deleted as configured: never again."""
-        self.conn.execute("UPDATE jobs SET disposed = 1 WHERE id = ?", (job_id,))
+    def disposed(self, job_id: int, moved_to: Path | None = None) -> None:
+        """The source has been kept, moved or deleted as configured: never again. `moved_to`:
+        where a failed source now is, the only place `mediad retry` takes it back from."""
+        self.conn.execute("UPDATE jobs SET disposed = 1, moved_to = ? WHERE id = ?",
+                          (db_path(moved_to) if moved_to is not None else None, job_id))
 
     def forget(self, job_id: int) -> None:
         """Drop a queued job whose source changed before it ran (it will be queued anew)."""
@@ -301,18 +336,18 @@ class Queue:
         """The job of `path` if it was identified before with exactly this stat (one query)."""
         return self._one("SELECT jobs.* FROM seen JOIN jobs ON jobs.key = seen.key "
                          "WHERE seen.path = ? AND seen.size = ? AND seen.mtime_ns = ? "
-                         "AND seen.inode = ?", (str(path), st.st_size, st.st_mtime_ns, st.st_ino))
+                         "AND seen.inode = ?", (db_path(path), st.st_size, st.st_mtime_ns, st.st_ino))
 
     def remember(self, path: Path, fp: Fingerprint, key: str) -> None:
         """Cache the dedup key of `path` at this stat."""
         self.conn.execute("INSERT OR REPLACE INTO seen (path, size, mtime_ns, inode, key) "
-                          "VALUES (?, ?, ?, ?, ?)", (str(path), fp.size, fp.mtime_ns, fp.inode, key))
+                          "VALUES (?, ?, ?, ?, ?)", (db_path(path), fp.size, fp.mtime_ns, fp.inode, key))
 
 
 def recent(conn: sqlite3.Connection, limit: int = 20) -> list[Job]:
     """The most recently changed jobs."""
     rows = conn.execute("SELECT * FROM jobs ORDER BY updated DESC, id DESC LIMIT ?", (limit,))
-    return [Job(**dict(r)) for r in rows]
+    return [_job(r) for r in rows]
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:

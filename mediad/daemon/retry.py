@@ -58,12 +58,6 @@ class Note:
     data: dict
     mtime: float
 
-    @property
-    def moved_to(self) -> Path | None:
-        """Where the failed source was moved (None: it was not moved)."""
-        where = self.data.get("moved_to")
-        return Path(where) if isinstance(where, str) and where else None
-
 
 def read_note(path: Path) -> Note | None:
     """The note at `path`, or None when there is none or it is not one of ours."""
@@ -166,11 +160,23 @@ class Retrier:
         mine = [n for n in candidates if n.data["job"] == job.id and n.data.get("source") == job.source]
         return max(mine, key=lambda n: n.mtime) if mine else None
 
-    def _locate(self, job: Job, watch: WatchConfig, note: Note | None) -> Path | None:
+    @staticmethod
+    def _moved_copy(job: Job, watch: WatchConfig) -> Path | None:
+        """Where the daemon moved the failed source, as the state database recorded it, and
+        only inside the watch's failed_dir. Never the error note's word: notes are for people,
+        and anyone who can write failed_dir can rewrite one."""
+        if job.moved_to is None or watch.failed_dir is None:
+            return None
+        moved = Path(job.moved_to)
+        if os.path.realpath(moved.parent) != os.path.realpath(watch.failed_dir):
+            return None
+        return moved
+
+    def _locate(self, job: Job, watch: WatchConfig) -> Path | None:
         """Where the failed source is: a path to move back from, or None when it is in place.
         Raises MediadError when it cannot be retried from where it is."""
         source = Path(job.source)
-        moved = note.moved_to if note is not None else None
+        moved = self._moved_copy(job, watch)
         if moved is not None and os.path.lexists(moved):
             if os.path.lexists(source):
                 if not os.path.samestat(os.lstat(moved), os.lstat(source)):
@@ -231,7 +237,7 @@ class Retrier:
                               reason="output_exists")
         source = Path(job.source)
         note = self._note_for(job, watch)
-        moved_from = self._locate(job, watch, note)
+        moved_from = self._locate(job, watch)
         fp = _fingerprint(job, moved_from or source)
         key = job_key(fp, watch.profile, watch.output_dir)
         other = self.queue.by_key(key)

@@ -367,11 +367,12 @@ class Daemon:
 
     def _dispose(self, job: Job, watch: WatchConfig | None) -> None:
         """Apply on_success or failed_dir to a finished job's source, then mark it done with."""
+        moved = None
         if job.state == "done":
             disposition.after_success(watch, job)
         else:
-            disposition.after_failure(watch, job, job.reason or "error", job.error or "")
-        self.queue.disposed(job.id)
+            moved = disposition.after_failure(watch, job, job.reason or "error", job.error or "")
+        self.queue.disposed(job.id, moved)
 
     # ----- dispatch -------------------------------------------------------------------------
 

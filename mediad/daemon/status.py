@@ -10,6 +10,7 @@ from mediad.config import Config, default_config_path, load_config
 from mediad.daemon.partial import pid_alive
 from mediad.daemon.queue import DB_NAME, STATES, connect, counts, recent
 from mediad.errors import MediadError
+from mediad.log import printable
 
 PID_FILE = "mediad.pid"
 
@@ -62,13 +63,6 @@ def _ago(t: float | None) -> str:
         return "-"
     s = max(0, int(time.time() - t))
     return f"{s}s ago" if s < 120 else f"{s // 60}m ago" if s < 7200 else f"{s // 3600}h ago"
-
-
-def printable(text: str) -> str:
-    """`text` with every non-printable character (newlines, terminal escapes, undecodable bytes)
-    written as a Python escape, so that one job stays one line and cannot drive the terminal."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode()
-                   for c in text)
 
 
 def format_status(report: dict) -> str:
