@@ -735,6 +735,49 @@ def test_retry_trusts_the_state_database_not_a_forged_note(site: Site, tmp_path:
     assert victim.read_bytes() == b"someone's private file" and source.exists()
 
 
+@pytest.mark.slow
+def test_kill_9_as_each_output_appears_never_duplicates_or_loses(site: Site,
+                                                                 tmp_path: Path) -> None:
+    """Exactly-once: the daemon is killed (SIGKILL, its worker with it) the moment each output
+    appears, before it can record the job done, ten times; restarted, it finds the committed
+    output carries the job's key: one output per source, none twice (it made -2, -3, ...)."""
+    names = [f"clip{i}.mp4" for i in range(10)]
+    unrecorded = 0
+    for i, name in enumerate(names):
+        site.start()
+        site.drop(make_video(tmp_path / name, seed=100 + i), name)
+        wait_for((site.out / name).exists, 30, f"{name}'s output", interval=0.001)
+        assert site.proc is not None
+        site.proc.kill()
+        site.proc.wait(timeout=10)
+        job = next(j for j in site.jobs() if Path(j["source"]).name == name)
+        unrecorded += job["state"] != "done"
+    print(f"kills between a commit and its record: {unrecorded} of {len(names)}")
+    assert unrecorded >= 3, "the kills should fall between a commit and its record"
+    site.start()
+    site.wait_jobs("done", len(names))
+    assert [p.name for p in site.outputs()] == sorted(names)  # no clipN-2.mp4
+    assert all(count_frames(site.out / name) == 12 for name in names)
+    assert len(site.jobs()) == len(names)
+    assert site.stop() == 0
+
+
+def test_a_lost_state_database_does_not_transcode_again(site: Site, small_video: Path) -> None:
+    """A second daemon on the same folders with a fresh state dir (or the first one's deleted)
+    finds the outputs it would write already committed for the same job."""
+    site.start()
+    site.drop(small_video, "clip.mp4")
+    site.wait_jobs("done", 1)
+    assert site.stop() == 0
+    shutil.rmtree(site.root / "state")
+    site.start()
+    site.wait_jobs("done", 1)
+    site.wait_log(r"event=job_done job=1 .*already_done=")
+    assert [p.name for p in site.outputs()] == ["clip.mp4"]
+    assert "event=job_started" not in site.log()
+    assert site.stop() == 0
+
+
 # ----- files that change under a job ----------------------------------------------------------
 
 def test_a_source_replaced_during_its_job_is_left_for_its_own_job(site: Site, long_video: Path,

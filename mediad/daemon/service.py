@@ -33,6 +33,7 @@ from mediad.daemon.slots import choose_gpu
 from mediad.daemon.status import PID_FILE
 from mediad.daemon.watcher import Watcher, scan
 from mediad.errors import MediadError
+from mediad.media.commit import job_of
 from mediad.profiles import Profile, load_profile
 
 KILL_AFTER = 5.0          # seconds between SIGTERM and SIGKILL for a worker we stop
@@ -292,7 +293,7 @@ class Daemon:
         if existing is not None:
             self._finish_disposition(existing, path, watch)
             return
-        output = self._free_output(watch, path, watch.loaded_profile.extension)
+        output = self._free_output(watch, path, watch.loaded_profile.extension, key)
         if output is None:
             self._refuse(path, "no_output_name")
             return
@@ -414,6 +415,11 @@ class Daemon:
         except MediadError as e:
             self._fail(job, watch, e.reason, str(e))
             return False
+        if job_of(Path(job.output)) == job.key:
+            # Committed by an earlier attempt that ended (kill -9, a crash) before it was
+            # recorded: done, not done again.
+            self._done(job, watch, {"output": job.output, "already_done": True}, None)
+            return False
         settings = self.config.daemon
         slot = choose_gpu(profile, self.devices, self.nvenc_in_use, settings.nvenc_sessions,
                           settings.nvenc_overflow)
@@ -438,6 +444,7 @@ class Daemon:
             "output": job.output,
             "profile": profile.model_dump(mode="json"),
             "profile_name": profile.name,
+            "job_key": job.key,
             "gpu": slot.gpu,
             "no_nvenc": slot.no_nvenc,
             "log_level": self.config.daemon.log_level,
@@ -491,10 +498,14 @@ class Daemon:
             self.queue.update_source(job.id, fp)  # touched, same content
         return True
 
-    def _free_output(self, watch: WatchConfig, source: Path, extension: str) -> Path | None:
-        """The first output name for `source` that no file and no other job holds."""
+    def _free_output(self, watch: WatchConfig, source: Path, extension: str,
+                     key: str | None = None) -> Path | None:
+        """The first output name for `source` that no file and no other job holds, or the one
+        a file committed for job `key` holds (the job's record was lost: a deleted state
+        database; the job then finds it done instead of writing a second copy)."""
         return next((p for p in output_candidates(watch, source, extension)
-                     if not os.path.lexists(p) and not self.queue.output_taken(p)), None)
+                     if (not os.path.lexists(p) or (key is not None and job_of(p) == key))
+                     and not self.queue.output_taken(p)), None)
 
     def _next_output(self, job: Job, watch: WatchConfig | None, when: str) -> Job | None:
         """Reserve the next free output name for a job whose name is held by a file that is not
@@ -592,16 +603,26 @@ class Daemon:
                               message=f"no progress for {stall:g}s; worker killed")
         if outcome.ok:
             self.queue.progress(job.id, worker.frames_done, worker.frames_total, worker.fps)
-            self.queue.done(job.id, outcome.report or {})
-            self.metrics.duration.labels("done").observe(elapsed)
-            log.event("job_done", job=job.id, source=job.source, output=job.output,
-                      seconds=round(elapsed, 2), frames=worker.frames_done, gpu=worker.gpu)
-            remove_partials(Path(job.output))  # left by an earlier, killed attempt
-            self._dispose(self.queue.get(job.id) or job, watch)
+            self._done(job, watch, outcome.report or {}, worker, elapsed)
             return
         remove_partials(Path(job.output))
         self.metrics.duration.labels("failed").observe(elapsed)
         self._retry_or_fail(job, watch, outcome.reason, outcome.message, outcome.transient)
+
+    def _done(self, job: Job, watch: WatchConfig | None, report: dict, worker: Worker | None,
+              elapsed: float = 0.0) -> None:
+        """The job's output is committed: record it, then dispose of the source."""
+        self.queue.done(job.id, report)
+        self._counts_dirty = True
+        self.metrics.duration.labels("done").observe(elapsed)
+        if worker is None:
+            log.event("job_done", job=job.id, source=job.source, output=job.output,
+                      already_done="committed by an earlier attempt")
+        else:
+            log.event("job_done", job=job.id, source=job.source, output=job.output,
+                      seconds=round(elapsed, 2), frames=worker.frames_done, gpu=worker.gpu)
+        remove_partials(Path(job.output))  # left by an earlier, killed attempt
+        self._dispose(self.queue.get(job.id) or job, watch)
 
     def _retry_or_fail(self, job: Job, watch: WatchConfig | None, reason: str, message: str,
                        transient: bool) -> None:

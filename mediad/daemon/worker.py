@@ -84,7 +84,8 @@ def run(spec: dict, channel: Channel) -> int:
     # The engine then fails with reason output_exists (also when one appears just before the
     # commit, which links without replacing) and the daemon picks the next free name.
     report = transcode(Path(spec["input"]), profile, Path(spec["output"]), gpu=spec["gpu"],
-                       no_nvenc=spec.get("no_nvenc"), overwrite=False, on_progress=channel.progress)
+                       no_nvenc=spec.get("no_nvenc"), overwrite=False, on_progress=channel.progress,
+                       job_key=spec.get("job_key"))
     channel.flush()
     channel.emit("done", report=report.to_dict())
     return 0

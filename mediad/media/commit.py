@@ -12,6 +12,28 @@ from pathlib import Path
 from mediad.errors import MediadError
 from mediad.fsutil import NO_HARD_LINK, exchange, fsync_dir, rename_no_replace
 
+# The job an output file was committed for, in the file's extended attributes: kept through the
+# link/rename of the commit, beside the file's bytes (which stay exactly what was verified).
+JOB_XATTR = "user.mediad.job"
+
+
+def mark_job(path: Path, key: str) -> bool:
+    """Record in `path` (before it is committed) the key of the job that made it; False where
+    the filesystem keeps no user extended attributes (then a re-run cannot recognise it)."""
+    try:
+        os.setxattr(path, JOB_XATTR, key.encode("ascii"), follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+def job_of(path: Path) -> str | None:
+    """The key of the job that committed the file at `path`, if it carries one."""
+    try:
+        return os.getxattr(path, JOB_XATTR, follow_symlinks=False).decode("ascii", "replace")
+    except OSError:
+        return None
+
 
 def temp_path_for(dest: Path) -> Path:
     """A hidden, unique name in the destination folder (same filesystem, so rename is atomic).

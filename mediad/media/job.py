@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import replace
@@ -11,7 +12,7 @@ from mediad import log
 from mediad.errors import MediadError, io_error
 from mediad.formats import all_suffixes, container_for_path
 from mediad.gpu import Capabilities, capabilities, choose_device, no_gpu, without_nvenc
-from mediad.media.commit import commit, temp_path_for
+from mediad.media.commit import commit, mark_job, temp_path_for
 from mediad.media.pipeline import RunResult, run_plan
 from mediad.media.plan import Plan, make_plan
 from mediad.media.probe import MediaInfo, probe
@@ -91,11 +92,13 @@ def _frames_estimate(info: MediaInfo) -> int | None:
 
 def transcode(input_path: Path, profile: Profile, output: Path | None = None, *, gpu: str = "auto",
               no_nvenc: str | None = None, overwrite: bool = False,
-              on_progress: ProgressCallback | None = None) -> Report:
+              on_progress: ProgressCallback | None = None, job_key: str | None = None) -> Report:
     """Transcode one file per `profile`; the output appears only once complete and verified.
 
     `no_nvenc` (the daemon's NVENC budget) keeps this job off NVENC, and says why, while
-    NVDEC and model stages still use the GPU.
+    NVDEC and model stages still use the GPU. `job_key` (the daemon's) is recorded in the
+    committed file (see commit.mark_job), so that a run of the same job after a crash knows
+    the output as its own instead of writing a second one.
     """
     if profile.is_ladder:
         raise MediadError(f"profile {profile.name} makes a ladder (a folder of renditions): "
@@ -131,6 +134,10 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
         check_source_body(info, result.source_spans, plan.start_offset)
         out = verify_output(tmp, _seconds(result.video_span), _audio_spans(plan, result),
                             str(input_path))
+        if job_key is not None and not mark_job(tmp, job_key):
+            log.event_once("no_xattr", "job_key_not_recorded", logging.WARNING, folder=output.parent,
+                           note="no user extended attributes here: after a crash between the "
+                                "commit and its record, this job would be run again")
         try:
             commit(tmp, output, overwrite)
         except OSError as e:  # fsync, link or rename: the output's storage, never the source
