@@ -89,6 +89,9 @@ class WatchConfig(_Strict):
     on_success: Literal["keep", "move", "delete"] = "keep"
     done_dir: ConfigPath | None = None
     failed_dir: ConfigPath | None = None
+    # A file with a second name (st_nlink > 1) may be a hard link to a file outside the folder:
+    # refused unless the folder's files are known to be hard-linked on purpose (a seedbox).
+    allow_hard_links: bool = False
 
     _profile: Profile | None = PrivateAttr(default=None)
 

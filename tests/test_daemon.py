@@ -547,6 +547,42 @@ def test_symlinks_and_escapes_are_refused(site: Site, small_video: Path, tmp_pat
     assert site.stop() == 0
 
 
+def test_hard_links_and_other_refusals_get_an_error_note(site: Site, small_video: Path,
+                                                         tmp_path: Path) -> None:
+    """A hard link into the watched folder may name a file from anywhere the daemon can read:
+    refused unless the watch allows them; every refused entry gets an error note, as failed
+    files do (the file itself is left where it is)."""
+    site.watches[0]["failed_dir"] = "failed"
+    site.start()
+    outside = make_video(tmp_path / "private.mp4", seed=31)
+    os.link(outside, site.inbox / "linked.mp4")
+    (site.inbox / "pipe.mp4").parent.mkdir(exist_ok=True)
+    os.mkfifo(site.inbox / "pipe.mp4")
+    (site.inbox / "sym.mp4").symlink_to(outside)
+    site.drop(make_video(tmp_path / "ok.mp4", seed=32), "ok.mp4")
+    site.wait_jobs("done", 1)
+    failed = site.root / "failed"
+    for name, reason in (("linked.mp4", "hard_link"), ("pipe.mp4", "not_regular"),
+                         ("sym.mp4", "symlink")):
+        site.wait_log(rf"event=file_refused path=\S*/in/{re.escape(name)} reason={reason}")
+        note = failed / f"{name}.error.json"
+        wait_for(note.exists, 10, f"{name}'s note")
+        data = json.loads(note.read_text())
+        assert (data["reason"], data["source"], data["job"]) == (reason, str(site.inbox / name),
+                                                                  None)
+    assert (site.inbox / "linked.mp4").exists() and outside.exists()
+    assert [Path(j["source"]).name for j in site.jobs()] == ["ok.mp4"]
+    assert site.stop() == 0
+
+    # The same folder, hard links allowed: the linked file is transcoded.
+    site.watches[0]["allow_hard_links"] = True
+    site.write_config()
+    site.start()
+    site.wait_jobs("done", 2)
+    assert sorted(p.name for p in site.outputs()) == ["linked.mp4", "ok.mp4"]
+    assert site.stop() == 0
+
+
 def test_notify_protocol(site: Site, small_video: Path, tmp_path: Path) -> None:
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

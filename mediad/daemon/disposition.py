@@ -107,6 +107,33 @@ def after_success(watch: WatchConfig | None, job: Job) -> None:
                   error=e.strerror or str(e))
 
 
+# What a refused entry's note says, per refusal reason.
+_REFUSED = {
+    "symlink": "a symbolic link: mediad reads only real files inside the watched folder",
+    "outside_watch": "its real path is outside the watched folder",
+    "not_regular": "not a regular file (a FIFO, device, socket or folder)",
+    "hard_link": "it has other hard links, which may be names outside the watched folder; set "
+                 "allow_hard_links = true on this watch if its files are hard-linked on purpose",
+}
+
+
+def note_refusal(watch: WatchConfig, path: Path, reason: str) -> Path | None:
+    """Write `<name>.error.json` for an entry the daemon will not read (in failed_dir if set,
+    else beside it), as for a failed file; nothing is moved. Returns the note's path."""
+    folder = watch.failed_dir if watch.failed_dir is not None else path.parent
+    note = folder / (path.name + ".error.json")
+    data = {"source": str(path), "moved_to": None, "reason": reason,
+            "message": f"{path}: refused: {_REFUSED.get(reason, reason)}", "job": None,
+            "refused_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(note, data)
+    except OSError as e:
+        log.event("error_note_failed", logging.ERROR, path=note, error=e.strerror or str(e))
+        return None
+    return note
+
+
 def after_failure(watch: WatchConfig | None, job: Job, reason: str, message: str) -> Path | None:
     """Move a failed source to failed_dir (if set) and write `<name>.error.json` beside it;
     returns where the source was moved (None: not moved), for the state database."""

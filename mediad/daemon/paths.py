@@ -51,7 +51,8 @@ def wanted(watch: WatchConfig, path: Path) -> bool:
 
 
 def refusal(watch: WatchConfig, path: Path) -> str | None:
-    """Why this path must not be read (symlink, escapes the folder, not a regular file), or None."""
+    """Why this path must not be read (symlink, escapes the folder, not a regular file, a hard
+    link), or None."""
     return inspect_source(watch, path)[0]
 
 
@@ -82,6 +83,8 @@ def inspect_source(watch: WatchConfig, path: Path) -> tuple[str | None, os.stat_
         return "outside_watch", st
     if not stat.S_ISREG(st.st_mode):
         return "not_regular", st
+    if st.st_nlink > 1 and not watch.allow_hard_links:
+        return "hard_link", st  # the same file may have a name outside the folder
     return None, st
 
 

@@ -264,7 +264,8 @@ class Daemon:
                 self.settler.note(seen.watch, seen.path, seen.kind,
                                   settle=self.config.daemon.settle_seconds, local=not watch.polling)
 
-    def _refuse(self, path: Path, reason: str) -> None:
+    def _refuse(self, path: Path, reason: str, watch: WatchConfig | None = None) -> None:
+        """Say once why `path` is not taken; with its watch, leave it an error note too."""
         if (str(path), reason) in self.refused:
             return
         if len(self.refused) > 10000:
@@ -272,6 +273,8 @@ class Daemon:
         self.refused.add((str(path), reason))
         self.metrics.refused.labels(reason).inc()
         log.event("file_refused", logging.WARNING, path=path, reason=reason)
+        if watch is not None:
+            disposition.note_refusal(watch, path, reason)
 
     def _intake(self, index: int, path: Path) -> None:
         """A settled file: check it, fingerprint it, queue it unless it was seen before."""
@@ -280,12 +283,12 @@ class Daemon:
         if why == "vanished":
             return
         if why:
-            self._refuse(path, why)
+            self._refuse(path, why, watch)
             return
         try:
             fp = fingerprint(path)
         except MediadError as e:
-            self._refuse(path, e.reason)
+            self._refuse(path, e.reason, watch)
             return
         key = job_key(fp, watch.profile, watch.output_dir)
         self.queue.remember(path, fp, key)
