@@ -362,6 +362,11 @@ _FAST_EXIT_COMMANDS = frozenset({"transcode", "probe", "plan"})
 _fast_exit = False
 
 
+# The daemon cannot start and a restart would not mend it: its config, or its state database.
+EX_CONFIG = 78
+_DAEMON_CONFIG_REASONS = frozenset({"bad_config", "bad_state"})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `mediad` command."""
     global _fast_exit
@@ -374,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)
         except MediadError as e:
             _failed(args, str(e), e.reason, f"mediad: error: {e}")
+            if args.command == "daemon" and e.reason in _DAEMON_CONFIG_REASONS:
+                return EX_CONFIG  # the unit's RestartPreventExitStatus: no restart loop
             return 1
         except BrokenPipeError:  # e.g. `mediad probe --json | head`
             return 0

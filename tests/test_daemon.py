@@ -814,6 +814,38 @@ def test_a_lost_state_database_does_not_transcode_again(site: Site, small_video:
     assert site.stop() == 0
 
 
+def test_a_damaged_or_read_only_state_dir_is_one_line_and_exit_78(site: Site,
+                                                                  small_video: Path) -> None:
+    """EX_CONFIG (78): systemd's RestartPreventExitStatus keeps a daemon that cannot work from
+    restarting in a loop; one line says what is wrong, no traceback."""
+    site.start()
+    site.drop(small_video, "clip.mp4")
+    site.wait_jobs("done", 1)
+    assert site.stop() == 0
+    state = site.root / "state"
+    db = state / "queue.sqlite3"
+    # Read-only: immutable even for root (CI runs as root, so a chmod would not stop it).
+    if subprocess.run(["chattr", "+i", str(state)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not supported here")
+    try:
+        site.start(wait_ready=False)
+        assert site.proc is not None and site.proc.wait(timeout=30) == 78, site.log()
+        lines = site.log().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"mediad: error: {state}"), lines
+    finally:
+        subprocess.run(["chattr", "-i", str(state)], check=True)
+    # Damaged inside a page (the header intact): found at start, not at the first query.
+    data = bytearray(db.read_bytes())
+    assert len(data) >= 3 * 4096
+    data[4096 + 100:2 * 4096] = b"\xff" * (4096 - 100)
+    db.write_bytes(bytes(data))
+    site.start(wait_ready=False)
+    assert site.proc is not None and site.proc.wait(timeout=30) == 78, site.log()
+    lines = site.log().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mediad: error: {db}: the state database is "
+                                                    "damaged"), lines
+
+
 # ----- files that change under a job ----------------------------------------------------------
 
 def test_a_source_replaced_during_its_job_is_left_for_its_own_job(site: Site, long_video: Path,

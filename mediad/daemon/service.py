@@ -26,7 +26,7 @@ from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
 from mediad.daemon.paths import inspect_source, output_candidates, refusal, wanted
 from mediad.daemon.pool import Outcome, Worker, spawn
-from mediad.daemon.queue import USER_RETRY, Job, Queue
+from mediad.daemon.queue import DB_NAME, USER_RETRY, Job, Queue
 from mediad.daemon.retry import NOTE_SUFFIX, read_note
 from mediad.daemon.settle import Settler
 from mediad.daemon.slots import choose_gpu
@@ -40,6 +40,13 @@ KILL_AFTER = 5.0          # seconds between SIGTERM and SIGKILL for a worker we 
 PROGRESS_WRITE_EVERY = 1.0  # seconds between progress rows written per job
 WATCH_RETRY = 10.0        # seconds between attempts to start a watch whose folder is missing
 MAX_BACKOFF = 3600.0
+
+
+def damaged_database(db: Path, detail: str) -> MediadError:
+    """The one line for a state database SQLite reads as damaged."""
+    return MediadError(f"{db}: the state database is damaged ({detail.splitlines()[0]}); move "
+                       "it aside to start afresh (outputs already committed are recognised by "
+                       "their job key and not made again)", reason="bad_state")
 
 
 def run_daemon(config_path: Path) -> int:
@@ -59,9 +66,14 @@ class Daemon:
         self._lock_fd = self._lock_state_dir()
         try:
             self.queue = Queue(self.state_dir)
-        except sqlite3.Error as e:
+        except sqlite3.DatabaseError as e:
+            db = self.state_dir / DB_NAME
+            if "malformed" in str(e) or "not a database" in str(e):
+                raise damaged_database(db, str(e)) from None
             raise MediadError(f"{self.state_dir}: cannot open the state database: {e}",
                               reason="bad_state") from None
+        if (problem := self.queue.check()) is not None:  # damage inside a page shows only here
+            raise damaged_database(self.queue.path, problem)
         self.metrics = Metrics()
         self.notifier = Notifier()
         self.settler = Settler()
