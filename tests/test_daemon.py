@@ -846,6 +846,25 @@ def test_a_damaged_or_read_only_state_dir_is_one_line_and_exit_78(site: Site,
                                                     "damaged"), lines
 
 
+def test_a_state_dir_deleted_under_the_daemon_is_noticed(site: Site, small_video: Path,
+                                                          tmp_path: Path) -> None:
+    """Deleted while running, the state dir took the database and the pid lock with it: the
+    daemon says so, takes no more jobs and stops (exit 1: systemd starts it afresh)."""
+    site.start()
+    site.drop(small_video, "clip.mp4")
+    site.wait_jobs("done", 1)
+    shutil.rmtree(site.root / "state")
+    site.wait_log(r"level=ERROR event=state_lost .*no more jobs are taken")
+    site.drop(make_video(tmp_path / "late.mp4", seed=41), "late.mp4")
+    assert site.proc is not None and site.proc.wait(timeout=30) == 1
+    assert [p.name for p in site.outputs()] == ["clip.mp4"]  # the late file was not taken
+    assert "Traceback" not in site.log()
+    site.start()  # afresh: the late file is transcoded, the first one recognised as done
+    site.wait_jobs("done", 2)
+    assert sorted(p.name for p in site.outputs()) == ["clip.mp4", "late.mp4"]
+    assert site.stop() == 0
+
+
 # ----- files that change under a job ----------------------------------------------------------
 
 def test_a_source_replaced_during_its_job_is_left_for_its_own_job(site: Site, long_video: Path,

@@ -74,6 +74,9 @@ class Daemon:
                               reason="bad_state") from None
         if (problem := self.queue.check()) is not None:  # damage inside a page shows only here
             raise damaged_database(self.queue.path, problem)
+        self._state_id = self._state_identity()
+        self.state_lost = False
+        self.next_state_check = 0.0
         self.metrics = Metrics()
         self.notifier = Notifier()
         self.settler = Settler()
@@ -113,6 +116,29 @@ class Daemon:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
+
+    def _state_identity(self) -> tuple[tuple[int, int], ...] | None:
+        """(device, inode) of the database and the pid lock; None when either is gone."""
+        try:
+            return tuple((st.st_dev, st.st_ino) for st in
+                         (os.stat(self.state_dir / DB_NAME), os.stat(self.state_dir / PID_FILE)))
+        except OSError:
+            return None
+
+    def _check_state(self, now: float) -> None:
+        """Notice a state dir deleted or replaced under the running daemon (its writes would go
+        to a deleted database, its lock with it): take no more jobs and stop, exit status 1."""
+        if now < self.next_state_check or self.state_lost:
+            return
+        self.next_state_check = now + 1.0
+        if self._state_identity() == self._state_id:
+            return
+        self.state_lost = True
+        self.stop_requests = max(self.stop_requests, 1)
+        log.event("state_lost", logging.ERROR, state_dir=self.state_dir,
+                  error="the state directory was deleted or replaced: no more jobs are taken "
+                        "and the daemon stops; started again, it begins a fresh state (outputs "
+                        "already committed are recognised, not made again)")
 
     @staticmethod
     def _gpu_devices() -> list[int]:
@@ -182,7 +208,7 @@ class Daemon:
         finally:
             self._close()
         log.event("daemon_stopped")
-        return 0
+        return 1 if self.state_lost else 0
 
     def _step(self) -> None:
         """One turn of the loop: wait for something, then handle everything that is due."""
@@ -194,6 +220,7 @@ class Daemon:
             else:
                 self._read_worker(self.workers.get(key.data))
         now = time.monotonic()
+        self._check_state(now)
         if self.stop_requests:
             self._stopping(now)
         elif self.reload_requested:
