@@ -867,6 +867,31 @@ def test_a_state_dir_deleted_under_the_daemon_is_noticed(site: Site, small_video
 
 # ----- files that change under a job ----------------------------------------------------------
 
+def test_a_recording_appended_to_after_a_pause_is_never_taken_half(site: Site, long_video: Path,
+                                                                   tmp_path: Path) -> None:
+    """A writer that closes the file between appends and pauses longer than settle_seconds:
+    the half file is taken, then grows during its job. The job's output is discarded, the
+    source kept (on_success = delete must not delete it), and the whole file is transcoded."""
+    from conftest import ffmpeg
+
+    site.watches[0].update(profile="slow.toml", on_success="delete")
+    site.start()
+    whole = tmp_path / "whole.ts"
+    ffmpeg("-i", str(long_video), "-c", "copy", "-f", "mpegts", str(whole))
+    data = whole.read_bytes()
+    half = len(data) // 2 // 188 * 188  # whole TS packets: a valid, shorter recording
+    rec = site.inbox / "rec.ts"
+    rec.write_bytes(data[:half])
+    wait_encoding(site, 1)
+    with open(rec, "ab") as f:  # the writer comes back while the half file is encoding
+        f.write(data[half:])
+    wait_for(lambda: any(j["state"] == "done" for j in site.jobs()), 120, "a job done")
+    wait_for(lambda: not rec.exists(), 30, "the source deleted after its whole transcode")
+    assert [p.name for p in site.outputs()] == ["rec.mp4"]
+    assert count_frames(site.out / "rec.mp4") == 250
+    assert site.stop() == 0
+
+
 def test_a_source_replaced_during_its_job_is_left_for_its_own_job(site: Site, long_video: Path,
                                                                    tmp_path: Path) -> None:
     site.watches[0].update(profile="slow.toml", on_success="delete")

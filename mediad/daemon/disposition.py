@@ -54,6 +54,9 @@ def move_file(src: Path, folder: Path) -> Path:
     return dest
 
 
+REWRITTEN = "rewritten with other content"
+
+
 def not_the_job_file(watch: WatchConfig, job: Job, src: Path) -> str | None:
     """Why the file at `src` must not be moved or deleted as `job`'s source, or None when it is
     still the very file the job fingerprinted ("gone" when nothing is there).
@@ -79,7 +82,7 @@ def not_the_job_file(watch: WatchConfig, job: Job, src: Path) -> str | None:
         return "unreadable"
     if fp is None or fp.inode != job.inode:
         return "replaced by another file"
-    return None if fp.digest == job.digest else "rewritten with other content"
+    return None if fp.digest == job.digest else REWRITTEN
 
 
 def after_success(watch: WatchConfig | None, job: Job) -> None:

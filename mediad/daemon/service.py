@@ -20,6 +20,7 @@ from pathlib import Path
 from mediad import log
 from mediad.config import Config, WatchConfig, load_config
 from mediad.daemon import disposition
+from mediad.daemon.disposition import REWRITTEN
 from mediad.daemon.fingerprint import Fingerprint, fingerprint, job_key
 from mediad.daemon.metrics import Metrics
 from mediad.daemon.notify import Notifier
@@ -335,6 +336,8 @@ class Daemon:
         if existing is not None:
             self._finish_disposition(existing, path, watch)
             return
+        if not self._supersede(index, path):
+            return
         output = self._free_output(watch, path, watch.loaded_profile.extension, key)
         if output is None:
             self._refuse(path, "no_output_name")
@@ -344,6 +347,21 @@ class Daemon:
         if job is not None:
             self._counts_dirty = True
             log.event("job_queued", job=job.id, source=path, profile=watch.profile, output=output)
+
+    def _supersede(self, index: int, path: Path) -> bool:
+        """New content at the path of a job not yet done (a recording that grew, a file
+        rewritten): a queued job is dropped, so the new one takes its output name; with one
+        running (it will fail as source_changed), the new content waits for it to end. False:
+        not now."""
+        for old in self.queue.by_source(path):
+            if old.state == "queued":
+                self.queue.forget(old.id)
+                log.event("job_dropped", job=old.id, source=path, reason="source_changed")
+            elif old.state == "running":
+                self.settler.note(index, path, "write", settle=self.config.daemon.settle_seconds,
+                                  local=not self.config.watch[index].polling)
+                return False
+        return True
 
     def _finish_disposition(self, job: Job, path: Path, watch: WatchConfig, *,
                             report: bool = True) -> None:
@@ -643,6 +661,17 @@ class Daemon:
             stall = self.config.daemon.stall_timeout_seconds
             outcome = Outcome(False, reason="stalled", transient=True,
                               message=f"no progress for {stall:g}s; worker killed")
+        if outcome.ok and watch is not None and \
+                disposition.not_the_job_file(watch, job, Path(job.source)) == REWRITTEN:
+            # Written to after the engine's last look (a writer back from a pause): the output
+            # is of a part of it. Discarded; the source kept; the job requeued, which finds the
+            # new content and lets it settle as a job of its own.
+            if job_of(Path(job.output)) == job.key:
+                Path(job.output).unlink(missing_ok=True)
+            self.queue.requeue(job.id)
+            log.event("output_discarded", logging.WARNING, job=job.id, source=job.source,
+                      output=job.output, reason="source_changed")
+            return
         if outcome.ok:
             self.queue.progress(job.id, worker.frames_done, worker.frames_total, worker.fps)
             self._done(job, watch, outcome.report or {}, worker, elapsed)

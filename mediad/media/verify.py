@@ -51,6 +51,8 @@ class SourceStamp:
     ino: int
     size: int
     mtime_ns: int
+    # A write that puts the mtime back (rsync --inplace, a copy keeping times) still moves it
+    ctime_ns: int
 
     @classmethod
     def of(cls, path: Path) -> SourceStamp | None:
@@ -59,7 +61,7 @@ class SourceStamp:
             st = os.stat(path)
         except OSError:
             return None
-        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def changed(self, path: Path) -> MediadError | None:
         """The error to give when the file was written to meanwhile (a recording going on).
