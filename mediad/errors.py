@@ -40,6 +40,9 @@ def is_storage_error(err: BaseException) -> bool:
 
 
 def io_error(path: object, err: OSError) -> MediadError:
-    """The transient one-line error for an OS error on `path`: 'PATH: No space left on device'."""
+    """The transient one-line error for an OS error on `path`: 'PATH: No space left on device'
+    (reason disk_full: the daemon waits for room instead of counting it against the job)."""
     cause = os.strerror(err.errno) if err.errno else str(err)
-    return MediadError(f"{path}: {cause}", transient=True, reason="io_error")
+    full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return MediadError(f"{path}: {cause}", transient=True,
+                       reason="disk_full" if full else "io_error")

@@ -167,7 +167,7 @@ def _in_full_tmpfs(folder: Path, argv: list[str], stdin: str | None = None) -> s
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
-def test_disk_full_is_a_transient_io_error_not_corrupt(long_clip: Path, tmp_path: Path) -> None:
+def test_disk_full_is_a_transient_disk_full_not_corrupt(long_clip: Path, tmp_path: Path) -> None:
     full = tmp_path / "full"
     full.mkdir()
     out = full / "out.mp4"
@@ -177,7 +177,7 @@ def test_disk_full_is_a_transient_io_error_not_corrupt(long_clip: Path, tmp_path
     line = _one_line(res)
     assert line == f"mediad: error: {out}: No space left on device", line
     assert json.loads(res.stdout) == {"error": line.removeprefix("mediad: error: "),
-                                      "reason": "io_error", "file": str(long_clip)}
+                                      "reason": "disk_full", "file": str(long_clip)}
     assert list(full.iterdir()) == []  # the mount is gone with its namespace; nothing leaked here
 
     # The daemon's worker: the same job fails transient (retried later), the source is not blamed.
@@ -189,7 +189,7 @@ def test_disk_full_is_a_transient_io_error_not_corrupt(long_clip: Path, tmp_path
     res = _in_full_tmpfs(full, [sys.executable, "-m", "mediad.daemon.worker"], json.dumps(spec))
     events = [json.loads(x) for x in res.stdout.splitlines()]
     assert events[-1] == {"event": "error", "message": f"{out}: No space left on device",
-                          "reason": "io_error", "transient": True}, res.stderr
+                          "reason": "disk_full", "transient": True}, res.stderr
 
 
 def test_file_size_limit_is_an_io_error(long_clip: Path, tmp_path: Path) -> None:

@@ -865,6 +865,35 @@ def test_a_state_dir_deleted_under_the_daemon_is_noticed(site: Site, small_video
     assert site.stop() == 0
 
 
+def test_a_full_output_disk_is_waited_out_not_failed(site: Site, long_video: Path) -> None:
+    """No space left on the output's disk is not the source's fault: the job waits (retried
+    with backoff, the attempt not counted, however long it takes), the source stays where it
+    is, and the job runs once there is room (it failed as corrupt and moved the good source
+    to failed_dir)."""
+    site.watches[0].update(failed_dir="failed")
+    site.daemon_settings.update(max_attempts=2)
+    site.out.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(site.out)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    try:
+        site.start()
+        site.drop(long_video, "big.mkv")
+        site.wait_log(r"event=job_retry job=1 .*reason=disk_full", count=3)
+        (job,) = site.jobs()
+        assert job["state"] in ("queued", "running") and job["attempts"] == 0, job
+        assert (site.inbox / "big.mkv").exists() and not (site.root / "failed").exists()
+        subprocess.run(["mount", "-o", "remount,size=64m", str(site.out)], check=True)
+        site.wait_jobs("done", 1, timeout=120)
+        assert count_frames(site.out / "big.mp4") == 250
+        assert site.stop() == 0
+    finally:
+        if site.proc is not None and site.proc.poll() is None:
+            site.proc.kill()
+            site.proc.wait(timeout=10)
+        subprocess.run(["umount", "-l", str(site.out)], capture_output=True)
+
+
 # ----- files that change under a job ----------------------------------------------------------
 
 def test_a_recording_appended_to_after_a_pause_is_never_taken_half(site: Site, long_video: Path,

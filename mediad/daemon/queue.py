@@ -284,11 +284,13 @@ class Queue:
                           " error = ?, attempts = attempts + ? WHERE id = ?",
                           (now, now, reason, db_text(error), int(count_attempt), job_id))
 
-    def retry(self, job_id: int, reason: str, error: str, not_before: float) -> None:
+    def retry(self, job_id: int, reason: str, error: str, not_before: float, *,
+              count_attempt: bool = True) -> None:
         """A transient failure: back to queued, not before `not_before`."""
         self.conn.execute("UPDATE jobs SET state = 'queued', updated = ?, reason = ?, error = ?, "
-                          "attempts = attempts + 1, not_before = ?, gpu = NULL WHERE id = ?",
-                          (time.time(), reason, db_text(error), not_before, job_id))
+                          "attempts = attempts + ?, not_before = ?, gpu = NULL WHERE id = ?",
+                          (time.time(), reason, db_text(error), int(count_attempt), not_before,
+                           job_id))
 
     def requeue(self, job_id: int) -> None:
         """Stopped by the daemon (shutdown): back to queued, the attempt not counted."""

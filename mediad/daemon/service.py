@@ -95,6 +95,7 @@ class Daemon:
         self.next_rescan = 0.0
         self.next_watch_retry = 0.0
         self._progress_written: dict[int, float] = {}
+        self._space_waits: dict[int, int] = {}  # per job: disk_full retries in a row
         self._counts: dict[str, int] = {}
         self._counts_dirty = True
 
@@ -683,6 +684,7 @@ class Daemon:
     def _done(self, job: Job, watch: WatchConfig | None, report: dict, worker: Worker | None,
               elapsed: float = 0.0) -> None:
         """The job's output is committed: record it, then dispose of the source."""
+        self._space_waits.pop(job.id, None)
         self.queue.done(job.id, report)
         self._counts_dirty = True
         self.metrics.duration.labels("done").observe(elapsed)
@@ -698,6 +700,17 @@ class Daemon:
     def _retry_or_fail(self, job: Job, watch: WatchConfig | None, reason: str, message: str,
                        transient: bool) -> None:
         settings = self.config.daemon
+        if reason == "disk_full":
+            # The output's disk, not the job: wait for room however long it takes (backoff up
+            # to an hour), the attempt not counted; the source stays where it is.
+            waits = self._space_waits[job.id] = self._space_waits.get(job.id, 0) + 1
+            delay = min(MAX_BACKOFF, settings.retry_backoff_seconds * 2 ** min(waits - 1, 20))
+            self.queue.retry(job.id, reason, message, time.time() + delay, count_attempt=False)
+            self.metrics.failures.labels(reason, "false").inc()
+            log.event("job_retry", logging.WARNING, job=job.id, source=job.source, reason=reason,
+                      waits=waits, retry_in=round(delay, 1), error=message)
+            return
+        self._space_waits.pop(job.id, None)
         attempt = job.attempts + 1
         if transient and attempt < settings.max_attempts:
             delay = min(MAX_BACKOFF, settings.retry_backoff_seconds * 2 ** (attempt - 1))
