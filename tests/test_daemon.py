@@ -112,6 +112,7 @@ class Site:
         self.proc: subprocess.Popen | None = None
         self.runs = 0
         self.env: dict[str, str] = {}
+        self.prefix: list[str] = []  # a command the daemon runs under (setpriv ...)
 
     def write_config(self) -> None:
         def value(v: object) -> str:
@@ -140,7 +141,7 @@ class Site:
         env = {**os.environ, "PYTHONPATH": str(REPO), **self.env}
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "mediad", "daemon", "--config", str(self.config)],
+                [*self.prefix, sys.executable, "-m", "mediad", "daemon", "--config", str(self.config)],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.root)
         if wait_ready:
             self.wait_log("event=daemon_ready", timeout=30)
@@ -331,6 +332,25 @@ def test_polling_observer(site: Site, small_video: Path) -> None:
     site.wait_jobs("done", 1)
     assert "observer=polling" in site.log()
     assert [p.name for p in site.outputs()] == ["polled.mp4"]
+    assert site.stop() == 0
+
+
+def test_a_file_moved_in_by_another_user_is_taken_after_settling(site: Site, tmp_path: Path) -> None:
+    """As under the hardened unit: no CAP_LEASE, so no lease on another user's file, and a move
+    from outside the folder has no close event. A rename into the folder is a complete file:
+    it is taken once settled, not after the 60 s an unclosed write waits."""
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv to run the daemon without CAP_LEASE")
+    site.prefix = ["setpriv", "--bounding-set=-lease", "--inh-caps=-lease"]
+    site.start()
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    clip = make_video(staging / "theirs.mp4", seed=51)
+    os.chown(clip, 65534, 65534)  # another user's file
+    moved = time.monotonic()
+    os.rename(clip, site.inbox / "theirs.mp4")
+    site.wait_jobs("done", 1, timeout=60)
+    assert time.monotonic() - moved < 15, "waited as for an unclosed write"
     assert site.stop() == 0
 
 

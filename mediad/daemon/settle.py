@@ -60,7 +60,8 @@ class Settler:
         return len(self.candidates)
 
     def note(self, watch: int, path: Path, kind: str, *, settle: float, local: bool) -> None:
-        """Record an event or a scan hit: kind is "write", "touched", "closed", "scan", "gone".
+        """Record an event or a scan hit: kind is "write", "moved_in", "touched", "closed",
+        "scan", "gone". A file renamed or moved into the folder is complete, as one closed.
 
         `local` is False for polling watches (network mounts): only the quiet period counts there.
         """
@@ -88,7 +89,7 @@ class Settler:
             cand.size, cand.mtime_ns, cand.quiet_since = st.st_size, st.st_mtime_ns, now
         if kind == "write":
             cand.unclosed = True
-        elif kind == "closed":
+        elif kind in ("closed", "moved_in"):
             cand.unclosed = False
 
     def tick(self, settle: float) -> list[tuple[int, Path]]:

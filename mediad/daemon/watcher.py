@@ -33,9 +33,9 @@ from mediad.config import WatchConfig
 class Seen:
     """Something happened at `path` under watch number `watch`.
 
-    kind: "write" (created/modified), "touched" (renamed into place, attributes changed),
-    "closed" (a writer closed it), "dir" (a folder appeared: scan it), "gone" (deleted or moved
-    away).
+    kind: "write" (created/modified), "moved_in" (renamed into place or moved in from outside:
+    complete), "touched" (attributes changed), "closed" (a writer closed it), "dir" (a folder
+    appeared: scan it), "gone" (deleted or moved away).
     """
 
     watch: int
@@ -55,14 +55,19 @@ class _Handler(FileSystemEventHandler):
         if isinstance(event, FileOpenedEvent | FileClosedNoWriteEvent):
             return  # our own reads (fingerprints, workers) show up as these
         if isinstance(event, DirCreatedEvent | DirMovedEvent):
+            if isinstance(event, DirMovedEvent) and not event.dest_path:
+                return  # moved out of the folder (its files were no candidates of their own)
             self._put(event.dest_path or event.src_path, "dir")
         elif event.is_directory:
             return
         elif isinstance(event, FileMovedEvent):
-            # "x.part" renamed to "x": the new name is what counts. A rename is no sign of an
-            # open writer, so it is "touched", not "write".
-            self._put(event.src_path, "gone")
-            self._put(event.dest_path, "touched")
+            # "x.part" renamed to "x", or a file moved in from outside the folder (full events:
+            # no source path): the new name is a complete file, "moved_in". One moved out (no
+            # destination) is gone.
+            if event.src_path:
+                self._put(event.src_path, "gone")
+            if event.dest_path:
+                self._put(event.dest_path, "moved_in")
         elif isinstance(event, FileDeletedEvent):
             self._put(event.src_path, "gone")
         elif isinstance(event, FileClosedEvent):
@@ -92,7 +97,7 @@ class Watcher:
             return False
         self._complained.discard(watch.path)
         observer: BaseObserver = (PollingObserver(timeout=watch.poll_interval_seconds)
-                                  if watch.polling else Observer())
+                                  if watch.polling else Observer(generate_full_events=True))
         observer.schedule(_Handler(index, self.inbox, self.wake), str(watch.path),
                           recursive=watch.recursive)
         try:
