@@ -1064,3 +1064,51 @@ def test_a_non_utf8_file_name_is_transcoded_and_never_stops_the_service(
                              str(site.config)], capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert status.returncode == 0 and "caf\\xe9 cr\\xe8me.mp4" in status.stdout, status
+
+
+def test_the_worker_reads_the_file_the_daemon_checked_not_a_symlink_swapped_in(
+        site: Site, tmp_path: Path) -> None:
+    """The daemon checks the source (no symlink, inside the folder), then its worker opens it:
+    a symlink renamed over the name in between must not be followed. The worker, as the daemon
+    starts it, opens the name once with O_NOFOLLOW and checks that descriptor."""
+    from mediad.daemon.fingerprint import fingerprint
+    from mediad.profiles import load_profile
+
+    site.inbox.joinpath("clip.mp4").write_bytes(make_video(tmp_path / "c.mp4", seed=61).read_bytes())
+    fp = fingerprint(site.inbox / "clip.mp4")  # what the daemon recorded when it queued it
+    private = make_video(tmp_path / "private.mp4", seed=62)
+    swap = site.inbox / ".swap"
+    swap.symlink_to(private)
+    os.rename(swap, site.inbox / "clip.mp4")  # after the daemon's checks, before the worker's open
+    profile = load_profile(str(site.root / "fast.toml"))
+    out = site.root / "out.mp4"
+    spec = {"input": str(site.inbox / "clip.mp4"), "output": str(out), "gpu": "none",
+            "profile": profile.model_dump(mode="json"), "profile_name": profile.name,
+            "watch": str(site.inbox), "inode": fp.inode, "size": fp.size}
+    res = subprocess.run([sys.executable, "-m", "mediad.daemon.worker"], input=json.dumps(spec),
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    events = [json.loads(x) for x in res.stdout.splitlines()]
+    assert events[-1]["event"] == "error" and events[-1]["reason"] == "symlink", events
+    assert not out.exists()
+
+    # A real file, but another one renamed over the name: not the job's file (its inode).
+    os.unlink(site.inbox / "clip.mp4")
+    site.inbox.joinpath("clip.mp4").write_bytes(private.read_bytes())
+    res = subprocess.run([sys.executable, "-m", "mediad.daemon.worker"], input=json.dumps(spec),
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    events = [json.loads(x) for x in res.stdout.splitlines()]
+    assert (events[-1]["reason"], events[-1]["transient"]) == ("source_changed", True), events
+    assert not out.exists()
+
+    # The file it checked: transcoded, read through the descriptor (probe, decode, checks).
+    fp = fingerprint(site.inbox / "clip.mp4")
+    spec.update(inode=fp.inode, size=fp.size)
+    res = subprocess.run([sys.executable, "-m", "mediad.daemon.worker"], input=json.dumps(spec),
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    events = [json.loads(x) for x in res.stdout.splitlines()]
+    assert events[-1]["event"] == "done", (events, res.stderr)
+    assert events[-1]["report"]["input"]["path"] == str(site.inbox / "clip.mp4")
+    assert count_frames(out) == 12

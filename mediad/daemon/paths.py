@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
@@ -9,6 +10,7 @@ import unicodedata
 from pathlib import Path, PurePosixPath
 
 from mediad.config import WatchConfig
+from mediad.errors import MediadError
 
 # Names that mean "still being written" by browsers, rsync, download tools and editors.
 TEMP_SUFFIXES = (".part", ".tmp", ".temp", ".crdownload", ".partial", ".download", ".!qb",
@@ -132,3 +134,40 @@ def unique_destination(folder: Path, name: str) -> Path:
         candidate = folder / f"{stem}-{n}{dot}{ext}"
         n += 1
     return candidate
+
+
+def open_checked_source(path: Path, root: Path, *, inode: int, size: int,
+                        allow_hard_links: bool) -> int:
+    """Open a job's source once and check that descriptor, not the name: not a symlink (the
+    last component opened with O_NOFOLLOW; the descriptor's real path inside `root`, so no
+    folder on the way was one), a regular file, the inode and size the daemon fingerprinted,
+    no other hard links unless allowed. The job then reads only through it (media.pinned)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise MediadError(f"{path}: the source disappeared before its job ran",
+                          reason="missing_input") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise MediadError(f"{path}: refused (symlink)", reason="symlink") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        real = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        why = None
+        if not stat.S_ISREG(st.st_mode):
+            why = "not_regular"
+        elif not real.is_relative_to(Path(os.path.realpath(root))):
+            why = "outside_watch"
+        elif st.st_nlink > 1 and not allow_hard_links:
+            why = "hard_link"
+        if why is not None:
+            raise MediadError(f"{path}: refused ({why})", reason=why)
+        if (st.st_ino, st.st_size) != (inode, size):
+            raise MediadError(f"{path}: not the file its job was queued for (replaced or "
+                              "changed since)", reason="source_changed", transient=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+

@@ -488,6 +488,7 @@ class Daemon:
             return False
         if not self._source_unchanged(job, watch):
             return False
+        job = self.queue.get(job.id) or job  # its stat as just re-checked (a touch updates it)
         if os.path.lexists(job.output):
             # Someone else's file took the reserved name since the job was queued.
             renamed = self._next_output(job, watch, "before_start")
@@ -506,6 +507,11 @@ class Daemon:
             "profile": profile.model_dump(mode="json"),
             "profile_name": profile.name,
             "job_key": job.key,
+            # The file the daemon checked: the worker opens it once and checks its descriptor
+            "watch": job.watch,
+            "inode": job.inode,
+            "size": job.size,
+            "allow_hard_links": watch.allow_hard_links if watch is not None else False,
             "gpu": slot.gpu,
             "no_nvenc": slot.no_nvenc,
             "log_level": self.config.daemon.log_level,

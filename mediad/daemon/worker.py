@@ -76,10 +76,17 @@ def _private_stdout() -> IO[str]:
 
 def run(spec: dict, channel: Channel) -> int:
     """Run the job described by `spec`; report the result on `channel`."""
+    from mediad.daemon.paths import open_checked_source
     from mediad.media.job import transcode
+    from mediad.media.pinned import pin
     from mediad.profiles import Profile
 
     profile = Profile.model_validate({**spec["profile"], "name": spec["profile_name"]})
+    if "watch" in spec:  # from the daemon: read only the file it checked, whatever the name
+        source = Path(spec["input"])  # becomes meanwhile (a symlink swapped in after its checks)
+        pin(source, open_checked_source(source, Path(spec["watch"]), inode=spec["inode"],
+                                        size=spec["size"],
+                                        allow_hard_links=spec.get("allow_hard_links", False)))
     # Never overwrite: the daemon reserved a free name, so a file there now is someone else's.
     # The engine then fails with reason output_exists (also when one appears just before the
     # commit, which links without replacing) and the daemon picks the next free name.

@@ -12,6 +12,7 @@ import av
 
 from mediad.errors import MediadError
 from mediad.media.hdr import HdrMetadata, from_frame
+from mediad.media.pinned import read_path
 
 HDR_TRANSFERS = {"smpte2084", "arib-std-b67"}
 FieldOrder = Literal["progressive", "tff", "bff", "unknown"]
@@ -180,31 +181,32 @@ def _lang(stream: av.stream.Stream) -> str | None:
 
 def open_input(path: Path, **kwargs: object) -> av.container.InputContainer:
     """Open a media file for reading, turning every failure into a one-line MediadError."""
+    name, path = path, read_path(path)  # messages name the file; a pinned one is read by fd
     if not path.exists():
-        raise MediadError(f"{path}: no such file", reason="missing_input")
+        raise MediadError(f"{name}: no such file", reason="missing_input")
     if path.is_dir():
-        raise MediadError(f"{path}: is a directory, not a media file", reason="not_media")
+        raise MediadError(f"{name}: is a directory, not a media file", reason="not_media")
     if not os.access(path, os.R_OK):
-        raise MediadError(f"{path}: not readable (permission denied)", reason="unreadable")
+        raise MediadError(f"{name}: not readable (permission denied)", reason="unreadable")
     if path.stat().st_size == 0:
-        raise MediadError(f"{path}: file is empty (0 bytes)", reason="not_media")
+        raise MediadError(f"{name}: file is empty (0 bytes)", reason="not_media")
     try:
         # Metadata in a broken or legacy encoding must not stop a transcode: replace bad bytes.
         container = av.open(str(path), "r", metadata_errors="replace", **kwargs)
     except av.InvalidDataError:
         container = _sniff_container(path)
         if container:
-            raise MediadError(f"{path}: truncated or corrupt {container} file (FFmpeg cannot "
+            raise MediadError(f"{name}: truncated or corrupt {container} file (FFmpeg cannot "
                               "read its header)", reason="corrupt") from None
-        raise MediadError(f"{path}: not a media file (no known container format)",
+        raise MediadError(f"{name}: not a media file (no known container format)",
                           reason="not_media") from None
     except av.FFmpegError as e:
-        raise MediadError(f"{path}: cannot open: {e.strerror or e}", reason="not_media") from None
+        raise MediadError(f"{name}: cannot open: {e.strerror or e}", reason="not_media") from None
     fmt = container.format.name
     if fmt in _TEXT_ART_FORMATS or fmt == "image2" or fmt.endswith("_pipe"):
         container.close()
         what = "a text file" if fmt in _TEXT_ART_FORMATS else "a still image"
-        raise MediadError(f"{path}: {what} ({container.format.long_name}), not a video",
+        raise MediadError(f"{name}: {what} ({container.format.long_name}), not a video",
                           reason="not_media")
     return container
 
@@ -235,7 +237,7 @@ def _sniff_container(path: Path) -> str | None:
 def probe(path: Path) -> MediaInfo:
     """Read a file's streams and properties without decoding it all."""
     with open_input(path) as c:
-        return _probe_container(path, c)
+        return _probe_container(path, c)  # its name; its size read through open_input's file
 
 
 def _stream_duration(s: av.stream.Stream) -> float | None:
@@ -347,7 +349,7 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
                 s.metadata.get("mimetype") or "application/octet-stream", len(s.data or b"")))
     start = c.start_time / av.time_base if c.start_time is not None else None
     duration = _content_seconds(c, start)
-    size = path.stat().st_size
+    size = read_path(path).stat().st_size
     # The file's rate over its content's length (libavformat divides by Matroska's duration,
     # which runs from 0: a file starting 100 s in looked 13 times slower than it is).
     file_rate = round(size * 8 / duration) if duration else c.bit_rate or None

@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 
 from mediad.errors import MediadError
+from mediad.media.pinned import read_path
 from mediad.media.probe import MediaInfo, codec_name, decode_first
 from mediad.media.timing import Span
 
@@ -58,7 +59,7 @@ class SourceStamp:
     def of(cls, path: Path) -> SourceStamp | None:
         """The stamp now; None when the file cannot be read (it failed elsewhere then)."""
         try:
-            st = os.stat(path)
+            st = os.stat(read_path(path))
         except OSError:
             return None
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -69,6 +70,11 @@ class SourceStamp:
         Another file renamed over the name is not this: the job read the file it opened, and
         the new one is a job of its own (the daemon's disposition leaves it alone).
         """
+        try:  # read through a pinned descriptor: the file the job opened, even once renamed over
+            if os.stat(read_path(path)).st_nlink == 0:
+                return None  # its name went to another file (its ctime moved with the unlink)
+        except OSError:
+            return None
         now = SourceStamp.of(path)
         if now is None or now == self or (now.dev, now.ino) != (self.dev, self.ino):
             return None
