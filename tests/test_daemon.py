@@ -916,6 +916,24 @@ def test_a_full_output_disk_is_waited_out_not_failed(site: Site, long_video: Pat
 
 # ----- files that change under a job ----------------------------------------------------------
 
+def test_a_file_whose_middle_changed_is_new_content(site: Site, tmp_path: Path) -> None:
+    """Same size, same first and last MiB, other bytes in the middle (a torrent's pieces filled
+    in, a tag rewritten in place): new content, a job of its own, not a duplicate."""
+    site.start()
+    clip = make_video(tmp_path / "clip.mp4", frames=300, size=(640, 480), seed=71)
+    data = bytearray(clip.read_bytes())
+    assert len(data) > 3 << 20, len(data)  # more than the first and last MiB
+    source = site.drop(clip, "clip.mp4")
+    site.wait_jobs("done", 1)
+    mid = len(data) // 2
+    with open(source, "r+b") as f:  # in place: same inode, same size
+        f.seek(mid)
+        f.write(bytes(b ^ 0x55 for b in data[mid:mid + 64]))
+    wait_for(lambda: len(site.jobs()) == 2, 30, "a second job for the changed content")
+    assert "event=file_duplicate" not in site.log()
+    assert site.stop() == 0
+
+
 def test_a_recording_appended_to_after_a_pause_is_never_taken_half(site: Site, long_video: Path,
                                                                    tmp_path: Path) -> None:
     """A writer that closes the file between appends and pauses longer than settle_seconds:

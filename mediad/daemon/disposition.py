@@ -15,10 +15,8 @@ from pathlib import Path
 
 from mediad import log
 from mediad.config import WatchConfig
-from mediad.daemon.fingerprint import fingerprint
 from mediad.daemon.paths import refusal, unique_destination
 from mediad.daemon.queue import Job
-from mediad.errors import MediadError
 from mediad.fsutil import atomic_write_bytes
 
 
@@ -54,17 +52,17 @@ def move_file(src: Path, folder: Path) -> Path:
     return dest
 
 
-REWRITTEN = "rewritten with other content"
+REWRITTEN = "written to since its job read it"
 
 
 def not_the_job_file(watch: WatchConfig, job: Job, src: Path) -> str | None:
     """Why the file at `src` must not be moved or deleted as `job`'s source, or None when it is
     still the very file the job fingerprinted ("gone" when nothing is there).
 
-    A source renamed over, or rewritten, while its job ran is another file: it gets a job of its
-    own, and disposing of it would lose it untranscoded. Same inode and either the same stat or
-    the same content digest (a touch) is the job's file; the digest also tells a new file that
-    happens to get a freed inode number again.
+    A source renamed over, or written to, while its job ran is another file: it gets a job of
+    its own, and disposing of it would lose it untranscoded. Only the same inode with the same
+    size and mtime is the job's file; a file merely touched is kept too (telling a touch from a
+    rewrite means reading all of it, which this loop does not do): left in place, never lost.
     """
     why = refusal(watch, src)  # a symlink or a path escaping the watch is never acted on
     if why == "vanished":
@@ -73,16 +71,13 @@ def not_the_job_file(watch: WatchConfig, job: Job, src: Path) -> str | None:
         return why
     try:
         st = os.lstat(src)
-        if st.st_ino == job.inode and job.fingerprint.same_stat(st):
-            return None
-        fp = fingerprint(src) if st.st_ino == job.inode else None
     except FileNotFoundError:
         return "gone"
-    except (OSError, MediadError):
+    except OSError:
         return "unreadable"
-    if fp is None or fp.inode != job.inode:
+    if st.st_ino != job.inode:
         return "replaced by another file"
-    return None if fp.digest == job.digest else REWRITTEN
+    return None if job.fingerprint.same_stat(st) else REWRITTEN
 
 
 def after_success(watch: WatchConfig | None, job: Job) -> None:

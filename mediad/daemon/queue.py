@@ -242,11 +242,6 @@ class Queue:
                           "WHERE id = ? AND state = 'running'",
                           (frames_done, frames_total, fps, time.time(), job_id))
 
-    def update_source(self, job_id: int, fp: Fingerprint) -> None:
-        """The source was touched but its content is the same: remember its new stat."""
-        self.conn.execute("UPDATE jobs SET size = ?, mtime_ns = ?, inode = ? WHERE id = ?",
-                          (fp.size, fp.mtime_ns, fp.inode, job_id))
-
     def set_output(self, job_id: int, output: Path) -> None:
         """Reserve another output name for the job (its first one was taken by someone else)."""
         self.conn.execute("UPDATE jobs SET output = ?, updated = ? WHERE id = ?",

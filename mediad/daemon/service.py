@@ -21,11 +21,18 @@ from mediad import log
 from mediad.config import Config, WatchConfig, load_config
 from mediad.daemon import disposition
 from mediad.daemon.disposition import REWRITTEN
-from mediad.daemon.fingerprint import Fingerprint, fingerprint, job_key
+from mediad.daemon.fingerprint import Fingerprint, job_key
+from mediad.daemon.hasher import Hasher, Identified
 from mediad.daemon.metrics import Metrics
 from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
-from mediad.daemon.paths import inspect_source, output_candidates, refusal, wanted
+from mediad.daemon.paths import (
+    inspect_source,
+    output_candidates,
+    refusal,
+    relative_to_watch,
+    wanted,
+)
 from mediad.daemon.pool import Outcome, Worker, spawn
 from mediad.daemon.queue import DB_NAME, USER_RETRY, Job, Queue
 from mediad.daemon.retry import NOTE_SUFFIX, read_note
@@ -85,6 +92,7 @@ class Daemon:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.sel.register(self._wake_r, selectors.EVENT_READ, None)
         self.watcher = Watcher(self._wake)
+        self.hasher = Hasher(self._wake)
         self.workers: dict[int, Worker] = {}
         self.nvenc_in_use: dict[int, int] = {}
         self.devices = self._gpu_devices()
@@ -174,6 +182,7 @@ class Daemon:
 
     def _close(self) -> None:
         self.watcher.stop_all()
+        self.hasher.stop()
         self.metrics.stop()
         self.queue.close()
         self.notifier.close()
@@ -238,6 +247,13 @@ class Daemon:
                     log.event("internal_error", logging.ERROR, path=path,
                               error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=-3))
                     self._refuse(path, "internal_error")
+            for item in self.hasher.drain():
+                try:
+                    self._identified(item)
+                except Exception as e:  # one odd file must not stop the daemon
+                    log.event("internal_error", logging.ERROR, path=item.path,
+                              error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=-3))
+                    self._refuse(item.path, "internal_error")
         self._supervise(now)
         self._dispatch()
         self._report(now)
@@ -318,7 +334,7 @@ class Daemon:
             disposition.note_refusal(watch, path, reason)
 
     def _intake(self, index: int, path: Path) -> None:
-        """A settled file: check it, fingerprint it, queue it unless it was seen before."""
+        """A settled file: check it, then have it fingerprinted (see _identified)."""
         watch = self.config.watch[index]
         why = refusal(watch, path)
         if why == "vanished":
@@ -326,11 +342,24 @@ class Daemon:
         if why:
             self._refuse(path, why, watch)
             return
-        try:
-            fp = fingerprint(path)
-        except MediadError as e:
-            self._refuse(path, e.reason, watch)
+        self.hasher.submit(index, path)  # the whole file is read: on the hasher's thread
+
+    def _identified(self, item: Identified) -> None:
+        """A settled file fingerprinted: queue it unless its content has a job already."""
+        if item.watch >= len(self.config.watch):
+            return  # its watch went with a reload meanwhile
+        index, path, watch = item.watch, item.path, self.config.watch[item.watch]
+        if relative_to_watch(watch, path) is None:
             return
+        if item.error is not None:
+            if item.error.transient:  # written to while it was read: let it settle again
+                self.settler.note(index, path, "write", settle=self.config.daemon.settle_seconds,
+                                  local=not watch.polling)
+            else:
+                self._refuse(path, item.error.reason, watch)
+            return
+        fp = item.fp
+        assert fp is not None
         key = job_key(fp, watch.profile, watch.output_dir)
         self.queue.remember(path, fp, key)
         existing = self.queue.by_key(key)
@@ -534,12 +563,11 @@ class Daemon:
         """Check the source is still the file that was queued; deal with it when it is not."""
         source = Path(job.source)
         why: str | None = None
-        fp = None
+        changed = False
         try:
             # The refusal check's own lstat serves for the unchanged test too: one stat, not two.
             why, st = inspect_source(watch, source) if watch is not None else (None, os.lstat(source))
-            if why is None and st is not None and not job.fingerprint.same_stat(st):
-                fp = fingerprint(source)
+            changed = why is None and st is not None and not job.fingerprint.same_stat(st)
         except FileNotFoundError:
             why = "vanished"
         except (OSError, MediadError) as e:
@@ -553,16 +581,15 @@ class Daemon:
             self._refuse(source, why)
             self._fail(job, watch, why, f"{source}: refused ({why}) before its job ran")
             return False
-        if fp is not None and fp.digest != job.digest:
-            # Rewritten since it was queued: let it settle again and be queued as the new file.
+        if changed:
+            # Written to or touched since it was queued: it settles and is identified again (off
+            # this loop: a whole file is read), as a new job or, the same content, the same key.
             self.queue.forget(job.id)
             if watch is not None:
                 self.settler.note(self.config.watch.index(watch), source, "write",
                                   settle=self.config.daemon.settle_seconds, local=not watch.polling)
             log.event("job_dropped", job=job.id, source=source, reason="source_changed")
             return False
-        if fp is not None:
-            self.queue.update_source(job.id, fp)  # touched, same content
         return True
 
     def _free_output(self, watch: WatchConfig, source: Path, extension: str,
