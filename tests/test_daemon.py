@@ -914,6 +914,42 @@ def test_a_full_output_disk_is_waited_out_not_failed(site: Site, long_video: Pat
         subprocess.run(["umount", "-l", str(site.out)], capture_output=True)
 
 
+def test_a_move_cut_off_mid_copy_leaves_nothing_behind(site: Site, tmp_path: Path) -> None:
+    """done_dir on another filesystem: the move copies (on the disposer's thread, not in the
+    main loop). A kill -9 mid-copy left the hidden copy there forever; the next start removes
+    it and moves the source again: one file in done_dir, whole, and none in the inbox."""
+    site.watches[0].update(on_success="move", done_dir="done")
+    done = site.root / "done"
+    done.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g", "tmpfs", str(done)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        big = make_video(tmp_path / "big.mkv", seed=81)
+        with open(big, "ab") as f:  # padding after the Matroska segment: a slow copy
+            f.truncate(big.stat().st_size + (400 << 20))
+        size = big.stat().st_size
+        site.start()
+        site.drop(big, "big.mkv")
+        wait_for(lambda: any(p.name.startswith(".mediad-move.") for p in done.iterdir()), 120,
+                 "the copy to done_dir to start", interval=0.001)
+        assert site.proc is not None
+        site.proc.kill()
+        site.proc.wait(timeout=10)
+        assert any(p.name.startswith(".mediad-move.") for p in done.iterdir())  # cut off
+        site.start()
+        wait_for(lambda: not (site.inbox / "big.mkv").exists(), 60, "the source moved")
+        assert [p.name for p in done.iterdir()] == ["big.mkv"]
+        assert (done / "big.mkv").stat().st_size == size
+        assert "event=partial_removed" in site.log()
+        assert site.stop() == 0
+    finally:
+        if site.proc is not None and site.proc.poll() is None:
+            site.proc.kill()
+            site.proc.wait(timeout=10)
+        subprocess.run(["umount", "-l", str(done)], capture_output=True)
+
+
 # ----- files that change under a job ----------------------------------------------------------
 
 def test_a_file_whose_middle_changed_is_new_content(site: Site, tmp_path: Path) -> None:

@@ -8,9 +8,11 @@ import errno
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from mediad import log
@@ -18,12 +20,35 @@ from mediad.config import WatchConfig
 from mediad.daemon.paths import refusal, unique_destination
 from mediad.daemon.queue import Job
 from mediad.fsutil import atomic_write_bytes
+from mediad.media.commit import pid_alive
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
     """Write JSON to a temporary name beside `path`, fsync, rename: never a half file."""
     # 0644, not mkstemp's 0600: the note is for whoever looks after the folder.
     atomic_write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode(), mode=0o644)
+
+
+_MOVE_TEMP = re.compile(r"\.mediad-move\.(\d+)\.[^/]*\.tmp")
+
+
+def move_temp_prefix() -> str:
+    """The start of the hidden name a copy to another filesystem is written under."""
+    return f".mediad-move.{os.getpid()}."
+
+
+def remove_stale_moves(folder: Path) -> list[Path]:
+    """Remove copies left in `folder` by a mover killed mid-copy (kill -9, power cut): their
+    writer is gone, and the source they were copied from is still in place, moved again."""
+    removed: list[Path] = []
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            m = _MOVE_TEMP.fullmatch(entry.name)
+            if m and not pid_alive(int(m.group(1))) and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def move_file(src: Path, folder: Path) -> Path:
@@ -37,7 +62,7 @@ def move_file(src: Path, folder: Path) -> Path:
         if e.errno != errno.EXDEV:
             raise
     # Streamed, not through atomic_write_bytes: a source may be tens of GB.
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=move_temp_prefix(), suffix=".tmp", dir=folder)
     os.close(fd)
     try:
         shutil.copy2(src, tmp)
@@ -113,6 +138,23 @@ _REFUSED = {
     "hard_link": "it has other hard links, which may be names outside the watched folder; set "
                  "allow_hard_links = true on this watch if its files are hard-linked on purpose",
 }
+
+
+@dataclass(frozen=True)
+class Disposed:
+    """A finished job's source dealt with: where a failed one was moved (None: not moved)."""
+
+    job: int
+    moved_to: Path | None
+
+
+def dispose(item: tuple[Job, WatchConfig | None]) -> Disposed:
+    """on_success for a done job's source, failed_dir and its note for a failed one's."""
+    job, watch = item
+    if job.state == "done":
+        after_success(watch, job)
+        return Disposed(job.id, None)
+    return Disposed(job.id, after_failure(watch, job, job.reason or "error", job.error or ""))
 
 
 def note_refusal(watch: WatchConfig, path: Path, reason: str) -> Path | None:

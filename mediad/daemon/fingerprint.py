@@ -71,3 +71,26 @@ def job_key(fp: Fingerprint, profile: str, output_dir: Path) -> str:
     """
     text = f"{fp.digest}\0{profile}\0{output_dir}"
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Identified:
+    """A settled file of watch number `watch`, fingerprinted, or why it could not be."""
+
+    watch: int
+    path: Path
+    fp: Fingerprint | None
+    error: MediadError | None = None
+
+
+def identify(item: tuple[int, Path]) -> Identified:
+    """fingerprint() for the daemon's hashing thread: a failure is a result, not a raise."""
+    watch, path = item
+    try:
+        return Identified(watch, path, fingerprint(path))
+    except MediadError as e:
+        return Identified(watch, path, None, e)
+    except OSError as e:  # a read error: unreadable now
+        return Identified(watch, path, None, MediadError(f"{path}: cannot read: {e.strerror or e}",
+                                                         reason="unreadable"))
+

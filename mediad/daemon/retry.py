@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mediad.config import Config, WatchConfig
+from mediad.daemon.disposition import move_temp_prefix
 from mediad.daemon.fingerprint import Fingerprint, fingerprint, job_key
 from mediad.daemon.paths import refusal
 from mediad.daemon.queue import Job, Queue
@@ -318,7 +319,7 @@ def _copy_no_replace(src: Path, dest: Path, occupied: MediadError) -> None:
     """Another file system (or no hard links): copy to a hidden name beside `dest`, fsync, then
     link or rename it to `dest` without replacing anything."""
     # A dot-name: the watcher ignores it until it has its real name.
-    fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, name = tempfile.mkstemp(prefix=move_temp_prefix(), suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -20,9 +20,9 @@ from pathlib import Path
 from mediad import log
 from mediad.config import Config, WatchConfig, load_config
 from mediad.daemon import disposition
-from mediad.daemon.disposition import REWRITTEN
-from mediad.daemon.fingerprint import Fingerprint, job_key
-from mediad.daemon.hasher import Hasher, Identified
+from mediad.daemon.background import Background
+from mediad.daemon.disposition import REWRITTEN, Disposed
+from mediad.daemon.fingerprint import Fingerprint, Identified, identify, job_key
 from mediad.daemon.metrics import Metrics
 from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
@@ -92,7 +92,11 @@ class Daemon:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.sel.register(self._wake_r, selectors.EVENT_READ, None)
         self.watcher = Watcher(self._wake)
-        self.hasher = Hasher(self._wake)
+        # Whole-file hashing and cross-filesystem moves: on threads of their own
+        self.hasher: Background[tuple[int, Path], Identified] = Background(
+            identify, self._wake, name="mediad-hasher")
+        self.disposer: Background[tuple[Job, WatchConfig | None], Disposed] = Background(
+            disposition.dispose, self._wake, name="mediad-disposer")
         self.workers: dict[int, Worker] = {}
         self.nvenc_in_use: dict[int, int] = {}
         self.devices = self._gpu_devices()
@@ -183,6 +187,7 @@ class Daemon:
     def _close(self) -> None:
         self.watcher.stop_all()
         self.hasher.stop()
+        self.disposer.stop()
         self.metrics.stop()
         self.queue.close()
         self.notifier.close()
@@ -197,6 +202,10 @@ class Daemon:
     def run(self) -> int:
         """Recover, scan, announce READY, then loop until stopped; returns the exit status."""
         self._install_signals()
+        for watch in self.config.watch:  # copies cut off by a kill: their sources move again
+            for folder in {watch.path, watch.done_dir, watch.failed_dir} - {None}:
+                for stale in disposition.remove_stale_moves(folder):
+                    log.event("partial_removed", path=stale, note="a move cut off mid-copy")
         for job in self.queue.recover():
             remove_partials(Path(job.output))
             log.event("job_recovered", job=job.id, source=job.source,
@@ -247,6 +256,8 @@ class Daemon:
                     log.event("internal_error", logging.ERROR, path=path,
                               error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=-3))
                     self._refuse(path, "internal_error")
+            for done in self.disposer.drain():
+                self.queue.disposed(done.job, done.moved_to)
             for item in self.hasher.drain():
                 try:
                     self._identified(item)
@@ -342,7 +353,7 @@ class Daemon:
         if why:
             self._refuse(path, why, watch)
             return
-        self.hasher.submit(index, path)  # the whole file is read: on the hasher's thread
+        self.hasher.submit((index, path), (index, path))  # the whole file is read: off the loop
 
     def _identified(self, item: Identified) -> None:
         """A settled file fingerprinted: queue it unless its content has a job already."""
@@ -457,13 +468,9 @@ class Daemon:
                 note.path.unlink()
 
     def _dispose(self, job: Job, watch: WatchConfig | None) -> None:
-        """Apply on_success or failed_dir to a finished job's source, then mark it done with."""
-        moved = None
-        if job.state == "done":
-            disposition.after_success(watch, job)
-        else:
-            moved = disposition.after_failure(watch, job, job.reason or "error", job.error or "")
-        self.queue.disposed(job.id, moved)
+        """Apply on_success or failed_dir to a finished job's source (on the disposer's thread:
+        a move to another filesystem copies), then mark it done with (here, when it is)."""
+        self.disposer.submit(job.id, (job, watch))
 
     # ----- dispatch -------------------------------------------------------------------------
 
