@@ -3,6 +3,7 @@ real SQLite, real watchdog observers and real (tiny) media files made with PyAV.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -948,6 +949,40 @@ def test_a_move_cut_off_mid_copy_leaves_nothing_behind(site: Site, tmp_path: Pat
             site.proc.kill()
             site.proc.wait(timeout=10)
         subprocess.run(["umount", "-l", str(done)], capture_output=True)
+
+
+def test_a_full_state_dir_refuses_files_until_space_returns(site: Site, tmp_path: Path) -> None:
+    """The state database cannot grow (its disk is full): files are not lost or half-queued,
+    the daemon keeps running, and once there is room again they are queued without a
+    restart."""
+    state = site.root / "state"
+    state.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        site.start()  # rescans 5 minutes apart: no rescan picks the files up
+        filler = state / "filler"
+        # The rest of the disk taken by something else
+        with open(filler, "wb") as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        for i in range(20):
+            site.drop(make_video(tmp_path / f"v{i}.mp4", seed=90 + i), f"v{i}.mp4")
+        site.wait_log(r"level=ERROR event=state_full", timeout=30)
+        time.sleep(1)
+        assert site.proc is not None and site.proc.poll() is None, site.log()
+        assert "internal_error" not in site.log()
+        filler.unlink()  # room again
+        site.wait_jobs("done", 20, timeout=120)
+        assert sorted(p.name for p in site.outputs()) == sorted(f"v{i}.mp4" for i in range(20))
+        assert site.stop() == 0
+    finally:
+        if site.proc is not None and site.proc.poll() is None:
+            site.proc.kill()
+            site.proc.wait(timeout=10)
+        subprocess.run(["umount", "-l", str(state)], capture_output=True)
 
 
 # ----- files that change under a job ----------------------------------------------------------

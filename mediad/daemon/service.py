@@ -48,6 +48,12 @@ KILL_AFTER = 5.0          # seconds between SIGTERM and SIGKILL for a worker we 
 PROGRESS_WRITE_EVERY = 1.0  # seconds between progress rows written per job
 WATCH_RETRY = 10.0        # seconds between attempts to start a watch whose folder is missing
 MAX_BACKOFF = 3600.0
+STATE_FULL_RETRY = 5.0    # seconds between tries to record files while the state disk is full
+
+
+def _disk_full(e: sqlite3.OperationalError) -> bool:
+    """SQLITE_FULL: the state database's disk (or its quota) is full."""
+    return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(e)
 
 
 def damaged_database(db: Path, detail: str) -> MediadError:
@@ -108,6 +114,9 @@ class Daemon:
         self.next_watch_retry = 0.0
         self._progress_written: dict[int, float] = {}
         self._space_waits: dict[int, int] = {}  # per job: disk_full retries in a row
+        self.unrecorded: dict[tuple[int, Path], Identified] = {}  # state disk full: to retry
+        self.next_unrecorded = 0.0
+        self.state_full = False
         self._counts: dict[str, int] = {}
         self._counts_dirty = True
 
@@ -222,7 +231,15 @@ class Daemon:
                   **self._counts)
         try:
             while True:
-                self._step()
+                try:
+                    self._step()
+                except sqlite3.OperationalError as e:
+                    if not _disk_full(e):
+                        raise
+                    # Not recorded now (a job's progress or end): the loop goes on; a job whose
+                    # end went unrecorded is found done by its output's key at the next start.
+                    self._state_full(None)
+                    time.sleep(1.0)
                 if self.stop_requests and not self.workers:
                     break
         finally:
@@ -258,9 +275,13 @@ class Daemon:
                     self._refuse(path, "internal_error")
             for done in self.disposer.drain():
                 self.queue.disposed(done.job, done.moved_to)
-            for item in self.hasher.drain():
+            for item in self._unrecorded_due(now) + self.hasher.drain():
                 try:
                     self._identified(item)
+                except sqlite3.OperationalError as e:
+                    if not _disk_full(e):
+                        raise
+                    self._state_full(item)
                 except Exception as e:  # one odd file must not stop the daemon
                     log.event("internal_error", logging.ERROR, path=item.path,
                               error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=-3))
@@ -354,6 +375,27 @@ class Daemon:
             self._refuse(path, why, watch)
             return
         self.hasher.submit((index, path), (index, path))  # the whole file is read: off the loop
+
+    def _state_full(self, item: Identified | None) -> None:
+        """The state database's disk is full: keep `item` (identified, not yet recorded) to try
+        again every few seconds, without reading it again; say so once per episode."""
+        if item is not None:
+            self.unrecorded[(item.watch, item.path)] = item
+        self.next_unrecorded = time.monotonic() + STATE_FULL_RETRY
+        if not self.state_full:
+            self.state_full = True
+            log.event("state_full", logging.ERROR, state_dir=self.state_dir,
+                      note="the state database's disk is full: files wait, and are queued as "
+                           "soon as there is room")
+
+    def _unrecorded_due(self, now: float) -> list[Identified]:
+        """Files identified while the state disk was full, when it is time to try again."""
+        if not self.unrecorded or now < self.next_unrecorded:
+            return []
+        items = list(self.unrecorded.values())
+        self.unrecorded.clear()
+        self.state_full = False
+        return items
 
     def _identified(self, item: Identified) -> None:
         """A settled file fingerprinted: queue it unless its content has a job already."""
