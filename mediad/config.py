@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from mediad.errors import InvalidFile, MediadError
+from mediad.errors import InvalidFile, MediadError, Reason
 from mediad.fsutil import read_toml_text
 from mediad.profiles import Profile, load_profile, validation_errors
 
@@ -198,11 +198,11 @@ def parse_config(text: str, source: str, base: Path) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise MediadError(f"{source}: not valid TOML: {e}", reason="bad_config") from None
+        raise MediadError(f"{source}: not valid TOML: {e}", reason=Reason.BAD_CONFIG) from None
     try:
         return Config.model_validate(data, context={"base": base})
     except ValidationError as e:
-        raise InvalidFile(validation_errors(e, source), reason="bad_config") from None
+        raise InvalidFile(validation_errors(e, source), reason=Reason.BAD_CONFIG) from None
 
 
 def load_config(path: Path) -> Config:

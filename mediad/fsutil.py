@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 
 # os.link failures that mean "this filesystem has no hard links here", not "the name is taken".
 NO_HARD_LINK = (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK)
@@ -46,7 +46,7 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> N
         raise
 
 
-def read_toml_text(path: Path, shown: str, what: str, reason: str) -> str:
+def read_toml_text(path: Path, shown: str, what: str, reason: Reason) -> str:
     """The text of a TOML file, or a one-line error.
 
     TOML is UTF-8 by definition; a byte-order mark (some Windows editors write one) is dropped.

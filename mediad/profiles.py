@@ -23,7 +23,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from mediad.errors import InvalidFile, MediadError
+from mediad.errors import InvalidFile, MediadError, Reason
 from mediad.formats import (
     CONTAINER_VIDEO,
     PACKAGE_AUDIO,
@@ -531,15 +531,15 @@ def parse_profile(text: str, source: str, name: str, base: Path | None = None) -
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise MediadError(f"{source}: not valid TOML: {e}", reason="bad_profile") from None
+        raise MediadError(f"{source}: not valid TOML: {e}", reason=Reason.BAD_PROFILE) from None
     if "name" in data:
         raise MediadError(f"{source}: name: unknown key (a profile is named by its file)",
-                          reason="bad_profile")
+                          reason=Reason.BAD_PROFILE)
     try:
         return Profile.model_validate({**data, "name": name},
                                       context={"base": base, _FROM_FILE: True})
     except ValidationError as e:
-        raise InvalidFile(validation_errors(e, source), reason="bad_profile") from None
+        raise InvalidFile(validation_errors(e, source), reason=Reason.BAD_PROFILE) from None
 
 
 def builtin_names() -> list[str]:
@@ -552,17 +552,17 @@ def resolve_profile_path(name_or_path: str | Path) -> Path:
     text = str(name_or_path)
     if not text.strip():
         raise MediadError("profile name is empty: give a built-in name or a path to a .toml file",
-                          reason="bad_profile")
+                          reason=Reason.BAD_PROFILE)
     path = Path(text)
     if text.endswith(".toml") or "/" in text:
         if not path.is_file():
-            raise MediadError(f"{path}: profile file not found", reason="bad_profile")
+            raise MediadError(f"{path}: profile file not found", reason=Reason.BAD_PROFILE)
         return path
     builtin = BUILTIN_DIR / f"{text}.toml"
     if not builtin.is_file():
         raise MediadError(
             f"unknown profile {text!r}: built-in profiles are {', '.join(builtin_names())}, "
-            "or give a path to a .toml file", reason="bad_profile")
+            "or give a path to a .toml file", reason=Reason.BAD_PROFILE)
     return builtin
 
 

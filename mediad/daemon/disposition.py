@@ -19,6 +19,7 @@ from mediad import log
 from mediad.config import WatchConfig
 from mediad.daemon.paths import refusal, unique_destination
 from mediad.daemon.queue import Job
+from mediad.errors import Reason
 from mediad.fsutil import atomic_write_bytes
 from mediad.media.commit import pid_alive
 
@@ -174,7 +175,7 @@ def note_refusal(watch: WatchConfig, path: Path, reason: str) -> Path | None:
     return note
 
 
-def after_failure(watch: WatchConfig | None, job: Job, reason: str, message: str) -> Path | None:
+def after_failure(watch: WatchConfig | None, job: Job, reason: Reason, message: str) -> Path | None:
     """Move a failed source to failed_dir (if set) and write `<name>.error.json` beside it;
     returns where the source was moved (None: not moved), for the state database."""
     src = Path(job.source)

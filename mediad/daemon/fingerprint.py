@@ -8,7 +8,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 
 # The whole content is hashed: a file whose middle changed (a torrent's pieces filled in, a tag
 # rewritten in place) is new content, a touched or copied file is not. About 1 GB/s from the
@@ -35,10 +35,10 @@ def open_regular(path: Path) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
-        raise MediadError(f"{path}: cannot open: {e.strerror}", reason="unreadable") from None
+        raise MediadError(f"{path}: cannot open: {e.strerror}", reason=Reason.UNREADABLE) from None
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
-        raise MediadError(f"{path}: not a regular file", reason="not_regular")
+        raise MediadError(f"{path}: not a regular file", reason=Reason.NOT_REGULAR)
     return fd
 
 
@@ -57,7 +57,7 @@ def fingerprint(path: Path) -> Fingerprint:
         after = os.fstat(fd)
         if (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns) or offset != st.st_size:
             raise MediadError(f"{path}: changed while it was being identified",
-                              reason="source_changed", transient=True)
+                              reason=Reason.SOURCE_CHANGED, transient=True)
         return Fingerprint(st.st_size, st.st_mtime_ns, st.st_ino, h.hexdigest())
     finally:
         os.close(fd)
@@ -92,5 +92,5 @@ def identify(item: tuple[int, Path]) -> Identified:
         return Identified(watch, path, None, e)
     except OSError as e:  # a read error: unreadable now
         return Identified(watch, path, None, MediadError(f"{path}: cannot read: {e.strerror or e}",
-                                                         reason="unreadable"))
+                                                         reason=Reason.UNREADABLE))
 

@@ -10,7 +10,7 @@ import unicodedata
 from pathlib import Path, PurePosixPath
 
 from mediad.config import WatchConfig
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 
 # Names that mean "still being written" by browsers, rsync, download tools and editors.
 TEMP_SUFFIXES = (".part", ".tmp", ".temp", ".crdownload", ".partial", ".download", ".!qb",
@@ -146,10 +146,10 @@ def open_checked_source(path: Path, root: Path, *, inode: int, size: int,
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise MediadError(f"{path}: the source disappeared before its job ran",
-                          reason="missing_input") from None
+                          reason=Reason.MISSING_INPUT) from None
     except OSError as e:
         if e.errno == errno.ELOOP:
-            raise MediadError(f"{path}: refused (symlink)", reason="symlink") from None
+            raise MediadError(f"{path}: refused (symlink)", reason=Reason.SYMLINK) from None
         raise
     try:
         st = os.fstat(fd)
@@ -165,7 +165,7 @@ def open_checked_source(path: Path, root: Path, *, inode: int, size: int,
             raise MediadError(f"{path}: refused ({why})", reason=why)
         if (st.st_ino, st.st_size) != (inode, size):
             raise MediadError(f"{path}: not the file its job was queued for (replaced or "
-                              "changed since)", reason="source_changed", transient=True)
+                              "changed since)", reason=Reason.SOURCE_CHANGED, transient=True)
     except BaseException:
         os.close(fd)
         raise

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import mediad
 from mediad.daemon.notify import NOTIFY_ENV
+from mediad.errors import Reason
 
 # The worker must run the same mediad as the daemon, installed or not.
 _PACKAGE_ROOT = str(Path(mediad.__file__).resolve().parent.parent)
@@ -25,7 +26,7 @@ class Outcome:
 
     ok: bool
     report: dict | None = None
-    reason: str = ""
+    reason: Reason = Reason.ERROR
     message: str = ""
     transient: bool = False
 
@@ -95,7 +96,7 @@ class Worker:
         if event == "done":
             self.result = Outcome(True, report=msg.get("report") or {})
         elif event == "error":
-            self.result = Outcome(False, reason=str(msg.get("reason") or "error"),
+            self.result = Outcome(False, reason=_reason(msg.get("reason")),
                                   message=str(msg.get("message") or ""),
                                   transient=bool(msg.get("transient")))
         return False
@@ -116,7 +117,7 @@ class Worker:
             return self.result
         code = self.proc.returncode
         how = f"signal {-code} ({signal.Signals(-code).name})" if code and code < 0 else f"exit {code}"
-        return Outcome(False, reason="worker_crashed", transient=True,
+        return Outcome(False, reason=Reason.WORKER_CRASHED, transient=True,
                        message=f"worker process ended without a result ({how})")
 
 
@@ -137,3 +138,12 @@ def spawn(job_id: int, spec: dict, gpu: str, nvenc_device: int | None) -> Worker
     except BrokenPipeError:
         pass  # died at once: its exit is reported like any other crash
     return Worker(job_id=job_id, gpu=gpu, nvenc_device=nvenc_device, proc=proc)
+
+
+def _reason(value: object) -> Reason:
+    """A worker's reason as one of ours (an unknown one, from another version: error)."""
+    try:
+        return Reason(str(value))
+    except ValueError:
+        return Reason.ERROR
+

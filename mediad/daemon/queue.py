@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mediad.daemon.fingerprint import Fingerprint
+from mediad.errors import Reason
 
 STATES = ("queued", "running", "done", "failed")
 USER_RETRY = "user_retry"  # reason of a job `mediad retry` put back, until it runs to an end
@@ -272,14 +273,14 @@ class Queue:
                           " error = NULL, report = ? WHERE id = ?",
                           (now, now, json.dumps(report, default=str), job_id))
 
-    def failed(self, job_id: int, reason: str, error: str, *, count_attempt: bool = True) -> None:
+    def failed(self, job_id: int, reason: Reason, error: str, *, count_attempt: bool = True) -> None:
         """The job failed for good."""
         now = time.time()
         self.conn.execute("UPDATE jobs SET state = 'failed', finished = ?, updated = ?, reason = ?,"
                           " error = ?, attempts = attempts + ? WHERE id = ?",
                           (now, now, reason, db_text(error), int(count_attempt), job_id))
 
-    def retry(self, job_id: int, reason: str, error: str, not_before: float, *,
+    def retry(self, job_id: int, reason: Reason, error: str, not_before: float, *,
               count_attempt: bool = True) -> None:
         """A transient failure: back to queued, not before `not_before`."""
         self.conn.execute("UPDATE jobs SET state = 'queued', updated = ?, reason = ?, error = ?, "

@@ -29,7 +29,7 @@ from mediad.daemon.fingerprint import Fingerprint, fingerprint, job_key
 from mediad.daemon.paths import refusal
 from mediad.daemon.queue import Job, Queue
 from mediad.daemon.status import daemon_pid, state_database
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.fsutil import NO_HARD_LINK, fsync_dir
 
 NOTE_SUFFIX = ".error.json"
@@ -81,7 +81,7 @@ def retry(config_path: Path | None, targets: list[str], *,
     try:
         queue = Queue(config.daemon.state_dir)
     except sqlite3.Error as e:
-        raise MediadError(f"{db}: cannot open the state database: {e}", reason="bad_state") from None
+        raise MediadError(f"{db}: cannot open the state database: {e}", reason=Reason.BAD_STATE) from None
     try:
         retrier = Retrier(config, queue, daemon_running=daemon_pid(config.daemon.state_dir) is not None)
         results: list[Requeued | MediadError] = []
@@ -98,7 +98,7 @@ def retry(config_path: Path | None, targets: list[str], *,
                 results.append(e)
             except sqlite3.Error as e:  # locked for longer than busy_timeout, read-only...
                 label = f"job {name}" if isinstance(name, int) or name.isdigit() else name
-                results.append(MediadError(f"{label}: {db}: {e}", reason="bad_state"))
+                results.append(MediadError(f"{label}: {db}: {e}", reason=Reason.BAD_STATE))
         return results
     finally:
         queue.close()
@@ -120,7 +120,7 @@ class Retrier:
         note beside it (a file in failed_dir, or the note itself), else to a job's source."""
         if target.isascii() and target.isdigit():
             if int(target) > SQLITE_MAX_INT:  # SQLite would raise OverflowError: no such id
-                raise MediadError(f"job {target}: no such job", reason="no_job")
+                raise MediadError(f"job {target}: no such job", reason=Reason.NO_JOB)
             return int(target)
         path = Path(os.path.abspath(target))
         note_path = path if path.name.endswith(NOTE_SUFFIX) else path.with_name(path.name + NOTE_SUFFIX)
@@ -132,7 +132,7 @@ class Retrier:
         jobs = self.queue.by_source(path)
         if not jobs:
             raise MediadError(f"{path}: no job has this source, and no error note names it",
-                              reason="no_job")
+                              reason=Reason.NO_JOB)
         # The same path may have been several files over time: the failed one is meant.
         return next((j for j in jobs if j.state == "failed"), jobs[0]).id
 
@@ -182,29 +182,30 @@ class Retrier:
             if os.path.lexists(source):
                 if not os.path.samestat(os.lstat(moved), os.lstat(source)):
                     raise MediadError(f"job {job.id}: {source} exists; not moving {moved} back "
-                                      "over it", reason="occupied")
+                                      "over it", reason=Reason.OCCUPIED)
                 # One file under both names: a retry stopped between link and unlink. Finish it.
                 os.unlink(moved)
             else:
                 if not watch.path.is_dir():  # an unmounted share: do not recreate it locally
                     raise MediadError(f"job {job.id}: its watch folder {watch.path} is missing",
-                                      reason="missing_watch")
+                                      reason=Reason.MISSING_WATCH)
                 why = refusal(watch, source)
                 if why != "vanished":  # "vanished" is what a free path gives
                     raise MediadError(f"job {job.id}: cannot move {moved} back to {source}: "
-                                      f"refused ({why})", reason=why or "refused")
+                                      f"refused ({why})", reason=why or Reason.ERROR)
                 return moved
         if not os.path.lexists(source):
             gone = f"neither {source} nor {moved} exists" if moved else f"{source} does not exist"
-            raise MediadError(f"job {job.id}: its source is gone ({gone})", reason="missing_input")
+            raise MediadError(f"job {job.id}: its source is gone ({gone})", reason=Reason.MISSING_INPUT)
         why = refusal(watch, source)
         if why:
-            raise MediadError(f"job {job.id}: {source}: refused ({why})", reason=why)
+            raise MediadError(f"job {job.id}: {source}: refused ({why})",
+                              reason=Reason.MISSING_INPUT if why == "vanished" else why)
         if moved is not None and _fingerprint(job, source).digest != job.digest:
             # Its note says it was moved away, and that copy is gone: whatever is at the source
             # path now is another file, unless a stopped retry already brought this one back.
             raise MediadError(f"job {job.id}: {moved} is gone and {source} is another file",
-                              reason="missing_input")
+                              reason=Reason.MISSING_INPUT)
         return None
 
     # ----- putting it back --------------------------------------------------------------
@@ -215,27 +216,27 @@ class Retrier:
             return self._retry(job_id)
         except OSError as e:  # permissions, I/O: one line like every other refusal
             where = f"{e.filename}: " if e.filename else ""
-            raise MediadError(f"job {job_id}: {where}{e.strerror or e}", reason="io_error") from None
+            raise MediadError(f"job {job_id}: {where}{e.strerror or e}", reason=Reason.IO_ERROR) from None
 
     def _retry(self, job_id: int) -> Requeued:
         job = self.queue.get(job_id)
         if job is None:
-            raise MediadError(f"job {job_id}: no such job", reason="no_job")
+            raise MediadError(f"job {job_id}: no such job", reason=Reason.NO_JOB)
         if job.state != "failed":
             raise MediadError(f"job {job_id}: is {job.state}; only failed jobs can be retried",
-                              reason="not_failed")
+                              reason=Reason.NOT_FAILED)
         if not job.disposed and self.daemon_running:
             # It failed a moment ago and the daemon is moving its source aside right now.
             raise MediadError(f"job {job_id}: its source is still being moved aside; try again",
-                              reason="busy")
+                              reason=Reason.BUSY)
         watch = next((w for w in self.config.watch if str(w.path) == job.watch), None)
         if watch is None:
             raise MediadError(f"job {job_id}: its watch {job.watch} is no longer in the config",
-                              reason="no_watch")
+                              reason=Reason.NO_WATCH)
         if os.path.lexists(job.output):
             # Left to the user: the daemon never replaces it (the job would write to a -2 name).
             raise MediadError(f"job {job_id}: its output {job.output} exists; move it away first",
-                              reason="output_exists")
+                              reason=Reason.OUTPUT_EXISTS)
         source = Path(job.source)
         note = self._note_for(job, watch)
         moved_from = self._locate(job, watch)
@@ -244,14 +245,14 @@ class Retrier:
         other = self.queue.by_key(key)
         if other is not None and other.id != job.id:
             raise MediadError(f"job {job_id}: {moved_from or source} has the same content as job "
-                              f"{other.id} ({other.state})", reason="duplicate")
+                              f"{other.id} ({other.state})", reason=Reason.DUPLICATE)
 
         try:
             if not self.queue.reidentify(job.id, key, fp):
                 raise self._no_longer_failed(job_id)
         except sqlite3.IntegrityError:
             raise MediadError(f"job {job_id}: its content was just queued as another job",
-                              reason="duplicate") from None
+                              reason=Reason.DUPLICATE) from None
         try:
             if moved_from is not None:
                 self._move_back(job, moved_from, source)
@@ -277,13 +278,13 @@ class Retrier:
     def _no_longer_failed(self, job_id: int) -> MediadError:
         job = self.queue.get(job_id)
         return MediadError(f"job {job_id}: is {job.state if job else 'gone'} now; not retried",
-                           reason="not_failed")
+                           reason=Reason.NOT_FAILED)
 
     @staticmethod
     def _move_back(job: Job, src: Path, dest: Path) -> None:
         """Move `src` to `dest`, never replacing a file there, even one that appears meanwhile."""
         occupied = MediadError(f"job {job.id}: {dest} exists; not moving {src} back over it",
-                               reason="occupied")
+                               reason=Reason.OCCUPIED)
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -305,7 +306,7 @@ class Retrier:
             fsync_dir(src.parent)
         except OSError as e:
             raise MediadError(f"job {job.id}: cannot move {src} back to {dest}: "
-                              f"{e.strerror or e}", reason="io_error") from None
+                              f"{e.strerror or e}", reason=Reason.IO_ERROR) from None
 
 
 def _fingerprint(job: Job, path: Path) -> Fingerprint:

@@ -25,6 +25,7 @@ from mediad.daemon.disposition import REWRITTEN, Disposed
 from mediad.daemon.fingerprint import Fingerprint, Identified, identify, job_key
 from mediad.daemon.metrics import Metrics
 from mediad.daemon.notify import Notifier
+from mediad.daemon.outcomes import Action, decide
 from mediad.daemon.partial import remove_partials
 from mediad.daemon.paths import (
     inspect_source,
@@ -40,14 +41,13 @@ from mediad.daemon.settle import Settler
 from mediad.daemon.slots import choose_gpu
 from mediad.daemon.status import PID_FILE
 from mediad.daemon.watcher import Watcher, scan
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.media.commit import job_of
 from mediad.profiles import Profile, load_profile
 
 KILL_AFTER = 5.0          # seconds between SIGTERM and SIGKILL for a worker we stop
 PROGRESS_WRITE_EVERY = 1.0  # seconds between progress rows written per job
 WATCH_RETRY = 10.0        # seconds between attempts to start a watch whose folder is missing
-MAX_BACKOFF = 3600.0
 STATE_FULL_RETRY = 5.0    # seconds between tries to record files while the state disk is full
 
 
@@ -60,7 +60,7 @@ def damaged_database(db: Path, detail: str) -> MediadError:
     """The one line for a state database SQLite reads as damaged."""
     return MediadError(f"{db}: the state database is damaged ({detail.splitlines()[0]}); move "
                        "it aside to start afresh (outputs already committed are recognised by "
-                       "their job key and not made again)", reason="bad_state")
+                       "their job key and not made again)", reason=Reason.BAD_STATE)
 
 
 def run_daemon(config_path: Path) -> int:
@@ -85,7 +85,7 @@ class Daemon:
             if "malformed" in str(e) or "not a database" in str(e):
                 raise damaged_database(db, str(e)) from None
             raise MediadError(f"{self.state_dir}: cannot open the state database: {e}",
-                              reason="bad_state") from None
+                              reason=Reason.BAD_STATE) from None
         if (problem := self.queue.check()) is not None:  # damage inside a page shows only here
             raise damaged_database(self.queue.path, problem)
         self._state_id = self._state_identity()
@@ -127,7 +127,7 @@ class Daemon:
             self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         except OSError as e:
             raise MediadError(f"{self.state_dir}: cannot create the state directory: {e.strerror}",
-                              reason="bad_state") from None
+                              reason=Reason.BAD_STATE) from None
         fd = os.open(self.state_dir / PID_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -135,7 +135,7 @@ class Daemon:
             other = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)
             raise MediadError(f"{self.state_dir}: another mediad daemon is using this state_dir "
-                              f"(pid {other or '?'})", reason="busy") from None
+                              f"(pid {other or '?'})", reason=Reason.BUSY) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         return fd
@@ -353,7 +353,7 @@ class Daemon:
                 self.settler.note(seen.watch, seen.path, seen.kind,
                                   settle=self.config.daemon.settle_seconds, local=not watch.polling)
 
-    def _refuse(self, path: Path, reason: str, watch: WatchConfig | None = None) -> None:
+    def _refuse(self, path: Path, reason: Reason | str, watch: WatchConfig | None = None) -> None:
         """Say once why `path` is not taken; with its watch, leave it an error note too."""
         if (str(path), reason) in self.refused:
             return
@@ -439,7 +439,7 @@ class Daemon:
         for old in self.queue.by_source(path):
             if old.state == "queued":
                 self.queue.forget(old.id)
-                log.event("job_dropped", job=old.id, source=path, reason="source_changed")
+                log.event("job_dropped", job=old.id, source=path, reason=Reason.SOURCE_CHANGED)
             elif old.state == "running":
                 self.settler.note(index, path, "write", settle=self.config.daemon.settle_seconds,
                                   local=not self.config.watch[index].polling)
@@ -637,7 +637,7 @@ class Daemon:
             if watch is not None:
                 self.settler.note(self.config.watch.index(watch), source, "write",
                                   settle=self.config.daemon.settle_seconds, local=not watch.polling)
-            log.event("job_dropped", job=job.id, source=source, reason="source_changed")
+            log.event("job_dropped", job=job.id, source=source, reason=Reason.SOURCE_CHANGED)
             return False
         return True
 
@@ -730,7 +730,7 @@ class Daemon:
         if not outcome.ok and worker.killed_for == "shutdown":
             remove_partials(Path(job.output))
             self.queue.requeue(job.id)
-            log.event("job_requeued", job=job.id, source=job.source, reason="shutdown")
+            log.event("job_requeued", job=job.id, source=job.source, reason=Reason.SHUTDOWN)
             return
         if not outcome.ok and outcome.reason == "output_exists":
             # A file appeared at the output name while the job ran and the engine would not
@@ -738,11 +738,11 @@ class Daemon:
             remove_partials(Path(job.output))
             if self._next_output(job, watch, "during_job") is not None:
                 self.queue.requeue(job.id)
-                log.event("job_requeued", job=job.id, source=job.source, reason="output_exists")
+                log.event("job_requeued", job=job.id, source=job.source, reason=Reason.OUTPUT_EXISTS)
             return
         if not outcome.ok and worker.killed_for == "stalled":
             stall = self.config.daemon.stall_timeout_seconds
-            outcome = Outcome(False, reason="stalled", transient=True,
+            outcome = Outcome(False, reason=Reason.STALLED, transient=True,
                               message=f"no progress for {stall:g}s; worker killed")
         if outcome.ok and watch is not None and \
                 disposition.not_the_job_file(watch, job, Path(job.source)) == REWRITTEN:
@@ -753,7 +753,7 @@ class Daemon:
                 Path(job.output).unlink(missing_ok=True)
             self.queue.requeue(job.id)
             log.event("output_discarded", logging.WARNING, job=job.id, source=job.source,
-                      output=job.output, reason="source_changed")
+                      output=job.output, reason=Reason.SOURCE_CHANGED)
             return
         if outcome.ok:
             self.queue.progress(job.id, worker.frames_done, worker.frames_total, worker.fps)
@@ -779,34 +779,28 @@ class Daemon:
         remove_partials(Path(job.output))  # left by an earlier, killed attempt
         self._dispose(self.queue.get(job.id) or job, watch)
 
-    def _retry_or_fail(self, job: Job, watch: WatchConfig | None, reason: str, message: str,
+    def _retry_or_fail(self, job: Job, watch: WatchConfig | None, reason: Reason, message: str,
                        transient: bool) -> None:
         settings = self.config.daemon
-        if reason == "disk_full":
-            # The output's disk, not the job: wait for room however long it takes (backoff up
-            # to an hour), the attempt not counted; the source stays where it is.
-            waits = self._space_waits[job.id] = self._space_waits.get(job.id, 0) + 1
-            delay = min(MAX_BACKOFF, settings.retry_backoff_seconds * 2 ** min(waits - 1, 20))
-            self.queue.retry(job.id, reason, message, time.time() + delay, count_attempt=False)
-            self.metrics.failures.labels(reason, "false").inc()
-            log.event("job_retry", logging.WARNING, job=job.id, source=job.source, reason=reason,
-                      waits=waits, retry_in=round(delay, 1), error=message)
+        waits = self._space_waits.get(job.id, 0)
+        decision = decide(Reason(reason), message, transient=transient, attempts=job.attempts,
+                          waits=waits, max_attempts=settings.max_attempts,
+                          backoff=settings.retry_backoff_seconds)
+        if decision.action is Action.FAIL:
+            self._space_waits.pop(job.id, None)
+            self._fail(job, watch, reason, decision.message)
             return
-        self._space_waits.pop(job.id, None)
-        attempt = job.attempts + 1
-        if transient and attempt < settings.max_attempts:
-            delay = min(MAX_BACKOFF, settings.retry_backoff_seconds * 2 ** (attempt - 1))
-            self.queue.retry(job.id, reason, message, time.time() + delay)
-            self.metrics.failures.labels(reason, "false").inc()
-            log.event("job_retry", logging.WARNING, job=job.id, source=job.source, reason=reason,
-                      attempt=attempt, of=settings.max_attempts, retry_in=round(delay, 1),
-                      error=message)
-            return
-        if transient:
-            message = f"{message} (gave up after {attempt} attempts)"
-        self._fail(job, watch, reason, message)
+        waiting = decision.action is Action.WAIT
+        self._space_waits[job.id] = waits + 1 if waiting else 0
+        self.queue.retry(job.id, reason, message, time.time() + decision.delay,
+                         count_attempt=not waiting)
+        self.metrics.failures.labels(reason, "false").inc()
+        count = {"waits": waits + 1} if waiting else {"attempt": job.attempts + 1,
+                                                       "of": settings.max_attempts}
+        log.event("job_retry", logging.WARNING, job=job.id, source=job.source, reason=reason,
+                  **count, retry_in=round(decision.delay, 1), error=message)
 
-    def _fail(self, job: Job, watch: WatchConfig | None, reason: str, message: str) -> None:
+    def _fail(self, job: Job, watch: WatchConfig | None, reason: Reason, message: str) -> None:
         self.queue.failed(job.id, reason, message)
         self.metrics.failures.labels(reason, "true").inc()
         self._counts_dirty = True

@@ -9,7 +9,7 @@ from pathlib import Path
 from mediad.config import Config, default_config_path, load_config
 from mediad.daemon.partial import pid_alive
 from mediad.daemon.queue import DB_NAME, STATES, connect, counts, recent
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.log import printable
 
 PID_FILE = "mediad.pid"
@@ -32,7 +32,7 @@ def state_database(config_path: Path | None) -> tuple[Path, Config, Path]:
     db = config.daemon.state_dir / DB_NAME
     if not db.is_file():
         raise MediadError(f"{db}: no state database yet (has the daemon run with {path}?)",
-                          reason="no_state")
+                          reason=Reason.NO_STATE)
     return path, config, db
 
 
@@ -48,7 +48,7 @@ def status_report(config_path: Path | None, limit: int = 20) -> dict:
         finally:
             conn.close()
     except sqlite3.Error as e:
-        raise MediadError(f"{db}: cannot read the state database: {e}", reason="no_state") from None
+        raise MediadError(f"{db}: cannot read the state database: {e}", reason=Reason.NO_STATE) from None
     return {
         "config": str(path),
         "state_dir": str(state_dir),

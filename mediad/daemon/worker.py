@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mediad import log
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 
 PROGRESS_EVERY = 0.25  # seconds between progress lines (the last one always goes out)
 PR_SET_PDEATHSIG = 1
@@ -120,11 +120,11 @@ def main() -> int:
     except OSError as e:
         # Disk full, a network mount gone: worth another try later.
         channel.emit("error", message=f"{e.filename or ''}: {e.strerror or e}".lstrip(": "),
-                     reason="io_error", transient=True)
+                     reason=Reason.IO_ERROR, transient=True)
         return 2
     except Exception as e:  # a bug must fail this job (bounded retries), not hide in silence
         traceback.print_exc(file=sys.stderr)
-        channel.emit("error", message=f"{type(e).__name__}: {e}", reason="internal_error",
+        channel.emit("error", message=f"{type(e).__name__}: {e}", reason=Reason.INTERNAL_ERROR,
                      transient=True)
         return 3
 

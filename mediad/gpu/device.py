@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.gpu.telemetry import (
     DeviceTelemetry,
     cuda_device_count,
@@ -86,8 +86,8 @@ def choose_device(request: str) -> tuple[int | None, str]:
         index = int(request)
     except ValueError:
         raise MediadError(f"--gpu {request}: expected auto, none or a device number",
-                          reason="bad_request") from None
+                          reason=Reason.BAD_REQUEST) from None
     if index not in devices:
         raise MediadError(f"--gpu {index}: no such GPU (visible: {devices or 'none'})",
-                          reason="no_gpu")
+                          reason=Reason.NO_GPU)
     return index, f"--gpu {index}"

@@ -9,7 +9,7 @@ import secrets
 import shutil
 from pathlib import Path
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.fsutil import NO_HARD_LINK, exchange, fsync_dir, rename_no_replace
 
 # The job an output file was committed for, in the file's extended attributes: kept through the
@@ -61,13 +61,13 @@ def commit(tmp: Path, dest: Path, overwrite: bool) -> None:
             os.link(tmp, dest)  # fails if dest appeared meanwhile: no silent replacement
         except FileExistsError:
             raise MediadError(f"{dest}: already exists (use --overwrite to replace it)",
-                              reason="output_exists") from None
+                              reason=Reason.OUTPUT_EXISTS) from None
         except OSError as e:
             if e.errno not in NO_HARD_LINK:
                 raise
             if dest.exists():  # a filesystem without hard links: check, then rename
                 raise MediadError(f"{dest}: already exists (use --overwrite to replace it)",
-                                  reason="output_exists") from None
+                                  reason=Reason.OUTPUT_EXISTS) from None
             os.rename(tmp, dest)
         else:
             tmp.unlink()
@@ -122,7 +122,7 @@ def commit_folder(tmp: Path, dest: Path, overwrite: bool) -> None:
     except FileExistsError:
         if not overwrite:
             raise MediadError(f"{dest}: already exists (use --overwrite to replace it)",
-                              reason="output_exists") from None
+                              reason=Reason.OUTPUT_EXISTS) from None
         if exchange(tmp, dest):  # the new set in, the old one out, in one step
             shutil.rmtree(tmp)
         else:  # no atomic swap here: the old set moves aside (hidden) first

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.gpu import share_primary_context
 from mediad.media import color
 from mediad.media.color import Matrix, ResizeMode
@@ -152,7 +152,7 @@ def frame_to_planes(frame: av.VideoFrame) -> FramePlanes:
         sw = frame.sw_format.name if frame.sw_format is not None else "?"
         if sw not in ("nv12", "p010le", "p016le"):
             raise MediadError(f"CUDA frames in {sw} cannot be handed to torch (only nv12/p010)",
-                              reason="unsupported_format")
+                              reason=Reason.UNSUPPORTED_FORMAT)
         # Pass capsules, not the planes: torch.from_dlpack(obj) would ask for a stream
         # handshake that PyAV's CUDA planes refuse; ordering is done by _after_ffmpeg instead.
         y = from_dlpack(frame.planes[0].__dlpack__())

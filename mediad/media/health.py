@@ -16,7 +16,7 @@ from typing import Literal
 
 import av
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.media.timing import Span
 
 # A timestamp jump of more than this many frame durations counts as frames missing.
@@ -47,7 +47,7 @@ class DecodeHealth:
     def _problem(self, what: str) -> None:
         if self.policy == "fail":
             raise MediadError(f"{self.source}: {what} (on_decode_error = \"fail\")",
-                              reason="corrupt")
+                              reason=Reason.CORRUPT)
 
     def packet(self, packet: av.Packet) -> None:
         """A demuxed packet: the demuxer flags the ones it knows are damaged (TS continuity);
@@ -136,7 +136,7 @@ class DecodeHealth:
                 notes.append(f"the {where} {seconds:.3f}s of video{frames} did not decode: {why}")
         if notes and self.policy == "fail":
             raise MediadError(f"{self.source}: {notes[0]} (on_decode_error = \"fail\")",
-                              reason="corrupt")
+                              reason=Reason.CORRUPT)
         if self.moved:  # a timestamp fix, not damage: no reason to fail
             streams = ", ".join(f"#{i}: {n}" for i, n in sorted(self.moved.items()))
             notes.append(f"{sum(self.moved.values())} copied packet(s) whose timestamps went "

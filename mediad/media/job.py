@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mediad import log
-from mediad.errors import MediadError, io_error
+from mediad.errors import MediadError, Reason, io_error
 from mediad.formats import all_suffixes, container_for_path
 from mediad.gpu import Capabilities, capabilities, choose_device, no_gpu, without_nvenc
 from mediad.media.commit import commit, mark_job, temp_path_for
@@ -35,26 +35,26 @@ def _check_output(input_path: Path, output: Path, overwrite: bool) -> None:
     if output.resolve() == input_path.resolve() or (
             output.exists() and input_path.exists() and output.samefile(input_path)):
         raise MediadError(f"{output}: output is the input file; mediad never writes over a source",
-                          reason="bad_request")
+                          reason=Reason.BAD_REQUEST)
     if output.is_dir():
-        raise MediadError(f"{output}: is a folder: give the output file's name", reason="bad_request")
+        raise MediadError(f"{output}: is a folder: give the output file's name", reason=Reason.BAD_REQUEST)
     if output.exists() and not output.is_file():
         # A commit renames a new file over the name: that would replace a device (/dev/null)
         # or a pipe, not write into it.
         raise MediadError(f"{output}: not a regular file (a device or pipe): mediad writes only "
-                          "regular files", reason="bad_request")
+                          "regular files", reason=Reason.BAD_REQUEST)
     if output.exists() and not overwrite:
         raise MediadError(f"{output}: already exists (use --overwrite to replace it)",
-                          reason="output_exists")
+                          reason=Reason.OUTPUT_EXISTS)
     if container_for_path(output) is None:
         # As with ffmpeg and HandBrake, the name's extension picks the container.
         *most, last = all_suffixes()
         raise MediadError(f"{output}: name the output {', '.join(most)} or {last} (the "
-                          "extension picks the container)", reason="bad_request")
+                          "extension picks the container)", reason=Reason.BAD_REQUEST)
     if not output.parent.is_dir():
-        raise MediadError(f"{output.parent}: output folder does not exist", reason="bad_request")
+        raise MediadError(f"{output.parent}: output folder does not exist", reason=Reason.BAD_REQUEST)
     if not os.access(output.parent, os.W_OK | os.X_OK):
-        raise MediadError(f"{output.parent}: output folder is not writable", reason="io_error")
+        raise MediadError(f"{output.parent}: output folder is not writable", reason=Reason.IO_ERROR)
 
 
 def machine_capabilities(gpu: str, no_nvenc: str | None = None) -> tuple[Capabilities, str]:
@@ -103,7 +103,7 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     if profile.is_ladder:
         raise MediadError(f"profile {profile.name} makes a ladder (a folder of renditions): "
                           "run it with `mediad transcode`; the daemon does not run ladders yet",
-                          reason="unsupported")
+                          reason=Reason.UNSUPPORTED)
     started = time.monotonic()
     output = output or default_output(input_path, profile)
     _check_output(input_path, output, overwrite)
@@ -130,7 +130,7 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
             raise changed
         if result.frames_written == 0:
             raise MediadError(f"{input_path}: its video stream gave no frames (empty or "
-                              "truncated)", reason="corrupt")
+                              "truncated)", reason=Reason.CORRUPT)
         check_source_body(info, result.source_spans, plan.start_offset)
         out = verify_output(tmp, _seconds(result.video_span), _audio_spans(plan, result),
                             str(input_path))
@@ -195,7 +195,7 @@ def run_with_fallbacks(plan: Plan, tmp: Path, profile: Profile,
         except EncoderRefused as e:
             if profile.video.encoder == "gpu":  # NVENC is required: busy now, retry later
                 raise MediadError(f"{plan.input}: {e} (profile {profile.name} requires NVENC)",
-                                  transient=True, reason="encoder_busy") from None
+                                  transient=True, reason=Reason.ENCODER_BUSY) from None
             plan = plan.with_software_video(str(e))
         except DecoderRefused as e:
             plan = plan.with_software_decode(str(e))

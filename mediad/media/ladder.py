@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 
 from mediad import log
-from mediad.errors import MediadError, io_error, is_storage_error
+from mediad.errors import MediadError, Reason, io_error, is_storage_error
 from mediad.formats import CONTAINER_FORMAT
 from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
 from mediad.media.ladder_plan import LadderPlan, RenditionPlan
@@ -264,4 +264,4 @@ def run_ladder(plan: LadderPlan, folder: Path, on_progress: ProgressCallback | N
         log.event("pipeline_error", input=plan.base.input, error=str(e))
         if is_storage_error(e):
             raise io_error(Path(plan.output), e) from None
-        raise MediadError(f"{plan.base.input}: transcode failed: {e}", reason="corrupt") from None
+        raise MediadError(f"{plan.base.input}: transcode failed: {e}", reason=Reason.CORRUPT) from None

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from mediad import __version__, log
-from mediad.errors import MediadError, io_error
+from mediad.errors import MediadError, Reason, io_error
 from mediad.fsutil import atomic_write_bytes
 from mediad.media.commit import commit_folder, remove_stale_sets, temp_dir_for
 from mediad.media.ladder import LadderResult, run_ladder
@@ -137,25 +137,25 @@ def _check_folder(input_path: Path, folder: Path, overwrite: bool) -> None:
     if "%" in str(folder):  # FFmpeg's segmenters read it as a pattern (%v, %d)
         raise MediadError(f"{folder}: a '%' in the output folder's path is not supported "
                           "(FFmpeg's HLS/DASH segmenters read it as a pattern)",
-                          reason="bad_request")
+                          reason=Reason.BAD_REQUEST)
     if folder.is_symlink():
         raise MediadError(f"{folder}: is a symbolic link: name the real folder",
-                          reason="bad_request")
+                          reason=Reason.BAD_REQUEST)
     if folder.exists() and not folder.is_dir():
         raise MediadError(f"{folder}: exists and is not a folder (a ladder writes a folder)",
-                          reason="bad_request")
+                          reason=Reason.BAD_REQUEST)
     if folder.exists() and not overwrite:
         raise MediadError(f"{folder}: already exists (use --overwrite to replace it)",
-                          reason="output_exists")
+                          reason=Reason.OUTPUT_EXISTS)
     if folder.exists() and _record(folder) is None:
         # --overwrite replaces a set mediad wrote, never a folder of the user's own
         raise MediadError(f"{folder}: exists and is not a set mediad wrote (no {RECORD}): "
-                          "refusing to replace it, even with --overwrite", reason="output_exists")
+                          "refusing to replace it, even with --overwrite", reason=Reason.OUTPUT_EXISTS)
     if input_path.resolve().is_relative_to(folder.resolve()):
         raise MediadError(f"{folder}: holds the input; mediad never writes over a source",
-                          reason="bad_request")
+                          reason=Reason.BAD_REQUEST)
     if not folder.parent.is_dir():
-        raise MediadError(f"{folder.parent}: output folder does not exist", reason="bad_request")
+        raise MediadError(f"{folder.parent}: output folder does not exist", reason=Reason.BAD_REQUEST)
 
 
 def _verify(plan: LadderPlan, result: LadderResult, tracks: list[SegmentedTrack]) -> None:
@@ -167,10 +167,10 @@ def _verify(plan: LadderPlan, result: LadderResult, tracks: list[SegmentedTrack]
         t = videos.get(r.name)
         if t is None:
             raise MediadError(f"{plan.output}: rendition {r.name} is missing from the manifest",
-                              reason="corrupt")
+                              reason=Reason.CORRUPT)
         if t.frames != result.frames.get(r.name):
             raise MediadError(f"{plan.output}: rendition {r.name} holds {t.frames} frames, "
-                              f"{result.frames.get(r.name)} were encoded", reason="corrupt")
+                              f"{result.frames.get(r.name)} were encoded", reason=Reason.CORRUPT)
         check_segments(t, plan.segment_seconds)
         _check_duration(plan, t, result.video_spans.get(r.name), _DURATION_TOLERANCE_S)
     sources = {name: result.source_spans.get(a.index)
@@ -185,7 +185,7 @@ def _check_duration(plan: LadderPlan, track: SegmentedTrack, went_in: Span | Non
     expected = went_in.seconds if went_in is not None else None
     if expected is not None and abs(track.duration - expected) > slack:
         raise MediadError(f"{plan.output}: {track.name} lasts {track.duration:.2f}s, but "
-                          f"{expected:.2f}s went into it", reason="corrupt")
+                          f"{expected:.2f}s went into it", reason=Reason.CORRUPT)
 
 
 def _verify_files(plan: LadderPlan, result: LadderResult, tmp: Path,
@@ -201,7 +201,7 @@ def _verify_files(plan: LadderPlan, result: LadderResult, tmp: Path,
                             [s.seconds if s else None for s in audio], plan.base.input)
         if out.frames != result.frames.get(r.name):
             raise MediadError(f"{tmp / r.file}: holds {out.frames} frames, "
-                              f"{result.frames.get(r.name)} were encoded", reason="corrupt")
+                              f"{result.frames.get(r.name)} were encoded", reason=Reason.CORRUPT)
         files.append(replace(out, path=str(folder / r.file)))
     return files
 

@@ -12,7 +12,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.formats import PACKAGES
 from mediad.gpu import Capabilities
 from mediad.media.encoders import gop_options
@@ -107,7 +107,7 @@ def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: P
     if v is None:
         kinds = "audio-only" if info.audio else "has no video stream"
         raise MediadError(f"{info.path}: {kinds} file, but profile {profile.name} makes a "
-                          "video ladder", reason="no_video")
+                          "video ladder", reason=Reason.NO_VIDEO)
     if not profile.renditions:  # one rendition: the profile's [video] as it is
         height = min(profile.video.max_height or 1 << 16, _source_height(info))
         return _ladder(info, profile, caps, output, gpu_reason, gpu_allowed,
@@ -146,7 +146,7 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
     if not planned:
         raise MediadError(f"{info.path}: no rendition of profile {profile.name} fits this "
                           f"{v.width}x{v.height} source ({'; '.join(skipped)})",
-                          reason="unsupported")
+                          reason=Reason.UNSUPPORTED)
     fps = v.fps or 25.0
     gop = max(1, round(profile.package.keyframe_seconds * fps))
     top = planned[0][2].video

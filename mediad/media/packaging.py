@@ -17,7 +17,7 @@ from pathlib import Path
 
 import av
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.media.ladder_plan import LadderPlan
 
 # A segment may run past its target by this much (the last GOP before a cut).
@@ -84,10 +84,10 @@ def read_track(folder: Path, name: str, kind: str, playlist: str, init: str,
         try:
             key, count, duration, codec, width, height = _read_segment(init_bytes, path)
         except (av.FFmpegError, OSError) as e:
-            raise MediadError(f"{path}: segment does not read back: {e}", reason="corrupt") from None
+            raise MediadError(f"{path}: segment does not read back: {e}", reason=Reason.CORRUPT) from None
         if kind == "video" and not key:
             raise MediadError(f"{path}: segment does not start with a keyframe",
-                              reason="corrupt")
+                              reason=Reason.CORRUPT)
         size = path.stat().st_size
         total += size
         frames += count
@@ -124,7 +124,7 @@ def check_segments(track: SegmentedTrack, target: float) -> None:
     for i, d in enumerate(track.segment_durations):
         if d > target + SEGMENT_SLACK_S:
             raise MediadError(f"{track.name}: segment {i} lasts {d:.2f}s, over the "
-                              f"{target:g}s target", reason="corrupt")
+                              f"{target:g}s target", reason=Reason.CORRUPT)
 
 
 def finish_hls(folder: Path, plan: LadderPlan, fps: float | None,
@@ -137,14 +137,14 @@ def finish_hls(folder: Path, plan: LadderPlan, fps: float | None,
     master = m3u8.load(str(master_path))
     if not master.playlists:  # FFmpeg's segmenter cut nothing (a source of a frame or two)
         raise MediadError(f"{plan.base.input}: too short to package: the segmenter wrote no "
-                          "variant playlist", reason="unsupported")
+                          "variant playlist", reason=Reason.UNSUPPORTED)
     tracks: dict[str, SegmentedTrack] = {}
     for uri, kind in [(m.uri, "audio") for m in master.media if m.uri] + \
             [(p.uri, "video") for p in master.playlists]:
         media = m3u8.load(str(folder / uri))
         base = Path(uri).parent
         if not media.segment_map:
-            raise MediadError(f"{folder / uri}: no fMP4 init section", reason="corrupt")
+            raise MediadError(f"{folder / uri}: no fMP4 init section", reason=Reason.CORRUPT)
         tracks[uri] = read_track(folder, str(base), kind, uri,
                                  str(base / media.segment_map[0].uri),
                                  [str(base / s.uri) for s in media.segments],
@@ -157,7 +157,7 @@ def finish_hls(folder: Path, plan: LadderPlan, fps: float | None,
         codecs = (p.stream_info.codecs or "").split(",")
         if not codecs or not _CODECS.match(codecs[0]):
             raise MediadError(f"{master_path}: CODECS {p.stream_info.codecs!r} for {p.uri} is "
-                              "not a codec string players read", reason="corrupt")
+                              "not a codec string players read", reason=Reason.CORRUPT)
         p.stream_info.bandwidth = video.peak_bit_rate + audio_peak
         p.stream_info.average_bandwidth = video.average_bit_rate + audio_avg
         if fps:
@@ -183,7 +183,7 @@ def finish_dash(folder: Path, plan: LadderPlan) -> list[SegmentedTrack]:
                 template = aset.find("d:SegmentTemplate", ns)
             if template is None:
                 raise MediadError(f"{mpd_path}: representation {rid} has no SegmentTemplate",
-                                  reason="corrupt")
+                                  reason=Reason.CORRUPT)
             init = template.get("initialization", "").replace("$RepresentationID$", rid)
             pattern = template.get("media", "").replace("$RepresentationID$", rid)
             prefix = pattern.split("$Number")[0]

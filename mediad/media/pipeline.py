@@ -14,7 +14,7 @@ from typing import Any
 import av
 
 from mediad import log
-from mediad.errors import MediadError, io_error, is_storage_error
+from mediad.errors import MediadError, Reason, io_error, is_storage_error
 from mediad.media import color
 from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
@@ -409,5 +409,5 @@ def run_plan(plan: Plan, dest: Path, on_progress: ProgressCallback | None = None
         log.event("pipeline_error", input=plan.input, error=str(e))
         if is_storage_error(e):  # a full disk, quota, failing disk: not the source's fault
             raise io_error(plan.output, e) from None
-        raise MediadError(f"{plan.input}: transcode failed: {e}", reason="corrupt") from None
+        raise MediadError(f"{plan.input}: transcode failed: {e}", reason=Reason.CORRUPT) from None
 

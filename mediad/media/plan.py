@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.formats import (
     CONTAINER_FORMAT,
     CONTAINER_VIDEO,
@@ -267,7 +267,7 @@ def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabil
         not_copied = f"; re-encoded, not copied: {mismatch}"
     if min(v.width, v.height) < 2:
         raise MediadError(f"{info.path}: video is {v.width}x{v.height}: too small to encode "
-                          "(4:2:0 video needs at least 2x2 pixels)", reason="unsupported")
+                          "(4:2:0 video needs at least 2x2 pixels)", reason=Reason.UNSUPPORTED)
     width, height, crop, sar = output_geometry(v, vs.max_height, stage_scale)
     quality = vs.effective_quality
     bit_rate = parse_bitrate(vs.bitrate) if vs.bitrate else None
@@ -277,7 +277,7 @@ def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabil
         if not (nvenc and nvenc.ok):
             why = nvenc.reason if nvenc else "no GPU"
             raise MediadError(f"profile {profile.name} requires NVENC ({vs.codec}) but it is not "
-                              f"usable here: {why}", reason="no_gpu")
+                              f"usable here: {why}", reason=Reason.NO_GPU)
         use_gpu, reason = True, "profile requires the GPU encoder"
     elif vs.encoder == "auto" and nvenc and nvenc.ok:
         use_gpu, reason = True, nvenc.reason
@@ -389,7 +389,7 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
     if v is None:
         kinds = "audio-only" if info.audio else "has no video stream"
         raise MediadError(f"{info.path}: {kinds} file, but profile {profile.name} makes video",
-                          reason="no_video")
+                          reason=Reason.NO_VIDEO)
     notes = []
     if container is None or container == profile.container:
         container = profile.container

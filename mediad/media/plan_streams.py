@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.formats import (
     CONTAINER_ATTACHMENTS,
     CONTAINER_AUDIO,
@@ -40,7 +40,7 @@ class StreamPlan:
 def no_fit(info: MediaInfo, what: str, container: str, why: str) -> MediadError:
     """The one-line error for a planned stream the output's container cannot hold."""
     return MediadError(f"{info.path}: {what} does not fit {container} ({why})",
-                       reason="unsupported")
+                       reason=Reason.UNSUPPORTED)
 
 
 def plan_audio(info: MediaInfo, profile: Profile, container: str) -> list[StreamPlan]:

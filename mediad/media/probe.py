@@ -10,7 +10,7 @@ from typing import Literal
 
 import av
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.media.hdr import HdrMetadata, from_frame
 from mediad.media.pinned import read_path
 
@@ -183,13 +183,13 @@ def open_input(path: Path, **kwargs: object) -> av.container.InputContainer:
     """Open a media file for reading, turning every failure into a one-line MediadError."""
     name, path = path, read_path(path)  # messages name the file; a pinned one is read by fd
     if not path.exists():
-        raise MediadError(f"{name}: no such file", reason="missing_input")
+        raise MediadError(f"{name}: no such file", reason=Reason.MISSING_INPUT)
     if path.is_dir():
-        raise MediadError(f"{name}: is a directory, not a media file", reason="not_media")
+        raise MediadError(f"{name}: is a directory, not a media file", reason=Reason.NOT_MEDIA)
     if not os.access(path, os.R_OK):
-        raise MediadError(f"{name}: not readable (permission denied)", reason="unreadable")
+        raise MediadError(f"{name}: not readable (permission denied)", reason=Reason.UNREADABLE)
     if path.stat().st_size == 0:
-        raise MediadError(f"{name}: file is empty (0 bytes)", reason="not_media")
+        raise MediadError(f"{name}: file is empty (0 bytes)", reason=Reason.NOT_MEDIA)
     try:
         # Metadata in a broken or legacy encoding must not stop a transcode: replace bad bytes.
         container = av.open(str(path), "r", metadata_errors="replace", **kwargs)
@@ -197,17 +197,17 @@ def open_input(path: Path, **kwargs: object) -> av.container.InputContainer:
         container = _sniff_container(path)
         if container:
             raise MediadError(f"{name}: truncated or corrupt {container} file (FFmpeg cannot "
-                              "read its header)", reason="corrupt") from None
+                              "read its header)", reason=Reason.CORRUPT) from None
         raise MediadError(f"{name}: not a media file (no known container format)",
-                          reason="not_media") from None
+                          reason=Reason.NOT_MEDIA) from None
     except av.FFmpegError as e:
-        raise MediadError(f"{name}: cannot open: {e.strerror or e}", reason="not_media") from None
+        raise MediadError(f"{name}: cannot open: {e.strerror or e}", reason=Reason.NOT_MEDIA) from None
     fmt = container.format.name
     if fmt in _TEXT_ART_FORMATS or fmt == "image2" or fmt.endswith("_pipe"):
         container.close()
         what = "a text file" if fmt in _TEXT_ART_FORMATS else "a still image"
         raise MediadError(f"{name}: {what} ({container.format.long_name}), not a video",
-                          reason="not_media")
+                          reason=Reason.NOT_MEDIA)
     return container
 
 
@@ -399,7 +399,7 @@ def first_frame(c: av.container.InputContainer, stream: av.video.stream.VideoStr
                 return _FirstFrame(int(round(frame.rotation / 90.0)) * 90 % 360,
                                    frame.interlaced_frame, from_frame(frame))
     except av.FFmpegError as e:
-        raise MediadError(f"{c.name}: video does not decode: {e}", reason="corrupt") from None
+        raise MediadError(f"{c.name}: video does not decode: {e}", reason=Reason.CORRUPT) from None
     return _FirstFrame(0, False, None)
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import av
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.media.pinned import read_path
 from mediad.media.probe import MediaInfo, codec_name, decode_first
 from mediad.media.timing import Span
@@ -83,7 +83,7 @@ class SourceStamp:
                 else "was modified")
         return MediadError(f"{path}: the source {what} during the transcode: it is still being "
                            "written (a recording in progress?); run it again once it is complete",
-                           reason="source_changed", transient=True)
+                           reason=Reason.SOURCE_CHANGED, transient=True)
 
 
 def check_source_body(info: MediaInfo, spans: dict[int, Span], offset: float) -> None:
@@ -117,7 +117,7 @@ def check_source_body(info: MediaInfo, spans: dict[int, Span], offset: float) ->
 
 def _truncated(info: MediaInfo, promise: str, end: float) -> MediadError:
     return MediadError(f"{info.path}: truncated source: its header says {promise}, but its "
-                       f"data ends at {end:.3f}s", reason="corrupt")
+                       f"data ends at {end:.3f}s", reason=Reason.CORRUPT)
 
 
 def _read_back(container: av.container.InputContainer) -> tuple[bool, int, dict[int, Span]]:
@@ -157,23 +157,23 @@ def verify_output(path: Path, video: float | None, audio: list[float | None],
     try:
         with _open_output(path) as c:
             if not c.streams.video:
-                raise MediadError(f"{source}: output has no video stream", reason="verify_failed")
+                raise MediadError(f"{source}: output has no video stream", reason=Reason.VERIFY_FAILED)
             vs = c.streams.video[0]
             decoded, frames, spans = _read_back(c)
             if not decoded:
-                raise MediadError(f"{source}: output video does not decode", reason="verify_failed")
+                raise MediadError(f"{source}: output video does not decode", reason=Reason.VERIFY_FAILED)
             audio_out = [spans[s.index].seconds for s in c.streams.audio]
             info = OutputInfo(str(path), path.stat().st_size, codec_name(vs.codec_context),
                               vs.codec_context.width, vs.codec_context.height, frames,
                               spans[vs.index].seconds, len(c.streams.audio),
                               len(c.streams.subtitles), audio_out)
     except av.FFmpegError as e:
-        raise MediadError(f"{source}: output does not read back: {e}", reason="verify_failed") from None
+        raise MediadError(f"{source}: output does not read back: {e}", reason=Reason.VERIFY_FAILED) from None
     checks = [("video", info.duration, video)]
     checks += [(f"audio track {i + 1}", got, want)
                for i, (got, want) in enumerate(zip(audio_out, audio, strict=False))]
     for what, got, want in checks:
         if got is not None and want is not None and abs(got - want) > DURATION_TOLERANCE_S:
             raise MediadError(f"{source}: the output's {what} lasts {got:.3f}s but {want:.3f}s "
-                              "went into it", reason="verify_failed")
+                              "went into it", reason=Reason.VERIFY_FAILED)
     return info

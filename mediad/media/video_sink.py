@@ -11,7 +11,7 @@ from fractions import Fraction
 
 import av
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.media.plan import VideoPlan
 from mediad.media.source import HW_SETUP_ERRORS
 from mediad.media.timing import Span
@@ -108,7 +108,7 @@ def open_video_encoder(out: av.container.OutputContainer, ist: av.video.stream.V
             raise
         what = f"rendition {output}" if output else "this video"
         raise MediadError(f"{input_name}: {vp.encoder} cannot encode {what}: {e}",
-                          reason="unsupported") from None
+                          reason=Reason.UNSUPPORTED) from None
     return OpenedEncoder(ost, full_range, matrix)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 
 # torch must be installed on its own first: a bare `torch` requirement pulls several GB of CUDA
 # wheels, so the extra cannot install it for the user.
@@ -33,4 +33,4 @@ def require_torch(what: str = "this profile's [[stages]]") -> None:
         import torch  # noqa: F401
     except ImportError:
         raise MediadError(f"{what} need PyTorch, which is not installed: {TORCH_INSTALL_HINT}",
-                          reason="missing_dependency") from None
+                          reason=Reason.MISSING_DEPENDENCY) from None

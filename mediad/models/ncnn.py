@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 
 PARAM_MAGIC = 7767517
 _TAG_FP16 = 0x01306B47
@@ -59,19 +59,19 @@ def parse_param(path: Path) -> list[NcnnLayer]:
         lines = path.read_text(encoding="ascii").split("\n")
     except (OSError, UnicodeDecodeError) as e:
         raise MediadError(
-            f"{path}: cannot read the ncnn .param file ({e})", reason="bad_model"
+            f"{path}: cannot read the ncnn .param file ({e})", reason=Reason.BAD_MODEL
         ) from e
     lines = [ln.strip() for ln in lines if ln.strip()]
     if len(lines) < 2 or lines[0] != str(PARAM_MAGIC):
-        raise MediadError(f"{path}: not an ncnn text .param file (bad magic)", reason="bad_model")
+        raise MediadError(f"{path}: not an ncnn text .param file (bad magic)", reason=Reason.BAD_MODEL)
     try:
         layer_count = int(lines[1].split()[0])
         layers = [_parse_layer(ln) for ln in lines[2:]]
     except (ValueError, IndexError) as e:
-        raise MediadError(f"{path}: malformed ncnn .param line ({e})", reason="bad_model") from e
+        raise MediadError(f"{path}: malformed ncnn .param line ({e})", reason=Reason.BAD_MODEL) from e
     if len(layers) != layer_count:
         raise MediadError(
-            f"{path}: header says {layer_count} layers, file has {len(layers)}", reason="bad_model"
+            f"{path}: header says {layer_count} layers, file has {len(layers)}", reason=Reason.BAD_MODEL
         )
     return layers
 
@@ -107,7 +107,7 @@ class _BinReader:
         if self.pos + size > len(self.data):
             raise MediadError(
                 f"{self.source}: ends early while reading {what} (weights do not match the .param)",
-                reason="bad_model",
+                reason=Reason.BAD_MODEL,
             )
         chunk = self.data[self.pos : self.pos + size]
         self.pos += size
@@ -127,7 +127,7 @@ class _BinReader:
         if tag == _TAG_INT8:
             raise MediadError(
                 f"{self.source}: {what} is int8-quantized ncnn data, which is not supported",
-                reason="bad_model",
+                reason=Reason.BAD_MODEL,
             )
         if tag in (0, _TAG_FP32_SCALED):
             return self.raw_fp32(count, what)
@@ -144,7 +144,7 @@ def read_bin(layers: list[NcnnLayer], bin_path: Path) -> dict[str, dict[str, np.
         data = bin_path.read_bytes()
     except OSError as e:
         raise MediadError(
-            f"{bin_path}: cannot read the ncnn .bin file ({e.strerror})", reason="bad_model"
+            f"{bin_path}: cannot read the ncnn .bin file ({e.strerror})", reason=Reason.BAD_MODEL
         ) from e
     rd = _BinReader(data, str(bin_path))
     weights: dict[str, dict[str, np.ndarray]] = {}
@@ -153,7 +153,7 @@ def read_bin(layers: list[NcnnLayer], bin_path: Path) -> dict[str, dict[str, np.
             if layer.get(8, 0) or layer.get(19, 0):
                 raise MediadError(
                     f"{bin_path}: layer {layer.name} is int8 or dynamic-weight, not supported",
-                    reason="bad_model",
+                    reason=Reason.BAD_MODEL,
                 )
             count = int(layer.get(6, 0))
             w = {"weight": rd.tagged(count, f"{layer.name} weights")}
@@ -167,13 +167,13 @@ def read_bin(layers: list[NcnnLayer], bin_path: Path) -> dict[str, dict[str, np.
         elif layer.type not in _WEIGHTLESS:
             raise MediadError(
                 f"{bin_path}: ncnn layer type {layer.type} ({layer.name}) is not supported",
-                reason="bad_model",
+                reason=Reason.BAD_MODEL,
             )
     if rd.pos != len(data):
         raise MediadError(
             f"{bin_path}: {len(data) - rd.pos} bytes left after the last layer "
             "(weights do not match the .param)",
-            reason="bad_model",
+            reason=Reason.BAD_MODEL,
         )
     return weights
 
@@ -185,7 +185,7 @@ def srvgg_state_dict(param_path: Path, bin_path: Path) -> tuple[dict[str, np.nda
     src = str(param_path)
 
     def bad(why: str) -> MediadError:
-        return MediadError(f"{src}: not an ncnn SRVGGNetCompact export ({why})", reason="bad_model")
+        return MediadError(f"{src}: not an ncnn SRVGGNetCompact export ({why})", reason=Reason.BAD_MODEL)
 
     body = [ly for ly in layers if ly.type in ("Convolution", "PReLU")]
     kinds = [ly.type for ly in body]

