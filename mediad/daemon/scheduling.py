@@ -1,0 +1,194 @@
+"""Scheduling: ready jobs onto free workers and GPU slots, after checking that each source is
+still the file that was queued and its output name still free. A mixin of service.Daemon."""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mediad import log
+from mediad.config import Config, WatchConfig
+from mediad.daemon.background import Background
+from mediad.daemon.disposition import Disposed
+from mediad.daemon.fingerprint import Identified
+from mediad.daemon.paths import (
+    inspect_source,
+)
+from mediad.daemon.pool import Worker, spawn
+from mediad.daemon.queue import USER_RETRY, Job, Queue
+from mediad.daemon.settle import Settler
+from mediad.daemon.slots import choose_gpu
+from mediad.daemon.watcher import Watcher
+from mediad.errors import MediadError, Reason
+from mediad.media.commit import job_of
+from mediad.profiles import Profile
+
+if TYPE_CHECKING:
+    from mediad.daemon.metrics import Metrics
+
+
+class Scheduling:
+    """Scheduling (see the module)."""
+
+    # The daemon's state these methods share (set up by service.Daemon)
+    config: Config
+    queue: Queue
+    metrics: Metrics
+    settler: Settler
+    watcher: Watcher
+    hasher: Background[tuple[int, Path], Identified]
+    disposer: Background[tuple[Job, WatchConfig | None], Disposed]
+    workers: dict[int, Worker]
+    nvenc_in_use: dict[int, int]
+    devices: list[int]
+    refused: set[tuple[str, str]]
+    stop_requests: int
+    next_rescan: float
+    next_watch_retry: float
+    unrecorded: dict[tuple[int, Path], Identified]
+    next_unrecorded: float
+    state_full: bool
+    sel: selectors.DefaultSelector
+    _progress_written: dict[int, float]
+    _space_waits: dict[int, int]
+    _counts_dirty: bool
+
+    def _watch_for(self, job: Job) -> WatchConfig | None: ...
+    def _profile_for(self, job: Job) -> Profile: ...
+
+    def _dispatch(self) -> None:
+        if self.stop_requests:
+            return
+        free = self.config.daemon.workers - len(self.workers)
+        if free <= 0:
+            return
+        for job in self.queue.ready(time.time(), limit=free + 100):
+            if free <= 0:
+                break
+            if job.id in self.workers:
+                continue
+            try:
+                started = self._start(job)
+            except Exception as e:  # a bug must cost this job an attempt, not stop the daemon
+                log.event("internal_error", logging.ERROR, job=job.id, error=f"{type(e).__name__}: {e}",
+                          trace=traceback.format_exc(limit=-3))
+                self._retry_or_fail(job, self._watch_for(job), "internal_error", str(e), True)
+                started = False
+            if started:
+                free -= 1
+
+    def _start(self, job: Job) -> bool:
+        """Start a worker for `job`; False when it did not start (waiting, or failed at once)."""
+        watch = self._watch_for(job)
+        try:
+            profile = self._profile_for(job)
+        except MediadError as e:
+            self._fail(job, watch, e.reason, str(e))
+            return False
+        if job_of(Path(job.output)) == job.key:
+            # Committed by an earlier attempt that ended (kill -9, a crash) before it was
+            # recorded: done, not done again.
+            self._done(job, watch, {"output": job.output, "already_done": True}, None)
+            return False
+        settings = self.config.daemon
+        slot = choose_gpu(profile, self.devices, self.nvenc_in_use, settings.nvenc_sessions,
+                          settings.nvenc_overflow)
+        if slot is None:
+            return False
+        if not self._source_unchanged(job, watch):
+            return False
+        job = self.queue.get(job.id) or job  # its stat as just re-checked (a touch updates it)
+        if os.path.lexists(job.output):
+            # Someone else's file took the reserved name since the job was queued.
+            renamed = self._next_output(job, watch, "before_start")
+            if renamed is None:
+                return False
+            job = renamed
+        output = Path(job.output)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            self._retry_or_fail(job, watch, "io_error", f"{output.parent}: {e.strerror}", True)
+            return False
+        spec = {
+            "input": job.source,
+            "output": job.output,
+            "profile": profile.model_dump(mode="json"),
+            "profile_name": profile.name,
+            "job_key": job.key,
+            # The file the daemon checked: the worker opens it once and checks its descriptor
+            "watch": job.watch,
+            "inode": job.inode,
+            "size": job.size,
+            "allow_hard_links": watch.allow_hard_links if watch is not None else False,
+            "gpu": slot.gpu,
+            "no_nvenc": slot.no_nvenc,
+            "log_level": self.config.daemon.log_level,
+        }
+        worker = spawn(job.id, spec, slot.gpu, slot.nvenc_device)
+        self.workers[job.id] = worker
+        self.sel.register(worker.fd, selectors.EVENT_READ, job.id)
+        if slot.nvenc_device is not None:
+            self.nvenc_in_use[slot.nvenc_device] = self.nvenc_in_use.get(slot.nvenc_device, 0) + 1
+        self.queue.mark_running(job.id, slot.gpu)
+        self._counts_dirty = True
+        # A job `mediad retry` put back says so: the CLI's line is not in the journal.
+        after = {"after": "mediad_retry"} if job.reason == USER_RETRY else {}
+        withheld = {"nvenc": "withheld"} if slot.no_nvenc else {}
+        log.event("job_started", job=job.id, source=job.source, gpu=slot.gpu,
+                  attempt=job.attempts + 1, pid=worker.proc.pid, **withheld, **after)
+        return True
+
+    def _source_unchanged(self, job: Job, watch: WatchConfig | None) -> bool:
+        """Check the source is still the file that was queued; deal with it when it is not."""
+        source = Path(job.source)
+        why: str | None = None
+        changed = False
+        try:
+            # The refusal check's own lstat serves for the unchanged test too: one stat, not two.
+            why, st = inspect_source(watch, source) if watch is not None else (None, os.lstat(source))
+            changed = why is None and st is not None and not job.fingerprint.same_stat(st)
+        except FileNotFoundError:
+            why = "vanished"
+        except (OSError, MediadError) as e:
+            why = getattr(e, "reason", None) or "unreadable"
+        # With the watch, the error note goes to failed_dir (if set) like every other failure's;
+        # disposition moves nothing that is not the job's own regular file.
+        if why == "vanished":
+            self._fail(job, watch, "missing_input", f"{source}: the source disappeared before its job ran")
+            return False
+        if why:
+            self._refuse(source, why)
+            self._fail(job, watch, why, f"{source}: refused ({why}) before its job ran")
+            return False
+        if changed:
+            # Written to or touched since it was queued: it settles and is identified again (off
+            # this loop: a whole file is read), as a new job or, the same content, the same key.
+            self.queue.forget(job.id)
+            if watch is not None:
+                self.settler.note(self.config.watch.index(watch), source, "write",
+                                  settle=self.config.daemon.settle_seconds, local=not watch.polling)
+            log.event("job_dropped", job=job.id, source=source, reason=Reason.SOURCE_CHANGED)
+            return False
+        return True
+
+    def _next_output(self, job: Job, watch: WatchConfig | None, when: str) -> Job | None:
+        """Reserve the next free output name for a job whose name is held by a file that is not
+        its output (an existing file is never replaced); the updated job, or None when no name
+        is free (the job is then failed)."""
+        taken = Path(job.output)
+        output = (self._free_output(watch, Path(job.source), taken.suffix.lstrip("."))
+                  if watch is not None else None)
+        if output is None:
+            self._fail(job, watch, "output_exists",
+                       f"{taken}: another file has this output name and no other name is free")
+            return None
+        self.queue.set_output(job.id, output)
+        log.event("output_renamed", logging.WARNING, job=job.id, taken=taken, output=output,
+                  when=when, note="a file appeared at the reserved name; it is left alone")
+        return self.queue.get(job.id)

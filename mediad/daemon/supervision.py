@@ -1,0 +1,204 @@
+"""Supervision: the workers' progress, stalls and ends, and each ended job's outcome recorded
+(done, retried, waited out, failed) by the pure policy of outcomes.py. A mixin of service.Daemon."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mediad import log
+from mediad.config import Config, WatchConfig
+from mediad.daemon import disposition
+from mediad.daemon.background import Background
+from mediad.daemon.disposition import REWRITTEN, Disposed
+from mediad.daemon.fingerprint import Identified
+from mediad.daemon.outcomes import Action, decide
+from mediad.daemon.partial import remove_partials
+from mediad.daemon.pool import Outcome, Worker
+from mediad.daemon.queue import Job, Queue
+from mediad.daemon.settle import Settler
+from mediad.daemon.watcher import Watcher
+from mediad.errors import Reason
+from mediad.media.commit import job_of
+from mediad.profiles import Profile
+
+if TYPE_CHECKING:
+    import selectors
+
+    from mediad.daemon.metrics import Metrics
+
+KILL_AFTER = 5.0          # seconds between SIGTERM and SIGKILL for a worker we stop
+PROGRESS_WRITE_EVERY = 1.0  # seconds between progress rows written per job
+
+
+class Supervision:
+    """Supervision (see the module)."""
+
+    # The daemon's state these methods share (set up by service.Daemon)
+    config: Config
+    queue: Queue
+    metrics: Metrics
+    settler: Settler
+    watcher: Watcher
+    hasher: Background[tuple[int, Path], Identified]
+    disposer: Background[tuple[Job, WatchConfig | None], Disposed]
+    workers: dict[int, Worker]
+    nvenc_in_use: dict[int, int]
+    devices: list[int]
+    refused: set[tuple[str, str]]
+    stop_requests: int
+    next_rescan: float
+    next_watch_retry: float
+    unrecorded: dict[tuple[int, Path], Identified]
+    next_unrecorded: float
+    state_full: bool
+    sel: selectors.DefaultSelector
+    _progress_written: dict[int, float]
+    _space_waits: dict[int, int]
+    _counts_dirty: bool
+
+    def _watch_for(self, job: Job) -> WatchConfig | None: ...
+    def _profile_for(self, job: Job) -> Profile: ...
+
+    def _read_worker(self, worker: Worker | None) -> None:
+        if worker is None:
+            return
+        messages, eof = worker.read()
+        if eof:
+            self.sel.unregister(worker.fd)
+        for msg in messages:
+            before = worker.frames_done
+            if worker.handle(msg):
+                self.metrics.frames.inc(max(0, worker.frames_done - before))
+                now = time.monotonic()
+                if now - self._progress_written.get(worker.job_id, 0.0) >= PROGRESS_WRITE_EVERY:
+                    self._progress_written[worker.job_id] = now
+                    self.queue.progress(worker.job_id, worker.frames_done, worker.frames_total,
+                                        worker.fps)
+
+    def _supervise(self, now: float) -> None:
+        """Reap ended workers, kill stalled ones, escalate SIGTERM to SIGKILL."""
+        stall = self.config.daemon.stall_timeout_seconds
+        for worker in list(self.workers.values()):
+            if worker.proc.poll() is not None:
+                if not worker.eof:
+                    self._read_worker(worker)  # what it wrote just before exiting
+                    if not worker.eof:
+                        # Something it started still holds the pipe: end the whole group.
+                        worker.signal(signal.SIGKILL)
+                        continue
+                self._finished(worker)
+                continue
+            if worker.killed_for is None and now - worker.last_progress > stall:
+                log.event("job_stalled", logging.WARNING, job=worker.job_id, pid=worker.proc.pid,
+                          seconds=round(now - worker.last_progress, 1))
+                # A hung worker is stuck in C code (FFmpeg, CUDA) where a Python SIGTERM handler
+                # never runs: kill it outright; its temporary output is removed afterwards.
+                worker.killed_for = "stalled"
+                worker.signal(signal.SIGKILL)
+            elif worker.kill_deadline is not None and now >= worker.kill_deadline:
+                worker.signal(signal.SIGKILL)
+                worker.kill_deadline = None
+
+    def _terminate(self, worker: Worker, why: str, now: float) -> None:
+        worker.killed_for = why
+        worker.kill_deadline = now + KILL_AFTER
+        worker.signal(signal.SIGTERM)
+
+    def _finished(self, worker: Worker) -> None:
+        """A worker process ended: record the job's outcome and free its slot."""
+        del self.workers[worker.job_id]
+        worker.close()
+        self._progress_written.pop(worker.job_id, None)
+        if worker.nvenc_device is not None:
+            self.nvenc_in_use[worker.nvenc_device] -= 1
+        self._counts_dirty = True
+        job = self.queue.get(worker.job_id)
+        if job is None:
+            return
+        watch = self._watch_for(job)
+        elapsed = time.monotonic() - worker.started
+        outcome = worker.outcome()
+        if not outcome.ok and worker.killed_for == "shutdown":
+            remove_partials(Path(job.output))
+            self.queue.requeue(job.id)
+            log.event("job_requeued", job=job.id, source=job.source, reason=Reason.SHUTDOWN)
+            return
+        if not outcome.ok and outcome.reason == "output_exists":
+            # A file appeared at the output name while the job ran and the engine would not
+            # replace it: run again under the next free name, the attempt not counted.
+            remove_partials(Path(job.output))
+            if self._next_output(job, watch, "during_job") is not None:
+                self.queue.requeue(job.id)
+                log.event("job_requeued", job=job.id, source=job.source, reason=Reason.OUTPUT_EXISTS)
+            return
+        if not outcome.ok and worker.killed_for == "stalled":
+            stall = self.config.daemon.stall_timeout_seconds
+            outcome = Outcome(False, reason=Reason.STALLED, transient=True,
+                              message=f"no progress for {stall:g}s; worker killed")
+        if outcome.ok and watch is not None and \
+                disposition.not_the_job_file(watch, job, Path(job.source)) == REWRITTEN:
+            # Written to after the engine's last look (a writer back from a pause): the output
+            # is of a part of it. Discarded; the source kept; the job requeued, which finds the
+            # new content and lets it settle as a job of its own.
+            if job_of(Path(job.output)) == job.key:
+                Path(job.output).unlink(missing_ok=True)
+            self.queue.requeue(job.id)
+            log.event("output_discarded", logging.WARNING, job=job.id, source=job.source,
+                      output=job.output, reason=Reason.SOURCE_CHANGED)
+            return
+        if outcome.ok:
+            self.queue.progress(job.id, worker.frames_done, worker.frames_total, worker.fps)
+            self._done(job, watch, outcome.report or {}, worker, elapsed)
+            return
+        remove_partials(Path(job.output))
+        self.metrics.duration.labels("failed").observe(elapsed)
+        self._retry_or_fail(job, watch, outcome.reason, outcome.message, outcome.transient)
+
+    def _done(self, job: Job, watch: WatchConfig | None, report: dict, worker: Worker | None,
+              elapsed: float = 0.0) -> None:
+        """The job's output is committed: record it, then dispose of the source."""
+        self._space_waits.pop(job.id, None)
+        self.queue.done(job.id, report)
+        self._counts_dirty = True
+        self.metrics.duration.labels("done").observe(elapsed)
+        if worker is None:
+            log.event("job_done", job=job.id, source=job.source, output=job.output,
+                      already_done="committed by an earlier attempt")
+        else:
+            log.event("job_done", job=job.id, source=job.source, output=job.output,
+                      seconds=round(elapsed, 2), frames=worker.frames_done, gpu=worker.gpu)
+        remove_partials(Path(job.output))  # left by an earlier, killed attempt
+        self._dispose(self.queue.get(job.id) or job, watch)
+
+    def _retry_or_fail(self, job: Job, watch: WatchConfig | None, reason: Reason, message: str,
+                       transient: bool) -> None:
+        settings = self.config.daemon
+        waits = self._space_waits.get(job.id, 0)
+        decision = decide(Reason(reason), message, transient=transient, attempts=job.attempts,
+                          waits=waits, max_attempts=settings.max_attempts,
+                          backoff=settings.retry_backoff_seconds)
+        if decision.action is Action.FAIL:
+            self._space_waits.pop(job.id, None)
+            self._fail(job, watch, reason, decision.message)
+            return
+        waiting = decision.action is Action.WAIT
+        self._space_waits[job.id] = waits + 1 if waiting else 0
+        self.queue.retry(job.id, reason, message, time.time() + decision.delay,
+                         count_attempt=not waiting)
+        self.metrics.failures.labels(reason, "false").inc()
+        count = {"waits": waits + 1} if waiting else {"attempt": job.attempts + 1,
+                                                       "of": settings.max_attempts}
+        log.event("job_retry", logging.WARNING, job=job.id, source=job.source, reason=reason,
+                  **count, retry_in=round(decision.delay, 1), error=message)
+
+    def _fail(self, job: Job, watch: WatchConfig | None, reason: Reason, message: str) -> None:
+        self.queue.failed(job.id, reason, message)
+        self.metrics.failures.labels(reason, "true").inc()
+        self._counts_dirty = True
+        log.event("job_failed", logging.ERROR, job=job.id, source=job.source, reason=reason,
+                  error=message)
+        self._dispose(self.queue.get(job.id) or job, watch)
