@@ -60,6 +60,7 @@ class Reason(StrEnum):
     OCCUPIED = "occupied"
     NO_WATCH = "no_watch"
     MISSING_WATCH = "missing_watch"
+    USER_RETRY = "user_retry"  # not a failure: queued again by `mediad retry`, until it ends
     INTERRUPTED = "interrupted"
     ERROR = "error"  # none more precise
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import socket
 import stat
 import subprocess
@@ -418,7 +417,7 @@ def test_a_state_database_from_before_moved_to_upgrades_in_place(tmp_path: Path)
 
     from mediad.daemon import queue as queue_module
 
-    old_schema = re.sub(r",(\s*--[^\n]*)?\n\s*moved_to TEXT[^\n]*", "", queue_module._SCHEMA)
+    old_schema = queue_module._SCHEMA_V1  # as databases were made before schema versions
     assert "moved_to" not in old_schema
     conn = sqlite3.connect(tmp_path / queue_module.DB_NAME)
     conn.executescript(old_schema)
@@ -428,6 +427,7 @@ def test_a_state_database_from_before_moved_to_upgrades_in_place(tmp_path: Path)
     conn.commit()
     conn.close()
     q = Queue(tmp_path)
+    assert q.conn.execute("PRAGMA user_version").fetchone()[0] == queue_module.SCHEMA_VERSION
     job = q.get(1)
     assert job is not None and job.moved_to is None and job.source == "/in/a.mp4"
     latin1 = Path(os.fsdecode(b"/failed/caf\xe9.mp4"))
@@ -435,3 +435,10 @@ def test_a_state_database_from_before_moved_to_upgrades_in_place(tmp_path: Path)
     job = q.get(1)
     assert job is not None and job.disposed == 1 and job.moved_to == str(latin1)
     q.close()
+    # A database of a newer mediad is refused in one line, not downgraded or misread.
+    conn = sqlite3.connect(tmp_path / queue_module.DB_NAME)
+    conn.execute(f"PRAGMA user_version = {queue_module.SCHEMA_VERSION + 1}")
+    conn.commit()
+    conn.close()
+    with pytest.raises(MediadError, match="made by a newer mediad"):
+        Queue(tmp_path)

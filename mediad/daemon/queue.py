@@ -12,17 +12,30 @@ import json
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from mediad.daemon.fingerprint import Fingerprint
-from mediad.errors import Reason
+from mediad.errors import MediadError, Reason
 
-STATES = ("queued", "running", "done", "failed")
-USER_RETRY = "user_retry"  # reason of a job `mediad retry` put back, until it runs to an end
+
+class JobState(StrEnum):
+    """Where a job is: queued -> running -> done | failed (a transient failure or a stop: back
+    to queued; `mediad retry`: failed back to queued)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+STATES = tuple(JobState)
+USER_RETRY = Reason.USER_RETRY  # reason of a job `mediad retry` put back, until it runs to an end
 DB_NAME = "queue.sqlite3"
 
-_SCHEMA = """
+_SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
     key TEXT NOT NULL UNIQUE,          -- content digest + profile + output_dir: the dedup key
@@ -48,8 +61,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     frames_total INTEGER,
     fps REAL,
     report TEXT,
-    disposed INTEGER NOT NULL DEFAULT 0,   -- on_success / failed_dir applied to the source
-    moved_to TEXT                          -- where a failed source was moved (failed_dir)
+    disposed INTEGER NOT NULL DEFAULT 0    -- on_success / failed_dir applied to the source
 );
 CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, not_before, id);
 CREATE INDEX IF NOT EXISTS jobs_updated ON jobs (updated);
@@ -74,7 +86,7 @@ class Job:
     watch: str
     profile: str
     output: str
-    state: str
+    state: JobState
     attempts: int
     reason: str | None
     error: str | None
@@ -108,6 +120,48 @@ class Job:
         return d
 
 
+def _add_moved_to(conn: sqlite3.Connection) -> None:
+    # Databases made between the column's arrival and schema versions have it already
+    if "moved_to" not in {r["name"] for r in conn.execute("PRAGMA table_info(jobs)")}:
+        conn.execute("ALTER TABLE jobs ADD COLUMN moved_to TEXT")
+
+
+# Schema versions (SQLite's user_version): step N upgrades a database of version N-1 in place,
+# in one transaction. Version 1 is the schema as it was before versions; its CREATE ... IF NOT
+# EXISTS also makes a new database, which the later steps then bring up to date.
+def _create_v1(conn: sqlite3.Connection) -> None:
+    # Statement by statement: executescript() would commit the migration's transaction first
+    for statement in _SCHEMA_V1.split(";\n"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+_STEPS: list[Callable[[sqlite3.Connection], None]] = [
+    _create_v1,
+    _add_moved_to,  # 2: where a failed source was moved (mediad retry trusts only this)
+]
+SCHEMA_VERSION = len(_STEPS)
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the state database up to SCHEMA_VERSION; returns the version it had. A database
+    of a newer mediad is refused (one line), never downgraded."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise MediadError(f"the state database is of schema version {version}, made by a newer "
+                          f"mediad (this one knows {SCHEMA_VERSION})", reason=Reason.BAD_STATE)
+    for number, step in enumerate(_STEPS[version:], version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            step(conn)
+            conn.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return version
+
+
 def db_path(path: Path | str) -> str | bytes:
     """A path as the database holds it: text, or its bytes when the name is not UTF-8 (a
     Latin-1 name from an SMB share or an old archive). SQLite text must be UTF-8, and the
@@ -130,6 +184,7 @@ def db_text(text: str | None) -> str | None:
 def _job(row: sqlite3.Row) -> Job:
     """A row as a Job; paths stored as bytes (db_path) back to the names they were."""
     d = dict(row)
+    d["state"] = JobState(d["state"])
     for k in ("source", "watch", "output", "moved_to"):
         if isinstance(d[k], bytes):
             d[k] = os.fsdecode(d[k])
@@ -156,10 +211,10 @@ class Queue:
     def __init__(self, state_dir: Path) -> None:
         self.path = state_dir / DB_NAME
         self.conn = connect(self.path)
-        self.conn.executescript(_SCHEMA)
-        columns = {r["name"] for r in self.conn.execute("PRAGMA table_info(jobs)")}
-        if "moved_to" not in columns:  # a database from before it: upgrade in place
-            self.conn.execute("ALTER TABLE jobs ADD COLUMN moved_to TEXT")
+        try:
+            migrate(self.conn)
+        except MediadError as e:
+            raise MediadError(f"{self.path}: {e}", reason=e.reason) from None
         self._data_version = self._read_data_version()
 
     def check(self) -> str | None:
