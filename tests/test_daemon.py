@@ -296,6 +296,23 @@ def test_dropped_files_are_transcoded_once(site: Site, small_video: Path, tmp_pa
     assert site.stop() == 0
 
 
+def test_a_warm_worker_process_runs_job_after_job(site: Site, tmp_path: Path) -> None:
+    """Worker processes start ahead with the engine imported and run jobs one after another
+    (a small job does not pay Python's start-up); one that was killed is never used again."""
+    site.daemon_settings["workers"] = 1
+    site.start()
+    for i in range(3):
+        site.drop(make_video(tmp_path / f"w{i}.mp4", seed=200 + i), f"w{i}.mp4")
+    site.wait_jobs("done", 3)
+    pids = {int(m) for m in re.findall(r"event=job_started job=\d+ .*pid=(\d+)", site.log())}
+    assert len(pids) == 1, site.log()  # one process ran all three
+    os.kill(pids.pop(), signal.SIGKILL)  # killed while idle: the next job gets a fresh one
+    site.drop(make_video(tmp_path / "w3.mp4", seed=203), "w3.mp4")
+    site.wait_jobs("done", 4)
+    assert all(count_frames(site.out / f"w{i}.mp4") == 12 for i in range(4))
+    assert site.stop() == 0
+
+
 def test_one_daemon_per_state_dir(site: Site) -> None:
     site.start()
     second = subprocess.run([sys.executable, "-m", "mediad", "daemon", "--config", str(site.config)],

@@ -1,4 +1,8 @@
-"""The daemon's side of worker processes: spawn, read their JSON lines, notice stalls, kill."""
+"""The daemon's side of worker processes: a pool of warm ones (started ahead, the engine already
+imported, each running jobs one after another), their JSON lines, stalls, kills.
+
+A process that crashed, was killed (a stall, a stop) or ran MAX_JOBS jobs is not used again.
+"""
 
 from __future__ import annotations
 
@@ -31,9 +35,12 @@ class Outcome:
     transient: bool = False
 
 
+MAX_JOBS = 100  # jobs per worker process, then a fresh one: whatever leaks is bounded
+
+
 @dataclass
 class Worker:
-    """One running worker process and what it has said so far."""
+    """One job running in a worker process, and what it has said so far."""
 
     job_id: int
     gpu: str
@@ -106,10 +113,10 @@ class Worker:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signum)
 
-    def close(self) -> None:
-        """Release the pipe once the process has been reaped."""
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
+    @property
+    def ended(self) -> bool:
+        """The job said how it ended (done or error); its process may run another."""
+        return self.result is not None
 
     def outcome(self) -> Outcome:
         """The result after the process exited (a silent exit is a crash)."""
@@ -121,23 +128,82 @@ class Worker:
                        message=f"worker process ended without a result ({how})")
 
 
-def spawn(job_id: int, spec: dict, gpu: str, nvenc_device: int | None) -> Worker:
-    """Start `python -m mediad.daemon.worker` for one job and hand it the spec."""
-    env = {k: v for k, v in os.environ.items() if k not in NOTIFY_ENV}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mediad.daemon.worker"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-        start_new_session=True,  # its own process group: we can kill all of it, ^C does not reach it
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), False)
-    try:
-        proc.stdin.write(json.dumps({**spec, "parent": os.getpid()}).encode())
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass  # died at once: its exit is reported like any other crash
-    return Worker(job_id=job_id, gpu=gpu, nvenc_device=nvenc_device, proc=proc)
+class Pool:
+    """Warm worker processes: idle ones wait, the engine imported, for their next job."""
+
+    def __init__(self, warm: int = 1) -> None:
+        self.warm = warm  # idle processes kept ready
+        self.idle: list[subprocess.Popen] = []
+        self.jobs_run: dict[int, int] = {}  # per process id
+
+    @staticmethod
+    def _start() -> subprocess.Popen:
+        env = {k: v for k, v in os.environ.items() if k not in NOTIFY_ENV}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mediad.daemon.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+            start_new_session=True,  # its own process group: all of it can be killed; ^C misses it
+        )
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        return proc
+
+    def fill(self) -> None:
+        """Start idle processes up to `warm` (their start-up overlaps the running jobs)."""
+        self.idle = [p for p in self.idle if p.poll() is None]
+        while len(self.idle) < self.warm:
+            self.idle.append(self._start())
+
+    def run(self, job_id: int, spec: dict, gpu: str, nvenc_device: int | None) -> Worker:
+        """Hand `spec` to an idle process (a new one when none is ready)."""
+        # The most recently used first: its caches are warm, and the spare stays spare
+        proc = next((p for p in reversed(self.idle) if p.poll() is None), None)
+        if proc is not None:
+            self.idle.remove(proc)
+        else:
+            proc = self._start()
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(json.dumps(spec).encode() + b"\n")
+            proc.stdin.flush()
+        except BrokenPipeError:
+            pass  # died meanwhile: its exit is reported like any other crash
+        self.jobs_run[proc.pid] = self.jobs_run.get(proc.pid, 0) + 1
+        return Worker(job_id=job_id, gpu=gpu, nvenc_device=nvenc_device, proc=proc)
+
+    def release(self, worker: Worker) -> None:
+        """The job ended: its process goes back to the idle ones if it can run another,
+        else it is ended and reaped."""
+        proc = worker.proc
+        reuse = worker.ended and worker.killed_for is None and proc.poll() is None \
+            and not worker.eof and self.jobs_run.get(proc.pid, 0) < MAX_JOBS \
+            and len(self.idle) < max(self.warm, 1) + 1
+        if reuse:
+            self.idle.append(proc)
+            return
+        self._end(proc)
+
+    def _end(self, proc: subprocess.Popen) -> None:
+        self.jobs_run.pop(proc.pid, None)
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()  # an idle worker exits at the end of its input
+        if proc.poll() is None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def close(self) -> None:
+        """End the idle processes (the daemon is stopping)."""
+        for proc in self.idle:
+            self._end(proc)
+        self.idle = []
 
 
 def _reason(value: object) -> Reason:

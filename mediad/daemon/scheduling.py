@@ -19,7 +19,7 @@ from mediad.daemon.fingerprint import Identified
 from mediad.daemon.paths import (
     inspect_source,
 )
-from mediad.daemon.pool import Worker, spawn
+from mediad.daemon.pool import Pool, Worker
 from mediad.daemon.queue import USER_RETRY, Job, Queue
 from mediad.daemon.settle import Settler
 from mediad.daemon.slots import choose_gpu
@@ -44,6 +44,7 @@ class Scheduling:
     hasher: Background[tuple[int, Path], Identified]
     disposer: Background[tuple[Job, WatchConfig | None], Disposed]
     workers: dict[int, Worker]
+    pool: Pool
     nvenc_in_use: dict[int, int]
     devices: list[int]
     refused: set[tuple[str, str]]
@@ -130,7 +131,8 @@ class Scheduling:
             "no_nvenc": slot.no_nvenc,
             "log_level": self.config.daemon.log_level,
         }
-        worker = spawn(job.id, spec, slot.gpu, slot.nvenc_device)
+        worker = self.pool.run(job.id, spec, slot.gpu, slot.nvenc_device)
+        self.pool.fill()  # the next job's process warms up while this one runs
         self.workers[job.id] = worker
         self.sel.register(worker.fd, selectors.EVENT_READ, job.id)
         if slot.nvenc_device is not None:

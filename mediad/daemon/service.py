@@ -27,7 +27,7 @@ from mediad.daemon.intake import Intake
 from mediad.daemon.metrics import Metrics
 from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
-from mediad.daemon.pool import Worker
+from mediad.daemon.pool import Pool, Worker
 from mediad.daemon.queue import DB_NAME, Job, Queue
 from mediad.daemon.scheduling import Scheduling
 from mediad.daemon.settle import Settler
@@ -93,6 +93,7 @@ class Daemon(Intake, Scheduling, Supervision):
         self.disposer: Background[tuple[Job, WatchConfig | None], Disposed] = Background(
             disposition.dispose, self._wake, name="mediad-disposer")
         self.workers: dict[int, Worker] = {}
+        self.pool = Pool(warm=1)  # worker processes started ahead, the engine imported
         self.nvenc_in_use: dict[int, int] = {}
         self.devices = self._gpu_devices()
         self.refused: set[tuple[str, str]] = set()
@@ -184,6 +185,7 @@ class Daemon(Intake, Scheduling, Supervision):
 
     def _close(self) -> None:
         self.watcher.stop_all()
+        self.pool.close()
         self.hasher.stop()
         self.disposer.stop()
         self.metrics.stop()
@@ -212,6 +214,7 @@ class Daemon(Intake, Scheduling, Supervision):
         log.event("daemon_starting", pid=os.getpid(), config=self.config_path,
                   state_dir=self.state_dir, workers=self.config.daemon.workers,
                   nvenc_gpus=",".join(map(str, self.devices)) or "none")
+        self.pool.fill()
         self._start_watches()
         self._scan_all()
         self._refresh_counts()

@@ -17,7 +17,7 @@ from mediad.daemon.disposition import REWRITTEN, Disposed
 from mediad.daemon.fingerprint import Identified
 from mediad.daemon.outcomes import Action, decide
 from mediad.daemon.partial import remove_partials
-from mediad.daemon.pool import Outcome, Worker
+from mediad.daemon.pool import Outcome, Pool, Worker
 from mediad.daemon.queue import Job, Queue
 from mediad.daemon.settle import Settler
 from mediad.daemon.watcher import Watcher
@@ -46,6 +46,7 @@ class Supervision:
     hasher: Background[tuple[int, Path], Identified]
     disposer: Background[tuple[Job, WatchConfig | None], Disposed]
     workers: dict[int, Worker]
+    pool: Pool
     nvenc_in_use: dict[int, int]
     devices: list[int]
     refused: set[tuple[str, str]]
@@ -83,6 +84,9 @@ class Supervision:
         """Reap ended workers, kill stalled ones, escalate SIGTERM to SIGKILL."""
         stall = self.config.daemon.stall_timeout_seconds
         for worker in list(self.workers.values()):
+            if worker.ended:  # done or error said: its process is free for another job
+                self._finished(worker)
+                continue
             if worker.proc.poll() is not None:
                 if not worker.eof:
                     self._read_worker(worker)  # what it wrote just before exiting
@@ -109,9 +113,12 @@ class Supervision:
         worker.signal(signal.SIGTERM)
 
     def _finished(self, worker: Worker) -> None:
-        """A worker process ended: record the job's outcome and free its slot."""
+        """A job ended (its done or error line, or its process's end): record the outcome and
+    free its slot."""
         del self.workers[worker.job_id]
-        worker.close()
+        if not worker.eof:
+            self.sel.unregister(worker.fd)
+        self.pool.release(worker)
         self._progress_written.pop(worker.job_id, None)
         if worker.nvenc_device is not None:
             self.nvenc_in_use[worker.nvenc_device] -= 1

@@ -1,9 +1,13 @@
-"""A worker process: runs one job with mediad.media.job.transcode, reporting JSON lines on stdout.
+"""A worker process: runs jobs with mediad.media.job.transcode, one at a time, reporting JSON
+lines on stdout.
 
-Started by the daemon as `python -m mediad.daemon.worker` with the job spec as JSON on stdin.
-Lines out: {"event": "started"|"progress"|"done"|"error", ...}. Whatever else writes to stdout
-(a library, FFmpeg) is sent to stderr, so it cannot corrupt the protocol. A crash or hang in here
-costs this one job: the daemon sees the process end (or stall) and decides about a retry.
+Started by the daemon as `python -m mediad.daemon.worker`, ahead of need: it imports the engine
+first, then reads job specs from stdin, one JSON line each, until stdin closes; a small job so
+does not pay Python's start-up and imports (most of its time). Lines out: {"event":
+"started"|"progress"|"done"|"error", ...}, a job ending with its done or error line. Whatever
+else writes to stdout (a library, FFmpeg) is sent to stderr, so it cannot corrupt the protocol.
+A crash or hang in here costs the job it was running: the daemon sees the process end (or
+stall) and decides about a retry; the process is not used again.
 """
 
 from __future__ import annotations
@@ -99,11 +103,9 @@ def run(spec: dict, channel: Channel) -> int:
 
 
 def main() -> int:
-    """Entry point of `python -m mediad.daemon.worker`."""
+    """Entry point of `python -m mediad.daemon.worker`: jobs from stdin until it closes."""
     channel = Channel(_private_stdout())
-    spec = json.loads(sys.stdin.read())
-    _die_with_parent(int(spec.get("parent", os.getppid())))
-    log.setup(spec.get("log_level", "INFO"))
+    _die_with_parent(os.getppid())
 
     def on_term(signum: int, _frame: object) -> None:
         # Unwind through the engine's cleanup (temporary outputs removed), then exit.
@@ -111,6 +113,24 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides, not a terminal's ^C
+    import mediad.media.job  # noqa: F401 - warm: the engine loaded before the first job
+    from mediad.media.pinned import release
+
+    code = 0
+    while line := sys.stdin.readline():  # blocks until the daemon sends a job, "" at the end
+        if not line.strip():
+            continue
+        spec = json.loads(line)
+        log.setup(spec.get("log_level", "INFO"))
+        try:
+            code = run_one(spec, channel)
+        finally:
+            release()  # the source descriptors this job pinned
+    return code
+
+
+def run_one(spec: dict, channel: Channel) -> int:
+    """One job: its started line, then done or error."""
     channel.emit("started", pid=os.getpid())
     try:
         return run(spec, channel)

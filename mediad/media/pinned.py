@@ -9,6 +9,8 @@ symlink swapped in after the checks is never followed. Reports and messages keep
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 
 _PINNED: dict[str, int] = {}
@@ -23,3 +25,12 @@ def read_path(path: Path) -> Path:
     """Where to open `path` for reading: its pinned descriptor's path, or itself."""
     fd = _PINNED.get(str(path))
     return Path(f"/proc/self/fd/{fd}") if fd is not None else path
+
+
+def release() -> None:
+    """Forget every pinned path and close its descriptor (a job's end, in a reused process)."""
+    for fd in _PINNED.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _PINNED.clear()
+
