@@ -188,7 +188,8 @@ def test_disk_full_is_a_transient_disk_full_not_corrupt(long_clip: Path, tmp_pat
             "profile": profile.model_dump(mode="json"), "profile_name": profile.name}
     res = _in_full_tmpfs(full, [sys.executable, "-m", "mediad.daemon.worker"], json.dumps(spec))
     events = [json.loads(x) for x in res.stdout.splitlines()]
-    assert events[-1] == {"event": "error", "message": f"{out}: No space left on device",
+    assert events[-1] == {"event": "error", "version": 1,
+                          "message": f"{out}: No space left on device",
                           "reason": "disk_full", "transient": True}, res.stderr
 
 

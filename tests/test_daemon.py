@@ -1190,7 +1190,7 @@ def test_the_worker_reads_the_file_the_daemon_checked_not_a_symlink_swapped_in(
     out = site.root / "out.mp4"
     spec = {"input": str(site.inbox / "clip.mp4"), "output": str(out), "gpu": "none",
             "profile": profile.model_dump(mode="json"), "profile_name": profile.name,
-            "watch": str(site.inbox), "inode": fp.inode, "size": fp.size}
+            "source": {"watch": str(site.inbox), "inode": fp.inode, "size": fp.size}}
     res = subprocess.run([sys.executable, "-m", "mediad.daemon.worker"], input=json.dumps(spec),
                          capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -1210,7 +1210,7 @@ def test_the_worker_reads_the_file_the_daemon_checked_not_a_symlink_swapped_in(
 
     # The file it checked: transcoded, read through the descriptor (probe, decode, checks).
     fp = fingerprint(site.inbox / "clip.mp4")
-    spec.update(inode=fp.inode, size=fp.size)
+    spec["source"].update(inode=fp.inode, size=fp.size)
     res = subprocess.run([sys.executable, "-m", "mediad.daemon.worker"], input=json.dumps(spec),
                          capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(REPO)})

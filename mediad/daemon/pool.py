@@ -18,6 +18,7 @@ from pathlib import Path
 
 import mediad
 from mediad.daemon.notify import NOTIFY_ENV
+from mediad.daemon.protocol import Done, Failed, JobSpec, Progress, read_event
 from mediad.errors import Reason
 
 # The worker must run the same mediad as the daemon, installed or not.
@@ -91,21 +92,22 @@ class Worker:
 
     def handle(self, msg: dict) -> bool:
         """Apply one message; True when it was progress (for metrics and the stall clock)."""
-        event = msg.get("event")
-        if event == "progress":
-            frames = int(msg.get("frames_done") or 0)
-            if frames > self.frames_done:
+        event = read_event(msg)
+        if isinstance(event, Progress):
+            if event.frames_done > self.frames_done:
                 self.last_progress = time.monotonic()
-            self.frames_done = frames
-            self.frames_total = msg.get("frames_total")
-            self.fps = float(msg.get("fps") or 0.0)
+            self.frames_done = event.frames_done
+            self.frames_total = event.frames_total
+            self.fps = event.fps
             return True
-        if event == "done":
-            self.result = Outcome(True, report=msg.get("report") or {})
-        elif event == "error":
-            self.result = Outcome(False, reason=_reason(msg.get("reason")),
-                                  message=str(msg.get("message") or ""),
-                                  transient=bool(msg.get("transient")))
+        if isinstance(event, Done):
+            self.result = Outcome(True, report=event.report)
+        elif isinstance(event, Failed):
+            self.result = Outcome(False, reason=event.reason, message=event.message,
+                                  transient=event.transient)
+        elif event is None and msg.get("event") == "error":  # an error line we cannot read
+            self.result = Outcome(False, reason=Reason.ERROR, message=str(msg.get("message")),
+                                  transient=True)
         return False
 
     def signal(self, signum: int) -> None:
@@ -155,7 +157,7 @@ class Pool:
         while len(self.idle) < self.warm:
             self.idle.append(self._start())
 
-    def run(self, job_id: int, spec: dict, gpu: str, nvenc_device: int | None) -> Worker:
+    def run(self, job_id: int, spec: JobSpec, gpu: str, nvenc_device: int | None) -> Worker:
         """Hand `spec` to an idle process (a new one when none is ready)."""
         # The most recently used first: its caches are warm, and the spare stays spare
         proc = next((p for p in reversed(self.idle) if p.poll() is None), None)
@@ -165,7 +167,7 @@ class Pool:
             proc = self._start()
         assert proc.stdin is not None
         try:
-            proc.stdin.write(json.dumps(spec).encode() + b"\n")
+            proc.stdin.write(spec.line().encode() + b"\n")
             proc.stdin.flush()
         except BrokenPipeError:
             pass  # died meanwhile: its exit is reported like any other crash
@@ -204,12 +206,3 @@ class Pool:
         for proc in self.idle:
             self._end(proc)
         self.idle = []
-
-
-def _reason(value: object) -> Reason:
-    """A worker's reason as one of ours (an unknown one, from another version: error)."""
-    try:
-        return Reason(str(value))
-    except ValueError:
-        return Reason.ERROR
-

@@ -20,6 +20,7 @@ from mediad.daemon.paths import (
     inspect_source,
 )
 from mediad.daemon.pool import Pool, Worker
+from mediad.daemon.protocol import JobSpec, SourceCheck
 from mediad.daemon.queue import USER_RETRY, Job, Queue
 from mediad.daemon.settle import Settler
 from mediad.daemon.slots import choose_gpu
@@ -116,21 +117,13 @@ class Scheduling:
         except OSError as e:
             self._retry_or_fail(job, watch, "io_error", f"{output.parent}: {e.strerror}", True)
             return False
-        spec = {
-            "input": job.source,
-            "output": job.output,
-            "profile": profile.model_dump(mode="json"),
-            "profile_name": profile.name,
-            "job_key": job.key,
+        spec = JobSpec(
+            input=job.source, output=job.output, profile=profile.model_dump(mode="json"),
+            profile_name=profile.name, job_key=job.key, gpu=slot.gpu, no_nvenc=slot.no_nvenc,
+            log_level=self.config.daemon.log_level,
             # The file the daemon checked: the worker opens it once and checks its descriptor
-            "watch": job.watch,
-            "inode": job.inode,
-            "size": job.size,
-            "allow_hard_links": watch.allow_hard_links if watch is not None else False,
-            "gpu": slot.gpu,
-            "no_nvenc": slot.no_nvenc,
-            "log_level": self.config.daemon.log_level,
-        }
+            source=SourceCheck(watch=job.watch, inode=job.inode, size=job.size,
+                               allow_hard_links=watch.allow_hard_links if watch else False))
         worker = self.pool.run(job.id, spec, slot.gpu, slot.nvenc_device)
         self.pool.fill()  # the next job's process warms up while this one runs
         self.workers[job.id] = worker

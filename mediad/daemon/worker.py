@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mediad import log
+from mediad.daemon.protocol import Done, Failed, JobSpec, Progress, Started
 from mediad.errors import MediadError, Reason
 
 PROGRESS_EVERY = 0.25  # seconds between progress lines (the last one always goes out)
@@ -48,9 +49,9 @@ class Channel:
         self._last = 0.0
         self._unsent: Any = None
 
-    def emit(self, event: str, **fields: Any) -> None:
-        """Write one line and flush it."""
-        self.stream.write(json.dumps({"event": event, **fields}, default=str) + "\n")
+    def emit(self, event: Started | Progress | Done | Failed) -> None:
+        """Write one event as a line and flush it."""
+        self.stream.write(event.line() + "\n")
         self.stream.flush()
 
     def progress(self, p: Any) -> None:
@@ -61,8 +62,8 @@ class Channel:
             return
         self._last = now
         self._unsent = None
-        self.emit("progress", frames_done=p.frames_done, frames_total=p.frames_total,
-                  fps=round(p.fps, 3), elapsed=round(p.elapsed, 3))
+        self.emit(Progress(frames_done=p.frames_done, frames_total=p.frames_total,
+                           fps=round(p.fps, 3), elapsed=round(p.elapsed, 3)))
 
     def flush(self) -> None:
         """Send the last progress the throttle held back (the final frame count)."""
@@ -78,27 +79,26 @@ def _private_stdout() -> IO[str]:
     return os.fdopen(fd, "w", encoding="utf-8", buffering=1)
 
 
-def run(spec: dict, channel: Channel) -> int:
+def run(spec: JobSpec, channel: Channel) -> int:
     """Run the job described by `spec`; report the result on `channel`."""
     from mediad.daemon.paths import open_checked_source
     from mediad.media.job import transcode
     from mediad.media.pinned import pin
     from mediad.profiles import Profile
 
-    profile = Profile.model_validate({**spec["profile"], "name": spec["profile_name"]})
-    if "watch" in spec:  # from the daemon: read only the file it checked, whatever the name
-        source = Path(spec["input"])  # becomes meanwhile (a symlink swapped in after its checks)
-        pin(source, open_checked_source(source, Path(spec["watch"]), inode=spec["inode"],
-                                        size=spec["size"],
-                                        allow_hard_links=spec.get("allow_hard_links", False)))
+    profile = Profile.model_validate({**spec.profile, "name": spec.profile_name})
+    if (check := spec.source) is not None:  # read only the file the daemon checked, whatever
+        source = Path(spec.input)  # the name becomes meanwhile (a symlink swapped in after)
+        pin(source, open_checked_source(source, Path(check.watch), inode=check.inode,
+                                        size=check.size, allow_hard_links=check.allow_hard_links))
     # Never overwrite: the daemon reserved a free name, so a file there now is someone else's.
     # The engine then fails with reason output_exists (also when one appears just before the
     # commit, which links without replacing) and the daemon picks the next free name.
-    report = transcode(Path(spec["input"]), profile, Path(spec["output"]), gpu=spec["gpu"],
-                       no_nvenc=spec.get("no_nvenc"), overwrite=False, on_progress=channel.progress,
-                       job_key=spec.get("job_key"))
+    report = transcode(Path(spec.input), profile, Path(spec.output), gpu=spec.gpu,
+                       no_nvenc=spec.no_nvenc, overwrite=False, on_progress=channel.progress,
+                       job_key=spec.job_key)
     channel.flush()
-    channel.emit("done", report=report.to_dict())
+    channel.emit(Done(report=json.loads(json.dumps(report.to_dict(), default=str))))
     return 0
 
 
@@ -120,8 +120,8 @@ def main() -> int:
     while line := sys.stdin.readline():  # blocks until the daemon sends a job, "" at the end
         if not line.strip():
             continue
-        spec = json.loads(line)
-        log.setup(spec.get("log_level", "INFO"))
+        spec = JobSpec.model_validate(json.loads(line))
+        log.setup(spec.log_level)
         try:
             code = run_one(spec, channel)
         finally:
@@ -129,23 +129,23 @@ def main() -> int:
     return code
 
 
-def run_one(spec: dict, channel: Channel) -> int:
+def run_one(spec: JobSpec, channel: Channel) -> int:
     """One job: its started line, then done or error."""
-    channel.emit("started", pid=os.getpid())
+    channel.emit(Started(pid=os.getpid()))
     try:
         return run(spec, channel)
     except MediadError as e:
-        channel.emit("error", message=str(e), reason=e.reason, transient=e.transient)
+        channel.emit(Failed(message=str(e), reason=e.reason, transient=e.transient))
         return 2
     except OSError as e:
         # Disk full, a network mount gone: worth another try later.
-        channel.emit("error", message=f"{e.filename or ''}: {e.strerror or e}".lstrip(": "),
-                     reason=Reason.IO_ERROR, transient=True)
+        channel.emit(Failed(message=f"{e.filename or ''}: {e.strerror or e}".lstrip(": "),
+                            reason=Reason.IO_ERROR, transient=True))
         return 2
     except Exception as e:  # a bug must fail this job (bounded retries), not hide in silence
         traceback.print_exc(file=sys.stderr)
-        channel.emit("error", message=f"{type(e).__name__}: {e}", reason=Reason.INTERNAL_ERROR,
-                     transient=True)
+        channel.emit(Failed(message=f"{type(e).__name__}: {e}", reason=Reason.INTERNAL_ERROR,
+                            transient=True))
         return 3
 
 
