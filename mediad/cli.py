@@ -262,6 +262,29 @@ def cmd_retry(args: argparse.Namespace) -> int:
     return 0 if all(isinstance(r, Requeued) for r in results) else 1
 
 
+def _print_command_results(results: list) -> int:
+    for r in results:
+        if isinstance(r, str):
+            print(r, flush=True)
+        else:
+            _print_error(str(r))
+    return 0 if all(isinstance(r, str) for r in results) else 1
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from mediad.daemon.commands import send
+
+    return _print_command_results(send(Path(args.config) if args.config else None, "cancel",
+                                       args.jobs))
+
+
+def cmd_priority(args: argparse.Namespace) -> int:
+    from mediad.daemon.commands import send
+
+    return _print_command_results(send(Path(args.config) if args.config else None, "priority",
+                                       [args.job], args.value))
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from mediad.config import load_config
 
@@ -338,6 +361,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--config", default=None, type=path_arg, help="mediad.toml (default: $MEDIAD_CONFIG, "
                    "else /etc/mediad/mediad.toml)")
     r.set_defaults(func=cmd_retry, parser=r)
+
+    k = sub.add_parser("cancel", help="cancel daemon jobs: a queued one never runs, a running "
+                       "one is stopped (its source is left where it is)")
+    k.add_argument("jobs", nargs="+", type=int, metavar="JOB_ID")
+    k.add_argument("--config", default=None, type=path_arg)
+    k.set_defaults(func=cmd_cancel)
+
+    o = sub.add_parser("priority", help="reorder a queued daemon job (higher runs first)")
+    o.add_argument("job", type=int, metavar="JOB_ID")
+    o.add_argument("value", type=int, metavar="PRIORITY")
+    o.add_argument("--config", default=None, type=path_arg)
+    o.set_defaults(func=cmd_priority)
 
     c = sub.add_parser("config", help="daemon configuration")
     c.add_argument("action", choices=["validate"])

@@ -278,7 +278,7 @@ def test_dropped_files_are_transcoded_once(site: Site, small_video: Path, tmp_pa
     assert status.returncode == 0, status.stderr
     import json
     report = json.loads(status.stdout)
-    assert report["counts"] == {"queued": 0, "running": 0, "done": 3, "failed": 0}
+    assert report["counts"] == {"queued": 0, "running": 0, "done": 3, "failed": 0, "cancelled": 0}
     assert report["daemon_pid"] == site.proc.pid  # type: ignore[union-attr]
     assert {j["source"] for j in report["recent"]} == {str(s) for s in sources}
 
@@ -1000,6 +1000,43 @@ def test_a_full_state_dir_refuses_files_until_space_returns(site: Site, tmp_path
             site.proc.kill()
             site.proc.wait(timeout=10)
         subprocess.run(["umount", "-l", str(state)], capture_output=True)
+
+
+def mediad_cli(site: Site, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mediad", *args, "--config", str(site.config)],
+                          capture_output=True, text=True, timeout=90,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_cancel_and_priority_through_the_command_channel(site: Site, tmp_path: Path) -> None:
+    """`mediad cancel` stops a running job (its temporary output removed, its source left in
+    place) and drops a queued one; `mediad priority` moves a queued job ahead. The daemon
+    applies them from its state database; the commands wait for its answer."""
+    site.watches[0]["profile"] = "slow.toml"
+    site.daemon_settings["workers"] = 1
+    longer = make_video(tmp_path / "longer.mkv", frames=1500, size=(320, 240), seed=299)
+    site.start()
+    site.drop(longer, "long.mkv")  # x264 medium: a minute on these cores, cancelled in seconds
+    wait_encoding(site, 1)
+    for i in range(3):
+        site.drop(make_video(tmp_path / f"q{i}.mp4", seed=300 + i), f"q{i}.mp4")
+    wait_for(lambda: len(site.jobs()) == 4, 30, "three more jobs queued")
+    res = mediad_cli(site, "priority", "4", "10")  # the last queued runs next
+    assert (res.returncode, res.stdout) == (0, "job 4: priority 10\n"), res.stderr
+    res = mediad_cli(site, "cancel", "1", "2")  # the running one and a queued one
+    assert (res.returncode, res.stdout) == (0, "job 1: cancelled\njob 2: cancelled\n"), res.stderr
+    site.wait_jobs("done", 2)
+    states = {j["id"]: j["state"] for j in site.jobs()}
+    assert states == {1: "cancelled", 2: "cancelled", 3: "done", 4: "done"}
+    started = [int(m) for m in re.findall(r"event=job_started job=(\d+)", site.log())]
+    assert started == [1, 4, 3]  # 4 (priority 10) before 3; 2 never ran
+    assert (site.inbox / "long.mkv").exists() and (site.inbox / "q0.mp4").exists()
+    assert sorted(p.name for p in site.outputs()) == ["q1.mp4", "q2.mp4"] and not partials(site.out)
+    res = mediad_cli(site, "cancel", "3")
+    assert res.returncode == 1 and res.stderr == "mediad: error: job 3: is done: nothing to cancel\n"
+    assert site.stop() == 0
+    res = mediad_cli(site, "status")
+    assert "cancelled=2" in res.stdout, res.stdout
 
 
 # ----- files that change under a job ----------------------------------------------------------

@@ -160,7 +160,7 @@ def test_queue_states_survive_reopening(tmp_path: Path) -> None:
     q.close()
     q = Queue(tmp_path)  # a crash: the job was running
     assert [j.id for j in q.recover()] == [job.id]
-    assert q.counts() == {"queued": 1, "running": 0, "done": 0, "failed": 0}
+    assert q.counts() == {"queued": 1, "running": 0, "done": 0, "failed": 0, "cancelled": 0}
     q.retry(job.id, "stalled", "no progress", time.time() + 60)
     assert q.ready(time.time()) == []  # backing off
     assert [j.id for j in q.ready(time.time() + 61)] == [job.id]

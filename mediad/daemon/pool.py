@@ -53,7 +53,7 @@ class Worker:
     frames_total: int | None = None
     fps: float = 0.0
     result: Outcome | None = None
-    killed_for: str | None = None  # "stalled" or "shutdown" once we killed it
+    killed_for: str | None = None  # "stalled", "shutdown" or "cancel" once we stopped it
     kill_deadline: float | None = None
     eof: bool = False
     _buffer: bytes = b""

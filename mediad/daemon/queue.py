@@ -1,9 +1,10 @@
 """The durable job queue: SQLite in WAL mode in state_dir.
 
-States: queued -> running -> done | failed; a transient failure or a stop puts a job back to
-queued, and `mediad retry` puts a failed one back. The daemon's main thread does every other
-write; `mediad retry` changes only failed rows whose source the daemon has finished with
-(`disposed`), which it never changes again, and `mediad status` reads alongside.
+States (JobState): queued -> running -> done | failed | cancelled; a transient failure or a stop
+puts a job back to queued, and `mediad retry` puts a failed one back. The daemon's main thread
+does every other write; `mediad retry` changes only failed rows whose source the daemon has
+finished with (`disposed`), which it never changes again; `mediad cancel` and `priority` write
+commands that a running daemon applies (commands table), and `mediad status` reads alongside.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ from mediad.errors import MediadError, Reason
 
 class JobState(StrEnum):
     """Where a job is: queued -> running -> done | failed (a transient failure or a stop: back
-    to queued; `mediad retry`: failed back to queued)."""
+    to queued; `mediad retry`: failed back to queued); `mediad cancel`: cancelled, for good."""
 
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # by `mediad cancel` (or the API): never run again, source left alone
 
 
 STATES = tuple(JobState)
@@ -106,6 +108,7 @@ class Job:
     report: str | None
     disposed: int
     moved_to: str | None = None  # a failed source in failed_dir: what `mediad retry` moves back
+    priority: int = 0  # higher runs first
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -136,9 +139,38 @@ def _create_v1(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
+_JOBS_V3 = _SCHEMA_V1[_SCHEMA_V1.index("CREATE TABLE IF NOT EXISTS jobs ("):
+                      _SCHEMA_V1.index(");\n") + 1] \
+    .replace("CREATE TABLE IF NOT EXISTS jobs (", "CREATE TABLE jobs_v3 (") \
+    .replace("'done', 'failed')", "'done', 'failed', 'cancelled')") \
+    .replace("    disposed INTEGER NOT NULL DEFAULT 0    -- on_success / failed_dir applied to the source\n",
+             "    disposed INTEGER NOT NULL DEFAULT 0,   -- on_success / failed_dir applied to the source\n"
+             "    moved_to TEXT,                         -- where a failed source was moved\n"
+             "    priority INTEGER NOT NULL DEFAULT 0    -- higher runs first\n")
+_JOBS_V2_COLUMNS = ("id, key, source, watch, profile, output, state, attempts, reason, error, size, "
+                    "mtime_ns, inode, digest, not_before, created, updated, started, finished, gpu, "
+                    "frames_done, frames_total, fps, report, disposed, moved_to")
+
+
+def _v3_cancel_priority_commands(conn: sqlite3.Connection) -> None:
+    # SQLite cannot change a CHECK constraint: the table is rebuilt with the new state allowed
+    conn.execute(_JOBS_V3)
+    conn.execute(f"INSERT INTO jobs_v3 ({_JOBS_V2_COLUMNS}) SELECT {_JOBS_V2_COLUMNS} FROM jobs")
+    conn.execute("DROP TABLE jobs")
+    conn.execute("ALTER TABLE jobs_v3 RENAME TO jobs")
+    conn.execute("CREATE INDEX jobs_ready ON jobs (state, priority DESC, not_before, id)")
+    conn.execute("CREATE INDEX jobs_updated ON jobs (updated)")
+    # What `mediad cancel` / `priority` (and the API) ask of the running daemon, applied in order
+    conn.execute("CREATE TABLE commands (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind "
+                 "IN ('cancel', 'priority')), job INTEGER NOT NULL, value INTEGER, created REAL "
+                 "NOT NULL, applied REAL, result TEXT)")
+    conn.execute("CREATE INDEX commands_pending ON commands (id) WHERE applied IS NULL")
+
+
 _STEPS: list[Callable[[sqlite3.Connection], None]] = [
     _create_v1,
     _add_moved_to,  # 2: where a failed source was moved (mediad retry trusts only this)
+    _v3_cancel_priority_commands,  # 3: the cancelled state, priorities, the command channel
 ]
 SCHEMA_VERSION = len(_STEPS)
 
@@ -160,6 +192,19 @@ def migrate(conn: sqlite3.Connection) -> int:
             raise
         conn.execute("COMMIT")
     return version
+
+
+@dataclass(frozen=True)
+class Command:
+    """One row of the commands table: what was asked of the daemon, and what came of it."""
+
+    id: int
+    kind: str
+    job: int
+    value: int | None
+    created: float
+    applied: float | None
+    result: str | None
 
 
 def db_path(path: Path | str) -> str | bytes:
@@ -276,7 +321,8 @@ class Queue:
     def ready(self, now: float, limit: int = 100) -> list[Job]:
         """Queued jobs whose backoff has passed, oldest first."""
         rows = self.conn.execute(
-            "SELECT * FROM jobs WHERE state = 'queued' AND not_before <= ? ORDER BY id LIMIT ?",
+            "SELECT * FROM jobs WHERE state = 'queued' AND not_before <= ? "
+            "ORDER BY priority DESC, id LIMIT ?",
             (now, limit))
         return [_job(r) for r in rows]
 
@@ -378,6 +424,46 @@ class Queue:
     def forget(self, job_id: int) -> None:
         """Drop a queued job whose source changed before it ran (it will be queued anew)."""
         self.conn.execute("DELETE FROM jobs WHERE id = ? AND state = 'queued'", (job_id,))
+
+    def add_command(self, kind: str, job_id: int, value: int | None = None) -> int:
+        """Ask the running daemon for `kind` ('cancel', 'priority') on a job; the command's id."""
+        cur = self.conn.execute("INSERT INTO commands (kind, job, value, created) VALUES "
+                                "(?, ?, ?, ?)", (kind, job_id, value, time.time()))
+        return int(cur.lastrowid or 0)
+
+    def pending_commands(self) -> list[Command]:
+        """Commands not yet applied, oldest first."""
+        rows = self.conn.execute("SELECT * FROM commands WHERE applied IS NULL ORDER BY id")
+        return [Command(**dict(r)) for r in rows]
+
+    def command(self, command_id: int) -> Command | None:
+        """One command, applied or not."""
+        row = self.conn.execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone()
+        return Command(**dict(row)) if row else None
+
+    def command_applied(self, command_id: int, result: str) -> None:
+        """The daemon (or, while none runs, the command itself) has applied it."""
+        self.conn.execute("UPDATE commands SET applied = ?, result = ? WHERE id = ?",
+                          (time.time(), result, command_id))
+
+    def cancel_queued(self, job_id: int) -> bool:
+        """A queued job cancelled (never started again); False when it is not queued."""
+        now = time.time()
+        cur = self.conn.execute("UPDATE jobs SET state = 'cancelled', finished = ?, updated = ?, "
+                                "gpu = NULL WHERE id = ? AND state = 'queued'", (now, now, job_id))
+        return cur.rowcount == 1
+
+    def cancelled(self, job_id: int) -> None:
+        """A running job whose worker was stopped for a cancel."""
+        now = time.time()
+        self.conn.execute("UPDATE jobs SET state = 'cancelled', finished = ?, updated = ?, "
+                          "gpu = NULL WHERE id = ?", (now, now, job_id))
+
+    def set_priority(self, job_id: int, priority: int) -> bool:
+        """Reorder a queued job (higher first); False when it is not queued."""
+        cur = self.conn.execute("UPDATE jobs SET priority = ?, updated = ? WHERE id = ? AND "
+                                "state = 'queued'", (priority, time.time(), job_id))
+        return cur.rowcount == 1
 
     def counts(self) -> dict[str, int]:
         """Number of jobs in each state."""

@@ -278,6 +278,7 @@ class Daemon(Intake, Scheduling, Supervision):
                     log.event("internal_error", logging.ERROR, path=item.path,
                               error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=-3))
                     self._refuse(item.path, "internal_error")
+        self._apply_commands(now)
         self._supervise(now)
         self._dispatch()
         self._report(now)

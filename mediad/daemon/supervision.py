@@ -107,6 +107,32 @@ class Supervision:
                 worker.signal(signal.SIGKILL)
                 worker.kill_deadline = None
 
+    def _apply_commands(self, now: float) -> None:
+        """What `mediad cancel` / `priority` (the command channel) asked, in order."""
+        for command in self.queue.pending_commands():
+            job = self.queue.get(command.job)
+            if job is None:
+                result = "no such job"
+            elif command.kind == "cancel":
+                result = self._cancel(job, now)
+            elif command.value is not None and self.queue.set_priority(job.id, command.value):
+                result = f"priority {command.value}"
+            else:
+                result = f"is {job.state}: only a queued job can be reordered"
+            self.queue.command_applied(command.id, result)
+            self._counts_dirty = True
+
+    def _cancel(self, job: Job, now: float) -> str:
+        if self.queue.cancel_queued(job.id):
+            log.event("job_cancelled", job=job.id, source=job.source, was="queued")
+            return "cancelled"
+        worker = self.workers.get(job.id)
+        if worker is not None:
+            if worker.killed_for is None:  # its engine unwinds: temporary output removed
+                self._terminate(worker, "cancel", now)
+            return "cancelling"
+        return f"is {job.state}: nothing to cancel"
+
     def _terminate(self, worker: Worker, why: str, now: float) -> None:
         worker.killed_for = why
         worker.kill_deadline = now + KILL_AFTER
@@ -129,6 +155,11 @@ class Supervision:
         watch = self._watch_for(job)
         elapsed = time.monotonic() - worker.started
         outcome = worker.outcome()
+        if not outcome.ok and worker.killed_for == "cancel":
+            remove_partials(Path(job.output))  # the source stays where it is: no disposition
+            self.queue.cancelled(job.id)
+            log.event("job_cancelled", job=job.id, source=job.source, was="running")
+            return
         if not outcome.ok and worker.killed_for == "shutdown":
             remove_partials(Path(job.output))
             self.queue.requeue(job.id)
