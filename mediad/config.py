@@ -141,12 +141,20 @@ class MetricsConfig(_Strict):
         return parse_listen(self.listen) if self.listen else None
 
 
+class ExecutorConfig(_Strict):
+    # Where jobs run: "local", warm worker processes on this machine (a cluster comes later)
+    kind: Literal["local"] = "local"
+    # Idle worker processes kept ready, the engine imported (each ~60-100 MB)
+    warm_workers: int = Field(default=1, ge=0, le=16)
+
+
 class Config(_Strict):
     """A validated mediad.toml."""
 
     daemon: DaemonSettings = DaemonSettings()
     watch: tuple[WatchConfig, ...] = Field(min_length=1)
     metrics: MetricsConfig = MetricsConfig()
+    executor: ExecutorConfig = ExecutorConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> Config:

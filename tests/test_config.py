@@ -197,3 +197,12 @@ def test_symlinks_are_resolved_for_recursive_watches_and_the_state_dir(tmp_path:
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "outlink").symlink_to("elsewhere")
     load_config(write(tmp_path, '[[watch]]\npath = "media/in"\noutput_dir = "outlink"\n'))
+
+
+def test_the_executor_is_named_in_the_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    assert (config.executor.kind, config.executor.warm_workers) == ("local", 1)
+    config = load_config(write(tmp_path, GOOD + '\n[executor]\nkind = "local"\nwarm_workers = 0\n'))
+    assert config.executor.warm_workers == 0
+    with pytest.raises(MediadError, match=r"executor\.kind"):
+        load_config(write(tmp_path, GOOD + '\n[executor]\nkind = "ray"\n'))

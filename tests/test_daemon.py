@@ -492,6 +492,8 @@ def test_bad_files_fail_with_reasons_good_ones_succeed(site: Site, tmp_path: Pat
     assert states["truncated.mkv"][0] == "failed"
     assert states["truncated.mkv"][1] in ("corrupt", "not_media")
     for name in ("empty.mkv", "truncated.mkv"):
+        # Dispositions run on their own thread: the job is recorded failed first, then moved
+        wait_for((failed_dir / f"{name}.error.json").exists, 10, f"{name}'s note")
         assert (failed_dir / name).exists()
         assert json.loads((failed_dir / f"{name}.error.json").read_text())["reason"] == states[name][1]
     # The good file: output committed, then the source moved to done_dir.

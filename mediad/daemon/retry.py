@@ -20,6 +20,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,8 @@ from mediad.errors import MediadError, Reason
 from mediad.fsutil import NO_HARD_LINK, fsync_dir
 
 NOTE_SUFFIX = ".error.json"
-SQLITE_MAX_INT = 2**63 - 1  # job ids are SQLite INTEGERs: no id is larger
+SQLITE_MAX_INT = 2**63 - 1
+DISPOSAL_WAIT = 10.0  # seconds to wait for a daemon still moving a just-failed source aside  # job ids are SQLite INTEGERs: no id is larger
 
 
 @dataclass(frozen=True)
@@ -225,8 +227,12 @@ class Retrier:
         if job.state != "failed":
             raise MediadError(f"job {job_id}: is {job.state}; only failed jobs can be retried",
                               reason=Reason.NOT_FAILED)
+        deadline = time.monotonic() + DISPOSAL_WAIT
+        while not job.disposed and self.daemon_running and time.monotonic() < deadline:
+            # It failed a moment ago and the daemon is moving its source aside right now
+            time.sleep(0.05)
+            job = self.queue.get(job_id) or job
         if not job.disposed and self.daemon_running:
-            # It failed a moment ago and the daemon is moving its source aside right now.
             raise MediadError(f"job {job_id}: its source is still being moved aside; try again",
                               reason=Reason.BUSY)
         watch = next((w for w in self.config.watch if str(w.path) == job.watch), None)

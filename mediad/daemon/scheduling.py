@@ -15,11 +15,12 @@ from mediad import log
 from mediad.config import Config, WatchConfig
 from mediad.daemon.background import Background
 from mediad.daemon.disposition import Disposed
+from mediad.daemon.executor import Executor
 from mediad.daemon.fingerprint import Identified
 from mediad.daemon.paths import (
     inspect_source,
 )
-from mediad.daemon.pool import Pool, Worker
+from mediad.daemon.pool import Worker
 from mediad.daemon.protocol import JobSpec, SourceCheck
 from mediad.daemon.queue import USER_RETRY, Job, Queue
 from mediad.daemon.settle import Settler
@@ -45,7 +46,7 @@ class Scheduling:
     hasher: Background[tuple[int, Path], Identified]
     disposer: Background[tuple[Job, WatchConfig | None], Disposed]
     workers: dict[int, Worker]
-    pool: Pool
+    executor: Executor
     nvenc_in_use: dict[int, int]
     devices: list[int]
     refused: set[tuple[str, str]]
@@ -124,8 +125,7 @@ class Scheduling:
             # The file the daemon checked: the worker opens it once and checks its descriptor
             source=SourceCheck(watch=job.watch, inode=job.inode, size=job.size,
                                allow_hard_links=watch.allow_hard_links if watch else False))
-        worker = self.pool.run(job.id, spec, slot.gpu, slot.nvenc_device)
-        self.pool.fill()  # the next job's process warms up while this one runs
+        worker = self.executor.run(job.id, spec, slot.gpu, slot.nvenc_device)
         self.workers[job.id] = worker
         self.sel.register(worker.fd, selectors.EVENT_READ, job.id)
         if slot.nvenc_device is not None:

@@ -22,12 +22,13 @@ from mediad.config import Config, WatchConfig, load_config
 from mediad.daemon import disposition
 from mediad.daemon.background import Background
 from mediad.daemon.disposition import Disposed
+from mediad.daemon.executor import make_executor
 from mediad.daemon.fingerprint import Identified, identify
 from mediad.daemon.intake import Intake
 from mediad.daemon.metrics import Metrics
 from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
-from mediad.daemon.pool import Pool, Worker
+from mediad.daemon.pool import Worker
 from mediad.daemon.queue import DB_NAME, Job, Queue
 from mediad.daemon.scheduling import Scheduling
 from mediad.daemon.settle import Settler
@@ -93,7 +94,8 @@ class Daemon(Intake, Scheduling, Supervision):
         self.disposer: Background[tuple[Job, WatchConfig | None], Disposed] = Background(
             disposition.dispose, self._wake, name="mediad-disposer")
         self.workers: dict[int, Worker] = {}
-        self.pool = Pool(warm=1)  # worker processes started ahead, the engine imported
+        # Where jobs run; the local one keeps worker processes started ahead, engine imported
+        self.executor = make_executor(config.executor.kind, config.executor.warm_workers)
         self.nvenc_in_use: dict[int, int] = {}
         self.devices = self._gpu_devices()
         self.refused: set[tuple[str, str]] = set()
@@ -185,7 +187,7 @@ class Daemon(Intake, Scheduling, Supervision):
 
     def _close(self) -> None:
         self.watcher.stop_all()
-        self.pool.close()
+        self.executor.close()
         self.hasher.stop()
         self.disposer.stop()
         self.metrics.stop()
@@ -214,7 +216,7 @@ class Daemon(Intake, Scheduling, Supervision):
         log.event("daemon_starting", pid=os.getpid(), config=self.config_path,
                   state_dir=self.state_dir, workers=self.config.daemon.workers,
                   nvenc_gpus=",".join(map(str, self.devices)) or "none")
-        self.pool.fill()
+        self.executor.prepare()
         self._start_watches()
         self._scan_all()
         self._refresh_counts()
@@ -335,6 +337,9 @@ class Daemon(Intake, Scheduling, Supervision):
             log.event("config_needs_restart", logging.WARNING, key="daemon.state_dir")
             new = new.model_copy(update={"daemon": new.daemon.model_copy(
                 update={"state_dir": old.daemon.state_dir})})
+        if new.executor != old.executor:  # the running one keeps its processes
+            log.event("config_needs_restart", logging.WARNING, key="executor")
+            new = new.model_copy(update={"executor": old.executor})
         if new.metrics.listen != old.metrics.listen:
             log.event("config_needs_restart", logging.WARNING, key="metrics.listen")
         log.setup(new.daemon.log_level)

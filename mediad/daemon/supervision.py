@@ -14,10 +14,11 @@ from mediad.config import Config, WatchConfig
 from mediad.daemon import disposition
 from mediad.daemon.background import Background
 from mediad.daemon.disposition import REWRITTEN, Disposed
+from mediad.daemon.executor import Executor
 from mediad.daemon.fingerprint import Identified
 from mediad.daemon.outcomes import Action, decide
 from mediad.daemon.partial import remove_partials
-from mediad.daemon.pool import Outcome, Pool, Worker
+from mediad.daemon.pool import Outcome, Worker
 from mediad.daemon.queue import Job, Queue
 from mediad.daemon.settle import Settler
 from mediad.daemon.watcher import Watcher
@@ -46,7 +47,7 @@ class Supervision:
     hasher: Background[tuple[int, Path], Identified]
     disposer: Background[tuple[Job, WatchConfig | None], Disposed]
     workers: dict[int, Worker]
-    pool: Pool
+    executor: Executor
     nvenc_in_use: dict[int, int]
     devices: list[int]
     refused: set[tuple[str, str]]
@@ -144,7 +145,7 @@ class Supervision:
         del self.workers[worker.job_id]
         if not worker.eof:
             self.sel.unregister(worker.fd)
-        self.pool.release(worker)
+        self.executor.release(worker)
         self._progress_written.pop(worker.job_id, None)
         if worker.nvenc_device is not None:
             self.nvenc_in_use[worker.nvenc_device] -= 1
