@@ -905,6 +905,24 @@ def test_a_state_dir_deleted_under_the_daemon_is_noticed(site: Site, small_video
     assert site.stop() == 0
 
 
+@contextlib.contextmanager
+def tmpfs(site: Site, folder: Path, size: str) -> Iterator[Path]:
+    """`folder` as a small tmpfs of its own (a disk that fills up, another filesystem), for
+    the test's daemon; skipped where mounting needs a root this is not. Unmounted after the
+    daemon is gone."""
+    folder.mkdir(exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield folder
+    finally:
+        if site.proc is not None and site.proc.poll() is None:
+            site.proc.kill()
+            site.proc.wait(timeout=10)
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
 def test_a_full_output_disk_is_waited_out_not_failed(site: Site, long_video: Path) -> None:
     """No space left on the output's disk is not the source's fault: the job waits (retried
     with backoff, the attempt not counted, however long it takes), the source stays where it
@@ -912,11 +930,7 @@ def test_a_full_output_disk_is_waited_out_not_failed(site: Site, long_video: Pat
     to failed_dir)."""
     site.watches[0].update(failed_dir="failed")
     site.daemon_settings.update(max_attempts=2)
-    site.out.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(site.out)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    try:
+    with tmpfs(site, site.out, "64k"):
         site.start()
         site.drop(long_video, "big.mkv")
         site.wait_log(r"event=job_retry job=1 .*reason=disk_full", count=3)
@@ -927,11 +941,6 @@ def test_a_full_output_disk_is_waited_out_not_failed(site: Site, long_video: Pat
         site.wait_jobs("done", 1, timeout=120)
         assert count_frames(site.out / "big.mp4") == 250
         assert site.stop() == 0
-    finally:
-        if site.proc is not None and site.proc.poll() is None:
-            site.proc.kill()
-            site.proc.wait(timeout=10)
-        subprocess.run(["umount", "-l", str(site.out)], capture_output=True)
 
 
 def test_a_move_cut_off_mid_copy_leaves_nothing_behind(site: Site, tmp_path: Path) -> None:
@@ -940,11 +949,7 @@ def test_a_move_cut_off_mid_copy_leaves_nothing_behind(site: Site, tmp_path: Pat
     it and moves the source again: one file in done_dir, whole, and none in the inbox."""
     site.watches[0].update(on_success="move", done_dir="done")
     done = site.root / "done"
-    done.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1g", "tmpfs", str(done)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    with tmpfs(site, done, "1g"):
         big = make_video(tmp_path / "big.mkv", seed=81)
         with open(big, "ab") as f:  # padding after the Matroska segment: a slow copy
             f.truncate(big.stat().st_size + (400 << 20))
@@ -963,11 +968,6 @@ def test_a_move_cut_off_mid_copy_leaves_nothing_behind(site: Site, tmp_path: Pat
         assert (done / "big.mkv").stat().st_size == size
         assert "event=partial_removed" in site.log()
         assert site.stop() == 0
-    finally:
-        if site.proc is not None and site.proc.poll() is None:
-            site.proc.kill()
-            site.proc.wait(timeout=10)
-        subprocess.run(["umount", "-l", str(done)], capture_output=True)
 
 
 def test_a_full_state_dir_refuses_files_until_space_returns(site: Site, tmp_path: Path) -> None:
@@ -975,11 +975,7 @@ def test_a_full_state_dir_refuses_files_until_space_returns(site: Site, tmp_path
     the daemon keeps running, and once there is room again they are queued without a
     restart."""
     state = site.root / "state"
-    state.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)],
-                      capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (needs root)")
-    try:
+    with tmpfs(site, state, "2m"):
         site.start()  # rescans 5 minutes apart: no rescan picks the files up
         filler = state / "filler"
         # The rest of the disk taken by something else
@@ -997,11 +993,6 @@ def test_a_full_state_dir_refuses_files_until_space_returns(site: Site, tmp_path
         site.wait_jobs("done", 20, timeout=120)
         assert sorted(p.name for p in site.outputs()) == sorted(f"v{i}.mp4" for i in range(20))
         assert site.stop() == 0
-    finally:
-        if site.proc is not None and site.proc.poll() is None:
-            site.proc.kill()
-            site.proc.wait(timeout=10)
-        subprocess.run(["umount", "-l", str(state)], capture_output=True)
 
 
 def mediad_cli(site: Site, *args: str) -> subprocess.CompletedProcess:

@@ -21,7 +21,7 @@ from mediad.daemon.paths import refusal, unique_destination
 from mediad.daemon.queue import Job
 from mediad.errors import Reason
 from mediad.fsutil import atomic_write_bytes
-from mediad.media.commit import pid_alive
+from mediad.media.commit import remove_dead_writers
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -41,15 +41,7 @@ def move_temp_prefix() -> str:
 def remove_stale_moves(folder: Path) -> list[Path]:
     """Remove copies left in `folder` by a mover killed mid-copy (kill -9, power cut): their
     writer is gone, and the source they were copied from is still in place, moved again."""
-    removed: list[Path] = []
-    with contextlib.suppress(OSError), os.scandir(folder) as entries:
-        for entry in entries:
-            m = _MOVE_TEMP.fullmatch(entry.name)
-            if m and not pid_alive(int(m.group(1))) and entry.is_file(follow_symlinks=False):
-                with contextlib.suppress(OSError):
-                    os.unlink(entry.path)
-                    removed.append(Path(entry.path))
-    return removed
+    return remove_dead_writers(folder, _MOVE_TEMP)
 
 
 def move_file(src: Path, folder: Path) -> Path:

@@ -9,13 +9,10 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mediad import log
-from mediad.config import Config, WatchConfig
+from mediad.config import WatchConfig
 from mediad.daemon import disposition
-from mediad.daemon.background import Background
-from mediad.daemon.disposition import Disposed
 from mediad.daemon.fingerprint import Fingerprint, Identified, job_key
 from mediad.daemon.paths import (
     output_candidates,
@@ -23,52 +20,19 @@ from mediad.daemon.paths import (
     relative_to_watch,
     wanted,
 )
-from mediad.daemon.pool import Worker
-from mediad.daemon.queue import Job, Queue
+from mediad.daemon.queue import Job
 from mediad.daemon.retry import NOTE_SUFFIX, read_note
-from mediad.daemon.settle import Settler
-from mediad.daemon.watcher import Watcher, scan
+from mediad.daemon.state import DaemonState
+from mediad.daemon.watcher import scan
 from mediad.errors import Reason
 from mediad.media.commit import job_of
-from mediad.profiles import Profile
-
-if TYPE_CHECKING:
-    import selectors
-
-    from mediad.daemon.metrics import Metrics
 
 WATCH_RETRY = 10.0        # seconds between attempts to start a watch whose folder is missing
 STATE_FULL_RETRY = 5.0    # seconds between tries to record files while the state disk is full
 
 
-class Intake:
+class Intake(DaemonState):
     """Intake (see the module)."""
-
-    # The daemon's state these methods share (set up by service.Daemon)
-    config: Config
-    queue: Queue
-    metrics: Metrics
-    settler: Settler
-    watcher: Watcher
-    hasher: Background[tuple[int, Path], Identified]
-    disposer: Background[tuple[Job, WatchConfig | None], Disposed]
-    workers: dict[int, Worker]
-    nvenc_in_use: dict[int, int]
-    devices: list[int]
-    refused: set[tuple[str, str]]
-    stop_requests: int
-    next_rescan: float
-    next_watch_retry: float
-    unrecorded: dict[tuple[int, Path], Identified]
-    next_unrecorded: float
-    state_full: bool
-    sel: selectors.DefaultSelector
-    _progress_written: dict[int, float]
-    _space_waits: dict[int, int]
-    _counts_dirty: bool
-
-    def _watch_for(self, job: Job) -> WatchConfig | None: ...
-    def _profile_for(self, job: Job) -> Profile: ...
 
     def _start_watches(self) -> None:
         self.next_watch_retry = time.monotonic() + WATCH_RETRY

@@ -7,28 +7,16 @@ a `kill -9` of the daemon taking its workers along) can leave one behind.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from pathlib import Path
 
 from mediad import log
-from mediad.media.commit import pid_alive, temp_writer_pid
+from mediad.media.commit import remove_dead_writers, temp_name
 
 
 def remove_partials(output: Path) -> list[Path]:
     """Remove temporary files of `output` whose writer process is gone; return what was removed."""
-    removed = []
-    try:
-        entries = list(os.scandir(output.parent))
-    except OSError:
-        return removed
-    for entry in entries:
-        pid = temp_writer_pid(output, entry.name)
-        if pid is None or pid_alive(pid) or not entry.is_file(follow_symlinks=False):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(entry.path)
-            removed.append(Path(entry.path))
-            log.event("partial_removed", logging.WARNING, path=entry.path)
+    removed = remove_dead_writers(output.parent, temp_name(output))
+    for path in removed:
+        log.event("partial_removed", logging.WARNING, path=path)
     return removed

@@ -9,60 +9,22 @@ import selectors
 import time
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mediad import log
-from mediad.config import Config, WatchConfig
-from mediad.daemon.background import Background
-from mediad.daemon.disposition import Disposed
-from mediad.daemon.executor import Executor
-from mediad.daemon.fingerprint import Identified
+from mediad.config import WatchConfig
 from mediad.daemon.paths import (
     inspect_source,
 )
-from mediad.daemon.pool import Worker
 from mediad.daemon.protocol import JobSpec, SourceCheck
-from mediad.daemon.queue import USER_RETRY, Job, Queue
-from mediad.daemon.settle import Settler
+from mediad.daemon.queue import USER_RETRY, Job
 from mediad.daemon.slots import choose_gpu
-from mediad.daemon.watcher import Watcher
+from mediad.daemon.state import DaemonState
 from mediad.errors import MediadError, Reason
 from mediad.media.commit import job_of
-from mediad.profiles import Profile
-
-if TYPE_CHECKING:
-    from mediad.daemon.metrics import Metrics
 
 
-class Scheduling:
+class Scheduling(DaemonState):
     """Scheduling (see the module)."""
-
-    # The daemon's state these methods share (set up by service.Daemon)
-    config: Config
-    queue: Queue
-    metrics: Metrics
-    settler: Settler
-    watcher: Watcher
-    hasher: Background[tuple[int, Path], Identified]
-    disposer: Background[tuple[Job, WatchConfig | None], Disposed]
-    workers: dict[int, Worker]
-    executor: Executor
-    nvenc_in_use: dict[int, int]
-    devices: list[int]
-    refused: set[tuple[str, str]]
-    stop_requests: int
-    next_rescan: float
-    next_watch_retry: float
-    unrecorded: dict[tuple[int, Path], Identified]
-    next_unrecorded: float
-    state_full: bool
-    sel: selectors.DefaultSelector
-    _progress_written: dict[int, float]
-    _space_waits: dict[int, int]
-    _counts_dirty: bool
-
-    def _watch_for(self, job: Job) -> WatchConfig | None: ...
-    def _profile_for(self, job: Job) -> Profile: ...
 
     def _dispatch(self) -> None:
         if self.stop_requests:

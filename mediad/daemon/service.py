@@ -36,7 +36,6 @@ from mediad.daemon.status import PID_FILE
 from mediad.daemon.supervision import Supervision
 from mediad.daemon.watcher import Watcher
 from mediad.errors import MediadError, Reason
-from mediad.profiles import Profile, load_profile
 
 
 def _disk_full(e: sqlite3.OperationalError) -> bool:
@@ -294,17 +293,6 @@ class Daemon(Intake, Scheduling, Supervision):
         if ping is not None:
             timeout = min(timeout, max(0.0, ping - time.monotonic()))
         return timeout
-
-    # ----- dispatch -------------------------------------------------------------------------
-
-    def _watch_for(self, job: Job) -> WatchConfig | None:
-        return next((w for w in self.config.watch if str(w.path) == job.watch), None)
-
-    def _profile_for(self, job: Job) -> Profile:
-        for w in self.config.watch:
-            if w.profile == job.profile:
-                return w.loaded_profile
-        return load_profile(job.profile)  # its watch was removed by a reload: load it afresh
 
     # ----- stop and reload ------------------------------------------------------------------
 

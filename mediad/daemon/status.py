@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 from mediad.config import Config, default_config_path, load_config
-from mediad.daemon.partial import pid_alive
 from mediad.daemon.queue import DB_NAME, STATES, connect, counts, recent
 from mediad.errors import MediadError, Reason
 from mediad.log import printable
+from mediad.media.commit import pid_alive
 
 PID_FILE = "mediad.pid"
 

@@ -7,63 +7,25 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from mediad import log
-from mediad.config import Config, WatchConfig
+from mediad.config import WatchConfig
 from mediad.daemon import disposition
-from mediad.daemon.background import Background
-from mediad.daemon.disposition import REWRITTEN, Disposed
-from mediad.daemon.executor import Executor
-from mediad.daemon.fingerprint import Identified
+from mediad.daemon.disposition import REWRITTEN
 from mediad.daemon.outcomes import Action, decide
 from mediad.daemon.partial import remove_partials
 from mediad.daemon.pool import Outcome, Worker
-from mediad.daemon.queue import Job, Queue
-from mediad.daemon.settle import Settler
-from mediad.daemon.watcher import Watcher
+from mediad.daemon.queue import Job
+from mediad.daemon.state import DaemonState
 from mediad.errors import Reason
 from mediad.media.commit import job_of
-from mediad.profiles import Profile
-
-if TYPE_CHECKING:
-    import selectors
-
-    from mediad.daemon.metrics import Metrics
 
 KILL_AFTER = 5.0          # seconds between SIGTERM and SIGKILL for a worker we stop
 PROGRESS_WRITE_EVERY = 1.0  # seconds between progress rows written per job
 
 
-class Supervision:
+class Supervision(DaemonState):
     """Supervision (see the module)."""
-
-    # The daemon's state these methods share (set up by service.Daemon)
-    config: Config
-    queue: Queue
-    metrics: Metrics
-    settler: Settler
-    watcher: Watcher
-    hasher: Background[tuple[int, Path], Identified]
-    disposer: Background[tuple[Job, WatchConfig | None], Disposed]
-    workers: dict[int, Worker]
-    executor: Executor
-    nvenc_in_use: dict[int, int]
-    devices: list[int]
-    refused: set[tuple[str, str]]
-    stop_requests: int
-    next_rescan: float
-    next_watch_retry: float
-    unrecorded: dict[tuple[int, Path], Identified]
-    next_unrecorded: float
-    state_full: bool
-    sel: selectors.DefaultSelector
-    _progress_written: dict[int, float]
-    _space_waits: dict[int, int]
-    _counts_dirty: bool
-
-    def _watch_for(self, job: Job) -> WatchConfig | None: ...
-    def _profile_for(self, job: Job) -> Profile: ...
 
     def _read_worker(self, worker: Worker | None) -> None:
         if worker is None:

@@ -98,7 +98,7 @@ def run(spec: JobSpec, channel: Channel) -> int:
                        no_nvenc=spec.no_nvenc, overwrite=False, on_progress=channel.progress,
                        job_key=spec.job_key)
     channel.flush()
-    channel.emit(Done(report=json.loads(json.dumps(report.to_dict(), default=str))))
+    channel.emit(Done(report=report.to_dict()))  # its paths are written as strings by line()
     return 0
 
 

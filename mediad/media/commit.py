@@ -43,11 +43,35 @@ def temp_path_for(dest: Path) -> Path:
     return dest.with_name(f".{dest.stem}.{os.getpid()}-{secrets.token_hex(4)}.part{dest.suffix}")
 
 
-def temp_writer_pid(dest: Path, name: str) -> int | None:
-    """The writer's pid if `name` is one of `temp_path_for(dest)`'s names, else None."""
-    m = re.fullmatch(rf"\.{re.escape(dest.stem)}\.(\d+)-[0-9a-f]{{8}}\.part{re.escape(dest.suffix)}",
-                     name)
-    return int(m.group(1)) if m else None
+def temp_name(dest: Path) -> re.Pattern[str]:
+    """What `temp_path_for(dest)`'s names look like; group 1: the writer's pid."""
+    return re.compile(rf"\.{re.escape(dest.stem)}\.(\d+)-[0-9a-f]{{8}}\.part{re.escape(dest.suffix)}")
+
+
+def remove_dead_writers(folder: Path, name: re.Pattern[str], *, dirs: bool = False) -> list[Path]:
+    """Remove the files (or, `dirs`, folders) in `folder` whose names match `name`, its first
+    group the writer's pid, when that writer is gone: only a SIGKILL (or a power cut) leaves
+    one behind. Returns what was removed."""
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = name.fullmatch(entry.name)
+        kind_ok = entry.is_dir(follow_symlinks=False) if dirs else \
+            entry.is_file(follow_symlinks=False)
+        if m is None or pid_alive(int(m.group(1))) or not kind_ok:
+            continue
+        try:
+            if dirs:
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:  # gone meanwhile, or not ours to remove
+            continue
+        removed.append(Path(entry.path))
+    return removed
 
 
 def commit(tmp: Path, dest: Path, overwrite: bool) -> None:
@@ -91,21 +115,9 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale_sets(dest: Path) -> list[Path]:
-    """Remove hidden set folders of `dest` (`temp_dir_for`'s) whose writer process is gone: a
-    SIGKILL mid-run is the only way one stays behind. Returns what was removed."""
-    pattern = re.compile(rf"\.{re.escape(dest.name)}\.(\d+)-[0-9a-f]{{8}}\.part")
-    removed = []
-    try:
-        entries = list(os.scandir(dest.parent))
-    except OSError:
-        return removed
-    for entry in entries:
-        m = pattern.fullmatch(entry.name)
-        if m is None or pid_alive(int(m.group(1))) or not entry.is_dir(follow_symlinks=False):
-            continue
-        shutil.rmtree(entry.path, ignore_errors=True)
-        removed.append(Path(entry.path))
-    return removed
+    """Remove hidden set folders of `dest` (`temp_dir_for`'s) whose writer process is gone."""
+    name = re.compile(rf"\.{re.escape(dest.name)}\.(\d+)-[0-9a-f]{{8}}\.part")
+    return remove_dead_writers(dest.parent, name, dirs=True)
 
 
 def commit_folder(tmp: Path, dest: Path, overwrite: bool) -> None:

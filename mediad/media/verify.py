@@ -44,6 +44,13 @@ class OutputInfo:
         return asdict(self)
 
 
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(read_path(path))
+    except OSError:
+        return None
+
+
 @dataclass(frozen=True)
 class SourceStamp:
     """Identity, size and modification time of a source, to tell that it grew during a job."""
@@ -58,10 +65,11 @@ class SourceStamp:
     @classmethod
     def of(cls, path: Path) -> SourceStamp | None:
         """The stamp now; None when the file cannot be read (it failed elsewhere then)."""
-        try:
-            st = os.stat(read_path(path))
-        except OSError:
-            return None
+        st = _stat(path)
+        return cls._of(st) if st is not None else None
+
+    @classmethod
+    def _of(cls, st: os.stat_result) -> SourceStamp:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
     def changed(self, path: Path) -> MediadError | None:
@@ -70,13 +78,13 @@ class SourceStamp:
         Another file renamed over the name is not this: the job read the file it opened, and
         the new one is a job of its own (the daemon's disposition leaves it alone).
         """
-        try:  # read through a pinned descriptor: the file the job opened, even once renamed over
-            if os.stat(read_path(path)).st_nlink == 0:
-                return None  # its name went to another file (its ctime moved with the unlink)
-        except OSError:
+        st = _stat(path)
+        # Read through a pinned descriptor it is the file the job opened even once renamed
+        # over: unlinked (nlink 0), its ctime moved with the unlink, not with a write.
+        if st is None or st.st_nlink == 0:
             return None
-        now = SourceStamp.of(path)
-        if now is None or now == self or (now.dev, now.ino) != (self.dev, self.ino):
+        now = SourceStamp._of(st)
+        if now == self or (now.dev, now.ino) != (self.dev, self.ino):
             return None
         what = (f"grew from {self.size} to {now.size} bytes" if now.size > self.size
                 else f"changed ({self.size} -> {now.size} bytes)" if now.size != self.size
