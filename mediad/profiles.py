@@ -497,6 +497,12 @@ class Profile(_Strict):
         """File extension of the output container."""
         return self.container
 
+    @property
+    def output_suffix(self) -> str:
+        """What follows the source's stem in the default output name: the container's extension
+        for a file (`talk.mp4`), the profile's name for a ladder's folder (`talk.hls/`)."""
+        return (self.name or "custom") if self.is_ladder else self.extension
+
 
 def validation_errors(err: ValidationError, source: str) -> list[str]:
     """One line per error, 'SOURCE: key.path: reason' (profiles and the daemon config)."""

@@ -3,10 +3,12 @@ or of a folder holding an output set)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 from mediad.errors import MediadError, Reason
@@ -15,6 +17,8 @@ from mediad.fsutil import NO_HARD_LINK, exchange, fsync_dir, rename_no_replace
 # The job an output file was committed for, in the file's extended attributes: kept through the
 # link/rename of the commit, beside the file's bytes (which stay exactly what was verified).
 JOB_XATTR = "user.mediad.job"
+# An output set's own record, in the set: its job key, tracks and files (media.ladder_job).
+RECORD = "mediad.json"
 
 
 def mark_job(path: Path, key: str) -> bool:
@@ -33,6 +37,59 @@ def job_of(path: Path) -> str | None:
         return os.getxattr(path, JOB_XATTR, follow_symlinks=False).decode("ascii", "replace")
     except OSError:
         return None
+
+
+def set_record(folder: Path) -> dict | None:
+    """The record of a committed set; None when `folder` is not one."""
+    try:
+        record = json.loads((folder / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def committed_key(folder: Path) -> str | None:
+    """The job key of a committed set that is still whole (every file it lists there, at its
+    size); None when `folder` is not one, or a file went missing or changed since."""
+    record = set_record(folder)
+    if record is None:
+        return None
+    tracks = record.get("tracks", [])
+    files = [(folder / name, None) for t in tracks for name in t.get("files", [])]
+    files += [(Path(f["path"]), f.get("size")) for f in record.get("files", [])]
+    for path, size in files:
+        try:
+            if size is not None and path.stat().st_size != size or not path.is_file():
+                return None
+        except OSError:
+            return None
+    return record.get("job")
+
+
+def committed_job(path: Path) -> str | None:
+    """The key of the job that committed the output at `path`: a file's mark (job_of), or a
+    whole set's record (committed_key); None for anything else, a link included."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISDIR(mode):
+        return committed_key(path)
+    return job_of(path) if stat.S_ISREG(mode) else None
+
+
+def remove_output(path: Path) -> None:
+    """Remove a committed output. A set is first renamed to a hidden temporary name, so no one
+    sees it half removed; cut off midway, what is left is a stale set remove_stale_sets clears."""
+    if not path.is_dir() or path.is_symlink():
+        path.unlink(missing_ok=True)
+        return
+    hidden = temp_dir_for(path)
+    try:
+        os.rename(path, hidden)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(hidden)
 
 
 def temp_path_for(dest: Path) -> Path:

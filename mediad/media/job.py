@@ -101,8 +101,8 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     the output as its own instead of writing a second one.
     """
     if profile.is_ladder:
-        raise MediadError(f"profile {profile.name} makes a ladder (a folder of renditions): "
-                          "run it with `mediad transcode`; the daemon does not run ladders yet",
+        raise MediadError(f"profile {profile.name} makes a ladder (a folder of renditions), "
+                          "not one file: it runs through ladder_job.transcode_ladder",
                           reason=Reason.UNSUPPORTED)
     started = time.monotonic()
     output = output or default_output(input_path, profile)

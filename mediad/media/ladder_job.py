@@ -20,7 +20,14 @@ from pathlib import Path
 from mediad import __version__, log
 from mediad.errors import MediadError, Reason, io_error
 from mediad.fsutil import atomic_write_bytes
-from mediad.media.commit import commit_folder, remove_stale_sets, temp_dir_for
+from mediad.media.commit import (
+    RECORD,
+    commit_folder,
+    committed_key,
+    remove_stale_sets,
+    set_record,
+    temp_dir_for,
+)
 from mediad.media.ladder import LadderResult, run_ladder
 from mediad.media.ladder_plan import LadderPlan, plan_ladder
 from mediad.media.packaging import SegmentedTrack, check_segments, finish_dash, finish_hls
@@ -31,7 +38,6 @@ from mediad.media.verify import OutputInfo, SourceStamp, verify_output
 from mediad.media.video_sink import EncoderRefused
 from mediad.profiles import Profile
 
-RECORD = "mediad.json"  # the set's own record: job key, tracks, files
 # Rendition and source durations may differ by a frame or two at each end.
 _DURATION_TOLERANCE_S = 0.25
 
@@ -93,44 +99,18 @@ def format_ladder_report(report: LadderReport) -> str:
 
 def default_folder(input_path: Path, profile: Profile) -> Path:
     """`<stem>.<profile>/` beside the input."""
-    return input_path.with_name(f"{input_path.stem}.{profile.name or 'custom'}")
+    return input_path.with_name(f"{input_path.stem}.{profile.output_suffix}")
 
 
-def job_key(input_path: Path, stamp: SourceStamp | None, profile: Profile) -> str:
-    """What makes two runs the same job: the source (path, size, mtime) and the profile."""
+def run_key(input_path: Path, stamp: SourceStamp | None, profile: Profile) -> str:
+    """What makes two runs of `mediad transcode` the same job: the source (path, size, mtime)
+    and the profile."""
     h = hashlib.sha256()
     h.update(os.fsencode(os.path.realpath(input_path)))
     if stamp is not None:
         h.update(f"{stamp.size}:{stamp.mtime_ns}".encode())
     h.update(profile.model_dump_json().encode())
     return h.hexdigest()[:32]
-
-
-def _record(folder: Path) -> dict | None:
-    """The record of a committed set; None when `folder` is not one."""
-    try:
-        record = json.loads((folder / RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def committed_key(folder: Path) -> str | None:
-    """The job key of a committed set that is still whole (every file it lists there, at its
-    size); None when `folder` is not one, or a file went missing or changed since."""
-    record = _record(folder)
-    if record is None:
-        return None
-    tracks = record.get("tracks", [])
-    files = [(folder / name, None) for t in tracks for name in t.get("files", [])]
-    files += [(Path(f["path"]), f.get("size")) for f in record.get("files", [])]
-    for path, size in files:
-        try:
-            if size is not None and path.stat().st_size != size or not path.is_file():
-                return None
-        except OSError:
-            return None
-    return record.get("job")
 
 
 def _check_folder(input_path: Path, folder: Path, overwrite: bool) -> None:
@@ -147,7 +127,7 @@ def _check_folder(input_path: Path, folder: Path, overwrite: bool) -> None:
     if folder.exists() and not overwrite:
         raise MediadError(f"{folder}: already exists (use --overwrite to replace it)",
                           reason=Reason.OUTPUT_EXISTS)
-    if folder.exists() and _record(folder) is None:
+    if folder.exists() and set_record(folder) is None:
         # --overwrite replaces a set mediad wrote, never a folder of the user's own
         raise MediadError(f"{folder}: exists and is not a set mediad wrote (no {RECORD}): "
                           "refusing to replace it, even with --overwrite", reason=Reason.OUTPUT_EXISTS)
@@ -230,32 +210,44 @@ def plan_ladder_job(input_path: Path, profile: Profile, output: Path | None = No
 
 
 def transcode_ladder(input_path: Path, profile: Profile, output: Path | None = None, *,
-                     gpu: str = "auto", overwrite: bool = False,
-                     on_progress: ProgressCallback | None = None) -> LadderReport:
-    """Encode every rendition of `profile` from one decode; the set appears only complete."""
+                     gpu: str = "auto", no_nvenc: str | None = None, overwrite: bool = False,
+                     on_progress: ProgressCallback | None = None,
+                     job_key: str | None = None) -> LadderReport:
+    """Encode every rendition of `profile` from one decode; the set appears only complete.
+
+    `no_nvenc` and `job_key` are the daemon's, as for `job.transcode`: its NVENC budget, and
+    the key recorded in the set (instead of `run_key`'s) by which a run of the same job after
+    a crash knows the committed set as its own.
+    """
     from mediad.media.job import machine_capabilities
 
     started = time.monotonic()
     # Absolute, not resolved: `-o .` names the current folder, and a link is refused as one.
     folder = Path(os.path.abspath(output or default_folder(input_path, profile)))
     stamp = SourceStamp.of(input_path)
-    key = job_key(input_path, stamp, profile)
-    if not overwrite and committed_key(folder) == key:  # this very job, whole: nothing to redo
-        info = probe(input_path)
-        caps, why = machine_capabilities(gpu)
-        plan = plan_ladder(info, profile, caps, folder, why, gpu_allowed=gpu != "none")
-        record = json.loads((folder / RECORD).read_text())
-        tracks = [SegmentedTrack(**t) for t in record["tracks"]]
-        files = [OutputInfo(**f) for f in record.get("files", [])]
-        log.event("already_committed", input=str(input_path), output=str(folder))
-        return LadderReport(info, plan, str(folder), tracks, time.monotonic() - started, 0,
-                            record.get("warnings", []), already_done=True, files=files)
-    _check_folder(input_path, folder, overwrite)
+    key = job_key if job_key is not None else run_key(input_path, stamp, profile)
+    done = not overwrite and committed_key(folder) == key  # this very job, whole: not redone
+    if not done:
+        _check_folder(input_path, folder, overwrite)
     info = probe(input_path)
-    caps, why = machine_capabilities(gpu)
+    caps, why = machine_capabilities(gpu, no_nvenc)
     plan = plan_ladder(info, profile, caps, folder, why, gpu_allowed=gpu != "none")
+    if done:
+        return _already_done(input_path, info, plan, started)
     return commit_ladder(input_path, info, plan, key, started, stamp=stamp, overwrite=overwrite,
                          on_progress=on_progress, profile_name=profile.name)
+
+
+def _already_done(input_path: Path, info: MediaInfo, plan: LadderPlan,
+                  started: float) -> LadderReport:
+    """The report of a set this very job committed before, read from its record."""
+    folder = Path(plan.output)
+    record = set_record(folder) or {}
+    tracks = [SegmentedTrack(**t) for t in record.get("tracks", [])]
+    files = [OutputInfo(**f) for f in record.get("files", [])]
+    log.event("already_committed", input=str(input_path), output=str(folder))
+    return LadderReport(info, plan, str(folder), tracks, time.monotonic() - started, 0,
+                        record.get("warnings", []), already_done=True, files=files)
 
 
 def _run_with_fallbacks(plan: LadderPlan, tmp: Path, on_progress: ProgressCallback | None,
