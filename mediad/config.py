@@ -104,9 +104,9 @@ class WatchConfig(_Strict):
             profile = load_profile(v)
         except MediadError as e:
             raise ValueError(str(e)) from None
-        if profile.is_ladder:  # its output is a folder: the daemon's commit and names are files'
-            raise ValueError(f"profile {profile.name} makes a ladder (a folder): the daemon "
-                             "does not run ladders yet (use `mediad transcode`)")
+        if profile.is_ladder and "%" in profile.output_suffix:
+            raise ValueError(f"profile {profile.name}: a ladder's folder is named after its "
+                             "profile, and FFmpeg's segmenters read a '%' in a path as a pattern")
         # Handed on to model_post_init through the validation context: read and validated once.
         if isinstance(info.context, dict):
             info.context.setdefault(_LOADED_PROFILES, {})[v] = profile
@@ -174,6 +174,10 @@ class Config(_Strict):
                     if target is not None and _inside(target, other.path, other.recursive):
                         raise ValueError(f"watch.{i}.{name}: {target} is inside the watched "
                                          f"folder {other.path}")
+            if w.loaded_profile.is_ladder and "%" in str(w.output_dir):
+                raise ValueError(f"watch.{i}.output_dir: {w.output_dir}: a ladder's folders "
+                                 "go here, and FFmpeg's segmenters read a '%' in a path as a "
+                                 "pattern")
             if _inside(self.daemon.state_dir, w.path, w.recursive):
                 raise ValueError(f"daemon.state_dir: {self.daemon.state_dir} is inside the "
                                  f"watched folder {w.path}")

@@ -206,3 +206,19 @@ def test_the_executor_is_named_in_the_config(tmp_path: Path) -> None:
     assert config.executor.warm_workers == 0
     with pytest.raises(MediadError, match=r"executor\.kind"):
         load_config(write(tmp_path, GOOD + '\n[executor]\nkind = "ray"\n'))
+
+
+def test_a_watch_may_run_a_ladder_profile(tmp_path: Path) -> None:
+    """A ladder (HLS, DASH, a file per rendition) makes a folder per source: the daemon runs it."""
+    text = ('[[watch]]\npath = "in"\nprofile = "hls"\noutput_dir = "out"\n'
+            '[[watch]]\npath = "in2"\nprofile = "dash"\noutput_dir = "out"\n')
+    config = load_config(write(tmp_path, text))
+    assert [w.loaded_profile.is_ladder for w in config.watch] == [True, True]
+    assert [w.loaded_profile.output_suffix for w in config.watch] == ["hls", "dash"]
+    # FFmpeg's segmenters read a '%' in a path as a pattern: refused where the config says it.
+    with pytest.raises(MediadError, match=r"watch\.0\.output_dir: .*100%: a ladder's folders go"):
+        load_config(write(tmp_path, '[[watch]]\npath = "in"\nprofile = "hls"\noutput_dir = "100%"\n'))
+    (tmp_path / "50%.toml").write_text('container = "hls"\n')
+    with pytest.raises(MediadError, match=r"watch\.0\.profile: profile 50%: a ladder's folder"):
+        load_config(write(tmp_path, '[[watch]]\npath = "in"\nprofile = "50%.toml"\noutput_dir = "o"\n'))
+    load_config(write(tmp_path, '[[watch]]\npath = "in"\nprofile = "h264"\noutput_dir = "100%"\n'))

@@ -20,7 +20,7 @@ from mediad.daemon.fingerprint import fingerprint, job_key
 from mediad.daemon.metrics import GpuCollector
 from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
-from mediad.daemon.paths import output_candidates, refusal, safe_component, wanted
+from mediad.daemon.paths import enclosing_set, output_candidates, refusal, safe_component, wanted
 from mediad.daemon.queue import USER_RETRY, Queue
 from mediad.daemon.retry import Requeued, retry
 from mediad.daemon.settle import Settler, writer_state
@@ -28,7 +28,15 @@ from mediad.daemon.slots import Slot, choose_gpu
 from mediad.daemon.status import status_report
 from mediad.errors import MediadError
 from mediad.gpu import DeviceTelemetry
-from mediad.media.commit import temp_path_for
+from mediad.media.commit import (
+    RECORD,
+    committed_job,
+    mark_job,
+    remove_output,
+    temp_dir_for,
+    temp_path_for,
+)
+from mediad.media.ladder_job import default_folder
 from mediad.profiles import Profile
 
 
@@ -94,12 +102,54 @@ def test_safe_component(name: str, safe: str) -> None:
 def test_output_paths_stay_under_output_dir(tmp_path: Path) -> None:
     w = watch(tmp_path, recursive=True)
     inbox, out = tmp_path / "in", tmp_path / "out"
-    first, second = output_candidates(w, inbox / "..hidden" / "-x\n.mkv", "mp4")[:2]
+    mp4 = Profile.model_validate({"container": "mp4"})
+    first, second = output_candidates(w, inbox / "..hidden" / "-x\n.mkv", mp4)[:2]
     assert first == out / "hidden" / "x_.mp4" and second == out / "hidden" / "x_-2.mp4"
     # Sub-folders are mirrored; a path that leads out of the watch lands flat in output_dir.
-    assert output_candidates(w, inbox / "a" / "b" / "c.mkv", "mp4")[:2] == [
+    assert output_candidates(w, inbox / "a" / "b" / "c.mkv", mp4)[:2] == [
         out / "a" / "b" / "c.mp4", out / "a" / "b" / "c-2.mp4"]
-    assert output_candidates(w, inbox / "a" / ".." / ".." / "up.mkv", "mp4")[0] == out / "up.mp4"
+    assert output_candidates(w, inbox / "a" / ".." / ".." / "up.mkv", mp4)[0] == out / "up.mp4"
+
+
+def test_a_ladder_output_is_a_folder_named_after_the_profile(tmp_path: Path) -> None:
+    """`<stem>.<profile>/` as `mediad transcode` names it, then `<stem>-2.<profile>/`...; a '%'
+    (a pattern to FFmpeg's segmenters) is made safe in a ladder's path, kept in a file's."""
+    w = watch(tmp_path, recursive=True)
+    inbox, out = tmp_path / "in", tmp_path / "out"
+    hls = Profile.model_validate({"container": "hls", "name": "small.hls"})
+    assert output_candidates(w, inbox / "talk.mp4", hls)[:3] == [
+        out / "talk.small.hls", out / "talk-2.small.hls", out / "talk-3.small.hls"]
+    assert default_folder(inbox / "talk.mp4", hls).name == "talk.small.hls"
+    assert output_candidates(w, inbox / "50%" / "100%.mkv", hls)[0] == out / "50_" / "100_.small.hls"
+    mp4 = Profile.model_validate({"container": "mp4"})
+    assert output_candidates(w, inbox / "50%" / "100%.mkv", mp4)[0] == out / "50%" / "100%.mp4"
+
+
+def test_committed_outputs_are_known_by_their_job_key(tmp_path: Path) -> None:
+    """A file by its extended attribute, a set by its record (while it is whole); a link or a
+    folder of the user's own is no job's."""
+    done = tmp_path / "a.mp4"
+    done.write_bytes(b"video")
+    if not mark_job(done, "k1"):
+        pytest.skip("no user extended attributes on this filesystem")
+    assert committed_job(done) == "k1"
+    folder = tmp_path / "a.hls"
+    (folder / "90p").mkdir(parents=True)
+    (folder / "90p" / "seg0.m4s").write_bytes(b"seg")
+    assert committed_job(folder) is None  # the user's own folder: no record
+    record = {"job": "k2", "tracks": [{"files": ["90p/seg0.m4s"]}], "files": []}
+    (folder / RECORD).write_text(json.dumps(record))
+    assert committed_job(folder) == "k2"
+    (tmp_path / "link.hls").symlink_to(folder)
+    assert committed_job(tmp_path / "link.hls") is None
+    # An output a recursive watch would mirror into the set's folder is refused.
+    assert enclosing_set(tmp_path, folder / "sub" / "b.hls") == folder
+    assert enclosing_set(tmp_path, tmp_path / "sub" / "b.hls") is None
+    (folder / "90p" / "seg0.m4s").unlink()  # no longer whole: no longer the job's
+    assert committed_job(folder) is None
+    remove_output(folder)
+    remove_output(done)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.hls"]
 
 
 def test_fingerprint_identity(tmp_path: Path) -> None:
@@ -224,6 +274,21 @@ def test_remove_partials_only_touches_dead_writers_of_that_output(tmp_path: Path
         p.write_bytes(b"x")
     assert remove_partials(out) == [dead]
     assert mine.exists() and other.exists()
+
+
+def test_remove_partials_removes_a_killed_ladders_hidden_set(tmp_path: Path) -> None:
+    out = tmp_path / "talk.hls"
+    child = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from mediad.media.commit import temp_dir_for; print(temp_dir_for(Path(sys.argv[1])))",
+         str(out)], capture_output=True, text=True, check=True, timeout=60)
+    dead = Path(child.stdout.strip())
+    mine = temp_dir_for(out)  # this live process's
+    for folder in (dead, mine):
+        (folder / "720p").mkdir(parents=True)
+        (folder / "720p" / "seg00000.m4s").write_bytes(b"x")
+    assert remove_partials(out) == [dead]
+    assert not dead.exists() and mine.exists()
 
 
 def test_status_without_a_database(tmp_path: Path) -> None:

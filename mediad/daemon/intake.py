@@ -24,8 +24,9 @@ from mediad.daemon.queue import Job
 from mediad.daemon.retry import NOTE_SUFFIX, read_note
 from mediad.daemon.state import DaemonState
 from mediad.daemon.watcher import scan
-from mediad.errors import Reason
-from mediad.media.commit import job_of
+from mediad.errors import MediadError, Reason
+from mediad.media.commit import committed_job
+from mediad.profiles import Profile
 
 WATCH_RETRY = 10.0        # seconds between attempts to start a watch whose folder is missing
 STATE_FULL_RETRY = 5.0    # seconds between tries to record files while the state disk is full
@@ -153,7 +154,7 @@ class Intake(DaemonState):
             return
         if not self._supersede(index, path):
             return
-        output = self._free_output(watch, path, watch.loaded_profile.extension, key)
+        output = self._free_output(watch, path, watch.loaded_profile, key)
         if output is None:
             self._refuse(path, "no_output_name")
             return
@@ -215,11 +216,14 @@ class Intake(DaemonState):
                     return False
         if refusal(watch, path) is not None:  # the scan path comes here without intake's check
             return False
+        try:
+            profile = self._profile_for(job)
+        except MediadError:  # its profile file is gone: the job fails when its turn comes
+            return False
         output = Path(job.output)
-        extension = output.suffix.lstrip(".")
-        if output not in output_candidates(watch, path, extension):
+        if output not in output_candidates(watch, path, profile):
             # Named after the old name: reserve one after the new name.
-            output = self._free_output(watch, path, extension) or output
+            output = self._free_output(watch, path, profile) or output
         # Same key, so same content digest; the stat is the file's at its new path.
         fp = Fingerprint(st.st_size, st.st_mtime_ns, st.st_ino, job.digest)
         if not self.queue.follow(job.id, source=path, watch=watch.path, output=output, fp=fp):
@@ -246,11 +250,12 @@ class Intake(DaemonState):
         a move to another filesystem copies), then mark it done with (here, when it is)."""
         self.disposer.submit(job.id, (job, watch))
 
-    def _free_output(self, watch: WatchConfig, source: Path, extension: str,
+    def _free_output(self, watch: WatchConfig, source: Path, profile: Profile,
                      key: str | None = None) -> Path | None:
-        """The first output name for `source` that no file and no other job holds, or the one
-        a file committed for job `key` holds (the job's record was lost: a deleted state
-        database; the job then finds it done instead of writing a second copy)."""
-        return next((p for p in output_candidates(watch, source, extension)
-                     if (not os.path.lexists(p) or (key is not None and job_of(p) == key))
+        """The first output name for `source` that nothing (no file, no folder) and no other
+        job holds, or the one an output committed for job `key` holds (the job's record was
+        lost: a deleted state database; the job then finds it done instead of writing a second
+        copy)."""
+        return next((p for p in output_candidates(watch, source, profile)
+                     if (not os.path.lexists(p) or (key is not None and committed_job(p) == key))
                      and not self.queue.output_taken(p)), None)

@@ -11,6 +11,8 @@ from pathlib import Path, PurePosixPath
 
 from mediad.config import WatchConfig
 from mediad.errors import MediadError, Reason
+from mediad.media.commit import RECORD
+from mediad.profiles import Profile
 
 # Names that mean "still being written" by browsers, rsync, download tools and editors.
 TEMP_SUFFIXES = (".part", ".tmp", ".temp", ".crdownload", ".partial", ".download", ".!qb",
@@ -90,15 +92,16 @@ def inspect_source(watch: WatchConfig, path: Path) -> tuple[str | None, os.stat_
     return None, st
 
 
-def safe_component(name: str, fallback: str = "video") -> str:
-    """One path component that cannot traverse, hide, or confuse a shell or a terminal."""
+def safe_component(name: str, fallback: str = "video", also: str = "") -> str:
+    """One path component that cannot traverse, hide, or confuse a shell or a terminal; the
+    characters in `also` are replaced too."""
     name = unicodedata.normalize("NFC", name)
     out = []
     for ch in name:
         cat = unicodedata.category(ch)
         if "\udca0" <= ch <= "\udcff":
             out.append(ch)  # a byte of a name that is not UTF-8 (Latin-1 é): kept as it was
-        elif ch in '/\\:*?"<>|' or cat.startswith("C") or cat in ("Zl", "Zp"):
+        elif ch in '/\\:*?"<>|' or ch in also or cat.startswith("C") or cat in ("Zl", "Zp"):
             out.append("_")
         else:
             out.append(ch)
@@ -109,19 +112,36 @@ def safe_component(name: str, fallback: str = "video") -> str:
     return text or fallback
 
 
-def output_candidates(watch: WatchConfig, source: Path, extension: str) -> list[Path]:
-    """Output paths for `source`, first choice first: `<stem>.<ext>`, then `<stem>-2.<ext>`, ...
+def output_candidates(watch: WatchConfig, source: Path, profile: Profile) -> list[Path]:
+    """Output paths for `source`, first choice first: `<stem>.<suffix>`, then
+    `<stem>-2.<suffix>`, ...: a file named with the container's extension, or a ladder's folder
+    with the profile's name (`talk.hls/`, `talk-2.hls/`, as `mediad transcode` names one).
 
     Sub-folders of a recursive watch are mirrored under output_dir, each name made safe.
     """
     rel = relative_to_watch(watch, source)
     parts = rel.parts if rel is not None else (source.name,)
-    folder = watch.output_dir.joinpath(*(safe_component(p, "folder") for p in parts[:-1]))
-    stem = safe_component(Path(parts[-1]).stem)
-    names = [f"{stem}.{extension}"] + [f"{stem}-{n}.{extension}" for n in range(2, 1000)]
+    also = "%" if profile.is_ladder else ""  # FFmpeg's segmenters read it as a pattern
+    folder = watch.output_dir.joinpath(*(safe_component(p, "folder", also) for p in parts[:-1]))
+    stem = safe_component(Path(parts[-1]).stem, also=also)
+    suffix = profile.output_suffix
+    names = [f"{stem}.{suffix}"] + [f"{stem}-{n}.{suffix}" for n in range(2, 1000)]
     paths = [folder / n for n in names]
     # Belt and braces: whatever the names were, every candidate must stay under output_dir.
     return [p for p in paths if Path(os.path.normpath(p)).is_relative_to(watch.output_dir)]
+
+
+def enclosing_set(output_dir: Path, output: Path) -> Path | None:
+    """The committed output set (a ladder's folder, known by its record) that `output` would be
+    written into, if any: a recursive watch's mirrored sub-folder may bear the name of a
+    ladder's folder (`a.hls/` for `a.mp4` beside the folder `a.hls/`), and a set is never
+    written into."""
+    folder = output.parent
+    while folder != output_dir and folder.is_relative_to(output_dir):
+        if os.path.lexists(folder / RECORD):
+            return folder
+        folder = folder.parent
+    return None
 
 
 def unique_destination(folder: Path, name: str) -> Path:

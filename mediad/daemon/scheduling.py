@@ -12,15 +12,13 @@ from pathlib import Path
 
 from mediad import log
 from mediad.config import WatchConfig
-from mediad.daemon.paths import (
-    inspect_source,
-)
+from mediad.daemon.paths import enclosing_set, inspect_source
 from mediad.daemon.protocol import JobSpec, SourceCheck
 from mediad.daemon.queue import USER_RETRY, Job
 from mediad.daemon.slots import choose_gpu
 from mediad.daemon.state import DaemonState
 from mediad.errors import MediadError, Reason
-from mediad.media.commit import job_of
+from mediad.media.commit import committed_job
 
 
 class Scheduling(DaemonState):
@@ -55,9 +53,9 @@ class Scheduling(DaemonState):
         except MediadError as e:
             self._fail(job, watch, e.reason, str(e))
             return False
-        if job_of(Path(job.output)) == job.key:
-            # Committed by an earlier attempt that ended (kill -9, a crash) before it was
-            # recorded: done, not done again.
+        if committed_job(Path(job.output)) == job.key:
+            # Committed (a file, or a ladder's whole set) by an earlier attempt that ended
+            # (kill -9, a crash) before it was recorded: done, not done again.
             self._done(job, watch, {"output": job.output, "already_done": True}, None)
             return False
         settings = self.config.daemon
@@ -69,12 +67,16 @@ class Scheduling(DaemonState):
             return False
         job = self.queue.get(job.id) or job  # its stat as just re-checked (a touch updates it)
         if os.path.lexists(job.output):
-            # Someone else's file took the reserved name since the job was queued.
+            # Someone else's file (or folder) took the reserved name since the job was queued.
             renamed = self._next_output(job, watch, "before_start")
             if renamed is None:
                 return False
             job = renamed
         output = Path(job.output)
+        if (inside := enclosing_set(watch.output_dir if watch else output.parent, output)):
+            self._fail(job, watch, Reason.OUTPUT_EXISTS,
+                       f"{output}: would be written into {inside}, a committed output set")
+            return False
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -135,17 +137,22 @@ class Scheduling(DaemonState):
         return True
 
     def _next_output(self, job: Job, watch: WatchConfig | None, when: str) -> Job | None:
-        """Reserve the next free output name for a job whose name is held by a file that is not
-        its output (an existing file is never replaced); the updated job, or None when no name
-        is free (the job is then failed)."""
+        """Reserve the next free output name for a job whose name is held by a file (or folder)
+        that is not its output (an existing one is never replaced or written into); the updated
+        job, or None when no name is free (the job is then failed)."""
         taken = Path(job.output)
-        output = (self._free_output(watch, Path(job.source), taken.suffix.lstrip("."))
+        try:
+            profile = self._profile_for(job)
+        except MediadError as e:
+            self._fail(job, watch, e.reason, str(e))
+            return None
+        output = (self._free_output(watch, Path(job.source), profile)
                   if watch is not None else None)
         if output is None:
             self._fail(job, watch, "output_exists",
-                       f"{taken}: another file has this output name and no other name is free")
+                       f"{taken}: something else has this output name and no other name is free")
             return None
         self.queue.set_output(job.id, output)
         log.event("output_renamed", logging.WARNING, job=job.id, taken=taken, output=output,
-                  when=when, note="a file appeared at the reserved name; it is left alone")
+                  when=when, note="a file or folder appeared at the reserved name; it is left alone")
         return self.queue.get(job.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -49,6 +50,11 @@ def status_report(config_path: Path | None, limit: int = 20) -> dict:
             conn.close()
     except sqlite3.Error as e:
         raise MediadError(f"{db}: cannot read the state database: {e}", reason=Reason.NO_STATE) from None
+    # A ladder's output is a folder (`talk.hls/`): its profile says so, or, for a watch gone
+    # from the config since, the output on disk.
+    ladders = {w.profile for w in config.watch if w.loaded_profile.is_ladder}
+    for j in jobs:
+        j["output_is_folder"] = j["profile"] in ladders or os.path.isdir(j["output"])
     return {
         "config": str(path),
         "state_dir": str(state_dir),
@@ -77,7 +83,7 @@ def format_status(report: dict) -> str:
         lines.append("")
         lines.append(f"{'id':>6}  {'state':8} {'tries':>5}  {'updated':>9}  source -> output / reason")
         for j in report["recent"]:
-            detail = printable(j["output"])
+            detail = printable(j["output"]) + ("/" if j.get("output_is_folder") else "")
             if j["state"] == "running" and j.get("frames_done") is not None:
                 total = j.get("frames_total")
                 detail += f"  [{j['frames_done']}/{total or '?'} frames, {j.get('fps') or 0:.1f} fps]"

@@ -18,7 +18,7 @@ from mediad.daemon.pool import Outcome, Worker
 from mediad.daemon.queue import Job
 from mediad.daemon.state import DaemonState
 from mediad.errors import Reason
-from mediad.media.commit import job_of
+from mediad.media.commit import committed_job, remove_output
 
 KILL_AFTER = 5.0          # seconds between SIGTERM and SIGKILL for a worker we stop
 PROGRESS_WRITE_EVERY = 1.0  # seconds between progress rows written per job
@@ -145,8 +145,8 @@ class Supervision(DaemonState):
             # Written to after the engine's last look (a writer back from a pause): the output
             # is of a part of it. Discarded; the source kept; the job requeued, which finds the
             # new content and lets it settle as a job of its own.
-            if job_of(Path(job.output)) == job.key:
-                Path(job.output).unlink(missing_ok=True)
+            if committed_job(Path(job.output)) == job.key:
+                remove_output(Path(job.output))
             self.queue.requeue(job.id)
             log.event("output_discarded", logging.WARNING, job=job.id, source=job.source,
                       output=job.output, reason=Reason.SOURCE_CHANGED)

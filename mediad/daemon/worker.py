@@ -1,5 +1,5 @@
-"""A worker process: runs jobs with mediad.media.job.transcode, one at a time, reporting JSON
-lines on stdout.
+"""A worker process: runs jobs with mediad.media.job.transcode (or, for a ladder profile,
+mediad.media.ladder_job.transcode_ladder), one at a time, reporting JSON lines on stdout.
 
 Started by the daemon as `python -m mediad.daemon.worker`, ahead of need: it imports the engine
 first, then reads job specs from stdin, one JSON line each, until stdin closes; a small job so
@@ -83,6 +83,7 @@ def run(spec: JobSpec, channel: Channel) -> int:
     """Run the job described by `spec`; report the result on `channel`."""
     from mediad.daemon.paths import open_checked_source
     from mediad.media.job import transcode
+    from mediad.media.ladder_job import transcode_ladder
     from mediad.media.pinned import pin
     from mediad.profiles import Profile
 
@@ -91,12 +92,14 @@ def run(spec: JobSpec, channel: Channel) -> int:
         source = Path(spec.input)  # the name becomes meanwhile (a symlink swapped in after)
         pin(source, open_checked_source(source, Path(check.watch), inode=check.inode,
                                         size=check.size, allow_hard_links=check.allow_hard_links))
-    # Never overwrite: the daemon reserved a free name, so a file there now is someone else's.
-    # The engine then fails with reason output_exists (also when one appears just before the
-    # commit, which links without replacing) and the daemon picks the next free name.
-    report = transcode(Path(spec.input), profile, Path(spec.output), gpu=spec.gpu,
-                       no_nvenc=spec.no_nvenc, overwrite=False, on_progress=channel.progress,
-                       job_key=spec.job_key)
+    # Never overwrite: the daemon reserved a free name, so a file (or, for a ladder, a folder)
+    # there now is someone else's. The engine then fails with reason output_exists (also when
+    # one appears just before the commit, which links or renames without replacing) and the
+    # daemon picks the next free name.
+    run_job = transcode_ladder if profile.is_ladder else transcode  # a folder, or one file
+    report = run_job(Path(spec.input), profile, Path(spec.output), gpu=spec.gpu,
+                     no_nvenc=spec.no_nvenc, overwrite=False, on_progress=channel.progress,
+                     job_key=spec.job_key)
     channel.flush()
     channel.emit(Done(report=report.to_dict()))  # its paths are written as strings by line()
     return 0
@@ -114,6 +117,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides, not a terminal's ^C
     import mediad.media.job  # noqa: F401 - warm: the engine loaded before the first job
+    import mediad.media.ladder_job  # noqa: F401
     from mediad.media.pinned import release
 
     code = 0
