@@ -1248,3 +1248,209 @@ def test_the_worker_reads_the_file_the_daemon_checked_not_a_symlink_swapped_in(
     assert events[-1]["event"] == "done", (events, res.stderr)
     assert events[-1]["report"]["input"]["path"] == str(site.inbox / "clip.mp4")
     assert count_frames(out) == 12
+
+
+# ----- ladders: a folder of renditions per source -------------------------------------------
+
+# Two small HLS renditions of a 128x96 source, no audio: fast on two cores.
+LADDER_PROFILE = """
+container = "hls"
+[video]
+codec = "h264"
+encoder = "cpu"
+speed = "fastest"
+[[renditions]]
+height = 96
+bitrate = "200k"
+[[renditions]]
+height = 64
+bitrate = "100k"
+[audio]
+codec = "none"
+[package]
+segment_seconds = 1
+keyframe_seconds = 0.5
+"""
+# Of the 320x240 long_video: slow enough (x264 "slow", 250 frames: about 2 s here) to be
+# killed mid-job.
+SLOW_LADDER_PROFILE = LADDER_PROFILE.replace('"fastest"', '"slow"').replace(
+    "height = 96", "height = 240").replace("height = 64", "height = 120")
+LADDER = "small-hls"  # the profile's name: a set's folder is <stem>.small-hls/
+
+
+def use_ladder(site: Site, text: str = LADDER_PROFILE) -> None:
+    (site.root / f"{LADDER}.toml").write_text(text)
+    site.watches[0]["profile"] = f"{LADDER}.toml"
+
+
+def ladder_source(tmp_path: Path, name: str, seed: int, frames: int = 25) -> Path:
+    return make_video(tmp_path / name, frames=frames, size=(128, 96), seed=seed)
+
+
+def check_set(folder: Path, frames: int, heights: tuple[int, ...] = (96, 64)) -> None:
+    """The set as a player sees it, read by the independent ffmpeg: the master playlist lists
+    each rendition, and each one decodes cleanly to every frame."""
+    from conftest import ffmpeg
+
+    master = (folder / "master.m3u8").read_text()
+    playlists = [ln for ln in master.splitlines() if ln and not ln.startswith("#")]
+    assert sorted(playlists) == sorted(f"{h}p/index.m3u8" for h in heights), master
+    for playlist in playlists:
+        res = ffmpeg("-v", "error", "-i", str(folder / playlist), "-map", "0:v:0", "-f",
+                     "framecrc", "-")
+        assert res.stderr == "", f"{playlist}: {res.stderr}"
+        assert sum(1 for ln in res.stdout.splitlines() if not ln.startswith("#")) == frames
+
+
+def hidden(folder: Path) -> list[Path]:
+    """What is in `folder` that is not a set in view: a writer's hidden temporary set."""
+    return sorted(p for p in folder.iterdir() if p.name.startswith(".")) if folder.exists() else []
+
+
+def all_logs(site: Site) -> str:
+    return "".join(p.read_text(errors="replace") for p in sorted(site.root.glob("daemon-*.log")))
+
+
+def test_a_ladder_watch_writes_a_folder_per_source_never_into_one_that_exists(
+        site: Site, tmp_path: Path) -> None:
+    """A watch with a ladder profile: each source becomes `<stem>.<profile>/` (master.m3u8 and
+    a folder per rendition), committed whole; a folder already at that name, or a second
+    source of the same stem, gets `<stem>-2.<profile>/`; the existing folder is left alone."""
+    use_ladder(site)
+    site.watches[0].update(on_success="move", done_dir="done")
+    own = site.out / f"a.{LADDER}"
+    own.mkdir(parents=True)
+    (own / "notes.txt").write_text("the user's own folder\n")
+    site.start()
+    site.drop(ladder_source(tmp_path, "a.mp4", seed=1), "a.mp4")
+    site.drop(ladder_source(tmp_path, "b.mp4", seed=2), "b.mp4")
+    site.wait_jobs("done", 2)
+    site.drop(ladder_source(tmp_path, "b.mkv", seed=3, frames=30), "b.mkv")  # b's stem again
+    done = site.wait_jobs("done", 3)
+    outputs = {Path(j["source"]).name: Path(j["output"]) for j in done}
+    assert {k: v.name for k, v in outputs.items()} == {
+        "a.mp4": f"a-2.{LADDER}", "b.mp4": f"b.{LADDER}", "b.mkv": f"b-2.{LADDER}"}
+    assert sorted(p.name for p in site.out.iterdir()) == sorted(
+        [f"a.{LADDER}", f"a-2.{LADDER}", f"b.{LADDER}", f"b-2.{LADDER}"])  # nothing hidden left
+    assert [p.name for p in own.iterdir()] == ["notes.txt"]
+    assert (own / "notes.txt").read_text() == "the user's own folder\n"
+    for source, frames in (("a.mp4", 25), ("b.mp4", 25), ("b.mkv", 30)):
+        check_set(outputs[source], frames)
+    assert all(j["attempts"] == 0 for j in done)
+    # The record of each job: the folder, its manifest, each rendition's size.
+    report = json.loads(next(j for j in done if j["source"].endswith("b.mkv"))["report"])
+    assert report["output"] == str(outputs["b.mkv"])
+    assert report["manifest"] == str(outputs["b.mkv"] / "master.m3u8")
+    assert {o["name"]: o["frames"] for o in report["outputs"]} == {"96p": 30, "64p": 30}
+    assert all(o["size"] > 0 for o in report["outputs"])
+    # on_success = "move": each source went to done_dir once its set was committed.
+    wait_for(lambda: sorted(p.name for p in (site.root / "done").glob("*")) ==
+             ["a.mp4", "b.mkv", "b.mp4"], 30, "the sources moved to done_dir")
+    assert list(site.inbox.iterdir()) == []
+    # `mediad status` shows a folder as one.
+    status = subprocess.run([sys.executable, "-m", "mediad", "status", "--config", str(site.config)],
+                            capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert status.returncode == 0, status.stderr
+    assert f"{outputs['a.mp4']}/" in status.stdout, status.stdout
+    assert site.stop() == 0
+
+
+def test_a_folder_at_a_ladders_reserved_name_is_never_replaced_or_written_into(
+        site: Site, long_video: Path, tmp_path: Path) -> None:
+    """A folder appears at the reserved name while the ladder runs (its set is renamed into
+    place without replacing anything: the job runs again as `-2`, the attempt not counted), or
+    before its job starts (it starts as `-2`)."""
+    use_ladder(site, SLOW_LADDER_PROFILE)
+    site.daemon_settings["workers"] = 1
+    site.start()
+    site.drop(long_video, "long.mkv")
+    site.drop(make_video(tmp_path / "a.mp4", frames=25, size=(320, 240), seed=5), "a.mp4")
+    wait_for(lambda: len(site.jobs()) == 2, 30, "both files queued")
+    wait_encoding(site)
+    mine = [site.out / f"long.{LADDER}", site.out / f"a.{LADDER}"]
+    for folder in mine:
+        folder.mkdir()
+        (folder / "index.html").write_text("the user's own\n")
+    done = site.wait_jobs("done", 2, timeout=90)
+    assert sorted(Path(j["output"]).name for j in done) == [f"a-2.{LADDER}", f"long-2.{LADDER}"]
+    assert all(j["attempts"] == 0 for j in done)
+    site.wait_log(r"event=output_renamed job=1 .*when=during_job")
+    site.wait_log(r"event=output_renamed job=2 .*when=before_start")
+    for folder in mine:
+        assert [p.name for p in folder.iterdir()] == ["index.html"]
+    assert hidden(site.out) == []
+    check_set(site.out / f"long-2.{LADDER}", 250, heights=(240, 120))
+    check_set(site.out / f"a-2.{LADDER}", 25, heights=(240, 120))
+    assert site.stop() == 0
+
+
+def test_kill_9_mid_ladder_leaves_no_temporary_set_and_one_complete_folder(
+        site: Site, long_video: Path) -> None:
+    """A ladder worker killed outright (its hidden set half written), then the daemon killed
+    with its next worker: the hidden sets are removed and the job ends with one complete
+    folder, no `-2`, nothing hidden."""
+    use_ladder(site, SLOW_LADDER_PROFILE)
+    site.daemon_settings["retry_backoff_seconds"] = 3.0  # time to look between the attempts
+    site.start()
+    site.drop(long_video, "long.mkv")
+    wait_encoding(site)
+    assert len(hidden(site.out)) == 1  # the set being written, out of sight
+    os.kill(worker_pid(site, 1), signal.SIGKILL)
+    site.wait_log(r"event=job_retry job=1 ")
+    site.wait_log(r"event=partial_removed path=.*\.long\.small-hls\.\d+-[0-9a-f]{8}\.part")
+    assert hidden(site.out) == [] and not (site.out / f"long.{LADDER}").exists()
+
+    site.wait_log(r"event=job_started job=1 .*attempt=2")
+    wait_encoding(site)
+    pid = worker_pid(site, 1)
+    site.proc.kill()  # type: ignore[union-attr]
+    site.proc.wait(timeout=10)  # type: ignore[union-attr]
+    wait_for(lambda: not pid_alive(pid), 10, "the orphaned worker to die")
+    assert len(hidden(site.out)) == 1 and not (site.out / f"long.{LADDER}").exists()
+
+    site.start()
+    site.wait_log("event=job_recovered job=1")
+    (job,) = site.wait_jobs("done", 1, timeout=120)
+    assert job["attempts"] == 1  # the worker's crash counted, the daemon's not
+    assert sorted(p.name for p in site.out.iterdir()) == [f"long.{LADDER}"]
+    check_set(site.out / f"long.{LADDER}", 250, heights=(240, 120))
+    assert site.stop() == 0
+
+
+def test_kill_9_as_each_ladder_folder_appears_never_redoes_it(site: Site, tmp_path: Path) -> None:
+    """Exactly-once for sets: the daemon is killed (its worker with it) the moment each folder
+    appears, before it can record the job done; restarted, it finds the committed set carries
+    the job's key: done, never started again (no `-2` folder). A lost state database too."""
+    use_ladder(site)
+    names = [f"clip{i}" for i in range(5)]
+    unrecorded = 0
+    for i, name in enumerate(names):
+        site.start()
+        site.drop(ladder_source(tmp_path, f"{name}.mp4", seed=100 + i), f"{name}.mp4")
+        wait_for((site.out / f"{name}.{LADDER}").exists, 30, f"{name}'s folder", interval=0.001)
+        assert site.proc is not None
+        site.proc.kill()
+        site.proc.wait(timeout=10)
+        job = next(j for j in site.jobs() if Path(j["source"]).stem == name)
+        unrecorded += job["state"] != "done"
+    print(f"kills between a commit and its record: {unrecorded} of {len(names)}")
+    assert unrecorded >= 1, "a kill should fall between a commit and its record"
+    site.start()
+    done = site.wait_jobs("done", len(names))
+    assert sorted(p.name for p in site.out.iterdir()) == [f"{n}.{LADDER}" for n in names]
+    logs = all_logs(site)
+    for job in done:  # each set made once: never a second start, however many restarts
+        assert len(re.findall(rf"event=job_started job={job['id']} ", logs)) == 1, logs
+    assert len(re.findall(r"event=job_done job=\d+ .*already_done=", logs)) == unrecorded
+    for name in names:
+        check_set(site.out / f"{name}.{LADDER}", 25)
+    assert site.stop() == 0
+
+    # A fresh state database (the old one lost): every set is found committed for its job.
+    shutil.rmtree(site.root / "state")
+    site.start()
+    site.wait_jobs("done", len(names))
+    assert "event=job_started" not in site.log()
+    assert sorted(p.name for p in site.out.iterdir()) == [f"{n}.{LADDER}" for n in names]
+    assert site.stop() == 0
