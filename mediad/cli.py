@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -230,6 +231,23 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     return run_daemon(Path(args.config))
 
 
+def cmd_node(args: argparse.Namespace) -> int:
+    from mediad.daemon.node import declared_for, parse_declare, ray_start_command
+
+    declared = declared_for(args.nvenc_sessions, parse_declare(args.declare), not args.no_probe)
+    command = ray_start_command(declared, address=args.address, head=args.head, port=args.port,
+                                node_ip=args.node_ip_address, num_cpus=args.num_cpus,
+                                extra=args.ray_args)
+    for note in declared.notes:
+        print(f"mediad node: {note}", file=sys.stderr)
+    if args.dry_run:
+        print(shlex.join(command))
+        return 0
+    sys.stderr.flush()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.execv(command[0], command)  # Ray itself runs on, under this process's supervisor
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from mediad.daemon.status import format_status, status_report
 
@@ -373,6 +391,23 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("value", type=int, metavar="PRIORITY")
     o.add_argument("--config", default=None, type=path_arg)
     o.set_defaults(func=cmd_priority)
+
+    n = sub.add_parser("node", help="join a Ray cluster as a node for the daemon's Ray executor, "
+                       "declaring this machine's GPUs, NVENC sessions and NVDEC")
+    n.add_argument("--address", help="the cluster head's host:port")
+    n.add_argument("--head", action="store_true", help="start a new cluster's head here")
+    n.add_argument("--port", type=int, default=6379, help="the head's port (with --head)")
+    n.add_argument("--node-ip-address", help="this node's address as the others reach it")
+    n.add_argument("--num-cpus", type=int, help="CPUs to offer (default: all)")
+    n.add_argument("--nvenc-sessions", type=int, default=3, metavar="N",
+                   help="NVENC sessions per GPU to declare (as daemon.nvenc_sessions; default 3)")
+    n.add_argument("--declare", action="append", default=[], metavar="NAME=AMOUNT",
+                   help="declare a resource by hand, over the probe's (e.g. nvenc_h264=2, GPU=1)")
+    n.add_argument("--no-probe", action="store_true", help="do not try the GPUs (declare none)")
+    n.add_argument("--dry-run", action="store_true", help="print the ray start command and exit")
+    n.add_argument("ray_args", nargs="*", metavar="-- RAY_ARG",
+                   help="further `ray start` options, after --")
+    n.set_defaults(func=cmd_node)
 
     c = sub.add_parser("config", help="daemon configuration")
     c.add_argument("action", choices=["validate"])

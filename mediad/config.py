@@ -141,11 +141,41 @@ class MetricsConfig(_Strict):
         return parse_listen(self.listen) if self.listen else None
 
 
+class PathMap(_Strict):
+    """Where some cluster nodes mount the shared media storage the head sees at `head`."""
+
+    head: Path  # a folder as the daemon (the head) sees it
+    node: Path  # the same folder on those nodes
+    nodes: tuple[str, ...] = ()  # node addresses (as Ray knows them); empty: every node
+
+    @field_validator("head", "node")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        if not value.is_absolute():
+            raise ValueError("must be an absolute path (it is a path on another machine)")
+        return Path(os.path.normpath(value))
+
+
 class ExecutorConfig(_Strict):
-    # Where jobs run: "local", warm worker processes on this machine (a cluster comes later)
-    kind: Literal["local"] = "local"
-    # Idle worker processes kept ready, the engine imported (each ~60-100 MB)
+    # Where jobs run: "local", warm worker processes on this machine; "ray", the nodes of a
+    # running Ray cluster (docs/cluster.md), which read and write the shared media storage
+    kind: Literal["local", "ray"] = "local"
+    # Idle worker processes kept ready, the engine imported (each ~60-100 MB; local only)
     warm_workers: int = Field(default=1, ge=0, le=16)
+    # ray: the cluster's address (host:port of its head's GCS); "auto" finds one on this machine
+    address: str | None = None
+    # ray: CPUs a job that encodes in software asks of its node (a node runs as many at once
+    # as it declared CPUs for); a job that holds an NVENC session asks for none
+    software_cpus: float = Field(default=1.0, gt=0.0, le=256.0)
+    # ray: the share of a GPU a job with model stages asks for (when the cluster has GPUs)
+    model_gpu_share: float = Field(default=0.5, gt=0.0, le=1.0)
+    path_map: tuple[PathMap, ...] = ()
+
+    @model_validator(mode="after")
+    def _ray_needs_address(self) -> ExecutorConfig:
+        if self.kind == "ray" and not self.address:
+            raise ValueError('address: needed when kind = "ray" (the cluster head\'s host:port)')
+        return self
 
 
 class Config(_Strict):

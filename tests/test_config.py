@@ -205,7 +205,15 @@ def test_the_executor_is_named_in_the_config(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, GOOD + '\n[executor]\nkind = "local"\nwarm_workers = 0\n'))
     assert config.executor.warm_workers == 0
     with pytest.raises(MediadError, match=r"executor\.kind"):
+        load_config(write(tmp_path, GOOD + '\n[executor]\nkind = "slurm"\n'))
+    with pytest.raises(MediadError, match=r"executor: .*address: needed"):
         load_config(write(tmp_path, GOOD + '\n[executor]\nkind = "ray"\n'))
+    ray = GOOD + ('\n[executor]\nkind = "ray"\naddress = "10.0.0.1:6379"\n[[executor.path_map]]\n'
+                  'head = "/srv/media"\nnode = "/mnt/media/"\nnodes = ["10.0.0.3"]\n')
+    config = load_config(write(tmp_path, ray))
+    assert config.executor.path_map[0].node == Path("/mnt/media")
+    with pytest.raises(MediadError, match=r"executor\.path_map\.0\.node: .*absolute"):
+        load_config(write(tmp_path, ray.replace('"/mnt/media/"', '"media"')))
 
 
 def test_a_watch_may_run_a_ladder_profile(tmp_path: Path) -> None:

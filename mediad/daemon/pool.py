@@ -15,10 +15,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Protocol
 
 import mediad
 from mediad.daemon.notify import NOTIFY_ENV
-from mediad.daemon.protocol import Done, Failed, JobSpec, Progress, read_event
+from mediad.daemon.protocol import Done, Failed, JobSpec, Progress, Started, read_event
 from mediad.errors import Reason
 
 # The worker must run the same mediad as the daemon, installed or not.
@@ -39,6 +40,18 @@ class Outcome:
 MAX_JOBS = 100  # jobs per worker process, then a fresh one: whatever leaks is bounded
 
 
+class JobProcess(Protocol):
+    """What runs one job, as the daemon's loop sees it: a subprocess.Popen here, a task on a
+    cluster node (ray_executor.RayTask) there."""
+
+    pid: int
+    returncode: int | None
+    stdout: IO[bytes] | None
+
+    def poll(self) -> int | None: ...
+    def send_signal(self, sig: int) -> None: ...
+
+
 @dataclass
 class Worker:
     """One job running in a worker process, and what it has said so far."""
@@ -46,7 +59,9 @@ class Worker:
     job_id: int
     gpu: str
     nvenc_device: int | None
-    proc: subprocess.Popen
+    proc: JobProcess
+    node: str | None = None  # the cluster node it runs on, once it said so
+    placed: bool = True  # False while a cluster job waits for a node (no stall clock then)
     started: float = field(default_factory=time.monotonic)
     last_progress: float = field(default_factory=time.monotonic)
     frames_done: int = 0
@@ -93,7 +108,12 @@ class Worker:
     def handle(self, msg: dict) -> bool:
         """Apply one message; True when it was progress (for metrics and the stall clock)."""
         event = read_event(msg)
-        if isinstance(event, Progress):
+        if isinstance(event, Started):
+            self.node = event.node
+            if not self.placed:
+                self.placed = True
+                self.last_progress = time.monotonic()
+        elif isinstance(event, Progress):
             if event.frames_done > self.frames_done:
                 self.last_progress = time.monotonic()
             self.frames_done = event.frames_done
@@ -111,7 +131,11 @@ class Worker:
         return False
 
     def signal(self, signum: int) -> None:
-        """Signal the worker's whole process group (FFmpeg threads and any children)."""
+        """Signal the worker's whole process group (FFmpeg threads and any children); a task
+        elsewhere is stopped as its executor does it."""
+        if not isinstance(self.proc, subprocess.Popen):
+            self.proc.send_signal(signum)
+            return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signum)
 
@@ -130,6 +154,18 @@ class Worker:
                        message=f"worker process ended without a result ({how})")
 
 
+def start_worker_process() -> subprocess.Popen:
+    """A worker process (`python -m mediad.daemon.worker`) reading job specs on its stdin and
+    writing events on its stdout, in a process group of its own."""
+    env = {k: v for k, v in os.environ.items() if k not in NOTIFY_ENV}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+    return subprocess.Popen(
+        [sys.executable, "-m", "mediad.daemon.worker"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+        start_new_session=True,  # its own process group: all of it can be killed; ^C misses it
+    )
+
+
 class Pool:
     """Warm worker processes: idle ones wait, the engine imported, for their next job."""
 
@@ -140,15 +176,9 @@ class Pool:
 
     @staticmethod
     def _start() -> subprocess.Popen:
-        env = {k: v for k, v in os.environ.items() if k not in NOTIFY_ENV}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mediad.daemon.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
-            start_new_session=True,  # its own process group: all of it can be killed; ^C misses it
-        )
+        proc = start_worker_process()
         assert proc.stdout is not None
-        os.set_blocking(proc.stdout.fileno(), False)
+        os.set_blocking(proc.stdout.fileno(), False)  # read by the daemon's select loop
         return proc
 
     def fill(self) -> None:
@@ -178,6 +208,7 @@ class Pool:
         """The job ended: its process goes back to the idle ones if it can run another,
         else it is ended and reaped."""
         proc = worker.proc
+        assert isinstance(proc, subprocess.Popen)  # this pool's own
         reuse = worker.ended and worker.killed_for is None and proc.poll() is None \
             and not worker.eof and self.jobs_run.get(proc.pid, 0) < MAX_JOBS \
             and len(self.idle) < max(self.warm, 1) + 1

@@ -54,6 +54,7 @@ class Started(_Record):
     event: Literal["started"] = "started"
     version: Literal[1] = VERSION
     pid: int
+    node: str | None = None  # the cluster node it runs on (a Ray executor's); None: this machine
 
 
 class Progress(_Record):

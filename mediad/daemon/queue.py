@@ -109,6 +109,7 @@ class Job:
     disposed: int
     moved_to: str | None = None  # a failed source in failed_dir: what `mediad retry` moves back
     priority: int = 0  # higher runs first
+    node: str | None = None  # the cluster node that ran (or runs) it; None: this machine
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -167,10 +168,18 @@ def _v3_cancel_priority_commands(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX commands_pending ON commands (id) WHERE applied IS NULL")
 
 
+def _v4_nodes(conn: sqlite3.Connection) -> None:
+    conn.execute("ALTER TABLE jobs ADD COLUMN node TEXT")
+    # The cluster's nodes as the daemon last saw them (what `mediad status` and the API show)
+    conn.execute("CREATE TABLE nodes (node TEXT PRIMARY KEY, alive INTEGER NOT NULL, declared "
+                 "TEXT NOT NULL, used TEXT NOT NULL, seen REAL NOT NULL)")
+
+
 _STEPS: list[Callable[[sqlite3.Connection], None]] = [
     _create_v1,
     _add_moved_to,  # 2: where a failed source was moved (mediad retry trusts only this)
     _v3_cancel_priority_commands,  # 3: the cancelled state, priorities, the command channel
+    _v4_nodes,  # 4: the node a job ran on, the cluster's nodes
 ]
 SCHEMA_VERSION = len(_STEPS)
 
@@ -192,6 +201,24 @@ def migrate(conn: sqlite3.Connection) -> int:
             raise
         conn.execute("COMMIT")
     return version
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A cluster node as the daemon last saw it: what it declared (Ray resources) and what
+    this daemon's running jobs use of it."""
+
+    node: str
+    alive: bool
+    declared: dict[str, float]
+    used: dict[str, float]
+    seen: float = 0.0
+
+
+def read_nodes(conn: sqlite3.Connection) -> list[NodeView]:
+    """The cluster's nodes as last recorded (none without a cluster executor)."""
+    return [NodeView(r["node"], bool(r["alive"]), json.loads(r["declared"]), json.loads(r["used"]),
+                     r["seen"]) for r in conn.execute("SELECT * FROM nodes ORDER BY node")]
 
 
 @dataclass(frozen=True)
@@ -335,8 +362,30 @@ class Queue:
         """A worker took the job."""
         now = time.time()
         self.conn.execute("UPDATE jobs SET state = 'running', started = ?, updated = ?, gpu = ?, "
-                          "frames_done = 0, frames_total = NULL, fps = NULL WHERE id = ?",
+                          "node = NULL, frames_done = 0, frames_total = NULL, fps = NULL WHERE id = ?",
                           (now, now, gpu, job_id))
+
+    def set_node(self, job_id: int, node: str | None) -> None:
+        """The cluster node a running job was placed on: it started there now (until then it
+        waited for a node with what it needs)."""
+        now = time.time()
+        self.conn.execute("UPDATE jobs SET node = ?, started = ?, updated = ? WHERE id = ?",
+                          (node, now, now, job_id))
+
+    def set_nodes(self, nodes: list[NodeView]) -> None:
+        """Replace the record of the cluster's nodes."""
+        now = time.time()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("DELETE FROM nodes")
+            self.conn.executemany(
+                "INSERT INTO nodes (node, alive, declared, used, seen) VALUES (?, ?, ?, ?, ?)",
+                [(n.node, int(n.alive), json.dumps(n.declared), json.dumps(n.used), now)
+                 for n in nodes])
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     def progress(self, job_id: int, frames_done: int, frames_total: int | None, fps: float) -> None:
         """Record a running job's progress."""

@@ -15,7 +15,7 @@ from mediad.config import WatchConfig
 from mediad.daemon.paths import enclosing_set, inspect_source
 from mediad.daemon.protocol import JobSpec, SourceCheck
 from mediad.daemon.queue import USER_RETRY, Job
-from mediad.daemon.slots import choose_gpu
+from mediad.daemon.slots import Slot, choose_gpu
 from mediad.daemon.state import DaemonState
 from mediad.errors import MediadError, Reason
 from mediad.media.commit import committed_job
@@ -59,8 +59,10 @@ class Scheduling(DaemonState):
             self._done(job, watch, {"output": job.output, "already_done": True}, None)
             return False
         settings = self.config.daemon
-        slot = choose_gpu(profile, self.devices, self.nvenc_in_use, settings.nvenc_sessions,
-                          settings.nvenc_overflow)
+        # A cluster executor places the job on a node with what it needs; this machine's GPUs
+        # and their session budget are for local workers.
+        slot = Slot("auto") if self.executor.remote else choose_gpu(
+            profile, self.devices, self.nvenc_in_use, settings.nvenc_sessions, settings.nvenc_overflow)
         if slot is None:
             return False
         if not self._source_unchanged(job, watch):

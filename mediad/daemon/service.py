@@ -37,6 +37,8 @@ from mediad.daemon.supervision import Supervision
 from mediad.daemon.watcher import Watcher
 from mediad.errors import MediadError, Reason
 
+NODES_EVERY = 5.0  # seconds between records of a cluster's nodes (mediad status shows them)
+
 
 def _disk_full(e: sqlite3.OperationalError) -> bool:
     """SQLITE_FULL: the state database's disk (or its quota) is full."""
@@ -94,7 +96,8 @@ class Daemon(Intake, Scheduling, Supervision):
             disposition.dispose, self._wake, name="mediad-disposer")
         self.workers: dict[int, Worker] = {}
         # Where jobs run; the local one keeps worker processes started ahead, engine imported
-        self.executor = make_executor(config.executor.kind, config.executor.warm_workers)
+        self.executor = make_executor(config.executor, config.daemon)
+        self.next_nodes = 0.0  # when the cluster's nodes are recorded next
         self.nvenc_in_use: dict[int, int] = {}
         self.devices = self._gpu_devices()
         self.refused: set[tuple[str, str]] = set()
@@ -163,6 +166,15 @@ class Daemon(Intake, Scheduling, Supervision):
         # has_nvenc None (NVML could not tell) counts as NVENC: the budget then errs on the safe side.
         return sorted(r.cuda_index for r in records
                       if r.cuda_index is not None and r.has_nvenc is not False)
+
+    def _record_nodes(self) -> None:
+        """Record the cluster's nodes, declared and used, for `mediad status` (and the API)."""
+        try:
+            nodes = self.executor.nodes(list(self.workers.values()))
+        except Exception as e:  # the cluster unreachable for a moment: say so, keep going
+            log.event("cluster_unreachable", logging.WARNING, error=f"{type(e).__name__}: {e}")
+            return
+        self.queue.set_nodes(nodes)
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -281,6 +293,9 @@ class Daemon(Intake, Scheduling, Supervision):
                     self._refuse(item.path, "internal_error")
         self._apply_commands(now)
         self._supervise(now)
+        if self.executor.remote and now >= self.next_nodes:
+            self.next_nodes = now + NODES_EVERY
+            self._record_nodes()
         self._dispatch()
         self._report(now)
 

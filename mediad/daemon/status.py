@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from mediad.config import Config, default_config_path, load_config
-from mediad.daemon.queue import DB_NAME, STATES, connect, counts, recent
+from mediad.daemon.queue import DB_NAME, STATES, connect, counts, read_nodes, recent
 from mediad.errors import MediadError, Reason
 from mediad.log import printable
 from mediad.media.commit import pid_alive
@@ -46,6 +47,7 @@ def status_report(config_path: Path | None, limit: int = 20) -> dict:
         try:
             by_state = counts(conn)
             jobs = [j.summary() for j in recent(conn, limit)]
+            nodes = [asdict(n) for n in read_nodes(conn)]
         finally:
             conn.close()
     except sqlite3.Error as e:
@@ -61,6 +63,7 @@ def status_report(config_path: Path | None, limit: int = 20) -> dict:
         "daemon_pid": daemon_pid(state_dir),
         "counts": by_state,
         "recent": jobs,
+        "nodes": nodes,  # a cluster executor's nodes; empty for local workers
     }
 
 
@@ -79,11 +82,20 @@ def format_status(report: dict) -> str:
         f"state_dir: {printable(report['state_dir'])}",
         "jobs:      " + "  ".join(f"{s}={report['counts'].get(s, 0)}" for s in STATES),
     ]
+    if report["nodes"]:
+        lines.append("")
+        lines.append(f"{'node':16} {'state':6} resource: used/declared")
+        for n in report["nodes"]:
+            shown = ", ".join(f"{k} {n['used'].get(k, 0):g}/{v:g}" for k, v in sorted(n["declared"].items())
+                              if k not in ("memory", "object_store_memory"))
+            lines.append(f"{printable(n['node']):16} {'up' if n['alive'] else 'lost':6} {shown}")
     if report["recent"]:
         lines.append("")
         lines.append(f"{'id':>6}  {'state':8} {'tries':>5}  {'updated':>9}  source -> output / reason")
         for j in report["recent"]:
             detail = printable(j["output"]) + ("/" if j.get("output_is_folder") else "")
+            if j.get("node"):
+                detail += f"  (on {printable(j['node'])})"
             if j["state"] == "running" and j.get("frames_done") is not None:
                 total = j.get("frames_total")
                 detail += f"  [{j['frames_done']}/{total or '?'} frames, {j.get('fps') or 0:.1f} fps]"

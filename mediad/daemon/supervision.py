@@ -34,7 +34,7 @@ class Supervision(DaemonState):
         if eof:
             self.sel.unregister(worker.fd)
         for msg in messages:
-            before = worker.frames_done
+            before, node = worker.frames_done, worker.node
             if worker.handle(msg):
                 self.metrics.frames.inc(max(0, worker.frames_done - before))
                 now = time.monotonic()
@@ -42,6 +42,9 @@ class Supervision(DaemonState):
                     self._progress_written[worker.job_id] = now
                     self.queue.progress(worker.job_id, worker.frames_done, worker.frames_total,
                                         worker.fps)
+            elif worker.node != node:  # a cluster job started on its node
+                self.queue.set_node(worker.job_id, worker.node)
+                log.event("job_placed", job=worker.job_id, node=worker.node, pid=worker.proc.pid)
 
     def _supervise(self, now: float) -> None:
         """Reap ended workers, kill stalled ones, escalate SIGTERM to SIGKILL."""
@@ -59,7 +62,7 @@ class Supervision(DaemonState):
                         continue
                 self._finished(worker)
                 continue
-            if worker.killed_for is None and now - worker.last_progress > stall:
+            if worker.killed_for is None and worker.placed and now - worker.last_progress > stall:
                 log.event("job_stalled", logging.WARNING, job=worker.job_id, pid=worker.proc.pid,
                           seconds=round(now - worker.last_progress, 1))
                 # A hung worker is stuck in C code (FFmpeg, CUDA) where a Python SIGTERM handler
@@ -127,6 +130,12 @@ class Supervision(DaemonState):
             remove_partials(Path(job.output))
             self.queue.requeue(job.id)
             log.event("job_requeued", job=job.id, source=job.source, reason=Reason.SHUTDOWN)
+            return
+        if not outcome.ok and outcome.reason == "output_exists" \
+                and committed_job(Path(job.output)) == job.key:
+            # Committed by another attempt of this very job (a cluster node thought lost that
+            # was not, a daemon restarted while its old attempt finished): done, once.
+            self._done(job, watch, {"output": job.output, "already_done": True}, None)
             return
         if not outcome.ok and outcome.reason == "output_exists":
             # A file appeared at the output name while the job ran and the engine would not
