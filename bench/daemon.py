@@ -72,21 +72,21 @@ def serial(files: list[Path], profile: Path, out: Path) -> float:
 class Daemon:
     """The real daemon on a scratch folder."""
 
-    def __init__(self, root: Path, profile: Path, workers: int, settle: float) -> None:
+    def __init__(self, root: Path, profile: Path, workers: int, settle: float, *,
+                 extra: str = "", prefix: tuple[str, ...] = (), ready_timeout: float = 30) -> None:
         self.root = root
         self.inbox = root / "in"
-        self.inbox.mkdir()
+        self.inbox.mkdir(parents=True)
         config = root / "mediad.toml"
         config.write_text(
             f'[daemon]\nstate_dir = "state"\nworkers = {workers}\nsettle_seconds = {settle}\n'
-            f'log_level = "WARNING"\n[[watch]]\npath = "in"\noutput_dir = "out"\n'
-            f'profile = "{profile}"\n[metrics]\nlisten = ""\n')
+            f'log_level = "INFO"\n[[watch]]\npath = "in"\noutput_dir = "out"\n'
+            f'profile = "{profile}"\n[metrics]\nlisten = ""\n{extra}')
         self.log = open(root / "daemon.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen([sys.executable, "-m", "mediad", "daemon", "--config", str(config)],
-                                     env=env(), stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "mediad", "daemon", "--config",
+                                      str(config)], env=env(), stdout=self.log, stderr=subprocess.STDOUT)
         self.db = root / "state" / "queue.sqlite3"
-        self._wait(lambda: self.db.exists(), 30)
-        time.sleep(0.5)  # the observers start right after the database is opened
+        self._wait(lambda: b"event=daemon_ready" in (root / "daemon.log").read_bytes(), ready_timeout)
 
     def _wait(self, predicate, timeout: float) -> None:  # type: ignore[no-untyped-def]
         deadline = time.monotonic() + timeout

@@ -129,9 +129,21 @@ class Cluster:
             _ip("-n", ns, "link", "set", "eth0", "up")
             self.nodes.append(Node(name="head" if i == 0 else f"node{i}", netns=ns, address=address))
 
+    @property
+    def token_path(self) -> Path:
+        """This cluster's authentication token (Ray >= 2.5x authenticates every connection):
+        given to every node and driver, so nothing reads or writes ~/.ray/auth_token, which
+        another cluster on this machine would share."""
+        path = self.root / "auth_token"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32))
+            path.chmod(0o600)
+        return path
+
     def env(self) -> dict[str, str]:
         """The environment every Ray process here runs with."""
         env = dict(os.environ)
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path))
         env.update(RAY_USAGE_STATS_ENABLED="0", PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
                    PYTHONPATH=str(REPO),
                    # A cold `import ray` on a loaded machine can take a minute or more.
