@@ -142,6 +142,17 @@ def test_committed_outputs_are_known_by_their_job_key(tmp_path: Path) -> None:
     assert committed_job(folder) == "k2"
     (tmp_path / "link.hls").symlink_to(folder)
     assert committed_job(tmp_path / "link.hls") is None
+    # A file-per-rendition set written by a cluster node that mounts the storage elsewhere:
+    # its files are found in the folder by name, at their sizes.
+    files = tmp_path / "b.renditions"
+    files.mkdir()
+    (files / "b.90p.mp4").write_bytes(b"rendition")
+    record = {"job": "k3", "files": [{"path": "/mnt/nas/out/b.renditions/b.90p.mp4", "size": 9}]}
+    (files / RECORD).write_text(json.dumps(record))
+    assert committed_job(files) == "k3"
+    (files / "b.90p.mp4").write_bytes(b"changed!!!")
+    assert committed_job(files) is None
+    remove_output(files)
     # An output a recursive watch would mirror into the set's folder is refused.
     assert enclosing_set(tmp_path, folder / "sub" / "b.hls") == folder
     assert enclosing_set(tmp_path, tmp_path / "sub" / "b.hls") is None

@@ -11,6 +11,7 @@ reads a local worker (pool.Worker over a RayTask).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -100,7 +101,9 @@ class RayTask:
         self._thread.start()
 
     def _write(self, line: str) -> None:
-        os.write(self._write_end, line.encode() + b"\n")
+        # OSError: the daemon has read the job's end and let go; the rest is not news
+        with contextlib.suppress(OSError):
+            os.write(self._write_end, line.encode() + b"\n")
 
     def _pump(self) -> None:
         import ray

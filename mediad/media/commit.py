@@ -56,7 +56,9 @@ def committed_key(folder: Path) -> str | None:
         return None
     tracks = record.get("tracks", [])
     files = [(folder / name, None) for t in tracks for name in t.get("files", [])]
-    files += [(Path(f["path"]), f.get("size")) for f in record.get("files", [])]
+    # A set's files live in its folder: looked for there by name, so the record holds whatever
+    # path the machine that wrote it used (a cluster node may mount the storage elsewhere).
+    files += [(folder / Path(f["path"]).name, f.get("size")) for f in record.get("files", [])]
     for path, size in files:
         try:
             if size is not None and path.stat().st_size != size or not path.is_file():
