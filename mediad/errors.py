@@ -34,6 +34,7 @@ class Reason(StrEnum):
     MISSING_DEPENDENCY = "missing_dependency"
     OUTPUT_EXISTS = "output_exists"
     NO_OUTPUT_NAME = "no_output_name"
+    SKIPPED_LARGER = "skipped_larger"  # the output would be larger than [video] max_size_ratio allows
     # The machine
     NO_GPU = "no_gpu"
     GPU_OOM = "gpu_oom"

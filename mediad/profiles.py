@@ -150,6 +150,9 @@ class VideoSettings(_Strict):
     # auto: deinterlace (bwdif) what the source flags as interlaced, as HandBrake decombs by
     # default; on: every frame; off: never.
     deinterlace: Literal["auto", "on", "off"] = "auto"
+    # Never bigger than the source: an output that would pass the source's size times this is
+    # stopped as soon as that shows (skipped_larger; the source untouched). None: no limit.
+    max_size_ratio: float | None = Field(default=None, gt=0.0, le=10.0)
 
     # First, so a copy profile hears that the key is not used rather than what is wrong with it.
     @field_validator("encoder", "quality", "bitrate", "speed", "max_height", "bit_depth",
@@ -439,6 +442,9 @@ class Profile(_Strict):
     @model_validator(mode="after")
     def _cross(self) -> Profile:
         c, v, a = self.container, self.video.codec, self.audio.codec
+        if self.video.max_size_ratio is not None and self.is_ladder:
+            raise ValueError("video.max_size_ratio compares one output file with its source: a "
+                             "ladder's renditions are several")
         if c in PACKAGES:
             return self._cross_package()
         for r in self.renditions:  # one file per rendition: each codec must fit the container

@@ -18,6 +18,7 @@ from mediad.media.plan import Plan, make_plan
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback
 from mediad.media.report import Report
+from mediad.media.size_guard import SizeGuard
 from mediad.media.source import DecoderRefused
 from mediad.media.timing import Span
 from mediad.media.verify import OutputInfo, SourceStamp, check_source_body, verify_output
@@ -116,9 +117,11 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
         # No NVIDIA GPU here: software is this machine's way, said once at INFO, not a warning.
         log.event_once("no_gpu", "software_only", reason=plan.gpu.reason)
     tmp = temp_path_for(output)
+    guard = SizeGuard(input_path, tmp, output, profile.video.max_size_ratio, on_progress) \
+        if profile.video.max_size_ratio is not None else None
     try:
         try:
-            plan, result = run_with_fallbacks(plan, tmp, profile, on_progress,
+            plan, result = run_with_fallbacks(plan, tmp, profile, guard or on_progress,
                                               _frames_estimate(info))
         except MediadError:
             # A recording still being written fails as "corrupt" or short: say what happened.
@@ -131,6 +134,8 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
         if result.frames_written == 0:
             raise MediadError(f"{input_path}: its video stream gave no frames (empty or "
                               "truncated)", reason=Reason.CORRUPT)
+        if guard is not None:
+            guard.check_final()
         check_source_body(info, result.source_spans, plan.start_offset)
         out = verify_output(tmp, _seconds(result.video_span), _audio_spans(plan, result),
                             str(input_path))
