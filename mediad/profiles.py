@@ -211,9 +211,15 @@ class AudioSettings(_Strict):
     # Before bitrate, so the bitrate's limit can count the channels.
     channels: StrictInt | None = Field(default=None, ge=1, le=8)
     bitrate: str = "128k"
+    # EBU R128 loudness normalisation, two-pass loudnorm (media.loudness): the integrated
+    # loudness to reach (LUFS), the true peak not to pass (dBTP), the loudness range (LU)
+    # within which a track is only turned up or down (linear), not compressed.
+    loudness: float | None = Field(default=None, ge=-70.0, le=-5.0)
+    true_peak: float | None = Field(default=None, ge=-9.0, le=0.0)
+    lra: float | None = Field(default=None, ge=1.0, le=50.0)
 
     # First, so a copy profile hears that the key is not used rather than what is wrong with it.
-    @field_validator("channels", "bitrate")
+    @field_validator("channels", "bitrate", "loudness", "true_peak", "lra")
     @classmethod
     def _not_copied_or_dropped(cls, v: Any, info: ValidationInfo) -> Any:
         # Copied tracks keep their channels and rate, dropped ones have none: silently ignoring
@@ -240,6 +246,21 @@ class AudioSettings(_Strict):
             raise ValueError(f"must be at most {_kbit(per_channel * (channels or 8))} for {codec} "
                              f"{where}: {_kbit(per_channel)} per channel")
         return v
+
+
+    @model_validator(mode="after")
+    def _loudness(self) -> AudioSettings:
+        if self.loudness is None and (self.true_peak is not None or self.lra is not None):
+            raise ValueError("true_peak and lra shape loudness normalisation: set loudness too")
+        return self
+
+    @property
+    def loudness_target(self) -> tuple[float, float, float] | None:
+        """(integrated LUFS, true peak dBTP, LRA LU) when the profile normalises loudness."""
+        if self.loudness is None:
+            return None
+        return (self.loudness, -1.0 if self.true_peak is None else self.true_peak,
+                20.0 if self.lra is None else self.lra)
 
 
 class SubtitleSettings(_Strict):
@@ -442,6 +463,8 @@ class Profile(_Strict):
     @model_validator(mode="after")
     def _cross(self) -> Profile:
         c, v, a = self.container, self.video.codec, self.audio.codec
+        if self.audio.loudness is not None and self.is_ladder:
+            raise ValueError("audio.loudness: a ladder's audio is not normalised yet")
         if self.video.max_size_ratio is not None and self.is_ladder:
             raise ValueError("video.max_size_ratio compares one output file with its source: a "
                              "ladder's renditions are several")

@@ -16,6 +16,7 @@ import av
 
 from mediad.media.audio import AudioConverter, output_layout
 from mediad.media.health import DecodeHealth
+from mediad.media.loudness import Normalizer
 from mediad.media.timing import AudioTimer
 from mediad.media.worker import OrderedWorker
 
@@ -41,9 +42,11 @@ class AudioSink:
     the first packet: opening happens on the caller's thread, never beside the worker.
     """
 
-    def __init__(self, index: int, ost: av.audio.stream.AudioStream) -> None:
+    def __init__(self, index: int, ost: av.audio.stream.AudioStream,
+                 normalize: Normalizer | None = None) -> None:
         self.ost = ost
         self.convert = AudioConverter(index)
+        self.normalize = normalize  # loudness, after the conversion to one setup
         self.timer = AudioTimer()
         self.worker: OrderedWorker[av.Packet | None, AudioOut] = OrderedWorker(
             self._work, name=f"mediad-audio-{index}")
@@ -58,6 +61,10 @@ class AudioSink:
         frames = [f for frame in decoded for f in self.convert(frame)]
         if packet.size == 0:  # the demuxer's end marker: what the converter still holds
             frames += self.convert.flush()
+        if self.normalize is not None:
+            frames = [f for frame in frames for f in self.normalize(frame)]
+            if packet.size == 0:
+                frames += self.normalize.flush()
         return [p for frame in frames for p in self.ost.encode(self.timer(frame))]
 
     def put(self, packet: av.Packet) -> list[AudioOut]:

@@ -151,6 +151,8 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
         tmp.unlink(missing_ok=True)
         raise
     extra = _write_analysis(result, input_path, output, profile) if result.analysis else {}
+    if result.loudness:
+        extra["loudness"] = result.loudness
     elapsed = time.monotonic() - started
     out = replace(out, path=str(output))  # verified under its temporary name
     log.event("transcoded", input=str(input_path), output=str(output), encoder=plan.video.encoder,

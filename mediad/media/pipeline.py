@@ -17,6 +17,7 @@ from mediad import log
 from mediad.errors import MediadError, Reason, io_error, is_storage_error
 from mediad.media import color
 from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
+from mediad.media.loudness import LoudnessTarget, Normalizer, measure
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
 from mediad.media.probe import KEPT_DISPOSITIONS, open_input
 from mediad.media.progress import ProgressCallback, ProgressReporter
@@ -55,6 +56,7 @@ class RunResult:
     source_spans: dict[int, Span] = field(default_factory=dict)
     # What went into the output's video stream: frames encoded, or packets copied.
     video_span: Span | None = None
+    loudness: list[dict] = field(default_factory=list)  # per normalised track: loudnorm's figures
 
 
 def _copy_tags(src: dict[str, str], dst: dict[str, str], keys: tuple[str, ...] | None = None) -> None:
@@ -189,8 +191,16 @@ class _Runner:
             self.copy[ist.index] = ost
         else:
             ost = add_encoded_audio(out, sp, ist)
-            self.audio_sinks[ist.index] = AudioSink(ist.index, ost)
+            self.audio_sinks[ist.index] = AudioSink(ist.index, ost, self._normalizer(sp))
         _copy_stream_info(ist, ost)
+
+    def _normalizer(self, sp: StreamPlan) -> Normalizer | None:
+        """Loudness normalisation of a track: its first pass (measuring it) runs here."""
+        if sp.loudness is None:
+            return None
+        target = LoudnessTarget(*sp.loudness)
+        what = f"{self.plan.input}: audio #{sp.index}"
+        return Normalizer(measure(Path(self.plan.input), sp.index, target), target, what)
 
     def _add_subtitle(self, sp: StreamPlan, src: av.container.InputContainer,
                       out: av.container.OutputContainer) -> None:
@@ -276,10 +286,12 @@ class _Runner:
             for frame in self.source.flush():
                 self._encode_video(frame, out)
             self._encode_video(None, out)
-            for sink in self.audio_sinks.values():
+            for index, sink in self.audio_sinks.items():
                 mux_audio(self.health, sink.finish(), out.mux)
                 if change := sink.convert.change:
                     self.result.warnings.append(change)
+                if sink.normalize is not None and sink.normalize.result is not None:
+                    self.result.loudness.append({"stream": index, **sink.normalize.result.to_dict()})
             for converter in self.convert_subs.values():
                 out.mux(converter.flush())
                 if summary := converter.summary():

@@ -35,6 +35,8 @@ class StreamPlan:
     sample_rate: int | None
     language: str | None
     reason: str
+    # (integrated LUFS, true peak dBTP, LRA LU): the track's loudness normalised (two-pass)
+    loudness: tuple[float, float, float] | None = None
 
 
 def no_fit(info: MediaInfo, what: str, container: str, why: str) -> MediadError:
@@ -60,7 +62,8 @@ def plan_audio(info: MediaInfo, profile: Profile, container: str) -> list[Stream
         channels = min(s.channels, a.channels) if a.channels else s.channels
         if a.codec == "copy" and fits:
             reason = "profile asks to copy audio"
-        elif a.codec != "copy" and s.codec == target and fits and channels == s.channels:
+        elif a.codec != "copy" and s.codec == target and fits and channels == s.channels \
+                and a.loudness is None:
             reason = f"source is already {target}: copied without re-encoding"
         else:
             reason = (f"{s.codec} does not fit {container}" if not fits
@@ -74,9 +77,13 @@ def plan_audio(info: MediaInfo, profile: Profile, container: str) -> list[Stream
                 bit_rate = per_channel * channels
                 reason += (f"; bitrate capped to {bit_rate // 1000}k ({target} takes at most "
                            f"{per_channel // 1000}k per channel)")
+            if a.loudness_target is not None:
+                i, tp, lra = a.loudness_target
+                reason += (f"; loudness normalised to {i:g} LUFS (true peak {tp:g} dBTP, range "
+                           f"{lra:g} LU), two-pass")
             plans.append(StreamPlan(s.index, "encode", s.codec, target, AUDIO_ENCODERS[target],
                                     bit_rate, channels, rate, s.language,
-                                    f"encode to {target}: {reason}"))
+                                    f"encode to {target}: {reason}", a.loudness_target))
             continue
         plans.append(StreamPlan(s.index, "copy", s.codec, s.codec, None, None, s.channels,
                                 s.sample_rate, s.language, reason))

@@ -48,6 +48,10 @@ def format_report(report: Report) -> str:
         dur = f"{o.duration:.2f}s" if o.duration is not None else "?"
         lines.append(f"wrote {o.path}: {o.video_codec} {o.width}x{o.height} via "
                      f"{report.plan.video.encoder}, {o.frames} frames, {dur}, {o.size} bytes")
+    for t in report.extra.get("loudness", []):
+        lines.append(f"loudness: audio #{t['stream']} {t['input_i']:g} LUFS -> {t['output_i']:g} "
+                     f"LUFS ({t['normalization']}; true peak in {t['input_tp']:g} dBTP, range "
+                     f"{t['input_lra']:g} LU)")
     lines.append(f"{report.elapsed:.2f}s elapsed, {report.fps:.1f} frames/s")
     lines += [f"fallback: {f}" for f in report.plan.fallbacks]
     lines += [f"warning: {w}" for w in report.warnings]
