@@ -445,7 +445,11 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
                  f"mediad keeps one video stream, #{v.index}" for extra in info.video[1:]]
     if video.action == "encode":
         if video.tonemap is not None:
-            notes.append(f"{video.tonemap.describe()} ({hdr_decision(v, profile.video, bool(profile.stages))[1]})")
+            why = hdr_decision(v, profile.video, bool(profile.stages))[1]
+            notes.append(f"{video.tonemap.describe()} ({why})")
+        elif profile.video.hdr == "tonemap" and not v.hdr:
+            notes.append(f'hdr = "tonemap": the source is not HDR (transfer '
+                         f'{v.color_transfer or "unspecified"}): nothing to tone-map')
         elif v.hdr and profile.video.bit_depth == 8:
             why = ("[[stages]] do not run with tone mapping yet" if profile.stages
                    else "use bit_depth = 10 to keep full quality, or hdr = \"tonemap\"")
