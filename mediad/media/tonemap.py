@@ -180,11 +180,12 @@ def _lerp(lut: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
     """lut at fractional positions `pos` (already in [0, len - 1]; consumed), interpolated."""
     import torch
 
-    low = pos.floor().clamp_(max=lut.numel() - 2.0)
-    idx = low.to(torch.int64)
-    frac = pos.sub_(low)
-    g0 = lut.take(idx)
-    return g0.add_((lut.take(idx + 1) - g0).mul_(frac))
+    idx = pos.to(torch.int32).clamp_(max=lut.numel() - 2)  # floor: pos is not negative
+    frac = pos.sub_(idx)
+    flat = idx.reshape(-1)
+    g0 = lut.index_select(0, flat)
+    g1 = lut.index_select(0, flat.add_(1))
+    return g0.lerp_(g1, frac.reshape(-1)).reshape(pos.shape)
 
 
 def pq_eotf_fast(e: torch.Tensor) -> torch.Tensor:
