@@ -174,6 +174,7 @@ _LUT_SIZE = 4096
 _LUTS: dict[tuple[float, float, str], torch.Tensor] = {}
 _PQ_LUT_SIZE = 16384
 _PQ_LUTS: dict[str, torch.Tensor] = {}
+_MATRICES: dict[str, torch.Tensor] = {}
 
 
 def _lerp(lut: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -236,7 +237,10 @@ def tonemap_rgb(rgb: torch.Tensor, tm: ToneMapPlan) -> torch.Tensor:
 
     rgb = rgb.to(torch.float32)
     linear = hlg_eotf(rgb) if tm.transfer == "hlg" else pq_eotf_fast(rgb)  # nits
-    m = torch.tensor(BT2020_TO_BT709, dtype=torch.float32, device=rgb.device)
+    m = _MATRICES.get(str(rgb.device))
+    if m is None:  # once per device: no host-to-device copy per frame
+        m = _MATRICES.setdefault(str(rgb.device), torch.tensor(
+            BT2020_TO_BT709, dtype=torch.float32, device=rgb.device))
     linear = torch.einsum("ij,jhw->ihw", m, linear)
     # max(R, G, B) through the curve; every component scaled alike (hue kept).
     sig = linear.amax(dim=0).clamp_(min=1e-6)
