@@ -352,3 +352,15 @@ def test_nvdec_without_nvenc_tone_maps_on_the_gpu(clips: dict[str, Path]) -> Non
     plan = make_plan(probe(clips["pq"]), Profile(name="p"), h100, Path("/tmp/o.mp4"))
     assert plan.video.tonemap is not None and plan.frames_on_gpu
     assert "tone mapping on the GPU" in plan.frames_reason
+
+
+def test_a_source_below_the_target_is_not_brightened() -> None:
+    # MaxCLL 80 nits: the curve is the identity up to 80 nits, and content above the stated
+    # peak is clipped to it, not lifted to the target's 100.
+    from mediad.media.hdr import HdrMetadata
+
+    tm = tonemap.tonemap_plan("smpte2084", HdrMetadata(None, 80, 20))
+    nits = torch.tensor([10.0, 50.0, 79.0, 81.0, 200.0])
+    grey = tonemap.pq_inverse_eotf(nits).reshape(1, 5, 1).expand(3, 5, 1)
+    out = tonemap.tonemap_rgb(grey, tm)[0, :, 0] ** 2.4 * 100.0  # back to nits
+    assert out.tolist() == pytest.approx([10.0, 50.0, 79.0, 80.0, 80.0], rel=2e-3)

@@ -222,12 +222,13 @@ def _gain_lut(tm: ToneMapPlan, device: torch.device) -> torch.Tensor:
 def _gain(sig: torch.Tensor, tm: ToneMapPlan) -> torch.Tensor:
     """mapped(sig) / sig for max(R, G, B) in nits: the LUT, linearly interpolated (below the
     knee it is exactly 1; the curve is smooth above it, so 4096 levels are far below a code
-    value), and target / sig above the source's peak (clipped to the peak)."""
+    value); above the source's peak, the peak's (content is clipped to the peak)."""
     import torch
 
     pos = (sig * ((_LUT_SIZE - 1) / tm.source_peak)).clamp_(0.0, _LUT_SIZE - 1.0)
     gain = _lerp(_gain_lut(tm, sig.device), pos)
-    return torch.where(sig > tm.source_peak, tm.target_peak / sig, gain)
+    top = min(tm.source_peak, tm.target_peak)  # what the curve gives the source's peak
+    return torch.where(sig > tm.source_peak, top / sig, gain)
 
 
 def tonemap_rgb(rgb: torch.Tensor, tm: ToneMapPlan) -> torch.Tensor:
