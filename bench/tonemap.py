@@ -7,7 +7,8 @@ PQ EOTF, gamut matrix, BT.2390 EETF on max(R,G,B), BT.1886, R'G'B' -> YUV 4:2:0)
 on planes already on the device: the torch operation alone, no decode, encode or host frame
 copy. The planes are a PQ picture with highlights (a gradient from 0 to 4000 nits and noise).
 After 2 warm-up calls, `--frames` calls are timed between two device synchronisations;
-frames/s = frames / wall time. CPU always (torch's default thread count); CUDA when
+frames/s = frames / wall time; on the CPU also the process's CPU time per frame, which other
+processes on shared cores hardly change (threads / CPU time: the rate on idle cores). CPU always (torch's default thread count); CUDA when
 torch.cuda.is_available() and not --cpu-only (otherwise it says so and exits 0).
 """
 
@@ -45,8 +46,8 @@ def _planes(width: int, height: int, device: str):  # noqa: ANN202
     return FramePlanes(y.to(device), uv.to(device), "p010le", "bt2020", False)
 
 
-def measure(device: str, width: int, height: int, frames: int) -> float:
-    """frames/s of tonemap_planes at width x height on `device`."""
+def measure(device: str, width: int, height: int, frames: int) -> tuple[float, float]:
+    """(frames/s, CPU seconds per frame) of tonemap_planes at width x height on `device`."""
     import torch
 
     from mediad.media import tonemap
@@ -62,11 +63,11 @@ def measure(device: str, width: int, height: int, frames: int) -> float:
         for _ in range(2):
             tonemap.tonemap_planes(planes, tm)
         sync()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for _ in range(frames):
             tonemap.tonemap_planes(planes, tm)
         sync()
-        return frames / (time.perf_counter() - start)
+        return frames / (time.perf_counter() - start), (time.process_time() - cpu) / frames
 
 
 def main() -> None:
@@ -81,9 +82,12 @@ def main() -> None:
 
     print(f"CPU: {_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads)")
-    fps = measure("cpu", width, height, args.frames)
+    fps, cpu = measure("cpu", width, height, args.frames)
+    threads = torch.get_num_threads()
+    # CPU seconds per frame hardly change when other processes share the cores; wall time does.
     print(f"tonemap_planes cpu  {width}x{height} float32: {fps:.1f} frames/s "
-          f"({1000 / fps:.0f} ms/frame)")
+          f"({1000 / fps:.0f} ms/frame wall, {cpu * 1000:.0f} ms CPU/frame: "
+          f"{threads / cpu:.1f} frames/s on {threads} idle cores)")
     if args.cpu_only:
         return
     if not torch.cuda.is_available():
@@ -91,7 +95,7 @@ def main() -> None:
         return
     print(f"GPU: {torch.cuda.get_device_name(0)}")
     for w, h in ((width, height), (3840, 2160)):
-        fps = measure("cuda:0", w, h, max(args.frames, 100))
+        fps, _ = measure("cuda:0", w, h, max(args.frames, 100))
         print(f"tonemap_planes cuda {w}x{h} float32: {fps:.1f} frames/s")
 
 
