@@ -153,10 +153,13 @@ class VideoSettings(_Strict):
     # Never bigger than the source: an output that would pass the source's size times this is
     # stopped as soon as that shows (skipped_larger; the source untouched). None: no limit.
     max_size_ratio: float | None = Field(default=None, gt=0.0, le=10.0)
+    # An HDR (PQ or HLG) source: tone-map it to SDR BT.709 (media.tonemap), keep it HDR, or
+    # auto: tone-map when the output cannot carry HDR (8-bit, or H.264), keep it otherwise.
+    hdr: Literal["keep", "tonemap", "auto"] = "auto"
 
     # First, so a copy profile hears that the key is not used rather than what is wrong with it.
     @field_validator("encoder", "quality", "bitrate", "speed", "max_height", "bit_depth",
-                     "deinterlace")
+                     "deinterlace", "hdr")
     @classmethod
     def _not_with_copy(cls, v: Any, info: ValidationInfo) -> Any:
         # Copy writes the source's packets: a user who sets max_height expects a smaller video.
@@ -487,6 +490,9 @@ class Profile(_Strict):
         if self.faststart and c not in ("mp4", "mov"):
             raise ValueError("faststart applies to mp4/mov only")
         kinds = [s.kind for s in self.stages]
+        if self.video.hdr == "tonemap" and self.stages:
+            raise ValueError('video.hdr = "tonemap" does not run with [[stages]] yet: remove '
+                             "one of them")
         if v == "copy" and "upscale" in kinds:
             raise ValueError("an upscale stage changes the frames: video.codec cannot be copy")
         for kind in ("shots", "classify"):

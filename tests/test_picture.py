@@ -130,9 +130,15 @@ def test_hdr10_metadata_survives_a_10_bit_encode(hdr10: Path, tmp_path: Path, co
 
 
 def test_hdr_to_8_bit_warns_in_the_plan(hdr10: Path, tmp_path: Path) -> None:
-    res = run_cli("plan", str(hdr10), "-p", "hevc", "-o", str(tmp_path / "o.mp4"), "--gpu", "none")
+    # hdr = "keep" to 8-bit: today's warning; the default (auto) tone-maps instead.
+    keep = write_profile(tmp_path, '[video]\ncodec = "hevc"\nhdr = "keep"\n')
+    res = run_cli("plan", str(hdr10), "-p", str(keep), "-o", str(tmp_path / "o.mp4"),
+                  "--gpu", "none")
     assert res.returncode == 0, res.stderr
     assert "warning: HDR source encoded to 8-bit without tone mapping" in res.stdout
+    res = run_cli("plan", str(hdr10), "-p", "hevc", "-o", str(tmp_path / "o.mp4"), "--gpu", "none")
+    assert res.returncode == 0, res.stderr
+    assert "without tone mapping" not in res.stdout and "tone-mapped HDR10" in res.stdout
 
 
 def _idet(path: Path) -> dict[str, int]:

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     import av
     import torch
 
+    from mediad.media.tonemap import ToneMapPlan
+
 # Pixel formats this module hands to torch as they are (zero copy) or after a cheap repack.
 NV12_FAMILY = ("nv12", "p010le")
 # Row pitch alignment of planes we allocate: FFmpeg's CUDA frame pool uses 256 bytes.
@@ -313,7 +315,8 @@ class GpuVideoTransform:
                  size: tuple[int, int] | None = None, out_format: str | None = "nv12",
                  mode: ResizeMode = "area",
                  model: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 chroma: str = "bilinear") -> None:
+                 chroma: str = "bilinear", tonemap: ToneMapPlan | None = None) -> None:
+        """`tonemap`: HDR frames tone-mapped to SDR BT.709, limited range (media.tonemap)."""
         if out_format not in (None, *NV12_FAMILY):
             raise ValueError(f"out_format must be nv12, p010le or None, not {out_format!r}")
         if size is not None and (size[0] % 2 or size[1] % 2):
@@ -325,6 +328,7 @@ class GpuVideoTransform:
         self.mode = mode
         self.model = model
         self.chroma = chroma
+        self.tonemap = tonemap
 
     def target_size(self, width: int, height: int) -> tuple[int, int]:
         """Output (width, height) for an input (or model output) of width x height."""
@@ -354,6 +358,14 @@ class GpuVideoTransform:
         """Run model/resize/depth on planes, ready to encode (planes_to_frame packs CUDA planes
         into the one allocation NVENC needs; host planes need no packing, so no copy here)."""
         fmt = self.out_format or p.fmt
+        if self.tonemap is not None:
+            from mediad.media.tonemap import tonemap_rgb
+
+            tm = self.tonemap
+            hdr = replace(p, matrix=tm.matrix, full_range=tm.full_range)  # as the plan read them
+            sdr = replace(p, matrix="bt709", full_range=False, colorspace=1,
+                          color_range=color.AVCOL_RANGE_MPEG)
+            return self.rgb_planes(tonemap_rgb(planes_to_rgb(hdr, self.chroma), tm), sdr)
         if self.model is not None:
             return self.rgb_planes(self.model(planes_to_rgb(p, self.chroma)), p)
         width, height = self.target_size(p.width, p.height)
@@ -367,7 +379,7 @@ class GpuVideoTransform:
 
     def passes_through(self, frame: av.VideoFrame) -> bool:
         """True when the frame needs no work and can go to the encoder as it is."""
-        if self.model is not None:
+        if self.model is not None or self.tonemap is not None:
             return False
         name = frame.format.name
         fmt = frame.sw_format.name if name == "cuda" and frame.sw_format else name

@@ -24,8 +24,7 @@ from mediad.media.plan_streams import StreamPlan
 from mediad.media.progress import ProgressCallback, ProgressReporter
 from mediad.media.source import Source
 from mediad.media.timing import Span
-from mediad.media.transform import VideoTransform
-from mediad.media.video_sink import EncoderRefused, VideoSink, open_video_encoder
+from mediad.media.video_sink import EncoderRefused, VideoSink, host_work, open_video_encoder
 
 
 @dataclass
@@ -207,7 +206,7 @@ class _LadderRunner:
                        out: av.container.OutputContainer) -> None:
         encoder = open_video_encoder(out, ist, r.video, self.plan.container,
                                      input_name=self.plan.base.input, output=r.name)
-        transform = VideoTransform(r.video, ist.time_base, encoder.full_range, encoder.matrix)
+        transform = host_work(r.video, ist, encoder)
         # Each rendition scales and encodes on its own thread; 8 frames of slack between them
         self.sinks.append(VideoSink(encoder, r.video, transform, out, name=r.name, depth=8,
                                     output=r.name))

@@ -31,6 +31,7 @@ from mediad.media.video_sink import (
     OpenedEncoder,
     VideoSink,
     gpu_layout,
+    host_work,
     open_video_encoder,
     sar_of,
 )
@@ -135,9 +136,8 @@ class _Runner:
             work, threaded = self._stage_path(ist, vp, encoder), False
         elif gpu_frames:
             work, threaded = self._gpu_transform(vp), False
-        else:  # host frames: scaled and encoded on their own thread
-            work = VideoTransform(vp, ist.time_base, encoder.full_range, encoder.matrix)
-            threaded = True
+        else:  # host frames: scaled (tone-mapped) and encoded on their own thread
+            work, threaded = host_work(vp, ist, encoder), True
         self.video_sink = VideoSink(encoder, vp, work, out, threaded=threaded)
 
     def _stage_path(self, ist: av.video.stream.VideoStream, vp: VideoPlan,
@@ -177,10 +177,17 @@ class _Runner:
 
     @staticmethod
     def _gpu_transform(vp: VideoPlan) -> FrameTransform:
-        """CUDA frames scaled and converted in torch for NVENC (no host copy)."""
+        """CUDA frames scaled (tone-mapped) and converted in torch for NVENC (no host copy), or
+        tone-mapped on the GPU and downloaded once for a software encoder."""
         from mediad.media.gpu_frames import GpuVideoTransform
 
-        gpu = GpuVideoTransform(size=(vp.width, vp.height), out_format=gpu_layout(vp))
+        if not vp.hardware:  # only tone mapping keeps frames on the GPU for software encoders
+            from mediad.media.tonemap import gpu_tone_map_to_host
+
+            assert vp.tonemap is not None
+            return gpu_tone_map_to_host(vp)
+        gpu = GpuVideoTransform(size=(vp.width, vp.height), out_format=gpu_layout(vp),
+                                tonemap=vp.tonemap)
         return lambda frame: [] if frame is None else [gpu(frame)]
 
     def _add_audio(self, sp: StreamPlan, src: av.container.InputContainer,

@@ -14,7 +14,7 @@ from mediad.formats import (
     Container,
 )
 from mediad.gpu import NVENC_NAMES, Capabilities, Capability
-from mediad.media import hdr
+from mediad.media import color, hdr
 from mediad.media.encoders import SOFTWARE_ENCODERS, encoder_options
 from mediad.media.hdr import HdrMetadata
 from mediad.media.plan_streams import (
@@ -25,6 +25,7 @@ from mediad.media.plan_streams import (
     plan_subtitles,
 )
 from mediad.media.probe import MediaInfo, VideoInfo
+from mediad.media.tonemap import ToneMapPlan, tonemap_plan
 from mediad.models.decision import StageDecision
 from mediad.profiles import (
     Profile,
@@ -76,6 +77,7 @@ class VideoPlan:
     # (PyAV cannot set the stream-level one its muxer reads), so it is written there.
     bitstream_filter: str | None = None
     source_interlaced: bool = False  # the probe saw interlacing (the plan then says it)
+    tonemap: ToneMapPlan | None = None  # HDR -> SDR BT.709 before the encoder (media.tonemap)
 
 
 def software_video(v: VideoPlan, reason: str) -> VideoPlan:
@@ -208,6 +210,8 @@ def copy_mismatch(v: VideoInfo, vs: VideoSettings, stage_scale: int = 1) -> str 
         return f"source has {lines} lines, over max_height {vs.max_height}"
     if deinterlace_mode(v, vs.deinterlace)[0] in ("all", "interlaced"):
         return f"source is interlaced ({v.field_order}) and is deinterlaced"
+    if hdr_decision(v, vs)[0]:
+        return "the HDR source is tone-mapped to SDR"
     if vs.bitrate is not None:
         rate = v.bit_rate or v.bit_rate_estimate
         if rate is None:
@@ -215,6 +219,25 @@ def copy_mismatch(v: VideoInfo, vs: VideoSettings, stage_scale: int = 1) -> str 
         if rate > parse_bitrate(vs.bitrate):
             return f"source video is {rate // 1000} kb/s, over bitrate {vs.bitrate}"
     return None
+
+
+def hdr_decision(v: VideoInfo, vs: VideoSettings, stages: bool = False) -> tuple[bool, str]:
+    """Whether `[video] hdr` tone-maps this source to SDR, and why (empty: not HDR, or keep).
+
+    `stages`: the profile has [[stages]], which do not run with tone mapping yet (auto keeps).
+    """
+    if not v.hdr or vs.codec == "copy" or (stages and vs.hdr == "auto"):
+        return False, ""
+    if vs.hdr == "tonemap":
+        return True, 'hdr = "tonemap"'
+    if vs.hdr == "keep":
+        return False, ""
+    if vs.bit_depth == 8:
+        return True, "hdr = auto and the output is 8-bit"
+    if vs.codec == "h264":
+        # x264 and NVENC write no HDR10 metadata, and few players show PQ/HLG in H.264.
+        return True, "hdr = auto and H.264 output does not carry HDR"
+    return False, ""
 
 
 # Bitstream filters that rewrite a copied stream's sample aspect ratio.
@@ -300,8 +323,12 @@ def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabil
         pix_fmt = "p010le" if use_gpu else "yuv420p10le"
     else:
         pix_fmt = "yuv420p"
-    # HDR10 metadata only means something on 10-bit output of an HDR source.
-    carried = v.hdr_metadata if v.hdr and vs.bit_depth == 10 else None
+    tonemap, _ = hdr_decision(v, vs, bool(profile.stages))
+    tm = tonemap_plan(v.color_transfer, v.hdr_metadata, colorspace=v.color_space,
+                      full_range=color.is_full_range(v.color_range, v.pix_fmt)) \
+        if tonemap else None
+    # HDR10 metadata only means something on 10-bit output of an HDR source kept HDR.
+    carried = v.hdr_metadata if v.hdr and vs.bit_depth == 10 and tm is None else None
     if carried is not None and not use_gpu and not hdr.encoder_params(encoder, carried):
         warnings.append(f"{encoder} cannot write the source's HDR10 mastering metadata: only "
                         "the colour tags are kept (use hevc or av1)")
@@ -312,7 +339,7 @@ def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabil
                                       caps.device if use_gpu else None, carried),
                      vs.speed, quality, bit_rate, pix_fmt, width, height, v.rotation, crop, sar,
                      reason + not_copied, deinterlace, carried,
-                     source_interlaced=v.interlaced), fallbacks, warnings
+                     source_interlaced=v.interlaced, tonemap=tm), fallbacks, warnings
 
 
 def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities, analysed: bool) -> DecodePlan:
@@ -348,6 +375,9 @@ def _plan_residency(decode: DecodePlan, video: VideoPlan, source_pix_fmt: str,
     if video.hardware:
         return True, ("NVDEC -> stages on the GPU -> NVENC, no host copy" if stages_on_cuda
                       else "NVDEC -> GPU scaling -> NVENC, no host copy")
+    if video.tonemap is not None:
+        return True, ("NVDEC -> tone mapping on the GPU; result downloaded once for the software "
+                      "encoder")
     if stages_on_cuda:
         return True, "NVDEC -> stages on the GPU; result downloaded once for the software encoder"
     return False, "frames downloaded once for the software encoder"
@@ -414,9 +444,17 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
     warnings += [f"video #{extra.index} ({extra.codec} {extra.width}x{extra.height}) not kept: "
                  f"mediad keeps one video stream, #{v.index}" for extra in info.video[1:]]
     if video.action == "encode":
-        if v.hdr and profile.video.bit_depth == 8:
+        if video.tonemap is not None:
+            why = hdr_decision(v, profile.video, bool(profile.stages))[1]
+            notes.append(f"{video.tonemap.describe()} ({why})")
+        elif profile.video.hdr == "tonemap" and not v.hdr:
+            notes.append(f'hdr = "tonemap": the source is not HDR (transfer '
+                         f'{v.color_transfer or "unspecified"}): nothing to tone-map')
+        elif v.hdr and profile.video.bit_depth == 8:
+            why = ("[[stages]] do not run with tone mapping yet" if profile.stages
+                   else "use bit_depth = 10 to keep full quality, or hdr = \"tonemap\"")
             warnings.append("HDR source encoded to 8-bit without tone mapping: colours keep the "
-                            "HDR transfer tags; use bit_depth = 10 to keep full quality")
+                            f"HDR transfer tags; {why}")
         if video.deinterlace in ("all", "interlaced"):
             notes.append(deinterlace_mode(v, profile.video.deinterlace)[1])
         elif v.interlaced:

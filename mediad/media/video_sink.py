@@ -6,16 +6,17 @@ sink, a ladder one per rendition; both open and run them with this code.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import av
 
 from mediad.errors import MediadError, Reason
+from mediad.media.color import AVCOL_RANGE_MPEG
 from mediad.media.plan import VideoPlan
 from mediad.media.source import HW_SETUP_ERRORS
 from mediad.media.timing import Span
-from mediad.media.transform import encoder_colour, tag_colour
+from mediad.media.transform import VideoTransform, encoder_colour, tag_colour
 from mediad.media.worker import OrderedWorker
 from mediad.realtime import undo_realtime
 
@@ -94,6 +95,10 @@ def open_video_encoder(out: av.container.OutputContainer, ist: av.video.stream.V
         occ.sample_aspect_ratio = sar
     full_range, matrix = encoder_colour(ist.codec_context, vp.height)
     tag_colour(ist.codec_context, occ, full_range, matrix)
+    if vp.tonemap is not None:  # tone mapping writes SDR BT.709, limited range
+        occ.colorspace = occ.color_primaries = occ.color_trc = 1
+        occ.color_range = AVCOL_RANGE_MPEG
+        full_range, matrix = False, None
     if vp.bit_rate:
         ost.bit_rate = vp.bit_rate
     if vp.codec == "hevc" and container in ("mp4", "mov"):
@@ -110,6 +115,20 @@ def open_video_encoder(out: av.container.OutputContainer, ist: av.video.stream.V
         raise MediadError(f"{input_name}: {vp.encoder} cannot encode {what}: {e}",
                           reason=Reason.UNSUPPORTED) from None
     return OpenedEncoder(ost, full_range, matrix)
+
+
+def host_work(vp: VideoPlan, ist: av.video.stream.VideoStream,
+              encoder: OpenedEncoder) -> FrameWork:
+    """The conversion of host frames for this encoder: libavfilter (rotation, crop, bwdif, scale,
+    pixel format), then tone mapping in torch when the plan tone-maps (torch imported only then)."""
+    if vp.tonemap is None:
+        return VideoTransform(vp, ist.time_base, encoder.full_range, encoder.matrix)
+    from mediad.media.tonemap import host_tone_map
+
+    # Geometry in libavfilter on the 10-bit HDR samples, kept in the source's range.
+    geometry = VideoTransform(replace(vp, pix_fmt="yuv420p10le"), ist.time_base,
+                              vp.tonemap.full_range)
+    return host_tone_map(geometry, vp.tonemap, vp.pix_fmt)
 
 
 class VideoSink:
