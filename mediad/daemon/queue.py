@@ -3,8 +3,9 @@
 States (JobState): queued -> running -> done | failed | cancelled; a transient failure or a stop
 puts a job back to queued, and `mediad retry` puts a failed one back. The daemon's main thread
 does every other write; `mediad retry` changes only failed rows whose source the daemon has
-finished with (`disposed`), which it never changes again; `mediad cancel` and `priority` write
-commands that a running daemon applies (commands table), and `mediad status` reads alongside.
+finished with (`disposed`), which it never changes again; `mediad cancel` and `priority` (and the
+API's submit and retry) write commands that a running daemon applies (commands table), and
+`mediad status` (and the API) read alongside.
 """
 
 from __future__ import annotations
@@ -175,12 +176,27 @@ def _v4_nodes(conn: sqlite3.Connection) -> None:
                  "TEXT NOT NULL, used TEXT NOT NULL, seen REAL NOT NULL)")
 
 
+def _v5_submit_retry_commands(conn: sqlite3.Connection) -> None:
+    # The API's submit and retry: new kinds (a CHECK constraint: the table is rebuilt), a job
+    # the command names only once applied (a submit's new job), and the arguments it carries.
+    conn.execute("CREATE TABLE commands_v5 (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind "
+                 "IN ('cancel', 'priority', 'submit', 'retry')), job INTEGER, value INTEGER, "
+                 "created REAL NOT NULL, applied REAL, result TEXT, args TEXT)")
+    conn.execute("INSERT INTO commands_v5 (id, kind, job, value, created, applied, result) "
+                 "SELECT id, kind, job, value, created, applied, result FROM commands")
+    conn.execute("DROP TABLE commands")
+    conn.execute("ALTER TABLE commands_v5 RENAME TO commands")
+    conn.execute("CREATE INDEX commands_pending ON commands (id) WHERE applied IS NULL")
+
+
 _STEPS: list[Callable[[sqlite3.Connection], None]] = [
     _create_v1,
     _add_moved_to,  # 2: where a failed source was moved (mediad retry trusts only this)
     _v3_cancel_priority_commands,  # 3: the cancelled state, priorities, the command channel
     _v4_nodes,  # 4: the node a job ran on, the cluster's nodes
+    _v5_submit_retry_commands,  # 5: the API's submit and retry commands, with arguments
 ]
+COMMAND_KINDS = ("cancel", "priority", "submit", "retry")
 SCHEMA_VERSION = len(_STEPS)
 
 
@@ -227,11 +243,20 @@ class Command:
 
     id: int
     kind: str
-    job: int
+    job: int | None  # a submit's: the job it queued (or found), once applied
     value: int | None
     created: float
     applied: float | None
     result: str | None
+    args: str | None = None  # a submit's request, JSON
+
+    @property
+    def ok(self) -> bool | None:
+        """Whether the daemon did what was asked; None while it is not applied. A refusal's
+        result starts with `refused:`, `is ` (the job's state) or `no such`."""
+        if self.result is None:
+            return None
+        return not self.result.startswith(("refused", "is ", "no such"))
 
 
 def db_path(path: Path | str) -> str | bytes:
@@ -474,10 +499,13 @@ class Queue:
         """Drop a queued job whose source changed before it ran (it will be queued anew)."""
         self.conn.execute("DELETE FROM jobs WHERE id = ? AND state = 'queued'", (job_id,))
 
-    def add_command(self, kind: str, job_id: int, value: int | None = None) -> int:
-        """Ask the running daemon for `kind` ('cancel', 'priority') on a job; the command's id."""
-        cur = self.conn.execute("INSERT INTO commands (kind, job, value, created) VALUES "
-                                "(?, ?, ?, ?)", (kind, job_id, value, time.time()))
+    def add_command(self, kind: str, job_id: int | None, value: int | None = None,
+                    args: dict | None = None) -> int:
+        """Ask the running daemon for `kind` (COMMAND_KINDS) on a job, or with `args` (a
+        submit's request); the command's id."""
+        cur = self.conn.execute("INSERT INTO commands (kind, job, value, created, args) VALUES "
+                                "(?, ?, ?, ?, ?)", (kind, job_id, value, time.time(),
+                                                    None if args is None else json.dumps(args)))
         return int(cur.lastrowid or 0)
 
     def pending_commands(self) -> list[Command]:
@@ -490,10 +518,11 @@ class Queue:
         row = self.conn.execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone()
         return Command(**dict(row)) if row else None
 
-    def command_applied(self, command_id: int, result: str) -> None:
-        """The daemon (or, while none runs, the command itself) has applied it."""
-        self.conn.execute("UPDATE commands SET applied = ?, result = ? WHERE id = ?",
-                          (time.time(), result, command_id))
+    def command_applied(self, command_id: int, result: str, job_id: int | None = None) -> None:
+        """The daemon (or, while none runs, the command itself) has applied it; `job_id`: the
+        job a submit queued (or found)."""
+        self.conn.execute("UPDATE commands SET applied = ?, result = ?, job = COALESCE(?, job) "
+                          "WHERE id = ?", (time.time(), db_text(result), job_id, command_id))
 
     def cancel_queued(self, job_id: int) -> bool:
         """A queued job cancelled (never started again); False when it is not queued."""

@@ -30,8 +30,10 @@ class DaemonState:
     metrics: Metrics
     settler: Settler
     watcher: Watcher
-    hasher: Background[tuple[int, Path], Identified]
+    hasher: Background[tuple[int, Path] | tuple[int, Path, int], Identified]
     disposer: Background[tuple[Job, WatchConfig | None], Disposed]
+    retrier: Background[tuple[int, Config, int], tuple[int, str]]
+    commands_in_flight: set[int]  # submit and retry commands being worked on off the loop
     executor: Executor
     workers: dict[int, Worker]
     nvenc_in_use: dict[int, int]
