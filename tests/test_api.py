@@ -4,6 +4,7 @@ OpenAPI schema."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -24,6 +25,9 @@ from conftest import packet_times  # noqa: E402
 from test_daemon import REPO, Site, free_port, make_video, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
+# Examples per operation for schemathesis: small by default (well under a minute); raise it for a
+# longer hunt, e.g. MEDIAD_API_FUZZ_EXAMPLES=200
+FUZZ_EXAMPLES = int(os.environ.get("MEDIAD_API_FUZZ_EXAMPLES", "12"))
 
 
 class ApiSite(Site):
@@ -339,6 +343,8 @@ def test_gpus_nodes_stats_and_listing(client: httpx.Client) -> None:
 def test_openapi_schema_holds_under_fuzzing(site: ApiSite) -> None:
     schemathesis = pytest.importorskip("schemathesis")
     from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import (
         content_type_conformance,
@@ -352,18 +358,35 @@ def test_openapi_schema_holds_under_fuzzing(site: ApiSite) -> None:
               content_type_conformance]
     started = time.monotonic()
     tried = 0
-    for result in schema.exclude(path="/api/v1/events").get_all_operations():
-        operation = result.ok()
+    operations = [r.ok() for r in schema.exclude(path="/api/v1/events").get_all_operations()]
+    for operation, mode in itertools.product(operations, GenerationMode):
+        # positive: requests the schema allows; negative: ones it does not (each must be a 4xx)
 
-        @given(case=operation.as_strategy())
-        @settings(max_examples=12, deadline=None, database=None, phases=[Phase.generate],
+        @given(case=operation.as_strategy(mode))
+        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
                   suppress_health_check=list(HealthCheck))
         def run(case: schemathesis.Case) -> None:
             # the submit/commands waits cut short: a fuzzed request must not hold the test
             case.call_and_validate(headers=auth, checks=checks, timeout=15)
 
-        run()
+        try:
+            run()
+        except Unsatisfiable:  # negative, and nothing to make invalid (no parameters, no body)
+            assert mode is GenerationMode.NEGATIVE
         tried += 1
-    assert tried >= 14
-    assert time.monotonic() - started < 120
+    assert tried >= 2 * 14
+    assert time.monotonic() - started < 120 or FUZZ_EXAMPLES > 12
     assert httpx.get(f"{site.url}/healthz").status_code == 200
+
+
+def test_a_daemon_without_api_never_imports_the_web_stack(tmp_path: Path) -> None:
+    plain = Site(tmp_path)
+    plain.env["PYTHONPROFILEIMPORTTIME"] = "1"  # every import, in the log (stderr)
+    plain.start()
+    make_video(plain.inbox / "a.mp4", seed=41)
+    plain.wait_jobs("done", 1, timeout=30)
+    assert plain.stop() == 0
+    imported = plain.log()
+    assert "import time:" in imported and "mediad.daemon.service" in imported
+    for module in ("fastapi", "uvicorn", "starlette", "mediad.api.app"):
+        assert f" {module}\n" not in imported and f" {module}." not in imported, module

@@ -387,6 +387,8 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, e: StarletteHTTPException) -> JSONResponse:
+        if e.status_code == 400:  # a body that is not JSON (not UTF-8): a bad body like any other
+            return _error(422, Reason.BAD_REQUEST, f"body: {e.detail}")
         return _error(e.status_code, _status_reason(e.status_code), str(e.detail),
                       headers=getattr(e, "headers", None))
 

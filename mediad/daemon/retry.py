@@ -336,6 +336,8 @@ class CommandRetrier:
             return command_id, f"refused: {e.reason}: {e}"
         except sqlite3.Error as e:
             return command_id, f"refused: bad_state: job {job_id}: {e}"
+        except Exception as e:  # a bug: answered, not left pending for ever
+            return command_id, f"refused: internal_error: job {job_id}: {type(e).__name__}: {e}"
         back = f" (moved back from {done.moved_from})" if done.moved_from else ""
         return command_id, f"requeued{back}"
 

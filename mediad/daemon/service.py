@@ -194,8 +194,12 @@ class Daemon(Intake, Scheduling, Supervision):
         address = self.config.api.address
         if address is None:
             return
-        from mediad.api.server import start_api  # the `web` extra
-
+        try:
+            from mediad.api.server import start_api  # the `web` extra
+        except ImportError as e:
+            raise MediadError(f"{self.config_path}: api.listen is set, but the web stack is not "
+                              f"installed ({e.name or e}): pip install 'mediad[web]'",
+                              reason=Reason.BAD_CONFIG) from None
         self.api = start_api(address, self.state_dir, lambda: self.config, self.readiness)
 
     def _publish_readiness(self, now: float) -> None:
