@@ -36,10 +36,12 @@ from mediad.daemon.queue import (
     Command,
     Job,
     JobState,
-    _job,
+    add_command,
     connect,
     counts,
     db_path,
+    job_of_row,
+    read_command,
     read_nodes,
 )
 from mediad.daemon.submit import FORBIDDEN, check_submission, load_named_profile, profile_specs
@@ -331,22 +333,18 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
                 args: dict | None = None) -> int:
         conn = connect(db)  # the daemon made the schema; only the commands table is written
         try:
-            cur = conn.execute("INSERT INTO commands (kind, job, value, created, args) VALUES "
-                               "(?, ?, ?, ?, ?)", (kind, job_id, value, time.time(),
-                                                   None if args is None else json.dumps(args)))
-            return int(cur.lastrowid or 0)
+            return add_command(conn, kind, job_id, value, args)
         finally:
             conn.close()
 
-    def read_command(command_id: int) -> Command | None:
+    def get_command(command_id: int) -> Command | None:
         with reading() as conn:
-            row = conn.execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone()
-        return Command(**dict(row)) if row else None
+            return read_command(conn, command_id)
 
     def wait_command(command_id: int, wait: float, settled: Callable[[Command], bool]) -> Command:
         deadline = time.monotonic() + wait
         while True:
-            c = read_command(command_id)
+            c = get_command(command_id)
             assert c is not None
             if (c.result is not None and settled(c)) or time.monotonic() >= deadline:
                 return c
@@ -357,7 +355,7 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None:
             raise ApiError(404, Reason.NO_JOB, f"job {job_id}: no such job")
-        return _job(row)
+        return job_of_row(row)
 
     def answer(c: Command) -> JSONResponse:
         """A job command's answer: 200 applied, 202 not yet, 409 refused (the job's state)."""
@@ -442,7 +440,7 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
             total = conn.execute(f"SELECT COUNT(*) FROM jobs{filters}", args).fetchone()[0]
             rows = conn.execute(f"SELECT * FROM jobs{page} ORDER BY id DESC LIMIT ? OFFSET ?",
                                 [*args, *([before] if before else []), limit, offset]).fetchall()
-        jobs = [_job_view(_job(r)) for r in rows]
+        jobs = [_job_view(job_of_row(r)) for r in rows]
         more = len(rows) == limit and bool(jobs)
         return JobPage(jobs=jobs, total=total, limit=limit, offset=offset,
                        next_cursor=jobs[-1].id if more else None)
@@ -506,7 +504,7 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
     @api.get("/commands/{command_id}", response_model=CommandView, tags=["jobs"])
     def show_command(command_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> CommandView:
         """A command and, once the daemon applied it, its result (a submit's job)."""
-        c = read_command(command_id)
+        c = get_command(command_id)
         if c is None:
             raise ApiError(404, "no_command", f"command {command_id}: no such command")
         return _command_view(c)

@@ -288,6 +288,11 @@ def _job(row: sqlite3.Row) -> Job:
     return Job(**d)
 
 
+def job_of_row(row: sqlite3.Row) -> Job:
+    """A jobs row (SELECT *) read on a connection of one's own, as a Job (the API's reads)."""
+    return _job(row)
+
+
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open the state database (WAL, durable commits)."""
     if readonly:
@@ -503,10 +508,7 @@ class Queue:
                     args: dict | None = None) -> int:
         """Ask the running daemon for `kind` (COMMAND_KINDS) on a job, or with `args` (a
         submit's request); the command's id."""
-        cur = self.conn.execute("INSERT INTO commands (kind, job, value, created, args) VALUES "
-                                "(?, ?, ?, ?, ?)", (kind, job_id, value, time.time(),
-                                                    None if args is None else json.dumps(args)))
-        return int(cur.lastrowid or 0)
+        return add_command(self.conn, kind, job_id, value, args)
 
     def pending_commands(self) -> list[Command]:
         """Commands not yet applied, oldest first."""
@@ -515,8 +517,7 @@ class Queue:
 
     def command(self, command_id: int) -> Command | None:
         """One command, applied or not."""
-        row = self.conn.execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone()
-        return Command(**dict(row)) if row else None
+        return read_command(self.conn, command_id)
 
     def command_applied(self, command_id: int, result: str, job_id: int | None = None) -> None:
         """The daemon (or, while none runs, the command itself) has applied it; `job_id`: the
@@ -567,6 +568,21 @@ class Queue:
         """Cache the dedup key of `path` at this stat."""
         self.conn.execute("INSERT OR REPLACE INTO seen (path, size, mtime_ns, inode, key) "
                           "VALUES (?, ?, ?, ?, ?)", (db_path(path), fp.size, fp.mtime_ns, fp.inode, key))
+
+
+def add_command(conn: sqlite3.Connection, kind: str, job_id: int | None, value: int | None = None,
+                args: dict | None = None) -> int:
+    """Write a command for the daemon's loop (Queue.add_command; the API's own connection)."""
+    cur = conn.execute("INSERT INTO commands (kind, job, value, created, args) VALUES "
+                       "(?, ?, ?, ?, ?)", (kind, job_id, value, time.time(),
+                                           None if args is None else json.dumps(args)))
+    return int(cur.lastrowid or 0)
+
+
+def read_command(conn: sqlite3.Connection, command_id: int) -> Command | None:
+    """One command, applied or not."""
+    row = conn.execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone()
+    return Command(**dict(row)) if row else None
 
 
 def recent(conn: sqlite3.Connection, limit: int = 20) -> list[Job]:
