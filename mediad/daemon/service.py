@@ -237,6 +237,9 @@ class Daemon(Intake, Scheduling, Supervision):
         self.hasher.stop()
         self.disposer.stop()
         self.retrier.stop()
+        if not self.state_lost:  # what they finished while the loop was ending
+            with contextlib.suppress(sqlite3.Error):
+                self._record_background()
         self.metrics.stop()
         self.queue.close()
         self.notifier.close()
@@ -306,6 +309,7 @@ class Daemon(Intake, Scheduling, Supervision):
         elif self.reload_requested:
             self.reload_requested = False
             self._reload()
+        self._record_background()
         if not self.stop_requests:
             self._take_events()
             self._maintain_watches(now)
@@ -316,12 +320,6 @@ class Daemon(Intake, Scheduling, Supervision):
                     log.event("internal_error", logging.ERROR, path=path,
                               error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=-3))
                     self._refuse(path, "internal_error")
-            for done in self.disposer.drain():
-                self.queue.disposed(done.job, done.moved_to)
-            for command_id, result in self.retrier.drain():
-                self.commands_in_flight.discard(command_id)
-                self.queue.command_applied(command_id, result)
-                self._counts_dirty = True
             for item in self._unrecorded_due(now) + self.hasher.drain():
                 try:
                     self._identified(item)
@@ -340,6 +338,16 @@ class Daemon(Intake, Scheduling, Supervision):
             self._record_nodes()
         self._dispatch()
         self._report(now)
+
+    def _record_background(self) -> None:
+        """Record the moves and retries finished off the loop, even while stopping: where a
+        failed source went is what `mediad retry` trusts, and only the database says it."""
+        for done in self.disposer.drain():
+            self.queue.disposed(done.job, done.moved_to)
+        for command_id, result in self.retrier.drain():
+            self.commands_in_flight.discard(command_id)
+            self.queue.command_applied(command_id, result)
+            self._counts_dirty = True
 
     def _timeout(self) -> float:
         settle = self.config.daemon.settle_seconds
