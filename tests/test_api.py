@@ -148,6 +148,7 @@ def test_submit_runs_to_done(site: ApiSite, client: httpx.Client, tmp_path: Path
     other = submit(client, source, "h264", output_dir=str(site.out / "h264"))
     done = wait_job(client, other["job"], "done")
     assert done["output"] == str(site.out / "h264" / "api" / "clip.mp4")
+    assert done["output_dir"] == str(site.out / "h264") and job["output_dir"] is None
     assert len(packet_times(Path(done["output"]), "0:v:0")) == 12
 
 
@@ -193,7 +194,8 @@ def test_retry_a_failed_job_once_its_file_is_fixed(site: ApiSite, client: httpx.
                                                    tmp_path: Path) -> None:
     source = site.inbox / "api" / "broken.mp4"
     source.write_text("not a video\n")
-    job = wait_job(client, submit(client, source)["job"], "failed")
+    mine = str(site.out / "mine")  # an output folder of its own: kept through the retry
+    job = wait_job(client, submit(client, source, output_dir=mine)["job"], "failed")
     assert job["reason"] and job["error"]
     moved = Path(wait_for(lambda: client.get(f"/api/v1/jobs/{job['id']}").json()["moved_to"], 15,
                           "the failed source to be moved to failed_dir"))  # type: ignore[arg-type]
@@ -206,7 +208,12 @@ def test_retry_a_failed_job_once_its_file_is_fixed(site: ApiSite, client: httpx.
     assert res.json()["result"] == f"requeued (moved back from {moved})" and res.json()["ok"]
     done = wait_job(client, job["id"], "done")
     assert done["attempts"] == 0 and source.exists() and not moved.exists()
+    assert done["output"] == str(site.out / "mine" / "api" / "broken.mp4")
     assert len(packet_times(Path(done["output"]), "0:v:0")) == 12
+    # Its key is the fixed content's with its profile and folder: submitted again, the same job
+    again = client.post("/api/v1/jobs", json={"path": str(source), "profile": "fast",
+                                              "output_dir": mine})
+    assert again.json()["result"] == f"exists: job {job['id']} (done)", again.text
 
 
 def test_cancel_a_running_job_and_reorder_a_queued_one(site: ApiSite, client: httpx.Client,

@@ -16,7 +16,7 @@ import pytest
 
 from mediad.config import WatchConfig, load_config
 from mediad.daemon.disposition import after_failure, after_success, move_file, write_json_atomic
-from mediad.daemon.fingerprint import fingerprint, job_key
+from mediad.daemon.fingerprint import Fingerprint, fingerprint, job_key
 from mediad.daemon.metrics import GpuCollector
 from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
@@ -541,4 +541,12 @@ def test_a_v4_command_channel_upgrades_to_submit_and_retry_kinds(tmp_path: Path)
     assert q.command(3).ok is False  # type: ignore[union-attr]
     with pytest.raises(sqlite3.IntegrityError):
         q.add_command("reboot", 1)
+    # A submit's own output folder is the job's (its key and a renamed output go there)
+    fp = Fingerprint(1, 1, 1, "d")
+    job = q.enqueue(key="k", source=Path("/in/a.mp4"), watch=Path("/in"), profile="fast",
+                    output=Path("/out/mine/a.mp4"), fp=fp, output_dir=Path("/out/mine"))
+    assert job is not None and job.output_dir == "/out/mine"
+    plain = q.enqueue(key="k2", source=Path("/in/b.mp4"), watch=Path("/in"), profile="fast",
+                      output=Path("/out/b.mp4"), fp=fp)
+    assert plain is not None and plain.output_dir is None
     q.close()

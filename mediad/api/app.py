@@ -105,6 +105,8 @@ class JobView(_Model):
     fps: float | None
     disposed: bool = Field(description="on_success / failed_dir applied to the source")
     moved_to: str | None = Field(description="where a failed source was moved")
+    output_dir: str | None = Field(description="the output folder a submit named; null: the "
+                                               "watch's")
 
 
 class JobDetail(JobView):
@@ -281,7 +283,7 @@ def _error(status: int, reason: str, message: str, **kw: Any) -> JSONResponse:
 
 def _job_view(job: Job, detail: bool = False) -> JobView | JobDetail:
     d: dict[str, Any] = {k: getattr(job, k) for k in JobView.model_fields if hasattr(job, k)}
-    for k in ("source", "watch", "output", "profile", "error", "moved_to", "reason"):
+    for k in ("source", "watch", "output", "profile", "error", "moved_to", "reason", "output_dir"):
         if d.get(k) is not None:
             d[k] = clean(d[k])
     d["disposed"] = bool(job.disposed)

@@ -188,8 +188,10 @@ class Intake(DaemonState):
         output = self._free_output(sub.watch, sub.path, sub.profile, key)
         if output is None:
             return None
+        own = sub.watch.output_dir != self.config.watch[sub.index].output_dir
         job = self.queue.enqueue(key=key, source=sub.path, watch=sub.watch.path,
-                                 profile=sub.profile_spec, output=output, fp=fp)
+                                 profile=sub.profile_spec, output=output, fp=fp,
+                                 output_dir=sub.watch.output_dir if own else None)
         if job is not None:
             self._counts_dirty = True
             log.event("job_queued", job=job.id, source=sub.path, profile=sub.profile_spec,

@@ -111,6 +111,7 @@ class Job:
     moved_to: str | None = None  # a failed source in failed_dir: what `mediad retry` moves back
     priority: int = 0  # higher runs first
     node: str | None = None  # the cluster node that ran (or runs) it; None: this machine
+    output_dir: str | None = None  # a submit's own output folder; None: its watch's
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -187,6 +188,9 @@ def _v5_submit_retry_commands(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE commands")
     conn.execute("ALTER TABLE commands_v5 RENAME TO commands")
     conn.execute("CREATE INDEX commands_pending ON commands (id) WHERE applied IS NULL")
+    # The output folder a submit named, when it is not its watch's (where a renamed output and
+    # a retried job's key go); NULL for everything else
+    conn.execute("ALTER TABLE jobs ADD COLUMN output_dir TEXT")
 
 
 _STEPS: list[Callable[[sqlite3.Connection], None]] = [
@@ -194,7 +198,7 @@ _STEPS: list[Callable[[sqlite3.Connection], None]] = [
     _add_moved_to,  # 2: where a failed source was moved (mediad retry trusts only this)
     _v3_cancel_priority_commands,  # 3: the cancelled state, priorities, the command channel
     _v4_nodes,  # 4: the node a job ran on, the cluster's nodes
-    _v5_submit_retry_commands,  # 5: the API's submit and retry commands, with arguments
+    _v5_submit_retry_commands,  # 5: the API's submit and retry commands, a job's output_dir
 ]
 COMMAND_KINDS = ("cancel", "priority", "submit", "retry")
 SCHEMA_VERSION = len(_STEPS)
@@ -282,7 +286,7 @@ def _job(row: sqlite3.Row) -> Job:
     """A row as a Job; paths stored as bytes (db_path) back to the names they were."""
     d = dict(row)
     d["state"] = JobState(d["state"])
-    for k in ("source", "watch", "output", "moved_to"):
+    for k in ("source", "watch", "output", "moved_to", "output_dir"):
         if isinstance(d[k], bytes):
             d[k] = os.fsdecode(d[k])
     return Job(**d)
@@ -365,14 +369,16 @@ class Queue:
         return jobs
 
     def enqueue(self, *, key: str, source: Path, watch: Path, profile: str, output: Path,
-                fp: Fingerprint) -> Job | None:
-        """Add a queued job; None when a job with this key already exists."""
+                fp: Fingerprint, output_dir: Path | None = None) -> Job | None:
+        """Add a queued job; None when a job with this key already exists. `output_dir`: a
+        submit's own, when it is not the watch's."""
         now = time.time()
         cur = self.conn.execute(
             "INSERT OR IGNORE INTO jobs (key, source, watch, profile, output, state, size, mtime_ns,"
-            " inode, digest, created, updated) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+            " inode, digest, created, updated, output_dir) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, "
+            "?, ?, ?, ?, ?)",
             (key, db_path(source), db_path(watch), profile, db_path(output), fp.size, fp.mtime_ns, fp.inode,
-             fp.digest, now, now))
+             fp.digest, now, now, None if output_dir is None else db_path(output_dir)))
         return self.get(cur.lastrowid) if cur.rowcount else None
 
     def ready(self, now: float, limit: int = 100) -> list[Job]:

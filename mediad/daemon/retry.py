@@ -247,8 +247,8 @@ class Retrier:
         note = self._note_for(job, watch)
         moved_from = self._locate(job, watch)
         fp = _fingerprint(job, moved_from or source)
-        # The job's own profile: the watch's, or the one a submit (the API) named
-        key = job_key(fp, job.profile, watch.output_dir)
+        # The job's own profile and output folder: the watch's, or those a submit (the API) named
+        key = job_key(fp, job.profile, Path(job.output_dir) if job.output_dir else watch.output_dir)
         other = self.queue.by_key(key)
         if other is not None and other.id != job.id:
             raise MediadError(f"job {job_id}: {moved_from or source} has the same content as job "

@@ -50,6 +50,13 @@ class DaemonState:
     _space_waits: dict[int, int]
     _counts_dirty: bool
 
+    @staticmethod
+    def _outputs_of(job: Job, watch: WatchConfig | None) -> WatchConfig | None:
+        """The job's watch as far as its outputs go: with the output folder a submit named."""
+        if watch is None or job.output_dir is None:
+            return watch
+        return watch.model_copy(update={"output_dir": Path(job.output_dir)})
+
     def _watch_for(self, job: Job) -> WatchConfig | None:
         return next((w for w in self.config.watch if str(w.path) == job.watch), None)
 
