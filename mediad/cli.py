@@ -303,6 +303,15 @@ def cmd_priority(args: argparse.Namespace) -> int:
                                        [args.job], args.value))
 
 
+def cmd_api(args: argparse.Namespace) -> int:
+    from mediad.api.token import read_token
+    from mediad.config import default_config_path, load_config
+
+    config = load_config(Path(args.config) if args.config else default_config_path())
+    print(read_token(config.daemon.state_dir))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from mediad.config import load_config
 
@@ -408,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("ray_args", nargs="*", metavar="-- RAY_ARG",
                    help="further `ray start` options, after --")
     n.set_defaults(func=cmd_node)
+
+    a = sub.add_parser("api", help="the daemon's REST API (docs/api.md)")
+    a.add_argument("action", choices=["token"], help="token: print the bearer token")
+    a.add_argument("--config", default=None, type=path_arg, help="mediad.toml (default: "
+                   "$MEDIAD_CONFIG, else /etc/mediad/mediad.toml)")
+    a.set_defaults(func=cmd_api)
 
     c = sub.add_parser("config", help="daemon configuration")
     c.add_argument("action", choices=["validate"])

@@ -26,6 +26,7 @@ from mediad.profiles import Profile, load_profile, validation_errors
 
 DEFAULT_CONFIG = Path("/etc/mediad/mediad.toml")
 DEFAULT_LISTEN = "127.0.0.1:9464"
+DEFAULT_API_LISTEN = "127.0.0.1:8464"
 _LOADED_PROFILES = "mediad_loaded_profiles"  # validation-context key: spec -> Profile
 
 
@@ -141,6 +142,24 @@ class MetricsConfig(_Strict):
         return parse_listen(self.listen) if self.listen else None
 
 
+class ApiConfig(_Strict):
+    # host:port of the REST API (docs/api.md); "" (or no [api] section) turns it off. Keep it
+    # on loopback: put a reverse proxy with TLS in front to reach it from elsewhere.
+    listen: str = ""
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        if v:
+            parse_listen(v)
+        return v
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """(host, port) to listen on, or None when the API is off."""
+        return parse_listen(self.listen) if self.listen else None
+
+
 class PathMap(_Strict):
     """Where some cluster nodes mount the shared media storage the head sees at `head`."""
 
@@ -185,6 +204,7 @@ class Config(_Strict):
     watch: tuple[WatchConfig, ...] = Field(min_length=1)
     metrics: MetricsConfig = MetricsConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    api: ApiConfig = ApiConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> Config:

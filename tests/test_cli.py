@@ -83,7 +83,8 @@ def test_usage_errors_exit_2() -> None:
 
 
 def test_help_and_cpu_transcode_do_not_import_torch(tmp_path: Path) -> None:
-    # nor Ray: the daemon's modules (its local executor) are imported too, and must not pull it in
+    # nor Ray, nor the web stack: the daemon's modules (its local executor, without [api]) are
+    # imported too, and must not pull them in
     code = (
         "import mediad.daemon.service, mediad.daemon.status\n"
         "import sys, contextlib, io\n"
@@ -92,10 +93,11 @@ def test_help_and_cpu_transcode_do_not_import_torch(tmp_path: Path) -> None:
         "    main(['--help'])\n"
         f"rc = main(['transcode', {str(SAMPLES / 'h264_aac.mp4')!r}, '-o', {str(tmp_path / 'o.mp4')!r},"
         " '--gpu', 'none', '--no-progress'])\n"
-        "print(rc, 'torch' in sys.modules, 'ray' in sys.modules)\n"
+        "web = [m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules]\n"
+        "print(rc, 'torch' in sys.modules, 'ray' in sys.modules, bool(web))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.stdout.split()[-3:] == ["0", "False", "False"], res.stderr
+    assert res.stdout.split()[-4:] == ["0", "False", "False", "False"], res.stderr
 
 
 def test_retry_usage_and_help(tmp_path: Path) -> None:

@@ -96,6 +96,10 @@ def test_each_profile_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_defaults_listen_on_loopback(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, '[[watch]]\npath = "in"\noutput_dir = "out"\n'))
     assert config.metrics.address == ("127.0.0.1", 9464)
+    assert config.api.address is None  # the REST API: off without [api]
+    api = load_config(write(tmp_path, '[[watch]]\npath = "in"\noutput_dir = "out"\n'
+                                      '[api]\nlisten = "127.0.0.1:8464"\n'))
+    assert api.api.address == ("127.0.0.1", 8464)
     assert config.daemon.workers == 2 and config.watch[0].on_success == "keep"
 
 
@@ -122,6 +126,9 @@ def test_defaults_listen_on_loopback(tmp_path: Path) -> None:
      "metrics.listen: expected host:port"),
     ('[[watch]]\npath = "in"\noutput_dir = "out"\n[metrics]\nlisten = "127.0.0.1:99999"\n',
      "metrics.listen: port must be 1..65535"),
+    ('[[watch]]\npath = "in"\noutput_dir = "out"\n[api]\nlisten = "8464"\n',
+     "api.listen: expected host:port"),
+    ('[[watch]]\npath = "in"\noutput_dir = "out"\n[api]\nport = 8464\n', "api.port: unknown key"),
     ("[[watch]\n", "not valid TOML"),
     ('[[watch]]\npath = ""\noutput_dir = "out"\n', "watch.0.path: must not be empty"),
     ('[[watch]]\npath = "in"\noutput_dir = " "\n', "watch.0.output_dir: must not be empty"),

@@ -16,7 +16,7 @@ import pytest
 
 from mediad.config import WatchConfig, load_config
 from mediad.daemon.disposition import after_failure, after_success, move_file, write_json_atomic
-from mediad.daemon.fingerprint import fingerprint, job_key
+from mediad.daemon.fingerprint import Fingerprint, fingerprint, job_key
 from mediad.daemon.metrics import GpuCollector
 from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
@@ -518,3 +518,46 @@ def test_a_state_database_from_before_moved_to_upgrades_in_place(tmp_path: Path)
     conn.close()
     with pytest.raises(MediadError, match="made by a newer mediad"):
         Queue(tmp_path)
+
+
+def test_a_v4_command_channel_upgrades_to_submit_and_retry_kinds(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mediad.daemon import queue as queue_module
+
+    conn = sqlite3.connect(tmp_path / queue_module.DB_NAME, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    for number, step in enumerate(queue_module._STEPS[:4], 1):  # a database of schema v4
+        step(conn)
+        conn.execute(f"PRAGMA user_version = {number}")
+    conn.execute("INSERT INTO commands (kind, job, value, created, applied, result) VALUES "
+                 "('priority', 3, 5, 1.0, 2.0, 'priority 5')")
+    with pytest.raises(sqlite3.IntegrityError):  # v4 knows only cancel and priority
+        conn.execute("INSERT INTO commands (kind, job, created) VALUES ('retry', 3, 1.0)")
+    conn.close()
+    q = Queue(tmp_path)
+    assert q.conn.execute("PRAGMA user_version").fetchone()[0] == queue_module.SCHEMA_VERSION
+    old = q.command(1)
+    assert old is not None and (old.kind, old.job, old.value, old.result, old.args) == \
+        ("priority", 3, 5, "priority 5", None) and old.ok
+    submit = q.add_command("submit", None, args={"path": "/in/a.mp4", "profile": "fast"})
+    assert [c.id for c in q.pending_commands()] == [submit]
+    pending = q.command(submit)
+    assert pending is not None and pending.job is None and pending.ok is None
+    assert json.loads(pending.args or "") == {"path": "/in/a.mp4", "profile": "fast"}
+    q.command_applied(submit, "queued", 7)
+    done = q.command(submit)
+    assert done is not None and (done.job, done.result, done.ok) == (7, "queued", True)
+    q.command_applied(q.add_command("retry", 7), "refused: not_failed: job 7: is done")
+    assert q.command(3).ok is False  # type: ignore[union-attr]
+    with pytest.raises(sqlite3.IntegrityError):
+        q.add_command("reboot", 1)
+    # A submit's own output folder is the job's (its key and a renamed output go there)
+    fp = Fingerprint(1, 1, 1, "d")
+    job = q.enqueue(key="k", source=Path("/in/a.mp4"), watch=Path("/in"), profile="fast",
+                    output=Path("/out/mine/a.mp4"), fp=fp, output_dir=Path("/out/mine"))
+    assert job is not None and job.output_dir == "/out/mine"
+    plain = q.enqueue(key="k2", source=Path("/in/b.mp4"), watch=Path("/in"), profile="fast",
+                      output=Path("/out/b.mp4"), fp=fp)
+    assert plain is not None and plain.output_dir is None
+    q.close()

@@ -81,16 +81,17 @@ class Identified:
     path: Path
     fp: Fingerprint | None
     error: MediadError | None = None
+    command: int | None = None  # a submit command's (the API): its id; None: the watch's intake
 
 
-def identify(item: tuple[int, Path]) -> Identified:
+def identify(item: tuple[int, Path] | tuple[int, Path, int]) -> Identified:
     """fingerprint() for the daemon's hashing thread: a failure is a result, not a raise."""
-    watch, path = item
+    watch, path, command = (*item, None)[:3]
     try:
-        return Identified(watch, path, fingerprint(path))
+        return Identified(watch, path, fingerprint(path), command=command)
     except MediadError as e:
-        return Identified(watch, path, None, e)
+        return Identified(watch, path, None, e, command=command)
     except OSError as e:  # a read error: unreadable now
         return Identified(watch, path, None, MediadError(f"{path}: cannot read: {e.strerror or e}",
-                                                         reason=Reason.UNREADABLE))
+                                                         reason=Reason.UNREADABLE), command=command)
 

@@ -5,6 +5,7 @@ loop (a mixin of service.Daemon: its state is the daemon's)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -20,9 +21,10 @@ from mediad.daemon.paths import (
     relative_to_watch,
     wanted,
 )
-from mediad.daemon.queue import Job
+from mediad.daemon.queue import Command, Job
 from mediad.daemon.retry import NOTE_SUFFIX, read_note
 from mediad.daemon.state import DaemonState
+from mediad.daemon.submit import Submission, check_submission
 from mediad.daemon.watcher import scan
 from mediad.errors import MediadError, Reason
 from mediad.media.commit import committed_job
@@ -130,8 +132,77 @@ class Intake(DaemonState):
         self.state_full = False
         return items
 
+    def _submit(self, command: Command) -> None:
+        """A submit command (the API): check it, then have the file fingerprinted off the loop
+        as intake does (see _identified); refused at once when it does not pass."""
+        try:
+            args = json.loads(command.args or "{}")
+            check_submission(self.config, str(args.get("path", "")), str(args.get("profile", "")),
+                             args.get("output_dir"))
+        except MediadError as e:
+            self.queue.command_applied(command.id, f"refused: {e.reason}: {e}")
+            return
+        except (ValueError, TypeError, AttributeError) as e:  # not what the API writes
+            self.queue.command_applied(command.id, f"refused: bad_request: {e}")
+            return
+        self.commands_in_flight.add(command.id)
+        index = next(i for i, w in enumerate(self.config.watch)
+                     if relative_to_watch(w, Path(os.path.normpath(args["path"]))) is not None)
+        self.hasher.submit(("command", command.id),
+                           (index, Path(os.path.normpath(args["path"])), command.id))
+
+    def _submitted(self, item: Identified) -> None:
+        """A submitted file fingerprinted: queue its job (or name the job its content has
+        already) and answer the command."""
+        assert item.command is not None
+        self.commands_in_flight.discard(item.command)
+        command = self.queue.command(item.command)
+        if command is None or command.applied is not None:
+            return
+        if item.error is not None:
+            self.queue.command_applied(command.id, f"refused: {item.error.reason}: {item.error}")
+            return
+        try:  # again, with the file as it is now and the config as it is now
+            args = json.loads(command.args or "{}")
+            sub = check_submission(self.config, args["path"], args["profile"], args.get("output_dir"))
+        except MediadError as e:
+            self.queue.command_applied(command.id, f"refused: {e.reason}: {e}")
+            return
+        assert item.fp is not None
+        key = job_key(item.fp, sub.profile_spec, sub.watch.output_dir)
+        existing = self.queue.by_key(key)
+        if existing is not None:
+            self.queue.command_applied(command.id, f"exists: job {existing.id} ({existing.state})",
+                                       existing.id)
+            return
+        job = self._enqueue(sub, item.fp, key, command=command.id)
+        if job is None:
+            self.queue.command_applied(command.id, f"refused: no_output_name: no free output name "
+                                                   f"for {sub.path} in {sub.watch.output_dir}")
+            return
+        self.queue.command_applied(command.id, "queued", job.id)
+
+    def _enqueue(self, sub: Submission, fp: Fingerprint, key: str, **via: object) -> Job | None:
+        """Queue the job of a file (intake's, or a submit's) under a free output name; None
+        when no name is free."""
+        output = self._free_output(sub.watch, sub.path, sub.profile, key)
+        if output is None:
+            return None
+        own = sub.watch.output_dir != self.config.watch[sub.index].output_dir
+        job = self.queue.enqueue(key=key, source=sub.path, watch=sub.watch.path,
+                                 profile=sub.profile_spec, output=output, fp=fp,
+                                 output_dir=sub.watch.output_dir if own else None)
+        if job is not None:
+            self._counts_dirty = True
+            log.event("job_queued", job=job.id, source=sub.path, profile=sub.profile_spec,
+                      output=output, **via)
+        return job
+
     def _identified(self, item: Identified) -> None:
         """A settled file fingerprinted: queue it unless its content has a job already."""
+        if item.command is not None:
+            self._submitted(item)
+            return
         if item.watch >= len(self.config.watch):
             return  # its watch went with a reload meanwhile
         index, path, watch = item.watch, item.path, self.config.watch[item.watch]
@@ -154,15 +225,9 @@ class Intake(DaemonState):
             return
         if not self._supersede(index, path):
             return
-        output = self._free_output(watch, path, watch.loaded_profile, key)
-        if output is None:
+        sub = Submission(index, watch, path, watch.profile, watch.loaded_profile)
+        if self._enqueue(sub, fp, key) is None:
             self._refuse(path, "no_output_name")
-            return
-        job = self.queue.enqueue(key=key, source=path, watch=watch.path, profile=watch.profile,
-                                 output=output, fp=fp)
-        if job is not None:
-            self._counts_dirty = True
-            log.event("job_queued", job=job.id, source=path, profile=watch.profile, output=output)
 
     def _supersede(self, index: int, path: Path) -> bool:
         """New content at the path of a job not yet done (a recording that grew, a file

@@ -3,8 +3,9 @@
 States (JobState): queued -> running -> done | failed | cancelled; a transient failure or a stop
 puts a job back to queued, and `mediad retry` puts a failed one back. The daemon's main thread
 does every other write; `mediad retry` changes only failed rows whose source the daemon has
-finished with (`disposed`), which it never changes again; `mediad cancel` and `priority` write
-commands that a running daemon applies (commands table), and `mediad status` reads alongside.
+finished with (`disposed`), which it never changes again; `mediad cancel` and `priority` (and the
+API's submit and retry) write commands that a running daemon applies (commands table), and
+`mediad status` (and the API) read alongside.
 """
 
 from __future__ import annotations
@@ -110,6 +111,7 @@ class Job:
     moved_to: str | None = None  # a failed source in failed_dir: what `mediad retry` moves back
     priority: int = 0  # higher runs first
     node: str | None = None  # the cluster node that ran (or runs) it; None: this machine
+    output_dir: str | None = None  # a submit's own output folder; None: its watch's
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -175,12 +177,30 @@ def _v4_nodes(conn: sqlite3.Connection) -> None:
                  "TEXT NOT NULL, used TEXT NOT NULL, seen REAL NOT NULL)")
 
 
+def _v5_submit_retry_commands(conn: sqlite3.Connection) -> None:
+    # The API's submit and retry: new kinds (a CHECK constraint: the table is rebuilt), a job
+    # the command names only once applied (a submit's new job), and the arguments it carries.
+    conn.execute("CREATE TABLE commands_v5 (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind "
+                 "IN ('cancel', 'priority', 'submit', 'retry')), job INTEGER, value INTEGER, "
+                 "created REAL NOT NULL, applied REAL, result TEXT, args TEXT)")
+    conn.execute("INSERT INTO commands_v5 (id, kind, job, value, created, applied, result) "
+                 "SELECT id, kind, job, value, created, applied, result FROM commands")
+    conn.execute("DROP TABLE commands")
+    conn.execute("ALTER TABLE commands_v5 RENAME TO commands")
+    conn.execute("CREATE INDEX commands_pending ON commands (id) WHERE applied IS NULL")
+    # The output folder a submit named, when it is not its watch's (where a renamed output and
+    # a retried job's key go); NULL for everything else
+    conn.execute("ALTER TABLE jobs ADD COLUMN output_dir TEXT")
+
+
 _STEPS: list[Callable[[sqlite3.Connection], None]] = [
     _create_v1,
     _add_moved_to,  # 2: where a failed source was moved (mediad retry trusts only this)
     _v3_cancel_priority_commands,  # 3: the cancelled state, priorities, the command channel
     _v4_nodes,  # 4: the node a job ran on, the cluster's nodes
+    _v5_submit_retry_commands,  # 5: the API's submit and retry commands, a job's output_dir
 ]
+COMMAND_KINDS = ("cancel", "priority", "submit", "retry")
 SCHEMA_VERSION = len(_STEPS)
 
 
@@ -227,11 +247,20 @@ class Command:
 
     id: int
     kind: str
-    job: int
+    job: int | None  # a submit's: the job it queued (or found), once applied
     value: int | None
     created: float
     applied: float | None
     result: str | None
+    args: str | None = None  # a submit's request, JSON
+
+    @property
+    def ok(self) -> bool | None:
+        """Whether the daemon did what was asked; None while it is not applied. A refusal's
+        result starts with `refused:`, `is ` (the job's state) or `no such`."""
+        if self.result is None:
+            return None
+        return not self.result.startswith(("refused", "is ", "no such"))
 
 
 def db_path(path: Path | str) -> str | bytes:
@@ -257,10 +286,15 @@ def _job(row: sqlite3.Row) -> Job:
     """A row as a Job; paths stored as bytes (db_path) back to the names they were."""
     d = dict(row)
     d["state"] = JobState(d["state"])
-    for k in ("source", "watch", "output", "moved_to"):
+    for k in ("source", "watch", "output", "moved_to", "output_dir"):
         if isinstance(d[k], bytes):
             d[k] = os.fsdecode(d[k])
     return Job(**d)
+
+
+def job_of_row(row: sqlite3.Row) -> Job:
+    """A jobs row (SELECT *) read on a connection of one's own, as a Job (the API's reads)."""
+    return _job(row)
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -335,14 +369,16 @@ class Queue:
         return jobs
 
     def enqueue(self, *, key: str, source: Path, watch: Path, profile: str, output: Path,
-                fp: Fingerprint) -> Job | None:
-        """Add a queued job; None when a job with this key already exists."""
+                fp: Fingerprint, output_dir: Path | None = None) -> Job | None:
+        """Add a queued job; None when a job with this key already exists. `output_dir`: a
+        submit's own, when it is not the watch's."""
         now = time.time()
         cur = self.conn.execute(
             "INSERT OR IGNORE INTO jobs (key, source, watch, profile, output, state, size, mtime_ns,"
-            " inode, digest, created, updated) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
+            " inode, digest, created, updated, output_dir) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, "
+            "?, ?, ?, ?, ?)",
             (key, db_path(source), db_path(watch), profile, db_path(output), fp.size, fp.mtime_ns, fp.inode,
-             fp.digest, now, now))
+             fp.digest, now, now, None if output_dir is None else db_path(output_dir)))
         return self.get(cur.lastrowid) if cur.rowcount else None
 
     def ready(self, now: float, limit: int = 100) -> list[Job]:
@@ -474,11 +510,11 @@ class Queue:
         """Drop a queued job whose source changed before it ran (it will be queued anew)."""
         self.conn.execute("DELETE FROM jobs WHERE id = ? AND state = 'queued'", (job_id,))
 
-    def add_command(self, kind: str, job_id: int, value: int | None = None) -> int:
-        """Ask the running daemon for `kind` ('cancel', 'priority') on a job; the command's id."""
-        cur = self.conn.execute("INSERT INTO commands (kind, job, value, created) VALUES "
-                                "(?, ?, ?, ?)", (kind, job_id, value, time.time()))
-        return int(cur.lastrowid or 0)
+    def add_command(self, kind: str, job_id: int | None, value: int | None = None,
+                    args: dict | None = None) -> int:
+        """Ask the running daemon for `kind` (COMMAND_KINDS) on a job, or with `args` (a
+        submit's request); the command's id."""
+        return add_command(self.conn, kind, job_id, value, args)
 
     def pending_commands(self) -> list[Command]:
         """Commands not yet applied, oldest first."""
@@ -487,13 +523,13 @@ class Queue:
 
     def command(self, command_id: int) -> Command | None:
         """One command, applied or not."""
-        row = self.conn.execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone()
-        return Command(**dict(row)) if row else None
+        return read_command(self.conn, command_id)
 
-    def command_applied(self, command_id: int, result: str) -> None:
-        """The daemon (or, while none runs, the command itself) has applied it."""
-        self.conn.execute("UPDATE commands SET applied = ?, result = ? WHERE id = ?",
-                          (time.time(), result, command_id))
+    def command_applied(self, command_id: int, result: str, job_id: int | None = None) -> None:
+        """The daemon (or, while none runs, the command itself) has applied it; `job_id`: the
+        job a submit queued (or found)."""
+        self.conn.execute("UPDATE commands SET applied = ?, result = ?, job = COALESCE(?, job) "
+                          "WHERE id = ?", (time.time(), db_text(result), job_id, command_id))
 
     def cancel_queued(self, job_id: int) -> bool:
         """A queued job cancelled (never started again); False when it is not queued."""
@@ -538,6 +574,21 @@ class Queue:
         """Cache the dedup key of `path` at this stat."""
         self.conn.execute("INSERT OR REPLACE INTO seen (path, size, mtime_ns, inode, key) "
                           "VALUES (?, ?, ?, ?, ?)", (db_path(path), fp.size, fp.mtime_ns, fp.inode, key))
+
+
+def add_command(conn: sqlite3.Connection, kind: str, job_id: int | None, value: int | None = None,
+                args: dict | None = None) -> int:
+    """Write a command for the daemon's loop (Queue.add_command; the API's own connection)."""
+    cur = conn.execute("INSERT INTO commands (kind, job, value, created, args) VALUES "
+                       "(?, ?, ?, ?, ?)", (kind, job_id, value, time.time(),
+                                           None if args is None else json.dumps(args)))
+    return int(cur.lastrowid or 0)
+
+
+def read_command(conn: sqlite3.Connection, command_id: int) -> Command | None:
+    """One command, applied or not."""
+    row = conn.execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone()
+    return Command(**dict(row)) if row else None
 
 
 def recent(conn: sqlite3.Connection, limit: int = 20) -> list[Job]:

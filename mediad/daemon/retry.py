@@ -247,7 +247,8 @@ class Retrier:
         note = self._note_for(job, watch)
         moved_from = self._locate(job, watch)
         fp = _fingerprint(job, moved_from or source)
-        key = job_key(fp, watch.profile, watch.output_dir)
+        # The job's own profile and output folder: the watch's, or those a submit (the API) named
+        key = job_key(fp, job.profile, Path(job.output_dir) if job.output_dir else watch.output_dir)
         other = self.queue.by_key(key)
         if other is not None and other.id != job.id:
             raise MediadError(f"job {job_id}: {moved_from or source} has the same content as job "
@@ -313,6 +314,32 @@ class Retrier:
         except OSError as e:
             raise MediadError(f"job {job.id}: cannot move {src} back to {dest}: "
                               f"{e.strerror or e}", reason=Reason.IO_ERROR) from None
+
+
+class CommandRetrier:
+    """The daemon's retry commands (the API's POST /api/v1/jobs/{id}/retry): `mediad retry`'s
+    rules, on a thread of their own (moving a source back may copy a large file) with a
+    connection of their own, as `mediad retry` writes from its own process."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.queue: Queue | None = None  # opened on the thread that uses it
+
+    def __call__(self, item: tuple[int, Config, int]) -> tuple[int, str]:
+        """(command id, the command's result) for (command id, config, job id)."""
+        command_id, config, job_id = item
+        try:
+            if self.queue is None:
+                self.queue = Queue(self.state_dir)
+            done = Retrier(config, self.queue, daemon_running=True).retry(job_id)
+        except MediadError as e:
+            return command_id, f"refused: {e.reason}: {e}"
+        except sqlite3.Error as e:
+            return command_id, f"refused: bad_state: job {job_id}: {e}"
+        except Exception as e:  # a bug: answered, not left pending for ever
+            return command_id, f"refused: internal_error: job {job_id}: {type(e).__name__}: {e}"
+        back = f" (moved back from {done.moved_from})" if done.moved_from else ""
+        return command_id, f"requeued{back}"
 
 
 def _fingerprint(job: Job, path: Path) -> Fingerprint:

@@ -75,7 +75,8 @@ class Scheduling(DaemonState):
                 return False
             job = renamed
         output = Path(job.output)
-        if (inside := enclosing_set(watch.output_dir if watch else output.parent, output)):
+        outputs = self._outputs_of(job, watch)
+        if (inside := enclosing_set(outputs.output_dir if outputs else output.parent, output)):
             self._fail(job, watch, Reason.OUTPUT_EXISTS,
                        f"{output}: would be written into {inside}, a committed output set")
             return False
@@ -148,8 +149,9 @@ class Scheduling(DaemonState):
         except MediadError as e:
             self._fail(job, watch, e.reason, str(e))
             return None
-        output = (self._free_output(watch, Path(job.source), profile)
-                  if watch is not None else None)
+        outputs = self._outputs_of(job, watch)
+        output = (self._free_output(outputs, Path(job.source), profile)
+                  if outputs is not None else None)
         if output is None:
             self._fail(job, watch, "output_exists",
                        f"{taken}: something else has this output name and no other name is free")

@@ -16,8 +16,10 @@ import sqlite3
 import time
 import traceback
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mediad import log
+from mediad.api.ready import Readiness, ReadinessBox
 from mediad.config import Config, WatchConfig, load_config
 from mediad.daemon import disposition
 from mediad.daemon.background import Background
@@ -30,12 +32,16 @@ from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
 from mediad.daemon.pool import Worker
 from mediad.daemon.queue import DB_NAME, Job, Queue
+from mediad.daemon.retry import CommandRetrier
 from mediad.daemon.scheduling import Scheduling
 from mediad.daemon.settle import Settler
 from mediad.daemon.status import PID_FILE
 from mediad.daemon.supervision import Supervision
 from mediad.daemon.watcher import Watcher
 from mediad.errors import MediadError, Reason
+
+if TYPE_CHECKING:
+    from mediad.api.server import ApiServer
 
 NODES_EVERY = 5.0  # seconds between records of a cluster's nodes (mediad status shows them)
 
@@ -90,10 +96,16 @@ class Daemon(Intake, Scheduling, Supervision):
         self.sel.register(self._wake_r, selectors.EVENT_READ, None)
         self.watcher = Watcher(self._wake)
         # Whole-file hashing and cross-filesystem moves: on threads of their own
-        self.hasher: Background[tuple[int, Path], Identified] = Background(
-            identify, self._wake, name="mediad-hasher")
+        self.hasher: Background[tuple[int, Path] | tuple[int, Path, int], Identified] = \
+            Background(identify, self._wake, name="mediad-hasher")
         self.disposer: Background[tuple[Job, WatchConfig | None], Disposed] = Background(
             disposition.dispose, self._wake, name="mediad-disposer")
+        # The API's retry commands: `mediad retry`'s rules (a source may be copied back)
+        self.retrier: Background[tuple[int, Config, int], tuple[int, str]] = Background(
+            CommandRetrier(self.state_dir), self._wake, name="mediad-retrier")
+        self.commands_in_flight: set[int] = set()
+        self.readiness = ReadinessBox()  # what /readyz reads (the API thread, no locks)
+        self.api: ApiServer | None = None  # the API's server thread, with [api]
         self.workers: dict[int, Worker] = {}
         # Where jobs run; the local one keeps worker processes started ahead, engine imported
         self.executor = make_executor(config.executor, config.daemon)
@@ -176,6 +188,27 @@ class Daemon(Intake, Scheduling, Supervision):
             return
         self.queue.set_nodes(nodes)
 
+    def _start_api(self) -> None:
+        """Serve the REST API on a thread of its own, with [api] (the web stack is imported
+        only then); a busy port is said loudly and the daemon goes on, as for metrics."""
+        address = self.config.api.address
+        if address is None:
+            return
+        try:
+            from mediad.api.server import start_api  # the `web` extra
+        except ImportError as e:
+            raise MediadError(f"{self.config_path}: api.listen is set, but the web stack is not "
+                              f"installed ({e.name or e}): pip install 'mediad[web]'",
+                              reason=Reason.BAD_CONFIG) from None
+        self.api = start_api(address, self.state_dir, lambda: self.config, self.readiness)
+
+    def _publish_readiness(self, now: float) -> None:
+        self.readiness.publish(Readiness(
+            at=now, store_writable=not (self.state_full or self.state_lost),
+            watches=tuple((str(w.path), self.watcher.alive(i))
+                          for i, w in enumerate(self.config.watch)),
+            stopping=bool(self.stop_requests)))
+
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"\0")
@@ -199,8 +232,14 @@ class Daemon(Intake, Scheduling, Supervision):
     def _close(self) -> None:
         self.watcher.stop_all()
         self.executor.close()
+        if self.api is not None:
+            self.api.stop()
         self.hasher.stop()
         self.disposer.stop()
+        self.retrier.stop()
+        if not self.state_lost:  # what they finished while the loop was ending
+            with contextlib.suppress(sqlite3.Error):
+                self._record_background()
         self.metrics.stop()
         self.queue.close()
         self.notifier.close()
@@ -224,6 +263,7 @@ class Daemon(Intake, Scheduling, Supervision):
             log.event("job_recovered", job=job.id, source=job.source,
                       note="was running when the daemon stopped; queued again")
         self.metrics.start(self.config.metrics.address)
+        self._start_api()
         log.event("daemon_starting", pid=os.getpid(), config=self.config_path,
                   state_dir=self.state_dir, workers=self.config.daemon.workers,
                   nvenc_gpus=",".join(map(str, self.devices)) or "none")
@@ -231,6 +271,7 @@ class Daemon(Intake, Scheduling, Supervision):
         self._start_watches()
         self._scan_all()
         self._refresh_counts()
+        self._publish_readiness(time.monotonic())  # /readyz: ready with READY=1, not later
         self.notifier.ready(self._status_text())
         log.event("daemon_ready", watches=len(self.config.watch), pending=len(self.settler),
                   **self._counts)
@@ -268,6 +309,7 @@ class Daemon(Intake, Scheduling, Supervision):
         elif self.reload_requested:
             self.reload_requested = False
             self._reload()
+        self._record_background()
         if not self.stop_requests:
             self._take_events()
             self._maintain_watches(now)
@@ -278,8 +320,6 @@ class Daemon(Intake, Scheduling, Supervision):
                     log.event("internal_error", logging.ERROR, path=path,
                               error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=-3))
                     self._refuse(path, "internal_error")
-            for done in self.disposer.drain():
-                self.queue.disposed(done.job, done.moved_to)
             for item in self._unrecorded_due(now) + self.hasher.drain():
                 try:
                     self._identified(item)
@@ -298,6 +338,16 @@ class Daemon(Intake, Scheduling, Supervision):
             self._record_nodes()
         self._dispatch()
         self._report(now)
+
+    def _record_background(self) -> None:
+        """Record the moves and retries finished off the loop, even while stopping: where a
+        failed source went is what `mediad retry` trusts, and only the database says it."""
+        for done in self.disposer.drain():
+            self.queue.disposed(done.job, done.moved_to)
+        for command_id, result in self.retrier.drain():
+            self.commands_in_flight.discard(command_id)
+            self.queue.command_applied(command_id, result)
+            self._counts_dirty = True
 
     def _timeout(self) -> float:
         settle = self.config.daemon.settle_seconds
@@ -345,6 +395,8 @@ class Daemon(Intake, Scheduling, Supervision):
             new = new.model_copy(update={"executor": old.executor})
         if new.metrics.listen != old.metrics.listen:
             log.event("config_needs_restart", logging.WARNING, key="metrics.listen")
+        if new.api.listen != old.api.listen:
+            log.event("config_needs_restart", logging.WARNING, key="api.listen")
         log.setup(new.daemon.log_level)
         self.watcher.stop_all()
         self.watcher = Watcher(self._wake)
@@ -377,4 +429,5 @@ class Daemon(Intake, Scheduling, Supervision):
         self.metrics.workers.set(len(self.workers))
         for device in self.devices:
             self.metrics.nvenc.labels(str(device)).set(self.nvenc_in_use.get(device, 0))
+        self._publish_readiness(now)
         self.notifier.watchdog(now)

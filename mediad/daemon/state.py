@@ -30,8 +30,10 @@ class DaemonState:
     metrics: Metrics
     settler: Settler
     watcher: Watcher
-    hasher: Background[tuple[int, Path], Identified]
+    hasher: Background[tuple[int, Path] | tuple[int, Path, int], Identified]
     disposer: Background[tuple[Job, WatchConfig | None], Disposed]
+    retrier: Background[tuple[int, Config, int], tuple[int, str]]
+    commands_in_flight: set[int]  # submit and retry commands being worked on off the loop
     executor: Executor
     workers: dict[int, Worker]
     nvenc_in_use: dict[int, int]
@@ -47,6 +49,13 @@ class DaemonState:
     _progress_written: dict[int, float]
     _space_waits: dict[int, int]
     _counts_dirty: bool
+
+    @staticmethod
+    def _outputs_of(job: Job, watch: WatchConfig | None) -> WatchConfig | None:
+        """The job's watch as far as its outputs go: with the output folder a submit named."""
+        if watch is None or job.output_dir is None:
+            return watch
+        return watch.model_copy(update={"output_dir": Path(job.output_dir)})
 
     def _watch_for(self, job: Job) -> WatchConfig | None:
         return next((w for w in self.config.watch if str(w.path) == job.watch), None)

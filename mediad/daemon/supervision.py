@@ -74,9 +74,19 @@ class Supervision(DaemonState):
                 worker.kill_deadline = None
 
     def _apply_commands(self, now: float) -> None:
-        """What `mediad cancel` / `priority` (the command channel) asked, in order."""
+        """What `mediad cancel` / `priority` and the API (the command channel) asked, in order.
+        A submit is fingerprinted and a retry made off the loop: answered when they are done."""
         for command in self.queue.pending_commands():
-            job = self.queue.get(command.job)
+            if command.id in self.commands_in_flight:
+                continue
+            if command.kind == "submit":
+                self._submit(command)
+                continue
+            if command.kind == "retry" and command.job is not None:
+                self.commands_in_flight.add(command.id)
+                self.retrier.submit(command.id, (command.id, self.config, command.job))
+                continue
+            job = self.queue.get(command.job) if command.job is not None else None
             if job is None:
                 result = "no such job"
             elif command.kind == "cancel":

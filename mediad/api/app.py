@@ -1,0 +1,659 @@
+"""The REST API (docs/api.md): FastAPI on pydantic models, versioned under /api/v1.
+
+Reads open their own read-only SQLite connection per request (WAL: they never wait on the
+daemon's writes, nor it on them). Writes are commands (the store's commands table), applied by
+the daemon's main loop in order, as `mediad cancel` does; a request waits a little for the
+answer and otherwise hands back the command to poll (GET /api/v1/commands/{id}).
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path as FsPath
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mediad import log
+from mediad.api.ready import ReadinessBox
+from mediad.api.token import token_matches
+from mediad.config import Config
+from mediad.daemon.queue import (
+    DB_NAME,
+    STATES,
+    Command,
+    Job,
+    JobState,
+    add_command,
+    connect,
+    counts,
+    db_path,
+    job_of_row,
+    read_command,
+    read_nodes,
+)
+from mediad.daemon.submit import FORBIDDEN, check_submission, load_named_profile, profile_specs
+from mediad.errors import InvalidFile, MediadError, Reason
+from mediad.profiles import builtin_names, parse_profile, resolve_profile_path
+
+MAX_ID = 2**63 - 1  # SQLite INTEGER: no id is larger
+POLL = 0.5  # seconds between the event stream's looks at the store
+GPU_CACHE = 10.0  # seconds a GPU report is served again before it is read anew
+COMMAND_POLL = 0.05
+
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="a job's id")]
+Wait = Annotated[float, Query(ge=0.0, le=30.0, description="seconds to wait for the daemon "
+                                                          "to apply the command")]
+
+
+def clean(text: str) -> str:
+    """Text safe to put in JSON: a non-UTF-8 file name's bytes (or a lone surrogate) escaped."""
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# ----- the contracts ----------------------------------------------------------------------------
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(_Model):
+    """Every error: what went wrong, in a line, and a machine-readable reason."""
+
+    error: str
+    reason: str
+
+
+class JobView(_Model):
+    """A job as the store holds it (its report left out: see JobDetail)."""
+
+    id: int
+    state: JobState
+    source: str
+    watch: str
+    profile: str
+    output: str
+    attempts: int
+    reason: str | None
+    error: str | None
+    size: int = Field(description="the source's size in bytes")
+    priority: int
+    created: float = Field(description="seconds since the epoch")
+    updated: float
+    started: float | None
+    finished: float | None
+    duration: float | None = Field(description="finished - started, seconds")
+    gpu: str | None
+    node: str | None = Field(description="the cluster node that ran it; null: this machine")
+    frames_done: int | None
+    frames_total: int | None
+    fps: float | None
+    disposed: bool = Field(description="on_success / failed_dir applied to the source")
+    moved_to: str | None = Field(description="where a failed source was moved")
+    output_dir: str | None = Field(description="the output folder a submit named; null: the "
+                                               "watch's")
+
+
+class JobDetail(JobView):
+    """A job with its report (the plan with its decisions and reasons, the outputs) when it
+    recorded one."""
+
+    report: dict[str, Any] | None
+    plan: dict[str, Any] | None
+
+
+class JobPage(_Model):
+    """One page of jobs, newest first."""
+
+    jobs: list[JobView]
+    total: int = Field(description="jobs that match the filters, on every page")
+    limit: int
+    offset: int
+    next_cursor: int | None = Field(description="pass as `before` for the next page; null: last")
+
+
+class SubmitRequest(_Model):
+    """A file to transcode: under a watched folder, with a profile by name."""
+
+    path: str = Field(max_length=4096, description="absolute path of a file under a watch")
+    profile: str = Field(max_length=255, description="a built-in or configured profile's name")
+    output_dir: str | None = Field(default=None, max_length=4096,
+                                   description="inside a configured output_dir; default: the "
+                                               "watch's")
+
+
+class PriorityRequest(_Model):
+    """A queued job's new priority (higher runs first)."""
+
+    priority: int = Field(ge=-1_000_000_000, le=1_000_000_000)
+
+
+class CommandView(_Model):
+    """A command the daemon's loop applies: what was asked and, once applied, what came of it."""
+
+    id: int
+    kind: Literal["cancel", "priority", "submit", "retry"]
+    job: int | None = Field(description="the job it is about; a submit's: the job it queued "
+                                        "(or that has the content already), once applied")
+    value: int | None
+    created: float
+    applied: float | None
+    result: str | None = Field(description="the daemon's word: queued, exists: job N, "
+                                           "requeued, cancelled, cancelling, priority N, "
+                                           "refused: REASON: why, is STATE: ...")
+    ok: bool | None = Field(description="null while not applied")
+
+
+class ProfileSummary(_Model):
+    """A profile a submit may name."""
+
+    name: str
+    description: str
+    builtin: bool
+    ladder: bool
+    watches: list[str] = Field(description="watched folders that use it")
+
+
+class ProfileDetail(ProfileSummary):
+    """A profile: its TOML and its settings as validated."""
+
+    toml: str
+    settings: dict[str, Any]
+
+
+class ValidateRequest(_Model):
+    """A profile's TOML text."""
+
+    toml: str = Field(max_length=1_000_000)
+
+
+class ValidateResult(_Model):
+    """Every error of a profile, `key.path: reason`; none: valid."""
+
+    valid: bool
+    errors: list[str]
+
+
+class GpuReport(_Model):
+    """`mediad gpus --json --no-probe`: the GPUs NVML sees and their telemetry."""
+
+    model_config = ConfigDict(extra="allow")
+    available: bool
+    reason: str | None
+    driver_version: str | None
+    cuda_driver_version: Any
+    cuda_visible_devices: str | None
+    probed: bool
+    devices: list[dict[str, Any]]
+    auto: dict[str, Any] | None
+    read_at: float = Field(description="when this report was read (it is cached briefly)")
+
+
+class NodeView(_Model):
+    """A cluster node as the daemon last recorded it (Ray executor)."""
+
+    node: str
+    alive: bool
+    declared: dict[str, float]
+    used: dict[str, float]
+    seen: float
+
+
+class StateCounts(_Model):
+    """Jobs in each state."""
+
+    queued: int
+    running: int
+    done: int
+    failed: int
+    cancelled: int
+
+
+class Stats(_Model):
+    """Counts, throughput over the last 24 hours, and bytes saved."""
+
+    counts: StateCounts
+    done_last_24h: int
+    frames_last_24h: int
+    jobs_per_hour: float = Field(description="done jobs per hour over the last 24 h")
+    frames_per_hour: float
+    bytes_in: int = Field(description="sources of done jobs whose output size is known")
+    bytes_out: int
+    bytes_saved: int = Field(description="bytes_in - bytes_out")
+
+
+class JobEvent(_Model):
+    """One event of GET /api/v1/events (the `data:` line)."""
+
+    job: int
+    state: JobState
+    frames_done: int | None
+    frames_total: int | None
+    fps: float | None
+    updated: float
+
+
+class Health(_Model):
+    status: Literal["ok"]
+
+
+class Ready(_Model):
+    ready: bool
+    problems: list[str]
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": what} for code, what in (
+        (401, "no token, or not the right one"), (404, "no such job, command or profile"),
+        (422, "the request is not valid"))}
+
+
+class ApiError(Exception):
+    """An error answered as ErrorBody with this status."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+def _status_reason(status: int) -> str:
+    return {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+            409: "conflict", 413: "too_large", 415: "unsupported_media_type"}.get(status, "error")
+
+
+def _error(status: int, reason: str, message: str, **kw: Any) -> JSONResponse:
+    return JSONResponse(ErrorBody(error=clean(message), reason=reason).model_dump(),
+                        status_code=status, **kw)
+
+
+def _job_view(job: Job, detail: bool = False) -> JobView | JobDetail:
+    d: dict[str, Any] = {k: getattr(job, k) for k in JobView.model_fields if hasattr(job, k)}
+    for k in ("source", "watch", "output", "profile", "error", "moved_to", "reason", "output_dir"):
+        if d.get(k) is not None:
+            d[k] = clean(d[k])
+    d["disposed"] = bool(job.disposed)
+    d["duration"] = round(job.finished - job.started, 3) if job.started and job.finished else None
+    if not detail:
+        return JobView(**d)
+    report: dict[str, Any] | None = None
+    if job.report:
+        with contextlib.suppress(ValueError):
+            loaded = json.loads(job.report)
+            report = loaded if isinstance(loaded, dict) else {"value": loaded}
+    plan = report.get("plan") if report else None
+    return JobDetail(**d, report=report, plan=plan if isinstance(plan, dict) else None)
+
+
+def _command_view(c: Command) -> CommandView:
+    return CommandView(id=c.id, kind=c.kind, job=c.job, value=c.value, created=c.created,  # type: ignore[arg-type]
+                       applied=c.applied, result=clean(c.result) if c.result else None, ok=c.ok)
+
+
+def _refusal(result: str) -> tuple[str, str]:
+    """(reason, message) of a refused command's result."""
+    if result.startswith("refused: "):
+        reason, _, message = result.removeprefix("refused: ").partition(": ")
+        return reason, message or reason
+    return "conflict", result
+
+
+# ----- the app ---------------------------------------------------------------------------------
+
+def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: ReadinessBox,
+               token: str, stopping: threading.Event | None = None) -> FastAPI:
+    """The ASGI app of one daemon: its state database, its config (as reloaded), its loop's
+    readiness and its token; `stopping` set ends the event streams (the server stops)."""
+    stopping = stopping or threading.Event()
+    db = state_dir / DB_NAME
+    gpu_cache: dict[str, GpuReport] = {}
+    gpu_lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def reading() -> Iterator[sqlite3.Connection]:
+        conn = connect(db, readonly=True)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def command(kind: str, job_id: int | None, value: int | None = None,
+                args: dict | None = None) -> int:
+        conn = connect(db)  # the daemon made the schema; only the commands table is written
+        try:
+            return add_command(conn, kind, job_id, value, args)
+        finally:
+            conn.close()
+
+    def get_command(command_id: int) -> Command | None:
+        with reading() as conn:
+            return read_command(conn, command_id)
+
+    def wait_command(command_id: int, wait: float, settled: Callable[[Command], bool]) -> Command:
+        deadline = time.monotonic() + wait
+        while True:
+            c = get_command(command_id)
+            assert c is not None
+            if (c.result is not None and settled(c)) or time.monotonic() >= deadline:
+                return c
+            time.sleep(COMMAND_POLL)
+
+    def get_job(job_id: int) -> Job:
+        with reading() as conn:
+            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise ApiError(404, Reason.NO_JOB, f"job {job_id}: no such job")
+        return job_of_row(row)
+
+    def answer(c: Command) -> JSONResponse:
+        """A job command's answer: 200 applied, 202 not yet, 409 refused (the job's state)."""
+        if c.ok is False:
+            reason, message = _refusal(c.result or "")
+            return _error(409, reason, message)
+        return JSONResponse(_command_view(c).model_dump(), status_code=200 if c.ok else 202)
+
+    bearer = HTTPBearer(auto_error=False, description="the token in state_dir/api-token "
+                                                      "(`mediad api token` prints it)")
+
+    def authorized(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if creds is None or creds.scheme.lower() != "bearer" \
+                or not token_matches(creds.credentials, token):
+            raise ApiError(401, "unauthorized", "an Authorization: Bearer <token> header with "
+                                                "the daemon's API token is needed")
+
+    app = FastAPI(title="mediad", version="1", docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json",
+                  description="The mediad daemon's REST API (docs/api.md). Writes are commands "
+                              "the daemon's loop applies in order.")
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, e: ApiError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if e.status == 401 else None
+        return _error(e.status, e.reason, e.message, headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, e: StarletteHTTPException) -> JSONResponse:
+        if e.status_code == 400:  # a body that is not JSON (not UTF-8): a bad body like any other
+            return _error(422, Reason.BAD_REQUEST, f"body: {e.detail}")
+        return _error(e.status_code, _status_reason(e.status_code), str(e.detail),
+                      headers=getattr(e, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, e: RequestValidationError) -> JSONResponse:
+        lines = []
+        for err in e.errors()[:10]:
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            lines.append(f"{loc}: {err.get('msg', 'invalid')}")
+        return _error(422, Reason.BAD_REQUEST, "; ".join(lines) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _internal(_request: Request, e: Exception) -> JSONResponse:
+        log.event("api_internal_error", logging.ERROR, error=f"{type(e).__name__}: {e}")
+        return _error(500, Reason.INTERNAL_ERROR, "internal error (the daemon's log says more)")
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> Health:
+        """The process answers."""
+        return Health(status="ok")
+
+    @app.get("/readyz", response_model=Ready, tags=["health"],
+             responses={503: {"model": Ready, "description": "not ready"}})
+    def readyz() -> JSONResponse:
+        """The store is writable, every watch's observer runs, the loop turns."""
+        ok, why = readiness.current.verdict()
+        return JSONResponse(Ready(ready=ok, problems=[clean(w) for w in why]).model_dump(),
+                            status_code=200 if ok else 503)
+
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(authorized)], responses=ERRORS)
+
+    @api.get("/jobs", response_model=JobPage, tags=["jobs"])
+    def list_jobs(
+        state: Annotated[JobState | None, Query()] = None,
+        watch: Annotated[str | None, Query(max_length=4096, description="a watched folder")] = None,
+        profile: Annotated[str | None, Query(max_length=4096)] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
+        before: Annotated[int | None, Query(ge=1, le=MAX_ID,
+                                            description="cursor: jobs older than this id")] = None,
+    ) -> JobPage:
+        """Jobs, newest first; filter by state, watch, profile; page by offset or cursor."""
+        where, args = [], []
+        for column, value in (("state", state), ("watch", watch), ("profile", profile)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(db_path(str(value)))
+        filters = " WHERE " + " AND ".join(where) if where else ""
+        page = (filters + (" AND " if where else " WHERE ") + "id < ?") if before else filters
+        with reading() as conn:
+            total = conn.execute(f"SELECT COUNT(*) FROM jobs{filters}", args).fetchone()[0]
+            rows = conn.execute(f"SELECT * FROM jobs{page} ORDER BY id DESC LIMIT ? OFFSET ?",
+                                [*args, *([before] if before else []), limit, offset]).fetchall()
+        jobs = [_job_view(job_of_row(r)) for r in rows]
+        more = len(rows) == limit and bool(jobs)
+        return JobPage(jobs=jobs, total=total, limit=limit, offset=offset,
+                       next_cursor=jobs[-1].id if more else None)
+
+    @api.get("/jobs/{job_id}", response_model=JobDetail, tags=["jobs"])
+    def show_job(job_id: JobId) -> JobDetail:
+        """One job with its report (plan decisions and reasons, outputs) and error."""
+        return _job_view(get_job(job_id), detail=True)  # type: ignore[return-value]
+
+    @api.post("/jobs", response_model=CommandView, status_code=201, tags=["jobs"], responses={
+        202: {"model": CommandView, "description": "asked; not applied yet: poll the command"},
+        403: {"model": ErrorBody, "description": "outside the watched folders (or a link)"},
+        409: {"model": ErrorBody, "description": "refused by the daemon when it applied it"}})
+    def submit(body: SubmitRequest, wait: Wait = 5.0) -> JSONResponse:
+        """Queue a file under a watched folder with a profile by name (a submit command)."""
+        try:
+            check_submission(get_config(), body.path, body.profile, body.output_dir)
+        except MediadError as e:
+            raise ApiError(403 if e.reason in FORBIDDEN else 422, e.reason, str(e)) from None
+        args = body.model_dump()
+        command_id = command("submit", None, args=args)
+        c = wait_command(command_id, wait, lambda c: True)
+        if c.ok is False:
+            reason, message = _refusal(c.result or "")
+            return _error(403 if reason in FORBIDDEN else 409, reason, message)
+        return JSONResponse(_command_view(c).model_dump(), status_code=201 if c.ok else 202)
+
+    job_command = {200: {"model": CommandView, "description": "applied"},
+                   202: {"model": CommandView, "description": "asked; not applied yet"},
+                   409: {"model": ErrorBody, "description": "not in a state for it"}}
+
+    @api.post("/jobs/{job_id}/retry", response_model=CommandView, tags=["jobs"],
+              responses=job_command)
+    def retry(job_id: JobId, wait: Wait = 10.0) -> JSONResponse:
+        """Requeue a failed job as `mediad retry` does (its source moved back from failed_dir)."""
+        job = get_job(job_id)
+        if job.state != JobState.FAILED:
+            raise ApiError(409, Reason.NOT_FAILED, f"job {job_id}: is {job.state}; only failed "
+                                                   "jobs can be retried")
+        return answer(wait_command(command("retry", job_id), wait, lambda c: True))
+
+    @api.post("/jobs/{job_id}/cancel", response_model=CommandView, tags=["jobs"],
+              responses=job_command)
+    def cancel(job_id: JobId, wait: Wait = 10.0) -> JSONResponse:
+        """Cancel a job: a queued one never runs, a running one is stopped (source left)."""
+        get_job(job_id)
+        c = wait_command(command("cancel", job_id), wait,
+                         lambda c: c.result != "cancelling" or get_job(job_id).state != "running")
+        if c.result == "cancelling" and get_job(job_id).state == JobState.CANCELLED:
+            c = Command(**{**c.__dict__, "result": "cancelled"})
+        return answer(c)
+
+    @api.post("/jobs/{job_id}/priority", response_model=CommandView, tags=["jobs"],
+              responses=job_command)
+    def priority(job_id: JobId, body: PriorityRequest, wait: Wait = 5.0) -> JSONResponse:
+        """Reorder a queued job (higher runs first)."""
+        get_job(job_id)
+        return answer(wait_command(command("priority", job_id, body.priority), wait,
+                                   lambda c: True))
+
+    @api.get("/commands/{command_id}", response_model=CommandView, tags=["jobs"])
+    def show_command(command_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> CommandView:
+        """A command and, once the daemon applied it, its result (a submit's job)."""
+        c = get_command(command_id)
+        if c is None:
+            raise ApiError(404, "no_command", f"command {command_id}: no such command")
+        return _command_view(c)
+
+    def summaries(config: Config) -> dict[str, ProfileSummary]:
+        from mediad.profiles import load_profile
+
+        out: dict[str, ProfileSummary] = {}
+        builtins = set(builtin_names())
+        for name, spec in sorted(profile_specs(config).items()):
+            watches = [clean(str(w.path)) for w in config.watch if w.profile == spec]
+            loaded = next((w.loaded_profile for w in config.watch if w.profile == spec), None)
+            try:
+                profile = loaded or load_profile(spec)
+            except MediadError:  # a built-in cannot fail; a configured one was loaded
+                continue
+            out[name] = ProfileSummary(name=name, description=profile.description,
+                                       builtin=spec in builtins, ladder=profile.is_ladder,
+                                       watches=watches)
+        return out
+
+    @api.get("/profiles", response_model=list[ProfileSummary], tags=["profiles"])
+    def list_profiles() -> list[ProfileSummary]:
+        """The profiles a submit may name: the configured ones and the built-in ones."""
+        return list(summaries(get_config()).values())
+
+    @api.get("/profiles/{name}", response_model=ProfileDetail, tags=["profiles"])
+    def show_profile(name: Annotated[str, Path(max_length=255)]) -> ProfileDetail:
+        """A profile's TOML and its settings as validated."""
+        config = get_config()
+        found = summaries(config).get(name)
+        if found is None:
+            raise ApiError(404, Reason.BAD_PROFILE, f"unknown profile {name!r}")
+        spec, profile = load_named_profile(config, name)
+        try:
+            text = resolve_profile_path(spec).read_text(encoding="utf-8", errors="replace")
+        except (OSError, MediadError) as e:
+            text = f"# cannot read it now: {e}\n"
+        return ProfileDetail(**found.model_dump(), toml=text,
+                             settings=profile.model_dump(mode="json"))
+
+    @api.post("/profiles/validate", response_model=ValidateResult, tags=["profiles"])
+    def validate_profile(body: ValidateRequest) -> ValidateResult:
+        """Validate a profile's TOML: every error as `key.path: reason`."""
+        source = "profile"
+        try:
+            parse_profile(body.toml, source, "submitted")
+        except InvalidFile as e:
+            return ValidateResult(valid=False, errors=[clean(x.removeprefix(f"{source}: "))
+                                                       for x in e.errors])
+        except MediadError as e:
+            return ValidateResult(valid=False, errors=[clean(str(e).removeprefix(f"{source}: "))])
+        except RecursionError:  # a TOML nested past Python's limit
+            return ValidateResult(valid=False, errors=["(top level): nested too deeply"])
+        return ValidateResult(valid=True, errors=[])
+
+    @api.get("/gpus", response_model=GpuReport, tags=["machine"])
+    def gpus() -> GpuReport:
+        """`mediad gpus --json --no-probe` (NVML telemetry; no NVENC/NVDEC trials), cached
+        for a few seconds."""
+        with gpu_lock:
+            cached = gpu_cache.get("report")
+            if cached is None or time.time() - cached.read_at > GPU_CACHE:
+                try:
+                    from mediad.gpu import gpus_report
+
+                    report = gpus_report(probe=False)
+                except Exception as e:  # noqa: BLE001 - no NVML, a driver in a bad state
+                    report = {"available": False, "reason": f"{type(e).__name__}: {e}",
+                              "driver_version": None, "cuda_driver_version": None,
+                              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                              "probed": False, "devices": [], "auto": None}
+                cached = GpuReport(**json.loads(json.dumps(report, default=str)),
+                                   read_at=time.time())
+                gpu_cache["report"] = cached
+        return cached
+
+    @api.get("/nodes", response_model=list[NodeView], tags=["machine"])
+    def nodes() -> list[NodeView]:
+        """The cluster's nodes as the daemon last recorded them; empty for local workers."""
+        with reading() as conn:
+            return [NodeView(node=clean(n.node), alive=n.alive, declared=n.declared, used=n.used,
+                             seen=n.seen) for n in read_nodes(conn)]
+
+    @api.get("/stats", response_model=Stats, tags=["machine"])
+    def stats() -> Stats:
+        """Counts by state, throughput over the last 24 h, bytes saved by done jobs."""
+        since = time.time() - 86400
+        with reading() as conn:
+            by_state = counts(conn)
+            done, frames = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(frames_done), 0) FROM jobs WHERE state = 'done' "
+                "AND finished >= ?", (since,)).fetchone()
+            bytes_in, bytes_out = conn.execute(
+                "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(out), 0) FROM (SELECT size, "
+                "(SELECT SUM(json_extract(o.value, '$.size')) FROM json_each(report, '$.outputs') o)"
+                " AS out FROM jobs WHERE state = 'done' AND json_valid(report)) WHERE out > 0"
+            ).fetchone()
+        return Stats(counts=StateCounts(**{s: by_state.get(s, 0) for s in STATES}),
+                     done_last_24h=done, frames_last_24h=frames, jobs_per_hour=round(done / 24, 3),
+                     frames_per_hour=round(frames / 24, 1), bytes_in=bytes_in,
+                     bytes_out=bytes_out, bytes_saved=bytes_in - bytes_out)
+
+    def changes(since: float) -> list[sqlite3.Row]:
+        with reading() as conn:
+            return conn.execute("SELECT id, state, frames_done, frames_total, fps, updated FROM "
+                                "jobs WHERE updated > ? ORDER BY updated, id LIMIT 1000",
+                                (since,)).fetchall()
+
+    def active() -> dict[int, str]:
+        with reading() as conn:
+            return {r[0]: r[1] for r in conn.execute(
+                "SELECT id, state FROM jobs WHERE state IN ('queued', 'running')")}
+
+    @api.get("/events", tags=["jobs"], response_class=StreamingResponse, responses={200: {
+        "description": "text/event-stream: `event: state` (a job's state changed) or "
+                       "`event: progress` (frames, fps), `data:` a JobEvent as JSON, `id:` to "
+                       "resume from with Last-Event-ID",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}}}})
+    async def events(request: Request, last_event_id: Annotated[
+            str | None, Header(alias="Last-Event-ID", max_length=64)] = None) -> StreamingResponse:
+        """Server-sent events of job state changes and progress (the store is read every
+        half second)."""
+        since = time.time()
+        if last_event_id is not None:
+            with contextlib.suppress(ValueError):
+                since = min(float(last_event_id), since) if float(last_event_id) >= 0 else since
+
+        async def stream() -> AsyncIterator[str]:
+            nonlocal since
+            states: dict[int, str] = await anyio.to_thread.run_sync(active)
+            yield "retry: 2000\n: connected\n\n"
+            while not stopping.is_set() and not await request.is_disconnected():
+                for row in await anyio.to_thread.run_sync(changes, since):
+                    kind = "progress" if states.get(row["id"]) == row["state"] else "state"
+                    states[row["id"]] = row["state"]
+                    since = max(since, row["updated"])
+                    data = JobEvent(job=row["id"], state=row["state"], frames_done=row["frames_done"],
+                                    frames_total=row["frames_total"], fps=row["fps"],
+                                    updated=row["updated"])
+                    yield f"id: {row['updated']!r}\nevent: {kind}\ndata: {data.model_dump_json()}\n\n"
+                if len(states) > 10000:
+                    states = {k: v for k, v in states.items() if v in ("queued", "running")}
+                await asyncio.sleep(POLL)
+
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
+    app.include_router(api)
+    return app
