@@ -125,26 +125,9 @@ class WatchConfig(_Strict):
         return self._profile
 
 
-class MetricsConfig(_Strict):
-    # host:port of the Prometheus endpoint; "" turns it off. Loopback unless you open it on purpose.
-    listen: str = DEFAULT_LISTEN
+class _Listener(_Strict):
+    """A `listen = "host:port"` key; "" turns the listener off."""
 
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, v: str) -> str:
-        if v:
-            parse_listen(v)
-        return v
-
-    @property
-    def address(self) -> tuple[str, int] | None:
-        """(host, port) to listen on, or None when metrics are off."""
-        return parse_listen(self.listen) if self.listen else None
-
-
-class ApiConfig(_Strict):
-    # host:port of the REST API (docs/api.md); "" (or no [api] section) turns it off. Keep it
-    # on loopback: put a reverse proxy with TLS in front to reach it from elsewhere.
     listen: str = ""
 
     @field_validator("listen")
@@ -156,8 +139,19 @@ class ApiConfig(_Strict):
 
     @property
     def address(self) -> tuple[str, int] | None:
-        """(host, port) to listen on, or None when the API is off."""
+        """(host, port) to listen on, or None when it is off."""
         return parse_listen(self.listen) if self.listen else None
+
+
+class MetricsConfig(_Listener):
+    # host:port of the Prometheus endpoint; "" turns it off. Loopback unless you open it on purpose.
+    listen: str = DEFAULT_LISTEN
+
+
+class ApiConfig(_Listener):
+    # host:port of the REST API (docs/api.md); "" (or no [api] section) turns it off. Keep it
+    # on loopback: put a reverse proxy with TLS in front to reach it from elsewhere.
+    listen: str = ""
 
 
 class PathMap(_Strict):

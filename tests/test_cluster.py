@@ -20,19 +20,12 @@ from pathlib import Path
 import pytest
 from cluster_net import Cluster, can_make_namespaces
 from conftest import packet_times
-from test_daemon import Site, make_video, partials, wait_for
+from test_daemon import FAST_PROFILE, Site, make_video, partials, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-PROFILE = """
-container = "mp4"
-[video]
-codec = "h264"
-encoder = "auto"
-speed = "fastest"
-[audio]
-codec = "none"
-"""
+# The daemon tests' profile, but one that may use NVENC: it asks for a session
+PROFILE = FAST_PROFILE.replace('encoder = "cpu"', 'encoder = "auto"')
 # Several seconds on one CPU: still running when a test stops it, its node or the daemon.
 LONG_PROFILE = PROFILE.replace('"fastest"', '"slow"')
 SESSIONS = {"node1": 1, "node2": 2}
