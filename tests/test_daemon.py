@@ -811,6 +811,26 @@ def test_retry_trusts_the_state_database_not_a_forged_note(site: Site, tmp_path:
     assert victim.read_bytes() == b"someone's private file" and source.exists()
 
 
+def kill_as_each_output_appears(site: Site, names: list[str],
+                                make: Callable[[int, str], Path],
+                                output_name: Callable[[str], str]) -> int:
+    """Per source name: start the daemon, drop the source (`make(i, name)`), SIGKILL the daemon
+    (its worker with it) the moment its output (`output_name(name)` in out/) appears. Returns
+    how many of the kills fell between a commit and its record."""
+    unrecorded = 0
+    for i, name in enumerate(names):
+        site.start()
+        site.drop(make(i, name), name)
+        wait_for((site.out / output_name(name)).exists, 30, f"{name}'s output", interval=0.001)
+        assert site.proc is not None
+        site.proc.kill()
+        site.proc.wait(timeout=10)
+        job = next(j for j in site.jobs() if Path(j["source"]).name == name)
+        unrecorded += job["state"] != "done"
+    print(f"kills between a commit and its record: {unrecorded} of {len(names)}")
+    return unrecorded
+
+
 @pytest.mark.slow
 def test_kill_9_as_each_output_appears_never_duplicates_or_loses(site: Site,
                                                                  tmp_path: Path) -> None:
@@ -818,17 +838,8 @@ def test_kill_9_as_each_output_appears_never_duplicates_or_loses(site: Site,
     appears, before it can record the job done, ten times; restarted, it finds the committed
     output carries the job's key: one output per source, none twice (it made -2, -3, ...)."""
     names = [f"clip{i}.mp4" for i in range(10)]
-    unrecorded = 0
-    for i, name in enumerate(names):
-        site.start()
-        site.drop(make_video(tmp_path / name, seed=100 + i), name)
-        wait_for((site.out / name).exists, 30, f"{name}'s output", interval=0.001)
-        assert site.proc is not None
-        site.proc.kill()
-        site.proc.wait(timeout=10)
-        job = next(j for j in site.jobs() if Path(j["source"]).name == name)
-        unrecorded += job["state"] != "done"
-    print(f"kills between a commit and its record: {unrecorded} of {len(names)}")
+    unrecorded = kill_as_each_output_appears(
+        site, names, lambda i, name: make_video(tmp_path / name, seed=100 + i), lambda name: name)
     assert unrecorded >= 3, "the kills should fall between a commit and its record"
     site.start()
     site.wait_jobs("done", len(names))
@@ -1426,17 +1437,10 @@ def test_kill_9_as_each_ladder_folder_appears_never_redoes_it(site: Site, tmp_pa
     the job's key: done, never started again (no `-2` folder). A lost state database too."""
     use_ladder(site)
     names = [f"clip{i}" for i in range(5)]
-    unrecorded = 0
-    for i, name in enumerate(names):
-        site.start()
-        site.drop(ladder_source(tmp_path, f"{name}.mp4", seed=100 + i), f"{name}.mp4")
-        wait_for((site.out / f"{name}.{LADDER}").exists, 30, f"{name}'s folder", interval=0.001)
-        assert site.proc is not None
-        site.proc.kill()
-        site.proc.wait(timeout=10)
-        job = next(j for j in site.jobs() if Path(j["source"]).stem == name)
-        unrecorded += job["state"] != "done"
-    print(f"kills between a commit and its record: {unrecorded} of {len(names)}")
+    unrecorded = kill_as_each_output_appears(
+        site, [f"{n}.mp4" for n in names],
+        lambda i, name: ladder_source(tmp_path, name, seed=100 + i),
+        lambda name: f"{Path(name).stem}.{LADDER}")
     assert unrecorded >= 1, "a kill should fall between a commit and its record"
     site.start()
     done = site.wait_jobs("done", len(names))

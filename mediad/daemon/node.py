@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mediad.errors import MediadError, Reason
+from mediad.gpu.records import CODECS
 
-NVENC_CODECS = ("h264", "hevc", "av1")
 NVDEC_RESOURCE = "nvdec"
 
 
@@ -53,7 +53,7 @@ def probe_machine(sessions: int) -> Declared:
     notes = []
     for device in devices:
         caps = capabilities(device)
-        for codec in NVENC_CODECS:
+        for codec in CODECS:
             cap = caps.nvenc.get(codec)
             if cap is not None and cap.ok:
                 resources[nvenc_resource(codec)] = resources.get(nvenc_resource(codec), 0) + sessions

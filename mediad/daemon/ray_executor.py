@@ -23,13 +23,14 @@ from typing import IO, Any
 
 from mediad import log
 from mediad.config import DaemonSettings, ExecutorConfig
-from mediad.daemon.node import NVENC_CODECS, nvenc_resource
+from mediad.daemon.node import nvenc_resource
 from mediad.daemon.pool import Worker
 from mediad.daemon.protocol import Failed, JobSpec
 from mediad.daemon.queue import NodeView
 from mediad.daemon.ray_relay import EXIT, relay
 from mediad.daemon.slots import wants_nvenc
 from mediad.errors import MediadError, Reason
+from mediad.gpu.records import CODECS
 from mediad.profiles import Profile
 
 
@@ -57,7 +58,7 @@ def nvenc_sessions(profile: Profile) -> Counter[str]:
     if not wants_nvenc(profile):
         return Counter()
     codecs = [r.codec or profile.video.codec for r in profile.renditions] or [profile.video.codec]
-    return Counter(c for c in codecs if c in NVENC_CODECS)
+    return Counter(c for c in codecs if c in CODECS)
 
 
 def request_for(profile: Profile, settings: ExecutorConfig, overflow: str,

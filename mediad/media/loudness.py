@@ -19,6 +19,7 @@ import av
 import av.logging
 
 from mediad.errors import MediadError, Reason
+from mediad.media.audio import AudioConverter
 from mediad.media.probe import open_input
 
 
@@ -116,26 +117,34 @@ class _LoudnormGraph:
         return _figures(logs, what)
 
 
-def measure(path: Path, index: int, target: LoudnessTarget) -> Measured:
-    """The first pass: the track's loudness, read by decoding all of it."""
-    what = f"{path}: audio #{index}"
+def measure(path: Path, targets: dict[int, LoudnessTarget]) -> dict[int, Measured]:
+    """The first pass: each track's loudness (audio stream index -> target), read by decoding
+    all of them in one read of the file."""
+    graphs: dict[int, _LoudnormGraph] = {}
+    convert = {index: AudioConverter(index) for index in targets}  # one setup, as encoded
     with open_input(path) as src:
-        stream = src.streams[index]
-        graph: _LoudnormGraph | None = None
-        for packet in src.demux(stream):
+        for packet in src.demux([src.streams[i] for i in targets]):
+            index = packet.stream.index
             try:
-                frames = packet.decode()
+                frames = [f for frame in packet.decode() for f in convert[index](frame)]
             except av.FFmpegError:  # a damaged packet: skipped, as in the encode
                 continue
+            if packet.size == 0:
+                frames += convert[index].flush()
             for frame in frames:
                 frame.pts = None  # loudnorm measures samples, not time
-                if graph is None:
-                    graph = _LoudnormGraph(frame, target.options() + ":print_format=json", None)
-                graph.push(frame)
-        if graph is None:
+                if index not in graphs:
+                    graphs[index] = _LoudnormGraph(
+                        frame, targets[index].options() + ":print_format=json", None)
+                graphs[index].push(frame)
+    measured = {}
+    for index in targets:
+        what = f"{path}: audio #{index}"
+        if index not in graphs:
             raise MediadError(f"{what}: no audio to measure", reason=Reason.CORRUPT)
-        graph.push(None)
-        return graph.close(what)
+        graphs[index].push(None)
+        measured[index] = graphs[index].close(what)
+    return measured
 
 
 class Normalizer:

@@ -17,7 +17,7 @@ from mediad import log
 from mediad.errors import MediadError, Reason, io_error, is_storage_error
 from mediad.media import color
 from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
-from mediad.media.loudness import LoudnessTarget, Normalizer, measure
+from mediad.media.loudness import LoudnessTarget, Measured, Normalizer, measure
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
 from mediad.media.probe import KEPT_DISPOSITIONS, open_input
 from mediad.media.progress import ProgressCallback, ProgressReporter
@@ -95,6 +95,7 @@ class _Runner:
         self.health = self.source.health
         self.copy: dict[int, av.stream.Stream] = {}
         self.audio_sinks: dict[int, AudioSink] = {}  # re-encoded tracks, each on its thread
+        self._loudness: dict[int, Measured] | None = None  # the first loudness pass, per track
         self.video_sink: VideoSink | None = None  # the encoded video
         self.convert_subs: dict[int, SubtitleConverter] = {}
         self.video_in: av.video.stream.VideoStream | None = None
@@ -202,12 +203,16 @@ class _Runner:
         _copy_stream_info(ist, ost)
 
     def _normalizer(self, sp: StreamPlan) -> Normalizer | None:
-        """Loudness normalisation of a track: its first pass (measuring it) runs here."""
+        """Loudness normalisation of a track; the first pass (measuring every such track, in
+        one read of the source) runs at the first one."""
         if sp.loudness is None:
             return None
-        target = LoudnessTarget(*sp.loudness)
-        what = f"{self.plan.input}: audio #{sp.index}"
-        return Normalizer(measure(Path(self.plan.input), sp.index, target), target, what)
+        if self._loudness is None:
+            targets = {a.index: LoudnessTarget(*a.loudness) for a in self.plan.audio
+                       if a.action == "encode" and a.loudness is not None}
+            self._loudness = measure(Path(self.plan.input), targets)
+        return Normalizer(self._loudness[sp.index], LoudnessTarget(*sp.loudness),
+                          f"{self.plan.input}: audio #{sp.index}")
 
     def _add_subtitle(self, sp: StreamPlan, src: av.container.InputContainer,
                       out: av.container.OutputContainer) -> None:
