@@ -176,14 +176,15 @@ class Site:
         code = self.proc.wait(timeout=timeout)
         return code
 
-    def jobs(self) -> list[dict]:
+    def jobs(self, table: str = "jobs") -> list[dict]:
+        """The rows of the state database's `table` (jobs, commands), by id."""
         db = self.root / "state" / "queue.sqlite3"
         if not db.exists():
             return []
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
         conn.row_factory = sqlite3.Row
         try:
-            return [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY id")]
+            return [dict(r) for r in conn.execute(f"SELECT * FROM {table} ORDER BY id")]
         except sqlite3.OperationalError:
             return []  # not created yet
         finally:
@@ -728,6 +729,9 @@ def test_retry_failed_runs_the_fixed_file_in_the_running_daemon(site: Site, tmp_
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == [f"job {job['id']}: requeued {source} (moved back from {failed})"]
     assert not failed.exists() and not note.exists()
+    # Through the command channel: the running daemon moved the file back, not the CLI.
+    assert [(c["kind"], c["job"], c["result"]) for c in site.jobs("commands")] == [
+        ("retry", job["id"], f"requeued (moved back from {failed})")]
 
     (done,) = site.wait_jobs("done", 1, timeout=30)  # no restart: the running daemon takes it
     assert (done["id"], done["attempts"], done["reason"]) == (job["id"], 0, None)

@@ -304,14 +304,6 @@ def _command_view(c: Command) -> CommandView:
                        applied=c.applied, result=clean(c.result) if c.result else None, ok=c.ok)
 
 
-def _refusal(result: str) -> tuple[str, str]:
-    """(reason, message) of a refused command's result."""
-    if result.startswith("refused: "):
-        reason, _, message = result.removeprefix("refused: ").partition(": ")
-        return reason, message or reason
-    return "conflict", result
-
-
 # ----- the app ---------------------------------------------------------------------------------
 
 def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: ReadinessBox,
@@ -362,7 +354,7 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
     def answer(c: Command) -> JSONResponse:
         """A job command's answer: 200 applied, 202 not yet, 409 refused (the job's state)."""
         if c.ok is False:
-            reason, message = _refusal(c.result or "")
+            reason, message = c.refusal()
             return _error(409, reason, message)
         return JSONResponse(_command_view(c).model_dump(), status_code=200 if c.ok else 202)
 
@@ -466,7 +458,7 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
         command_id = command("submit", None, args=args)
         c = wait_command(command_id, wait, lambda c: True)
         if c.ok is False:
-            reason, message = _refusal(c.result or "")
+            reason, message = c.refusal()
             return _error(403 if reason in FORBIDDEN else 409, reason, message)
         return JSONResponse(_command_view(c).model_dump(), status_code=201 if c.ok else 202)
 

@@ -262,6 +262,15 @@ class Command:
             return None
         return not self.result.startswith(("refused", "is ", "no such"))
 
+    def refusal(self) -> tuple[str, str]:
+        """(reason, message) of a result that is not ok: `refused: <reason>: <message>` as a
+        retry or submit writes it; a state answer (`is done: ...`) is a conflict."""
+        result = self.result or ""
+        if result.startswith("refused: "):
+            reason, _, message = result.removeprefix("refused: ").partition(": ")
+            return reason, message or reason
+        return "conflict", result
+
 
 def db_path(path: Path | str) -> str | bytes:
     """A path as the database holds it: text, or its bytes when the name is not UTF-8 (a

@@ -4,8 +4,12 @@ A failed job's source is in its watch's failed_dir with `<name>.error.json` besi
 failed_dir, still in place with the note beside it). Retry finds it through that note, moves it
 back to its original path (never over anything that is there now), removes the note, records the
 file as it is now (it may have been fixed or replaced) and sets the job queued with its attempts
-at zero. A running daemon looks for ready jobs on every turn of its loop (at most a second apart
-when idle), so it starts the job without a restart; a stopped one starts it at its next start.
+at zero.
+
+While the daemon runs, `mediad retry` only names the jobs: it writes a retry command to the state
+database (the command channel the API uses too) and the daemon does the above on a thread of its
+own, then starts the job. With no daemon running there is nobody to ask, and the command does it
+itself; the daemon starts the job at its next start.
 
 Order matters while the daemon runs: the job's new identity (dedup key, stat) is recorded before
 the file reappears in the watched folder, so the watcher recognises it as this job instead of
@@ -34,8 +38,10 @@ from mediad.errors import MediadError, Reason
 from mediad.fsutil import NO_HARD_LINK, fsync_dir
 
 NOTE_SUFFIX = ".error.json"
-SQLITE_MAX_INT = 2**63 - 1
-DISPOSAL_WAIT = 10.0  # seconds to wait for a daemon still moving a just-failed source aside  # job ids are SQLite INTEGERs: no id is larger
+SQLITE_MAX_INT = 2**63 - 1  # job ids are SQLite INTEGERs: no id is larger
+DISPOSAL_WAIT = 10.0  # seconds to wait for a daemon still moving a just-failed source aside
+RETRY_WAIT = 120.0  # for a running daemon to answer a retry (moving a source back may copy it)
+MOVED_BACK = " (moved back from "  # in a retry command's result: `requeued (moved back from P)`
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,8 @@ def retry(config_path: Path | None, targets: list[str], *,
     except sqlite3.Error as e:
         raise MediadError(f"{db}: cannot open the state database: {e}", reason=Reason.BAD_STATE) from None
     try:
-        retrier = Retrier(config, queue, daemon_running=daemon_pid(config.daemon.state_dir) is not None)
+        running = daemon_pid(config.daemon.state_dir) is not None
+        retrier = Retrier(config, queue, daemon_running=running)
         results: list[Requeued | MediadError] = []
         names: list[int | str] = [j.id for j in queue.failed_jobs()] if all_failed else list(targets)
         done: set[int] = set()
@@ -95,7 +102,8 @@ def retry(config_path: Path | None, targets: list[str], *,
                 if job_id in done:  # named twice (by id and by path): once is enough
                     continue
                 done.add(job_id)
-                results.append(retrier.retry(job_id))
+                # A running daemon owns its queue and folders: it moves the file back itself.
+                results.append(through_daemon(queue, job_id) if running else retrier.retry(job_id))
             except MediadError as e:
                 results.append(e)
             except sqlite3.Error as e:  # locked for longer than busy_timeout, read-only...
@@ -316,6 +324,33 @@ class Retrier:
                               f"{e.strerror or e}", reason=Reason.IO_ERROR) from None
 
 
+def through_daemon(queue: Queue, job_id: int) -> Requeued:
+    """Ask the running daemon to retry `job_id` (the command channel) and wait for its answer;
+    raises MediadError with the daemon's reason when it refuses, or when it does not answer."""
+    command_id = queue.add_command("retry", job_id)
+    deadline = time.monotonic() + RETRY_WAIT
+    while time.monotonic() < deadline:
+        command = queue.command(command_id)
+        if command is not None and command.result is not None:
+            if not command.ok:
+                reason, message = command.refusal()
+                raise MediadError(message, reason=_reason(reason))
+            job = queue.get(job_id)
+            assert job is not None  # requeued a moment ago; jobs are never deleted
+            back = command.result.partition(MOVED_BACK)[2].removesuffix(")")
+            return Requeued(job_id, Path(job.source), Path(back) if back else None)
+        time.sleep(0.05)
+    raise MediadError(f"job {job_id}: asked the daemon to retry it; it has not answered in "
+                      f"{RETRY_WAIT:.0f}s (it applies it when it can)", reason=Reason.BUSY)
+
+
+def _reason(name: str) -> Reason:
+    try:
+        return Reason(name)
+    except ValueError:
+        return Reason.ERROR
+
+
 class CommandRetrier:
     """The daemon's retry commands (the API's POST /api/v1/jobs/{id}/retry): `mediad retry`'s
     rules, on a thread of their own (moving a source back may copy a large file) with a
@@ -338,7 +373,7 @@ class CommandRetrier:
             return command_id, f"refused: bad_state: job {job_id}: {e}"
         except Exception as e:  # a bug: answered, not left pending for ever
             return command_id, f"refused: internal_error: job {job_id}: {type(e).__name__}: {e}"
-        back = f" (moved back from {done.moved_from})" if done.moved_from else ""
+        back = f"{MOVED_BACK}{done.moved_from})" if done.moved_from else ""
         return command_id, f"requeued{back}"
 
 
