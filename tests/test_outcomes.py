@@ -30,5 +30,11 @@ def test_a_full_output_disk_is_waited_out_for_as_long_as_it_takes() -> None:
     assert delays[:4] == [30.0, 60.0, 120.0, 240.0] and delays[-1] == MAX_BACKOFF
 
 
+def test_an_unwanted_result_is_a_skip_not_a_failure_of_the_file() -> None:
+    # Recorded once (no retry) and the source left alone, however many attempts came before
+    for attempts in (0, 2):
+        assert _decide(Reason.SKIPPED_LARGER, attempts) == Decision(Action.SKIP, 0.0, "boom")
+
+
 def test_a_worker_saying_transient_overrides_the_reason() -> None:
     assert _decide(Reason.CORRUPT, transient=True).action is Action.RETRY

@@ -147,8 +147,6 @@ def dispose(item: tuple[Job, WatchConfig | None]) -> Disposed:
     if job.state == "done":
         after_success(watch, job)
         return Disposed(job.id, None)
-    if job.reason == Reason.SKIPPED_LARGER:  # not a failure of the file: it stays as it is
-        return Disposed(job.id, None)
     return Disposed(job.id, after_failure(watch, job, job.reason or "error", job.error or ""))
 
 

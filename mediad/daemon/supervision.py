@@ -201,9 +201,9 @@ class Supervision(DaemonState):
         decision = decide(Reason(reason), message, transient=transient, attempts=job.attempts,
                           waits=waits, max_attempts=settings.max_attempts,
                           backoff=settings.retry_backoff_seconds)
-        if decision.action is Action.FAIL:
+        if decision.action in (Action.FAIL, Action.SKIP):
             self._space_waits.pop(job.id, None)
-            self._fail(job, watch, reason, decision.message)
+            self._fail(job, watch, reason, decision.message, dispose=decision.action is Action.FAIL)
             return
         waiting = decision.action is Action.WAIT
         self._space_waits[job.id] = waits + 1 if waiting else 0
@@ -215,10 +215,14 @@ class Supervision(DaemonState):
         log.event("job_retry", logging.WARNING, job=job.id, source=job.source, reason=reason,
                   **count, retry_in=round(decision.delay, 1), error=message)
 
-    def _fail(self, job: Job, watch: WatchConfig | None, reason: Reason, message: str) -> None:
+    def _fail(self, job: Job, watch: WatchConfig | None, reason: Reason, message: str, *,
+              dispose: bool = True) -> None:
         self.queue.failed(job.id, reason, message)
         self.metrics.failures.labels(reason, "true").inc()
         self._counts_dirty = True
         log.event("job_failed", logging.ERROR, job=job.id, source=job.source, reason=reason,
                   error=message)
-        self._dispose(self.queue.get(job.id) or job, watch)
+        if dispose:
+            self._dispose(self.queue.get(job.id) or job, watch)
+        else:  # a skip: nothing to move, nothing to note
+            self.queue.disposed(job.id, None)
