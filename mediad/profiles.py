@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -466,8 +467,6 @@ class Profile(_Strict):
     @model_validator(mode="after")
     def _cross(self) -> Profile:
         c, v, a = self.container, self.video.codec, self.audio.codec
-        if self.audio.loudness is not None and self.is_ladder:
-            raise ValueError("audio.loudness: a ladder's audio is not normalised yet")
         if self.video.max_size_ratio is not None and self.is_ladder:
             raise ValueError("video.max_size_ratio compares one output file with its source: a "
                              "ladder's renditions are several")
@@ -477,9 +476,9 @@ class Profile(_Strict):
             allowed = CONTAINER_VIDEO[c]
             if r.codec and allowed is not None and r.codec not in allowed:
                 raise ValueError(f"renditions: container {c} cannot hold {r.codec} video")
-        if self.renditions and (v == "copy" or self.stages):
+        if self.renditions and v == "copy":
             raise ValueError("renditions re-encode the video from one decode: video.codec "
-                             "cannot be copy, and stages do not run in a ladder yet")
+                             "cannot be copy")
         if c == "webm" and (v not in ("av1", "copy") or a not in ("opus", "copy", "none")):
             raise ValueError("webm needs av1 video and opus audio")
         allowed_v = CONTAINER_VIDEO[c]
@@ -508,8 +507,6 @@ class Profile(_Strict):
                              f"places): video.codec must be one of {sorted(PACKAGE_VIDEO)}")
         if self.audio.codec not in PACKAGE_AUDIO[c]:
             raise ValueError(f"{c} cannot carry {self.audio.codec} audio: use aac")
-        if self.stages:
-            raise ValueError(f"stages do not run in a {c} ladder yet")
         if self.faststart:
             raise ValueError("faststart applies to mp4/mov only")
         heights = [r.height for r in self.renditions]
@@ -526,6 +523,11 @@ class Profile(_Strict):
     def changes_frames(self) -> bool:
         """True when a stage rewrites the frames (so the video must be re-encoded)."""
         return any(s.kind == "upscale" for s in self.stages)
+
+    @property
+    def stage_scale(self) -> int:
+        """How many times larger the upscale stages make the frames (1: none)."""
+        return math.prod(s.scale for s in self.stages if s.kind == "upscale")
 
     @property
     def extension(self) -> str:

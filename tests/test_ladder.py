@@ -315,13 +315,14 @@ def test_a_rendition_nvenc_refuses_falls_back_alone(recording: Path, tmp_path: P
     from mediad.profiles import load_profile
 
     folder = tmp_path / "set"
-    plan = plan_ladder_job(recording, load_profile(str(_profile(tmp_path))), folder, gpu="none")
+    profile = load_profile(str(_profile(tmp_path)))
+    plan = plan_ladder_job(recording, profile, folder, gpu="none")
     nvenc = [_with_stream_options(replace(r, video=replace(
         r.video, encoder="h264_nvenc", hardware=True,
         options=encoder_options("h264_nvenc", r.video.speed, r.video.quality, 0))))
         if r.name == "240p" else r for r in plan.renditions]
     report = commit_ladder(recording, probe(recording), replace(plan, renditions=nvenc), "k",
-                           time.monotonic(), stamp=None, overwrite=False)
+                           time.monotonic(), stamp=None, overwrite=False, profile=profile)
     (fallback,) = report.plan.fallbacks
     assert fallback.startswith("rendition 240p: h264_nvenc "), fallback
     encoders = {r.name: r.video.encoder for r in report.plan.renditions}

@@ -102,6 +102,43 @@ def test_loudness_keys_are_checked() -> None:
         Profile.model_validate({"audio": {"true_peak": -1}})
     with pytest.raises(ValueError, match="loudness"):
         Profile.model_validate({"audio": {"loudness": -2}})
-    with pytest.raises(ValueError, match="ladder"):
-        Profile.model_validate({"container": "hls", "audio": {"loudness": -23},
-                                "renditions": [{"height": 360}]})
+
+
+LADDER = """
+container = "{package}"
+[video]
+codec = "h264"
+speed = "fastest"
+[[renditions]]
+height = 90
+[[renditions]]
+height = 60
+[audio]
+codec = "aac"
+loudness = -16
+[package]
+segment_seconds = 2
+keyframe_seconds = 1
+"""
+
+
+@pytest.mark.parametrize("package", ["hls", "mkv"])
+def test_a_ladder_normalises_each_track_once_for_every_output(package: str, quiet_source: Path,
+                                                              tmp_path: Path) -> None:
+    """Each track measured and normalised once, its packets in every output: the HLS audio
+    group's members, or every rendition's file."""
+    res = run_cli("transcode", str(quiet_source), "-p",
+                  str(write_profile(tmp_path, LADDER.format(package=package), "loud")),
+                  "-o", str(tmp_path / "set"), "--gpu", "none", "--no-progress", "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert sorted(t["stream"] for t in report["loudness"]) == [1, 2]
+    folder = tmp_path / "set"
+    if package == "hls":  # a member of the audio group per track, each read on its own
+        outputs = [(folder / name / "index.m3u8", 0) for name in ("audio-1", "audio-2")]
+    else:
+        outputs = [(folder / f"quiet.{h}.mkv", t) for h in ("90p", "60p") for t in (0, 1)]
+    for path, track in outputs:
+        after = ebur128(path, track)
+        assert abs(after["I"] - -16) <= 1.0, (path, track, after)
+        assert after["TP"] <= -1.0 + 0.5, (path, track, after)

@@ -212,14 +212,9 @@ def run_with_fallbacks(plan: Plan, tmp: Path, profile: Profile,
 
 def _write_analysis(result: RunResult, source: Path, output: Path, profile: Profile) -> dict:
     """Write the stages' sidecar `<output>.mediad.json` beside the committed output."""
-    from mediad.models.sidecar import build_sidecar, sidecar_path, write_sidecar
+    from mediad.models.sidecar import build_sidecar, sidecar_path, summary, write_sidecar
 
     doc = build_sidecar(result.analysis, source=source, output=output, profile=profile.name,
                         stages=result.stages)
     path = write_sidecar(sidecar_path(output), doc)
-    analysis = result.analysis
-    return {"analysis": {
-        "sidecar": str(path), "frames": analysis.frames, "shots": len(analysis.shots),
-        "chapters": len(analysis.chapters()),
-        "top_labels": [c.top[0].label for c in analysis.classifications if c.top][:10],
-        "stages": result.stages}}
+    return {"analysis": summary(result.analysis, path, result.stages)}

@@ -1,5 +1,6 @@
-"""Runs a LadderPlan: demux and decode once, fan the frames out to one sink per rendition
-(scale and encode on its own thread), mux every rendition into FFmpeg's HLS or DASH muxer.
+"""Runs a LadderPlan: demux and decode once, run the model stages once, fan the frames out to
+one sink per rendition (scale and encode on its own thread), mux every rendition into FFmpeg's
+HLS or DASH muxer (or a file each).
 
 Like the pipeline it writes what it is given (a temporary folder) and knows nothing of
 commits; the caller verifies and commits the set.
@@ -9,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -20,11 +23,19 @@ from mediad.errors import MediadError, Reason, io_error, is_storage_error
 from mediad.formats import CONTAINER_FORMAT
 from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
 from mediad.media.ladder_plan import LadderPlan, RenditionPlan
-from mediad.media.plan_streams import StreamPlan
+from mediad.media.loudness import normalizers
+from mediad.media.plan_streams import StreamPlan, loudness_targets
 from mediad.media.progress import ProgressCallback, ProgressReporter
 from mediad.media.source import Source
 from mediad.media.timing import Span
-from mediad.media.video_sink import EncoderRefused, VideoSink, host_work, open_video_encoder
+from mediad.media.video_sink import (
+    EncoderRefused,
+    VideoSink,
+    after_stages_work,
+    host_work,
+    open_video_encoder,
+    stage_input_work,
+)
 
 
 @dataclass
@@ -35,6 +46,9 @@ class LadderResult:
     video_spans: dict[str, Span] = field(default_factory=dict)
     source_spans: dict[int, Span] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    loudness: list[dict] = field(default_factory=list)  # per normalised track: loudnorm's figures
+    analysis: Any = None  # the stages' AnalysisResult, when the profile has stages
+    stages: list[dict] = field(default_factory=list)  # StageRunner.describe()
 
 
 def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, str]]:
@@ -92,14 +106,18 @@ def _clone(packet: av.Packet, stream: av.stream.Stream) -> av.Packet:
 
 class _LadderRunner:
     def __init__(self, plan: LadderPlan, folder: Path, on_progress: ProgressCallback | None,
-                 frames_total: int | None) -> None:
+                 frames_total: int | None, stages: Sequence[Any]) -> None:
         self.plan = plan
         self.folder = folder
+        self.stage_configs = stages
+        self.runner: Any = None  # mediad.models.runner.StageRunner, when there are stages
+        self.bridge: Any = None  # mediad.media.stages.StageBridge: decoded -> staged frames
         self.source = Source(plan.base)
         self.health = self.source.health
         self.sinks: list[VideoSink] = []
         self.outputs: list[_Output] = []
         self.audio: dict[int, _AudioTrack] = {}  # by source stream index
+        self.normalize: dict[int, Any] = {}  # loudness.Normalizer per normalised track
         self.result = LadderResult()
         self.fanned = 0
         self.next_key = 0  # index of the next keyframe time
@@ -110,6 +128,8 @@ class _LadderRunner:
         try:
             return self._run()
         finally:
+            if self.bridge is not None:
+                self.bridge.close()
             for sink in self.sinks:
                 sink.close()
             for track in self.audio.values():
@@ -135,6 +155,10 @@ class _LadderRunner:
             self._open_outputs(stack)
             vin = src.streams[base.decode.stream]
             ains = [src.streams[a.index] for a in plan.audio]
+            if self.stage_configs:
+                self._add_stages(vin)
+            # Loudness: every normalised track measured first, in one read of the source
+            self.normalize = normalizers(Path(base.input), loudness_targets(plan.audio))
             # Files: video first, as players and mediad's own outputs have it. HLS/DASH: audio
             # first, streams 0..A-1 (muxer_setup's stream indices count on it).
             if plan.package != "files":
@@ -150,15 +174,21 @@ class _LadderRunner:
                 o.container.start_encoding()
             for packet in src.demux([vin, *ains]):
                 self._packet(packet, vin)
-            self._fan_out(self.source.flush())
+            self._fan_out(self._staged(self.source.flush(), end=True))
+            if self.runner is not None:
+                self.result.analysis = self.runner.finish()
+                self.result.stages = self.runner.describe()
             for sink in self.sinks:
                 sink.out.mux(sink.finish())
-            for track in self.audio.values():
+            for index, track in self.audio.items():
                 if track.sink is not None:
                     mux_audio(self.health, track.sink.finish(),
                               functools.partial(self._write_audio, track))
                     if change := track.sink.convert.change:
                         self.result.warnings.append(change)
+                    if (norm := track.sink.normalize) is not None and norm.result is not None:
+                        self.result.loudness.append({"stream": index,
+                                                     **norm.result.to_dict()})
             self.result.warnings += self.source.finish()
         self.result.source_spans = self.source.spans
         for r, sink in zip(plan.renditions, self.sinks, strict=True):
@@ -189,7 +219,8 @@ class _LadderRunner:
                 # The encoder's AAC config: Matroska's header needs it (the template has none)
                 copy.codec_context.extradata = ost.codec_context.extradata
                 streams.append(copy)
-            track = _AudioTrack(streams, sink=AudioSink(ist.index, ost))
+            track = _AudioTrack(streams, sink=AudioSink(ist.index, ost,
+                                                        self.normalize.get(ist.index)))
         for stream in track.streams:
             if lang := ist.metadata.get("language"):
                 stream.metadata["language"] = lang
@@ -202,11 +233,34 @@ class _LadderRunner:
         packet.stream = track.streams[0]
         self.outputs[0].container.mux(packet)
 
+    def _add_stages(self, ist: av.video.stream.VideoStream) -> None:
+        """The model stages, once for every rendition: decoded frames -> (upright, cropped)
+        RGB -> the models, batched on their own thread -> the frames the renditions scale."""
+        from mediad.media import stages as bridge
+        from mediad.models.runner import StageRunner
+
+        fps = ist.average_rate or ist.guessed_rate
+        self.runner = StageRunner.from_profile(self.stage_configs, gpu=self.plan.base.gpu.device,
+                                               fps_hint=float(fps) if fps else None)
+        self.bridge = bridge.host_bridge(self.runner, stage_input_work(self.plan.base.video, ist),
+                                         lambda frame: [] if frame is None else [frame], batch=8)
+
+    def _staged(self, frames: list[av.VideoFrame], end: bool = False) -> list[av.VideoFrame]:
+        """Decoded frames through the stages (when there are any): the frames they finished."""
+        if self.bridge is None:
+            return frames
+        staged = [f for frame in frames for f in self.bridge(frame)]
+        return staged + self.bridge(None) if end else staged
+
     def _add_rendition(self, r: RenditionPlan, ist: av.video.stream.VideoStream,
                        out: av.container.OutputContainer) -> None:
         encoder = open_video_encoder(out, ist, r.video, self.plan.container,
                                      input_name=self.plan.base.input, output=r.name)
-        transform = host_work(r.video, ist, encoder)
+        # An upscale stage's frames are RGB, upright and cropped already; analysis stages pass
+        # the decoded frames on as they were.
+        transform = after_stages_work(r.video, ist, encoder) \
+            if self.runner is not None and self.runner.modifies_frames \
+            else host_work(r.video, ist, encoder)
         # Each rendition scales and encodes on its own thread; 8 frames of slack between them
         self.sinks.append(VideoSink(encoder, r.video, transform, out, name=r.name, depth=8,
                                     output=r.name))
@@ -216,7 +270,7 @@ class _LadderRunner:
         self.source.seen(packet)
         self.health.packet(packet)
         if index == vin.index:
-            self._fan_out(self.source.video(packet))
+            self._fan_out(self._staged(self.source.video(packet)))
         elif (track := self.audio.get(index)) is not None:
             if track.sink is not None:
                 mux_audio(self.health, track.sink.put(packet),
@@ -253,10 +307,11 @@ class _LadderRunner:
 
 
 def run_ladder(plan: LadderPlan, folder: Path, on_progress: ProgressCallback | None = None,
-               frames_total: int | None = None) -> LadderResult:
-    """Write every rendition of `plan` into `folder` (a temporary folder: the caller commits)."""
+               frames_total: int | None = None, stages: Sequence[Any] = ()) -> LadderResult:
+    """Write every rendition of `plan` into `folder` (a temporary folder: the caller commits).
+    `stages` are the profile's [[stages]] configs; the plan holds only their decisions."""
     try:
-        return _LadderRunner(plan, folder, on_progress, frames_total).run()
+        return _LadderRunner(plan, folder, on_progress, frames_total, stages).run()
     except (MediadError, EncoderRefused):
         raise
     except av.FFmpegError as e:

@@ -38,6 +38,7 @@ from mediad.media.verify import OutputInfo, SourceStamp, verify_output
 from mediad.media.video_sink import EncoderRefused
 from mediad.profiles import Profile
 
+ANALYSIS = "analysis.mediad.json"  # the stages' sidecar, inside the set
 # Rendition and source durations may differ by a frame or two at each end.
 _DURATION_TOLERANCE_S = 0.25
 
@@ -55,6 +56,8 @@ class LadderReport:
     warnings: list[str] = field(default_factory=list)
     already_done: bool = False  # the set was committed by an earlier run of this job
     files: list[OutputInfo] = field(default_factory=list)  # one per rendition (package files)
+    analysis: dict | None = None  # the stages' summary (their sidecar is in the set)
+    loudness: list[dict] = field(default_factory=list)  # per normalised track: loudnorm's figures
 
     def to_dict(self) -> dict:
         encoders = {r.name: r.video.encoder for r in self.plan.renditions}
@@ -73,7 +76,8 @@ class LadderReport:
                 "outputs": outputs, "elapsed": round(self.elapsed, 3),
                 "fps": round(self.frames / self.elapsed, 2) if self.elapsed else 0.0,
                 "fallbacks": list(self.plan.fallbacks), "warnings": self.warnings,
-                "already_done": self.already_done}
+                "already_done": self.already_done, "analysis": self.analysis,
+                "loudness": self.loudness}
 
 
 def format_ladder_report(report: LadderReport) -> str:
@@ -91,6 +95,9 @@ def format_ladder_report(report: LadderReport) -> str:
     if not report.already_done:
         fps = report.frames / report.elapsed if report.elapsed else 0.0
         lines.append(f"{report.elapsed:.2f}s elapsed, {fps:.1f} frames/s (each rendition)")
+    if report.analysis:
+        lines.append(f"analysis: {report.analysis['shots']} shots, {report.analysis['frames']} "
+                     f"frames -> {report.analysis['sidecar']}")
     lines += [f"skipped: {s}" for s in report.plan.skipped]
     lines += [f"fallback: {f}" for f in report.plan.fallbacks]
     lines += [f"warning: {w}" for w in report.warnings]
@@ -235,7 +242,7 @@ def transcode_ladder(input_path: Path, profile: Profile, output: Path | None = N
     if done:
         return _already_done(input_path, info, plan, started)
     return commit_ladder(input_path, info, plan, key, started, stamp=stamp, overwrite=overwrite,
-                         on_progress=on_progress, profile_name=profile.name)
+                         on_progress=on_progress, profile=profile)
 
 
 def _already_done(input_path: Path, info: MediaInfo, plan: LadderPlan,
@@ -247,16 +254,17 @@ def _already_done(input_path: Path, info: MediaInfo, plan: LadderPlan,
     files = [OutputInfo(**f) for f in record.get("files", [])]
     log.event("already_committed", input=str(input_path), output=str(folder))
     return LadderReport(info, plan, str(folder), tracks, time.monotonic() - started, 0,
-                        record.get("warnings", []), already_done=True, files=files)
+                        record.get("warnings", []), already_done=True, files=files,
+                        analysis=record.get("analysis"), loudness=record.get("loudness", []))
 
 
 def _run_with_fallbacks(plan: LadderPlan, tmp: Path, on_progress: ProgressCallback | None,
-                        total: int | None) -> tuple[LadderPlan, LadderResult]:
+                        total: int | None, profile: Profile) -> tuple[LadderPlan, LadderResult]:
     """Run the ladder; a rendition NVENC refuses is re-planned in software (that sink only)
     and the run starts again, at most once per rendition."""
     for _ in range(len(plan.renditions) + 1):
         try:
-            return plan, run_ladder(plan, tmp, on_progress, total)
+            return plan, run_ladder(plan, tmp, on_progress, total, profile.stages)
         except EncoderRefused as e:
             assert e.output is not None  # the ladder names the rendition NVENC refused
             plan = plan.with_software_rendition(e.output, str(e))
@@ -269,7 +277,7 @@ def _run_with_fallbacks(plan: LadderPlan, tmp: Path, on_progress: ProgressCallba
 def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
                   started: float, *, stamp: SourceStamp | None, overwrite: bool,
                   on_progress: ProgressCallback | None = None,
-                  profile_name: str = "") -> LadderReport:
+                  profile: Profile) -> LadderReport:
     """Run `plan` into a hidden folder, read it back, finish its manifest and rename it into
     place whole (the part of a ladder job after planning)."""
     folder = Path(plan.output)
@@ -283,7 +291,7 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
             raise io_error(folder, e) from None
         v = info.main_video
         total = v.frames if v and v.frames else None
-        plan, result = _run_with_fallbacks(plan, tmp, on_progress, total)
+        plan, result = _run_with_fallbacks(plan, tmp, on_progress, total, profile)
         if stamp and (changed := stamp.changed(input_path)):
             raise changed
         tracks: list[SegmentedTrack] = []
@@ -295,8 +303,11 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
                 else finish_dash(tmp, plan)
             _verify(plan, result, tracks)
         warnings = [*plan.warnings, *result.warnings]
+        analysis = _write_analysis(result, input_path, tmp, folder, profile) \
+            if result.analysis is not None else None
         record = {"job": key, "mediad": __version__, "source": str(input_path),
-                  "profile": profile_name, "manifest": plan.manifest,
+                  "profile": profile.name, "manifest": plan.manifest, "analysis": analysis,
+                  "loudness": result.loudness,
                   "tracks": [t.to_dict() for t in tracks], "files": [f.to_dict() for f in files],
                   "warnings": warnings}
         try:
@@ -311,4 +322,17 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
     frames = max(result.frames.values(), default=0)
     log.event("transcoded", input=str(input_path), output=str(folder),
               renditions=len(plan.renditions), frames=frames, seconds=f"{elapsed:.2f}")
-    return LadderReport(info, plan, str(folder), tracks, elapsed, frames, warnings, files=files)
+    return LadderReport(info, plan, str(folder), tracks, elapsed, frames, warnings, files=files,
+                        analysis=analysis, loudness=result.loudness)
+
+
+def _write_analysis(result: LadderResult, source: Path, tmp: Path, folder: Path,
+                    profile: Profile) -> dict:
+    """The stages' sidecar, inside the set (committed with it, as one of its files): one
+    analysis of the one decode, for every rendition. Returns its summary for the report."""
+    from mediad.models.sidecar import build_sidecar, summary, write_sidecar
+
+    doc = build_sidecar(result.analysis, source=source, output=folder, profile=profile.name,
+                        stages=result.stages)
+    write_sidecar(tmp / ANALYSIS, doc)
+    return summary(result.analysis, folder / ANALYSIS, result.stages)

@@ -96,7 +96,8 @@ def _rendition_profile(profile: Profile, r: RenditionSettings, container: str) -
 def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
                 gpu_reason: str = "", gpu_allowed: bool = True) -> LadderPlan:
     """Plan every rendition of `profile` for `info`; renditions larger than the source are
-    skipped (never upscaled), and an empty ladder is an error.
+    skipped (never upscaled, but for an upscale stage's own factor: the rungs are then cut
+    from its output), and an empty ladder is an error.
 
     A rung named N (1080, 720, ...) is a box of N lines and 16:9 of them (1920x1080), turned
     upright for a portrait source, as players and sites label sizes: a 1920x800 film gets a
@@ -108,22 +109,25 @@ def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: P
         kinds = "audio-only" if info.audio else "has no video stream"
         raise MediadError(f"{info.path}: {kinds} file, but profile {profile.name} makes a "
                           "video ladder", reason=Reason.NO_VIDEO)
+    stage = profile.stage_scale  # the frames the renditions are cut from: upscaled first
+    source_height = _source_height(info) * stage
     if not profile.renditions:  # one rendition: the profile's [video] as it is
-        height = min(profile.video.max_height or 1 << 16, _source_height(info))
+        height = min(profile.video.max_height or 1 << 16, source_height)
         return _ladder(info, profile, caps, output, gpu_reason, gpu_allowed,
                        [(f"{height}p", RenditionSettings(height=height))], [])
-    display = _display_size(info)
+    shown_w, shown_h = _display_size(info)
+    display = (shown_w * stage, shown_h * stage)
+    what = f"the source upscaled {stage}x" if stage > 1 else "the source"
     rungs: list[tuple[str, RenditionSettings]] = []  # (name, settings with the height to make)
     skipped: list[str] = []
     for r in sorted(profile.renditions, key=lambda r: -r.height):
         box = _rung_box(r.height, display)
         if display[0] < box[0] and display[1] < box[1]:
-            skipped.append(f"{r.height}p: larger than the source ({display[0]}x{display[1]} "
+            skipped.append(f"{r.height}p: larger than {what} ({display[0]}x{display[1]} "
                            f"within {box[0]}x{box[1]}); renditions are never upscaled")
             continue
         scale = min(Fraction(box[0], display[0]), Fraction(box[1], display[1]), Fraction(1))
-        rungs.append((f"{r.height}p",
-                      r.model_copy(update={"height": int(_source_height(info) * scale)})))
+        rungs.append((f"{r.height}p", r.model_copy(update={"height": int(source_height * scale)})))
     return _ladder(info, profile, caps, output, gpu_reason, gpu_allowed, rungs, skipped)
 
 

@@ -147,6 +147,16 @@ def measure(path: Path, targets: dict[int, LoudnessTarget]) -> dict[int, Measure
     return measured
 
 
+def normalizers(path: Path, targets: dict[int, LoudnessTarget]) -> dict[int, Normalizer]:
+    """Both passes set up for the tracks to normalise (audio stream index -> target): every
+    one measured in one read of the source, then a Normalizer each for the encode."""
+    if not targets:
+        return {}
+    measured = measure(path, targets)
+    return {index: Normalizer(measured[index], target, f"{path}: audio #{index}")
+            for index, target in targets.items()}
+
+
 class Normalizer:
     """The second pass, for one track's decoded frames (in one format, layout and rate: after
     audio.AudioConverter): loudnorm with the first pass's figures, back at the track's rate."""

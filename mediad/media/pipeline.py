@@ -15,10 +15,10 @@ import av
 
 from mediad import log
 from mediad.errors import MediadError, Reason, io_error, is_storage_error
-from mediad.media import color
 from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
-from mediad.media.loudness import LoudnessTarget, Measured, Normalizer, measure
+from mediad.media.loudness import Normalizer, normalizers
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
+from mediad.media.plan_streams import loudness_targets
 from mediad.media.probe import KEPT_DISPOSITIONS, open_input
 from mediad.media.progress import ProgressCallback, ProgressReporter
 from mediad.media.source import Source
@@ -30,10 +30,12 @@ from mediad.media.video_sink import (
     EncoderRefused,
     OpenedEncoder,
     VideoSink,
+    after_stages_work,
     gpu_layout,
     host_work,
     open_video_encoder,
     sar_of,
+    stage_input_work,
 )
 
 # Container-level tags the muxer writes itself; copying them would lie about the output.
@@ -95,7 +97,7 @@ class _Runner:
         self.health = self.source.health
         self.copy: dict[int, av.stream.Stream] = {}
         self.audio_sinks: dict[int, AudioSink] = {}  # re-encoded tracks, each on its thread
-        self._loudness: dict[int, Measured] | None = None  # the first loudness pass, per track
+        self._loudness: dict[int, Normalizer] | None = None  # set up at the first such track
         self.video_sink: VideoSink | None = None  # the encoded video
         self.convert_subs: dict[int, SubtitleConverter] = {}
         self.video_in: av.video.stream.VideoStream | None = None
@@ -162,18 +164,8 @@ class _Runner:
                                             nvenc=encode and vp.hardware, post=post, batch=batch)
             return self.bridge
         # Host frames: rotate/crop into RGB for the models, then scale/convert for the encoder.
-        cc = ist.codec_context
-        w0, h0 = (cc.height, cc.width) if vp.rotate % 180 else (cc.width, cc.height)
-        if vp.crop:
-            w0, h0 = vp.crop
-        pre = VideoTransform(replace(vp, width=w0, height=h0, pix_fmt="rgb24"), ist.time_base)
-        # The models' RGB goes back into YUV in the source's matrix (the tag copied onto the
-        # encoder), or the output matrix chosen for an RGB source.
-        matrix = matrix or (color.matrix_for(cc.colorspace, cc.height)
-                            if cc.colorspace not in (None, 0, 2) else None)
-        post = VideoTransform(replace(vp, rotate=0, crop=None, deinterlace="off"), ist.time_base,
-                              full_range, matrix) if encode else None
-        self.bridge = bridge.host_bridge(self.runner, pre, post, batch)
+        post = after_stages_work(vp, ist, encoder) if encoder is not None else None
+        self.bridge = bridge.host_bridge(self.runner, stage_input_work(vp, ist), post, batch)
         return self.bridge
 
     @staticmethod
@@ -208,11 +200,8 @@ class _Runner:
         if sp.loudness is None:
             return None
         if self._loudness is None:
-            targets = {a.index: LoudnessTarget(*a.loudness) for a in self.plan.audio
-                       if a.action == "encode" and a.loudness is not None}
-            self._loudness = measure(Path(self.plan.input), targets)
-        return Normalizer(self._loudness[sp.index], LoudnessTarget(*sp.loudness),
-                          f"{self.plan.input}: audio #{sp.index}")
+            self._loudness = normalizers(Path(self.plan.input), loudness_targets(self.plan.audio))
+        return self._loudness[sp.index]
 
     def _add_subtitle(self, sp: StreamPlan, src: av.container.InputContainer,
                       out: av.container.OutputContainer) -> None:

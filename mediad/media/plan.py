@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -427,7 +426,7 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
         notes.append(f"container {container} from the output name (profile {profile.name} "
                      f"writes {profile.container})")
     stages = _plan_stages(profile, caps.device)
-    stage_scale = math.prod(s.scale for s in profile.stages if s.kind == "upscale")
+    stage_scale = profile.stage_scale
     video, fallbacks, warnings = _plan_video(info, profile, container, caps, gpu_allowed,
                                              stage_scale)
     decode = _plan_decode(v, video, caps, analysed=bool(stages))

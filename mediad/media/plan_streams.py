@@ -14,6 +14,7 @@ from mediad.formats import (
     CONTAINER_SUBTITLES,
     CONTAINER_TEXT_SUBTITLE,
 )
+from mediad.media.loudness import LoudnessTarget
 from mediad.media.probe import MediaInfo
 from mediad.media.subtitles import codec_names, subtitle_kind
 from mediad.profiles import AUDIO_MAX_BITRATE_PER_CHANNEL, Profile, parse_bitrate
@@ -35,8 +36,7 @@ class StreamPlan:
     sample_rate: int | None
     language: str | None
     reason: str
-    # (integrated LUFS, true peak dBTP, LRA LU): the track's loudness normalised (two-pass)
-    loudness: tuple[float, float, float] | None = None
+    loudness: LoudnessTarget | None = None  # the track's loudness normalised (two-pass)
 
 
 def no_fit(info: MediaInfo, what: str, container: str, why: str) -> MediadError:
@@ -77,13 +77,13 @@ def plan_audio(info: MediaInfo, profile: Profile, container: str) -> list[Stream
                 bit_rate = per_channel * channels
                 reason += (f"; bitrate capped to {bit_rate // 1000}k ({target} takes at most "
                            f"{per_channel // 1000}k per channel)")
-            if a.loudness_target is not None:
-                i, tp, lra = a.loudness_target
-                reason += (f"; loudness normalised to {i:g} LUFS (true peak {tp:g} dBTP, range "
-                           f"{lra:g} LU), two-pass")
+            loudness = LoudnessTarget(*a.loudness_target) if a.loudness_target else None
+            if loudness is not None:
+                reason += (f"; loudness normalised to {loudness.integrated:g} LUFS (true peak "
+                           f"{loudness.true_peak:g} dBTP, range {loudness.lra:g} LU), two-pass")
             plans.append(StreamPlan(s.index, "encode", s.codec, target, AUDIO_ENCODERS[target],
                                     bit_rate, channels, rate, s.language,
-                                    f"encode to {target}: {reason}", a.loudness_target))
+                                    f"encode to {target}: {reason}", loudness))
             continue
         plans.append(StreamPlan(s.index, "copy", s.codec, s.codec, None, None, s.channels,
                                 s.sample_rate, s.language, reason))
@@ -141,3 +141,8 @@ def plan_extras(info: MediaInfo, container: str) -> tuple[list[StreamPlan], list
             warnings.append(f"cover art #{c.index} ({c.codec}) dropped: {container} cannot "
                             "hold attached pictures")
     return attachments, covers, warnings
+
+
+def loudness_targets(audio: list[StreamPlan]) -> dict[int, LoudnessTarget]:
+    """The encoded tracks to normalise: audio stream index -> its target."""
+    return {a.index: a.loudness for a in audio if a.action == "encode" and a.loudness is not None}

@@ -12,6 +12,7 @@ from fractions import Fraction
 import av
 
 from mediad.errors import MediadError, Reason
+from mediad.media import color
 from mediad.media.color import AVCOL_RANGE_MPEG
 from mediad.media.plan import VideoPlan
 from mediad.media.source import HW_SETUP_ERRORS
@@ -129,6 +130,28 @@ def host_work(vp: VideoPlan, ist: av.video.stream.VideoStream,
     geometry = VideoTransform(replace(vp, pix_fmt="yuv420p10le"), ist.time_base,
                               vp.tonemap.full_range)
     return host_tone_map(geometry, vp.tonemap, vp.pix_fmt)
+
+
+def stage_input_work(vp: VideoPlan, ist: av.video.stream.VideoStream) -> VideoTransform:
+    """Decoded host frames as the model stages take them: upright, cropped, deinterlaced,
+    rgb24 at the source's size (the stages' output is then scaled for each encoder)."""
+    cc = ist.codec_context
+    w0, h0 = (cc.height, cc.width) if vp.rotate % 180 else (cc.width, cc.height)
+    if vp.crop:
+        w0, h0 = vp.crop
+    return VideoTransform(replace(vp, width=w0, height=h0, pix_fmt="rgb24"), ist.time_base)
+
+
+def after_stages_work(vp: VideoPlan, ist: av.video.stream.VideoStream,
+                      encoder: OpenedEncoder) -> VideoTransform:
+    """The models' rgb24 frames (already upright and cropped) scaled and converted for this
+    encoder: back into YUV in the source's matrix (the tag copied onto the encoder), or the
+    output matrix chosen for an RGB source."""
+    cc = ist.codec_context
+    matrix = encoder.matrix or (color.matrix_for(cc.colorspace, cc.height)
+                                if cc.colorspace not in (None, 0, 2) else None)
+    return VideoTransform(replace(vp, rotate=0, crop=None, deinterlace="off"), ist.time_base,
+                          encoder.full_range, matrix)
 
 
 class VideoSink:

@@ -56,6 +56,14 @@ def build_sidecar(analysis: AnalysisResult, *, source: str | Path, output: str |
     }
 
 
+def summary(analysis: AnalysisResult, path: Path, stages: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a report says of the analysis whose sidecar is at `path`."""
+    return {"sidecar": str(path), "frames": analysis.frames, "shots": len(analysis.shots),
+            "chapters": len(analysis.chapters()),
+            "top_labels": [c.top[0].label for c in analysis.classifications if c.top][:10],
+            "stages": stages}
+
+
 def write_sidecar(path: str | Path, document: dict[str, Any]) -> Path:
     """Write the document atomically (temp file beside it, fsync, rename); returns the path."""
     path = Path(path)
