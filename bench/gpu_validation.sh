@@ -141,7 +141,7 @@ case "$MODE" in
         ;;
     models)
         step "pytest -m gpu (model stages)" pytest-gpu.txt 150 \
-            "$PY" -m pytest -m gpu $PYTEST_OPTS "$MODEL_TESTS" tests/test_upscale.py
+            "$PY" -m pytest -m gpu $PYTEST_OPTS "$MODEL_TESTS" tests/test_upscale.py tests/test_waifu2x.py
         ;;
 esac
 case "$MODE" in

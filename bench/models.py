@@ -2,15 +2,15 @@
 
 Usage: python bench/models.py [--quick] [--cpu-only]
 
-Models: realesr-animevideov3 (upscale x2), efficientnet-lite0 (classify, every frame) and
-transnetv2 (shots). Each is built the way a profile's [[stages]] builds it
+Models: realesr-animevideov3 and waifu2x-photo (upscale x2), efficientnet-lite0 (classify, every
+frame) and transnetv2 (shots). Each is built the way a profile's [[stages]] builds it
 (StageRunner.from_profile) and timed through StageRunner.process() on uint8 RGB frames
 already on the stage's device. That is the stage's whole path: uint8 -> float, resize,
 network, and for the upscaler the uint8 output. Every measurement does a short warm-up, then a
 fixed number of timed calls between two device synchronisations; frames/s = frames / wall time.
 
-CPU (always; fp32, eager, torch's default thread count): the upscaler at 160x90 and 320x180
-input, the classifier at 224x224 and TransNetV2 on 48x27 frames (its own input size; 100-frame
+CPU (always; fp32, eager, torch's default thread count): realesr-animevideov3 at 160x90 and
+320x180 input, waifu2x-photo at 160x90 and 640x360, the classifier at 224x224 and TransNetV2 on 48x27 frames (its own input size; 100-frame
 windows advancing 50 frames, so one window costs 50 stream frames).
 
 GPU (when torch.cuda.is_available() and not --cpu-only): 720p and 1080p input for all three,
@@ -56,8 +56,9 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 UPSCALE_1080P_TARGET = 60.0  # frames/s, fp16, H100
 CLASSIFY_TARGET = 2000.0  # frames/s at 224x224, H100
 SPEEDUP_TARGET = 50.0  # upscaler GPU/CPU, input pixels/s
-TITLES = {"upscale": "realesr-animevideov3 x2", "classify": "efficientnet-lite0",
-          "shots": "transnetv2"}
+TITLES = {"upscale": "realesr-animevideov3 x2", "waifu2x": "waifu2x-photo x2",
+          "classify": "efficientnet-lite0", "shots": "transnetv2"}
+UPSCALE_MODELS = {"upscale": "realesr-animevideov3", "waifu2x": "waifu2x-photo"}
 MIB = 1 << 20
 
 
@@ -98,6 +99,7 @@ def cpu_cases(quick: bool) -> dict[str, list[Case]]:
     q = quick
     return {
         "upscale": [Case(160, 90, 1, 1, 3 if q else 20), Case(320, 180, 1, 1, 1 if q else 6)],
+        "waifu2x": [Case(160, 90, 1, 1, 3 if q else 20), Case(640, 360, 1, 1, 1 if q else 3)],
         "classify": [Case(224, 224, 16, 1, 2 if q else 10)],
         "shots": [Case(48, 27, 100, 1, 1 if q else 8)],  # 100 frames = 2 windows per call
     }
@@ -108,6 +110,7 @@ def gpu_cases(quick: bool) -> dict[str, list[Case]]:
     w, n = (2, 5) if quick else (3, 20)
     return {
         "upscale": [Case(1280, 720, 4, w, n), Case(1920, 1080, 4, w, n)],
+        "waifu2x": [Case(1280, 720, 4, w, n), Case(1920, 1080, 4, w, n)],
         "classify": [Case(224, 224, 256, w, n, model_only=True), Case(224, 224, 256, w, n),
                      Case(1280, 720, 256, w, n), Case(1920, 1080, 256, w, n)],
         "shots": [Case(48, 27, 400, w, n), Case(1280, 720, 200, w, n),
@@ -120,8 +123,8 @@ def stage_config(kind: str, device: str, precision: str, compiled: bool) -> Any:
     from mediad.profiles import ClassifyStage, ShotsStage, UpscaleStage
 
     common: dict[str, Any] = {"device": device, "precision": precision, "compile": compiled}
-    if kind == "upscale":
-        return UpscaleStage(kind="upscale", scale=2, **common)
+    if kind in UPSCALE_MODELS:
+        return UpscaleStage(kind="upscale", model=UPSCALE_MODELS[kind], scale=2, **common)
     if kind == "classify":
         return ClassifyStage(kind="classify", every=1, **common)  # classify every frame
     return ShotsStage(kind="shots", **common)
@@ -379,7 +382,7 @@ def run_matrix(device: torch.device, cases_by_kind: dict[str, list[Case]],
                 # get one per case, each with a fresh compile cache: Dynamo's cache belongs to the
                 # forward's code, not to the module, so a second input shape would otherwise
                 # time a recompiled dynamic-shape graph.
-                groups = [[c] for c in cases] if compiled or kind == "upscale" else [cases]
+                groups = [[c] for c in cases] if compiled or kind in UPSCALE_MODELS else [cases]
                 for group in groups:
                     if compiled:
                         torch._dynamo.reset()

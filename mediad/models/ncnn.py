@@ -1,4 +1,7 @@
-"""Read ncnn `.param`/`.bin` model files and turn an ncnn SRVGGNetCompact into a state dict.
+"""Read ncnn `.param`/`.bin` model files and turn the upscalers' graphs into state dicts.
+
+Two graphs are understood: Real-ESRGAN's SRVGGNetCompact (`srvgg_state_dict`) and waifu2x's
+upconv_7 (`upconv7_state_dict`); `detect_arch` tells them apart.
 
 Only numpy is needed here. Format notes (ncnn src/net.cpp, src/modelbin.cpp):
 
@@ -8,6 +11,11 @@ Only numpy is needed here. Format notes (ncnn src/net.cpp, src/modelbin.cpp):
   (Convolution weights) starts with a 4-byte tag: 0x01306B47 fp16 (payload padded to 4 bytes),
   0x000D4B38 int8, 0x0002C056 or 0 fp32, other non-zero: a 256-entry fp32 codebook + uint8 indices.
   "Type 1" blobs (Convolution bias, PReLU slopes) are bare fp32 with no tag.
+- Deconvolution (src/layer/deconvolution.cpp) stores its weights like Convolution, as
+  [out][in][kh][kw], and scatters: out[p][y*stride + ky][x*stride + kx] += in[q][y][x] * w[p][q][ky][kx],
+  then cuts `pad` (key 4) from every side. PyTorch's ConvTranspose2d has the same arithmetic with
+  its weight laid out [in][out][kh][kw] (no spatial flip).
+- Key 9 is a fused activation (1 ReLU, 2 LeakyReLU with slope = key 10[0], ...).
 """
 
 from __future__ import annotations
@@ -149,8 +157,11 @@ def read_bin(layers: list[NcnnLayer], bin_path: Path) -> dict[str, dict[str, np.
     rd = _BinReader(data, str(bin_path))
     weights: dict[str, dict[str, np.ndarray]] = {}
     for layer in layers:
-        if layer.type == "Convolution":
-            if layer.get(8, 0) or layer.get(19, 0):
+        if layer.type in ("Convolution", "Deconvolution"):
+            # Both store tagged weights [out][in][kh][kw], then (bias_term) bare fp32 biases.
+            # Convolution: 8 int8_scale_term, 19 dynamic_weight; Deconvolution: 28 dynamic_weight.
+            special = (8, 19) if layer.type == "Convolution" else (28,)
+            if any(layer.get(k, 0) for k in special):
                 raise MediadError(
                     f"{bin_path}: layer {layer.name} is int8 or dynamic-weight, not supported",
                     reason=Reason.BAD_MODEL,
@@ -226,3 +237,68 @@ def srvgg_state_dict(param_path: Path, bin_path: Path) -> tuple[dict[str, np.nda
     if in_ch != 3 * upscale * upscale:
         raise bad(f"last conv has {in_ch} outputs, PixelShuffle x{upscale} needs {3 * upscale**2}")
     return sd, upscale
+
+
+def detect_arch(layers: list[NcnnLayer]) -> str:
+    """'upconv7' for a graph that ends in a Deconvolution (waifu2x), else 'srvgg'."""
+    return "upconv7" if any(ly.type == "Deconvolution" for ly in layers) else "srvgg"
+
+
+def _pads(ly: NcnnLayer) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) padding of a (De)Convolution; ncnn defaults follow left/top."""
+    left = int(ly.get(4, 0))
+    top = int(ly.get(14, left))
+    return left, top, int(ly.get(15, left)), int(ly.get(16, top))
+
+
+def upconv7_state_dict(param_path: Path, bin_path: Path) -> tuple[dict[str, np.ndarray], int]:
+    """waifu2x upconv_7 weights (keys of mediad.models.upconv7.UpConv7) and native upscale.
+
+    The graph: a chain of valid (unpadded) 3x3 convolutions, each with a fused LeakyReLU(0.1),
+    then one 4x4 stride-2 Deconvolution that cuts 3 pixels from every side. The caller pads the
+    input by the convolutions' shrink (waifu2x-ncnn-vulkan's "prepadding").
+    """
+    layers = parse_param(param_path)
+    weights = read_bin(layers, bin_path)
+
+    def bad(why: str) -> MediadError:
+        return MediadError(
+            f"{param_path}: not an ncnn waifu2x upconv_7 export ({why})", reason=Reason.BAD_MODEL
+        )
+
+    body = [ly for ly in layers if ly.type != "Input"]
+    kinds = [ly.type for ly in body]
+    if len(body) < 2 or kinds != ["Convolution"] * (len(body) - 1) + ["Deconvolution"]:
+        raise bad("expected 3x3 convolutions and a final Deconvolution")
+    for prev, ly in zip(body, body[1:], strict=False):
+        if ly.inputs != prev.outputs:
+            raise bad(f"layer {ly.name} does not take {prev.name}'s output")
+    sd: dict[str, np.ndarray] = {}
+    in_ch = 3
+    for i, ly in enumerate(body[:-1]):
+        w = weights[ly.name]
+        out_ch, k = int(ly.get(0, 0)), int(ly.get(1, 0))
+        geometry = (k, int(ly.get(11, k)), int(ly.get(2, 1)), int(ly.get(3, 1)), _pads(ly))
+        if geometry != (3, 3, 1, 1, (0, 0, 0, 0)) or "bias" not in w:
+            raise bad(f"layer {ly.name} is not a biased 3x3 stride-1 unpadded conv")
+        slope = ly.get(10, ())
+        if int(ly.get(9, 0)) != 2 or not isinstance(slope, tuple) or slope != (0.1,):
+            raise bad(f"layer {ly.name} has no fused LeakyReLU(0.1)")
+        if w["weight"].size != out_ch * in_ch * 9:
+            raise bad(f"layer {ly.name} has {w['weight'].size} weights, not {out_ch}x{in_ch}x3x3")
+        sd[f"net.{2 * i}.weight"] = w["weight"].reshape(out_ch, in_ch, 3, 3)
+        sd[f"net.{2 * i}.bias"] = w["bias"]
+        in_ch = out_ch
+    de = body[-1]
+    w = weights[de.name]
+    out_ch, k, stride = int(de.get(0, 0)), int(de.get(1, 0)), int(de.get(3, 1))
+    geometry = (out_ch, k, int(de.get(11, k)), int(de.get(2, 1)), stride, int(de.get(13, stride)))
+    extra = [int(de.get(key, 0)) for key in (9, 18, 19, 20, 21)]  # activation, output pad/size
+    if geometry != (3, 4, 4, 1, 2, 2) or _pads(de) != (3, 3, 3, 3) or any(extra):
+        raise bad(f"layer {de.name} is not a 4x4 stride-2 pad-3 deconvolution to 3 channels")
+    if "bias" not in w or w["weight"].size != out_ch * in_ch * 16:
+        raise bad(f"layer {de.name} has {w['weight'].size} weights, not 3x{in_ch}x4x4 and a bias")
+    # ncnn [out][in][kh][kw] -> ConvTranspose2d [in][out][kh][kw]; the same taps, no flip.
+    sd[f"net.{2 * len(body) - 2}.weight"] = w["weight"].reshape(3, in_ch, 4, 4).transpose(1, 0, 2, 3)
+    sd[f"net.{2 * len(body) - 2}.bias"] = w["bias"]
+    return sd, stride

