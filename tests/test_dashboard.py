@@ -18,8 +18,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("jinja2")
 
 from api_site import ApiSite  # noqa: E402
-from mediad.api.dashboard import human_bytes  # noqa: E402
 from test_daemon import make_video, wait_for  # noqa: E402
+
+from mediad.api.dashboard import human_bytes  # noqa: E402
 
 CHROMIUM = os.environ.get("MEDIAD_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

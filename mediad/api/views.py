@@ -137,7 +137,8 @@ def job_events(conn: sqlite3.Connection, job: Job, report: dict | None) -> list[
         events.append(Event(c["created"], f"command {asked}",
                             c["result"] if c["applied"] else "not applied yet"))
     if job.started:
-        where = f"on node {job.node}" if job.node else f"on {job.gpu or 'this machine'}"
+        where = f"on node {job.node}" if job.node else "on this machine" + \
+            (f", GPU {job.gpu}" if job.gpu else "")
         events.append(Event(job.started, "started", where))
     if job.attempts:
         events.append(Event(job.updated if job.state == "queued" else None,
@@ -204,7 +205,8 @@ def decisions(plan: dict | None) -> list[Decision]:
             reasons = [value["reason"]] if isinstance(value.get("reason"), str) and \
                 value["reason"] else list(value.get("reasons") or [])
             if reasons:
-                out.append(Decision(where, _summary(value), "; ".join(map(str, reasons))))
+                what = _summary(value) or ("no device" if value.get("device", 0) is None else "")
+                out.append(Decision(where, what, "; ".join(map(str, reasons))))
             for k, v in value.items():
                 if isinstance(v, dict | list) and k not in ("options", "hdr", "nvenc", "nvdec"):
                     walk(v, f"{where}.{k}" if where else k)
