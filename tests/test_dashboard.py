@@ -206,6 +206,9 @@ def test_a_dropped_file_runs_to_done_before_your_eyes(page, site: ApiSite,  # ty
     assert decisions.locator("th", has_text="video").count() >= 1
     assert page.locator("ol.events").inner_text().count("\n") >= 2  # queued, started, done
     assert "started" in page.locator("ol.events").inner_text()
+    picture = page.get_by_role("img", name=re.compile("A frame .* output"))
+    wait_for(lambda: picture.evaluate("i => i.complete && i.naturalWidth") == 320, 20,
+             "the output's picture (a JPEG PyAV made) to load")
     page.screenshot(path=str(SHOTS / "job.png"), full_page=True)
 
 

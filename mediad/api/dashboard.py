@@ -8,6 +8,7 @@ applies), so the dashboard can do nothing the API cannot.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import time
@@ -25,7 +26,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from mediad.api import charts, views
+from mediad.api import charts, thumbs, views
+from mediad.api.app import ApiError
 from mediad.api.session import (
     COOKIE,
     SESSION_SECONDS,
@@ -213,8 +215,6 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
     @router.get("/jobs/{job_id}")
     def job_page(request: Request, job_id: int) -> Response:
         session = session_of(request)
-        from mediad.api.app import ApiError
-
         if not 1 <= job_id < 2**63:
             return page(request, "error.html", session, status=404, title="No such job",
                         message=f"job {job_id}: no such job")
@@ -226,17 +226,32 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
         with backend.reading() as conn:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             events = views.job_events(conn, views.job_of_row(row), job.report)
+        picture = thumbs.picture_source(job.output, job.source) is not None
         return page(request, "job.html", session, title=f"Job {job_id}", job=job,
+                    picture=picture,
                     decisions=views.decisions(job.plan),
                     renditions=views.renditions(job.plan, job.report), events=events,
                     live=str(job_id) if job.state in ("queued", "running") else "", notice=notice(request),
                     out_size=sum(o.get("size") or 0 for o in (job.report or {}).get("outputs", [])
                                  if isinstance(o, dict)))
 
+    @router.get("/jobs/{job_id}/picture.jpg")
+    def picture(request: Request, job_id: int) -> Response:
+        session_of(request)
+        try:
+            job = backend.job(job_id) if 1 <= job_id < 2**63 else None
+        except ApiError:
+            job = None
+        path = thumbs.picture_source(job.output, job.source) if job else None
+        data = thumbs.thumbnail(path) if path else None
+        if data is None:
+            return Response(status_code=404)
+        return Response(data, media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=60",
+                                 "X-Content-Type-Options": "nosniff"})
+
     async def act(request: Request, job_id: int, call: Callable[[dict[str, str]], Response]
                   ) -> Response:
-        from mediad.api.app import ApiError
-
         fields = await form_of(request, session_of(request))
         back = fields.get("next", "/")
         back = back if NEXT.match(back) else "/"
@@ -246,8 +261,6 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
             return RedirectResponse(f"{back}?refused={e.reason}&job={job_id}", status_code=303)
         except ValueError:
             return RedirectResponse(f"{back}?refused=bad_request&job={job_id}", status_code=303)
-        import json
-
         body = json.loads(bytes(res.body))
         if "id" in body:
             return RedirectResponse(f"{back}?command={body['id']}", status_code=303)
@@ -324,8 +337,6 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
     @router.get("/profiles/{name}")
     def profile(request: Request, name: str) -> Response:
         session = session_of(request)
-        from mediad.api.app import ApiError
-
         try:
             found = backend.profile(name)
         except ApiError as e:
