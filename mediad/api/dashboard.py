@@ -95,6 +95,8 @@ def human_bytes(n: float | None) -> str:
 def human_seconds(s: float | None) -> str:
     if s is None:
         return "–"
+    if s < 10:
+        return f"{s:.1f}s"
     s = int(round(s))
     return f"{s}s" if s < 60 else f"{s // 60}m {s % 60:02d}s" if s < 3600 else \
         f"{s // 3600}h {s % 3600 // 60:02d}m"
