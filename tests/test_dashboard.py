@@ -28,7 +28,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 SHOTS = Path(__file__).resolve().parent / "artifacts" / "dashboard"
 PAGES = ("/", "/jobs/1", "/gpus", "/history", "/profiles", "/profiles/fast")
 
-pytestmark = [pytest.mark.slow, pytest.mark.browser]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +146,7 @@ def test_forms_without_the_csrf_token_or_from_another_site_are_refused(site: Api
 
 # ----- in the browser ---------------------------------------------------------------------------
 
+@pytest.mark.browser
 def test_login_refuses_a_wrong_token_and_sets_a_strict_cookie(page, site: ApiSite) -> None:  # type: ignore[no-untyped-def]
     page.goto("/")
     assert page.url == f"{site.url}/login"
@@ -165,6 +166,7 @@ def test_login_refuses_a_wrong_token_and_sets_a_strict_cookie(page, site: ApiSit
     assert page.url == f"{site.url}/login"
 
 
+@pytest.mark.browser
 def test_a_dropped_file_runs_to_done_before_your_eyes(page, site: ApiSite,  # type: ignore[no-untyped-def]
                                                       tmp_path: Path) -> None:
     login(page, site)
@@ -212,6 +214,7 @@ def test_a_dropped_file_runs_to_done_before_your_eyes(page, site: ApiSite,  # ty
     page.screenshot(path=str(SHOTS / "job.png"), full_page=True)
 
 
+@pytest.mark.browser
 def test_a_failed_job_is_retried_from_its_button(page, site: ApiSite, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     login(page, site)
     source = site.inbox / "broken.mp4"
@@ -241,6 +244,7 @@ def test_a_failed_job_is_retried_from_its_button(page, site: ApiSite, tmp_path: 
     assert page.get_by_role("button", name=re.compile("Retry")).count() == 0
 
 
+@pytest.mark.browser
 def test_gpus_history_profiles_and_a_phone(page, site: ApiSite) -> None:  # type: ignore[no-untyped-def]
     login(page, site)
     with api(site) as client:
