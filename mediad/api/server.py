@@ -11,6 +11,7 @@ from pathlib import Path
 
 import uvicorn
 
+import mediad.api.dashboard  # noqa: F401  (Jinja2: missing, the daemon says so at start, exit 78)
 from mediad import log
 from mediad.api.app import create_app
 from mediad.api.ready import ReadinessBox
