@@ -21,31 +21,14 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
+from api_site import ApiSite  # noqa: E402
 from conftest import packet_times  # noqa: E402
-from test_daemon import REPO, Site, free_port, make_video, wait_for  # noqa: E402
+from test_daemon import REPO, Site, make_video, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 # Examples per operation for schemathesis: small by default (well under a minute); raise it for a
 # longer hunt, e.g. MEDIAD_API_FUZZ_EXAMPLES=200
 FUZZ_EXAMPLES = int(os.environ.get("MEDIAD_API_FUZZ_EXAMPLES", "12"))
-
-
-class ApiSite(Site):
-    """A Site whose daemon serves the API."""
-
-    def __init__(self, root: Path, **daemon: object) -> None:
-        super().__init__(root, **daemon)
-        self.api_port = free_port()
-        self.url = f"http://127.0.0.1:{self.api_port}"
-
-    def write_config(self) -> None:
-        super().write_config()
-        with open(self.config, "a") as f:
-            f.write(f'\n[api]\nlisten = "127.0.0.1:{self.api_port}"\n')
-
-    @property
-    def token(self) -> str:
-        return (self.root / "state" / "api-token").read_text().strip()
 
 
 @pytest.fixture(scope="module")
@@ -397,5 +380,6 @@ def test_a_daemon_without_api_never_imports_the_web_stack(tmp_path: Path) -> Non
     assert plain.stop() == 0
     imported = plain.log()
     assert "import time:" in imported and "mediad.daemon.service" in imported
-    for module in ("fastapi", "uvicorn", "starlette", "mediad.api.app"):
+    for module in ("fastapi", "uvicorn", "starlette", "jinja2", "mediad.api.app",
+                   "mediad.api.dashboard"):
         assert f" {module}\n" not in imported and f" {module}." not in imported, module

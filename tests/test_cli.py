@@ -93,7 +93,7 @@ def test_help_and_cpu_transcode_do_not_import_torch(tmp_path: Path) -> None:
         "    main(['--help'])\n"
         f"rc = main(['transcode', {str(SAMPLES / 'h264_aac.mp4')!r}, '-o', {str(tmp_path / 'o.mp4')!r},"
         " '--gpu', 'none', '--no-progress'])\n"
-        "web = [m for m in ('fastapi', 'uvicorn', 'starlette') if m in sys.modules]\n"
+        "web = [m for m in ('fastapi', 'uvicorn', 'starlette', 'jinja2') if m in sys.modules]\n"
         "print(rc, 'torch' in sys.modules, 'ray' in sys.modules, bool(web))\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

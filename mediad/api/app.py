@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mediad import log
 from mediad.api.ready import ReadinessBox
+from mediad.api.session import COOKIE, SAFE_METHODS, session_valid
 from mediad.api.token import token_matches
 from mediad.config import Config
 from mediad.daemon.queue import (
@@ -46,6 +47,7 @@ from mediad.daemon.queue import (
 )
 from mediad.daemon.submit import FORBIDDEN, check_submission, load_named_profile, profile_specs
 from mediad.errors import InvalidFile, MediadError, Reason
+from mediad.gpu.history import TelemetryHistory
 from mediad.profiles import builtin_names, parse_profile, resolve_profile_path
 
 MAX_ID = 2**63 - 1  # SQLite INTEGER: no id is larger
@@ -307,10 +309,13 @@ def _command_view(c: Command) -> CommandView:
 # ----- the app ---------------------------------------------------------------------------------
 
 def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: ReadinessBox,
-               token: str, stopping: threading.Event | None = None) -> FastAPI:
+               token: str, stopping: threading.Event | None = None,
+               gpu_history: TelemetryHistory | None = None) -> FastAPI:
     """The ASGI app of one daemon: its state database, its config (as reloaded), its loop's
-    readiness and its token; `stopping` set ends the event streams (the server stops)."""
+    readiness and its token; `stopping` set ends the event streams (the server stops);
+    `gpu_history` the last hour of GPU telemetry (the dashboard's plots)."""
     stopping = stopping or threading.Event()
+    gpu_history = gpu_history or TelemetryHistory()
     db = state_dir / DB_NAME
     gpu_cache: dict[str, GpuReport] = {}
     gpu_lock = threading.Lock()
@@ -361,9 +366,15 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
     bearer = HTTPBearer(auto_error=False, description="the token in state_dir/api-token "
                                                       "(`mediad api token` prints it)")
 
-    def authorized(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if creds is None or creds.scheme.lower() != "bearer" \
-                or not token_matches(creds.credentials, token):
+    def authorized(request: Request,
+                   creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if creds is not None and creds.scheme.lower() == "bearer" \
+                and token_matches(creds.credentials, token):
+            return
+        # The dashboard's session cookie (SameSite=Strict, HttpOnly) is good for reads only:
+        # its page's script reads the event stream; every write needs the bearer token.
+        if request.method not in SAFE_METHODS or creds is not None \
+                or not session_valid(request.cookies.get(COOKIE), token):
             raise ApiError(401, "unauthorized", "an Authorization: Bearer <token> header with "
                                                 "the daemon's API token is needed")
 
@@ -648,4 +659,13 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
                                  headers={"Cache-Control": "no-store"})
 
     app.include_router(api)
+
+    from mediad.api.dashboard import Backend, install_dashboard  # jinja2: only with [api]
+
+    install_dashboard(app, Backend(
+        token=token, reading=reading, job=show_job, retry=retry, cancel=cancel,
+        priority=lambda job_id, value, wait: priority(job_id, PriorityRequest(priority=value),
+                                                      wait),
+        profiles=list_profiles, profile=show_profile, gpus=gpus, nodes=nodes, stats=stats,
+        history=gpu_history))
     return app

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import uvicorn
 
+import mediad.api.dashboard  # noqa: F401  (Jinja2: missing, the daemon says so at start, exit 78)
 from mediad import log
 from mediad.api.app import create_app
 from mediad.api.ready import ReadinessBox
 from mediad.api.token import ensure_token
 from mediad.config import Config
+from mediad.gpu.history import TelemetryHistory
 
 START_WAIT = 5.0  # seconds to wait for the socket to be bound before saying it failed
 
@@ -24,14 +26,16 @@ class ApiServer:
     """The API's uvicorn server and its thread."""
 
     def __init__(self, server: uvicorn.Server, thread: threading.Thread,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, history: TelemetryHistory) -> None:
         self.server = server
         self.thread = thread
         self.stopping = stopping
+        self.history = history
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop: open event streams end at their next look (half a second), then uvicorn."""
         self.stopping.set()
+        self.history.stop()
         self.server.should_exit = True
         self.thread.join(timeout)
 
@@ -51,7 +55,8 @@ def start_api(address: tuple[str, int], state_dir: Path, config: Callable[[], Co
     host, port = address
     token = ensure_token(state_dir)
     stopping = threading.Event()
-    app = create_app(state_dir, config, readiness, token, stopping)
+    history = TelemetryHistory()  # the dashboard's last hour of GPU use, sampled off the loop
+    app = create_app(state_dir, config, readiness, token, stopping, history)
     server = uvicorn.Server(uvicorn.Config(
         app, host=host, port=port, log_config=None, access_log=False, lifespan="off",
         timeout_graceful_shutdown=2, server_header=False, proxy_headers=False))
@@ -63,9 +68,11 @@ def start_api(address: tuple[str, int], state_dir: Path, config: Callable[[], Co
     listen = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
     if not server.started:
         server.should_exit = True
+        history.stop()
         log.event("api_failed", logging.ERROR, listen=listen,
                   error="cannot listen there (is the port in use?); the daemon goes on without "
                         "its API")
         return None
     log.event("api_listening", listen=listen)
-    return ApiServer(server, thread, stopping)
+    history.start()
+    return ApiServer(server, thread, stopping, history)

@@ -1,0 +1,252 @@
+"""What the dashboard's pages show, as plain data read from the state database (a read-only
+connection of the caller's) and from a job's report: no web stack here."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from mediad.daemon.queue import Job, job_of_row
+
+DONE_SHOWN = 25  # done jobs on the queue page
+FAILED_SHOWN = 50
+HISTORY_DAYS = 14
+
+# The output size of a done job: the sum of its report's outputs (a ladder's every track)
+_OUT_SIZE = ("(SELECT SUM(json_extract(o.value, '$.size')) FROM json_each(report, '$.outputs') o)")
+
+
+@dataclass
+class QueueRow:
+    """A job as a row of the queue page."""
+
+    job: Job
+    out_size: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.job.source.rsplit("/", 1)[-1]
+
+    @property
+    def percent(self) -> float | None:
+        j = self.job
+        if j.frames_done is None or not j.frames_total:
+            return None
+        return min(100.0, 100.0 * j.frames_done / j.frames_total)
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the job's current speed."""
+        j = self.job
+        if j.frames_done is None or not j.frames_total or not j.fps:
+            return None
+        return max(0.0, (j.frames_total - j.frames_done) / j.fps)
+
+    @property
+    def saved(self) -> int | None:
+        return None if self.out_size is None else self.job.size - self.out_size
+
+
+@dataclass
+class QueueView:
+    running: list[QueueRow] = field(default_factory=list)
+    queued: list[QueueRow] = field(default_factory=list)
+    failed: list[QueueRow] = field(default_factory=list)
+    done: list[QueueRow] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def queue_view(conn: sqlite3.Connection) -> QueueView:
+    """Running and queued jobs (all), the latest failed and done ones, and the counts."""
+    view = QueueView()
+
+    def rows(sql: str, *args: Any) -> list[QueueRow]:
+        return [QueueRow(job_of_row(r)) for r in conn.execute(sql, args)]
+
+    view.running = rows("SELECT * FROM jobs WHERE state = 'running' ORDER BY started, id")
+    view.queued = rows("SELECT * FROM jobs WHERE state = 'queued' ORDER BY priority DESC, "
+                       "not_before, id")
+    view.failed = rows("SELECT * FROM jobs WHERE state = 'failed' ORDER BY updated DESC, id DESC "
+                       "LIMIT ?", FAILED_SHOWN)
+    for r in conn.execute(f"SELECT *, {_OUT_SIZE} AS out_size FROM jobs WHERE state = 'done' "
+                          "ORDER BY finished DESC, id DESC LIMIT ?", (DONE_SHOWN,)):
+        d = dict(r)
+        out = d.pop("out_size")
+        view.done.append(QueueRow(job_of_row(d), int(out) if out else None))  # type: ignore[arg-type]
+    view.counts = {s: n for s, n in conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+    return view
+
+
+@dataclass(frozen=True)
+class Day:
+    """One day of the history page (the daemon's local time)."""
+
+    day: str
+    done: int
+    failed: int
+    frames: int
+    bytes_in: int
+    bytes_out: int
+
+    @property
+    def saved(self) -> int:
+        return self.bytes_in - self.bytes_out
+
+
+def history(conn: sqlite3.Connection, days: int = HISTORY_DAYS,
+            now: float | None = None) -> list[Day]:
+    """Jobs ended per day over the last `days` days, oldest first, every day listed."""
+    now = time.time() if now is None else now
+    since = now - days * 86400
+    found: dict[str, Day] = {}
+    for r in conn.execute(
+            "SELECT date(finished, 'unixepoch', 'localtime') AS day, "
+            "SUM(state = 'done'), SUM(state = 'failed'), "
+            "COALESCE(SUM(CASE WHEN state = 'done' THEN frames_done END), 0), "
+            "COALESCE(SUM(CASE WHEN out > 0 THEN size END), 0), COALESCE(SUM(out), 0) "
+            f"FROM (SELECT *, CASE WHEN state = 'done' AND json_valid(report) THEN {_OUT_SIZE} "
+            "END AS out FROM jobs WHERE finished >= ? AND state IN ('done', 'failed')) "
+            "GROUP BY day", (since,)):
+        found[r[0]] = Day(r[0], r[1] or 0, r[2] or 0, r[3] or 0, r[4] or 0, r[5] or 0)
+    out = []
+    for i in range(days - 1, -1, -1):
+        day = time.strftime("%Y-%m-%d", time.localtime(now - i * 86400))
+        out.append(found.get(day, Day(day, 0, 0, 0, 0, 0)))
+    return out
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of a job's event log."""
+
+    at: float | None
+    what: str
+    detail: str = ""
+
+
+def job_events(conn: sqlite3.Connection, job: Job, report: dict | None) -> list[Event]:
+    """A job's log as the store records it: its times, the commands about it (submit, retry,
+    cancel, priority) and what came of them, where its source went, its report's fallbacks and
+    warnings. (The store keeps the latest attempt's start and end, not every attempt's.)"""
+    events = [Event(job.created, "queued", f"profile {job.profile.rsplit('/', 1)[-1]}")]
+    for c in conn.execute("SELECT * FROM commands WHERE job = ? ORDER BY id", (job.id,)):
+        asked = c["kind"] + (f" {c['value']}" if c["value"] is not None else "")
+        events.append(Event(c["created"], f"command {asked}",
+                            c["result"] if c["applied"] else "not applied yet"))
+    if job.started:
+        where = f"on node {job.node}" if job.node else "on this machine" + \
+            (f", GPU {job.gpu}" if job.gpu else "")
+        events.append(Event(job.started, "started", where))
+    if job.attempts:
+        events.append(Event(job.updated if job.state == "queued" else None,
+                            f"{job.attempts} failed attempt(s)",
+                            f"{job.reason}: {job.error}" if job.reason else ""))
+    if job.finished and job.state in ("done", "failed", "cancelled"):
+        detail = f"{job.reason}: {job.error}" if job.state == "failed" else ""
+        events.append(Event(job.finished, job.state, detail))
+    if job.moved_to:
+        events.append(Event(None, "source moved aside", job.moved_to))
+    elif job.disposed and job.state == "done":
+        events.append(Event(None, "source disposed", "as the watch's on_success says"))
+    for f in (report or {}).get("fallbacks", []):
+        events.append(Event(None, "fallback", str(f)))
+    for w in (report or {}).get("warnings", []):
+        events.append(Event(None, "warning", str(w)))
+    timed = sorted((e for e in events if e.at is not None), key=lambda e: e.at or 0)
+    return timed + [e for e in events if e.at is None]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision of a plan: where in the plan, what was decided, why."""
+
+    where: str
+    what: str
+    why: str
+
+
+_SHOWN = ("action", "kind", "codec", "encoder", "hardware", "device", "precision", "model",
+          "width", "height", "bit_rate", "max_bit_rate", "language", "channels", "source_codec",
+          "pix_fmt", "speed", "quality", "deinterlace")
+
+
+def _summary(d: dict) -> str:
+    parts = []
+    for k in _SHOWN:
+        v = d.get(k)
+        if v is None or v == "" or (k == "hardware" and v is False):
+            continue
+        if k == "hardware":
+            parts.append("hardware")
+        elif k == "width" and d.get("height"):
+            parts.append(f"{v}x{d['height']}")
+        elif k == "height" and d.get("width"):
+            continue
+        elif k in ("bit_rate", "max_bit_rate"):
+            parts.append(f"{k.replace('_', ' ')} {int(v) / 1000:.0f} kb/s")
+        else:
+            parts.append(f"{k.replace('_', ' ')} {v}")
+    return ", ".join(parts)
+
+
+def decisions(plan: dict | None) -> list[Decision]:
+    """Every decision of a plan (single output or ladder) that carries a reason, in plan order:
+    each part with a `reason` (or a stage's `reasons`), frames on the GPU or not, the notes,
+    skipped renditions and fallbacks."""
+    out: list[Decision] = []
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, dict):
+            if "name" in value and "video" in value and isinstance(value["video"], dict):
+                where = f"rendition {value['name']}"  # a ladder's rung
+            reasons = [value["reason"]] if isinstance(value.get("reason"), str) and \
+                value["reason"] else list(value.get("reasons") or [])
+            if reasons:
+                what = _summary(value) or ("no device" if value.get("device", 0) is None else "")
+                out.append(Decision(where, what, "; ".join(map(str, reasons))))
+            for k, v in value.items():
+                if isinstance(v, dict | list) and k not in ("options", "hdr", "nvenc", "nvdec"):
+                    walk(v, f"{where}.{k}" if where else k)
+            if value.get("frames_reason"):
+                out.append(Decision(f"{where}.frames" if where else "frames",
+                                    "on the GPU" if value.get("frames_on_gpu") else "host memory",
+                                    value["frames_reason"]))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, f"{where}[{i}]")
+
+    walk(plan or {}, "")
+    for key in ("notes", "skipped", "fallbacks"):
+        for text in (plan or {}).get(key) or []:
+            out.append(Decision(key.rstrip("s"), "", str(text)))
+    return out
+
+
+def renditions(plan: dict | None, report: dict | None) -> list[dict[str, Any]]:
+    """A ladder's renditions as table rows (empty for a single output)."""
+    rows = []
+    sizes = {o.get("name"): o.get("size") for o in (report or {}).get("outputs", [])
+             if isinstance(o, dict)}
+    for r in (plan or {}).get("renditions") or []:
+        v = r.get("video") or {}
+        rows.append({"name": r.get("name"), "size": f"{v.get('width')}x{v.get('height')}",
+                     "codec": v.get("codec"), "encoder": v.get("encoder"),
+                     "bit_rate": v.get("bit_rate"),
+                     "max_bit_rate": r.get("max_bit_rate"), "quality": v.get("quality"),
+                     "gop": r.get("gop"), "bytes": sizes.get(r.get("name")),
+                     "reason": v.get("reason")})
+    return rows
+
+
+def parse_report(text: str | None) -> dict | None:
+    """A job's report as data (None: none, or not JSON)."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
