@@ -35,9 +35,11 @@ CONTAINER_SUBTITLES = {
     "mov": {"mov_text"},
     "mkv": {"subrip", "srt", "ass", "ssa", "hdmv_pgs_subtitle", "dvd_subtitle", "webvtt", "text"},
     "webm": {"webvtt"},
+    "hls": {"webvtt"},  # a set's subtitle renditions: segmented WebVTT, as Apple's spec has it
 }
 # The text subtitle codec each container gets when it cannot hold a text stream as it is.
-CONTAINER_TEXT_SUBTITLE = {"mp4": "mov_text", "mov": "mov_text", "mkv": "subrip", "webm": "webvtt"}
+CONTAINER_TEXT_SUBTITLE = {"mp4": "mov_text", "mov": "mov_text", "mkv": "subrip", "webm": "webvtt",
+                           "hls": "webvtt"}
 # The audio codec a copied track becomes when the container cannot hold it as it is.
 CONTAINER_DEFAULT_AUDIO = {"mp4": "aac", "mov": "aac", "mkv": "aac", "webm": "opus"}
 CONTAINER_FORMAT = {"mp4": "mp4", "mov": "mov", "mkv": "matroska", "webm": "webm"}

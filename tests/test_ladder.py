@@ -25,8 +25,11 @@ from conftest import (
     camera_filter,
     damaged_ts,
     ffmpeg,
+    ffmpeg_bytes,
+    ffmpeg_info,
     packet_times,
     run_cli,
+    stream_start,
     write_profile,
 )
 
@@ -529,9 +532,76 @@ def test_an_already_committed_rerun_repeats_the_warnings(tmp_path: Path) -> None
     ffmpeg("-f", "lavfi", "-i", camera_filter((320, 180)), "-i", str(srt), "-t", "2",
            "-map", "0:v", "-map", "1", "-c:v", "libx264", "-preset", "veryfast", "-c:s", "srt",
            str(src))
-    profile = write_profile(tmp_path, SMALL.format(package="hls", codec="h264", audio="none",
+    profile = write_profile(tmp_path, SMALL.format(package="dash", codec="h264", audio="none",
                                                    rate=""), "subs")
     first, _ = _transcode(src, profile)
-    assert any("subtitles are not carried" in w for w in first["warnings"]), first["warnings"]
+    assert any("subtitles are not carried into DASH" in w for w in first["warnings"]), \
+        first["warnings"]
     again, _ = _transcode(src, profile)
     assert again["already_done"] and again["warnings"] == first["warnings"]
+
+
+@pytest.fixture(scope="module")
+def subtitled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MKV whose timestamps start 3 s in, with two SRT tracks (eng, fra)."""
+    folder = tmp_path_factory.mktemp("subs")
+    (folder / "en.srt").write_text("1\n00:00:00,500 --> 00:00:01,500\nhello\n\n"
+                                   "2\n00:00:02,200 --> 00:00:03,000\nworld\n")
+    (folder / "fr.srt").write_text("1\n00:00:00,600 --> 00:00:01,400\nbonjour\n")
+    src = folder / "subs.mkv"
+    ffmpeg("-f", "lavfi", "-i", camera_filter((320, 180)), "-i", str(folder / "en.srt"),
+           "-i", str(folder / "fr.srt"), "-t", "4", "-map", "0:v", "-map", "1", "-map", "2",
+           "-c:v", "libx264", "-preset", "veryfast", "-c:s", "srt",
+           "-metadata:s:s:0", "language=eng", "-metadata:s:s:1", "language=fra",
+           "-output_ts_offset", "3", str(src))
+    return src
+
+
+EN = "1\n00:00:00,500 --> 00:00:01,500\nhello\n\n2\n00:00:02,200 --> 00:00:03,000\nworld\n"
+FR = "1\n00:00:00,600 --> 00:00:01,400\nbonjour\n"
+
+
+def _cues(path: Path, track: int = 0) -> str:
+    """A subtitle track as SRT, written by the independent ffmpeg (the WEBVTT header line its
+    segment joins leave in the text dropped)."""
+    text = ffmpeg_bytes("-i", str(path), "-map", f"0:s:{track}", "-f", "srt", "-").decode()
+    return "\n".join(line for line in text.splitlines() if line != "WEBVTT").strip() + "\n"
+
+
+def test_hls_carries_each_text_track_as_a_webvtt_rendition(subtitled: Path, tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, SMALL.format(package="hls", codec="h264", audio="none",
+                                                   rate=""), "subs")
+    report, folder = _transcode(subtitled, profile, "-o", str(tmp_path / "set"))
+    assert not [w for w in report["warnings"] if "subtitle" in w], report["warnings"]
+    master = m3u8.load(str(folder / "master.m3u8"))
+    subs = [m for m in master.media if m.type == "SUBTITLES"]
+    assert [(m.group_id, m.language, m.default, m.autoselect) for m in subs] == [
+        ("subs", "eng", "YES", "YES"), ("subs", "fra", "NO", "YES")]
+    assert {p.stream_info.subtitles for p in master.playlists} == {"subs"}
+    # Cue times as in the source, on the output's timeline (rebased to 0 with the video)
+    assert [_cues(folder / m.uri) for m in subs] == [EN, FR]
+    assert stream_start(folder / master.playlists[0].uri, "0:v:0") == pytest.approx(0, abs=0.05)
+
+
+@pytest.mark.parametrize(("package", "codec"), [("mkv", "subrip"), ("mp4", "mov_text")])
+def test_every_file_of_a_ladder_carries_the_text_tracks(package: str, codec: str,
+                                                        subtitled: Path, tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, SMALL.format(package=package, codec="h264", audio="none",
+                                                   rate=""), "subs")
+    _, folder = _transcode(subtitled, profile, "-o", str(tmp_path / "set"))
+    for name in (f"subs.180p.{package}", f"subs.90p.{package}"):
+        info = ffmpeg_info(folder / name)
+        assert info.count(f"Subtitle: {codec}") == 2, info
+        assert "(eng): Subtitle" in info and "(fra): Subtitle" in info, info
+        assert [_cues(folder / name, t) for t in (0, 1)] == [EN, FR]
+
+
+def test_hls_tracks_beyond_one_per_rendition_are_dropped_with_a_word(subtitled: Path,
+                                                                       tmp_path: Path) -> None:
+    one = 'container = "hls"\n[video]\ncodec = "h264"\nspeed = "fastest"\n[audio]\ncodec = "none"\n'
+    report, folder = _transcode(subtitled, write_profile(tmp_path, one, "one"),
+                                "-o", str(tmp_path / "set"))
+    assert any("subtitle stream #2 dropped: an HLS set of 1 rendition(s) carries at most 1" in w
+               for w in report["warnings"]), report["warnings"]
+    master = m3u8.load(str(folder / "master.m3u8"))
+    assert [m.language for m in master.media if m.type == "SUBTITLES"] == ["eng"]

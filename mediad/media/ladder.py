@@ -27,6 +27,7 @@ from mediad.media.loudness import normalizers
 from mediad.media.plan_streams import StreamPlan, loudness_targets
 from mediad.media.progress import ProgressCallback, ProgressReporter
 from mediad.media.source import Source
+from mediad.media.subtitles import SubtitleConverter
 from mediad.media.timing import Span
 from mediad.media.video_sink import (
     EncoderRefused,
@@ -58,7 +59,12 @@ def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, st
         variants = [f"a:{k},agroup:aud,name:{name}" + (",default:yes" if k == 0 else "")
                     + (f",language:{a.language}" if a.language else "")
                     for k, (a, name) in enumerate(zip(plan.audio, plan.audio_names, strict=True))]
+        # Subtitle track k rides with video variant k (the segmenter cuts one WebVTT track per
+        # variant); every variant then names the one group (see packaging.finish_hls).
         variants += [f"v:{i},name:{r.name}" + (",agroup:aud" if plan.audio else "")
+                     + (f",s:{i},sgroup:subs" if i < len(plan.subtitles) else "")
+                     + (f",language:{plan.subtitles[i].language}"
+                        if i < len(plan.subtitles) and plan.subtitles[i].language else "")
                      for i, r in enumerate(plan.renditions)]
         return folder / "%v" / "index.m3u8", "hls", {
             "hls_time": seg, "hls_playlist_type": "vod", "hls_list_size": "0",
@@ -95,6 +101,15 @@ class _AudioTrack:
     bsf: av.BitStreamFilterContext | None = None  # ADTS -> raw AAC for fMP4 segments
 
 
+@dataclass
+class _SubtitleTrack:
+    """One source text subtitle track and its stream in every output (copied, or converted
+    once into the first output's stream, the others' streams made from it)."""
+
+    streams: list[av.stream.Stream]  # per output, in self.outputs' order
+    converter: SubtitleConverter | None = None
+
+
 def _clone(packet: av.Packet, stream: av.stream.Stream) -> av.Packet:
     """A copy of an encoded packet for another output (muxing takes the packet's contents)."""
     copy = av.Packet(bytes(packet))
@@ -117,6 +132,7 @@ class _LadderRunner:
         self.sinks: list[VideoSink] = []
         self.outputs: list[_Output] = []
         self.audio: dict[int, _AudioTrack] = {}  # by source stream index
+        self.subtitles: dict[int, _SubtitleTrack] = {}  # by source stream index
         self.normalize: dict[int, Any] = {}  # loudness.Normalizer per normalised track
         self.result = LadderResult()
         self.fanned = 0
@@ -155,6 +171,7 @@ class _LadderRunner:
             self._open_outputs(stack)
             vin = src.streams[base.decode.stream]
             ains = [src.streams[a.index] for a in plan.audio]
+            sins = [src.streams[s.index] for s in plan.subtitles]
             if self.stage_configs:
                 self._add_stages(vin)
             # Loudness: every normalised track measured first, in one read of the source
@@ -170,9 +187,11 @@ class _LadderRunner:
             if plan.package == "files":
                 for a, ist in zip(plan.audio, ains, strict=True):
                     self._add_audio(a, ist)
+            for s, ist in zip(plan.subtitles, sins, strict=True):
+                self._add_subtitle(s, ist)
             for o in self.outputs:  # headers and encoders, here, before the sinks' threads run
                 o.container.start_encoding()
-            for packet in src.demux([vin, *ains]):
+            for packet in src.demux([vin, *ains, *sins]):
                 self._packet(packet, vin)
             self._fan_out(self._staged(self.source.flush(), end=True))
             if self.runner is not None:
@@ -189,6 +208,11 @@ class _LadderRunner:
                     if (norm := track.sink.normalize) is not None and norm.result is not None:
                         self.result.loudness.append({"stream": index,
                                                      **norm.result.to_dict()})
+            for sub in self.subtitles.values():
+                if sub.converter is not None:
+                    self._write(sub.streams, sub.converter.flush())
+                    if summary := sub.converter.summary():
+                        self.result.warnings.append(summary)
             self.result.warnings += self.source.finish()
         self.result.source_spans = self.source.spans
         for r, sink in zip(plan.renditions, self.sinks, strict=True):
@@ -227,11 +251,37 @@ class _LadderRunner:
         self.audio[ist.index] = track
 
     def _write_audio(self, track: _AudioTrack, packet: av.Packet) -> None:
-        """One audio packet into every output (copies first: muxing takes its contents)."""
-        for o, stream in zip(self.outputs[1:], track.streams[1:], strict=True):
-            o.container.mux(_clone(packet, stream))
-        packet.stream = track.streams[0]
-        self.outputs[0].container.mux(packet)
+        """One audio packet into every output."""
+        self._write(track.streams, [packet])
+
+    def _write(self, streams: list[av.stream.Stream], packets: list[av.Packet]) -> None:
+        """Packets of one track into every output (copies first: muxing takes the contents)."""
+        for packet in packets:
+            for o, stream in zip(self.outputs[1:], streams[1:], strict=True):
+                o.container.mux(_clone(packet, stream))
+            packet.stream = streams[0]
+            self.outputs[0].container.mux(packet)
+
+    def _add_subtitle(self, s: StreamPlan, ist: av.subtitles.stream.SubtitleStream) -> None:
+        """The text track in every output: copied, or converted once (into the first output's
+        stream, the others' made from it) and its packets written to each."""
+        if s.action == "copy":
+            streams = [o.container.add_stream_from_template(ist) for o in self.outputs]
+            track = _SubtitleTrack(streams)
+        else:
+            assert s.codec is not None
+            converter = SubtitleConverter(ist, self.outputs[0].container, s.codec,
+                                          self.plan.base.start_offset)
+            streams = [converter.stream]
+            for o in self.outputs[1:]:
+                copy = o.container.add_stream_from_template(converter.stream)
+                copy.codec_context.subtitle_header = converter.stream.codec_context.subtitle_header
+                streams.append(copy)
+            track = _SubtitleTrack(streams, converter)
+        for stream in track.streams:
+            if s.language:
+                stream.metadata["language"] = s.language
+        self.subtitles[ist.index] = track
 
     def _add_stages(self, ist: av.video.stream.VideoStream) -> None:
         """The model stages, once for every rendition: decoded frames -> (upright, cropped)
@@ -271,6 +321,13 @@ class _LadderRunner:
         self.health.packet(packet)
         if index == vin.index:
             self._fan_out(self._staged(self.source.video(packet)))
+        elif (sub := self.subtitles.get(index)) is not None:
+            if sub.converter is not None:
+                self._write(sub.streams, sub.converter.convert(packet))
+            elif packet.size:
+                if packet.pts is None and packet.dts is not None:
+                    packet.pts = packet.dts  # MPEG PES may omit it; Matroska cannot store that
+                self._write(sub.streams, [packet])
         elif (track := self.audio.get(index)) is not None:
             if track.sink is not None:
                 mux_audio(self.health, track.sink.put(packet),

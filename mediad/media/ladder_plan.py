@@ -17,7 +17,7 @@ from mediad.formats import PACKAGES
 from mediad.gpu import Capabilities
 from mediad.media.encoders import gop_options
 from mediad.media.plan import Plan, VideoPlan, make_plan, software_video
-from mediad.media.plan_streams import StreamPlan, plan_audio
+from mediad.media.plan_streams import StreamPlan, plan_audio, plan_subtitles
 from mediad.media.probe import MediaInfo
 from mediad.profiles import Profile, RenditionSettings, parse_bitrate
 
@@ -49,6 +49,7 @@ class LadderPlan:
     output: str  # the folder
     renditions: list[RenditionPlan]
     audio: list[StreamPlan]  # the audio tracks, each one output track (an HLS group member)
+    subtitles: list[StreamPlan]  # the text tracks kept: in every file, or HLS WebVTT renditions
     segment_seconds: float
     keyframe_seconds: float
     skipped: list[str]  # renditions not made, and why
@@ -168,13 +169,13 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
         fallbacks = list(base.fallbacks)
     kept_audio = [_package_audio(a, info, profile, package) for a in base.audio
                   if a.action != "drop"]
-    if any(s.action != "drop" for s in base.subtitles):
-        warnings.append("subtitles are not carried into ladder outputs yet: dropped")
+    subtitles = _package_subtitles(info, profile, package, len(renditions), base.subtitles,
+                                   warnings)
     base = replace(base, container=container, subtitles=[], attachments=[], cover_art=[],
                    audio=kept_audio, warnings=warnings)
     return LadderPlan(base=base, package=package, container=container,
                       output=str(output), renditions=renditions,
-                      audio=kept_audio,
+                      audio=kept_audio, subtitles=subtitles,
                       segment_seconds=profile.package.segment_seconds,
                       keyframe_seconds=profile.package.keyframe_seconds,
                       skipped=skipped, warnings=warnings, fallbacks=fallbacks)
@@ -195,6 +196,26 @@ def _package_audio(a: StreamPlan, info: MediaInfo, profile: Profile,
     planned = next(p for p in plan_audio(info, aac, "mp4") if p.index == a.index)
     return replace(planned, reason=f"{package} players do not all play {a.source_codec}: "
                                    "encoded to aac")
+
+
+def _package_subtitles(info: MediaInfo, profile: Profile, package: Package, variants: int,
+                       planned: list[StreamPlan], warnings: list[str]) -> list[StreamPlan]:
+    """The subtitle tracks the set carries: in every file as a single output of that container
+    would (`planned`); in HLS as WebVTT renditions of one group (FFmpeg's segmenter cuts one
+    per video variant, so at most one per rendition); not in DASH yet. Warns of each dropped."""
+    if package == "files":
+        return [s for s in planned if s.action != "drop"]
+    if package == "dash":
+        if any(s.action != "drop" for s in planned):
+            warnings.append("subtitles are not carried into DASH sets yet: dropped")
+        return []
+    plans, dropped = plan_subtitles(info, profile, "hls")
+    warnings += dropped
+    kept = [s for s in plans if s.action != "drop"]
+    for s in kept[variants:]:
+        warnings.append(f"subtitle stream #{s.index} dropped: an HLS set of {variants} "
+                        f"rendition(s) carries at most {variants} subtitle track(s)")
+    return kept[:variants]
 
 
 def _source_height(info: MediaInfo) -> int:

@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -139,7 +140,8 @@ def finish_hls(folder: Path, plan: LadderPlan, fps: float | None,
         raise MediadError(f"{plan.base.input}: too short to package: the segmenter wrote no "
                           "variant playlist", reason=Reason.UNSUPPORTED)
     tracks: dict[str, SegmentedTrack] = {}
-    for uri, kind in [(m.uri, "audio") for m in master.media if m.uri] + \
+    _finish_subtitles(folder, master, plan)
+    for uri, kind in [(m.uri, "audio") for m in master.media if m.uri and m.type == "AUDIO"] + \
             [(p.uri, "video") for p in master.playlists]:
         media = m3u8.load(str(folder / uri))
         base = Path(uri).parent
@@ -164,6 +166,31 @@ def finish_hls(folder: Path, plan: LadderPlan, fps: float | None,
             p.stream_info.frame_rate = round(fps, 3)
     master.dump(str(master_path))
     return list(tracks.values())
+
+
+def _finish_subtitles(folder: Path, master: Any, plan: LadderPlan) -> None:
+    """Check each WebVTT rendition (its playlist lists segments that are there and are
+    WebVTT) and give the group what players show: a name and language each, the first the
+    default, every variant naming the group."""
+    import m3u8
+
+    subs = [m for m in master.media if m.type == "SUBTITLES"]
+    if len(subs) != len(plan.subtitles):
+        raise MediadError(f"{folder / str(plan.manifest)}: {len(subs)} subtitle renditions, "
+                          f"{len(plan.subtitles)} planned", reason=Reason.CORRUPT)
+    for k, (media, s) in enumerate(zip(subs, plan.subtitles, strict=True)):
+        playlist = m3u8.load(str(folder / media.uri))
+        base = Path(media.uri).parent
+        for segment in playlist.segments:
+            path = folder / base / segment.uri
+            if not path.is_file() or not path.read_bytes().startswith(b"WEBVTT"):
+                raise MediadError(f"{path}: not a WebVTT segment", reason=Reason.CORRUPT)
+        media.name = f"subtitles-{s.language}" if s.language else f"subtitles-{k + 1}"
+        media.language = s.language
+        media.default = "YES" if k == 0 else "NO"
+        media.autoselect = "YES"
+    for p in master.playlists:
+        p.stream_info.subtitles = "subs" if subs else None
 
 
 def finish_dash(folder: Path, plan: LadderPlan) -> list[SegmentedTrack]:
