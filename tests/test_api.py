@@ -193,6 +193,15 @@ def test_retry_a_failed_job_once_its_file_is_fixed(site: ApiSite, client: httpx.
     assert done["attempts"] == 0 and source.exists() and not moved.exists()
     assert done["output"] == str(site.out / "mine" / "api" / "broken.mp4")
     assert len(packet_times(Path(done["output"]), "0:v:0")) == 12
+    # Its whole story, as the store recorded it: failed, moved aside, requeued by the retry, done
+    events = wait_for(lambda: (e := client.get(f"/api/v1/jobs/{job['id']}").json()["events"])
+                      and e[-1]["kind"] == "disposed" and e, 15, "the done job's disposal")
+    assert [e["kind"] for e in events] == ["queued", "started", "failed", "disposed", "requeued",
+                                           "started", "done", "disposed"], events
+    assert events[2]["detail"].startswith(job["reason"] + ": ")
+    assert events[3]["path"] == str(moved) and events[6]["path"] == done["output"]
+    assert events[4]["detail"] == "user_retry: requeued by mediad retry"
+    assert [e["at"] for e in events] == sorted(e["at"] for e in events)
     # Its key is the fixed content's with its profile and folder: submitted again, the same job
     again = client.post("/api/v1/jobs", json={"path": str(source), "profile": "fast",
                                               "output_dir": mine})

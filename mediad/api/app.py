@@ -31,6 +31,9 @@ from mediad.api.ready import ReadinessBox
 from mediad.api.session import COOKIE, SAFE_METHODS, session_valid
 from mediad.api.token import token_matches
 from mediad.config import Config
+from mediad.daemon import job_events
+from mediad.daemon.job_events import EventKind
+from mediad.daemon.job_events import read as read_events
 from mediad.daemon.queue import (
     DB_NAME,
     STATES,
@@ -111,12 +114,22 @@ class JobView(_Model):
                                                "watch's")
 
 
+class JobEventView(_Model):
+    """One line of a job's event log, as the store recorded it."""
+
+    at: float = Field(description="seconds since the epoch")
+    kind: EventKind
+    detail: str | None
+    path: str | None = Field(description="the file it concerns (an output, a moved source)")
+
+
 class JobDetail(JobView):
     """A job with its report (the plan with its decisions and reasons, the outputs) when it
-    recorded one."""
+    recorded one, and its event log (oldest first)."""
 
     report: dict[str, Any] | None
     plan: dict[str, Any] | None
+    events: list[JobEventView] = Field(default_factory=list)
 
 
 class JobPage(_Model):
@@ -283,7 +296,8 @@ def _error(status: int, reason: str, message: str, **kw: Any) -> JSONResponse:
                         status_code=status, **kw)
 
 
-def _job_view(job: Job, detail: bool = False) -> JobView | JobDetail:
+def _job_view(job: Job, detail: bool = False,
+              events: list[job_events.JobEvent] | None = None) -> JobView | JobDetail:
     d: dict[str, Any] = {k: getattr(job, k) for k in JobView.model_fields if hasattr(job, k)}
     for k in ("source", "watch", "output", "profile", "error", "moved_to", "reason", "output_dir"):
         if d.get(k) is not None:
@@ -298,7 +312,10 @@ def _job_view(job: Job, detail: bool = False) -> JobView | JobDetail:
             loaded = json.loads(job.report)
             report = loaded if isinstance(loaded, dict) else {"value": loaded}
     plan = report.get("plan") if report else None
-    return JobDetail(**d, report=report, plan=plan if isinstance(plan, dict) else None)
+    return JobDetail(**d, report=report, plan=plan if isinstance(plan, dict) else None,
+                     events=[JobEventView(at=e.at, kind=e.kind, detail=clean(e.detail) if e.detail
+                                          else None, path=clean(e.path) if e.path else None)
+                             for e in events or []])
 
 
 def _command_view(c: Command) -> CommandView:
@@ -452,8 +469,11 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
 
     @api.get("/jobs/{job_id}", response_model=JobDetail, tags=["jobs"])
     def show_job(job_id: JobId) -> JobDetail:
-        """One job with its report (plan decisions and reasons, outputs) and error."""
-        return _job_view(get_job(job_id), detail=True)  # type: ignore[return-value]
+        """One job with its report (plan decisions and reasons, outputs), error and event log."""
+        job = get_job(job_id)
+        with reading() as conn:
+            events = read_events(conn, job_id)
+        return _job_view(job, detail=True, events=events)  # type: ignore[return-value]
 
     @api.post("/jobs", response_model=CommandView, status_code=201, tags=["jobs"], responses={
         202: {"model": CommandView, "description": "asked; not applied yet: poll the command"},

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from mediad.daemon.job_events import read as stored_events
 from mediad.daemon.queue import Job, job_of_row
 
 DONE_SHOWN = 25  # done jobs on the queue page
@@ -128,29 +129,17 @@ class Event:
 
 
 def job_events(conn: sqlite3.Connection, job: Job, report: dict | None) -> list[Event]:
-    """A job's log as the store records it: its times, the commands about it (submit, retry,
-    cancel, priority) and what came of them, where its source went, its report's fallbacks and
-    warnings. (The store keeps the latest attempt's start and end, not every attempt's.)"""
-    events = [Event(job.created, "queued", f"profile {job.profile.rsplit('/', 1)[-1]}")]
+    """A job's log: every change the store recorded (daemon.job_events: each attempt, retry,
+    failure, move), the commands about it (submit, retry, cancel, priority) and what came of
+    them, then its report's fallbacks and warnings."""
+    events = [Event(e.at, e.kind.value, " ".join(p for p in (e.detail, e.path) if p))
+              for e in stored_events(conn, job.id)]
+    if not events:  # a job older than the log (a database upgraded from schema 5)
+        events.append(Event(job.created, "queued", f"profile {job.profile.rsplit('/', 1)[-1]}"))
     for c in conn.execute("SELECT * FROM commands WHERE job = ? ORDER BY id", (job.id,)):
         asked = c["kind"] + (f" {c['value']}" if c["value"] is not None else "")
         events.append(Event(c["created"], f"command {asked}",
                             c["result"] if c["applied"] else "not applied yet"))
-    if job.started:
-        where = f"on node {job.node}" if job.node else "on this machine" + \
-            (f", GPU {job.gpu}" if job.gpu else "")
-        events.append(Event(job.started, "started", where))
-    if job.attempts:
-        events.append(Event(job.updated if job.state == "queued" else None,
-                            f"{job.attempts} failed attempt(s)",
-                            f"{job.reason}: {job.error}" if job.reason else ""))
-    if job.finished and job.state in ("done", "failed", "cancelled"):
-        detail = f"{job.reason}: {job.error}" if job.state == "failed" else ""
-        events.append(Event(job.finished, job.state, detail))
-    if job.moved_to:
-        events.append(Event(None, "source moved aside", job.moved_to))
-    elif job.disposed and job.state == "done":
-        events.append(Event(None, "source disposed", "as the watch's on_success says"))
     for f in (report or {}).get("fallbacks", []):
         events.append(Event(None, "fallback", str(f)))
     for w in (report or {}).get("warnings", []):

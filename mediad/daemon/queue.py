@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from mediad.daemon import job_events
 from mediad.daemon.fingerprint import Fingerprint
 from mediad.errors import MediadError, Reason
 
@@ -199,6 +200,7 @@ _STEPS: list[Callable[[sqlite3.Connection], None]] = [
     _v3_cancel_priority_commands,  # 3: the cancelled state, priorities, the command channel
     _v4_nodes,  # 4: the node a job ran on, the cluster's nodes
     _v5_submit_retry_commands,  # 5: the API's submit and retry commands, a job's output_dir
+    job_events.create,  # 6: each job's event log, written by triggers
 ]
 COMMAND_KINDS = ("cancel", "priority", "submit", "retry")
 SCHEMA_VERSION = len(_STEPS)
