@@ -27,7 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from mediad.api import charts, thumbs, views
-from mediad.api.app import ApiError
+from mediad.api.contracts import ApiError
 from mediad.api.session import (
     COOKIE,
     SESSION_SECONDS,
