@@ -6,7 +6,6 @@ with importlib.util.find_spec and importlib.metadata, files are checked on disk.
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +96,8 @@ def package_dir(module: str) -> Path | None:
 
 
 def _version(package: str) -> str | None:
+    import importlib.metadata  # 15-25 ms: only `mediad models list` asks, not a transcode
+
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
