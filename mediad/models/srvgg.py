@@ -150,14 +150,21 @@ def srvgg_from_state_dict(sd: Mapping[str, torch.Tensor], source: str) -> SRVGGN
     """Build an SRVGGNetCompact (CPU, float32, eval mode) whose shape fits `sd` and load it."""
     cfg = infer_config(sd, source)
     net = SRVGGNetCompact(**cfg)  # type: ignore[arg-type]
+    load_checked(net, sd, source, "SRVGGNetCompact")
+    return net
+
+
+def load_checked(net: nn.Module, sd: Mapping[str, torch.Tensor], source: str,
+                 family: str) -> nn.Module:
+    """Load `sd` into `net` (float32, eval mode), or a one-line error naming the first key
+    that is missing, unexpected, of another shape or not a float tensor."""
     expected = net.state_dict()
     missing = sorted(set(expected) - set(sd))
     extra = sorted(set(sd) - set(expected))
     if missing or extra:
         what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
-        raise MediadError(
-            f"{source}: not a valid SRVGGNetCompact state dict ({what})", reason=Reason.BAD_MODEL
-        )
+        raise MediadError(f"{source}: not a valid {family} state dict ({what})",
+                          reason=Reason.BAD_MODEL)
     for k, v in expected.items():
         if tuple(sd[k].shape) != tuple(v.shape):
             raise MediadError(

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mediad.errors import MediadError, Reason
+from mediad.models.srvgg import load_checked
 
 _KEY = re.compile(r"^net\.(\d+)\.(weight|bias)$")
 SLOPE = 0.1
@@ -80,22 +81,7 @@ def upconv7_from_state_dict(sd: Mapping[str, torch.Tensor], source: str) -> UpCo
     # Conv weights are [out][in][3][3]; the last layer's ConvTranspose2d weight is [in][out][4][4].
     channels = tuple(int(convs[i].shape[0]) for i in order[:-1])
     net = UpConv7(channels)
-    expected = net.state_dict()
-    if set(sd) != set(expected):
-        what = sorted(set(expected) ^ set(sd))[0]
-        raise MediadError(
-            f"{source}: not a valid upconv_7 state dict ({what!r})", reason=Reason.BAD_MODEL
-        )
-    for k, v in expected.items():
-        if tuple(sd[k].shape) != tuple(v.shape):
-            raise MediadError(
-                f"{source}: {k} has shape {tuple(sd[k].shape)}, expected {tuple(v.shape)}",
-                reason=Reason.BAD_MODEL,
-            )
-        if not sd[k].is_floating_point():
-            raise MediadError(f"{source}: {k} is not a float tensor", reason=Reason.BAD_MODEL)
-    net.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
-    net.eval().requires_grad_(False)
+    load_checked(net, sd, source, "upconv_7")
     return net
 
 
