@@ -85,3 +85,33 @@ def test_gpu_transcode_scales_like_software(tmp_path: Path) -> None:
     assert report.plan.decode.hardware
     assert a.shape == b.shape and a.shape[1] == target
     assert psnr(a, b) >= 35.0  # two different scalers, then two encoders
+
+
+LADDER_TOML = """
+container = "mkv"
+[video]
+codec = "h264"
+encoder = "auto"
+quality = 16
+[[renditions]]
+height = 360
+[[renditions]]
+height = 180
+[audio]
+codec = "none"
+"""
+
+
+def test_ladder_decodes_with_nvdec_and_matches_the_cpu(tmp_path: Path) -> None:
+    """A ladder on a GPU decodes once with NVDEC (frames downloaded once, each rendition
+    scaled on the CPU) and every rendition matches the CPU ladder's."""
+    from mediad.media.ladder_job import transcode_ladder
+
+    src = source(tmp_path, "h264_aac.mp4")
+    prof = parse_profile(LADDER_TOML, "test_gpu_transcode", "gpu-ladder")
+    on_gpu = transcode_ladder(src, prof, tmp_path / "gpu", gpu="auto")
+    on_cpu = transcode_ladder(src, prof, tmp_path / "cpu", gpu="none")
+    assert on_gpu.plan.base.decode.hardware and not on_gpu.plan.fallbacks, on_gpu.plan.fallbacks
+    for made, ref in zip(on_gpu.files, on_cpu.files, strict=True):
+        a, b = luma(Path(made.path)), luma(Path(ref.path))
+        assert a.shape == b.shape and psnr(a, b) >= 40, (made.path, psnr(a, b))

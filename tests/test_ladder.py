@@ -605,3 +605,28 @@ def test_hls_tracks_beyond_one_per_rendition_are_dropped_with_a_word(subtitled: 
                for w in report["warnings"]), report["warnings"]
     master = m3u8.load(str(folder / "master.m3u8"))
     assert [m.language for m in master.media if m.type == "SUBTITLES"] == ["eng"]
+
+
+def test_a_stream_nvdec_cannot_take_is_decoded_in_software(recording: Path, tmp_path: Path) -> None:
+    """The ladder decodes with NVDEC when the plan says so (frames downloaded once for the
+    renditions); when NVDEC cannot be set up (here: no GPU at all, the real cuda hwaccel of
+    PyAV's FFmpeg refuses), the run starts again in software and the report says why."""
+    from dataclasses import replace
+
+    from mediad.media.ladder_job import commit_ladder, plan_ladder_job
+    from mediad.media.probe import probe
+    from mediad.profiles import load_profile
+
+    folder = tmp_path / "set"
+    profile = load_profile(str(_profile(tmp_path)))
+    plan = plan_ladder_job(recording, profile, folder, gpu="none")
+    nvdec = replace(plan, base=replace(plan.base, decode=replace(
+        plan.base.decode, hardware=True, device=0, reason="NVDEC decodes h264")))
+    report = commit_ladder(recording, probe(recording), nvdec, "k", time.monotonic(),
+                           stamp=None, overwrite=False, profile=profile)
+    (fallback,) = report.plan.fallbacks
+    assert fallback.startswith("decode: NVDEC cannot be set up"), fallback
+    assert report.plan.base.decode.hardware is False
+    master = m3u8.load(str(folder / "master.m3u8"))
+    for p in master.playlists:
+        assert len(packet_times(folder / p.uri, "0:v:0")) == FRAMES

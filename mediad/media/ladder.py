@@ -26,7 +26,7 @@ from mediad.media.ladder_plan import LadderPlan, RenditionPlan
 from mediad.media.loudness import normalizers
 from mediad.media.plan_streams import StreamPlan, loudness_targets
 from mediad.media.progress import ProgressCallback, ProgressReporter
-from mediad.media.source import Source
+from mediad.media.source import DecoderRefused, Source
 from mediad.media.subtitles import SubtitleConverter
 from mediad.media.timing import Span
 from mediad.media.video_sink import (
@@ -369,7 +369,7 @@ def run_ladder(plan: LadderPlan, folder: Path, on_progress: ProgressCallback | N
     `stages` are the profile's [[stages]] configs; the plan holds only their decisions."""
     try:
         return _LadderRunner(plan, folder, on_progress, frames_total, stages).run()
-    except (MediadError, EncoderRefused):
+    except (MediadError, EncoderRefused, DecoderRefused):
         raise
     except av.FFmpegError as e:
         log.event("pipeline_error", input=plan.base.input, error=str(e))

@@ -33,6 +33,7 @@ from mediad.media.ladder_plan import LadderPlan, plan_ladder
 from mediad.media.packaging import SegmentedTrack, check_segments, finish_dash, finish_hls
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback
+from mediad.media.source import DecoderRefused
 from mediad.media.timing import Span
 from mediad.media.verify import OutputInfo, SourceStamp, verify_output
 from mediad.media.video_sink import EncoderRefused
@@ -260,18 +261,21 @@ def _already_done(input_path: Path, info: MediaInfo, plan: LadderPlan,
 
 def _run_with_fallbacks(plan: LadderPlan, tmp: Path, on_progress: ProgressCallback | None,
                         total: int | None, profile: Profile) -> tuple[LadderPlan, LadderResult]:
-    """Run the ladder; a rendition NVENC refuses is re-planned in software (that sink only)
-    and the run starts again, at most once per rendition."""
-    for _ in range(len(plan.renditions) + 1):
+    """Run the ladder; a rendition NVENC refuses is re-planned in software (that sink only),
+    a stream NVDEC cannot decode is decoded in software, and the run starts again, at most
+    once per rendition and once for the decoder."""
+    for _ in range(len(plan.renditions) + 2):
         try:
             return plan, run_ladder(plan, tmp, on_progress, total, profile.stages)
         except EncoderRefused as e:
             assert e.output is not None  # the ladder names the rendition NVENC refused
             plan = plan.with_software_rendition(e.output, str(e))
-            log.event("fallback", input=plan.base.input, detail=plan.fallbacks[-1])
-            shutil.rmtree(tmp)
-            tmp.mkdir()
-    raise AssertionError("unreachable: each refusal moves one rendition to software")
+        except DecoderRefused as e:
+            plan = plan.with_software_decode(str(e))
+        log.event("fallback", input=plan.base.input, detail=plan.fallbacks[-1])
+        shutil.rmtree(tmp)
+        tmp.mkdir()
+    raise AssertionError("unreachable: each refusal moves one rendition or the decoder to software")
 
 
 def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,

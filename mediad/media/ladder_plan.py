@@ -75,6 +75,11 @@ class LadderPlan:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def with_software_decode(self, reason: str) -> LadderPlan:
+        """The same plan decoded in software (NVDEC failed or refused the stream at run time)."""
+        base = self.base.with_software_decode(reason)
+        return replace(self, base=base, fallbacks=[*self.fallbacks, base.fallbacks[-1]])
+
     def with_software_rendition(self, name: str, reason: str) -> LadderPlan:
         """The same plan with one rendition on its software encoder (NVENC refused that sink
         at run time); the others keep theirs."""
@@ -163,10 +168,10 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
     base = planned[0][2]
     warnings = list(base.warnings)
     fallbacks = list(base.fallbacks)
-    if base.decode.hardware:  # honest: the runner gives the renditions host frames
-        base = base.with_software_decode("ladders decode in software for now (each rendition "
-                                         "scales host frames; GPU fan-out is not built yet)")
-        fallbacks = list(base.fallbacks)
+    if base.frames_on_gpu:  # honest: each rendition scales host frames
+        base = replace(base, frames_on_gpu=False, frames_reason=(
+            "NVDEC frames downloaded once; each rendition scales them on the CPU (scaling the "
+            "fan-out on the GPU is not built yet)"))
     kept_audio = [_package_audio(a, info, profile, package) for a in base.audio
                   if a.action != "drop"]
     subtitles = _package_subtitles(info, profile, package, len(renditions), base.subtitles,
