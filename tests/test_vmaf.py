@@ -183,6 +183,27 @@ def test_a_sampled_search_on_a_real_clip(tmp_path: Path) -> None:
     assert any(t.quality == choice.quality + 1 and t.vmaf < 90 for t in choice.trials)
 
 
+def test_an_output_under_its_prediction_is_reported(clips: dict[str, Path], tmp_path: Path) -> None:
+    from mediad.gpu import no_gpu
+    from mediad.media.plan import make_plan
+    from mediad.media.probe import probe
+    from mediad.media.vmaf_search import VmafChoice, measure_output, report_entry
+
+    source = clips["small"]
+    output = tmp_path / "o.mp4"
+    ffmpeg("-i", str(source), "-c:v", "libx264", "-crf", "30", str(output))
+    profile = Profile.model_validate({"video": {"encoder": "cpu", "target_vmaf": 95}})
+    plan = make_plan(probe(source), profile, no_gpu("test"), output)
+    # As if samples had predicted 95 for crf 30: the whole output measures far less.
+    choice = VmafChoice(95, 30, "crf", "libx264", 95.0, (Trial(30, 95.0, 1, 1.0),), 4, 8.0,
+                        False, "cpu", 1.0)
+    check = measure_output(plan, output, choice)
+    assert abs(check.measured - float(np.mean(libvmaf(output, source)))) < 1.0
+    assert check.frames == 50 and check.measured < 90
+    assert len(check.warnings) == 1 and "sampled VMAF disagreed" in check.warnings[0]
+    assert report_entry(choice, check)["agrees"] is False
+
+
 def _transcode(source: Path, folder: Path, target: float) -> tuple[dict, Path]:
     out = folder / f"o{target:g}.mp4"
     profile = write_profile(folder, PROFILE.format(target=target), name=f"t{target:g}")
