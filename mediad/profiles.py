@@ -46,6 +46,9 @@ SPEEDS: tuple[str, ...] = ("fastest", "faster", "fast", "medium", "slow", "slowe
 # Constant-quality ranges per codec (x264/x265 crf and NVENC cq: 0..51; SVT-AV1 crf: 1..63).
 QUALITY_RANGE = {"h264": (0, 51), "hevc": (0, 51), "av1": (1, 63)}
 DEFAULT_QUALITY = {"h264": 23, "hevc": 28, "av1": 32}
+# Where a VMAF search (target_vmaf) looks by default: ab-av1's --min-crf/--max-crf defaults
+# (10..46 for x264/x265, 10..55 for SVT-AV1); NVENC's cq takes the same scale.
+SEARCH_RANGE = {"h264": (10, 46), "hevc": (10, 46), "av1": (10, 55)}
 
 _BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?[bB]|[bB])?\s*$")
@@ -159,10 +162,17 @@ class VideoSettings(_Strict):
     # An HDR (PQ or HLG) source: tone-map it to SDR BT.709 (media.tonemap), keep it HDR, or
     # auto: tone-map when the output cannot carry HDR (8-bit, or H.264), keep it otherwise.
     hdr: Literal["keep", "tonemap", "auto"] = "auto"
+    # Choose the constant-quality value per file: the highest (smallest output) whose VMAF,
+    # measured on encoded samples of the source, reaches this (media.vmaf_search). Exclusive
+    # with quality and bitrate; min_quality/max_quality bound the search (ab-av1's
+    # --min-crf/--max-crf).
+    target_vmaf: FiniteFloat | StrictInt | None = Field(default=None, gt=0, le=100)
+    min_quality: StrictInt | None = None
+    max_quality: StrictInt | None = None
 
     # First, so a copy profile hears that the key is not used rather than what is wrong with it.
     @field_validator("encoder", "quality", "bitrate", "speed", "max_height", "bit_depth",
-                     "deinterlace", "hdr")
+                     "deinterlace", "hdr", "target_vmaf", "min_quality", "max_quality")
     @classmethod
     def _not_with_copy(cls, v: Any, info: ValidationInfo) -> Any:
         # Copy writes the source's packets: a user who sets max_height expects a smaller video.
@@ -184,7 +194,7 @@ class VideoSettings(_Strict):
                              "(SVT-AV1's limit)")
         return v
 
-    @field_validator("quality")
+    @field_validator("quality", "min_quality", "max_quality")
     @classmethod
     def _quality_range(cls, v: int | None, info: ValidationInfo) -> int | None:
         codec = info.data.get("codec")
@@ -198,6 +208,17 @@ class VideoSettings(_Strict):
     def _quality(self) -> VideoSettings:
         if self.quality is not None and self.bitrate is not None:
             raise ValueError("quality and bitrate are exclusive: set one")
+        if self.target_vmaf is not None and (self.quality is not None or self.bitrate is not None):
+            raise ValueError("target_vmaf chooses the quality per file: it is exclusive with "
+                             f"{'quality' if self.quality is not None else 'bitrate'}; set one")
+        if self.target_vmaf is None and (self.min_quality is not None
+                                         or self.max_quality is not None):
+            raise ValueError("min_quality and max_quality bound the search of target_vmaf: "
+                             "set target_vmaf too")
+        if (self.min_quality is not None and self.max_quality is not None
+                and self.min_quality >= self.max_quality):
+            raise ValueError(f"min_quality ({self.min_quality}) must be below max_quality "
+                             f"({self.max_quality})")
         if self.copy_if_matching and self.codec == "copy":
             raise ValueError("copy_if_matching needs a codec to match: codec = \"copy\" always copies")
         if self.codec == "h264" and self.bit_depth == 10 and self.encoder == "gpu":
@@ -206,10 +227,21 @@ class VideoSettings(_Strict):
 
     @property
     def effective_quality(self) -> int | None:
-        """The constant-quality value in force (None when a bitrate is set or on copy)."""
+        """The constant-quality value in force (None when a bitrate is set or on copy; with
+        target_vmaf, the codec's default, where the search starts)."""
         if self.bitrate is not None or self.codec == "copy":
             return None
         return self.quality if self.quality is not None else DEFAULT_QUALITY[self.codec]
+
+    @property
+    def search_range(self) -> tuple[int, int]:
+        """The quality values a target_vmaf search may choose from (low: better, bigger)."""
+        lo, hi = SEARCH_RANGE.get(self.codec, (10, 46))
+        if self.min_quality is not None:  # one bound given past the other's default: it wins
+            lo, hi = self.min_quality, max(hi, self.min_quality + 1)
+        if self.max_quality is not None:
+            lo, hi = min(lo, self.max_quality - 1), self.max_quality
+        return lo, hi
 
 
 class AudioSettings(_Strict):
@@ -479,6 +511,13 @@ class Profile(_Strict):
     @model_validator(mode="after")
     def _cross(self) -> Profile:
         c, v, a = self.container, self.video.codec, self.audio.codec
+        if self.video.target_vmaf is not None and self.is_ladder:
+            raise ValueError("video.target_vmaf searches the quality of one output: a ladder's "
+                             "renditions are not searched yet (set quality or bitrate per "
+                             "rendition)")
+        if self.video.target_vmaf is not None and self.changes_frames:
+            raise ValueError("video.target_vmaf does not run with an upscale stage yet (the "
+                             "samples would need the model too): set quality instead")
         if self.video.max_size_ratio is not None and self.is_ladder:
             raise ValueError("video.max_size_ratio compares one output file with its source: a "
                              "ladder's renditions are several")

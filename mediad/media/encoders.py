@@ -16,6 +16,11 @@ SVTAV1_PRESETS = dict(zip(SPEEDS, ("12", "10", "9", "8", "6", "4", "2"), strict=
 _PARAMS_OPTION = {"libx265": "x265-params", "libsvtav1": "svtav1-params"}
 
 
+def quality_option(encoder: str) -> str:
+    """The option that carries an encoder's constant-quality value: NVENC's cq, else crf."""
+    return "cq" if encoder.endswith("_nvenc") else "crf"
+
+
 def encoder_options(encoder: str, speed: str, quality: int | None, device: int | None,
                     hdr_metadata: HdrMetadata | None = None) -> dict[str, str]:
     """The encoder's options for a speed and quality (and HDR10 metadata to write)."""

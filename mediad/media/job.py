@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mediad import log
 from mediad.errors import MediadError, Reason, io_error
@@ -24,6 +25,9 @@ from mediad.media.timing import Span
 from mediad.media.verify import OutputInfo, SourceStamp, check_source_body, verify_output
 from mediad.media.video_sink import EncoderRefused
 from mediad.profiles import Profile
+
+if TYPE_CHECKING:  # the search's module imports numpy and, when it runs, torch
+    from mediad.media.vmaf_search import VmafCheck, VmafChoice
 
 
 def default_output(input_path: Path, profile: Profile) -> Path:
@@ -116,6 +120,9 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     if plan.gpu.device is None and gpu != "none":
         # No NVIDIA GPU here: software is this machine's way, said once at INFO, not a warning.
         log.event_once("no_gpu", "software_only", reason=plan.gpu.reason)
+    choice = None
+    if plan.video.action == "encode" and plan.video.vmaf is not None:
+        plan, choice = _search_quality(plan, info, profile)
     tmp = temp_path_for(output)
     guard = SizeGuard(input_path, tmp, output, profile.video.max_size_ratio, on_progress) \
         if profile.video.max_size_ratio is not None else None
@@ -139,6 +146,7 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
         check_source_body(info, result.source_spans, plan.start_offset)
         out = verify_output(tmp, _seconds(result.video_span), _audio_spans(plan, result),
                             str(input_path))
+        check = _measure_vmaf(plan, tmp, choice) if choice is not None else None
         if job_key is not None and not mark_job(tmp, job_key):
             log.event_once("no_xattr", "job_key_not_recorded", logging.WARNING, folder=output.parent,
                            note="no user extended attributes here: after a crash between the "
@@ -153,12 +161,40 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     extra = _write_analysis(result, input_path, output, profile) if result.analysis else {}
     if result.loudness:
         extra["loudness"] = result.loudness
+    vmaf_warnings: list[str] = []
+    if choice is not None:
+        from mediad.media.vmaf_search import report_entry
+
+        extra["vmaf"] = report_entry(choice, check)
+        vmaf_warnings = [w for w in (choice.warning, *(check.warnings if check else ())) if w]
     elapsed = time.monotonic() - started
     out = replace(out, path=str(output))  # verified under its temporary name
     log.event("transcoded", input=str(input_path), output=str(output), encoder=plan.video.encoder,
               frames=result.frames_written, seconds=f"{elapsed:.2f}")
     return Report(info, plan, [out], elapsed, result.frames_written / elapsed if elapsed else 0.0,
-                  [*plan.warnings, *result.warnings, *_missing_streams(plan, out)], extra)
+                  [*plan.warnings, *result.warnings, *_missing_streams(plan, out),
+                   *vmaf_warnings], extra)
+
+
+def _search_quality(plan: Plan, info: MediaInfo, profile: Profile) -> tuple[Plan, VmafChoice]:
+    """target_vmaf: the plan at the quality its VMAF search chose (media.vmaf_search)."""
+    from mediad.media.vmaf_search import choose_quality
+
+    v = info.main_video
+    duration = (v.duration if v is not None and v.duration else None) or info.duration or 0.0
+    return choose_quality(plan, duration, gpu_required=profile.video.encoder == "gpu")
+
+
+def _measure_vmaf(plan: Plan, written: Path, choice: VmafChoice) -> VmafCheck:
+    """target_vmaf: VMAF of the whole written output against its source."""
+    from mediad.media.vmaf_search import measure_output
+
+    check = measure_output(plan, written, choice)
+    log.event("vmaf_measured", input=plan.input, predicted=f"{choice.predicted:.2f}",
+              measured=f"{check.measured:.2f}", seconds=f"{check.seconds:.1f}")
+    for warning in check.warnings:
+        log.event("vmaf_disagrees", logging.WARNING, input=plan.input, detail=warning)
+    return check
 
 
 def _seconds(span: Span | None) -> float | None:

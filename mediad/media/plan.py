@@ -14,7 +14,7 @@ from mediad.formats import (
 )
 from mediad.gpu import NVENC_NAMES, Capabilities, Capability
 from mediad.media import color, hdr
-from mediad.media.encoders import SOFTWARE_ENCODERS, encoder_options
+from mediad.media.encoders import SOFTWARE_ENCODERS, encoder_options, quality_option
 from mediad.media.hdr import HdrMetadata
 from mediad.media.plan_streams import (
     StreamPlan,
@@ -25,6 +25,7 @@ from mediad.media.plan_streams import (
 )
 from mediad.media.probe import MediaInfo, VideoInfo
 from mediad.media.tonemap import ToneMapPlan, tonemap_plan
+from mediad.media.vmaf_target import VmafTarget
 from mediad.models.decision import StageDecision
 from mediad.profiles import (
     Profile,
@@ -77,6 +78,9 @@ class VideoPlan:
     bitstream_filter: str | None = None
     source_interlaced: bool = False  # the probe saw interlacing (the plan then says it)
     tonemap: ToneMapPlan | None = None  # HDR -> SDR BT.709 before the encoder (media.tonemap)
+    # target_vmaf: `quality` is chosen per file by a VMAF search before the encode (until
+    # then it is where the search starts); see media.vmaf_search.
+    vmaf: VmafTarget | None = None
 
 
 def software_video(v: VideoPlan, reason: str) -> VideoPlan:
@@ -141,6 +145,13 @@ class Plan:
         return replace(self, video=software_video(self.video, reason), frames_on_gpu=False,
                        frames_reason="frames downloaded once for the software encoder",
                        fallbacks=[*self.fallbacks, f"video: {reason}"])
+
+    def with_quality(self, quality: int, note: str) -> Plan:
+        """The same plan encoding at `quality` (chosen by the VMAF search), and why."""
+        key = quality_option(self.video.encoder)
+        video = replace(self.video, quality=quality,
+                        options={**self.video.options, key: str(quality)})
+        return replace(self, video=video, notes=[*self.notes, note])
 
     def with_software_decode(self, reason: str) -> Plan:
         """The same plan decoded in software (after NVDEC failed or refused the stream at run time)."""
@@ -333,12 +344,18 @@ def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabil
                         "the colour tags are kept (use hevc or av1)")
         carried = None
     deinterlace, _ = deinterlace_mode(v, vs.deinterlace)
+    vmaf = None
+    if vs.target_vmaf is not None:
+        low, high = vs.search_range
+        assert quality is not None
+        quality = min(max(quality, low), high)
+        vmaf = VmafTarget(float(vs.target_vmaf), low, high, quality, gpu=caps.device)
     return VideoPlan("encode", vs.codec, encoder, use_gpu,
                      encoder_options(encoder, vs.speed, quality,
                                       caps.device if use_gpu else None, carried),
                      vs.speed, quality, bit_rate, pix_fmt, width, height, v.rotation, crop, sar,
                      reason + not_copied, deinterlace, carried,
-                     source_interlaced=v.interlaced, tonemap=tm), fallbacks, warnings
+                     source_interlaced=v.interlaced, tonemap=tm, vmaf=vmaf), fallbacks, warnings
 
 
 def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities, analysed: bool) -> DecodePlan:
@@ -494,6 +511,8 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"video:   copy {v.codec} - {v.reason}")
     else:
         rc = f"{v.bit_rate} b/s" if v.bit_rate else f"quality {v.quality}"
+        if v.vmaf is not None:
+            rc = f"VMAF {v.vmaf.target:g}"
         extra = []
         if v.rotate:
             extra.append(f"rotate {v.rotate}")
@@ -521,6 +540,8 @@ def format_plan(plan: Plan) -> str:
         lines.append(f"cover:   #{c.index} {c.source_codec} {c.action} - {c.reason}")
     for a in plan.attachments:
         lines.append(f"attach:  #{a.index} {a.action} - {a.reason}")
+    if v.action == "encode" and v.vmaf is not None:
+        lines.append(f"quality: {v.vmaf.describe()}")
     lines += [f"note:    {n}" for n in plan.notes]
     lines += [f"fallback: {f}" for f in plan.fallbacks]
     lines += [f"warning: {w}" for w in plan.warnings]

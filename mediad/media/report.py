@@ -52,6 +52,15 @@ def format_report(report: Report) -> str:
         lines.append(f"loudness: audio #{t['stream']} {t['input_i']:g} LUFS -> {t['output_i']:g} "
                      f"LUFS ({t['normalization']}; true peak in {t['input_tp']:g} dBTP, range "
                      f"{t['input_lra']:g} LU)")
+    if (v := report.extra.get("vmaf")) is not None:
+        source = f"{v['samples']} samples" if v["samples"] else "the whole source"
+        line = (f"vmaf: {v['option']} {v['quality']} chosen for target {v['target']:g} "
+                f"(predicted {v['predicted']:.2f} from {source}, {len(v['trials'])} trial "
+                f"encodes, {v['search_seconds']:.1f}s on {v['device']})")
+        if "measured" in v:
+            line += (f"; measured {v['measured']:.2f} over the whole output "
+                     f"({v['measured_frames']} frames, {v['measure_seconds']:.1f}s)")
+        lines.append(line)
     lines.append(f"{report.elapsed:.2f}s elapsed, {report.fps:.1f} frames/s")
     lines += [f"fallback: {f}" for f in report.plan.fallbacks]
     lines += [f"warning: {w}" for w in report.warnings]

@@ -122,8 +122,21 @@ def host_work(vp: VideoPlan, ist: av.video.stream.VideoStream,
               encoder: OpenedEncoder) -> FrameWork:
     """The conversion of host frames for this encoder: libavfilter (rotation, crop, bwdif, scale,
     pixel format), then tone mapping in torch when the plan tone-maps (torch imported only then)."""
+    return host_transform(vp, ist, encoder.full_range, encoder.matrix)
+
+
+def encoder_input_colour(ist: av.video.stream.VideoStream, vp: VideoPlan) -> tuple[bool, str | None]:
+    """(full range, matrix) of the frames `vp`'s encoder gets from `ist` (as it is opened)."""
+    if vp.tonemap is not None:  # tone mapping writes SDR BT.709, limited range
+        return False, None
+    return encoder_colour(ist.codec_context, vp.height)
+
+
+def host_transform(vp: VideoPlan, ist: av.video.stream.VideoStream, full_range: bool,
+                   matrix: str | None) -> FrameWork:
+    """`host_work` for frames in a given range and matrix (also what VMAF's reference sees)."""
     if vp.tonemap is None:
-        return VideoTransform(vp, ist.time_base, encoder.full_range, encoder.matrix)
+        return VideoTransform(vp, ist.time_base, full_range, matrix)
     from mediad.media.tonemap import host_tone_map
 
     # Geometry in libavfilter on the 10-bit HDR samples, kept in the source's range.
