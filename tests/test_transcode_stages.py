@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
-from conftest import make_clip, read_back, run_cli
+from conftest import ffmpeg, make_clip, read_back, run_cli
 
 torch = pytest.importorskip("torch")
 
@@ -106,6 +107,43 @@ def test_upscale_then_max_height_with_rotation(tmp_path: Path) -> None:
     # 180x320 after rotation, x3 = 540x960, scaled to 400 lines: 225 wide, evened to 224
     assert (o.width, o.height) == (224, 400)
     assert o.rotation == 0
+
+
+def _psnr_first_frames(a: Path, b: Path) -> float:
+    """PSNR of the first frames of two videos, each decoded (and turned upright, as players
+    do) by the independent ffmpeg."""
+    res = ffmpeg("-i", str(a), "-i", str(b), "-lavfi", "[0:v][1:v]psnr", "-frames:v", "5",
+                 "-f", "null", "-")
+    return float(re.search(r"average:([\d.]+|inf)", res.stderr).group(1))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("setting", ["rotation", "interlaced"])
+def test_analysis_stages_keep_rotation_and_deinterlacing_of_a_re_encode(setting: str,
+                                                                       tmp_path: Path) -> None:
+    """QA: frames the models only looked at went to the encoder as decoded: a rotated source
+    came out unturned, squeezed into the turned size; an interlaced one left combed."""
+    plain = tmp_path / "plain.mp4"
+    if setting == "rotation":
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x96:r=25", "-t", "1", "-c:v", "libx264",
+               "-preset", "ultrafast", str(tmp_path / "upright.mp4"))
+        ffmpeg("-display_rotation", "90", "-i", str(tmp_path / "upright.mp4"), "-c", "copy",
+               str(plain))
+    else:  # flagged top-field-first interlaced, as a broadcast recording is
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=s=160x96:r=50", "-t", "1", "-vf",
+               "tinterlace=mode=interleave_top", "-c:v", "libx264", "-preset", "ultrafast",
+               "-flags", "+ilme+ildct", str(plain))
+    shots = "[video]\nspeed = 'fastest'\n[audio]\ncodec = 'none'\n" \
+            "[[stages]]\nkind = 'shots'\ndevice = 'cpu'\n"
+    bare = "[video]\nspeed = 'fastest'\n[audio]\ncodec = 'none'\n"
+    (tmp_path / "shots.toml").write_text(shots)
+    (tmp_path / "bare.toml").write_text(bare)
+    with_stage, without = tmp_path / "with.mp4", tmp_path / "without.mp4"
+    transcode(plain, load_profile(str(tmp_path / "shots.toml")), with_stage, gpu="none")
+    transcode(plain, load_profile(str(tmp_path / "bare.toml")), without, gpu="none")
+    a, b = read_back(with_stage), read_back(without)
+    assert (a.width, a.height, a.frames) == (b.width, b.height, b.frames)
+    # The same picture as the transcode without the stage (which rotates and deinterlaces)
+    assert _psnr_first_frames(with_stage, without) > 40
 
 
 def test_stages_without_torch_fail_with_install_hint(tmp_path: Path) -> None:

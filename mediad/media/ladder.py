@@ -292,8 +292,12 @@ class _LadderRunner:
         fps = ist.average_rate or ist.guessed_rate
         self.runner = StageRunner.from_profile(self.stage_configs, gpu=self.plan.base.gpu.device,
                                                fps_hint=float(fps) if fps else None)
+        # The renditions' sinks convert what comes out (see _add_rendition): passed on as it is
+        def same(frame: av.VideoFrame | None) -> list[av.VideoFrame]:
+            return [] if frame is None else [frame]
+
         self.bridge = bridge.host_bridge(self.runner, stage_input_work(self.plan.base.video, ist),
-                                         lambda frame: [] if frame is None else [frame], batch=8)
+                                         same, same, batch=8)
 
     def _staged(self, frames: list[av.VideoFrame], end: bool = False) -> list[av.VideoFrame]:
         """Decoded frames through the stages (when there are any): the frames they finished."""

@@ -165,7 +165,9 @@ class _Runner:
             return self.bridge
         # Host frames: rotate/crop into RGB for the models, then scale/convert for the encoder.
         post = after_stages_work(vp, ist, encoder) if encoder is not None else None
-        self.bridge = bridge.host_bridge(self.runner, stage_input_work(vp, ist), post, batch)
+        as_decoded = host_work(vp, ist, encoder) if encoder is not None else None
+        self.bridge = bridge.host_bridge(self.runner, stage_input_work(vp, ist), post,
+                                         as_decoded, batch)
         return self.bridge
 
     @staticmethod

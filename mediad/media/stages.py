@@ -8,6 +8,7 @@ become RGB tensors in place (DLPack), and go back to NV12/P010 CUDA frames for N
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,21 +21,29 @@ from mediad.media.worker import OrderedWorker
 FrameTransform = Callable[[av.VideoFrame | None], list[av.VideoFrame]]
 
 
+# Decoded frame in (None: the end) -> (model input tensor, the frame it is timed by) for each
+# frame ready for the models (a deinterlacer answers one frame late, and the rest at the end).
+Prepare = Callable[[av.VideoFrame | None], list[tuple[Any, av.VideoFrame]]]
+
+
 @dataclass
 class _Batch:
     tensors: list[Any]  # (3,H,W) per frame: uint8 on the host, float 0..1 on the GPU
-    sources: list[av.VideoFrame]  # the decoded frames (pts, time_base, colour tags)
+    sources: list[av.VideoFrame]  # the frames they came from (pts, time_base, colour tags)
 
 
 class StageBridge:
     """Batches frames into a StageRunner on a worker thread; returns encoder-ready frames."""
 
-    def __init__(self, runner: Any, *, to_tensor: Callable[[av.VideoFrame], Any],
+    def __init__(self, runner: Any, *, prepare: Prepare,
                  to_frames: Callable[[Any, list[av.VideoFrame]], list[av.VideoFrame]],
-                 batch: int = 8, depth: int = 2) -> None:
+                 batch: int = 8, depth: int = 2,
+                 end: Callable[[], list[av.VideoFrame]] | None = None) -> None:
+        """`end`: the frames a conversion still holds once the last batch is back."""
         self.runner = runner
-        self.to_tensor = to_tensor
+        self.prepare = prepare
         self.to_frames = to_frames
+        self.end = end
         self.batch = batch
         self.pending = _Batch([], [])
         # Bounded: decode waits for the models; a failure is raised at the next call.
@@ -51,12 +60,18 @@ class StageBridge:
 
     def __call__(self, frame: av.VideoFrame | None) -> list[av.VideoFrame]:
         """Push one decoded frame (None: end of stream); returns the frames finished so far."""
+        done: list[av.VideoFrame] = []
+        for tensor, source in self.prepare(frame):
+            self.pending.tensors.append(tensor)
+            self.pending.sources.append(source)
+            if len(self.pending.sources) >= self.batch:
+                done += self._send()
         if frame is not None:
-            self.pending.tensors.append(self.to_tensor(frame))
-            self.pending.sources.append(frame)
-            return self._send() if len(self.pending.sources) >= self.batch else []
-        done = self._send() if self.pending.sources else []
-        return done + self.worker.finish()
+            return done
+        if self.pending.sources:
+            done += self._send()
+        done += self.worker.finish()
+        return done + (self.end() if self.end is not None else [])
 
     def close(self) -> None:
         """End the worker if the stream did not reach its end (the pipeline failed); idempotent.
@@ -72,23 +87,41 @@ class StageBridge:
 
 
 def host_bridge(runner: Any, pre: FrameTransform, post: FrameTransform | None,
-                batch: int) -> StageBridge:
-    """Stages on host frames: rotate/crop to RGB first, back through libavfilter after."""
+                as_decoded: FrameTransform | None, batch: int) -> StageBridge:
+    """Stages on host frames: turned upright, cropped and deinterlaced into RGB first (`pre`);
+    the models' RGB output back through libavfilter after (`post`). Frames the models only
+    looked at go on as they were decoded, through the encoder's own conversion (`as_decoded`:
+    rotation, crop, deinterlacing, scaling), never through RGB and back."""
     import torch
 
-    def to_tensor(frame: av.VideoFrame) -> Any:
-        (rgb,) = pre(frame)  # rotation/crop only: one frame in, one frame out
-        return torch.from_numpy(rgb.to_ndarray()).permute(2, 0, 1)
+    decoded: deque[av.VideoFrame] = deque()  # frames in, not yet out of `pre`
+    originals: deque[av.VideoFrame] = deque()  # the decoded frame of each frame in a batch
+
+    def prepare(frame: av.VideoFrame | None) -> list[tuple[Any, av.VideoFrame]]:
+        if frame is not None:
+            decoded.append(frame)
+        ready = []
+        for rgb in pre(frame):  # one out per frame in, a deinterlacer's a frame late
+            originals.append(decoded.popleft())
+            ready.append((torch.from_numpy(rgb.to_ndarray()).permute(2, 0, 1), rgb))
+        return ready
 
     def to_frames(frames: Any, sources: list[av.VideoFrame]) -> list[av.VideoFrame]:
+        taken = [originals.popleft() for _ in sources]
         if post is None:
             return []  # analysis only, video copied: nothing to encode
         if not runner.modifies_frames:
-            return [f for s in sources for f in post(s)]  # encode the decoded frames as they were
+            assert as_decoded is not None
+            return [f for s in taken for f in as_decoded(s)]
         return [f for rgb, s in zip(frames.cpu(), sources, strict=True)
                 for f in post(rgb_frame(rgb, s))]
 
-    return StageBridge(runner, to_tensor=to_tensor, to_frames=to_frames, batch=batch)
+    def end() -> list[av.VideoFrame]:
+        if post is None:
+            return []
+        return (post if runner.modifies_frames else as_decoded)(None)  # type: ignore[misc]
+
+    return StageBridge(runner, prepare=prepare, to_frames=to_frames, batch=batch, end=end)
 
 
 def rgb_frame(rgb: Any, source: av.VideoFrame) -> av.VideoFrame:
@@ -114,8 +147,8 @@ def gpu_bridge(runner: Any, *, size: tuple[int, int], out_format: str, nvenc: bo
     encoder_ready = GpuVideoTransform(size=size, out_format=out_format) if nvenc else \
         GpuVideoTransform(device="cpu", out_format=None)
 
-    def to_tensor(frame: av.VideoFrame) -> Any:
-        return planes_to_rgb(frame_to_planes(frame))
+    def prepare(frame: av.VideoFrame | None) -> list[tuple[Any, av.VideoFrame]]:
+        return [] if frame is None else [(planes_to_rgb(frame_to_planes(frame)), frame)]
 
     def to_frames(frames: Any, sources: list[av.VideoFrame]) -> list[av.VideoFrame]:
         if post is None and not nvenc:
@@ -130,7 +163,7 @@ def gpu_bridge(runner: Any, *, size: tuple[int, int], out_format: str, nvenc: bo
                      for rgb, s in zip(frames, sources, strict=True)]
         return ready if post is None else [f for r in ready for f in post(r)]
 
-    return StageBridge(runner, to_tensor=to_tensor, to_frames=to_frames, batch=batch)
+    return StageBridge(runner, prepare=prepare, to_frames=to_frames, batch=batch)
 
 
 def _to_uint8(rgb: Any) -> Any:
