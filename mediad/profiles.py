@@ -540,9 +540,6 @@ class Profile(_Strict):
         if self.faststart and c not in ("mp4", "mov"):
             raise ValueError("faststart applies to mp4/mov only")
         kinds = [s.kind for s in self.stages]
-        if self.video.hdr == "tonemap" and self.stages:
-            raise ValueError('video.hdr = "tonemap" does not run with [[stages]] yet: remove '
-                             "one of them")
         if v == "copy" and "upscale" in kinds:
             raise ValueError("an upscale stage changes the frames: video.codec cannot be copy")
         for kind in ("shots", "classify"):

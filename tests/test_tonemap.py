@@ -176,7 +176,6 @@ def test_hdr_key_defaults_and_values() -> None:
 @pytest.mark.parametrize("text,message", [
     ('[video]\nhdr = "sdr"\n', "hdr"),
     ('[video]\ncodec = "copy"\nhdr = "tonemap"\n', 'not used with codec = "copy"'),
-    ('[video]\nhdr = "tonemap"\n[[stages]]\nkind = "shots"\n', "does not run with [[stages]]"),
 ])
 def test_hdr_key_errors(text: str, message: str) -> None:
     with pytest.raises(MediadError) as err:
@@ -364,3 +363,42 @@ def test_a_source_below_the_target_is_not_brightened() -> None:
     grey = tonemap.pq_inverse_eotf(nits).reshape(1, 5, 1).expand(3, 5, 1)
     out = tonemap.tonemap_rgb(grey, tm)[0, :, 0] ** 2.4 * 100.0  # back to nits
     assert out.tolist() == pytest.approx([10.0, 50.0, 79.0, 80.0, 80.0], rel=2e-3)
+
+
+# --- with model stages -------------------------------------------------------------------------
+
+def _small_pq(src: Path, out: Path) -> Path:
+    """The PQ clip at 128x72, 8 frames (tags and HDR10 metadata kept): small enough for a
+    model on the CPU."""
+    ffmpeg("-y", "-i", str(src), "-vf", "scale=128:72", "-frames:v", "8", "-c:v", "libx265",
+           "-preset", "ultrafast", "-x265-params",
+           "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc:"
+           "master-display=G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)"
+           "L(10000000,50):max-cll=1000,400", "-color_primaries", "bt2020", "-color_trc",
+           "smpte2084", "-colorspace", "bt2020nc", str(out))
+    return out
+
+
+@pytest.mark.parametrize("stage", ["shots", "upscale"])
+def test_tone_mapping_runs_ahead_of_the_stages(stage: str, clips: dict[str, Path],
+                                               tmp_path: Path) -> None:
+    """The models see SDR frames (an upscaler trained on SDR), and the output is as SDR as a
+    tone-mapped transcode without stages: bt709 tags, the reference's picture."""
+    src = _small_pq(clips["pq"], tmp_path / "pq-small.mkv")
+    extra = ('[[stages]]\nkind = "upscale"\nmodel = "realesr-animevideov3"\nscale = 2\n'
+             'device = "cpu"\n' if stage == "upscale" else
+             '[[stages]]\nkind = "shots"\ndevice = "cpu"\n')
+    out = tmp_path / "out.mp4"
+    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, FAST + extra)),
+                  "-o", str(out), "--gpu", "none", "--no-progress", "--json")
+    assert res.returncode == 0, res.stderr
+    plan = json.loads(res.stdout)["plan"]
+    assert plan["video"]["tonemap"] is not None, plan["video"]
+    assert re.search(r"yuv420p\(tv, bt709[,)]", _video_line(out)), _video_line(out)
+    size = "256:144" if stage == "upscale" else "128:72"
+    ref = _reference(src, f"{REFERENCE},scale={size}:flags=bicubic", tmp_path / "ref.mkv")
+    ok, ssim, dy = _passes(out, ref, 0.85 if stage == "upscale" else PQ_SSIM, PQ_YAVG)
+    assert ok, f"{stage}: SSIM {ssim:.4f}, mean Y off by {dy:.2f}"
+    plain = _reference(src, f"{NO_TONEMAP},scale={size}:flags=bicubic", tmp_path / "plain.mkv")
+    bad, ssim, dy = _passes(plain, ref, 0.85 if stage == "upscale" else PQ_SSIM, PQ_YAVG)
+    assert not bad, f"the control passed: SSIM {ssim:.4f}, mean Y off by {dy:.2f}"

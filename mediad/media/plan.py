@@ -231,12 +231,9 @@ def copy_mismatch(v: VideoInfo, vs: VideoSettings, stage_scale: int = 1) -> str 
     return None
 
 
-def hdr_decision(v: VideoInfo, vs: VideoSettings, stages: bool = False) -> tuple[bool, str]:
-    """Whether `[video] hdr` tone-maps this source to SDR, and why (empty: not HDR, or keep).
-
-    `stages`: the profile has [[stages]], which do not run with tone mapping yet (auto keeps).
-    """
-    if not v.hdr or vs.codec == "copy" or (stages and vs.hdr == "auto"):
+def hdr_decision(v: VideoInfo, vs: VideoSettings) -> tuple[bool, str]:
+    """Whether `[video] hdr` tone-maps this source to SDR, and why (empty: not HDR, or keep)."""
+    if not v.hdr or vs.codec == "copy":
         return False, ""
     if vs.hdr == "tonemap":
         return True, 'hdr = "tonemap"'
@@ -333,7 +330,7 @@ def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabil
         pix_fmt = "p010le" if use_gpu else "yuv420p10le"
     else:
         pix_fmt = "yuv420p"
-    tonemap, _ = hdr_decision(v, vs, bool(profile.stages))
+    tonemap, _ = hdr_decision(v, vs)
     tm = tonemap_plan(v.color_transfer, v.hdr_metadata, colorspace=v.color_space,
                       full_range=color.is_full_range(v.color_range, v.pix_fmt)) \
         if tonemap else None
@@ -372,7 +369,7 @@ def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities, analysed: b
 
 
 def _plan_residency(decode: DecodePlan, video: VideoPlan, source_pix_fmt: str,
-                    stages_on_cuda: bool) -> tuple[bool, str]:
+                    stages_on_cuda: bool, stages: bool = False) -> tuple[bool, str]:
     """Whether decoded frames stay in GPU memory (for the stages and/or NVENC), and why (not)."""
     if not decode.hardware:
         return False, ("video is copied" if video.action == "copy"
@@ -384,6 +381,9 @@ def _plan_residency(decode: DecodePlan, video: VideoPlan, source_pix_fmt: str,
     if source_pix_fmt not in CHROMA_420:
         # NVDEC gives 4:4:4 as planar YUV444 (torch reads NV12/P010 only), and no 4:2:2 at all.
         return False, f"{source_pix_fmt} is not 4:2:0: frames downloaded once"
+    if video.tonemap is not None and stages:
+        return False, ("tone mapping ahead of the stages runs on host frames for now: frames "
+                       "downloaded once")
     if video.action == "copy":
         if stages_on_cuda:
             return True, "NVDEC -> stages on the GPU (analysis only; video copied)"
@@ -450,7 +450,8 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
     if caps.device is not None and not decode.hardware and video.action == "encode":
         fallbacks.append(f"decode: {decode.reason}")
     stages_on_cuda = any(s.device.startswith("cuda") for s in stages)
-    frames_on_gpu, frames_reason = _plan_residency(decode, video, v.pix_fmt, stages_on_cuda)
+    frames_on_gpu, frames_reason = _plan_residency(decode, video, v.pix_fmt, stages_on_cuda,
+                                                   bool(stages))
     fallbacks += [f"stage {s.kind}: {r}" for s in stages for r in s.reasons]
     audio = plan_audio(info, profile, container)
     subtitles, sub_warnings = plan_subtitles(info, profile, container)
@@ -461,14 +462,13 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
                  f"mediad keeps one video stream, #{v.index}" for extra in info.video[1:]]
     if video.action == "encode":
         if video.tonemap is not None:
-            why = hdr_decision(v, profile.video, bool(profile.stages))[1]
+            why = hdr_decision(v, profile.video)[1]
             notes.append(f"{video.tonemap.describe()} ({why})")
         elif profile.video.hdr == "tonemap" and not v.hdr:
             notes.append(f'hdr = "tonemap": the source is not HDR (transfer '
                          f'{v.color_transfer or "unspecified"}): nothing to tone-map')
         elif v.hdr and profile.video.bit_depth == 8:
-            why = ("[[stages]] do not run with tone mapping yet" if profile.stages
-                   else "use bit_depth = 10 to keep full quality, or hdr = \"tonemap\"")
+            why = "use bit_depth = 10 to keep full quality, or hdr = \"tonemap\""
             warnings.append("HDR source encoded to 8-bit without tone mapping: colours keep the "
                             f"HDR transfer tags; {why}")
         if video.deinterlace in ("all", "interlaced"):

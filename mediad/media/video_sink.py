@@ -145,14 +145,27 @@ def host_transform(vp: VideoPlan, ist: av.video.stream.VideoStream, full_range: 
     return host_tone_map(geometry, vp.tonemap, vp.pix_fmt)
 
 
-def stage_input_work(vp: VideoPlan, ist: av.video.stream.VideoStream) -> VideoTransform:
+def stage_input_work(vp: VideoPlan, ist: av.video.stream.VideoStream) -> FrameWork:
     """Decoded host frames as the model stages take them: upright, cropped, deinterlaced,
-    rgb24 at the source's size (the stages' output is then scaled for each encoder)."""
+    tone-mapped when the plan says, rgb24 at the source's size (the stages' output is then
+    scaled for each encoder)."""
     cc = ist.codec_context
     w0, h0 = (cc.height, cc.width) if vp.rotate % 180 else (cc.width, cc.height)
     if vp.crop:
         w0, h0 = vp.crop
-    return VideoTransform(replace(vp, width=w0, height=h0, pix_fmt="rgb24"), ist.time_base)
+    at_source = replace(vp, width=w0, height=h0)
+    if vp.tonemap is None:
+        return VideoTransform(replace(at_source, pix_fmt="rgb24"), ist.time_base)
+    # SDR BT.709 first (geometry on the 10-bit samples, then the curve), then RGB of that
+    sdr = host_transform(replace(at_source, pix_fmt="yuv420p"), ist, False, None)
+    to_rgb = VideoTransform(replace(at_source, rotate=0, crop=None, deinterlace="off",
+                                    pix_fmt="rgb24", tonemap=None), ist.time_base)
+
+    def work(frame: av.VideoFrame | None) -> list[av.VideoFrame]:
+        done = [g for f in sdr(frame) for g in to_rgb(f)]
+        return done + to_rgb(None) if frame is None else done
+
+    return work
 
 
 def after_stages_work(vp: VideoPlan, ist: av.video.stream.VideoStream,
@@ -161,10 +174,11 @@ def after_stages_work(vp: VideoPlan, ist: av.video.stream.VideoStream,
     encoder: back into YUV in the source's matrix (the tag copied onto the encoder), or the
     output matrix chosen for an RGB source."""
     cc = ist.codec_context
-    matrix = encoder.matrix or (color.matrix_for(cc.colorspace, cc.height)
-                                if cc.colorspace not in (None, 0, 2) else None)
-    return VideoTransform(replace(vp, rotate=0, crop=None, deinterlace="off"), ist.time_base,
-                          encoder.full_range, matrix)
+    matrix = "bt709" if vp.tonemap is not None else encoder.matrix or (
+        color.matrix_for(cc.colorspace, cc.height) if cc.colorspace not in (None, 0, 2) else None)
+    # Tone mapping (if any) came before the stages: what is left is geometry and format
+    return VideoTransform(replace(vp, rotate=0, crop=None, deinterlace="off", tonemap=None),
+                          ist.time_base, encoder.full_range, matrix)
 
 
 class VideoSink:
