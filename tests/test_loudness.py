@@ -142,3 +142,28 @@ def test_a_ladder_normalises_each_track_once_for_every_output(package: str, quie
         after = ebur128(path, track)
         assert abs(after["I"] - -16) <= 1.0, (path, track, after)
         assert after["TP"] <= -1.0 + 0.5, (path, track, after)
+
+
+@pytest.mark.parametrize("package", ["mkv", "hls"])
+def test_a_silent_or_very_short_track_is_kept_as_it_is_with_a_word(package: str,
+                                                                   tmp_path: Path) -> None:
+    """QA: a silent track (a camera with its mic off) or a 0.2 s one has no loudness to
+    measure (-inf): the whole job failed as a corrupt source. Now that track is encoded
+    without normalising and the report says why; the other track is normalised."""
+    src = tmp_path / "mute.mkv"
+    ffmpeg("-y", "-f", "lavfi", "-i", "testsrc2=s=160x90:r=25", "-f", "lavfi",
+           "-i", "anullsrc=r=48000:cl=stereo", "-f", "lavfi",
+           "-i", "anoisesrc=a=0.05:c=pink:r=48000:seed=7", "-t", "3", "-map", "0", "-map", "1",
+           "-map", "2", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(src))
+    text = PROFILE if package == "mkv" else LADDER.format(package="hls").replace(
+        "loudness = -16", "loudness = -23")
+    out = tmp_path / ("o.mkv" if package == "mkv" else "set")
+    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, text)), "-o",
+                  str(out), "--gpu", "none", "--no-progress", "--json")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert any("audio #1: silent" in w and "not normalised" in w for w in report["warnings"]), \
+        report["warnings"]
+    assert [t["stream"] for t in report["loudness"]] == [2]
+    noise = out if package == "mkv" else out / "audio-2" / "index.m3u8"
+    assert abs(ebur128(noise, 1 if package == "mkv" else 0)["I"] - -23) <= 1.0

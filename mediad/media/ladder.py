@@ -175,7 +175,8 @@ class _LadderRunner:
             if self.stage_configs:
                 self._add_stages(vin)
             # Loudness: every normalised track measured first, in one read of the source
-            self.normalize = normalizers(Path(base.input), loudness_targets(plan.audio))
+            self.normalize, silent = normalizers(Path(base.input), loudness_targets(plan.audio))
+            self.result.warnings += silent
             # Files: video first, as players and mediad's own outputs have it. HLS/DASH: audio
             # first, streams 0..A-1 (muxer_setup's stream indices count on it).
             if plan.package != "files":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -69,7 +70,7 @@ def _figures(logs: list[tuple[int, str, str]], what: str) -> Measured:
                                                         "input_thresh", "output_i",
                                                         "target_offset")),
                                 normalization_type=d.get("normalization_type", "?"))
-            except (KeyError, ValueError):  # "-inf": silence
+            except (KeyError, ValueError):  # not loudnorm's figures
                 break
     raise MediadError(f"{what}: loudness could not be measured (silent or no audio)",
                       reason=Reason.UNSUPPORTED)
@@ -147,14 +148,25 @@ def measure(path: Path, targets: dict[int, LoudnessTarget]) -> dict[int, Measure
     return measured
 
 
-def normalizers(path: Path, targets: dict[int, LoudnessTarget]) -> dict[int, Normalizer]:
+def normalizers(path: Path, targets: dict[int, LoudnessTarget],
+                ) -> tuple[dict[int, Normalizer], list[str]]:
     """Both passes set up for the tracks to normalise (audio stream index -> target): every
-    one measured in one read of the source, then a Normalizer each for the encode."""
+    one measured in one read of the source, then a Normalizer each for the encode; and a
+    warning for each track that has no loudness to normalise (silent, or too short for the
+    meter's 400 ms blocks), which is encoded as it is rather than failing the job."""
     if not targets:
-        return {}
+        return {}, []
     measured = measure(path, targets)
-    return {index: Normalizer(measured[index], target, f"{path}: audio #{index}")
-            for index, target in targets.items()}
+    ready, warnings = {}, []
+    for index, target in targets.items():
+        m = measured[index]
+        if not all(math.isfinite(v) for v in (m.input_i, m.input_tp, m.input_lra,
+                                              m.input_thresh, m.target_offset)):
+            warnings.append(f"audio #{index}: silent or too short to measure (integrated "
+                            f"loudness {m.input_i:g} LUFS): not normalised, encoded as it is")
+            continue
+        ready[index] = Normalizer(m, target, f"{path}: audio #{index}")
+    return ready, warnings
 
 
 class Normalizer:

@@ -202,8 +202,10 @@ class _Runner:
         if sp.loudness is None:
             return None
         if self._loudness is None:
-            self._loudness = normalizers(Path(self.plan.input), loudness_targets(self.plan.audio))
-        return self._loudness[sp.index]
+            self._loudness, silent = normalizers(Path(self.plan.input),
+                                                 loudness_targets(self.plan.audio))
+            self.result.warnings += silent
+        return self._loudness.get(sp.index)
 
     def _add_subtitle(self, sp: StreamPlan, src: av.container.InputContainer,
                       out: av.container.OutputContainer) -> None:
