@@ -188,6 +188,35 @@ def test_stage_failure_mid_stream_fails_the_job_and_ends_the_model_thread(tmp_pa
     assert list(out_dir.iterdir()) == [] and src.read_bytes() == before
 
 
+class _Crashes(torch.nn.Module):
+    """A classifier that fails at run time, as a CUDA error or a shape bug in a user's model
+    does (not a MediadError)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(-1, 7)
+
+
+def test_a_model_crashing_at_run_time_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    """QA: a stage raising a plain exception (RuntimeError) printed a 40-line traceback."""
+    model = tmp_path / "crash.pt"
+    torch.jit.script(_Crashes()).save(str(model))
+    (tmp_path / "labels.txt").write_text("a\nb\n")
+    prof = tmp_path / "crash.toml"
+    prof.write_text(f"[video]\nspeed = 'fastest'\n[[stages]]\nkind = 'classify'\n"
+                    f"model = '{model}'\nlabels = '{tmp_path / 'labels.txt'}'\ninput_size = 32\n"
+                    "mean = [0, 0, 0]\nstd = [1, 1, 1]\nevery = 1\n")
+    src = make_clip(tmp_path / "a.mp4", frames=20)
+    out = tmp_path / "out"
+    out.mkdir()
+    res = run_cli("transcode", str(src), "-p", str(prof), "-o", str(out / "a.mp4"), "--gpu",
+                  "none", "--no-progress")
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    (line,) = res.stderr.splitlines()
+    assert line.startswith("mediad: error: ") and "stage classify failed" in line \
+        and "RuntimeError" in line, line
+    assert list(out.iterdir()) == []
+
+
 def test_stages_on_gpu_frames_then_software_encoder_wiring(tmp_path: Path) -> None:
     """The H100/H200 plan with stages: frames GPU-resident for the models, software encoder.
 

@@ -283,6 +283,13 @@ class StageRunner:
                             f"stage {stage.kind}: out of GPU memory on {min(bs, n - i)} frames of "
                             f"{x.shape[-1]}x{x.shape[-2]} (set batch_size or max_gpu_memory lower, "
                             "or run fewer GPU jobs at once)", transient=True, reason=Reason.GPU_OOM) from e
+                    except MediadError:
+                        raise
+                    except Exception as e:  # a model's own failure (a CUDA error, a shape bug)
+                        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                        raise MediadError(
+                            f"stage {stage.kind} failed at frame {self.frames_seen + i}: "
+                            f"{type(e).__name__}: {first}", reason=Reason.INTERNAL_ERROR) from e
                     if stage.modifies_frames:
                         if out.frames is None:
                             raise RuntimeError(f"stage {stage.kind} returned no frames")
