@@ -630,3 +630,43 @@ def test_a_stream_nvdec_cannot_take_is_decoded_in_software(recording: Path, tmp_
     master = m3u8.load(str(folder / "master.m3u8"))
     for p in master.playlists:
         assert len(packet_times(folder / p.uri, "0:v:0")) == FRAMES
+
+
+def test_hls_subtitle_group_names_are_unique_and_the_default_has_cues(tmp_path: Path) -> None:
+    """QA: two English tracks were both NAME="subtitles-eng" (names must differ within a group)
+    and an empty track became DEFAULT=YES. Now: unique names, the source's default track
+    first, and the default a track with cues."""
+    from fractions import Fraction
+
+    import av
+
+    base = camera_clip(tmp_path / "base.mkv", seconds=3, audio=False)
+    src = tmp_path / "mix.mkv"
+    ms = Fraction(1, 1000)
+    with av.open(str(base)) as inp, av.open(str(src), "w") as out:
+        video = out.add_stream_from_template(inp.streams.video[0])
+        tracks = []
+        for lang in ("spa", "eng", "eng"):  # spa: no cue at all
+            s = out.add_mux_stream("subrip", time_base=ms)
+            s.metadata["language"] = lang
+            tracks.append(s)
+        tracks[2].disposition = av.stream.Disposition.default  # the SDH track is the default
+        for stream, start, text in ((tracks[1], 300, b"eng one"), (tracks[2], 400, b"eng sdh")):
+            p = av.Packet(text)
+            p.pts = p.dts = start
+            p.duration, p.time_base, p.stream = 700, ms, stream
+            out.mux(p)
+        for p in inp.demux(inp.streams.video[0]):
+            if p.size:
+                p.stream = video
+                out.mux(p)
+    three = SMALL.format(package="hls", codec="h264", audio="none", rate="").replace(
+        "[[renditions]]\nheight = 90", "[[renditions]]\nheight = 120\n[[renditions]]\nheight = 90")
+    report, folder = _transcode(src, write_profile(tmp_path, three, "three"),
+                                "-o", str(tmp_path / "set"))
+    master = m3u8.load(str(folder / "master.m3u8"))
+    subs = [m for m in master.media if m.type == "SUBTITLES"]
+    assert [(m.name, m.language, m.default) for m in subs] == [
+        ("subtitles-eng", "eng", "YES"), ("subtitles-spa", "spa", "NO"),
+        ("subtitles-eng-3", "eng", "NO")]
+    assert _cues(folder / subs[0].uri) == "1\n00:00:00,400 --> 00:00:01,100\neng sdh\n"

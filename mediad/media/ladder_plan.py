@@ -166,7 +166,9 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
         stem = Path(info.path).stem
         renditions = [replace(r, file=f"{stem}.{r.name}.{container}") for r in renditions]
     base = planned[0][2]
-    warnings = list(base.warnings)
+    # The base plan's word on subtitles is about an MP4 file; a package says its own (below)
+    warnings = [w for w in base.warnings
+                if package == "files" or not w.startswith("subtitle stream #")]
     fallbacks = list(base.fallbacks)
     if base.frames_on_gpu:  # honest: each rendition scales host frames
         base = replace(base, frames_on_gpu=False, frames_reason=(
@@ -216,7 +218,9 @@ def _package_subtitles(info: MediaInfo, profile: Profile, package: Package, vari
         return []
     plans, dropped = plan_subtitles(info, profile, "hls")
     warnings += dropped
-    kept = [s for s in plans if s.action != "drop"]
+    # The source's default track first: it rides with the top rendition and is the default
+    flagged = {s.index for s in info.subtitles if "default" in s.dispositions}
+    kept = sorted((s for s in plans if s.action != "drop"), key=lambda s: s.index not in flagged)
     for s in kept[variants:]:
         warnings.append(f"subtitle stream #{s.index} dropped: an HLS set of {variants} "
                         f"rendition(s) carries at most {variants} subtitle track(s)")

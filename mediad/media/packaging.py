@@ -178,17 +178,30 @@ def _finish_subtitles(folder: Path, master: Any, plan: LadderPlan) -> None:
     if len(subs) != len(plan.subtitles):
         raise MediadError(f"{folder / str(plan.manifest)}: {len(subs)} subtitle renditions, "
                           f"{len(plan.subtitles)} planned", reason=Reason.CORRUPT)
+    names: list[str] = []
+    cues: list[int] = []
     for k, (media, s) in enumerate(zip(subs, plan.subtitles, strict=True)):
         playlist = m3u8.load(str(folder / media.uri))
         base = Path(media.uri).parent
+        count = 0
         for segment in playlist.segments:
             path = folder / base / segment.uri
-            if not path.is_file() or not path.read_bytes().startswith(b"WEBVTT"):
+            text = path.read_bytes() if path.is_file() else b""
+            if not text.startswith(b"WEBVTT"):
                 raise MediadError(f"{path}: not a WebVTT segment", reason=Reason.CORRUPT)
-        media.name = f"subtitles-{s.language}" if s.language else f"subtitles-{k + 1}"
+            count += text.count(b"-->")
+        cues.append(count)
+        # Names unique within the group (RFC 8216 4.3.4.1.1): a second English track is -2
+        name = f"subtitles-{s.language}" if s.language else f"subtitles-{k + 1}"
+        names.append(name if name not in names else f"{name}-{k + 1}")
+        media.name = names[-1]
         media.language = s.language
-        media.default = "YES" if k == 0 else "NO"
         media.autoselect = "YES"
+    # The default: the first track with cues (the plan puts the source's default track first);
+    # a track that shows nothing is never the one players pick
+    default = next((k for k, n in enumerate(cues) if n), 0)
+    for k, media in enumerate(subs):
+        media.default = "YES" if k == default else "NO"
     for p in master.playlists:
         p.stream_info.subtitles = "subs" if subs else None
 
