@@ -670,3 +670,32 @@ def test_hls_subtitle_group_names_are_unique_and_the_default_has_cues(tmp_path: 
         ("subtitles-eng", "eng", "YES"), ("subtitles-spa", "spa", "NO"),
         ("subtitles-eng-3", "eng", "NO")]
     assert _cues(folder / subs[0].uri) == "1\n00:00:00,400 --> 00:00:01,100\neng sdh\n"
+
+
+@pytest.mark.parametrize("package", ["mp4", "single"])
+def test_overlapping_cues_in_mp4_are_cut_not_moved(package: str, tmp_path: Path) -> None:
+    """QA: MP4's mov_text cannot overlap; a cue inside another pushed every later cue late
+    (by up to 1.5 s, carried down the file), and a ladder's files disagreed. As the ffmpeg CLI
+    does: the overlapped cue is cut where the next starts, no start ever moves, and every
+    file of a set holds the same cues."""
+    srt = tmp_path / "o.srt"
+    srt.write_text("1\n00:00:00,500 --> 00:00:02,500\nlong\n\n"
+                   "2\n00:00:01,000 --> 00:00:01,800\ninside\n\n"
+                   "3\n00:00:02,600 --> 00:00:03,000\nlater\n")
+    src = tmp_path / "o.mkv"
+    ffmpeg("-f", "lavfi", "-i", camera_filter((320, 180)), "-i", str(srt), "-t", "4",
+           "-map", "0:v", "-map", "1", "-c:v", "libx264", "-preset", "veryfast", "-c:s", "srt",
+           str(src))
+    want = ("1\n00:00:00,500 --> 00:00:01,000\nlong\n\n2\n00:00:01,000 --> 00:00:01,800\n"
+            "inside\n\n3\n00:00:02,600 --> 00:00:03,000\nlater\n")
+    if package == "single":
+        out = tmp_path / "o.mp4"
+        res = run_cli("transcode", str(src), "-p", "h264", "-o", str(out), "--gpu", "none",
+                      "--no-progress")
+        assert res.returncode == 0, res.stderr
+        assert _cues(out) == want
+        return
+    profile = write_profile(tmp_path, SMALL.format(package="mp4", codec="h264", audio="none",
+                                                   rate=""), "subs")
+    _, folder = _transcode(src, profile, "-o", str(tmp_path / "set"))
+    assert [_cues(folder / f"o.{h}.mp4") for h in ("180p", "90p")] == [want, want]

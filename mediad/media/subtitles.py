@@ -95,6 +95,10 @@ class SubtitleConverter:
         self.skipped: list[str] = []  # why each skipped cue was skipped, for the report
         self._pending: _Cue | None = None
         self._last_start = -(2**62)
+        # MP4's mov_text cannot overlap (its muxer then pushes every later cue back): each
+        # cue waits for the next, which cuts it where it starts, as the ffmpeg CLI's output has it
+        self._held: _Cue | None = None
+        self._no_overlap = codec == "mov_text"
 
     def convert(self, packet: av.Packet) -> list[av.Packet]:
         """Output packets for one input packet; a cue that cannot be converted is skipped."""
@@ -126,10 +130,10 @@ class SubtitleConverter:
         """Packets still held at the end of the input (a last cue without an end)."""
         cue, self._pending = self._pending, None
         if cue is None:
-            return []
+            return self._release(None)
         left = self._input_end - cue.start if self._input_end is not None else 0
         cue.duration = min(left, _LAST_CUE_US) if left > 0 else _LAST_CUE_US
-        return self._encode(cue)
+        return self._encode(cue) + self._release(None)
 
     def _packet_start(self, packet: av.Packet) -> int | None:
         ts = packet.pts if packet.pts is not None else packet.dts
@@ -158,6 +162,25 @@ class SubtitleConverter:
         return self._encode(cue)
 
     def _encode(self, cue: _Cue) -> list[av.Packet]:
+        if not self._no_overlap:
+            return self._emit(cue)
+        out = self._release(cue.start)
+        self._held = cue
+        return out
+
+    def _release(self, next_start: int | None) -> list[av.Packet]:
+        """The held cue, cut where the next one starts (None: the end, as it is)."""
+        cue, self._held = self._held, None
+        if cue is None:
+            return []
+        assert cue.duration is not None
+        if next_start is not None and cue.start + cue.duration > next_start:
+            if next_start <= cue.start:
+                return []  # replaced at once by a cue starting with it: nothing to show
+            cue.duration = next_start - cue.start
+        return self._emit(cue)
+
+    def _emit(self, cue: _Cue) -> list[av.Packet]:
         if cue.start < self._last_start:  # muxers refuse timestamps that go back
             self._skip(cue.start, "out of order")
             return []
