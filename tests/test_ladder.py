@@ -699,3 +699,24 @@ def test_overlapping_cues_in_mp4_are_cut_not_moved(package: str, tmp_path: Path)
                                                    rate=""), "subs")
     _, folder = _transcode(src, profile, "-o", str(tmp_path / "set"))
     assert [_cues(folder / f"o.{h}.mp4") for h in ("180p", "90p")] == [want, want]
+
+
+def test_a_cue_spanning_a_webvtt_segment_boundary_is_in_each_segment(tmp_path: Path) -> None:
+    """QA: FFmpeg's segmenter put a cue shown across a segment boundary only in the first
+    segment, so a player starting or seeking into the second never showed it (RFC 8216 3.5:
+    each segment holds every cue shown during it); cues past the end of the video were kept."""
+    srt = tmp_path / "s.srt"
+    srt.write_text("1\n00:00:00,500 --> 00:00:02,500\nacross\n\n"
+                   "2\n00:00:05,000 --> 00:00:06,000\nafter the end\n")
+    src = tmp_path / "s.mkv"
+    ffmpeg("-f", "lavfi", "-i", camera_filter((320, 180)), "-i", str(srt), "-t", "3",
+           "-map", "0:v", "-map", "1", "-c:v", "libx264", "-preset", "veryfast", "-c:s", "srt",
+           "-metadata:s:s:0", "language=eng", str(src))
+    profile = write_profile(tmp_path, SMALL.format(package="hls", codec="h264", audio="none",
+                                                   rate=""), "subs")
+    _, folder = _transcode(src, profile, "-o", str(tmp_path / "set"))
+    media = next(m for m in m3u8.load(str(folder / "master.m3u8")).media if m.type == "SUBTITLES")
+    playlist = m3u8.load(str(folder / media.uri))
+    texts = [(folder / Path(media.uri).parent / s.uri).read_text() for s in playlist.segments]
+    assert [("across" in t, "after the end" in t) for t in texts] == [(True, False), (True, False)]
+    assert "00:00:00.500 --> 00:00:02.500" in texts[1]  # the same cue, its own times

@@ -183,14 +183,8 @@ def _finish_subtitles(folder: Path, master: Any, plan: LadderPlan) -> None:
     for k, (media, s) in enumerate(zip(subs, plan.subtitles, strict=True)):
         playlist = m3u8.load(str(folder / media.uri))
         base = Path(media.uri).parent
-        count = 0
-        for segment in playlist.segments:
-            path = folder / base / segment.uri
-            text = path.read_bytes() if path.is_file() else b""
-            if not text.startswith(b"WEBVTT"):
-                raise MediadError(f"{path}: not a WebVTT segment", reason=Reason.CORRUPT)
-            count += text.count(b"-->")
-        cues.append(count)
+        cues.append(_every_cue_in_its_segments(
+            [(folder / base / s.uri, float(s.duration)) for s in playlist.segments]))
         # Names unique within the group (RFC 8216 4.3.4.1.1): a second English track is -2
         name = f"subtitles-{s.language}" if s.language else f"subtitles-{k + 1}"
         names.append(name if name not in names else f"{name}-{k + 1}")
@@ -204,6 +198,32 @@ def _finish_subtitles(folder: Path, master: Any, plan: LadderPlan) -> None:
         media.default = "YES" if k == default else "NO"
     for p in master.playlists:
         p.stream_info.subtitles = "subs" if subs else None
+
+
+def _every_cue_in_its_segments(segments: list[tuple[Path, float]]) -> int:
+    """Rewrite a WebVTT track's segments so that each holds every cue shown during it (RFC 8216
+    3.5: FFmpeg's segmenter puts a cue only in the segment it starts in, so a player that
+    starts or seeks into the next never shows it), none past the track's end. Returns the
+    number of cues."""
+    from webvtt import WebVTT
+    from webvtt.errors import MalformedFileError
+
+    cues: dict[tuple[str, str, str], Any] = {}  # each cue once, by its times and text
+    for path, _ in segments:
+        try:
+            for c in WebVTT.read(str(path)).captions:
+                cues.setdefault((c.start, c.end, c.raw_text), c)
+        except (OSError, MalformedFileError) as e:
+            raise MediadError(f"{path}: not a WebVTT segment ({e})", reason=Reason.CORRUPT) from None
+    at = 0.0
+    for path, duration in segments:
+        lo, hi = at * 1000, (at + duration) * 1000
+        at += duration
+        shown = [c for c in cues.values()
+                 if c.start_time.in_milliseconds() < hi and c.end_time.in_milliseconds() > lo]
+        WebVTT(captions=sorted(shown, key=lambda c: c.start_time.in_milliseconds())).save(
+            str(path))
+    return len(cues)
 
 
 def finish_dash(folder: Path, plan: LadderPlan) -> list[SegmentedTrack]:
