@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -117,6 +118,8 @@ class Intake(DaemonState):
         if item is not None:
             self.unrecorded[(item.watch, item.path)] = item
         self.next_unrecorded = time.monotonic() + STATE_FULL_RETRY
+        with contextlib.suppress(sqlite3.Error):  # room, when the log was what filled it
+            self.queue.reclaim()
         if not self.state_full:
             self.state_full = True
             log.event("state_full", logging.ERROR, state_dir=self.state_dir,

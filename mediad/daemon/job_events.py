@@ -30,7 +30,9 @@ class EventKind(StrEnum):
     PRIORITY = "priority"
 
 
-_NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # the Unix time, in SQL
+_CLOCK = "((julianday('now') - 2440587.5) * 86400.0)"  # the Unix time, in SQL (to the ms)
+# Never before the job's previous event: its first comes from Python's clock (to the us)
+_NOW = f"MAX({_CLOCK}, COALESCE((SELECT MAX(at) FROM job_events WHERE job = NEW.id), 0))"
 _INSERT = "INSERT INTO job_events (job, at, kind, detail, path) VALUES"
 # A run that failed and is queued again after a backoff (Queue.retry sets its error and when it
 # may start); a run stopped by a shutdown or a crash is queued again with neither changed.

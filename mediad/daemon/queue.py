@@ -274,6 +274,11 @@ class Command:
         return "conflict", result
 
 
+def disk_full(e: sqlite3.OperationalError) -> bool:
+    """SQLITE_FULL: the state database's disk (or its quota) is full."""
+    return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(e)
+
+
 def db_path(path: Path | str) -> str | bytes:
     """A path as the database holds it: text, or its bytes when the name is not UTF-8 (a
     Latin-1 name from an SMB share or an old archive). SQLite text must be UTF-8, and the
@@ -317,6 +322,12 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         # FULL: a committed state change survives power loss, not only a crash of the daemon.
         conn.execute("PRAGMA synchronous=FULL")
+        # The log checkpointed every 100 pages (400 KB; SQLite's default is 4 MB) and cut back
+        # to 1 MB after: every version of every page it holds takes disk, and on a small or
+        # full state disk a log that outgrew its checkpoint could never be checkpointed again
+        # (the checkpoint needs room in the database file).
+        conn.execute("PRAGMA wal_autocheckpoint=100")
+        conn.execute("PRAGMA journal_size_limit=1048576")
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
@@ -341,6 +352,12 @@ class Queue:
         except sqlite3.DatabaseError as e:
             return str(e)
         return None if rows == ["ok"] else "; ".join(rows[:3])
+
+    def reclaim(self) -> None:
+        """Give the disk back what the write-ahead log holds: its pages into the database, the
+        log truncated. On a full disk the log cannot reach its automatic checkpoint (4 MB) and
+        would otherwise keep every version of every page it has; errors are the caller's."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         """Close the database."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import sqlite3
 import time
 import traceback
 from pathlib import Path
@@ -14,7 +15,7 @@ from mediad import log
 from mediad.config import WatchConfig
 from mediad.daemon.paths import enclosing_set, inspect_source
 from mediad.daemon.protocol import JobSpec, SourceCheck
-from mediad.daemon.queue import USER_RETRY, Job
+from mediad.daemon.queue import USER_RETRY, Job, disk_full
 from mediad.daemon.slots import Slot, choose_gpu
 from mediad.daemon.state import DaemonState
 from mediad.errors import MediadError, Reason
@@ -37,6 +38,11 @@ class Scheduling(DaemonState):
                 continue
             try:
                 started = self._start(job)
+            except sqlite3.OperationalError as e:
+                if not disk_full(e):
+                    raise
+                self._state_full(None)  # the machine's, not the job's: tried again, not counted
+                return
             except Exception as e:  # a bug must cost this job an attempt, not stop the daemon
                 log.event("internal_error", logging.ERROR, job=job.id, error=f"{type(e).__name__}: {e}",
                           trace=traceback.format_exc(limit=-3))

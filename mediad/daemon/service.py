@@ -31,7 +31,7 @@ from mediad.daemon.metrics import Metrics
 from mediad.daemon.notify import Notifier
 from mediad.daemon.partial import remove_partials
 from mediad.daemon.pool import Worker
-from mediad.daemon.queue import DB_NAME, Job, Queue
+from mediad.daemon.queue import DB_NAME, Job, Queue, disk_full
 from mediad.daemon.retry import CommandRetrier
 from mediad.daemon.scheduling import Scheduling
 from mediad.daemon.settle import Settler
@@ -44,11 +44,6 @@ if TYPE_CHECKING:
     from mediad.api.server import ApiServer
 
 NODES_EVERY = 5.0  # seconds between records of a cluster's nodes (mediad status shows them)
-
-
-def _disk_full(e: sqlite3.OperationalError) -> bool:
-    """SQLITE_FULL: the state database's disk (or its quota) is full."""
-    return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(e)
 
 
 def damaged_database(db: Path, detail: str) -> MediadError:
@@ -280,7 +275,7 @@ class Daemon(Intake, Scheduling, Supervision):
                 try:
                     self._step()
                 except sqlite3.OperationalError as e:
-                    if not _disk_full(e):
+                    if not disk_full(e):
                         raise
                     # Not recorded now (a job's progress or end): the loop goes on; a job whose
                     # end went unrecorded is found done by its output's key at the next start.
@@ -324,7 +319,7 @@ class Daemon(Intake, Scheduling, Supervision):
                 try:
                     self._identified(item)
                 except sqlite3.OperationalError as e:
-                    if not _disk_full(e):
+                    if not disk_full(e):
                         raise
                     self._state_full(item)
                 except Exception as e:  # one odd file must not stop the daemon
