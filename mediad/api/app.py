@@ -53,6 +53,7 @@ from mediad.api.contracts import (
     clean,
 )
 from mediad.api.ready import ReadinessBox
+from mediad.api.reports import OUT_SIZE_SQL
 from mediad.api.session import COOKIE, SAFE_METHODS, session_valid
 from mediad.api.token import token_matches
 from mediad.config import Config
@@ -387,9 +388,8 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
                 "SELECT COUNT(*), COALESCE(SUM(frames_done), 0) FROM jobs WHERE state = 'done' "
                 "AND finished >= ?", (since,)).fetchone()
             bytes_in, bytes_out = conn.execute(
-                "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(out), 0) FROM (SELECT size, "
-                "(SELECT SUM(json_extract(o.value, '$.size')) FROM json_each(report, '$.outputs') o)"
-                " AS out FROM jobs WHERE state = 'done' AND json_valid(report)) WHERE out > 0"
+                "SELECT COALESCE(SUM(size), 0), CAST(TOTAL(out) AS INTEGER) FROM (SELECT size, "
+                f"{OUT_SIZE_SQL} AS out FROM jobs WHERE state = 'done') WHERE out > 0"
             ).fetchone()
         return Stats(counts=StateCounts(**{s: by_state.get(s, 0) for s in STATES}),
                      done_last_24h=done, frames_last_24h=frames, jobs_per_hour=round(done / 24, 3),
