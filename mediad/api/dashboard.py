@@ -17,7 +17,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import anyio.to_thread
 import jinja2
@@ -29,6 +28,7 @@ from starlette.templating import Jinja2Templates
 
 from mediad.api import charts, thumbs, views
 from mediad.api.contracts import ApiError
+from mediad.api.forms import Forbidden, Refused, read_fields
 from mediad.api.reports import outputs, timing, unreadable
 from mediad.api.session import (
     COOKIE,
@@ -36,7 +36,6 @@ from mediad.api.session import (
     csrf_token,
     csrf_valid,
     new_session,
-    same_origin,
     session_valid,
 )
 from mediad.api.text import shown
@@ -45,7 +44,7 @@ from mediad.daemon.queue import Job, job_of_row
 from mediad.gpu.history import TelemetryHistory
 
 HERE = Path(__file__).parent
-MAX_FORM = 16 * 1024
+ID = re.compile(r"[0-9]{1,18}")  # a query's id (ASCII digits, below 2**63)
 MAX_ID = 2**63 - 1
 NEXT = re.compile(r"/(jobs/[0-9]{1,19})?\Z")  # where a form may send the browser back to
 REASON = re.compile(r"[a-z_]{1,40}\Z")
@@ -78,10 +77,6 @@ class Backend:
 
 class LoginNeeded(Exception):
     """A page asked for without a valid session: the browser goes to /login."""
-
-
-class Forbidden(Exception):
-    """A form without this session's CSRF token, or from another site."""
 
 
 # ----- formatting (Jinja filters) ---------------------------------------------------------------
@@ -147,9 +142,9 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
     async def _login(request: Request, _e: LoginNeeded) -> Response:
         return RedirectResponse("/login", status_code=303, headers=SECURITY_HEADERS)
 
-    @app.exception_handler(Forbidden)
-    async def _forbidden(request: Request, e: Forbidden) -> Response:
-        return page(request, "error.html", None, status=403, title="Forbidden", message=str(e))
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, e: Refused) -> Response:
+        return page(request, "error.html", None, status=e.status, title=e.title, message=str(e))
 
     def session_of(request: Request) -> str:
         value = request.cookies.get(COOKIE)
@@ -167,13 +162,7 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
 
     async def form_of(request: Request, session: str | None) -> dict[str, str]:
         """The posted form, after the Origin and (with a session) CSRF checks."""
-        if not same_origin(request.headers.get("origin"), request.headers.get("host")):
-            raise Forbidden("This form was sent from another site.")
-        body = await request.body()
-        if len(body) > MAX_FORM:
-            raise Forbidden("This form is too large.")
-        fields = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"),
-                                               max_num_fields=20).items()}
+        fields = await read_fields(request)
         if session is not None and not csrf_valid(fields.get("csrf"), session, token):
             raise Forbidden("This form has no valid CSRF token: reload the page and try again.")
         return fields
@@ -210,7 +199,7 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
     def notice(request: Request) -> dict[str, str] | None:
         """What the last form did, from ?command=ID (the daemon's answer) or ?refused=REASON."""
         q = request.query_params
-        if (cid := q.get("command", "")).isdigit() and len(cid) < 19:
+        if ID.fullmatch(cid := q.get("command", "")):
             with backend.reading() as conn:
                 row = conn.execute("SELECT * FROM commands WHERE id = ?", (int(cid),)).fetchone()
             if row is not None:
@@ -219,7 +208,7 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
                 what = f"job {row['job']}: {row['kind']}"
                 return {"kind": "ok" if ok else "error",
                         "text": f"{what}: {row['result'] or 'asked; the daemon has not answered yet'}"}
-        if REASON.match(q.get("refused", "")) and (job := q.get("job", "")).isdigit():
+        if REASON.match(q.get("refused", "")) and ID.fullmatch(job := q.get("job", "")):
             return {"kind": "error", "text": f"job {job}: refused ({q['refused']})"}
         return None
 
@@ -277,6 +266,8 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
         fields = await form_of(request, session_of(request))
         back = fields.get("next", "/")
         back = back if NEXT.match(back) else "/"
+        if not 1 <= job_id <= MAX_ID:  # no job has such an id (SQLite's are 64-bit)
+            return RedirectResponse(f"{back}?refused=no_job&job={job_id}", status_code=303)
         try:
             res = await anyio.to_thread.run_sync(call, fields)
         except ApiError as e:
