@@ -253,7 +253,7 @@ def test_a_form_body_is_refused_before_it_is_read(site: ApiSite) -> None:
 def test_any_authorization_but_a_good_bearer_is_401_even_with_a_cookie(site: ApiSite) -> None:
     with session_client(site) as client:
         assert client.get("/api/v1/stats").status_code == 200  # the cookie reads
-        for header in ("Basic eDp5", "Token x", "Bearer", "Bearer ", "Bearer wrong", "",
+        for header in ("Basic eDp5", "Token x", "Bearer", "Bearer wrong", "",
                        f"Basic {site.token}", f"Bearer {site.token} x"):
             res = client.get("/api/v1/stats", headers={"Authorization": header})
             assert res.status_code == 401, (header, res.status_code)
