@@ -3,8 +3,11 @@ test_dashboard."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 from test_daemon import Site, free_port
 
 
@@ -24,3 +27,18 @@ class ApiSite(Site):
     @property
     def token(self) -> str:
         return (self.root / "state" / "api-token").read_text().strip()
+
+
+@contextlib.contextmanager
+def session_client(site: ApiSite) -> Iterator[httpx.Client]:
+    """A plain HTTP client logged in to the dashboard through its form (no browser)."""
+    with httpx.Client(base_url=site.url, timeout=30) as client:
+        res = client.post("/login", data={"token": site.token})
+        assert res.status_code == 303 and res.headers["location"] == "/", res.text
+        yield client
+
+
+def api_client(site: ApiSite) -> httpx.Client:
+    """A client with the API's bearer token."""
+    return httpx.Client(base_url=site.url, timeout=30,
+                        headers={"Authorization": f"Bearer {site.token}"})

@@ -4,7 +4,6 @@ HTTP (httpx). Screenshots of every page go to tests/artifacts/dashboard/."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
@@ -17,7 +16,8 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("jinja2")
 
-from api_site import ApiSite  # noqa: E402
+from api_site import ApiSite, session_client  # noqa: E402
+from api_site import api_client as api  # noqa: E402
 from test_daemon import make_video, wait_for  # noqa: E402
 
 from mediad.api.dashboard import human_bytes  # noqa: E402
@@ -73,20 +73,6 @@ def login(page, site: ApiSite) -> None:  # type: ignore[no-untyped-def]
     page.get_by_label("API token").fill(site.token)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{site.url}/")
-
-
-@contextlib.contextmanager
-def session_client(site: ApiSite) -> Iterator[httpx.Client]:
-    """A plain HTTP client logged in through the form (no browser)."""
-    with httpx.Client(base_url=site.url, timeout=30) as client:
-        res = client.post("/login", data={"token": site.token})
-        assert res.status_code == 303 and res.headers["location"] == "/", res.text
-        yield client
-
-
-def api(site: ApiSite) -> httpx.Client:
-    return httpx.Client(base_url=site.url, timeout=30,
-                        headers={"Authorization": f"Bearer {site.token}"})
 
 
 # ----- without a browser ------------------------------------------------------------------------

@@ -4,11 +4,12 @@ every decision with its reason, a ladder's renditions (no web stack needed)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 from conftest import SAMPLES, run_cli, write_profile
 
-from mediad.api import charts, views
+from mediad.api import charts, reports, views
 
 LADDER = """
 container = "hls"
@@ -65,3 +66,55 @@ def test_charts_escape_their_text_and_scale_their_values() -> None:
     assert svg.count('class="bar"') == 2 and "max 4 MB" in svg
     line = charts.sparkline([(0, 50), (1, None), (2, 100), (3, 0)], start=0, end=3, label="sm")
     assert line.count("<polyline") == 1 and line.count("<circle") == 1  # the gap splits it
+
+
+def test_plans_and_reports_of_the_wrong_shape_are_read_as_far_as_they_go() -> None:
+    odd_plans = [{"renditions": ["x", 5, {"name": 1, "video": 5, "gop": "x"}]},
+                 {"renditions": 7, "notes": 7, "skipped": "one note", "fallbacks": [{"a": 1}]},
+                 {"video": {"reasons": 5, "bit_rate": "fast", "reason": ""}},
+                 {"video": {"reasons": "why", "bit_rate": 2_000_000, "width": [], "height": 2}},
+                 {"frames_reason": 5, "video": {"reason": 7}}, None]
+    for plan in odd_plans:
+        views.decisions(plan)  # type: ignore[arg-type]
+        views.renditions(plan, {"outputs": 5})  # type: ignore[arg-type]
+    rows = views.renditions(odd_plans[0], {"outputs": ["x", {"name": "1", "size": "big"}]})
+    assert rows == [{"name": "1", "size": "?", "codec": None, "encoder": None, "bit_rate": None,
+                     "max_bit_rate": None, "quality": None, "gop": None, "bytes": None,
+                     "reason": None}]
+    found = views.decisions(odd_plans[1])
+    assert [(d.where, d.why) for d in found] == [("skipped", "one note"),
+                                                 ("fallback", '{"a": 1}')]
+    [video] = views.decisions(odd_plans[3])
+    assert video.why == "why" and "bit rate 2000 kb/s" in video.what
+
+
+def test_a_report_is_read_clean_or_not_at_all() -> None:
+    for text in ('{"outputs": [{"size": 1', "garbage", "[1, 2]", b"\xff\xfe", "", None,
+                 '{"a": ' * 5000 + "1" + "}" * 5000, '{"a": ' * 70 + "1" + "}" * 70):
+        assert reports.parse(text) is None, text
+    report = reports.parse('{"\\udce9": NaN, "outputs": [{"path": "/o/caf\\udce9.mp4", '
+                           '"size": 5, "duration": Infinity, "frames": 1.5}, "x", '
+                           '{"size": "big", "width": 320, "height": 180, "codec": "h264"}], '
+                           '"elapsed": "x", "fps": 25}')
+    assert report is not None and report["\\xe9"] is None
+    assert json.dumps(report, allow_nan=False)  # every float finite, every string UTF-8
+    assert reports.outputs(report) == [
+        reports.Output(name=None, file="caf\\xe9.mp4", video="", frames=None, duration=None,
+                       size=5),
+        reports.Output(name=None, file="", video="h264 320x180", frames=None, duration=None,
+                       size=None)]
+    assert reports.out_size(report) == 5 and reports.timing(report) == (None, 25)
+
+
+def test_the_sql_output_size_reads_only_well_formed_reports() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, report)")
+    cases = {'{"outputs": [{"size": 3}, {"size": 4}, "x", {"size": -2}, {"size": 1.5}]}': 7,
+             '{"outputs": [{"size": 1': None, "garbage": None, '{"outputs": ["x"]}': 0,
+             '{"outputs": 5}': None, '{"outputs": [{"size": 99999999999999999999999}]}': 0,
+             '{"outputs": [{"size": 281474976710656}, {"size": 281474976710656}]}': 2**49,
+             '{"a": ' * 5000 + "1" + "}" * 5000: None, "": None}
+    for text in [*cases, None, b"\xff"]:
+        conn.execute("INSERT INTO jobs (report) VALUES (?)", (text,))
+    got = [r[0] for r in conn.execute(f"SELECT {reports.OUT_SIZE_SQL} FROM jobs ORDER BY id")]
+    assert got == [*cases.values(), None, None]

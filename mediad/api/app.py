@@ -52,7 +52,9 @@ from mediad.api.contracts import (
     _status_reason,
     clean,
 )
+from mediad.api.head import HeadAsGet
 from mediad.api.ready import ReadinessBox
+from mediad.api.reports import OUT_SIZE_SQL
 from mediad.api.session import COOKIE, SAFE_METHODS, session_valid
 from mediad.api.token import token_matches
 from mediad.config import Config
@@ -148,20 +150,25 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
 
     def authorized(request: Request,
                    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if creds is not None and creds.scheme.lower() == "bearer" \
-                and token_matches(creds.credentials, token):
-            return
+        if "authorization" in request.headers:
+            # Any Authorization header must carry the token: another scheme (Basic), none
+            # (a bare Bearer) or a wrong one is 401, whatever cookie comes with it
+            if creds is not None and creds.scheme.lower() == "bearer" \
+                    and token_matches(creds.credentials, token):
+                return
         # The dashboard's session cookie (SameSite=Strict, HttpOnly) is good for reads only:
         # its page's script reads the event stream; every write needs the bearer token.
-        if request.method not in SAFE_METHODS or creds is not None \
-                or not session_valid(request.cookies.get(COOKIE), token):
-            raise ApiError(401, "unauthorized", "an Authorization: Bearer <token> header with "
-                                                "the daemon's API token is needed")
+        elif request.method in SAFE_METHODS and session_valid(request.cookies.get(COOKIE), token):
+            return
+        raise ApiError(401, "unauthorized", "an Authorization: Bearer <token> header with the "
+                                            "daemon's API token is needed")
 
     app = FastAPI(title="mediad", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json",
                   description="The mediad daemon's REST API (docs/api.md). Writes are commands "
                               "the daemon's loop applies in order.")
+
+    app.add_middleware(HeadAsGet)  # the cookie authorises GET and HEAD: both are answered
 
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, e: ApiError) -> JSONResponse:
@@ -387,9 +394,8 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
                 "SELECT COUNT(*), COALESCE(SUM(frames_done), 0) FROM jobs WHERE state = 'done' "
                 "AND finished >= ?", (since,)).fetchone()
             bytes_in, bytes_out = conn.execute(
-                "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(out), 0) FROM (SELECT size, "
-                "(SELECT SUM(json_extract(o.value, '$.size')) FROM json_each(report, '$.outputs') o)"
-                " AS out FROM jobs WHERE state = 'done' AND json_valid(report)) WHERE out > 0"
+                "SELECT COALESCE(SUM(size), 0), CAST(TOTAL(out) AS INTEGER) FROM (SELECT size, "
+                f"{OUT_SIZE_SQL} AS out FROM jobs WHERE state = 'done') WHERE out > 0"
             ).fetchone()
         return Stats(counts=StateCounts(**{s: by_state.get(s, 0) for s in STATES}),
                      done_last_24h=done, frames_last_24h=frames, jobs_per_hour=round(done / 24, 3),

@@ -3,26 +3,16 @@ body, and how the store's records become them (file names made safe for JSON).""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 from typing import Any, Literal
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from mediad.api import reports
+from mediad.api.text import clean
 from mediad.daemon import job_events
 from mediad.daemon.job_events import EventKind
 from mediad.daemon.queue import Command, Job, JobState
-
-
-def clean(text: str) -> str:
-    """Text safe to put in JSON: a non-UTF-8 file name's bytes (or a lone surrogate) escaped."""
-    try:
-        return os.fsencode(text).decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
 
 # ----- the contracts ----------------------------------------------------------------------------
 
@@ -259,13 +249,9 @@ def _job_view(job: Job, detail: bool = False,
     d["duration"] = round(job.finished - job.started, 3) if job.started and job.finished else None
     if not detail:
         return JobView(**d)
-    report: dict[str, Any] | None = None
-    if job.report:
-        with contextlib.suppress(ValueError):
-            loaded = json.loads(job.report)
-            report = loaded if isinstance(loaded, dict) else {"value": loaded}
-    plan = report.get("plan") if report else None
-    return JobDetail(**d, report=report, plan=plan if isinstance(plan, dict) else None,
+    report = reports.parse(job.report)
+    plan = reports.plan(report)
+    return JobDetail(**d, report=report, plan=plan,
                      events=[JobEventView(at=e.at, kind=e.kind, detail=clean(e.detail) if e.detail
                                           else None, path=clean(e.path) if e.path else None)
                              for e in events or []])

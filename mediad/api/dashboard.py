@@ -17,31 +17,35 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
 
 import anyio.to_thread
 import jinja2
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from markupsafe import Markup
 from starlette.templating import Jinja2Templates
 
 from mediad.api import charts, thumbs, views
 from mediad.api.contracts import ApiError
+from mediad.api.forms import Forbidden, Refused, read_fields
+from mediad.api.reports import outputs, timing, unreadable
 from mediad.api.session import (
     COOKIE,
     SESSION_SECONDS,
     csrf_token,
     csrf_valid,
     new_session,
-    same_origin,
     session_valid,
 )
+from mediad.api.text import shown
 from mediad.api.token import token_matches
+from mediad.daemon.queue import Job, job_of_row
 from mediad.gpu.history import TelemetryHistory
 
 HERE = Path(__file__).parent
-MAX_FORM = 16 * 1024
+ID = re.compile(r"[0-9]{1,18}")  # a query's id (ASCII digits, below 2**63)
+MAX_ID = 2**63 - 1
 NEXT = re.compile(r"/(jobs/[0-9]{1,19})?\Z")  # where a form may send the browser back to
 REASON = re.compile(r"[a-z_]{1,40}\Z")
 SECURITY_HEADERS = {
@@ -75,10 +79,6 @@ class LoginNeeded(Exception):
     """A page asked for without a valid session: the browser goes to /login."""
 
 
-class Forbidden(Exception):
-    """A form without this session's CSRF token, or from another site."""
-
-
 # ----- formatting (Jinja filters) ---------------------------------------------------------------
 
 def human_bytes(n: float | None) -> str:
@@ -110,12 +110,24 @@ def basename(path: str | None) -> str:
     return (path or "").rstrip("/").rsplit("/", 1)[-1]
 
 
+def _shown(value: Any) -> Any:
+    """Every {{ value }} of a page: a string clean (a name that is not UTF-8 escaped, as the
+    API gives it) with its control characters escaped; markup made here (charts) as it is."""
+    return shown(value) if isinstance(value, str) and not isinstance(value, Markup) else value
+
+
 def _templates() -> Jinja2Templates:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
+                             lstrip_blocks=True, finalize=_shown)
     env.filters.update(bytes=human_bytes, seconds=human_seconds, when=when, basename=basename)
     return Jinja2Templates(env=env)
+
+
+def stored_job(conn: sqlite3.Connection, job_id: int) -> Job | None:
+    """A job as the store holds it: its real paths (a name that is not UTF-8 included)."""
+    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return job_of_row(row) if row is not None else None
 
 
 # ----- the routes ---------------------------------------------------------------------------------
@@ -130,9 +142,9 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
     async def _login(request: Request, _e: LoginNeeded) -> Response:
         return RedirectResponse("/login", status_code=303, headers=SECURITY_HEADERS)
 
-    @app.exception_handler(Forbidden)
-    async def _forbidden(request: Request, e: Forbidden) -> Response:
-        return page(request, "error.html", None, status=403, title="Forbidden", message=str(e))
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, e: Refused) -> Response:
+        return page(request, "error.html", None, status=e.status, title=e.title, message=str(e))
 
     def session_of(request: Request) -> str:
         value = request.cookies.get(COOKIE)
@@ -150,13 +162,7 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
 
     async def form_of(request: Request, session: str | None) -> dict[str, str]:
         """The posted form, after the Origin and (with a session) CSRF checks."""
-        if not same_origin(request.headers.get("origin"), request.headers.get("host")):
-            raise Forbidden("This form was sent from another site.")
-        body = await request.body()
-        if len(body) > MAX_FORM:
-            raise Forbidden("This form is too large.")
-        fields = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"),
-                                               max_num_fields=20).items()}
+        fields = await read_fields(request)
         if session is not None and not csrf_valid(fields.get("csrf"), session, token):
             raise Forbidden("This form has no valid CSRF token: reload the page and try again.")
         return fields
@@ -193,7 +199,7 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
     def notice(request: Request) -> dict[str, str] | None:
         """What the last form did, from ?command=ID (the daemon's answer) or ?refused=REASON."""
         q = request.query_params
-        if (cid := q.get("command", "")).isdigit() and len(cid) < 19:
+        if ID.fullmatch(cid := q.get("command", "")):
             with backend.reading() as conn:
                 row = conn.execute("SELECT * FROM commands WHERE id = ?", (int(cid),)).fetchone()
             if row is not None:
@@ -202,7 +208,7 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
                 what = f"job {row['job']}: {row['kind']}"
                 return {"kind": "ok" if ok else "error",
                         "text": f"{what}: {row['result'] or 'asked; the daemon has not answered yet'}"}
-        if REASON.match(q.get("refused", "")) and (job := q.get("job", "")).isdigit():
+        if REASON.match(q.get("refused", "")) and ID.fullmatch(job := q.get("job", "")):
             return {"kind": "error", "text": f"job {job}: refused ({q['refused']})"}
         return None
 
@@ -217,7 +223,7 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
     @router.get("/jobs/{job_id}")
     def job_page(request: Request, job_id: int) -> Response:
         session = session_of(request)
-        if not 1 <= job_id < 2**63:
+        if not 1 <= job_id <= MAX_ID:
             return page(request, "error.html", session, status=404, title="No such job",
                         message=f"job {job_id}: no such job")
         try:
@@ -226,24 +232,27 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
             return page(request, "error.html", session, status=e.status, title="No such job",
                         message=e.message)
         with backend.reading() as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            events = views.job_events(conn, views.job_of_row(row), job.report)
-        picture = thumbs.picture_source(job.output, job.source) is not None
+            real = stored_job(conn, job_id)  # its paths as they are (not as shown)
+            events = views.job_events(conn, real, job.report) if real else []
+        elapsed, fps = timing(job.report)
+        files = outputs(job.report)
         return page(request, "job.html", session, title=f"Job {job_id}", job=job,
-                    picture=picture,
+                    picture=real is not None and thumbs.picture_source(real.output,
+                                                                       real.source) is not None,
                     decisions=views.decisions(job.plan),
                     renditions=views.renditions(job.plan, job.report), events=events,
-                    live=str(job_id) if job.state in ("queued", "running") else "", notice=notice(request),
-                    out_size=sum(o.get("size") or 0 for o in (job.report or {}).get("outputs", [])
-                                 if isinstance(o, dict)))
+                    live=str(job_id) if job.state in ("queued", "running") else "",
+                    notice=notice(request), outputs=files, elapsed=elapsed, fps=fps,
+                    unreadable=real is not None and unreadable(real.report),
+                    out_size=sum(o.size or 0 for o in files))
 
     @router.get("/jobs/{job_id}/picture.jpg")
     def picture(request: Request, job_id: int) -> Response:
         session_of(request)
-        try:
-            job = backend.job(job_id) if 1 <= job_id < 2**63 else None
-        except ApiError:
-            job = None
+        job = None
+        if 1 <= job_id <= MAX_ID:
+            with backend.reading() as conn:
+                job = stored_job(conn, job_id)
         path = thumbs.picture_source(job.output, job.source) if job else None
         data = thumbs.thumbnail(path) if path else None
         if data is None:
@@ -257,6 +266,8 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
         fields = await form_of(request, session_of(request))
         back = fields.get("next", "/")
         back = back if NEXT.match(back) else "/"
+        if not 1 <= job_id <= MAX_ID:  # no job has such an id (SQLite's are 64-bit)
+            return RedirectResponse(f"{back}?refused=no_job&job={job_id}", status_code=303)
         try:
             res = await anyio.to_thread.run_sync(call, fields)
         except ApiError as e:

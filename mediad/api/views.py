@@ -3,12 +3,14 @@ connection of the caller's) and from a job's report: no web stack here."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from mediad.api import reports
+from mediad.api.reports import OUT_SIZE_SQL, count, mapping, number, text, texts
+from mediad.api.text import clean
 from mediad.daemon.job_events import read as stored_events
 from mediad.daemon.queue import Job, job_of_row
 
@@ -16,8 +18,6 @@ DONE_SHOWN = 25  # done jobs on the queue page
 FAILED_SHOWN = 50
 HISTORY_DAYS = 14
 
-# The output size of a done job: the sum of its report's outputs (a ladder's every track)
-_OUT_SIZE = ("(SELECT SUM(json_extract(o.value, '$.size')) FROM json_each(report, '$.outputs') o)")
 
 
 @dataclass
@@ -29,7 +29,7 @@ class QueueRow:
 
     @property
     def name(self) -> str:
-        return self.job.source.rsplit("/", 1)[-1]
+        return clean(self.job.source.rsplit("/", 1)[-1])
 
     @property
     def percent(self) -> float | None:
@@ -72,7 +72,7 @@ def queue_view(conn: sqlite3.Connection) -> QueueView:
                        "not_before, id")
     view.failed = rows("SELECT * FROM jobs WHERE state = 'failed' ORDER BY updated DESC, id DESC "
                        "LIMIT ?", FAILED_SHOWN)
-    for r in conn.execute(f"SELECT *, {_OUT_SIZE} AS out_size FROM jobs WHERE state = 'done' "
+    for r in conn.execute(f"SELECT *, {OUT_SIZE_SQL} AS out_size FROM jobs WHERE state = 'done' "
                           "ORDER BY finished DESC, id DESC LIMIT ?", (DONE_SHOWN,)):
         d = dict(r)
         out = d.pop("out_size")
@@ -108,7 +108,7 @@ def history(conn: sqlite3.Connection, days: int = HISTORY_DAYS,
             "SUM(state = 'done'), SUM(state = 'failed'), "
             "COALESCE(SUM(CASE WHEN state = 'done' THEN frames_done END), 0), "
             "COALESCE(SUM(CASE WHEN out > 0 THEN size END), 0), COALESCE(SUM(out), 0) "
-            f"FROM (SELECT *, CASE WHEN state = 'done' AND json_valid(report) THEN {_OUT_SIZE} "
+            f"FROM (SELECT *, CASE WHEN state = 'done' THEN {OUT_SIZE_SQL} "
             "END AS out FROM jobs WHERE finished >= ? AND state IN ('done', 'failed')) "
             "GROUP BY day", (since,)):
         found[r[0]] = Day(r[0], r[1] or 0, r[2] or 0, r[3] or 0, r[4] or 0, r[5] or 0)
@@ -132,18 +132,19 @@ def job_events(conn: sqlite3.Connection, job: Job, report: dict | None) -> list[
     """A job's log: every change the store recorded (daemon.job_events: each attempt, retry,
     failure, move), the commands about it (submit, retry, cancel, priority) and what came of
     them, then its report's fallbacks and warnings."""
-    events = [Event(e.at, e.kind.value, " ".join(p for p in (e.detail, e.path) if p))
+    events = [Event(e.at, e.kind.value, " ".join(clean(p) for p in (e.detail, e.path) if p))
               for e in stored_events(conn, job.id)]
     if not events:  # a job older than the log (a database upgraded from schema 5)
-        events.append(Event(job.created, "queued", f"profile {job.profile.rsplit('/', 1)[-1]}"))
+        events.append(Event(job.created, "queued",
+                            f"profile {clean(job.profile.rsplit('/', 1)[-1])}"))
     for c in conn.execute("SELECT * FROM commands WHERE job = ? ORDER BY id", (job.id,)):
         asked = c["kind"] + (f" {c['value']}" if c["value"] is not None else "")
         events.append(Event(c["created"], f"command {asked}",
-                            c["result"] if c["applied"] else "not applied yet"))
-    for f in (report or {}).get("fallbacks", []):
-        events.append(Event(None, "fallback", str(f)))
-    for w in (report or {}).get("warnings", []):
-        events.append(Event(None, "warning", str(w)))
+                            clean(c["result"] or "") if c["applied"] else "not applied yet"))
+    for f in texts((report or {}).get("fallbacks")):
+        events.append(Event(None, "fallback", f))
+    for w in texts((report or {}).get("warnings")):
+        events.append(Event(None, "warning", w))
     timed = sorted((e for e in events if e.at is not None), key=lambda e: e.at or 0)
     return timed + [e for e in events if e.at is None]
 
@@ -175,7 +176,8 @@ def _summary(d: dict) -> str:
         elif k == "height" and d.get("width"):
             continue
         elif k in ("bit_rate", "max_bit_rate"):
-            parts.append(f"{k.replace('_', ' ')} {int(v) / 1000:.0f} kb/s")
+            if number(v) is not None:
+                parts.append(f"{k.replace('_', ' ')} {v / 1000:.0f} kb/s")
         else:
             parts.append(f"{k.replace('_', ' ')} {v}")
     return ", ".join(parts)
@@ -191,51 +193,45 @@ def decisions(plan: dict | None) -> list[Decision]:
         if isinstance(value, dict):
             if "name" in value and "video" in value and isinstance(value["video"], dict):
                 where = f"rendition {value['name']}"  # a ladder's rung
-            reasons = [value["reason"]] if isinstance(value.get("reason"), str) and \
-                value["reason"] else list(value.get("reasons") or [])
+            reasons = texts(value.get("reason")) or texts(value.get("reasons"))
             if reasons:
                 what = _summary(value) or ("no device" if value.get("device", 0) is None else "")
-                out.append(Decision(where, what, "; ".join(map(str, reasons))))
+                out.append(Decision(where, what, "; ".join(reasons)))
             for k, v in value.items():
                 if isinstance(v, dict | list) and k not in ("options", "hdr", "nvenc", "nvdec"):
                     walk(v, f"{where}.{k}" if where else k)
-            if value.get("frames_reason"):
+            if why := "; ".join(texts(value.get("frames_reason"))):
                 out.append(Decision(f"{where}.frames" if where else "frames",
                                     "on the GPU" if value.get("frames_on_gpu") else "host memory",
-                                    value["frames_reason"]))
+                                    why))
         elif isinstance(value, list):
             for i, v in enumerate(value):
                 walk(v, f"{where}[{i}]")
 
-    walk(plan or {}, "")
+    plan = mapping(plan)
+    walk(plan, "")
     for key in ("notes", "skipped", "fallbacks"):
-        for text in (plan or {}).get(key) or []:
-            out.append(Decision(key.rstrip("s"), "", str(text)))
+        for note in texts(plan.get(key)):
+            out.append(Decision(key.rstrip("s"), "", note))
     return out
 
 
 def renditions(plan: dict | None, report: dict | None) -> list[dict[str, Any]]:
-    """A ladder's renditions as table rows (empty for a single output)."""
+    """A ladder's renditions as table rows (empty for a single output); a field of the wrong
+    type is left out."""
+    sizes = {o.name: o.size for o in reports.outputs(report) if o.name is not None}
+    rungs = mapping(plan).get("renditions")
     rows = []
-    sizes = {o.get("name"): o.get("size") for o in (report or {}).get("outputs", [])
-             if isinstance(o, dict)}
-    for r in (plan or {}).get("renditions") or []:
-        v = r.get("video") or {}
-        rows.append({"name": r.get("name"), "size": f"{v.get('width')}x{v.get('height')}",
-                     "codec": v.get("codec"), "encoder": v.get("encoder"),
-                     "bit_rate": v.get("bit_rate"),
-                     "max_bit_rate": r.get("max_bit_rate"), "quality": v.get("quality"),
-                     "gop": r.get("gop"), "bytes": sizes.get(r.get("name")),
-                     "reason": v.get("reason")})
+    for r in rungs if isinstance(rungs, list) else []:
+        if not isinstance(r, dict):
+            continue
+        v = mapping(r.get("video"))
+        name = text(r.get("name"))
+        width, height = count(v.get("width")), count(v.get("height"))
+        rows.append({"name": name, "size": f"{width}x{height}" if width and height else "?",
+                     "codec": text(v.get("codec")), "encoder": text(v.get("encoder")),
+                     "bit_rate": number(v.get("bit_rate")),
+                     "max_bit_rate": number(r.get("max_bit_rate")),
+                     "quality": number(v.get("quality")), "gop": count(r.get("gop")),
+                     "bytes": sizes.get(name), "reason": text(v.get("reason"))})
     return rows
-
-
-def parse_report(text: str | None) -> dict | None:
-    """A job's report as data (None: none, or not JSON)."""
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None

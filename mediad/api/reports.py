@@ -1,0 +1,125 @@
+"""A job's report (the JSON the engine recorded in the store) read defensively, in one place:
+whatever the stored text is (truncated, not JSON, of another shape, NaN, nested past reason),
+the pages and the API get either nothing or data of the shape they show."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from mediad.api.text import clean_data
+
+MAX_SIZE = 2**48  # bytes: an output size above this is not one
+
+# SQL, for a row of the jobs table: the sum of its report's output sizes (a ladder's every
+# track), NULL when the report is not JSON or lists no outputs; an output that is not an
+# object, or whose size is not a whole number of bytes, counts as nothing. Each CASE tests
+# before it reads, so a malformed report never reaches json_each.
+OUT_SIZE_SQL = (
+    "(CASE WHEN NOT json_valid(report) THEN NULL "
+    "WHEN json_type(report, '$.outputs') = 'array' THEN (SELECT CAST(TOTAL(CASE "
+    "WHEN o.type <> 'object' THEN NULL "
+    "WHEN json_type(o.value, '$.size') = 'integer' AND json_extract(o.value, '$.size') "
+    f"BETWEEN 0 AND {MAX_SIZE} THEN json_extract(o.value, '$.size') END) AS INTEGER) "
+    "FROM json_each(report, '$.outputs') o) END)")
+
+
+def parse(text: str | bytes | None) -> dict[str, Any] | None:
+    """The report as data, every string clean (contracts.clean) and every float finite; None
+    when there is none or it cannot be read as a JSON object."""
+    if not text:
+        return None
+    try:
+        value = clean_data(json.loads(text))
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8); nested too deep
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def unreadable(text: str | bytes | None) -> bool:
+    """A report was recorded but cannot be read."""
+    return bool(text) and parse(text) is None
+
+
+def plan(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    value = (report or {}).get("plan")
+    return value if isinstance(value, dict) else None
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    """`value` when it is an object, else an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def number(value: Any) -> float | int | None:
+    """A finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def count(value: Any) -> int | None:
+    """A whole number from 0 to MAX_SIZE, else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) \
+        and 0 <= value <= MAX_SIZE else None
+
+
+def text(value: Any) -> str | None:
+    """A string, or a number as text; None for anything else."""
+    if isinstance(value, str):
+        return value
+    return None if number(value) is None else str(value)
+
+
+def texts(value: Any) -> list[str]:
+    """A list of notes (fallbacks, warnings, reasons): each as text; one string is one note."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if not isinstance(value, list):
+        return []
+    return [v if isinstance(v, str) else json.dumps(v) for v in value]
+
+
+@dataclass(frozen=True)
+class Output:
+    """One output file of a report, as the job page shows it."""
+
+    name: str | None  # a ladder's rendition
+    file: str
+    video: str
+    frames: int | None
+    duration: float | None
+    size: int | None
+
+
+def outputs(report: dict[str, Any] | None) -> list[Output]:
+    """The report's outputs that are objects, each field of the right type or left out."""
+    found = (report or {}).get("outputs")
+    rows = []
+    for o in found if isinstance(found, list) else []:
+        if not isinstance(o, dict):
+            continue
+        path = text(o.get("path")) or text(o.get("playlist")) or ""
+        width, height = count(o.get("width")), count(o.get("height"))
+        encoder = text(o.get("encoder"))
+        video = " ".join(p for p in (
+            text(o.get("video_codec")) or text(o.get("codec")),
+            f"{width}x{height}" if width and height else None,
+            f"via {encoder}" if encoder else None) if p)
+        rows.append(Output(name=text(o.get("name")), file=path.rstrip("/").rsplit("/", 1)[-1],
+                           video=video, frames=count(o.get("frames")),
+                           duration=number(o.get("duration")), size=count(o.get("size"))))
+    return rows
+
+
+def out_size(report: dict[str, Any] | None) -> int:
+    """The sum of the outputs' sizes that are known."""
+    return sum(o.size or 0 for o in outputs(report))
+
+
+def timing(report: dict[str, Any] | None) -> tuple[float | None, float | None]:
+    """The report's `elapsed` seconds and `fps`, when they are numbers."""
+    r = report or {}
+    return number(r.get("elapsed")), number(r.get("fps"))
