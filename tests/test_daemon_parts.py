@@ -492,8 +492,9 @@ def test_a_state_database_from_before_moved_to_upgrades_in_place(tmp_path: Path)
     import sqlite3
 
     from mediad.daemon import queue as queue_module
+    from mediad.daemon import schema
 
-    old_schema = queue_module._SCHEMA_V1  # as databases were made before schema versions
+    old_schema = schema._SCHEMA_V1  # as databases were made before schema versions
     assert "moved_to" not in old_schema
     conn = sqlite3.connect(tmp_path / queue_module.DB_NAME)
     conn.executescript(old_schema)
@@ -503,7 +504,7 @@ def test_a_state_database_from_before_moved_to_upgrades_in_place(tmp_path: Path)
     conn.commit()
     conn.close()
     q = Queue(tmp_path)
-    assert q.conn.execute("PRAGMA user_version").fetchone()[0] == queue_module.SCHEMA_VERSION
+    assert q.conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
     job = q.get(1)
     assert job is not None and job.moved_to is None and job.source == "/in/a.mp4"
     latin1 = Path(os.fsdecode(b"/failed/caf\xe9.mp4"))
@@ -513,7 +514,7 @@ def test_a_state_database_from_before_moved_to_upgrades_in_place(tmp_path: Path)
     q.close()
     # A database of a newer mediad is refused in one line, not downgraded or misread.
     conn = sqlite3.connect(tmp_path / queue_module.DB_NAME)
-    conn.execute(f"PRAGMA user_version = {queue_module.SCHEMA_VERSION + 1}")
+    conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
     conn.commit()
     conn.close()
     with pytest.raises(MediadError, match="made by a newer mediad"):
@@ -524,10 +525,11 @@ def test_a_v4_command_channel_upgrades_to_submit_and_retry_kinds(tmp_path: Path)
     import sqlite3
 
     from mediad.daemon import queue as queue_module
+    from mediad.daemon import schema
 
     conn = sqlite3.connect(tmp_path / queue_module.DB_NAME, isolation_level=None)
     conn.row_factory = sqlite3.Row
-    for number, step in enumerate(queue_module._STEPS[:4], 1):  # a database of schema v4
+    for number, step in enumerate(schema._STEPS[:4], 1):  # a database of schema v4
         step(conn)
         conn.execute(f"PRAGMA user_version = {number}")
     conn.execute("INSERT INTO commands (kind, job, value, created, applied, result) VALUES "
@@ -536,7 +538,7 @@ def test_a_v4_command_channel_upgrades_to_submit_and_retry_kinds(tmp_path: Path)
         conn.execute("INSERT INTO commands (kind, job, created) VALUES ('retry', 3, 1.0)")
     conn.close()
     q = Queue(tmp_path)
-    assert q.conn.execute("PRAGMA user_version").fetchone()[0] == queue_module.SCHEMA_VERSION
+    assert q.conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
     old = q.command(1)
     assert old is not None and (old.kind, old.job, old.value, old.result, old.args) == \
         ("priority", 3, 5, "priority 5", None) and old.ok

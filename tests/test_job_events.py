@@ -8,7 +8,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from mediad.daemon import job_events
+from mediad.daemon import job_events, schema
 from mediad.daemon import queue as queue_module
 from mediad.daemon.fingerprint import Fingerprint
 from mediad.daemon.job_events import EventKind
@@ -65,7 +65,7 @@ def test_every_change_of_a_job_is_in_its_log_with_its_why(tmp_path: Path) -> Non
 def test_a_forgotten_job_takes_its_log_with_it_and_an_old_database_gets_one(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / queue_module.DB_NAME, isolation_level=None)
     conn.row_factory = sqlite3.Row
-    for number, step in enumerate(queue_module._STEPS[:5], 1):  # a database of schema v5
+    for number, step in enumerate(schema._STEPS[:5], 1):  # a database of schema v5
         step(conn)
         conn.execute(f"PRAGMA user_version = {number}")
     conn.close()

@@ -14,13 +14,12 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from mediad.daemon import job_events
 from mediad.daemon.fingerprint import Fingerprint
+from mediad.daemon.schema import migrate
 from mediad.errors import MediadError, Reason
 
 
@@ -38,47 +37,6 @@ class JobState(StrEnum):
 STATES = tuple(JobState)
 USER_RETRY = Reason.USER_RETRY  # reason of a job `mediad retry` put back, until it runs to an end
 DB_NAME = "queue.sqlite3"
-
-_SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,          -- content digest + profile + output_dir: the dedup key
-    source TEXT NOT NULL,
-    watch TEXT NOT NULL,
-    profile TEXT NOT NULL,
-    output TEXT NOT NULL UNIQUE,       -- reserved when queued, so two jobs never share a name
-    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed')),
-    attempts INTEGER NOT NULL DEFAULT 0,   -- failed attempts so far
-    reason TEXT,
-    error TEXT,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL,
-    digest TEXT NOT NULL,
-    not_before REAL NOT NULL DEFAULT 0,    -- retry backoff: not started before this time
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    started REAL,
-    finished REAL,
-    gpu TEXT,
-    frames_done INTEGER,
-    frames_total INTEGER,
-    fps REAL,
-    report TEXT,
-    disposed INTEGER NOT NULL DEFAULT 0    -- on_success / failed_dir applied to the source
-);
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (state, not_before, id);
-CREATE INDEX IF NOT EXISTS jobs_updated ON jobs (updated);
--- Paths already identified, so a restart does not re-hash every file kept in a watched folder.
-CREATE TABLE IF NOT EXISTS seen (
-    path TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    inode INTEGER NOT NULL,
-    key TEXT NOT NULL
-);
-"""
-
 
 @dataclass(frozen=True)
 class Job:
@@ -125,104 +83,6 @@ class Job:
         if self.started and self.finished:
             d["duration"] = round(self.finished - self.started, 3)
         return d
-
-
-def _add_moved_to(conn: sqlite3.Connection) -> None:
-    # Databases made between the column's arrival and schema versions have it already
-    if "moved_to" not in {r["name"] for r in conn.execute("PRAGMA table_info(jobs)")}:
-        conn.execute("ALTER TABLE jobs ADD COLUMN moved_to TEXT")
-
-
-# Schema versions (SQLite's user_version): step N upgrades a database of version N-1 in place,
-# in one transaction. Version 1 is the schema as it was before versions; its CREATE ... IF NOT
-# EXISTS also makes a new database, which the later steps then bring up to date.
-def _create_v1(conn: sqlite3.Connection) -> None:
-    # Statement by statement: executescript() would commit the migration's transaction first
-    for statement in _SCHEMA_V1.split(";\n"):
-        if statement.strip():
-            conn.execute(statement)
-
-
-_JOBS_V3 = _SCHEMA_V1[_SCHEMA_V1.index("CREATE TABLE IF NOT EXISTS jobs ("):
-                      _SCHEMA_V1.index(");\n") + 1] \
-    .replace("CREATE TABLE IF NOT EXISTS jobs (", "CREATE TABLE jobs_v3 (") \
-    .replace("'done', 'failed')", "'done', 'failed', 'cancelled')") \
-    .replace("    disposed INTEGER NOT NULL DEFAULT 0    -- on_success / failed_dir applied to the source\n",
-             "    disposed INTEGER NOT NULL DEFAULT 0,   -- on_success / failed_dir applied to the source\n"
-             "    moved_to TEXT,                         -- where a failed source was moved\n"
-             "    priority INTEGER NOT NULL DEFAULT 0    -- higher runs first\n")
-_JOBS_V2_COLUMNS = ("id, key, source, watch, profile, output, state, attempts, reason, error, size, "
-                    "mtime_ns, inode, digest, not_before, created, updated, started, finished, gpu, "
-                    "frames_done, frames_total, fps, report, disposed, moved_to")
-
-
-def _v3_cancel_priority_commands(conn: sqlite3.Connection) -> None:
-    # SQLite cannot change a CHECK constraint: the table is rebuilt with the new state allowed
-    conn.execute(_JOBS_V3)
-    conn.execute(f"INSERT INTO jobs_v3 ({_JOBS_V2_COLUMNS}) SELECT {_JOBS_V2_COLUMNS} FROM jobs")
-    conn.execute("DROP TABLE jobs")
-    conn.execute("ALTER TABLE jobs_v3 RENAME TO jobs")
-    conn.execute("CREATE INDEX jobs_ready ON jobs (state, priority DESC, not_before, id)")
-    conn.execute("CREATE INDEX jobs_updated ON jobs (updated)")
-    # What `mediad cancel` / `priority` (and the API) ask of the running daemon, applied in order
-    conn.execute("CREATE TABLE commands (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind "
-                 "IN ('cancel', 'priority')), job INTEGER NOT NULL, value INTEGER, created REAL "
-                 "NOT NULL, applied REAL, result TEXT)")
-    conn.execute("CREATE INDEX commands_pending ON commands (id) WHERE applied IS NULL")
-
-
-def _v4_nodes(conn: sqlite3.Connection) -> None:
-    conn.execute("ALTER TABLE jobs ADD COLUMN node TEXT")
-    # The cluster's nodes as the daemon last saw them (what `mediad status` and the API show)
-    conn.execute("CREATE TABLE nodes (node TEXT PRIMARY KEY, alive INTEGER NOT NULL, declared "
-                 "TEXT NOT NULL, used TEXT NOT NULL, seen REAL NOT NULL)")
-
-
-def _v5_submit_retry_commands(conn: sqlite3.Connection) -> None:
-    # The API's submit and retry: new kinds (a CHECK constraint: the table is rebuilt), a job
-    # the command names only once applied (a submit's new job), and the arguments it carries.
-    conn.execute("CREATE TABLE commands_v5 (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind "
-                 "IN ('cancel', 'priority', 'submit', 'retry')), job INTEGER, value INTEGER, "
-                 "created REAL NOT NULL, applied REAL, result TEXT, args TEXT)")
-    conn.execute("INSERT INTO commands_v5 (id, kind, job, value, created, applied, result) "
-                 "SELECT id, kind, job, value, created, applied, result FROM commands")
-    conn.execute("DROP TABLE commands")
-    conn.execute("ALTER TABLE commands_v5 RENAME TO commands")
-    conn.execute("CREATE INDEX commands_pending ON commands (id) WHERE applied IS NULL")
-    # The output folder a submit named, when it is not its watch's (where a renamed output and
-    # a retried job's key go); NULL for everything else
-    conn.execute("ALTER TABLE jobs ADD COLUMN output_dir TEXT")
-
-
-_STEPS: list[Callable[[sqlite3.Connection], None]] = [
-    _create_v1,
-    _add_moved_to,  # 2: where a failed source was moved (mediad retry trusts only this)
-    _v3_cancel_priority_commands,  # 3: the cancelled state, priorities, the command channel
-    _v4_nodes,  # 4: the node a job ran on, the cluster's nodes
-    _v5_submit_retry_commands,  # 5: the API's submit and retry commands, a job's output_dir
-    job_events.create,  # 6: each job's event log, written by triggers
-]
-COMMAND_KINDS = ("cancel", "priority", "submit", "retry")
-SCHEMA_VERSION = len(_STEPS)
-
-
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the state database up to SCHEMA_VERSION; returns the version it had. A database
-    of a newer mediad is refused (one line), never downgraded."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise MediadError(f"the state database is of schema version {version}, made by a newer "
-                          f"mediad (this one knows {SCHEMA_VERSION})", reason=Reason.BAD_STATE)
-    for number, step in enumerate(_STEPS[version:], version + 1):
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            step(conn)
-            conn.execute(f"PRAGMA user_version = {number}")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-    return version
 
 
 @dataclass(frozen=True)
@@ -540,7 +400,7 @@ class Queue:
 
     def add_command(self, kind: str, job_id: int | None, value: int | None = None,
                     args: dict | None = None) -> int:
-        """Ask the running daemon for `kind` (COMMAND_KINDS) on a job, or with `args` (a
+        """Ask the running daemon for `kind` (cancel, priority, submit, retry) on a job, or with `args` (a
         submit's request); the command's id."""
         return add_command(self.conn, kind, job_id, value, args)
 
