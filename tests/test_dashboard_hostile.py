@@ -173,6 +173,15 @@ def test_odd_query_values_and_ids_are_refused_not_500(site: ApiSite, odd_jobs: d
             assert "refused=no_job" in res.headers["location"], path
         res = client.post(f"/jobs/{job}/priority", data={"csrf": csrf, "priority": "9" * 5000})
         assert res.status_code == 303 and "refused=bad_request" in res.headers["location"]
+        # A frame of the job's output (its real, non-UTF-8 path) for the page's pictures; odd
+        # queries are a 404, never a 500 or a file outside the job
+        res = client.get(f"/jobs/{job}/frame.jpg?at=0.5&of=output&w=640")
+        assert res.status_code == 200 and res.content[:2] == b"\xff\xd8", res.status_code
+        for query in ("at=abc", "at=-1", "at=1e9", "at=%C2%B2", "of=../../etc/passwd", "of=",
+                      "w=99999", "w=0", "at=" + "9" * 40):
+            res = client.get(f"/jobs/{job}/frame.jpg?{query}")
+            assert res.status_code == 404, (query, res.status_code)
+        assert client.get(f"/jobs/{2**63}/frame.jpg").status_code == 404
 
 
 def test_forms_with_too_many_fields_are_a_400(site: ApiSite) -> None:

@@ -118,3 +118,41 @@ def test_the_sql_output_size_reads_only_well_formed_reports() -> None:
         conn.execute("INSERT INTO jobs (report) VALUES (?)", (text,))
     got = [r[0] for r in conn.execute(f"SELECT {reports.OUT_SIZE_SQL} FROM jobs ORDER BY id")]
     assert got == [*cases.values(), None, None]
+
+
+def test_an_analysis_job_has_a_contact_sheet_of_its_shots(tmp_path: Path) -> None:
+    """The job page's pictures: a frame at each shot's start, read from the sidecar beside
+    the output; each a JPEG of that scene (the three scenes differ)."""
+    import av
+    from test_models_shots import CUTS, FRAMES, write_clip
+
+    from mediad.api import thumbs
+
+    src = write_clip(tmp_path / "cuts.mp4", [sum(n >= c for c in CUTS) for n in range(FRAMES)])
+    out = tmp_path / "tagged.mkv"
+    res = run_cli("transcode", str(src), "-p", "tag", "-o", str(out), "--gpu", "none",
+                  "--no-progress", "--json")
+    assert res.returncode == 0, res.stderr
+    pics = views.pictures(json.loads(res.stdout)["plan"], str(out))
+    assert pics.of == "output" and not pics.before_after
+    assert pics.shots == [0.0, CUTS[0] / 25, CUTS[1] / 25]
+    means = []
+    for t in pics.shots:
+        jpeg = thumbs.thumbnail(str(out), 320, t)
+        assert jpeg is not None and jpeg[:2] == b"\xff\xd8"
+        (tmp_path / "f.jpg").write_bytes(jpeg)
+        with av.open(str(tmp_path / "f.jpg")) as c:
+            frame = next(c.decode(video=0))
+        assert frame.width == 320
+        means.append(float(frame.to_ndarray(format="rgb24").mean()))
+    assert len({round(m) for m in means}) == 3, means  # three different scenes
+    assert thumbs.thumbnail(str(out), 320, 999.0) is not None  # past the end: the last frame
+    assert views.pictures(None, str(tmp_path / "gone.mkv")).shots == []
+
+
+def test_an_upscale_job_shows_before_and_after(tmp_path: Path) -> None:
+    plan = plan_of(tmp_path, "upscale-2x")
+    out = tmp_path / "o.mp4"
+    out.write_bytes(b"")  # a file: the output exists
+    assert views.pictures(plan, str(out)).before_after
+    assert not views.pictures(plan, str(tmp_path / "a-set-folder")).before_after

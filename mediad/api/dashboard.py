@@ -9,6 +9,7 @@ applies), so the dashboard can do nothing the API cannot.
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import time
@@ -48,6 +49,7 @@ ID = re.compile(r"[0-9]{1,18}")  # a query's id (ASCII digits, below 2**63)
 MAX_ID = 2**63 - 1
 NEXT = re.compile(r"/(jobs/[0-9]{1,19})?\Z")  # where a form may send the browser back to
 REASON = re.compile(r"[a-z_]{1,40}\Z")
+SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,3})?")  # a frame's time in a picture's query
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
                                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
@@ -239,6 +241,8 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
         return page(request, "job.html", session, title=f"Job {job_id}", job=job,
                     picture=real is not None and thumbs.picture_source(real.output,
                                                                        real.source) is not None,
+                    pictures=views.pictures(job.plan, real.output) if real is not None
+                    and job.state == "done" else None,
                     decisions=views.decisions(job.plan),
                     renditions=views.renditions(job.plan, job.report), events=events,
                     live=str(job_id) if job.state in ("queued", "running") else "",
@@ -255,6 +259,26 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
                 job = stored_job(conn, job_id)
         path = thumbs.picture_source(job.output, job.source) if job else None
         data = thumbs.thumbnail(path) if path else None
+        if data is None:
+            return Response(status_code=404)
+        return Response(data, media_type="image/jpeg",
+                        headers={"Cache-Control": "private, max-age=60",
+                                 "X-Content-Type-Options": "nosniff"})
+
+    @router.get("/jobs/{job_id}/frame.jpg")
+    def frame(request: Request, job_id: int, at: str = "", of: str = "output",
+              w: str = "320") -> Response:
+        """A frame `at` seconds into the job's output or source (no `at`: a tenth of the way
+        in), `w` (320 or 640) pixels wide: the shots' contact sheet, an upscale's before/after."""
+        session_of(request)
+        job = None
+        if 1 <= job_id <= MAX_ID and (at == "" or SECONDS.fullmatch(at)) \
+                and of in ("output", "source") and w in ("320", "640"):
+            with backend.reading() as conn:
+                job = stored_job(conn, job_id)
+        path = (job.output if of == "output" else job.source) if job else None
+        data = thumbs.thumbnail(path, int(w), float(at) if at else None) \
+            if path and os.path.isfile(path) else None
         if data is None:
             return Response(status_code=404)
         return Response(data, media_type="image/jpeg",

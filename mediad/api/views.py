@@ -3,6 +3,8 @@ connection of the caller's) and from a job's report: no web stack here."""
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -235,3 +237,39 @@ def renditions(plan: dict | None, report: dict | None) -> list[dict[str, Any]]:
                      "quality": number(v.get("quality")), "gop": count(r.get("gop")),
                      "bytes": sizes.get(name), "reason": text(v.get("reason"))})
     return rows
+
+
+MAX_SHOTS = 24  # thumbnails on a job page's contact sheet
+
+
+@dataclass(frozen=True)
+class Pictures:
+    """What a job's page shows as pictures: a frame at each shot's start (an analysis job's
+    contact sheet) and a before/after pair for an upscale."""
+
+    of: str  # where the frames come from: "output" (a file) or "source" (a ladder's folder)
+    shots: list[float] = field(default_factory=list)  # seconds, into `of`
+    before_after: bool = False
+
+
+def pictures(plan: dict | None, output: str) -> Pictures:
+    """The pictures of a job from its plan and its output as it is on disk (`output`: the real
+    path): its shots from the stages' sidecar beside the output (or inside a ladder's set);
+    nothing that cannot be read."""
+    is_file = os.path.isfile(output)
+    stages = (plan or {}).get("stages")
+    upscale = isinstance(stages, list) and any(
+        isinstance(s, dict) and s.get("kind") == "upscale" for s in stages)
+    sidecar = output + ".mediad.json" if is_file else os.path.join(output, "analysis.mediad.json")
+    shots: list[float] = []
+    try:
+        with open(sidecar, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError):
+        doc = None
+    found = doc.get("shots") if isinstance(doc, dict) else None
+    if isinstance(found, list):
+        shots = [float(s["start"]) for s in found[:MAX_SHOTS]
+                 if isinstance(s, dict) and isinstance(s.get("start"), int | float)]
+    # A ladder's set is a folder: its frames come from the source (same timeline)
+    return Pictures("output" if is_file else "source", shots, upscale and is_file)
