@@ -529,9 +529,7 @@ def test_a_v4_command_channel_upgrades_to_submit_and_retry_kinds(tmp_path: Path)
 
     conn = sqlite3.connect(tmp_path / queue_module.DB_NAME, isolation_level=None)
     conn.row_factory = sqlite3.Row
-    for number, step in enumerate(schema._STEPS[:4], 1):  # a database of schema v4
-        step(conn)
-        conn.execute(f"PRAGMA user_version = {number}")
+    schema.migrate(conn, to=4)  # a database of schema v4
     conn.execute("INSERT INTO commands (kind, job, value, created, applied, result) VALUES "
                  "('priority', 3, 5, 1.0, 2.0, 'priority 5')")
     with pytest.raises(sqlite3.IntegrityError):  # v4 knows only cancel and priority

@@ -128,14 +128,15 @@ _STEPS: list[Callable[[sqlite3.Connection], None]] = [
 SCHEMA_VERSION = len(_STEPS)
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the state database up to SCHEMA_VERSION; returns the version it had. A database
-    of a newer mediad is refused (one line), never downgraded."""
+def migrate(conn: sqlite3.Connection, to: int | None = None) -> int:
+    """Bring the state database up to SCHEMA_VERSION (or to version `to`: the databases older
+    mediads made, for tests of the upgrades); returns the version it had. A database of a
+    newer mediad is refused (one line), never downgraded."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise MediadError(f"the state database is of schema version {version}, made by a newer "
                           f"mediad (this one knows {SCHEMA_VERSION})", reason=Reason.BAD_STATE)
-    for number, step in enumerate(_STEPS[version:], version + 1):
+    for number, step in enumerate(_STEPS[version:to], version + 1):
         conn.execute("BEGIN IMMEDIATE")
         try:
             step(conn)
