@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -206,6 +207,18 @@ def camera_clip(path: Path, *args: str, seconds: float = 2.0, size: tuple[int, i
         codecs += ["-c:a", "aac"]
     ffmpeg("-y", *inputs, "-t", str(seconds), *codecs, *args, str(path))
     return path
+
+
+def ffmpeg_psnr(a: Path, b: Path, frames: int | None = None) -> float:
+    """Average PSNR of two videos of the same size (or of their first `frames`), decoded (and
+    turned upright, as players do) by the independent ffmpeg. Both from 0: frames are paired
+    by time, and an HLS rendition keeps its source's start."""
+    res = ffmpeg("-i", str(a), "-i", str(b), "-lavfi",
+                 "[0:v]setpts=PTS-STARTPTS[a];[1:v]setpts=PTS-STARTPTS[b];[a][b]psnr",
+                 *(("-frames:v", str(frames)) if frames else ()), "-f", "null", "-")
+    found = re.search(r"average:([\d.]+|inf)", res.stderr)
+    assert found is not None, res.stderr
+    return float(found.group(1))
 
 
 def ffmpeg_info(path: Path) -> str:

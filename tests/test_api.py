@@ -21,7 +21,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from api_site import ApiSite  # noqa: E402
+from api_site import ApiSite, api_client  # noqa: E402
 from conftest import packet_times  # noqa: E402
 from test_daemon import REPO, Site, make_video, wait_for  # noqa: E402
 
@@ -56,8 +56,7 @@ def long_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client(site: ApiSite) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=site.url, timeout=30,
-                      headers={"Authorization": f"Bearer {site.token}"}) as c:
+    with api_client(site) as c:
         yield c
 
 

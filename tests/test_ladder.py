@@ -541,13 +541,17 @@ def test_an_already_committed_rerun_repeats_the_warnings(tmp_path: Path) -> None
     assert again["already_done"] and again["warnings"] == first["warnings"]
 
 
+# The two tracks' cues, as the source has them (on a clock 3 s in) and as each output must
+EN = "1\n00:00:00,500 --> 00:00:01,500\nhello\n\n2\n00:00:02,200 --> 00:00:03,000\nworld\n"
+FR = "1\n00:00:00,600 --> 00:00:01,400\nbonjour\n"
+
+
 @pytest.fixture(scope="module")
 def subtitled(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An MKV whose timestamps start 3 s in, with two SRT tracks (eng, fra)."""
     folder = tmp_path_factory.mktemp("subs")
-    (folder / "en.srt").write_text("1\n00:00:00,500 --> 00:00:01,500\nhello\n\n"
-                                   "2\n00:00:02,200 --> 00:00:03,000\nworld\n")
-    (folder / "fr.srt").write_text("1\n00:00:00,600 --> 00:00:01,400\nbonjour\n")
+    (folder / "en.srt").write_text(EN)
+    (folder / "fr.srt").write_text(FR)
     src = folder / "subs.mkv"
     ffmpeg("-f", "lavfi", "-i", camera_filter((320, 180)), "-i", str(folder / "en.srt"),
            "-i", str(folder / "fr.srt"), "-t", "4", "-map", "0:v", "-map", "1", "-map", "2",
@@ -555,10 +559,6 @@ def subtitled(tmp_path_factory: pytest.TempPathFactory) -> Path:
            "-metadata:s:s:0", "language=eng", "-metadata:s:s:1", "language=fra",
            "-output_ts_offset", "3", str(src))
     return src
-
-
-EN = "1\n00:00:00,500 --> 00:00:01,500\nhello\n\n2\n00:00:02,200 --> 00:00:03,000\nworld\n"
-FR = "1\n00:00:00,600 --> 00:00:01,400\nbonjour\n"
 
 
 def _cues(path: Path, track: int = 0) -> str:

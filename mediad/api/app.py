@@ -61,6 +61,7 @@ from mediad.config import Config
 from mediad.daemon.job_events import read as read_events
 from mediad.daemon.queue import (
     DB_NAME,
+    MAX_ID,
     STATES,
     Command,
     Job,
@@ -71,6 +72,7 @@ from mediad.daemon.queue import (
     db_path,
     job_of_row,
     read_command,
+    read_job,
     read_nodes,
 )
 from mediad.daemon.submit import FORBIDDEN, check_submission, load_named_profile, profile_specs
@@ -78,7 +80,6 @@ from mediad.errors import InvalidFile, MediadError, Reason
 from mediad.gpu.history import TelemetryHistory
 from mediad.profiles import builtin_names, parse_profile, resolve_profile_path
 
-MAX_ID = 2**63 - 1  # SQLite INTEGER: no id is larger
 POLL = 0.5  # seconds between the event stream's looks at the store
 GPU_CACHE = 10.0  # seconds a GPU report is served again before it is read anew
 COMMAND_POLL = 0.05
@@ -133,10 +134,10 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
 
     def get_job(job_id: int) -> Job:
         with reading() as conn:
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
+            job = read_job(conn, job_id)
+        if job is None:
             raise ApiError(404, Reason.NO_JOB, f"job {job_id}: no such job")
-        return job_of_row(row)
+        return job
 
     def answer(c: Command) -> JSONResponse:
         """A job command's answer: 200 applied, 202 not yet, 409 refused (the job's state)."""

@@ -30,7 +30,7 @@ from starlette.templating import Jinja2Templates
 from mediad.api import charts, thumbs, views
 from mediad.api.contracts import ApiError
 from mediad.api.forms import Forbidden, Refused, read_fields
-from mediad.api.reports import outputs, timing, unreadable
+from mediad.api.reports import out_size, outputs, timing, unreadable
 from mediad.api.session import (
     COOKIE,
     SESSION_SECONDS,
@@ -41,12 +41,11 @@ from mediad.api.session import (
 )
 from mediad.api.text import shown
 from mediad.api.token import token_matches
-from mediad.daemon.queue import Job, job_of_row
+from mediad.daemon.queue import MAX_ID, read_command, read_job
 from mediad.gpu.history import TelemetryHistory
 
 HERE = Path(__file__).parent
 ID = re.compile(r"[0-9]{1,18}")  # a query's id (ASCII digits, below 2**63)
-MAX_ID = 2**63 - 1
 NEXT = re.compile(r"/(jobs/[0-9]{1,19})?\Z")  # where a form may send the browser back to
 REASON = re.compile(r"[a-z_]{1,40}\Z")
 SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,3})?")  # a frame's time in a picture's query
@@ -126,12 +125,6 @@ def _templates() -> Jinja2Templates:
     return Jinja2Templates(env=env)
 
 
-def stored_job(conn: sqlite3.Connection, job_id: int) -> Job | None:
-    """A job as the store holds it: its real paths (a name that is not UTF-8 included)."""
-    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-    return job_of_row(row) if row is not None else None
-
-
 # ----- the routes ---------------------------------------------------------------------------------
 
 def install_dashboard(app: FastAPI, backend: Backend) -> None:
@@ -203,13 +196,11 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
         q = request.query_params
         if ID.fullmatch(cid := q.get("command", "")):
             with backend.reading() as conn:
-                row = conn.execute("SELECT * FROM commands WHERE id = ?", (int(cid),)).fetchone()
-            if row is not None:
-                ok = row["result"] is None or not row["result"].startswith(
-                    ("refused", "is ", "no such"))
-                what = f"job {row['job']}: {row['kind']}"
-                return {"kind": "ok" if ok else "error",
-                        "text": f"{what}: {row['result'] or 'asked; the daemon has not answered yet'}"}
+                c = read_command(conn, int(cid))
+            if c is not None:
+                return {"kind": "error" if c.ok is False else "ok",
+                        "text": f"job {c.job}: {c.kind}: "
+                                f"{c.result or 'asked; the daemon has not answered yet'}"}
         if REASON.match(q.get("refused", "")) and ID.fullmatch(job := q.get("job", "")):
             return {"kind": "error", "text": f"job {job}: refused ({q['refused']})"}
         return None
@@ -234,7 +225,7 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
             return page(request, "error.html", session, status=e.status, title="No such job",
                         message=e.message)
         with backend.reading() as conn:
-            real = stored_job(conn, job_id)  # its paths as they are (not as shown)
+            real = read_job(conn, job_id)  # its paths as they are (not as shown)
             events = views.job_events(conn, real, job.report) if real else []
         elapsed, fps = timing(job.report)
         files = outputs(job.report)
@@ -248,7 +239,7 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
                     live=str(job_id) if job.state in ("queued", "running") else "",
                     notice=notice(request), outputs=files, elapsed=elapsed, fps=fps,
                     unreadable=real is not None and unreadable(real.report),
-                    out_size=sum(o.size or 0 for o in files))
+                    out_size=out_size(job.report))
 
     @router.get("/jobs/{job_id}/picture.jpg")
     def picture(request: Request, job_id: int) -> Response:
@@ -256,7 +247,7 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
         job = None
         if 1 <= job_id <= MAX_ID:
             with backend.reading() as conn:
-                job = stored_job(conn, job_id)
+                job = read_job(conn, job_id)
         path = thumbs.picture_source(job.output, job.source) if job else None
         data = thumbs.thumbnail(path) if path else None
         if data is None:
@@ -275,7 +266,7 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
         if 1 <= job_id <= MAX_ID and (at == "" or SECONDS.fullmatch(at)) \
                 and of in ("output", "source") and w in ("320", "640"):
             with backend.reading() as conn:
-                job = stored_job(conn, job_id)
+                job = read_job(conn, job_id)
         path = (job.output if of == "output" else job.source) if job else None
         data = thumbs.thumbnail(path, int(w), float(at) if at else None) \
             if path and os.path.isfile(path) else None

@@ -14,7 +14,7 @@ from mediad.api import reports
 from mediad.api.reports import OUT_SIZE_SQL, count, mapping, number, text, texts
 from mediad.api.text import clean
 from mediad.daemon.job_events import read as stored_events
-from mediad.daemon.queue import Job, job_of_row
+from mediad.daemon.queue import Job, counts, job_of_row
 
 DONE_SHOWN = 25  # done jobs on the queue page
 FAILED_SHOWN = 50
@@ -79,7 +79,7 @@ def queue_view(conn: sqlite3.Connection) -> QueueView:
         d = dict(r)
         out = d.pop("out_size")
         view.done.append(QueueRow(job_of_row(d), int(out) if out else None))  # type: ignore[arg-type]
-    view.counts = {s: n for s, n in conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")}
+    view.counts = counts(conn)
     return view
 
 

@@ -22,7 +22,7 @@ from mediad.daemon.paths import (
     relative_to_watch,
     wanted,
 )
-from mediad.daemon.queue import Command, Job
+from mediad.daemon.queue import Command, Job, refused
 from mediad.daemon.retry import NOTE_SUFFIX, read_note
 from mediad.daemon.state import DaemonState
 from mediad.daemon.submit import Submission, check_submission
@@ -140,19 +140,16 @@ class Intake(DaemonState):
         as intake does (see _identified); refused at once when it does not pass."""
         try:
             args = json.loads(command.args or "{}")
-            check_submission(self.config, str(args.get("path", "")), str(args.get("profile", "")),
-                             args.get("output_dir"))
+            sub = check_submission(self.config, str(args.get("path", "")),
+                                   str(args.get("profile", "")), args.get("output_dir"))
         except MediadError as e:
-            self.queue.command_applied(command.id, f"refused: {e.reason}: {e}")
+            self.queue.command_applied(command.id, refused(e.reason, e))
             return
         except (ValueError, TypeError, AttributeError) as e:  # not what the API writes
-            self.queue.command_applied(command.id, f"refused: bad_request: {e}")
+            self.queue.command_applied(command.id, refused("bad_request", e))
             return
         self.commands_in_flight.add(command.id)
-        index = next(i for i, w in enumerate(self.config.watch)
-                     if relative_to_watch(w, Path(os.path.normpath(args["path"]))) is not None)
-        self.hasher.submit(("command", command.id),
-                           (index, Path(os.path.normpath(args["path"])), command.id))
+        self.hasher.submit(("command", command.id), (sub.index, sub.path, command.id))
 
     def _submitted(self, item: Identified) -> None:
         """A submitted file fingerprinted: queue its job (or name the job its content has
@@ -163,13 +160,13 @@ class Intake(DaemonState):
         if command is None or command.applied is not None:
             return
         if item.error is not None:
-            self.queue.command_applied(command.id, f"refused: {item.error.reason}: {item.error}")
+            self.queue.command_applied(command.id, refused(item.error.reason, item.error))
             return
         try:  # again, with the file as it is now and the config as it is now
             args = json.loads(command.args or "{}")
             sub = check_submission(self.config, args["path"], args["profile"], args.get("output_dir"))
         except MediadError as e:
-            self.queue.command_applied(command.id, f"refused: {e.reason}: {e}")
+            self.queue.command_applied(command.id, refused(e.reason, e))
             return
         assert item.fp is not None
         key = job_key(item.fp, sub.profile_spec, sub.watch.output_dir)
@@ -180,8 +177,8 @@ class Intake(DaemonState):
             return
         job = self._enqueue(sub, item.fp, key, command=command.id)
         if job is None:
-            self.queue.command_applied(command.id, f"refused: no_output_name: no free output name "
-                                                   f"for {sub.path} in {sub.watch.output_dir}")
+            self.queue.command_applied(command.id, refused(
+                "no_output_name", f"no free output name for {sub.path} in {sub.watch.output_dir}"))
             return
         self.queue.command_applied(command.id, "queued", job.id)
 

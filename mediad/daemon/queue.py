@@ -37,6 +37,7 @@ class JobState(StrEnum):
 STATES = tuple(JobState)
 USER_RETRY = Reason.USER_RETRY  # reason of a job `mediad retry` put back, until it runs to an end
 DB_NAME = "queue.sqlite3"
+MAX_ID = 2**63 - 1  # ids are SQLite INTEGERs: no job or command has a larger one
 
 @dataclass(frozen=True)
 class Job:
@@ -134,6 +135,11 @@ class Command:
         return "conflict", result
 
 
+def refused(reason: str, message: object) -> str:
+    """A command's result when the daemon would not do it; Command.refusal reads it back."""
+    return f"refused: {reason}: {message}"
+
+
 def disk_full(e: sqlite3.OperationalError) -> bool:
     """SQLITE_FULL: the state database's disk (or its quota) is full."""
     return getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(e)
@@ -158,19 +164,15 @@ def db_text(text: str | None) -> str | None:
     return os.fsencode(text).decode("utf-8", "backslashreplace")
 
 
-def _job(row: sqlite3.Row) -> Job:
-    """A row as a Job; paths stored as bytes (db_path) back to the names they were."""
+def job_of_row(row: sqlite3.Row | dict) -> Job:
+    """A jobs row (SELECT *) as a Job; paths stored as bytes (db_path) back to the names they
+    were."""
     d = dict(row)
     d["state"] = JobState(d["state"])
     for k in ("source", "watch", "output", "moved_to", "output_dir"):
         if isinstance(d[k], bytes):
             d[k] = os.fsdecode(d[k])
     return Job(**d)
-
-
-def job_of_row(row: sqlite3.Row) -> Job:
-    """A jobs row (SELECT *) read on a connection of one's own, as a Job (the API's reads)."""
-    return _job(row)
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -225,7 +227,7 @@ class Queue:
 
     def _one(self, sql: str, args: tuple = ()) -> Job | None:
         row = self.conn.execute(sql, args).fetchone()
-        return _job(row) if row else None
+        return job_of_row(row) if row else None
 
     def get(self, job_id: int) -> Job | None:
         """The job with this id."""
@@ -238,12 +240,12 @@ class Queue:
     def by_source(self, source: Path) -> list[Job]:
         """Jobs whose source was this path, newest first."""
         rows = self.conn.execute("SELECT * FROM jobs WHERE source = ? ORDER BY id DESC", (db_path(source),))
-        return [_job(r) for r in rows]
+        return [job_of_row(r) for r in rows]
 
     def failed_jobs(self) -> list[Job]:
         """Every failed job, oldest first."""
         rows = self.conn.execute("SELECT * FROM jobs WHERE state = 'failed' ORDER BY id")
-        return [_job(r) for r in rows]
+        return [job_of_row(r) for r in rows]
 
     def output_taken(self, output: Path) -> bool:
         """True when another job has reserved this output path."""
@@ -251,7 +253,7 @@ class Queue:
 
     def recover(self) -> list[Job]:
         """After a crash: jobs left running go back to queued (their attempt is not counted)."""
-        jobs = [_job(r) for r in self.conn.execute("SELECT * FROM jobs WHERE state = 'running'")]
+        jobs = [job_of_row(r) for r in self.conn.execute("SELECT * FROM jobs WHERE state = 'running'")]
         self.conn.execute("UPDATE jobs SET state = 'queued', updated = ?, gpu = NULL "
                           "WHERE state = 'running'", (time.time(),))
         return jobs
@@ -275,7 +277,7 @@ class Queue:
             "SELECT * FROM jobs WHERE state = 'queued' AND not_before <= ? "
             "ORDER BY priority DESC, id LIMIT ?",
             (now, limit))
-        return [_job(r) for r in rows]
+        return [job_of_row(r) for r in rows]
 
     def next_retry(self) -> float | None:
         """The earliest time a backed-off queued job becomes ready."""
@@ -473,6 +475,12 @@ def add_command(conn: sqlite3.Connection, kind: str, job_id: int | None, value: 
     return int(cur.lastrowid or 0)
 
 
+def read_job(conn: sqlite3.Connection, job_id: int) -> Job | None:
+    """One job, on a connection of one's own (the API's and the dashboard's reads)."""
+    row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return job_of_row(row) if row is not None else None
+
+
 def read_command(conn: sqlite3.Connection, command_id: int) -> Command | None:
     """One command, applied or not."""
     row = conn.execute("SELECT * FROM commands WHERE id = ?", (command_id,)).fetchone()
@@ -482,7 +490,7 @@ def read_command(conn: sqlite3.Connection, command_id: int) -> Command | None:
 def recent(conn: sqlite3.Connection, limit: int = 20) -> list[Job]:
     """The most recently changed jobs."""
     rows = conn.execute("SELECT * FROM jobs ORDER BY updated DESC, id DESC LIMIT ?", (limit,))
-    return [_job(r) for r in rows]
+    return [job_of_row(r) for r in rows]
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:

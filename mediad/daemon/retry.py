@@ -32,13 +32,12 @@ from mediad.config import Config, WatchConfig
 from mediad.daemon.disposition import move_temp_prefix
 from mediad.daemon.fingerprint import Fingerprint, fingerprint, job_key
 from mediad.daemon.paths import refusal
-from mediad.daemon.queue import Job, Queue
+from mediad.daemon.queue import MAX_ID, Job, Queue, refused
 from mediad.daemon.status import daemon_pid, state_database
 from mediad.errors import MediadError, Reason
 from mediad.fsutil import NO_HARD_LINK, fsync_dir
 
 NOTE_SUFFIX = ".error.json"
-SQLITE_MAX_INT = 2**63 - 1  # job ids are SQLite INTEGERs: no id is larger
 DISPOSAL_WAIT = 10.0  # seconds to wait for a daemon still moving a just-failed source aside
 RETRY_WAIT = 120.0  # for a running daemon to answer a retry (moving a source back may copy it)
 MOVED_BACK = " (moved back from "  # in a retry command's result: `requeued (moved back from P)`
@@ -129,7 +128,7 @@ class Retrier:
         """A job id from an argument: digits are an id; anything else a path, matched to the
         note beside it (a file in failed_dir, or the note itself), else to a job's source."""
         if target.isascii() and target.isdigit():
-            if int(target) > SQLITE_MAX_INT:  # SQLite would raise OverflowError: no such id
+            if int(target) > MAX_ID:  # SQLite would raise OverflowError: no such id
                 raise MediadError(f"job {target}: no such job", reason=Reason.NO_JOB)
             return int(target)
         path = Path(os.path.abspath(target))
@@ -368,11 +367,11 @@ class CommandRetrier:
                 self.queue = Queue(self.state_dir)
             done = Retrier(config, self.queue, daemon_running=True).retry(job_id)
         except MediadError as e:
-            return command_id, f"refused: {e.reason}: {e}"
+            return command_id, refused(e.reason, e)
         except sqlite3.Error as e:
-            return command_id, f"refused: bad_state: job {job_id}: {e}"
+            return command_id, refused("bad_state", f"job {job_id}: {e}")
         except Exception as e:  # a bug: answered, not left pending for ever
-            return command_id, f"refused: internal_error: job {job_id}: {type(e).__name__}: {e}"
+            return command_id, refused("internal_error", f"job {job_id}: {type(e).__name__}: {e}")
         back = f"{MOVED_BACK}{done.moved_from})" if done.moved_from else ""
         return command_id, f"requeued{back}"
 

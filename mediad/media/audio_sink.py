@@ -45,11 +45,19 @@ class AudioSink:
     def __init__(self, index: int, ost: av.audio.stream.AudioStream,
                  normalize: Normalizer | None = None) -> None:
         self.ost = ost
+        self.index = index  # the source stream
         self.convert = AudioConverter(index)
         self.normalize = normalize  # loudness, after the conversion to one setup
         self.timer = AudioTimer()
         self.worker: OrderedWorker[av.Packet | None, AudioOut] = OrderedWorker(
             self._work, name=f"mediad-audio-{index}")
+
+    def loudness(self) -> dict | None:
+        """The report's loudness figures of the track, once it is finished; None when it was
+        not normalised."""
+        if self.normalize is None or self.normalize.result is None:
+            return None
+        return {"stream": self.index, **self.normalize.result.to_dict()}
 
     def _work(self, packet: av.Packet | None) -> list[AudioOut]:
         if packet is None:

@@ -124,7 +124,7 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
     if plan.video.action == "encode" and plan.video.vmaf is not None:
         plan, choice = _search_quality(plan, info, profile)
     tmp = temp_path_for(output)
-    guard = SizeGuard(input_path, tmp, output, profile.video.max_size_ratio, on_progress) \
+    guard = SizeGuard(info.size, tmp, output, profile.video.max_size_ratio, on_progress) \
         if profile.video.max_size_ratio is not None else None
     try:
         try:

@@ -200,15 +200,14 @@ class _LadderRunner:
                 self.result.stages = self.runner.describe()
             for sink in self.sinks:
                 sink.out.mux(sink.finish())
-            for index, track in self.audio.items():
+            for track in self.audio.values():
                 if track.sink is not None:
                     mux_audio(self.health, track.sink.finish(),
                               functools.partial(self._write_audio, track))
                     if change := track.sink.convert.change:
                         self.result.warnings.append(change)
-                    if (norm := track.sink.normalize) is not None and norm.result is not None:
-                        self.result.loudness.append({"stream": index,
-                                                     **norm.result.to_dict()})
+                    if (figures := track.sink.loudness()) is not None:
+                        self.result.loudness.append(figures)
             for sub in self.subtitles.values():
                 if sub.converter is not None:
                     self._write(sub.streams, sub.converter.flush())

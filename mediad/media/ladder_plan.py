@@ -167,8 +167,8 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
         renditions = [replace(r, file=f"{stem}.{r.name}.{container}") for r in renditions]
     base = planned[0][2]
     # The base plan's word on subtitles is about an MP4 file; a package says its own (below)
-    warnings = [w for w in base.warnings
-                if package == "files" or not w.startswith("subtitle stream #")]
+    mp4_words = set() if package == "files" else set(plan_subtitles(info, profile, container)[1])
+    warnings = [w for w in base.warnings if w not in mp4_words]
     fallbacks = list(base.fallbacks)
     if base.frames_on_gpu:  # honest: each rendition scales host frames
         base = replace(base, frames_on_gpu=False, frames_reason=(

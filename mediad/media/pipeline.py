@@ -291,12 +291,12 @@ class _Runner:
             for frame in self.source.flush():
                 self._encode_video(frame, out)
             self._encode_video(None, out)
-            for index, sink in self.audio_sinks.items():
+            for sink in self.audio_sinks.values():
                 mux_audio(self.health, sink.finish(), out.mux)
                 if change := sink.convert.change:
                     self.result.warnings.append(change)
-                if sink.normalize is not None and sink.normalize.result is not None:
-                    self.result.loudness.append({"stream": index, **sink.normalize.result.to_dict()})
+                if (figures := sink.loudness()) is not None:
+                    self.result.loudness.append(figures)
             for converter in self.convert_subs.values():
                 out.mux(converter.flush())
                 if summary := converter.summary():

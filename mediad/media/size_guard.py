@@ -24,9 +24,9 @@ class SizeGuard:
     """A progress callback (wrapping the job's own) that stops a job whose output outgrows its
     source: at once when the bytes written pass the limit, early when the projection does."""
 
-    def __init__(self, source: Path, written: Path, output: Path, ratio: float,
+    def __init__(self, source_size: int, written: Path, output: Path, ratio: float,
                  inner: ProgressCallback | None) -> None:
-        self.source_size = source.stat().st_size
+        self.source_size = source_size  # as the probe found it
         self.limit = self.source_size * ratio
         self.ratio = ratio
         self.written = written  # the temporary file the muxer writes

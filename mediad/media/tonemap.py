@@ -264,8 +264,9 @@ def tonemap_planes(p: FramePlanes, tm: ToneMapPlan, bits: int = 8,
 BT709 = 1  # AVColorPrimaries / AVColorTransferCharacteristic / AVColorSpace BT.709
 
 
-def tag_sdr(frame: av.VideoFrame) -> None:
-    """Tag a frame as what tone mapping wrote: BT.709 primaries, transfer, matrix; limited."""
+def tag_sdr(frame: av.VideoFrame | av.video.codeccontext.VideoCodecContext) -> None:
+    """Tag a frame (or the encoder that takes it) as what tone mapping wrote: BT.709
+    primaries, transfer, matrix; limited range."""
     frame.colorspace = BT709
     frame.color_primaries = BT709
     frame.color_trc = BT709

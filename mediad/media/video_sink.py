@@ -13,10 +13,10 @@ import av
 
 from mediad.errors import MediadError, Reason
 from mediad.media import color
-from mediad.media.color import AVCOL_RANGE_MPEG
 from mediad.media.plan import VideoPlan
 from mediad.media.source import HW_SETUP_ERRORS
 from mediad.media.timing import Span
+from mediad.media.tonemap import tag_sdr
 from mediad.media.transform import VideoTransform, encoder_colour, tag_colour
 from mediad.media.worker import OrderedWorker
 from mediad.realtime import undo_realtime
@@ -94,12 +94,10 @@ def open_video_encoder(out: av.container.OutputContainer, ist: av.video.stream.V
     ost.time_base = occ.time_base = ist.time_base
     if (sar := sar_of(vp)) is not None:
         occ.sample_aspect_ratio = sar
-    full_range, matrix = encoder_colour(ist.codec_context, vp.height)
+    full_range, matrix = encoder_input_colour(ist, vp)
     tag_colour(ist.codec_context, occ, full_range, matrix)
     if vp.tonemap is not None:  # tone mapping writes SDR BT.709, limited range
-        occ.colorspace = occ.color_primaries = occ.color_trc = 1
-        occ.color_range = AVCOL_RANGE_MPEG
-        full_range, matrix = False, None
+        tag_sdr(occ)
     if vp.bit_rate:
         ost.bit_rate = vp.bit_rate
     if vp.codec == "hevc" and container in ("mp4", "mov"):

@@ -126,8 +126,9 @@ class VmafMeter:
             + ([after] if after is not None else [])
         first = 1 if self._before is not None else 0
         with self.torch.inference_mode():
-            motion = self.model.compute_motion2(self._tensor(context))[first:first + len(refs)]
-            ref, dist = self._tensor(refs), self._tensor([d for _, d in pairs])
+            ctx = self._tensor(context)  # the references with their neighbours, uploaded once
+            motion = self.model.compute_motion2(ctx)[first:first + len(refs)]
+            ref, dist = ctx[first:first + len(refs)], self._tensor([d for _, d in pairs])
             adm = self.model.compute_adm_score(ref, dist)
             vif = self.model.compute_vif_features(ref, dist)
             scores = self.model.predict(adm, motion, vif)
