@@ -2,13 +2,15 @@
 # GPU validation of mediad: `mediad gpus`, the GPU tests and the GPU benchmarks, output kept.
 # Run from the repository root on a machine with an NVIDIA GPU (see docs/gpu-validation.md).
 #
-#   bash bench/gpu_validation.sh [all|tests|ffmpeg|models] [OUTDIR]
+#   bash bench/gpu_validation.sh [all|tests|ffmpeg|models|ladder] [OUTDIR]
 #
 # all (default): every step below, for a machine that has every dependency installed
 # tests:  environment + `mediad gpus` + `pytest -m gpu` (but the tests that need the classifier
 #         and shot-detector weights when those are absent) + bench/gpu.py
 # ffmpeg: environment + bench/gpu.py with the carried ffmpeg (its CUDA decode comparison)
 # models: environment + `pytest -m gpu` of the model stages + bench/models.py --quick (no PyAV)
+# ladder: environment + bench/ladder.py --gpu (NVDEC + torch scaling per rendition, against
+#         three separate ffmpeg runs)
 # OUTDIR defaults to $OUT (the device tool's folder that comes back), else ./gpu-validation.
 #
 # Carried folders (made by bench/device_carry.py; the device machine has no network): wheels in
@@ -24,7 +26,7 @@ set -uo pipefail
 MODE=${1:-all}
 OUTDIR=${2:-${OUT:-gpu-validation}}
 PY=${PYTHON:-python3}
-case "$MODE" in all|tests|ffmpeg|models) ;; *) echo "usage: $0 [all|tests|ffmpeg|models] [OUTDIR]" >&2; exit 2;; esac
+case "$MODE" in all|tests|ffmpeg|models|ladder) ;; *) echo "usage: $0 [all|tests|ffmpeg|models|ladder] [OUTDIR]" >&2; exit 2;; esac
 # Step limits fit one mode into the device tool's 600 s per call; `all` (a machine of one's own)
 # runs every step in one go and gets four times as long.
 SCALE=1
@@ -57,7 +59,7 @@ done
 
 FFMPEG_ARG=()
 case "$MODE" in
-    all|ffmpeg)
+    all|ffmpeg|ladder)
         if [ -f .ffmpeg/ffmpeg.xz ]; then
             if command -v xz > /dev/null; then
                 xz -dc .ffmpeg/ffmpeg.xz > /tmp/ffmpeg
@@ -153,6 +155,12 @@ case "$MODE" in
 esac
 case "$MODE" in
     all|models) step "bench/models.py --quick" bench-models.txt 400 "$PY" bench/models.py --quick ;;
+esac
+case "$MODE" in
+    all|ladder)  # its ffmpeg sides run the carried binary (imageio-ffmpeg is not installed there)
+        [ -x /tmp/ffmpeg ] && export IMAGEIO_FFMPEG_EXE=/tmp/ffmpeg
+        step "bench/ladder.py --gpu" bench-ladder.txt 520 "$PY" bench/ladder.py --gpu --runs 3 --seconds 20
+        ;;
 esac
 echo "results in $OUTDIR: $(ls "$OUTDIR" | tr '\n' ' ')"
 [ $FAILED -eq 0 ] || echo "some step failed: see summary.txt" | tee -a "$SUMMARY"

@@ -111,7 +111,10 @@ ROWS = [
 
 
 def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary shipped by imageio-ffmpeg."""
+    """Path of the ffmpeg binary shipped by imageio-ffmpeg, or the one IMAGEIO_FFMPEG_EXE names
+    (imageio-ffmpeg's own override; the GPU machine has the binary carried but not the package)."""
+    if exe := os.environ.get("IMAGEIO_FFMPEG_EXE"):
+        return exe
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()

@@ -103,8 +103,11 @@ codec = "none"
 
 
 def test_ladder_decodes_with_nvdec_and_matches_the_cpu(tmp_path: Path) -> None:
-    """A ladder on a GPU decodes once with NVDEC (frames downloaded once, each rendition
-    scaled on the CPU) and every rendition matches the CPU ladder's."""
+    """A ladder on a GPU decodes once with NVDEC, keeps the frames in GPU memory, scales each
+    rendition from them in torch (then NVENC, or a download at the rendition's size for the
+    software encoder of a GPU without NVENC), and every rendition matches the CPU ladder's
+    (torch's area filter against libavfilter's bicubic: 41.5-44.3 dB on CPU tensors,
+    tests/test_ladder_gpu_fanout.py)."""
     from mediad.media.ladder_job import transcode_ladder
 
     src = source(tmp_path, "h264_aac.mp4")
@@ -112,6 +115,8 @@ def test_ladder_decodes_with_nvdec_and_matches_the_cpu(tmp_path: Path) -> None:
     on_gpu = transcode_ladder(src, prof, tmp_path / "gpu", gpu="auto")
     on_cpu = transcode_ladder(src, prof, tmp_path / "cpu", gpu="none")
     assert on_gpu.plan.base.decode.hardware and not on_gpu.plan.fallbacks, on_gpu.plan.fallbacks
+    assert on_gpu.plan.base.frames_on_gpu, on_gpu.plan.base.frames_reason
+    assert all(r.frames.startswith("scaled on the GPU") for r in on_gpu.plan.renditions)
     for made, ref in zip(on_gpu.files, on_cpu.files, strict=True):
         a, b = luma(Path(made.path)), luma(Path(ref.path))
-        assert a.shape == b.shape and psnr(a, b) >= 40, (made.path, psnr(a, b))
+        assert a.shape == b.shape and psnr(a, b) >= 38, (made.path, psnr(a, b))

@@ -318,6 +318,7 @@ def test_gpu_transform_code_agrees_with_the_host_path_on_cpu(clips: dict[str, Pa
     from dataclasses import replace
 
     from mediad.media.gpu_frames import GpuVideoTransform, frame_to_planes
+    from mediad.media.gpu_host import gpu_host_work
     from mediad.media.plan import VideoPlan
 
     frame = _first_frame(clips["pq"])
@@ -333,7 +334,7 @@ def test_gpu_transform_code_agrees_with_the_host_path_on_cpu(clips: dict[str, Pa
     vp = VideoPlan("encode", "h264", "libx264", False, {}, "fastest", 23, None, "yuv420p",
                    frame.width, frame.height, 0, None, "1/1", "", tonemap=tm)
     for bits, fmt in ((8, "yuv420p"), (10, "yuv420p10le")):
-        out = tonemap.gpu_tone_map_to_host(replace(vp, pix_fmt=fmt))(frame)[0]
+        out = gpu_host_work(replace(vp, pix_fmt=fmt))(frame)[0]
         assert (out.format.name, int(out.color_trc), int(out.color_primaries)) == (fmt, 1, 1)
         assert out.pts == frame.pts
         if bits == 8:

@@ -33,6 +33,8 @@ from mediad.media.video_sink import (
     EncoderRefused,
     VideoSink,
     after_stages_work,
+    as_they_are,
+    gpu_nvenc_work,
     host_work,
     open_video_encoder,
     stage_input_work,
@@ -293,11 +295,8 @@ class _LadderRunner:
         self.runner = StageRunner.from_profile(self.stage_configs, gpu=self.plan.base.gpu.device,
                                                fps_hint=float(fps) if fps else None)
         # The renditions' sinks convert what comes out (see _add_rendition): passed on as it is
-        def same(frame: av.VideoFrame | None) -> list[av.VideoFrame]:
-            return [] if frame is None else [frame]
-
         self.bridge = bridge.host_bridge(self.runner, stage_input_work(self.plan.base.video, ist),
-                                         same, same, batch=8)
+                                         as_they_are, as_they_are, batch=8)
 
     def _staged(self, frames: list[av.VideoFrame], end: bool = False) -> list[av.VideoFrame]:
         """Decoded frames through the stages (when there are any): the frames they finished."""
@@ -308,16 +307,29 @@ class _LadderRunner:
 
     def _add_rendition(self, r: RenditionPlan, ist: av.video.stream.VideoStream,
                        out: av.container.OutputContainer) -> None:
+        base = self.plan.base
+        on_gpu = base.frames_on_gpu
         encoder = open_video_encoder(out, ist, r.video, self.plan.container,
-                                     input_name=self.plan.base.input, output=r.name)
+                                     input_name=base.input, output=r.name,
+                                     cuda_device=base.decode.device if on_gpu else None)
+        if on_gpu and r.video.hardware:  # scaled in torch, CUDA frames into NVENC, here
+            self.sinks.append(VideoSink(encoder, r.video, gpu_nvenc_work(r.video), out, name=r.name,
+                                        threaded=False, output=r.name))
+            return
+        before = None
+        if on_gpu:  # scaled on the GPU here, downloaded, encoded on the rendition's thread
+            from mediad.media.gpu_host import gpu_host_work
+
+            transform, before = as_they_are, gpu_host_work(r.video)
         # An upscale stage's frames are RGB, upright and cropped already; analysis stages pass
         # the decoded frames on as they were.
-        transform = after_stages_work(r.video, ist, encoder) \
-            if self.runner is not None and self.runner.modifies_frames \
-            else host_work(r.video, ist, encoder)
+        elif self.runner is not None and self.runner.modifies_frames:
+            transform = after_stages_work(r.video, ist, encoder)
+        else:
+            transform = host_work(r.video, ist, encoder)
         # Each rendition scales and encodes on its own thread; 8 frames of slack between them
         self.sinks.append(VideoSink(encoder, r.video, transform, out, name=r.name, depth=8,
-                                    output=r.name))
+                                    output=r.name, before=before))
 
     def _packet(self, packet: av.Packet, vin: av.video.stream.VideoStream) -> None:
         index = packet.stream.index

@@ -16,7 +16,7 @@ from mediad.errors import MediadError, Reason
 from mediad.formats import PACKAGES
 from mediad.gpu import Capabilities
 from mediad.media.encoders import gop_options
-from mediad.media.plan import Plan, VideoPlan, make_plan, software_video
+from mediad.media.plan import Plan, VideoPlan, host_frames_reason, make_plan, software_video
 from mediad.media.plan_streams import StreamPlan, plan_audio, plan_subtitles
 from mediad.media.probe import MediaInfo
 from mediad.profiles import Profile, RenditionSettings, parse_bitrate
@@ -37,6 +37,7 @@ class RenditionPlan:
     max_bit_rate: int | None  # the VBV peak, with bit_rate (None: constant quality)
     gop: int  # frames between keyframes
     file: str | None = None  # files: its file's name in the folder (<stem>.<name>.<ext>)
+    frames: str = ""  # how the decoded frames reach its encoder (scaled where, downloaded when)
 
 
 @dataclass(frozen=True)
@@ -78,12 +79,14 @@ class LadderPlan:
     def with_software_decode(self, reason: str) -> LadderPlan:
         """The same plan decoded in software (NVDEC failed or refused the stream at run time)."""
         base = self.base.with_software_decode(reason)
-        return replace(self, base=base, fallbacks=[*self.fallbacks, base.fallbacks[-1]])
+        return replace(self, base=base, fallbacks=[*self.fallbacks, base.fallbacks[-1]],
+                       renditions=[_resided(r, False) for r in self.renditions])
 
     def with_software_rendition(self, name: str, reason: str) -> LadderPlan:
         """The same plan with one rendition on its software encoder (NVENC refused that sink
         at run time); the others keep theirs."""
-        renditions = [_with_stream_options(replace(r, video=software_video(r.video, reason)))
+        renditions = [_resided(_with_stream_options(replace(r, video=software_video(r.video, reason))),
+                               self.base.frames_on_gpu)
                       if r.name == name else r for r in self.renditions]
         return replace(self, renditions=renditions,
                        fallbacks=[*self.fallbacks, f"rendition {name}: {reason}"])
@@ -170,10 +173,9 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
     mp4_words = set() if package == "files" else set(plan_subtitles(info, profile, container)[1])
     warnings = [w for w in base.warnings if w not in mp4_words]
     fallbacks = list(base.fallbacks)
-    if base.frames_on_gpu:  # honest: each rendition scales host frames
-        base = replace(base, frames_on_gpu=False, frames_reason=(
-            "NVDEC frames downloaded once; each rendition scales them on the CPU (scaling the "
-            "fan-out on the GPU is not built yet)"))
+    on_gpu, frames_reason = _residency(base, v.pix_fmt)
+    base = replace(base, frames_on_gpu=on_gpu, frames_reason=frames_reason)
+    renditions = [_resided(r, on_gpu) for r in renditions]
     kept_audio = [_package_audio(a, info, profile, package) for a in base.audio
                   if a.action != "drop"]
     subtitles = _package_subtitles(info, profile, package, len(renditions), base.subtitles,
@@ -186,6 +188,25 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
                       segment_seconds=profile.package.segment_seconds,
                       keyframe_seconds=profile.package.keyframe_seconds,
                       skipped=skipped, warnings=warnings, fallbacks=fallbacks)
+
+
+def _residency(base: Plan, source_pix_fmt: str) -> tuple[bool, str]:
+    """Whether the decoded frames stay in GPU memory, each rendition scaled from them there
+    (PyAV's FFmpeg has no scale_cuda: torch scales), and why (not)."""
+    if (host := host_frames_reason(base.decode, base.video, source_pix_fmt)) is not None:
+        return False, host
+    if base.stages:
+        return False, "the model stages of a ladder take host frames: NVDEC frames downloaded once"
+    return True, "NVDEC frames stay in GPU memory; each rendition is scaled from them in torch"
+
+
+def _resided(r: RenditionPlan, on_gpu: bool) -> RenditionPlan:
+    """The rendition with the word on how its frames reach its encoder."""
+    v = r.video
+    frames = "host frames, scaled in libavfilter" if not on_gpu else \
+        "scaled on the GPU -> NVENC, no host copy" if v.hardware else \
+        f"scaled on the GPU, downloaded at {v.width}x{v.height} for {v.encoder}"
+    return replace(r, frames=frames)
 
 
 # Audio a package's players take as it is (HLS: Apple's players, AAC; DASH: AAC or Opus).
@@ -297,7 +318,8 @@ def format_ladder_plan(plan: LadderPlan) -> str:
         rc = f"{v.bit_rate // 1000}k (peak {r.max_bit_rate // 1000}k)" \
             if v.bit_rate and r.max_bit_rate else f"quality {v.quality}"
         lines.append(f"rendition: {r.name} {v.codec} via {v.encoder} {v.width}x{v.height} "
-                     f"{v.pix_fmt} {rc}" + (f" -> {r.file}" if r.file else "") + f" - {v.reason}")
+                     f"{v.pix_fmt} {rc}" + (f" -> {r.file}" if r.file else "") + f" - {v.reason}"
+                     + (f"; frames: {r.frames}" if r.frames else ""))
     lines += [f"skipped: {s}" for s in plan.skipped]
     lines += [f"warning: {w}" for w in plan.warnings]
     return "\n".join(lines)

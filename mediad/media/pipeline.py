@@ -31,7 +31,9 @@ from mediad.media.video_sink import (
     OpenedEncoder,
     VideoSink,
     after_stages_work,
+    as_they_are,
     gpu_layout,
+    gpu_nvenc_work,
     host_work,
     open_video_encoder,
     sar_of,
@@ -135,13 +137,18 @@ class _Runner:
                                      cuda_device=self.plan.decode.device if gpu_frames else None)
         _copy_stream_info(ist, encoder.stream)
         self.video_in = ist
+        before = None
         if self.stage_configs:  # the stages have their own thread
             work, threaded = self._stage_path(ist, vp, encoder), False
-        elif gpu_frames:
-            work, threaded = self._gpu_transform(vp), False
+        elif gpu_frames and vp.hardware:  # CUDA frames to NVENC, in this thread
+            work, threaded = gpu_nvenc_work(vp), False
+        elif gpu_frames:  # tone-mapped on the GPU here, encoded from host frames on a thread
+            from mediad.media.gpu_host import gpu_host_work
+
+            work, threaded, before = as_they_are, True, gpu_host_work(vp)
         else:  # host frames: scaled (tone-mapped) and encoded on their own thread
             work, threaded = host_work(vp, ist, encoder), True
-        self.video_sink = VideoSink(encoder, vp, work, out, threaded=threaded)
+        self.video_sink = VideoSink(encoder, vp, work, out, threaded=threaded, before=before)
 
     def _stage_path(self, ist: av.video.stream.VideoStream, vp: VideoPlan,
                     encoder: OpenedEncoder | None) -> FrameTransform:
@@ -169,21 +176,6 @@ class _Runner:
         self.bridge = bridge.host_bridge(self.runner, stage_input_work(vp, ist), post,
                                          as_decoded, batch)
         return self.bridge
-
-    @staticmethod
-    def _gpu_transform(vp: VideoPlan) -> FrameTransform:
-        """CUDA frames scaled (tone-mapped) and converted in torch for NVENC (no host copy), or
-        tone-mapped on the GPU and downloaded once for a software encoder."""
-        from mediad.media.gpu_frames import GpuVideoTransform
-
-        if not vp.hardware:  # only tone mapping keeps frames on the GPU for software encoders
-            from mediad.media.tonemap import gpu_tone_map_to_host
-
-            assert vp.tonemap is not None
-            return gpu_tone_map_to_host(vp)
-        gpu = GpuVideoTransform(size=(vp.width, vp.height), out_format=gpu_layout(vp),
-                                tonemap=vp.tonemap)
-        return lambda frame: [] if frame is None else [gpu(frame)]
 
     def _add_audio(self, sp: StreamPlan, src: av.container.InputContainer,
                    out: av.container.OutputContainer) -> None:

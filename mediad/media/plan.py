@@ -368,19 +368,26 @@ def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities, analysed: b
     return DecodePlan(v.index, v.codec, True, caps.device, nvdec.reason)
 
 
+def host_frames_reason(decode: DecodePlan, video: VideoPlan, source_pix_fmt: str) -> str | None:
+    """Why decoded frames cannot stay in GPU memory for `video`, None when they can."""
+    if not decode.hardware:
+        return ("video is copied" if video.action == "copy"
+                else "software decode: frames are in host memory")
+    if video.rotate or video.crop:
+        return "rotation/crop run in libavfilter on the host: frames downloaded once"
+    if video.deinterlace in ("all", "interlaced"):
+        return "bwdif deinterlacing runs in libavfilter on the host: frames downloaded once"
+    if source_pix_fmt not in CHROMA_420:
+        # NVDEC gives 4:4:4 as planar YUV444 (torch reads NV12/P010 only), and no 4:2:2 at all.
+        return f"{source_pix_fmt} is not 4:2:0: frames downloaded once"
+    return None
+
+
 def _plan_residency(decode: DecodePlan, video: VideoPlan, source_pix_fmt: str,
                     stages_on_cuda: bool, stages: bool = False) -> tuple[bool, str]:
     """Whether decoded frames stay in GPU memory (for the stages and/or NVENC), and why (not)."""
-    if not decode.hardware:
-        return False, ("video is copied" if video.action == "copy"
-                       else "software decode: frames are in host memory")
-    if video.rotate or video.crop:
-        return False, "rotation/crop run in libavfilter on the host: frames downloaded once"
-    if video.deinterlace in ("all", "interlaced"):
-        return False, "bwdif deinterlacing runs in libavfilter on the host: frames downloaded once"
-    if source_pix_fmt not in CHROMA_420:
-        # NVDEC gives 4:4:4 as planar YUV444 (torch reads NV12/P010 only), and no 4:2:2 at all.
-        return False, f"{source_pix_fmt} is not 4:2:0: frames downloaded once"
+    if (host := host_frames_reason(decode, video, source_pix_fmt)) is not None:
+        return False, host
     if video.tonemap is not None and stages:
         return False, ("tone mapping ahead of the stages runs on host frames for now: frames "
                        "downloaded once")

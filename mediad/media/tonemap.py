@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
     from mediad.media.gpu_frames import FramePlanes
     from mediad.media.hdr import HdrMetadata
-    from mediad.media.plan import VideoPlan
 
 Transfer = Literal["pq", "hlg"]
 
@@ -317,29 +316,4 @@ class HostToneMap:
 def host_tone_map(geometry: FrameWork, tm: ToneMapPlan, pix_fmt: str) -> HostToneMap:
     """The host tone-mapping step for an encoder taking `pix_fmt` (yuv420p or yuv420p10le)."""
     return HostToneMap(geometry, tm, bits=10 if "10" in pix_fmt else 8)
-
-
-
-def gpu_tone_map_to_host(vp: VideoPlan) -> FrameWork:
-    """CUDA frames (NVDEC) tone-mapped and scaled on their GPU, then downloaded once as host
-    frames for a software encoder (`vp.pix_fmt`: yuv420p or yuv420p10le)."""
-    import torch
-
-    from mediad.media.gpu_frames import GpuVideoTransform
-
-    assert vp.tonemap is not None
-    bits = 10 if "10" in vp.pix_fmt else 8
-    gpu = GpuVideoTransform(size=(vp.width, vp.height),
-                            out_format="p010le" if bits == 10 else "nv12", tonemap=vp.tonemap)
-
-    def work(frame: av.VideoFrame | None) -> list[av.VideoFrame]:
-        if frame is None:
-            return []
-        p = gpu.output_planes(gpu.planes(frame)).to("cpu")
-        y, uv = p.y, p.uv
-        if p.shift:  # P010 -> plain 10-bit code values
-            y, uv = y.to(torch.int32) >> p.shift, uv.to(torch.int32) >> p.shift
-        return [sdr_frame(y, uv, bits, frame)]
-
-    return work
 

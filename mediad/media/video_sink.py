@@ -25,6 +25,11 @@ from mediad.realtime import undo_realtime
 FrameWork = Callable[[av.VideoFrame | None], list[av.VideoFrame]]
 
 
+def as_they_are(frame: av.VideoFrame | None) -> list[av.VideoFrame]:
+    """The frame work that passes frames on unchanged (they are ready for the encoder)."""
+    return [] if frame is None else [frame]
+
+
 class EncoderRefused(Exception):
     """The hardware video encoder would not set up, open or encode (no engine, session limit):
     re-plan that output with its software encoder. `output`: the ladder rendition it was for
@@ -123,6 +128,15 @@ def host_work(vp: VideoPlan, ist: av.video.stream.VideoStream,
     return host_transform(vp, ist, encoder.full_range, encoder.matrix)
 
 
+def gpu_nvenc_work(vp: VideoPlan) -> FrameWork:
+    """CUDA frames scaled (tone-mapped) and converted in torch for NVENC, no host copy."""
+    from mediad.media.gpu_frames import GpuVideoTransform
+
+    gpu = GpuVideoTransform(size=(vp.width, vp.height), out_format=gpu_layout(vp),
+                            tonemap=vp.tonemap)
+    return lambda frame: [] if frame is None else [gpu(frame)]
+
+
 def encoder_input_colour(ist: av.video.stream.VideoStream, vp: VideoPlan) -> tuple[bool, str | None]:
     """(full range, matrix) of the frames `vp`'s encoder gets from `ist` (as it is opened)."""
     if vp.tonemap is not None:  # tone mapping writes SDR BT.709, limited range
@@ -186,15 +200,19 @@ class VideoSink:
     demuxing and decoding, as the ffmpeg CLI runs each filter chain and encoder; the packets
     come back to the reader's thread, which alone muxes. Unthreaded (frames that stay on the
     GPU, or model stages with a thread of their own), it runs in the caller's thread.
+    `before` runs in the caller's thread ahead of the queue: GPU work on decoded CUDA frames,
+    so that no frame waiting in the queue holds one of NVDEC's few surfaces.
     """
 
     def __init__(self, encoder: OpenedEncoder, vp: VideoPlan, transform: FrameWork,
                  out: av.container.OutputContainer, *, name: str = "video",
-                 threaded: bool = True, depth: int = 2, output: str | None = None) -> None:
+                 threaded: bool = True, depth: int = 2, output: str | None = None,
+                 before: FrameWork | None = None) -> None:
         self.ost = encoder.stream
         self.vp = vp
         self.out = out  # the container its packets go to
         self.transform = transform
+        self.before = before
         self.output = output  # the ladder rendition (for EncoderRefused), None: single
         self.frames = 0
         self.span = Span()  # what the encoded frames span
@@ -227,13 +245,19 @@ class VideoSink:
 
     def put(self, frame: av.VideoFrame) -> list[av.Packet]:
         """Hand one frame over; returns the packets finished so far."""
+        frames = self.before(frame) if self.before is not None else [frame]
+        return [p for f in frames for p in self._hand_over(f)]
+
+    def _hand_over(self, frame: av.VideoFrame | None) -> list[av.Packet]:
         return self.worker.put(frame) if self.worker is not None else self._work(frame)
 
     def finish(self) -> list[av.Packet]:
         """Flush the conversion and the encoder; returns the rest."""
+        done = [p for f in self.before(None) for p in self._hand_over(f)] \
+            if self.before is not None else []
         if self.worker is None:
-            return self._work(None)
-        done = self.worker.put(None)
+            return done + self._work(None)
+        done += self.worker.put(None)
         return done + self.worker.finish()
 
     def close(self) -> None:
