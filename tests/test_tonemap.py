@@ -331,8 +331,10 @@ def test_gpu_transform_code_agrees_with_the_host_path_on_cpu(clips: dict[str, Pa
     assert (p.uv.int() - ref.uv.int()).abs().max() <= 1
     assert not gpu.passes_through(frame)
     # The software-encoder variant (NVDEC frames tone-mapped on the GPU, downloaded once).
-    vp = VideoPlan("encode", "h264", "libx264", False, {}, "fastest", 23, None, "yuv420p",
-                   frame.width, frame.height, 0, None, "1/1", "", tonemap=tm)
+    vp = VideoPlan(action="encode", codec="h264", encoder="libx264", hardware=False, options={},
+                   speed="fastest", quality=23, bit_rate=None, pix_fmt="yuv420p",
+                   width=frame.width, height=frame.height, rotate=0, crop=None,
+                   sample_aspect_ratio="1/1", reason="", tonemap=tm)
     for bits, fmt in ((8, "yuv420p"), (10, "yuv420p10le")):
         out = gpu_host_work(replace(vp, pix_fmt=fmt))(frame)[0]
         assert (out.format.name, int(out.color_trc), int(out.color_primaries)) == (fmt, 1, 1)

@@ -28,7 +28,7 @@ Package = Literal["hls", "dash", "files"]
 _PEAK_OVER_AVERAGE = 1.5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RenditionPlan:
     """One output rendition: its name (`720p`), its video plan and its rate control."""
 
@@ -40,7 +40,7 @@ class RenditionPlan:
     frames: str = ""  # how the decoded frames reach its encoder (scaled where, downloaded when)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LadderPlan:
     """Decode once (`base`: decode, audio and timeline decisions), encode every rendition."""
 
@@ -292,7 +292,7 @@ def _rendition(name: str, r: RenditionSettings, video: VideoPlan, gop: int,
         peak = parse_bitrate(r.max_bitrate) if r.max_bitrate else \
             int(video.bit_rate * _PEAK_OVER_AVERAGE)
     video = replace(video, sample_aspect_ratio=f"{sar.numerator}/{sar.denominator}")
-    return _with_stream_options(RenditionPlan(name, video, peak, gop))
+    return _with_stream_options(RenditionPlan(name=name, video=video, max_bit_rate=peak, gop=gop))
 
 
 def _with_stream_options(r: RenditionPlan) -> RenditionPlan:

@@ -41,7 +41,7 @@ CHROMA_420 = {"yuv420p", "yuvj420p", "nv12", "yuv420p10le", "p010le"}  # what th
 Deinterlace = Literal["off", "all", "interlaced", "auto"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DecodePlan:
     """How the video is decoded."""
 
@@ -52,7 +52,7 @@ class DecodePlan:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VideoPlan:
     """What happens to the video stream."""
 
@@ -92,7 +92,7 @@ def software_video(v: VideoPlan, reason: str) -> VideoPlan:
                    reason=f"software encoder: {reason}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GpuDecision:
     """The GPU a plan may use (device None: none), why that one, and what its NVENC and NVDEC
     did when tried, per codec."""
@@ -104,10 +104,11 @@ class GpuDecision:
 
     @classmethod
     def of(cls, caps: Capabilities, reason: str) -> GpuDecision:
-        return cls(caps.device, reason, dict(caps.nvenc), dict(caps.nvdec))
+        return cls(device=caps.device, reason=reason, nvenc=dict(caps.nvenc),
+                   nvdec=dict(caps.nvdec))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Plan:
     """The decision record of one transcode; `mediad plan` prints it and the report embeds it."""
 
@@ -262,8 +263,10 @@ def _copied_video(v: VideoInfo, vs: VideoSettings, container: str,
             warnings.append(f"the source's container aspect ratio (SAR {v.sample_aspect_ratio}) "
                             f"is not carried when copying {v.codec} into {container}: players "
                             "show the bitstream's")
-    plan = VideoPlan("copy", v.codec, "copy", False, {}, vs.speed, None, None, v.pix_fmt,
-                     v.width, v.height, 0, None, v.sample_aspect_ratio, reason,
+    plan = VideoPlan(action="copy", codec=v.codec, encoder="copy", hardware=False, options={},
+                     speed=vs.speed, quality=None, bit_rate=None, pix_fmt=v.pix_fmt,
+                     width=v.width, height=v.height, rotate=0, crop=None,
+                     sample_aspect_ratio=v.sample_aspect_ratio, reason=reason,
                      bitstream_filter=bsf)
     return plan, warnings
 
@@ -347,25 +350,32 @@ def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabil
         assert quality is not None
         quality = min(max(quality, low), high)
         vmaf = VmafTarget(float(vs.target_vmaf), low, high, quality, gpu=caps.device)
-    return VideoPlan("encode", vs.codec, encoder, use_gpu,
-                     encoder_options(encoder, vs.speed, quality,
-                                      caps.device if use_gpu else None, carried),
-                     vs.speed, quality, bit_rate, pix_fmt, width, height, v.rotation, crop, sar,
-                     reason + not_copied, deinterlace, carried,
-                     source_interlaced=v.interlaced, tonemap=tm, vmaf=vmaf), fallbacks, warnings
+    options = encoder_options(encoder, vs.speed, quality, caps.device if use_gpu else None,
+                              carried)
+    return VideoPlan(action="encode", codec=vs.codec, encoder=encoder, hardware=use_gpu,
+                     options=options, speed=vs.speed, quality=quality, bit_rate=bit_rate,
+                     pix_fmt=pix_fmt, width=width, height=height, rotate=v.rotation, crop=crop,
+                     sample_aspect_ratio=sar, reason=reason + not_copied, deinterlace=deinterlace,
+                     hdr=carried, source_interlaced=v.interlaced, tonemap=tm,
+                     vmaf=vmaf), fallbacks, warnings
 
 
 def _plan_decode(v: VideoInfo, video: VideoPlan, caps: Capabilities, analysed: bool) -> DecodePlan:
+    def software(reason: str) -> DecodePlan:
+        return DecodePlan(stream=v.index, codec=v.codec, hardware=False, device=None,
+                          reason=reason)
+
     if video.action == "copy" and not analysed:
-        return DecodePlan(v.index, v.codec, False, None, "video is copied, not decoded")
+        return software("video is copied, not decoded")
     nvdec = caps.nvdec.get(v.codec)
     if caps.device is None:
-        return DecodePlan(v.index, v.codec, False, None, f"software decoder: {nvdec.reason if nvdec else 'no GPU'}")
+        return software(f"software decoder: {nvdec.reason if nvdec else 'no GPU'}")
     if v.codec not in NVDEC_CODECS or not nvdec:
-        return DecodePlan(v.index, v.codec, False, None, f"software decoder: NVDEC not tried for {v.codec}")
+        return software(f"software decoder: NVDEC not tried for {v.codec}")
     if not nvdec.ok:
-        return DecodePlan(v.index, v.codec, False, None, f"software decoder: {nvdec.reason}")
-    return DecodePlan(v.index, v.codec, True, caps.device, nvdec.reason)
+        return software(f"software decoder: {nvdec.reason}")
+    return DecodePlan(stream=v.index, codec=v.codec, hardware=True, device=caps.device,
+                      reason=nvdec.reason)
 
 
 def host_frames_reason(decode: DecodePlan, video: VideoPlan, source_pix_fmt: str) -> str | None:

@@ -22,20 +22,20 @@ from mediad.profiles import AUDIO_MAX_BITRATE_PER_CHANNEL, Profile, parse_bitrat
 AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StreamPlan:
-    """What happens to one audio or subtitle stream."""
+    """What happens to one audio or subtitle stream (or attachment, or cover art)."""
 
     index: int
     action: Literal["copy", "encode", "convert", "drop"]  # convert: text subtitles, cue by cue
     source_codec: str
-    codec: str | None
-    encoder: str | None
-    bit_rate: int | None
-    channels: int | None
-    sample_rate: int | None
-    language: str | None
     reason: str
+    codec: str | None = None
+    encoder: str | None = None
+    bit_rate: int | None = None
+    channels: int | None = None
+    sample_rate: int | None = None
+    language: str | None = None
     loudness: LoudnessTarget | None = None  # the track's loudness normalised (two-pass)
 
 
@@ -52,8 +52,8 @@ def plan_audio(info: MediaInfo, profile: Profile, container: str) -> list[Stream
     for s in info.audio:
         fits = s.codec in allowed
         if a.codec == "none":
-            plans.append(StreamPlan(s.index, "drop", s.codec, None, None, None, None, None,
-                                    s.language, "profile drops audio"))
+            plans.append(StreamPlan(index=s.index, action="drop", source_codec=s.codec,
+                                    language=s.language, reason="profile drops audio"))
             continue
         target = a.codec if a.codec != "copy" else CONTAINER_DEFAULT_AUDIO[container]
         if target not in allowed:  # only when -o chose another container than the profile's
@@ -81,12 +81,15 @@ def plan_audio(info: MediaInfo, profile: Profile, container: str) -> list[Stream
             if loudness is not None:
                 reason += (f"; loudness normalised to {loudness.integrated:g} LUFS (true peak "
                            f"{loudness.true_peak:g} dBTP, range {loudness.lra:g} LU), two-pass")
-            plans.append(StreamPlan(s.index, "encode", s.codec, target, AUDIO_ENCODERS[target],
-                                    bit_rate, channels, rate, s.language,
-                                    f"encode to {target}: {reason}", loudness))
+            plans.append(StreamPlan(index=s.index, action="encode", source_codec=s.codec,
+                                    codec=target, encoder=AUDIO_ENCODERS[target],
+                                    bit_rate=bit_rate, channels=channels, sample_rate=rate,
+                                    language=s.language, reason=f"encode to {target}: {reason}",
+                                    loudness=loudness))
             continue
-        plans.append(StreamPlan(s.index, "copy", s.codec, s.codec, None, None, s.channels,
-                                s.sample_rate, s.language, reason))
+        plans.append(StreamPlan(index=s.index, action="copy", source_codec=s.codec, codec=s.codec,
+                                channels=s.channels, sample_rate=s.sample_rate,
+                                language=s.language, reason=reason))
     return plans
 
 
@@ -112,9 +115,9 @@ def plan_subtitles(info: MediaInfo, profile: Profile,
                    else "no decoder to convert them")
             action, reason = "drop", f"{container} cannot hold {s.codec} subtitles ({why})"
             warnings.append(f"subtitle stream #{s.index} ({s.codec}) dropped: {reason}")
-        plans.append(StreamPlan(s.index, action, s.codec, target,
-                                target if action == "convert" else None, None, None, None,
-                                s.language, reason))
+        plans.append(StreamPlan(index=s.index, action=action, source_codec=s.codec, codec=target,
+                                encoder=target if action == "convert" else None,
+                                language=s.language, reason=reason))
     return plans, warnings
 
 
@@ -125,18 +128,18 @@ def plan_extras(info: MediaInfo, container: str) -> tuple[list[StreamPlan], list
     keep_files = container in CONTAINER_ATTACHMENTS
     for a in info.attachments:
         reason = "kept" if keep_files else f"{container} cannot hold attachments"
-        attachments.append(StreamPlan(a.index, "copy" if keep_files else "drop", a.mimetype,
-                                      None, None, None, None, None, None,
-                                      f"{a.filename}: {reason}"))
+        attachments.append(StreamPlan(index=a.index, action="copy" if keep_files else "drop",
+                                      source_codec=a.mimetype, reason=f"{a.filename}: {reason}"))
     if info.attachments and not keep_files:
         names = ", ".join(a.filename for a in info.attachments)
         warnings.append(f"{len(info.attachments)} attachment(s) dropped ({names}): {container} "
                         "cannot hold attachments (fonts for ASS subtitles need mkv)")
     for c in info.cover_art:
         keep = container in CONTAINER_COVER_ART
-        covers.append(StreamPlan(c.index, "copy" if keep else "drop", c.codec, c.codec, None,
-                                 None, None, None, None,
-                                 "cover art kept" if keep else f"{container} cannot hold cover art"))
+        covers.append(StreamPlan(index=c.index, action="copy" if keep else "drop",
+                                 source_codec=c.codec, codec=c.codec,
+                                 reason="cover art kept" if keep
+                                 else f"{container} cannot hold cover art"))
         if not keep:
             warnings.append(f"cover art #{c.index} ({c.codec}) dropped: {container} cannot "
                             "hold attached pictures")
