@@ -320,6 +320,10 @@ def test_gpus_nodes_stats_and_listing(client: httpx.Client) -> None:
     assert stats["counts"] == by_state and page["total"] == len(page["jobs"])
     assert stats["done_last_24h"] == by_state["done"] and stats["frames_last_24h"] > 0
     assert stats["bytes_in"] > 0 and stats["bytes_saved"] == stats["bytes_in"] - stats["bytes_out"]
+    # bytes_out: each done job's output size, recorded by the daemon when it was done
+    reports = [client.get(f"/api/v1/jobs/{j['id']}").json()["report"] for j in page["jobs"]
+               if j["state"] == "done"]
+    assert stats["bytes_out"] == sum(o["size"] for r in reports for o in r["outputs"]) > 0
     ids = [j["id"] for j in page["jobs"]]
     assert ids == sorted(ids, reverse=True)  # newest first
     walked, cursor = [], None

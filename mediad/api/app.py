@@ -54,7 +54,6 @@ from mediad.api.contracts import (
 )
 from mediad.api.head import HeadAsGet
 from mediad.api.ready import ReadinessBox
-from mediad.api.reports import OUT_SIZE_SQL
 from mediad.api.session import COOKIE, SAFE_METHODS, session_valid
 from mediad.api.token import token_matches
 from mediad.config import Config
@@ -395,9 +394,8 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
                 "SELECT COUNT(*), COALESCE(SUM(frames_done), 0) FROM jobs WHERE state = 'done' "
                 "AND finished >= ?", (since,)).fetchone()
             bytes_in, bytes_out = conn.execute(
-                "SELECT COALESCE(SUM(size), 0), CAST(TOTAL(out) AS INTEGER) FROM (SELECT size, "
-                f"{OUT_SIZE_SQL} AS out FROM jobs WHERE state = 'done') WHERE out > 0"
-            ).fetchone()
+                "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(out_size), 0) FROM jobs "
+                "WHERE state = 'done' AND out_size > 0").fetchone()
         return Stats(counts=StateCounts(**{s: by_state.get(s, 0) for s in STATES}),
                      done_last_24h=done, frames_last_24h=frames, jobs_per_hour=round(done / 24, 3),
                      frames_per_hour=round(frames / 24, 1), bytes_in=bytes_in,
@@ -453,7 +451,7 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
     from mediad.api.dashboard import Backend, install_dashboard  # jinja2: only with [api]
 
     install_dashboard(app, Backend(
-        token=token, reading=reading, job=show_job, retry=retry, cancel=cancel,
+        token=token, reading=reading, retry=retry, cancel=cancel,
         priority=lambda job_id, value, wait: priority(job_id, PriorityRequest(priority=value),
                                                       wait),
         profiles=list_profiles, profile=show_profile, gpus=gpus, nodes=nodes, stats=stats,

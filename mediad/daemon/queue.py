@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from mediad.daemon.fingerprint import Fingerprint
-from mediad.daemon.schema import migrate
+from mediad.daemon.schema import migrate, out_size_sql
 from mediad.errors import MediadError, Reason
 
 
@@ -72,6 +72,7 @@ class Job:
     priority: int = 0  # higher runs first
     node: str | None = None  # the cluster node that ran (or runs) it; None: this machine
     output_dir: str | None = None  # a submit's own output folder; None: its watch's
+    out_size: int | None = None  # a done job's outputs, bytes (schema.out_size_sql)
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -345,9 +346,10 @@ class Queue:
     def done(self, job_id: int, report: dict) -> None:
         """The output is committed."""
         now = time.time()
-        self.conn.execute("UPDATE jobs SET state = 'done', finished = ?, updated = ?, reason = NULL,"
-                          " error = NULL, report = ? WHERE id = ?",
-                          (now, now, json.dumps(report, default=str), job_id))
+        self.conn.execute("UPDATE jobs SET state = 'done', finished = :now, updated = :now, "
+                          "reason = NULL, error = NULL, report = :report, "
+                          f"out_size = {out_size_sql(':report')} WHERE id = :id",
+                          {"now": now, "report": json.dumps(report, default=str), "id": job_id})
 
     def failed(self, job_id: int, reason: Reason, error: str, *, count_attempt: bool = True) -> None:
         """The job failed for good."""
@@ -384,8 +386,9 @@ class Queue:
         cur = self.conn.execute(
             "UPDATE jobs SET state = 'queued', attempts = 0, reason = ?, error = ?, "
             "not_before = 0, started = NULL, finished = NULL, gpu = NULL, frames_done = NULL, "
-            "frames_total = NULL, fps = NULL, report = NULL, disposed = 0, key = ?, size = ?, "
-            "mtime_ns = ?, inode = ?, digest = ?, updated = ? WHERE id = ? AND state = 'failed'",
+            "frames_total = NULL, fps = NULL, report = NULL, out_size = NULL, disposed = 0, "
+            "key = ?, size = ?, mtime_ns = ?, inode = ?, digest = ?, updated = ? "
+            "WHERE id = ? AND state = 'failed'",
             (USER_RETRY, "requeued by mediad retry", key, fp.size, fp.mtime_ns, fp.inode,
              fp.digest, time.time(), job_id))
         return cur.rowcount == 1
