@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -306,6 +307,49 @@ def test_profiles_list_show_validate(client: httpx.Client) -> None:
     assert any(e.startswith("video.quality: ") for e in bad["errors"])
     syntax = client.post("/api/v1/profiles/validate", json={"toml": "[video\n"}).json()
     assert syntax["valid"] is False and "not valid TOML" in syntax["errors"][0]
+
+
+def test_a_profile_file_is_parsed_again_only_when_it_changes(tmp_path: Path) -> None:
+    from mediad.api.profile_cache import ProfileCache
+    from mediad.errors import MediadError
+
+    path = tmp_path / "mine.toml"
+    path.write_text('description = "first"\n[video]\ncodec = "h264"\n')
+    cache = ProfileCache()
+    first = cache.load(str(path))
+    assert first.description == "first" and first.name == "mine"
+    assert cache.load(str(path)) is first  # unchanged: the very same, not parsed again
+    path.write_text('description = "second, longer"\n[video]\ncodec = "hevc"\n')
+    edited = cache.load(str(path))
+    assert (edited.description, edited.video.codec) == ("second, longer", "hevc")
+    assert cache.load("h264") is cache.load("h264")  # a built-in, by name
+    path.write_text('description = "broken"\n[video]\ncodec = "mpeg2"\n')
+    with pytest.raises(MediadError):
+        cache.load(str(path))
+    path.unlink()
+    with pytest.raises(MediadError, match="not found"):
+        cache.load(str(path))
+
+
+def test_an_edited_configured_profile_is_listed_once_the_daemon_reloads(site: ApiSite,
+                                                                        client: httpx.Client) -> None:
+    """A configured profile is listed as the daemon runs it: as its config loaded it, until a
+    reload (SIGHUP); its edit then shows at the next request, in the list and in detail."""
+    profile = site.root / "slow.toml"
+    before = {p["name"]: p for p in client.get("/api/v1/profiles").json()}
+    profile.write_text('description = "edited for the listing"\n' + profile.read_text())
+    assert client.get("/api/v1/profiles").json() == list(before.values())
+    reloads = site.log().count("event=config_reloaded")
+    site.signal(signal.SIGHUP)
+    site.wait_log("event=config_reloaded", count=reloads + 1)
+    after = {p["name"]: p for p in client.get("/api/v1/profiles").json()}
+    assert after["slow"]["description"] == "edited for the listing"
+    assert {k: v for k, v in after.items() if k != "slow"} == \
+        {k: v for k, v in before.items() if k != "slow"}
+    detail = client.get("/api/v1/profiles/slow").json()
+    assert detail["description"] == "edited for the listing"
+    assert detail["toml"].startswith('description = "edited')
+    assert detail["settings"]["description"] == "edited for the listing"
 
 
 def test_gpus_nodes_stats_and_listing(client: httpx.Client) -> None:

@@ -53,6 +53,7 @@ from mediad.api.contracts import (
     clean,
 )
 from mediad.api.head import HeadAsGet
+from mediad.api.profile_cache import ProfileCache
 from mediad.api.ready import ReadinessBox
 from mediad.api.session import COOKIE, SAFE_METHODS, session_valid
 from mediad.api.token import token_matches
@@ -74,10 +75,10 @@ from mediad.daemon.queue import (
     read_job,
     read_nodes,
 )
-from mediad.daemon.submit import FORBIDDEN, check_submission, load_named_profile, profile_specs
+from mediad.daemon.submit import FORBIDDEN, check_submission, profile_specs
 from mediad.errors import InvalidFile, MediadError, Reason
 from mediad.gpu.history import TelemetryHistory
-from mediad.profiles import builtin_names, parse_profile, resolve_profile_path
+from mediad.profiles import Profile, builtin_names, parse_profile, resolve_profile_path
 
 POLL = 0.5  # seconds between the event stream's looks at the store
 GPU_CACHE = 10.0  # seconds a GPU report is served again before it is read anew
@@ -101,6 +102,7 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
     db = state_dir / DB_NAME
     gpu_cache: dict[str, GpuReport] = {}
     gpu_lock = threading.Lock()
+    profile_cache = ProfileCache()
 
     @contextlib.contextmanager
     def reading() -> Iterator[sqlite3.Connection]:
@@ -304,41 +306,44 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
             raise ApiError(404, "no_command", f"command {command_id}: no such command")
         return _command_view(c)
 
-    def summaries(config: Config) -> dict[str, ProfileSummary]:
-        from mediad.profiles import load_profile
+    def profile_of(config: Config, spec: str) -> Profile:
+        """A configured profile as the config loaded it (what the daemon runs until a reload),
+        a built-in one as its file is now; MediadError when that file went bad."""
+        loaded = next((w.loaded_profile for w in config.watch if w.profile == spec), None)
+        return loaded or profile_cache.load(spec)
 
-        out: dict[str, ProfileSummary] = {}
+    def summaries(config: Config) -> dict[str, tuple[str, Profile, ProfileSummary]]:
+        """name -> (spec, profile, summary) of each profile a submit may name."""
+        out: dict[str, tuple[str, Profile, ProfileSummary]] = {}
         builtins = set(builtin_names())
         for name, spec in sorted(profile_specs(config).items()):
             watches = [clean(str(w.path)) for w in config.watch if w.profile == spec]
-            loaded = next((w.loaded_profile for w in config.watch if w.profile == spec), None)
             try:
-                profile = loaded or load_profile(spec)
-            except MediadError:  # a built-in cannot fail; a configured one was loaded
+                profile = profile_of(config, spec)
+            except MediadError:  # a built-in edited into an invalid one: not offered
                 continue
-            out[name] = ProfileSummary(name=name, description=profile.description,
-                                       builtin=spec in builtins, ladder=profile.is_ladder,
-                                       watches=watches)
+            out[name] = (spec, profile, ProfileSummary(
+                name=name, description=profile.description, builtin=spec in builtins,
+                ladder=profile.is_ladder, watches=watches))
         return out
 
     @api.get("/profiles", response_model=list[ProfileSummary], tags=["profiles"])
     def list_profiles() -> list[ProfileSummary]:
         """The profiles a submit may name: the configured ones and the built-in ones."""
-        return list(summaries(get_config()).values())
+        return [summary for _, _, summary in summaries(get_config()).values()]
 
     @api.get("/profiles/{name}", response_model=ProfileDetail, tags=["profiles"])
     def show_profile(name: Annotated[str, Path(max_length=255)]) -> ProfileDetail:
         """A profile's TOML and its settings as validated."""
-        config = get_config()
-        found = summaries(config).get(name)
+        found = summaries(get_config()).get(name)
         if found is None:
             raise ApiError(404, Reason.BAD_PROFILE, f"unknown profile {name!r}")
-        spec, profile = load_named_profile(config, name)
+        spec, profile, summary = found
         try:
             text = resolve_profile_path(spec).read_text(encoding="utf-8", errors="replace")
         except (OSError, MediadError) as e:
             text = f"# cannot read it now: {e}\n"
-        return ProfileDetail(**found.model_dump(), toml=text,
+        return ProfileDetail(**summary.model_dump(), toml=text,
                              settings=profile.model_dump(mode="json"))
 
     @api.post("/profiles/validate", response_model=ValidateResult, tags=["profiles"])
