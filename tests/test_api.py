@@ -4,6 +4,7 @@ OpenAPI schema."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -24,7 +25,7 @@ pytest.importorskip("fastapi")
 
 from api_site import ApiSite, api_client  # noqa: E402
 from conftest import packet_times  # noqa: E402
-from test_daemon import REPO, Site, make_video, wait_for  # noqa: E402
+from test_daemon import REPO, Site, free_port, make_video, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 # Examples per operation for schemathesis: small by default (well under a minute); raise it for a
@@ -285,6 +286,53 @@ def test_events_stream_progress_and_state_changes(site: ApiSite, client: httpx.C
         for line in res.iter_lines():
             if line.startswith("data:") and json.loads(line[5:])["job"] == job_id:
                 break
+
+
+def test_an_event_stream_reads_on_one_connection_closed_when_it_ends(tmp_path: Path) -> None:
+    """The API served in this process (so its SQLite connections can be counted; the daemon's
+    open files cannot tell: SQLite keeps a closed connection's file open for the next one)."""
+    import gc
+    import sqlite3
+
+    from mediad.api.ready import ReadinessBox
+    from mediad.api.server import start_api
+    from mediad.config import load_config
+    from mediad.daemon.queue import Queue
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "mediad.toml").write_text('[daemon]\nstate_dir = "state"\n'
+                                          '[[watch]]\npath = "in"\noutput_dir = "out"\n')
+    config = load_config(tmp_path / "mediad.toml")
+    config.daemon.state_dir.mkdir()
+    Queue(config.daemon.state_dir).close()  # the schema, as the daemon makes it
+
+    def open_connections() -> int:
+        found = 0
+        for obj in gc.get_objects():
+            if isinstance(obj, sqlite3.Connection):
+                with contextlib.suppress(sqlite3.ProgrammingError):  # closed
+                    obj.in_transaction  # noqa: B018 - raises once closed
+                    found += 1
+        return found
+
+    port = free_port()
+    api = start_api(("127.0.0.1", port), config.daemon.state_dir, lambda: config, ReadinessBox())
+    assert api is not None
+    token = (config.daemon.state_dir / "api-token").read_text().strip()
+    try:
+        assert open_connections() == 0
+        with httpx.stream("GET", f"http://127.0.0.1:{port}/api/v1/events", timeout=10,
+                          headers={"Authorization": f"Bearer {token}"}) as res:
+            lines = res.iter_lines()
+            assert next(lines) == "retry: 2000"
+            seen = []
+            for _ in range(12):  # 3 s: six of the stream's looks at the store
+                seen.append(open_connections())
+                time.sleep(0.25)
+            assert seen == [1] * 12, seen
+        wait_for(lambda: open_connections() == 0, 10, "the stream's connection to be closed")
+    finally:
+        api.stop()
 
 
 # ----- profiles, machine, stats, listing -----------------------------------------------------

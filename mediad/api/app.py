@@ -1,7 +1,7 @@
 """The REST API (docs/api.md): FastAPI on pydantic models, versioned under /api/v1.
 
-Reads open their own read-only SQLite connection per request (WAL: they never wait on the
-daemon's writes, nor it on them). Writes are commands (the store's commands table), applied by
+Reads open their own read-only SQLite connection per request, and an event stream one for its
+life (WAL: they never wait on the daemon's writes, nor it on them). Writes are commands (the store's commands table), applied by
 the daemon's main loop in order, as `mediad cancel` does; a request waits a little for the
 answer and otherwise hands back the command to poll (GET /api/v1/commands/{id}).
 """
@@ -406,16 +406,14 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
                      frames_per_hour=round(frames / 24, 1), bytes_in=bytes_in,
                      bytes_out=bytes_out, bytes_saved=bytes_in - bytes_out)
 
-    def changes(since: float) -> list[sqlite3.Row]:
-        with reading() as conn:
-            return conn.execute("SELECT id, state, frames_done, frames_total, fps, updated FROM "
-                                "jobs WHERE updated > ? ORDER BY updated, id LIMIT 1000",
-                                (since,)).fetchall()
+    def changes(conn: sqlite3.Connection, since: float) -> list[sqlite3.Row]:
+        return conn.execute("SELECT id, state, frames_done, frames_total, fps, updated FROM "
+                            "jobs WHERE updated > ? ORDER BY updated, id LIMIT 1000",
+                            (since,)).fetchall()
 
-    def active() -> dict[int, str]:
-        with reading() as conn:
-            return {r[0]: r[1] for r in conn.execute(
-                "SELECT id, state FROM jobs WHERE state IN ('queued', 'running')")}
+    def active(conn: sqlite3.Connection) -> dict[int, str]:
+        return {r[0]: r[1] for r in conn.execute(
+            "SELECT id, state FROM jobs WHERE state IN ('queued', 'running')")}
 
     @api.get("/events", tags=["jobs"], response_class=StreamingResponse, responses={200: {
         "description": "text/event-stream: `event: state` (a job's state changed) or "
@@ -433,20 +431,29 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
 
         async def stream() -> AsyncIterator[str]:
             nonlocal since
-            states: dict[int, str] = await anyio.to_thread.run_sync(active)
-            yield "retry: 2000\n: connected\n\n"
-            while not stopping.is_set() and not await request.is_disconnected():
-                for row in await anyio.to_thread.run_sync(changes, since):
-                    kind = "progress" if states.get(row["id"]) == row["state"] else "state"
-                    states[row["id"]] = row["state"]
-                    since = max(since, row["updated"])
-                    data = JobEvent(job=row["id"], state=row["state"], frames_done=row["frames_done"],
-                                    frames_total=row["frames_total"], fps=row["fps"],
-                                    updated=row["updated"])
-                    yield f"id: {row['updated']!r}\nevent: {kind}\ndata: {data.model_dump_json()}\n\n"
-                if len(states) > 10000:
-                    states = {k: v for k, v in states.items() if v in ("queued", "running")}
-                await asyncio.sleep(POLL)
+            # One read-only connection for the stream's life, not one per look: its reads
+            # run on the thread pool one at a time (each to its end: no snapshot is held)
+            conn = await anyio.to_thread.run_sync(
+                lambda: connect(db, readonly=True, any_thread=True))
+            try:
+                states: dict[int, str] = await anyio.to_thread.run_sync(active, conn)
+                yield "retry: 2000\n: connected\n\n"
+                while not stopping.is_set() and not await request.is_disconnected():
+                    for row in await anyio.to_thread.run_sync(changes, conn, since):
+                        kind = "progress" if states.get(row["id"]) == row["state"] else "state"
+                        states[row["id"]] = row["state"]
+                        since = max(since, row["updated"])
+                        data = JobEvent(job=row["id"], state=row["state"],
+                                        frames_done=row["frames_done"],
+                                        frames_total=row["frames_total"], fps=row["fps"],
+                                        updated=row["updated"])
+                        yield (f"id: {row['updated']!r}\nevent: {kind}\n"
+                               f"data: {data.model_dump_json()}\n\n")
+                    if len(states) > 10000:
+                        states = {k: v for k, v in states.items() if v in ("queued", "running")}
+                    await asyncio.sleep(POLL)
+            finally:
+                conn.close()
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})

@@ -176,10 +176,12 @@ def job_of_row(row: sqlite3.Row | dict) -> Job:
     return Job(**d)
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """Open the state database (WAL, durable commits)."""
+def connect(path: Path, *, readonly: bool = False, any_thread: bool = False) -> sqlite3.Connection:
+    """Open the state database (WAL, durable commits). `any_thread`: a read-only connection
+    its owner uses from one thread after another (never two at once)."""
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0,
+                               check_same_thread=not any_thread)
     else:
         conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
