@@ -521,6 +521,37 @@ def test_a_state_database_from_before_moved_to_upgrades_in_place(tmp_path: Path)
         Queue(tmp_path)
 
 
+def test_the_nodes_record_is_written_only_when_it_changed_or_is_due_for_confirming(
+        tmp_path: Path) -> None:
+    from mediad.daemon.queue import NODES_SEEN_EVERY, NodeView, read_nodes
+
+    q = Queue(tmp_path)
+
+    def nodes(at: float, used: float = 0.0, alive: bool = True) -> list[NodeView]:
+        return [NodeView("10.0.0.2", alive, {"CPU": 4.0, "nvenc_h264": 2.0},
+                         {"nvenc_h264": used} if used else {}, at),
+                NodeView("10.0.0.3", True, {"CPU": 2.0}, {}, at)]
+
+    def writes() -> int:
+        return q.conn.total_changes
+
+    assert q.set_nodes([]) is False  # no cluster, nothing recorded: nothing to write
+    assert q.set_nodes(nodes(100.0)) is True
+    assert read_nodes(q.conn) == nodes(100.0)
+    before = writes()
+    assert q.set_nodes(nodes(104.0)) is False  # unchanged: not written again
+    assert q.set_nodes(nodes(100.0 + NODES_SEEN_EVERY - 1)) is False
+    assert writes() == before and read_nodes(q.conn) == nodes(100.0)
+    assert q.set_nodes(nodes(100.0 + NODES_SEEN_EVERY)) is True  # confirmed: `seen` moves on
+    assert [n.seen for n in read_nodes(q.conn)] == [100.0 + NODES_SEEN_EVERY] * 2
+    assert q.set_nodes(nodes(131.0, used=1.0)) is True  # a job took a session there
+    assert read_nodes(q.conn)[0].used == {"nvenc_h264": 1.0}
+    assert q.set_nodes(nodes(132.0, used=1.0, alive=False)) is True  # the node was lost
+    assert read_nodes(q.conn)[0].alive is False
+    assert q.set_nodes([]) is True and read_nodes(q.conn) == []
+    q.close()
+
+
 def test_a_v6_database_gets_each_done_jobs_output_size_and_done_records_it(tmp_path: Path) -> None:
     import sqlite3
 

@@ -38,6 +38,7 @@ STATES = tuple(JobState)
 USER_RETRY = Reason.USER_RETRY  # reason of a job `mediad retry` put back, until it runs to an end
 DB_NAME = "queue.sqlite3"
 MAX_ID = 2**63 - 1  # ids are SQLite INTEGERs: no job or command has a larger one
+NODES_SEEN_EVERY = 30.0  # seconds: an unchanged record of the nodes is confirmed this often
 
 @dataclass(frozen=True)
 class Job:
@@ -96,7 +97,7 @@ class NodeView:
     alive: bool
     declared: dict[str, float]
     used: dict[str, float]
-    seen: float = 0.0
+    seen: float = 0.0  # when the executor saw it so (Unix time)
 
 
 def read_nodes(conn: sqlite3.Connection) -> list[NodeView]:
@@ -301,20 +302,30 @@ class Queue:
         self.conn.execute("UPDATE jobs SET node = ?, started = ?, updated = ? WHERE id = ?",
                           (node, now, now, job_id))
 
-    def set_nodes(self, nodes: list[NodeView]) -> None:
-        """Replace the record of the cluster's nodes."""
-        now = time.time()
+    def set_nodes(self, nodes: list[NodeView]) -> bool:
+        """Record the cluster's nodes as the executor last saw them (each one's `seen`: when).
+        Written only when something changed, or to confirm an unchanged record every
+        NODES_SEEN_EVERY seconds: a reader tells a stale record by its `seen`. True: written."""
+        def state(views: list[NodeView]) -> dict[str, tuple]:
+            return {n.node: (n.alive, n.declared, n.used) for n in views}
+
+        recorded = read_nodes(self.conn)
+        newest = max((n.seen for n in nodes), default=0.0)
+        if state(recorded) == state(nodes) and \
+                min((n.seen for n in recorded), default=newest) > newest - NODES_SEEN_EVERY:
+            return False
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self.conn.execute("DELETE FROM nodes")
             self.conn.executemany(
                 "INSERT INTO nodes (node, alive, declared, used, seen) VALUES (?, ?, ?, ?, ?)",
-                [(n.node, int(n.alive), json.dumps(n.declared), json.dumps(n.used), now)
+                [(n.node, int(n.alive), json.dumps(n.declared), json.dumps(n.used), n.seen)
                  for n in nodes])
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+        return True
 
     def progress(self, job_id: int, frames_done: int, frames_total: int | None, fps: float) -> None:
         """Record a running job's progress."""
