@@ -23,7 +23,7 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from api_site import ApiSite, api_client  # noqa: E402
+from api_site import ApiSite, api_client, api_site, serving  # noqa: E402
 from conftest import packet_times  # noqa: E402
 from test_daemon import REPO, Site, free_port, make_video, wait_for  # noqa: E402
 
@@ -35,19 +35,10 @@ FUZZ_EXAMPLES = int(os.environ.get("MEDIAD_API_FUZZ_EXAMPLES", "12"))
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiSite]:
-    # One worker: a second job waits in the queue behind a running one (priority, cancel)
-    s = ApiSite(tmp_path_factory.mktemp("api"), workers=1)
-    s.watches[0]["failed_dir"] = "failed"
-    # A second watch makes the slow profile a configured one (a submit may name it)
-    (s.root / "slow-in").mkdir()
-    s.watches.append({"path": "slow-in", "output_dir": "slow-out", "profile": "slow.toml"})
+    s = api_site(tmp_path_factory.mktemp("api"))
     (s.inbox / "api").mkdir()  # under the watch's root, not taken by its (flat) intake
-    s.start()
-    wait_for(lambda: s.log() and "event=api_listening" in s.log(), 10, "the API to listen")
-    yield s
-    code = s.stop()
-    assert code == 0, s.log()
-    assert "Traceback" not in s.log(), s.log()
+    with serving(s):
+        yield s
 
 
 @pytest.fixture(scope="module")
