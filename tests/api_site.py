@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from test_daemon import Site, free_port
+from test_daemon import Site, free_port, wait_for
 
 
 class ApiSite(Site):
@@ -27,6 +27,29 @@ class ApiSite(Site):
     @property
     def token(self) -> str:
         return (self.root / "state" / "api-token").read_text().strip()
+
+
+def api_site(root: Path, *, slow_watch: bool = True) -> ApiSite:
+    """The API tests' site: one worker (a second job waits behind a running one), failed
+    sources moved to `failed`, and (slow_watch) a second watch whose profile, slow.toml, is a
+    configured one a submit may name, with jobs that run long enough to be watched."""
+    site = ApiSite(root, workers=1)
+    site.watches[0]["failed_dir"] = "failed"
+    if slow_watch:
+        (root / "slow-in").mkdir()
+        site.watches.append({"path": "slow-in", "output_dir": "slow-out", "profile": "slow.toml"})
+    return site
+
+
+@contextlib.contextmanager
+def serving(site: ApiSite) -> Iterator[ApiSite]:
+    """The site's daemon started until its API listens; stopped after, cleanly (exit 0, no
+    traceback in its log)."""
+    site.start()
+    wait_for(lambda: "event=api_listening" in site.log(), 10, "the API to listen")
+    yield site
+    assert site.stop() == 0, site.log()
+    assert "Traceback" not in site.log(), site.log()
 
 
 @contextlib.contextmanager

@@ -4,10 +4,12 @@ OpenAPI schema."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -21,9 +23,9 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from api_site import ApiSite, api_client  # noqa: E402
+from api_site import ApiSite, api_client, api_site, serving  # noqa: E402
 from conftest import packet_times  # noqa: E402
-from test_daemon import REPO, Site, make_video, wait_for  # noqa: E402
+from test_daemon import REPO, Site, free_port, make_video, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 # Examples per operation for schemathesis: small by default (well under a minute); raise it for a
@@ -33,19 +35,10 @@ FUZZ_EXAMPLES = int(os.environ.get("MEDIAD_API_FUZZ_EXAMPLES", "12"))
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiSite]:
-    # One worker: a second job waits in the queue behind a running one (priority, cancel)
-    s = ApiSite(tmp_path_factory.mktemp("api"), workers=1)
-    s.watches[0]["failed_dir"] = "failed"
-    # A second watch makes the slow profile a configured one (a submit may name it)
-    (s.root / "slow-in").mkdir()
-    s.watches.append({"path": "slow-in", "output_dir": "slow-out", "profile": "slow.toml"})
+    s = api_site(tmp_path_factory.mktemp("api"))
     (s.inbox / "api").mkdir()  # under the watch's root, not taken by its (flat) intake
-    s.start()
-    wait_for(lambda: s.log() and "event=api_listening" in s.log(), 10, "the API to listen")
-    yield s
-    code = s.stop()
-    assert code == 0, s.log()
-    assert "Traceback" not in s.log(), s.log()
+    with serving(s):
+        yield s
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +279,53 @@ def test_events_stream_progress_and_state_changes(site: ApiSite, client: httpx.C
                 break
 
 
+def test_an_event_stream_reads_on_one_connection_closed_when_it_ends(tmp_path: Path) -> None:
+    """The API served in this process (so its SQLite connections can be counted; the daemon's
+    open files cannot tell: SQLite keeps a closed connection's file open for the next one)."""
+    import gc
+    import sqlite3
+
+    from mediad.api.ready import ReadinessBox
+    from mediad.api.server import start_api
+    from mediad.config import load_config
+    from mediad.daemon.queue import Queue
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "mediad.toml").write_text('[daemon]\nstate_dir = "state"\n'
+                                          '[[watch]]\npath = "in"\noutput_dir = "out"\n')
+    config = load_config(tmp_path / "mediad.toml")
+    config.daemon.state_dir.mkdir()
+    Queue(config.daemon.state_dir).close()  # the schema, as the daemon makes it
+
+    def open_connections() -> int:
+        found = 0
+        for obj in gc.get_objects():
+            if isinstance(obj, sqlite3.Connection):
+                with contextlib.suppress(sqlite3.ProgrammingError):  # closed
+                    obj.in_transaction  # noqa: B018 - raises once closed
+                    found += 1
+        return found
+
+    port = free_port()
+    api = start_api(("127.0.0.1", port), config.daemon.state_dir, lambda: config, ReadinessBox())
+    assert api is not None
+    token = (config.daemon.state_dir / "api-token").read_text().strip()
+    try:
+        assert open_connections() == 0
+        with httpx.stream("GET", f"http://127.0.0.1:{port}/api/v1/events", timeout=10,
+                          headers={"Authorization": f"Bearer {token}"}) as res:
+            lines = res.iter_lines()
+            assert next(lines) == "retry: 2000"
+            seen = []
+            for _ in range(12):  # 3 s: six of the stream's looks at the store
+                seen.append(open_connections())
+                time.sleep(0.25)
+            assert seen == [1] * 12, seen
+        wait_for(lambda: open_connections() == 0, 10, "the stream's connection to be closed")
+    finally:
+        api.stop()
+
+
 # ----- profiles, machine, stats, listing -----------------------------------------------------
 
 def test_profiles_list_show_validate(client: httpx.Client) -> None:
@@ -308,6 +348,49 @@ def test_profiles_list_show_validate(client: httpx.Client) -> None:
     assert syntax["valid"] is False and "not valid TOML" in syntax["errors"][0]
 
 
+def test_a_profile_file_is_parsed_again_only_when_it_changes(tmp_path: Path) -> None:
+    from mediad.api.profile_cache import ProfileCache
+    from mediad.errors import MediadError
+
+    path = tmp_path / "mine.toml"
+    path.write_text('description = "first"\n[video]\ncodec = "h264"\n')
+    cache = ProfileCache()
+    first = cache.load(str(path))
+    assert first.description == "first" and first.name == "mine"
+    assert cache.load(str(path)) is first  # unchanged: the very same, not parsed again
+    path.write_text('description = "second, longer"\n[video]\ncodec = "hevc"\n')
+    edited = cache.load(str(path))
+    assert (edited.description, edited.video.codec) == ("second, longer", "hevc")
+    assert cache.load("h264") is cache.load("h264")  # a built-in, by name
+    path.write_text('description = "broken"\n[video]\ncodec = "mpeg2"\n')
+    with pytest.raises(MediadError):
+        cache.load(str(path))
+    path.unlink()
+    with pytest.raises(MediadError, match="not found"):
+        cache.load(str(path))
+
+
+def test_an_edited_configured_profile_is_listed_once_the_daemon_reloads(site: ApiSite,
+                                                                        client: httpx.Client) -> None:
+    """A configured profile is listed as the daemon runs it: as its config loaded it, until a
+    reload (SIGHUP); its edit then shows at the next request, in the list and in detail."""
+    profile = site.root / "slow.toml"
+    before = {p["name"]: p for p in client.get("/api/v1/profiles").json()}
+    profile.write_text('description = "edited for the listing"\n' + profile.read_text())
+    assert client.get("/api/v1/profiles").json() == list(before.values())
+    reloads = site.log().count("event=config_reloaded")
+    site.signal(signal.SIGHUP)
+    site.wait_log("event=config_reloaded", count=reloads + 1)
+    after = {p["name"]: p for p in client.get("/api/v1/profiles").json()}
+    assert after["slow"]["description"] == "edited for the listing"
+    assert {k: v for k, v in after.items() if k != "slow"} == \
+        {k: v for k, v in before.items() if k != "slow"}
+    detail = client.get("/api/v1/profiles/slow").json()
+    assert detail["description"] == "edited for the listing"
+    assert detail["toml"].startswith('description = "edited')
+    assert detail["settings"]["description"] == "edited for the listing"
+
+
 def test_gpus_nodes_stats_and_listing(client: httpx.Client) -> None:
     gpus = client.get("/api/v1/gpus")
     assert gpus.status_code == 200 and gpus.json()["probed"] is False
@@ -320,6 +403,10 @@ def test_gpus_nodes_stats_and_listing(client: httpx.Client) -> None:
     assert stats["counts"] == by_state and page["total"] == len(page["jobs"])
     assert stats["done_last_24h"] == by_state["done"] and stats["frames_last_24h"] > 0
     assert stats["bytes_in"] > 0 and stats["bytes_saved"] == stats["bytes_in"] - stats["bytes_out"]
+    # bytes_out: each done job's output size, recorded by the daemon when it was done
+    reports = [client.get(f"/api/v1/jobs/{j['id']}").json()["report"] for j in page["jobs"]
+               if j["state"] == "done"]
+    assert stats["bytes_out"] == sum(o["size"] for r in reports for o in r["outputs"]) > 0
     ids = [j["id"] for j in page["jobs"]]
     assert ids == sorted(ids, reverse=True)  # newest first
     walked, cursor = [], None

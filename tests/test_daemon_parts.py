@@ -521,6 +521,77 @@ def test_a_state_database_from_before_moved_to_upgrades_in_place(tmp_path: Path)
         Queue(tmp_path)
 
 
+def test_the_nodes_record_is_written_only_when_it_changed_or_is_due_for_confirming(
+        tmp_path: Path) -> None:
+    from mediad.daemon.queue import NODES_SEEN_EVERY, NodeView, read_nodes
+
+    q = Queue(tmp_path)
+
+    def nodes(at: float, used: float = 0.0, alive: bool = True) -> list[NodeView]:
+        return [NodeView("10.0.0.2", alive, {"CPU": 4.0, "nvenc_h264": 2.0},
+                         {"nvenc_h264": used} if used else {}, at),
+                NodeView("10.0.0.3", True, {"CPU": 2.0}, {}, at)]
+
+    def writes() -> int:
+        return q.conn.total_changes
+
+    assert q.set_nodes([]) is False  # no cluster, nothing recorded: nothing to write
+    assert q.set_nodes(nodes(100.0)) is True
+    assert read_nodes(q.conn) == nodes(100.0)
+    before = writes()
+    assert q.set_nodes(nodes(104.0)) is False  # unchanged: not written again
+    assert q.set_nodes(nodes(100.0 + NODES_SEEN_EVERY - 1)) is False
+    assert writes() == before and read_nodes(q.conn) == nodes(100.0)
+    assert q.set_nodes(nodes(100.0 + NODES_SEEN_EVERY)) is True  # confirmed: `seen` moves on
+    assert [n.seen for n in read_nodes(q.conn)] == [100.0 + NODES_SEEN_EVERY] * 2
+    assert q.set_nodes(nodes(131.0, used=1.0)) is True  # a job took a session there
+    assert read_nodes(q.conn)[0].used == {"nvenc_h264": 1.0}
+    assert q.set_nodes(nodes(132.0, used=1.0, alive=False)) is True  # the node was lost
+    assert read_nodes(q.conn)[0].alive is False
+    assert q.set_nodes([]) is True and read_nodes(q.conn) == []
+    q.close()
+
+
+def test_a_v6_database_gets_each_done_jobs_output_size_and_done_records_it(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mediad.daemon import queue as queue_module
+    from mediad.daemon import schema
+
+    conn = sqlite3.connect(tmp_path / queue_module.DB_NAME, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    schema.migrate(conn, to=6)  # a database of schema v6: no out_size column
+    # Report text -> the size the upgrade records: only well-formed outputs' whole sizes count
+    cases = {'{"outputs": [{"size": 3}, {"size": 4}, "x", {"size": -2}, {"size": 1.5}]}': 7,
+             '{"outputs": [{"name": "720p", "size": 1000}, {"name": "360p", "size": 250}]}': 1250,
+             '{"outputs": [{"size": 1': None, "garbage": None, '{"outputs": ["x"]}': 0,
+             '{"outputs": 5}': None, '{"outputs": [{"size": 99999999999999999999999}]}': 0,
+             '{"outputs": [{"size": 281474976710656}, {"size": 281474976710656}]}': 2**49,
+             '{"a": ' * 5000 + "1" + "}" * 5000: None, "": None, None: None, b"\xff": None}
+    for i, text in enumerate(cases):
+        conn.execute("INSERT INTO jobs (key, source, watch, profile, output, state, size, "
+                     "mtime_ns, inode, digest, created, updated, report) VALUES (?, ?, '/in', "
+                     "'fast', ?, 'done', 9, 1, 1, 'd', 0, 0, ?)",
+                     (f"k{i}", f"/in/{i}.mp4", f"/out/{i}.mp4", text))
+    conn.execute("INSERT INTO jobs (key, source, watch, profile, output, state, size, mtime_ns, "
+                 "inode, digest, created, updated, report) VALUES ('f', '/in/f.mp4', '/in', "
+                 "'fast', '/out/f.mp4', 'failed', 9, 1, 1, 'd', 0, 0, '{\"outputs\": [{\"size\": 5}]}')")
+    conn.close()
+    q = Queue(tmp_path)
+    assert q.conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+    got = [r[0] for r in q.conn.execute("SELECT out_size FROM jobs ORDER BY id")]
+    assert got == [*cases.values(), None]  # only done jobs have one
+    assert q.get(2).out_size == 1250  # type: ignore[union-attr]
+    # A job done now has its size recorded with its report
+    job = q.enqueue(key="new", source=Path("/in/new.mp4"), watch=Path("/in"), profile="fast",
+                    output=Path("/out/new.mp4"), fp=Fingerprint(9, 1, 1, "d"))
+    assert job is not None and job.out_size is None
+    q.mark_running(job.id, "0")
+    q.done(job.id, {"outputs": [{"path": "/out/new.mp4", "size": 4321}], "elapsed": 1.0})
+    assert q.get(job.id).out_size == 4321  # type: ignore[union-attr]
+    q.close()
+
+
 def test_a_v4_command_channel_upgrades_to_submit_and_retry_kinds(tmp_path: Path) -> None:
     import sqlite3
 

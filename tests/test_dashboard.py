@@ -16,7 +16,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("jinja2")
 
-from api_site import ApiSite, session_client  # noqa: E402
+from api_site import ApiSite, api_site, serving, session_client  # noqa: E402
 from api_site import api_client as api  # noqa: E402
 from test_daemon import make_video, wait_for  # noqa: E402
 
@@ -33,15 +33,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiSite]:
-    s = ApiSite(tmp_path_factory.mktemp("dash"), workers=1)
-    s.watches[0]["failed_dir"] = "failed"
-    (s.root / "slow-in").mkdir()  # a watch whose jobs run long enough to watch them move
-    s.watches.append({"path": "slow-in", "output_dir": "slow-out", "profile": "slow.toml"})
-    s.start()
-    wait_for(lambda: "event=api_listening" in s.log(), 10, "the API to listen")
-    yield s
-    assert s.stop() == 0, s.log()
-    assert "Traceback" not in s.log(), s.log()
+    with serving(api_site(tmp_path_factory.mktemp("dash"))) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

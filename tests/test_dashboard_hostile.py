@@ -22,7 +22,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("jinja2")
 
-from api_site import ApiSite, api_client, session_client  # noqa: E402
+from api_site import ApiSite, api_client, api_site, serving, session_client  # noqa: E402
 from test_daemon import make_video, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -33,12 +33,8 @@ CONTROL = b"ctl\x1b[31m\x07.mp4"  # ESC and BEL in a name
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiSite]:
-    s = ApiSite(tmp_path_factory.mktemp("hostile"), workers=1)
-    s.watches[0]["failed_dir"] = "failed"
-    s.start()
-    wait_for(lambda: "event=api_listening" in s.log(), 10, "the API to listen")
-    yield s
-    assert s.stop() == 0, s.log()
+    with serving(api_site(tmp_path_factory.mktemp("hostile"), slow_watch=False)) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The REST API (docs/api.md): FastAPI on pydantic models, versioned under /api/v1.
 
-Reads open their own read-only SQLite connection per request (WAL: they never wait on the
-daemon's writes, nor it on them). Writes are commands (the store's commands table), applied by
+Reads open their own read-only SQLite connection per request, and an event stream one for its
+life (WAL: they never wait on the daemon's writes, nor it on them). Writes are commands (the store's commands table), applied by
 the daemon's main loop in order, as `mediad cancel` does; a request waits a little for the
 answer and otherwise hands back the command to poll (GET /api/v1/commands/{id}).
 """
@@ -53,8 +53,8 @@ from mediad.api.contracts import (
     clean,
 )
 from mediad.api.head import HeadAsGet
+from mediad.api.profile_cache import ProfileCache
 from mediad.api.ready import ReadinessBox
-from mediad.api.reports import OUT_SIZE_SQL
 from mediad.api.session import COOKIE, SAFE_METHODS, session_valid
 from mediad.api.token import token_matches
 from mediad.config import Config
@@ -75,10 +75,10 @@ from mediad.daemon.queue import (
     read_job,
     read_nodes,
 )
-from mediad.daemon.submit import FORBIDDEN, check_submission, load_named_profile, profile_specs
+from mediad.daemon.submit import FORBIDDEN, check_submission, profile_specs
 from mediad.errors import InvalidFile, MediadError, Reason
 from mediad.gpu.history import TelemetryHistory
-from mediad.profiles import builtin_names, parse_profile, resolve_profile_path
+from mediad.profiles import Profile, builtin_names, parse_profile, resolve_profile_path
 
 POLL = 0.5  # seconds between the event stream's looks at the store
 GPU_CACHE = 10.0  # seconds a GPU report is served again before it is read anew
@@ -102,6 +102,7 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
     db = state_dir / DB_NAME
     gpu_cache: dict[str, GpuReport] = {}
     gpu_lock = threading.Lock()
+    profile_cache = ProfileCache()
 
     @contextlib.contextmanager
     def reading() -> Iterator[sqlite3.Connection]:
@@ -305,41 +306,44 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
             raise ApiError(404, "no_command", f"command {command_id}: no such command")
         return _command_view(c)
 
-    def summaries(config: Config) -> dict[str, ProfileSummary]:
-        from mediad.profiles import load_profile
+    def profile_of(config: Config, spec: str) -> Profile:
+        """A configured profile as the config loaded it (what the daemon runs until a reload),
+        a built-in one as its file is now; MediadError when that file went bad."""
+        loaded = next((w.loaded_profile for w in config.watch if w.profile == spec), None)
+        return loaded or profile_cache.load(spec)
 
-        out: dict[str, ProfileSummary] = {}
+    def summaries(config: Config) -> dict[str, tuple[str, Profile, ProfileSummary]]:
+        """name -> (spec, profile, summary) of each profile a submit may name."""
+        out: dict[str, tuple[str, Profile, ProfileSummary]] = {}
         builtins = set(builtin_names())
         for name, spec in sorted(profile_specs(config).items()):
             watches = [clean(str(w.path)) for w in config.watch if w.profile == spec]
-            loaded = next((w.loaded_profile for w in config.watch if w.profile == spec), None)
             try:
-                profile = loaded or load_profile(spec)
-            except MediadError:  # a built-in cannot fail; a configured one was loaded
+                profile = profile_of(config, spec)
+            except MediadError:  # a built-in edited into an invalid one: not offered
                 continue
-            out[name] = ProfileSummary(name=name, description=profile.description,
-                                       builtin=spec in builtins, ladder=profile.is_ladder,
-                                       watches=watches)
+            out[name] = (spec, profile, ProfileSummary(
+                name=name, description=profile.description, builtin=spec in builtins,
+                ladder=profile.is_ladder, watches=watches))
         return out
 
     @api.get("/profiles", response_model=list[ProfileSummary], tags=["profiles"])
     def list_profiles() -> list[ProfileSummary]:
         """The profiles a submit may name: the configured ones and the built-in ones."""
-        return list(summaries(get_config()).values())
+        return [summary for _, _, summary in summaries(get_config()).values()]
 
     @api.get("/profiles/{name}", response_model=ProfileDetail, tags=["profiles"])
     def show_profile(name: Annotated[str, Path(max_length=255)]) -> ProfileDetail:
         """A profile's TOML and its settings as validated."""
-        config = get_config()
-        found = summaries(config).get(name)
+        found = summaries(get_config()).get(name)
         if found is None:
             raise ApiError(404, Reason.BAD_PROFILE, f"unknown profile {name!r}")
-        spec, profile = load_named_profile(config, name)
+        spec, profile, summary = found
         try:
             text = resolve_profile_path(spec).read_text(encoding="utf-8", errors="replace")
         except (OSError, MediadError) as e:
             text = f"# cannot read it now: {e}\n"
-        return ProfileDetail(**found.model_dump(), toml=text,
+        return ProfileDetail(**summary.model_dump(), toml=text,
                              settings=profile.model_dump(mode="json"))
 
     @api.post("/profiles/validate", response_model=ValidateResult, tags=["profiles"])
@@ -395,24 +399,21 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
                 "SELECT COUNT(*), COALESCE(SUM(frames_done), 0) FROM jobs WHERE state = 'done' "
                 "AND finished >= ?", (since,)).fetchone()
             bytes_in, bytes_out = conn.execute(
-                "SELECT COALESCE(SUM(size), 0), CAST(TOTAL(out) AS INTEGER) FROM (SELECT size, "
-                f"{OUT_SIZE_SQL} AS out FROM jobs WHERE state = 'done') WHERE out > 0"
-            ).fetchone()
+                "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(out_size), 0) FROM jobs "
+                "WHERE state = 'done' AND out_size > 0").fetchone()
         return Stats(counts=StateCounts(**{s: by_state.get(s, 0) for s in STATES}),
                      done_last_24h=done, frames_last_24h=frames, jobs_per_hour=round(done / 24, 3),
                      frames_per_hour=round(frames / 24, 1), bytes_in=bytes_in,
                      bytes_out=bytes_out, bytes_saved=bytes_in - bytes_out)
 
-    def changes(since: float) -> list[sqlite3.Row]:
-        with reading() as conn:
-            return conn.execute("SELECT id, state, frames_done, frames_total, fps, updated FROM "
-                                "jobs WHERE updated > ? ORDER BY updated, id LIMIT 1000",
-                                (since,)).fetchall()
+    def changes(conn: sqlite3.Connection, since: float) -> list[sqlite3.Row]:
+        return conn.execute("SELECT id, state, frames_done, frames_total, fps, updated FROM "
+                            "jobs WHERE updated > ? ORDER BY updated, id LIMIT 1000",
+                            (since,)).fetchall()
 
-    def active() -> dict[int, str]:
-        with reading() as conn:
-            return {r[0]: r[1] for r in conn.execute(
-                "SELECT id, state FROM jobs WHERE state IN ('queued', 'running')")}
+    def active(conn: sqlite3.Connection) -> dict[int, str]:
+        return {r[0]: r[1] for r in conn.execute(
+            "SELECT id, state FROM jobs WHERE state IN ('queued', 'running')")}
 
     @api.get("/events", tags=["jobs"], response_class=StreamingResponse, responses={200: {
         "description": "text/event-stream: `event: state` (a job's state changed) or "
@@ -430,20 +431,29 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
 
         async def stream() -> AsyncIterator[str]:
             nonlocal since
-            states: dict[int, str] = await anyio.to_thread.run_sync(active)
-            yield "retry: 2000\n: connected\n\n"
-            while not stopping.is_set() and not await request.is_disconnected():
-                for row in await anyio.to_thread.run_sync(changes, since):
-                    kind = "progress" if states.get(row["id"]) == row["state"] else "state"
-                    states[row["id"]] = row["state"]
-                    since = max(since, row["updated"])
-                    data = JobEvent(job=row["id"], state=row["state"], frames_done=row["frames_done"],
-                                    frames_total=row["frames_total"], fps=row["fps"],
-                                    updated=row["updated"])
-                    yield f"id: {row['updated']!r}\nevent: {kind}\ndata: {data.model_dump_json()}\n\n"
-                if len(states) > 10000:
-                    states = {k: v for k, v in states.items() if v in ("queued", "running")}
-                await asyncio.sleep(POLL)
+            # One read-only connection for the stream's life, not one per look: its reads
+            # run on the thread pool one at a time (each to its end: no snapshot is held)
+            conn = await anyio.to_thread.run_sync(
+                lambda: connect(db, readonly=True, any_thread=True))
+            try:
+                states: dict[int, str] = await anyio.to_thread.run_sync(active, conn)
+                yield "retry: 2000\n: connected\n\n"
+                while not stopping.is_set() and not await request.is_disconnected():
+                    for row in await anyio.to_thread.run_sync(changes, conn, since):
+                        kind = "progress" if states.get(row["id"]) == row["state"] else "state"
+                        states[row["id"]] = row["state"]
+                        since = max(since, row["updated"])
+                        data = JobEvent(job=row["id"], state=row["state"],
+                                        frames_done=row["frames_done"],
+                                        frames_total=row["frames_total"], fps=row["fps"],
+                                        updated=row["updated"])
+                        yield (f"id: {row['updated']!r}\nevent: {kind}\n"
+                               f"data: {data.model_dump_json()}\n\n")
+                    if len(states) > 10000:
+                        states = {k: v for k, v in states.items() if v in ("queued", "running")}
+                    await asyncio.sleep(POLL)
+            finally:
+                conn.close()
 
         return StreamingResponse(stream(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-store"})
@@ -453,7 +463,7 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
     from mediad.api.dashboard import Backend, install_dashboard  # jinja2: only with [api]
 
     install_dashboard(app, Backend(
-        token=token, reading=reading, job=show_job, retry=retry, cancel=cancel,
+        token=token, reading=reading, retry=retry, cancel=cancel,
         priority=lambda job_id, value, wait: priority(job_id, PriorityRequest(priority=value),
                                                       wait),
         profiles=list_profiles, profile=show_profile, gpus=gpus, nodes=nodes, stats=stats,

@@ -28,9 +28,9 @@ from markupsafe import Markup
 from starlette.templating import Jinja2Templates
 
 from mediad.api import charts, thumbs, views
-from mediad.api.contracts import ApiError
+from mediad.api.contracts import ApiError, _job_view
 from mediad.api.forms import Forbidden, Refused, read_fields
-from mediad.api.reports import out_size, outputs, timing, unreadable
+from mediad.api.reports import outputs, timing
 from mediad.api.session import (
     COOKIE,
     SESSION_SECONDS,
@@ -41,6 +41,7 @@ from mediad.api.session import (
 )
 from mediad.api.text import shown
 from mediad.api.token import token_matches
+from mediad.daemon.job_events import read as read_events
 from mediad.daemon.queue import MAX_ID, read_command, read_job
 from mediad.gpu.history import TelemetryHistory
 
@@ -64,7 +65,6 @@ class Backend:
 
     token: str
     reading: Callable[[], AbstractContextManager[sqlite3.Connection]]
-    job: Callable[[int], Any]  # JobDetail; raises ApiError 404
     retry: Callable[[int, float], Response]
     cancel: Callable[[int, float], Response]
     priority: Callable[[int, int, float], Response]
@@ -191,12 +191,11 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
                           path="/")
         return res
 
-    def notice(request: Request) -> dict[str, str] | None:
+    def notice(request: Request, conn: sqlite3.Connection) -> dict[str, str] | None:
         """What the last form did, from ?command=ID (the daemon's answer) or ?refused=REASON."""
         q = request.query_params
         if ID.fullmatch(cid := q.get("command", "")):
-            with backend.reading() as conn:
-                c = read_command(conn, int(cid))
+            c = read_command(conn, int(cid))
             if c is not None:
                 return {"kind": "error" if c.ok is False else "ok",
                         "text": f"job {c.job}: {c.kind}: "
@@ -210,36 +209,35 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
         session = session_of(request)
         with backend.reading() as conn:
             view = views.queue_view(conn)
+            told = notice(request, conn)
         return page(request, "queue.html", session, title="Queue", view=view, live="all",
-                    notice=notice(request), stats=backend.stats())
+                    notice=told, stats=backend.stats())
 
     @router.get("/jobs/{job_id}")
     def job_page(request: Request, job_id: int) -> Response:
         session = session_of(request)
-        if not 1 <= job_id <= MAX_ID:
+        # One read of the job, on one connection, for everything the page shows
+        with backend.reading() as conn:
+            # `real`: its paths as they are; the view's (`job`) are made safe to show
+            real = read_job(conn, job_id) if 1 <= job_id <= MAX_ID else None
+            if real is not None:
+                job = _job_view(real, detail=True)
+                events = views.job_events(conn, real, read_events(conn, job_id), job.report)
+                told = notice(request, conn)
+        if real is None:
             return page(request, "error.html", session, status=404, title="No such job",
                         message=f"job {job_id}: no such job")
-        try:
-            job = backend.job(job_id)
-        except ApiError as e:
-            return page(request, "error.html", session, status=e.status, title="No such job",
-                        message=e.message)
-        with backend.reading() as conn:
-            real = read_job(conn, job_id)  # its paths as they are (not as shown)
-            events = views.job_events(conn, real, job.report) if real else []
         elapsed, fps = timing(job.report)
-        files = outputs(job.report)
         return page(request, "job.html", session, title=f"Job {job_id}", job=job,
-                    picture=real is not None and thumbs.picture_source(real.output,
-                                                                       real.source) is not None,
-                    pictures=views.pictures(job.plan, real.output) if real is not None
-                    and job.state == "done" else None,
+                    picture=thumbs.picture_source(real.output, real.source) is not None,
+                    pictures=views.pictures(job.plan, real.output) if job.state == "done"
+                    else None,
                     decisions=views.decisions(job.plan),
                     renditions=views.renditions(job.plan, job.report), events=events,
                     live=str(job_id) if job.state in ("queued", "running") else "",
-                    notice=notice(request), outputs=files, elapsed=elapsed, fps=fps,
-                    unreadable=real is not None and unreadable(real.report),
-                    out_size=out_size(job.report))
+                    notice=told, outputs=outputs(job.report), elapsed=elapsed, fps=fps,
+                    unreadable=bool(real.report) and job.report is None,
+                    out_size=real.out_size)
 
     @router.get("/jobs/{job_id}/picture.jpg")
     def picture(request: Request, job_id: int) -> Response:

@@ -10,20 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mediad.api.text import clean_data
-
-MAX_SIZE = 2**48  # bytes: an output size above this is not one
-
-# SQL, for a row of the jobs table: the sum of its report's output sizes (a ladder's every
-# track), NULL when the report is not JSON or lists no outputs; an output that is not an
-# object, or whose size is not a whole number of bytes, counts as nothing. Each CASE tests
-# before it reads, so a malformed report never reaches json_each.
-OUT_SIZE_SQL = (
-    "(CASE WHEN NOT json_valid(report) THEN NULL "
-    "WHEN json_type(report, '$.outputs') = 'array' THEN (SELECT CAST(TOTAL(CASE "
-    "WHEN o.type <> 'object' THEN NULL "
-    "WHEN json_type(o.value, '$.size') = 'integer' AND json_extract(o.value, '$.size') "
-    f"BETWEEN 0 AND {MAX_SIZE} THEN json_extract(o.value, '$.size') END) AS INTEGER) "
-    "FROM json_each(report, '$.outputs') o) END)")
+from mediad.daemon.schema import MAX_OUTPUT_SIZE
 
 
 def parse(text: str | bytes | None) -> dict[str, Any] | None:
@@ -36,11 +23,6 @@ def parse(text: str | bytes | None) -> dict[str, Any] | None:
     except (ValueError, RecursionError):  # not JSON (or not UTF-8); nested too deep
         return None
     return value if isinstance(value, dict) else None
-
-
-def unreadable(text: str | bytes | None) -> bool:
-    """A report was recorded but cannot be read."""
-    return bool(text) and parse(text) is None
 
 
 def plan(report: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -61,9 +43,9 @@ def number(value: Any) -> float | int | None:
 
 
 def count(value: Any) -> int | None:
-    """A whole number from 0 to MAX_SIZE, else None."""
+    """A whole number from 0 to MAX_OUTPUT_SIZE (bytes), else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) \
-        and 0 <= value <= MAX_SIZE else None
+        and 0 <= value <= MAX_OUTPUT_SIZE else None
 
 
 def text(value: Any) -> str | None:
@@ -112,11 +94,6 @@ def outputs(report: dict[str, Any] | None) -> list[Output]:
                            video=video, frames=count(o.get("frames")),
                            duration=number(o.get("duration")), size=count(o.get("size"))))
     return rows
-
-
-def out_size(report: dict[str, Any] | None) -> int:
-    """The sum of the outputs' sizes that are known."""
-    return sum(o.size or 0 for o in outputs(report))
 
 
 def timing(report: dict[str, Any] | None) -> tuple[float | None, float | None]:

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediad.api import reports
-from mediad.api.reports import OUT_SIZE_SQL, count, mapping, number, text, texts
+from mediad.api.reports import count, mapping, number, text, texts
 from mediad.api.text import clean
-from mediad.daemon.job_events import read as stored_events
+from mediad.daemon.job_events import JobEvent as StoredEvent
 from mediad.daemon.queue import Job, counts, job_of_row
 
 DONE_SHOWN = 25  # done jobs on the queue page
@@ -27,7 +27,11 @@ class QueueRow:
     """A job as a row of the queue page."""
 
     job: Job
-    out_size: int | None = None
+
+    @property
+    def out_size(self) -> int | None:
+        """A done job's outputs, bytes; None when unknown (or none)."""
+        return self.job.out_size or None
 
     @property
     def name(self) -> str:
@@ -74,11 +78,8 @@ def queue_view(conn: sqlite3.Connection) -> QueueView:
                        "not_before, id")
     view.failed = rows("SELECT * FROM jobs WHERE state = 'failed' ORDER BY updated DESC, id DESC "
                        "LIMIT ?", FAILED_SHOWN)
-    for r in conn.execute(f"SELECT *, {OUT_SIZE_SQL} AS out_size FROM jobs WHERE state = 'done' "
-                          "ORDER BY finished DESC, id DESC LIMIT ?", (DONE_SHOWN,)):
-        d = dict(r)
-        out = d.pop("out_size")
-        view.done.append(QueueRow(job_of_row(d), int(out) if out else None))  # type: ignore[arg-type]
+    view.done = rows("SELECT * FROM jobs WHERE state = 'done' ORDER BY finished DESC, id DESC "
+                     "LIMIT ?", DONE_SHOWN)
     view.counts = counts(conn)
     return view
 
@@ -109,9 +110,9 @@ def history(conn: sqlite3.Connection, days: int = HISTORY_DAYS,
             "SELECT date(finished, 'unixepoch', 'localtime') AS day, "
             "SUM(state = 'done'), SUM(state = 'failed'), "
             "COALESCE(SUM(CASE WHEN state = 'done' THEN frames_done END), 0), "
-            "COALESCE(SUM(CASE WHEN out > 0 THEN size END), 0), COALESCE(SUM(out), 0) "
-            f"FROM (SELECT *, CASE WHEN state = 'done' THEN {OUT_SIZE_SQL} "
-            "END AS out FROM jobs WHERE finished >= ? AND state IN ('done', 'failed')) "
+            "COALESCE(SUM(CASE WHEN state = 'done' AND out_size > 0 THEN size END), 0), "
+            "COALESCE(SUM(CASE WHEN state = 'done' THEN out_size END), 0) "
+            "FROM jobs WHERE finished >= ? AND state IN ('done', 'failed') "
             "GROUP BY day", (since,)):
         found[r[0]] = Day(r[0], r[1] or 0, r[2] or 0, r[3] or 0, r[4] or 0, r[5] or 0)
     out = []
@@ -130,12 +131,13 @@ class Event:
     detail: str = ""
 
 
-def job_events(conn: sqlite3.Connection, job: Job, report: dict | None) -> list[Event]:
-    """A job's log: every change the store recorded (daemon.job_events: each attempt, retry,
-    failure, move), the commands about it (submit, retry, cancel, priority) and what came of
-    them, then its report's fallbacks and warnings."""
+def job_events(conn: sqlite3.Connection, job: Job, stored: list[StoredEvent],
+               report: dict | None) -> list[Event]:
+    """A job's log: every change the store recorded (`stored`, daemon.job_events: each attempt,
+    retry, failure, move), the commands about it (submit, retry, cancel, priority) and what
+    came of them, then its report's fallbacks and warnings."""
     events = [Event(e.at, e.kind.value, " ".join(clean(p) for p in (e.detail, e.path) if p))
-              for e in stored_events(conn, job.id)]
+              for e in stored]
     if not events:  # a job older than the log (a database upgraded from schema 5)
         events.append(Event(job.created, "queued",
                             f"profile {clean(job.profile.rsplit('/', 1)[-1])}"))

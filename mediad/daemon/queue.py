@@ -19,7 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from mediad.daemon.fingerprint import Fingerprint
-from mediad.daemon.schema import migrate
+from mediad.daemon.schema import migrate, out_size_sql
 from mediad.errors import MediadError, Reason
 
 
@@ -38,6 +38,7 @@ STATES = tuple(JobState)
 USER_RETRY = Reason.USER_RETRY  # reason of a job `mediad retry` put back, until it runs to an end
 DB_NAME = "queue.sqlite3"
 MAX_ID = 2**63 - 1  # ids are SQLite INTEGERs: no job or command has a larger one
+NODES_SEEN_EVERY = 30.0  # seconds: an unchanged record of the nodes is confirmed this often
 
 @dataclass(frozen=True)
 class Job:
@@ -72,6 +73,7 @@ class Job:
     priority: int = 0  # higher runs first
     node: str | None = None  # the cluster node that ran (or runs) it; None: this machine
     output_dir: str | None = None  # a submit's own output folder; None: its watch's
+    out_size: int | None = None  # a done job's outputs, bytes (schema.out_size_sql)
 
     @property
     def fingerprint(self) -> Fingerprint:
@@ -95,7 +97,7 @@ class NodeView:
     alive: bool
     declared: dict[str, float]
     used: dict[str, float]
-    seen: float = 0.0
+    seen: float = 0.0  # when the executor saw it so (Unix time)
 
 
 def read_nodes(conn: sqlite3.Connection) -> list[NodeView]:
@@ -175,10 +177,12 @@ def job_of_row(row: sqlite3.Row | dict) -> Job:
     return Job(**d)
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """Open the state database (WAL, durable commits)."""
+def connect(path: Path, *, readonly: bool = False, any_thread: bool = False) -> sqlite3.Connection:
+    """Open the state database (WAL, durable commits). `any_thread`: a read-only connection
+    its owner uses from one thread after another (never two at once)."""
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0,
+                               check_same_thread=not any_thread)
     else:
         conn = sqlite3.connect(path, timeout=30.0, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -298,20 +302,30 @@ class Queue:
         self.conn.execute("UPDATE jobs SET node = ?, started = ?, updated = ? WHERE id = ?",
                           (node, now, now, job_id))
 
-    def set_nodes(self, nodes: list[NodeView]) -> None:
-        """Replace the record of the cluster's nodes."""
-        now = time.time()
+    def set_nodes(self, nodes: list[NodeView]) -> bool:
+        """Record the cluster's nodes as the executor last saw them (each one's `seen`: when).
+        Written only when something changed, or to confirm an unchanged record every
+        NODES_SEEN_EVERY seconds: a reader tells a stale record by its `seen`. True: written."""
+        def state(views: list[NodeView]) -> dict[str, tuple]:
+            return {n.node: (n.alive, n.declared, n.used) for n in views}
+
+        recorded = read_nodes(self.conn)
+        newest = max((n.seen for n in nodes), default=0.0)
+        if state(recorded) == state(nodes) and \
+                min((n.seen for n in recorded), default=newest) > newest - NODES_SEEN_EVERY:
+            return False
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self.conn.execute("DELETE FROM nodes")
             self.conn.executemany(
                 "INSERT INTO nodes (node, alive, declared, used, seen) VALUES (?, ?, ?, ?, ?)",
-                [(n.node, int(n.alive), json.dumps(n.declared), json.dumps(n.used), now)
+                [(n.node, int(n.alive), json.dumps(n.declared), json.dumps(n.used), n.seen)
                  for n in nodes])
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+        return True
 
     def progress(self, job_id: int, frames_done: int, frames_total: int | None, fps: float) -> None:
         """Record a running job's progress."""
@@ -345,9 +359,10 @@ class Queue:
     def done(self, job_id: int, report: dict) -> None:
         """The output is committed."""
         now = time.time()
-        self.conn.execute("UPDATE jobs SET state = 'done', finished = ?, updated = ?, reason = NULL,"
-                          " error = NULL, report = ? WHERE id = ?",
-                          (now, now, json.dumps(report, default=str), job_id))
+        self.conn.execute("UPDATE jobs SET state = 'done', finished = :now, updated = :now, "
+                          "reason = NULL, error = NULL, report = :report, "
+                          f"out_size = {out_size_sql(':report')} WHERE id = :id",
+                          {"now": now, "report": json.dumps(report, default=str), "id": job_id})
 
     def failed(self, job_id: int, reason: Reason, error: str, *, count_attempt: bool = True) -> None:
         """The job failed for good."""
@@ -384,8 +399,9 @@ class Queue:
         cur = self.conn.execute(
             "UPDATE jobs SET state = 'queued', attempts = 0, reason = ?, error = ?, "
             "not_before = 0, started = NULL, finished = NULL, gpu = NULL, frames_done = NULL, "
-            "frames_total = NULL, fps = NULL, report = NULL, disposed = 0, key = ?, size = ?, "
-            "mtime_ns = ?, inode = ?, digest = ?, updated = ? WHERE id = ? AND state = 'failed'",
+            "frames_total = NULL, fps = NULL, report = NULL, out_size = NULL, disposed = 0, "
+            "key = ?, size = ?, mtime_ns = ?, inode = ?, digest = ?, updated = ? "
+            "WHERE id = ? AND state = 'failed'",
             (USER_RETRY, "requeued by mediad retry", key, fp.size, fp.mtime_ns, fp.inode,
              fp.digest, time.time(), job_id))
         return cur.rowcount == 1

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -33,6 +34,7 @@ from mediad.errors import MediadError, Reason
 from mediad.gpu.records import CODECS
 from mediad.profiles import Profile
 
+NODES_EVERY = 5.0  # seconds between the looks at the cluster's nodes (mediad status shows them)
 
 @dataclass(frozen=True)
 class Request:
@@ -144,6 +146,14 @@ class RayTask:
             log.event("ray_cancel_failed", logging.DEBUG, error=f"{type(e).__name__}: {e}")
 
 
+@dataclass(frozen=True)
+class NodesSnapshot:
+    """ray.nodes() as it answered at `at` (Unix time)."""
+
+    at: float
+    nodes: list[dict[str, Any]]
+
+
 class RayExecutor:
     """Jobs as Ray tasks on the cluster at `settings.address`."""
 
@@ -153,6 +163,11 @@ class RayExecutor:
         self.settings = settings
         self.daemon = daemon
         self._relay: Any = None
+        # ray.nodes() asks the cluster's GCS and may block: a thread of its own keeps this
+        # snapshot fresh, and the daemon's loop reads it (nodes()) without waiting on Ray
+        self._snapshot = NodesSnapshot(0.0, [])
+        self._closing = threading.Event()
+        self._watcher: threading.Thread | None = None
 
     def prepare(self) -> None:
         """Connect to the cluster (the daemon becomes one of its drivers)."""
@@ -173,8 +188,23 @@ class RayExecutor:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
         self._relay = ray.remote(relay)
+        self._snapshot = NodesSnapshot(time.time(), ray.nodes())
         log.event("cluster_connected", address=self.settings.address,
-                  nodes=sum(1 for n in ray.nodes() if n.get("Alive")))
+                  nodes=sum(1 for n in self._snapshot.nodes if n.get("Alive")))
+        self._watcher = threading.Thread(target=self._watch_nodes, name="ray-nodes", daemon=True)
+        self._watcher.start()
+
+    def _watch_nodes(self) -> None:
+        """Look at the cluster's nodes every NODES_EVERY seconds until closed."""
+        import ray
+
+        while not self._closing.wait(NODES_EVERY):
+            try:
+                self._snapshot = NodesSnapshot(time.time(), ray.nodes())
+            except Exception as e:  # the cluster unreachable for a moment: the record ages
+                if not self._closing.is_set():
+                    log.event("cluster_unreachable", logging.WARNING,
+                              error=f"{type(e).__name__}: {e}")
 
     def run(self, job_id: int, spec: JobSpec, gpu: str, nvenc_device: int | None) -> Worker:
         """Place the job: ask for what it needs, then stream its events."""
@@ -201,23 +231,26 @@ class RayExecutor:
     def close(self) -> None:
         import ray
 
+        self._closing.set()
+        if self._watcher is not None:
+            self._watcher.join(NODES_EVERY)  # a look under way ends, or fails at the shutdown
         ray.shutdown()
 
     def nodes(self, running: list[Worker]) -> list[NodeView]:
-        """Each node: address, alive, what it declared, what this daemon's jobs use there."""
-        import ray
-
+        """Each node as the last look saw it (`seen`: when): address, alive, what it declared,
+        and what this daemon's jobs use there. Asks Ray nothing."""
+        snapshot = self._snapshot
         used: dict[str, Counter[str]] = {}
         for worker in running:
             if worker.node and isinstance(worker.proc, RayTask):
                 used.setdefault(worker.node, Counter()).update(worker.proc.request.used())
         views: dict[str, NodeView] = {}
-        for n in ray.nodes():  # a node that restarted is listed dead and alive: alive wins
+        for n in snapshot.nodes:  # a node that restarted is listed dead and alive: alive wins
             address = n["NodeManagerAddress"]
             if address in views and views[address].alive:
                 continue
             views[address] = NodeView(
                 node=address, alive=bool(n.get("Alive")),
                 declared={k: v for k, v in n.get("Resources", {}).items() if not k.startswith("node:")},
-                used=dict(used.get(address, Counter())))
+                used=dict(used.get(address, Counter())), seen=snapshot.at)
         return list(views.values())

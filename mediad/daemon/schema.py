@@ -9,6 +9,22 @@ from collections.abc import Callable
 from mediad.daemon import job_events
 from mediad.errors import MediadError, Reason
 
+MAX_OUTPUT_SIZE = 2**48  # bytes: an output size above this is not one
+
+
+def out_size_sql(report: str) -> str:
+    """SQL: the sum of the output sizes (a ladder's every track) of `report`, an SQL expression
+    of a report's JSON text; NULL when it is not JSON or lists no outputs. An output that is
+    not an object, or whose size is not a whole number of bytes, counts as nothing. Each CASE
+    tests before it reads, so a malformed report never reaches json_each."""
+    return (f"(CASE WHEN NOT json_valid({report}) THEN NULL "
+            f"WHEN json_type({report}, '$.outputs') = 'array' THEN (SELECT CAST(TOTAL(CASE "
+            "WHEN o.type <> 'object' THEN NULL "
+            "WHEN json_type(o.value, '$.size') = 'integer' AND json_extract(o.value, '$.size') "
+            f"BETWEEN 0 AND {MAX_OUTPUT_SIZE} THEN json_extract(o.value, '$.size') END) "
+            f"AS INTEGER) FROM json_each({report}, '$.outputs') o) END)")
+
+
 _SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY,
@@ -117,6 +133,13 @@ def _v5_submit_retry_commands(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE jobs ADD COLUMN output_dir TEXT")
 
 
+def _v7_out_size(conn: sqlite3.Connection) -> None:
+    # A done job's output size, recorded once (Queue.done) rather than summed from every
+    # report each time the pages or the stats are served; the done jobs so far get theirs here
+    conn.execute("ALTER TABLE jobs ADD COLUMN out_size INTEGER")
+    conn.execute(f"UPDATE jobs SET out_size = {out_size_sql('report')} WHERE state = 'done'")
+
+
 _STEPS: list[Callable[[sqlite3.Connection], None]] = [
     _create_v1,
     _add_moved_to,  # 2: where a failed source was moved (mediad retry trusts only this)
@@ -124,6 +147,7 @@ _STEPS: list[Callable[[sqlite3.Connection], None]] = [
     _v4_nodes,  # 4: the node a job ran on, the cluster's nodes
     _v5_submit_retry_commands,  # 5: the API's submit and retry commands, a job's output_dir
     job_events.create,  # 6: each job's event log, written by triggers
+    _v7_out_size,  # 7: a done job's output size
 ]
 SCHEMA_VERSION = len(_STEPS)
 

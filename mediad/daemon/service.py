@@ -44,6 +44,8 @@ if TYPE_CHECKING:
     from mediad.api.server import ApiServer
 
 NODES_EVERY = 5.0  # seconds between records of a cluster's nodes (mediad status shows them)
+# (the executor's latest look at them: the loop never waits on the cluster; an unchanged
+# record is not written again, see Queue.set_nodes)
 
 
 def damaged_database(db: Path, detail: str) -> MediadError:
