@@ -720,3 +720,32 @@ def test_a_cue_spanning_a_webvtt_segment_boundary_is_in_each_segment(tmp_path: P
     texts = [(folder / Path(media.uri).parent / s.uri).read_text() for s in playlist.segments]
     assert [("across" in t, "after the end" in t) for t in texts] == [(True, False), (True, False)]
     assert "00:00:00.500 --> 00:00:02.500" in texts[1]  # the same cue, its own times
+
+
+@pytest.mark.parametrize("package", ["hls", "dash"])
+def test_a_gap_in_the_frames_at_a_segment_boundary_is_filled_as_ffmpeg_does(
+        package: str, tmp_path: Path) -> None:
+    """A recording that lost 1.1 s of frames across a segment boundary (a DVR's signal
+    dropout) was refused ("segment 0 lasts 3.10s, over the 2s target"): an fMP4 fragment
+    starts where the one before ended, so the gap cannot stay a gap. As the ffmpeg CLI does
+    for segmented output (constant frame rate), the last frame before the gap is shown until
+    the next: the frames after the gap keep their times (A/V sync) and every segment its length."""
+    src = tmp_path / "dropout.mp4"
+    ffmpeg("-f", "lavfi", "-i", camera_filter((320, 180), 30), "-f", "lavfi", "-i",
+           "sine=d=6", "-t", "6", "-vf", r"select='not(between(t\,1.5\,2.6))'",
+           "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast", "-g", "30",
+           "-c:a", "aac", str(src))
+    source = packet_times(src, "0:v:0")
+    assert len(source) == 180 - 34  # frames 1.5 .. 2.6 s missing (both ends)
+    report, folder = _transcode(src, _small(tmp_path, package, name=package),
+                                "-o", str(tmp_path / package))
+    videos = [o for o in report["outputs"] if o["kind"] == "video"]
+    assert videos and all(max(o["segment_durations"]) <= 2.5 for o in videos), videos
+    made = folder / ("master.m3u8" if package == "hls" else "manifest.mpd")
+    out = sorted(round(p, 3) for p, _ in packet_times(made, "0:v:0"))
+    assert len(out) == 180  # 30 fps throughout
+    # (ffmpeg reads each segment's first frame 8 ms late, gap or not: its fMP4 reader's doing)
+    assert max(b - a for a, b in zip(out, out[1:])) < 0.05
+    start = min(p for p, _ in source)
+    # every source frame is where it was: the gap moved nothing after it
+    assert all(min(abs(p - start - (q - out[0])) for q in out) < 0.01 for p, _ in source)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -22,6 +22,7 @@ from mediad import log
 from mediad.errors import MediadError, Reason, io_error, is_storage_error
 from mediad.formats import CONTAINER_FORMAT
 from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
+from mediad.media.gap_fill import GapFiller
 from mediad.media.ladder_plan import LadderPlan, RenditionPlan
 from mediad.media.loudness import normalizers
 from mediad.media.plan_streams import StreamPlan, loudness_targets
@@ -140,6 +141,8 @@ class _LadderRunner:
         self.fanned = 0
         self.next_key = 0  # index of the next keyframe time
         self.first_t: Fraction | None = None  # the first frame's time: keyframe times count from it
+        self.gaps: GapFiller | None = None
+        self._gap_filled: Callable[[av.VideoFrame], Iterator[av.VideoFrame]] = _no_gaps
         self.progress = ProgressReporter(on_progress, frames_total)
 
     def run(self) -> LadderResult:
@@ -176,6 +179,9 @@ class _LadderRunner:
             sins = [src.streams[s.index] for s in plan.subtitles]
             if self.stage_configs:
                 self._add_stages(vin)
+            if plan.package != "files":  # segmented: gaps in the frames filled (gap_fill)
+                self.gaps = GapFiller(vin.guessed_rate or vin.average_rate or Fraction(25))
+                self._gap_filled = self.gaps
             # Loudness: every normalised track measured first, in one read of the source
             self.normalize, silent = normalizers(Path(base.input), loudness_targets(plan.audio))
             self.result.warnings += silent
@@ -216,6 +222,8 @@ class _LadderRunner:
                     if summary := sub.converter.summary():
                         self.result.warnings.append(summary)
             self.result.warnings += self.source.finish()
+            if self.gaps is not None and (filled := self.gaps.summary()):
+                self.result.warnings.append(filled)
         self.result.source_spans = self.source.spans
         for r, sink in zip(plan.renditions, self.sinks, strict=True):
             self.result.frames[r.name] = sink.frames
@@ -363,7 +371,7 @@ class _LadderRunner:
         a hair early, moved every cut a whole keyframe interval later.)
         """
         key_every = Fraction(self.plan.keyframe_seconds).limit_denominator(1000)
-        for frame in frames:
+        for frame in (f for decoded in frames for f in self._gap_filled(decoded)):
             t = Fraction(frame.pts) * frame.time_base if frame.pts is not None \
                 and frame.time_base is not None else Fraction(self.fanned)
             if self.first_t is None:
@@ -377,6 +385,10 @@ class _LadderRunner:
                 sink.out.mux(sink.put(frame))
             self.fanned += 1
             self.progress(self.fanned)
+
+
+def _no_gaps(frame: av.VideoFrame) -> Iterator[av.VideoFrame]:
+    yield frame
 
 
 def run_ladder(plan: LadderPlan, folder: Path, on_progress: ProgressCallback | None = None,
