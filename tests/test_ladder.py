@@ -749,3 +749,29 @@ def test_a_gap_in_the_frames_at_a_segment_boundary_is_filled_as_ffmpeg_does(
     start = min(p for p, _ in source)
     # every source frame is where it was: the gap moved nothing after it
     assert all(min(abs(p - start - (q - out[0])) for q in out) < 0.01 for p, _ in source)
+
+
+@pytest.mark.parametrize("package", ["hls", "mkv"])
+def test_overlapping_segments_are_copied_into_a_ladder(package: str, tmp_path: Path) -> None:
+    """QA: HLS/DVR segments whose audio overlaps by a few ms failed a ladder with the muxer's
+    EINVAL ("index.m3u8 returned 22"), as single transcodes once did: the copied track's
+    packets that step back are moved forward, as ffmpeg does, in every output."""
+    joined = tmp_path / "joined.ts"
+    with open(joined, "wb") as out:
+        for i, offset in enumerate((1000, 1004)):
+            out.write(camera_clip(tmp_path / f"seg{i}.ts", "-output_ts_offset", str(offset),
+                                  "-f", "mpegts", seconds=4).read_bytes())
+    text = SMALL.format(package=package, codec="h264", audio="aac", rate='bitrate = "300k"')
+    if package == "mkv":
+        text = text[:text.index("[package]")]
+    report, folder = _transcode(joined, write_profile(tmp_path, text, package),
+                                "-o", str(tmp_path / package))
+    assert report["plan"]["audio"][0]["action"] == "copy"
+    assert any(re.match(r"\d+ copied packet\(s\) whose timestamps went back were moved forward "
+                        r"\(stream #1", w) for w in report["warnings"]), report["warnings"]
+    outputs = [folder / "master.m3u8"] if package == "hls" else sorted(folder.glob("*.mkv"))
+    assert len(outputs) == (1 if package == "hls" else 2)
+    for made in outputs:
+        audio = packet_times(made, "0:a:0")
+        assert abs(sum(d for _, d in audio) - 8.0) < 0.1
+        assert len(packet_times(made, "0:v:0")) == 200

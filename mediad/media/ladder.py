@@ -29,7 +29,7 @@ from mediad.media.plan_streams import StreamPlan, loudness_targets
 from mediad.media.progress import ProgressCallback, ProgressReporter
 from mediad.media.source import DecoderRefused, Source
 from mediad.media.subtitles import SubtitleConverter
-from mediad.media.timing import Span
+from mediad.media.timing import Monotonic, Span
 from mediad.media.video_sink import (
     EncoderRefused,
     VideoSink,
@@ -132,6 +132,7 @@ class _LadderRunner:
         self.bridge: Any = None  # mediad.media.stages.StageBridge: decoded -> staged frames
         self.source = Source(plan.base)
         self.health = self.source.health
+        self.monotonic = Monotonic(self.health.moved)  # copied tracks' dts kept increasing
         self.sinks: list[VideoSink] = []
         self.outputs: list[_Output] = []
         self.audio: dict[int, _AudioTrack] = {}  # by source stream index
@@ -351,12 +352,14 @@ class _LadderRunner:
             elif packet.size:
                 if packet.pts is None and packet.dts is not None:
                     packet.pts = packet.dts  # MPEG PES may omit it; Matroska cannot store that
+                self.monotonic(packet, index)
                 self._write(sub.streams, [packet])
         elif (track := self.audio.get(index)) is not None:
             if track.sink is not None:
                 mux_audio(self.health, track.sink.put(packet),
                           functools.partial(self._write_audio, track))
             elif packet.size:
+                self.monotonic(packet, index)
                 for p in track.bsf.filter(packet) if track.bsf else [packet]:
                     self._write_audio(track, p)
 

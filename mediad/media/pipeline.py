@@ -24,7 +24,7 @@ from mediad.media.progress import ProgressCallback, ProgressReporter
 from mediad.media.source import Source
 from mediad.media.stages import FrameTransform
 from mediad.media.subtitles import SubtitleConverter
-from mediad.media.timing import Span
+from mediad.media.timing import Monotonic, Span
 from mediad.media.transform import VideoTransform
 from mediad.media.video_sink import (
     EncoderRefused,
@@ -104,8 +104,7 @@ class _Runner:
         self.convert_subs: dict[int, SubtitleConverter] = {}
         self.video_in: av.video.stream.VideoStream | None = None
         self.transform: FrameTransform | None = None  # analysis of copied video: the stages
-        # Per copied stream: the last dts muxed (see _monotonic).
-        self._last_dts: dict[int, int] = {}
+        self.monotonic = Monotonic(self.health.moved)  # copied streams' dts kept increasing
         self.video_bsf: av.BitStreamFilterContext | None = None
 
     # -- set-up ------------------------------------------------------------------------------
@@ -356,7 +355,8 @@ class _Runner:
                     filtered.stream = ost
                     out.mux(filtered)
                 return
-        self._monotonic(packet, index, out)
+        self.monotonic(packet, index,
+                       strict=not out.format.flags & av.format.Flags.ts_nonstrict.value)
         # Read first: muxing takes the packet's contents. The demuxer flags the packet it saw
         # damaged, not always the next ones of the same broken PES.
         damaged = packet.is_corrupt or self.health.damaged
@@ -368,25 +368,6 @@ class _Runner:
             # A damaged packet the muxer cannot take (no ADTS header left): the ffmpeg CLI
             # stops the whole output here; it is dropped and counted instead.
             self.health.error(packet, e, "copy")
-
-    def _monotonic(self, packet: av.Packet, index: int, out: av.container.OutputContainer) -> None:
-        """Keep a copied stream's dts increasing, as the ffmpeg CLI's muxer front-end does.
-
-        Joined recordings overlap by a few packets (an HLS or DVR segment join steps back by
-        tens of ms) and muxers refuse dts that go back. Such a packet is moved to just after
-        the one before it, and counted.
-        """
-        if packet.dts is None:
-            return
-        last = self._last_dts.get(index)
-        strict = not out.format.flags & av.format.Flags.ts_nonstrict.value
-        least = None if last is None else last + (1 if strict else 0)
-        if least is not None and packet.dts < least:
-            if packet.pts is not None and packet.pts >= packet.dts:
-                packet.pts = max(packet.pts, least)
-            packet.dts = least
-            self.health.moved[index] += 1
-        self._last_dts[index] = packet.dts
 
     def _encode_video(self, frame: av.VideoFrame | None, out: av.container.OutputContainer) -> None:
         """One decoded frame (None: the end) to the video sink; its packets are muxed here."""

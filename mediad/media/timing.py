@@ -4,7 +4,7 @@ put back in order, audio timed by samples, and how long each stream really lasts
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -244,3 +244,30 @@ class AudioTimer:
         frame.pts, frame.time_base = pts, self._time_base
         self._next = (rate, pts + frame.samples)
         return frame
+
+
+class Monotonic:
+    """Keep each copied stream's dts increasing, as the ffmpeg CLI's muxer front-end does.
+
+    Joined recordings overlap by a few packets (an HLS or DVR segment join steps back by tens
+    of ms) and muxers refuse dts that go back. Such a packet is moved to just after the one
+    before it, and counted in `moved` (per source stream).
+    """
+
+    def __init__(self, moved: Counter[int]) -> None:
+        self.moved = moved
+        self._last: dict[int, int] = {}  # per source stream: the last dts muxed
+
+    def __call__(self, packet: av.Packet, index: int, strict: bool = True) -> None:
+        """Fix `packet` of source stream `index` in place. `strict`: the muxer wants dts
+        strictly increasing (not just non-decreasing, as Matroska's takes)."""
+        if packet.dts is None:
+            return
+        last = self._last.get(index)
+        least = None if last is None else last + (1 if strict else 0)
+        if least is not None and packet.dts < least:
+            if packet.pts is not None and packet.pts >= packet.dts:
+                packet.pts = max(packet.pts, least)
+            packet.dts = least
+            self.moved[index] += 1
+        self._last[index] = packet.dts
