@@ -775,3 +775,18 @@ def test_overlapping_segments_are_copied_into_a_ladder(package: str, tmp_path: P
         audio = packet_times(made, "0:a:0")
         assert abs(sum(d for _, d in audio) - 8.0) < 0.1
         assert len(packet_times(made, "0:v:0")) == 200
+
+
+def test_frames_lost_to_damage_are_reported_as_a_single_transcode_does(tmp_path: Path) -> None:
+    """QA: a ladder from a TS with a reception drop-out said nothing of the frames it lost (a
+    single transcode of it warns of them); and its HLS set shows the frame before the hole
+    until the next one."""
+    damaged, frames = damaged_ts(tmp_path)
+    report, folder = _transcode(damaged, _small(tmp_path), "-o", str(tmp_path / "set"))
+    missing = [w for w in report["warnings"] if re.match(r"about \d+ video frame\(s\) missing", w)]
+    assert missing, report["warnings"]
+    assert any(re.match(r"\d+ gap\(s\) in the source's frames filled with \d+ repeated", w)
+               for w in report["warnings"]), report["warnings"]
+    master = m3u8.load(str(folder / "master.m3u8"))
+    for p in master.playlists:  # the holes filled: more frames than the damaged source decodes
+        assert len(packet_times(folder / p.uri, "0:v:0")) > frames

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -269,9 +268,6 @@ class _Runner:
             chapters = self.source.timeline.chapters(src.chapters())
             if chapters:
                 out.set_chapters(chapters)
-            rate = self.video_in.average_rate or self.video_in.guessed_rate \
-                if self.video_in is not None else None
-            self.health.frame_duration = 1 / Fraction(rate) if rate else None
             # Header written and every encoder opened here, on this thread, before the audio
             # sinks' threads use their encoders (the first mux would do it, beside them).
             out.start_encoding()

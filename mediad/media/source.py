@@ -7,6 +7,7 @@ A run has one Source and N sinks; the Source never knows what the frames become.
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -60,7 +61,11 @@ class Source:
                 src = open_input(Path(self.plan.input), hwaccel=hw)
             except (MediadError, *HW_SETUP_ERRORS) as e:
                 raise DecoderRefused(f"NVDEC cannot be set up: {e}") from None
-        cc = src.streams[decode.stream].codec_context
+        ist = src.streams[decode.stream]
+        # Frames missing where the source is damaged are counted in nominal frame durations
+        rate = ist.average_rate or ist.guessed_rate
+        self.health.frame_duration = 1 / Fraction(rate) if rate else None
+        cc = ist.codec_context
         cc.thread_type = "AUTO"  # frame + slice threads, as the ffmpeg CLI does
         if decode.hardware:
             cc.thread_count = min(os.cpu_count() or 1, _NVDEC_MAX_THREADS)
