@@ -22,6 +22,7 @@ from mediad import log
 from mediad.errors import MediadError, Reason, io_error, is_storage_error
 from mediad.formats import CONTAINER_FORMAT
 from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
+from mediad.media.carry_over import add_attachments, add_cover_art, copy_stream_info, copy_tags
 from mediad.media.gap_fill import GapFiller
 from mediad.media.ladder_plan import LadderPlan, RenditionPlan
 from mediad.media.loudness import normalizers
@@ -93,6 +94,7 @@ class _Output:
     """One output container: the HLS/DASH muxer, or one rendition's file."""
 
     container: av.container.OutputContainer
+    covers: dict[int, av.stream.Stream] = field(default_factory=dict)  # MP4 cover art, by source index
 
 
 @dataclass
@@ -199,9 +201,12 @@ class _LadderRunner:
                     self._add_audio(a, ist)
             for s, ist in zip(plan.subtitles, sins, strict=True):
                 self._add_subtitle(s, ist)
+            if plan.package == "files":
+                self._carry_over(src)
+            covers = [src.streams[i] for i in self.outputs[0].covers]
             for o in self.outputs:  # headers and encoders, here, before the sinks' threads run
                 o.container.start_encoding()
-            for packet in src.demux([vin, *ains, *sins]):
+            for packet in src.demux([vin, *ains, *sins, *covers]):
                 self._packet(packet, vin)
             self._fan_out(self._staged(self.source.flush(), end=True))
             if self.runner is not None:
@@ -256,9 +261,7 @@ class _LadderRunner:
                 streams.append(copy)
             track = _AudioTrack(streams, sink=AudioSink(ist.index, ost,
                                                         self.normalize.get(ist.index)))
-        for stream in track.streams:
-            if lang := ist.metadata.get("language"):
-                stream.metadata["language"] = lang
+        self._stream_info(ist, track.streams)
         self.audio[ist.index] = track
 
     def _write_audio(self, track: _AudioTrack, packet: av.Packet) -> None:
@@ -289,10 +292,30 @@ class _LadderRunner:
                 copy.codec_context.subtitle_header = converter.stream.codec_context.subtitle_header
                 streams.append(copy)
             track = _SubtitleTrack(streams, converter)
-        for stream in track.streams:
-            if s.language:
-                stream.metadata["language"] = s.language
+        self._stream_info(ist, track.streams)
         self.subtitles[ist.index] = track
+
+    def _stream_info(self, ist: av.stream.Stream, streams: list[av.stream.Stream]) -> None:
+        """A file takes the track's language, title and default/forced flags, as a single
+        output does; a set's playlists name the language (its players' menus)."""
+        for stream in streams:
+            if self.plan.package == "files":
+                copy_stream_info(ist, stream)
+            elif lang := ist.metadata.get("language"):
+                stream.metadata["language"] = lang
+
+    def _carry_over(self, src: av.container.InputContainer) -> None:
+        """Each file carries what a single output of its container would: the source's tags,
+        chapters, attachments (Matroska) and cover art."""
+        base = self.plan.base
+        chapters = self.source.timeline.chapters(src.chapters())
+        for o in self.outputs:
+            copy_tags(src.metadata, o.container.metadata)
+            if chapters:
+                o.container.set_chapters(chapters)
+            add_attachments(base.attachments, src, o.container)
+            o.covers = add_cover_art(base.cover_art, src, o.container, self.plan.container,
+                                     base.input)
 
     def _add_stages(self, ist: av.video.stream.VideoStream) -> None:
         """The model stages, once for every rendition: decoded frames -> (upright, cropped)
@@ -321,6 +344,8 @@ class _LadderRunner:
         encoder = open_video_encoder(out, ist, r.video, self.plan.container,
                                      input_name=base.input, output=r.name,
                                      cuda_device=base.decode.device if on_gpu else None)
+        if self.plan.package == "files":
+            copy_stream_info(ist, encoder.stream)
         if on_gpu and r.video.hardware:  # scaled in torch, CUDA frames into NVENC, here
             self.sinks.append(VideoSink(encoder, r.video, gpu_nvenc_work(r.video), out, name=r.name,
                                         threaded=False, output=r.name))
@@ -354,6 +379,9 @@ class _LadderRunner:
                     packet.pts = packet.dts  # MPEG PES may omit it; Matroska cannot store that
                 self.monotonic(packet, index)
                 self._write(sub.streams, [packet])
+        elif index in self.outputs[0].covers:  # a picture: one packet into every file
+            if packet.size:
+                self._write([o.covers[index] for o in self.outputs], [packet])
         elif (track := self.audio.get(index)) is not None:
             if track.sink is not None:
                 mux_audio(self.health, track.sink.put(packet),

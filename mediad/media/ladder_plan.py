@@ -17,7 +17,7 @@ from mediad.formats import PACKAGES
 from mediad.gpu import Capabilities
 from mediad.media.encoders import gop_options
 from mediad.media.plan import Plan, VideoPlan, host_frames_reason, make_plan, software_video
-from mediad.media.plan_streams import StreamPlan, plan_audio, plan_subtitles
+from mediad.media.plan_streams import StreamPlan, plan_audio, plan_extras, plan_subtitles
 from mediad.media.probe import MediaInfo
 from mediad.profiles import Profile, RenditionSettings, parse_bitrate
 
@@ -169,9 +169,13 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
         stem = Path(info.path).stem
         renditions = [replace(r, file=f"{stem}.{r.name}.{container}") for r in renditions]
     base = planned[0][2]
-    # The base plan's word on subtitles is about an MP4 file; a package says its own (below)
-    mp4_words = set() if package == "files" else set(plan_subtitles(info, profile, container)[1])
+    # The base plan's word on subtitles, attachments and cover art is about an MP4 file; a
+    # package says its own (below)
+    mp4_words = set() if package == "files" else \
+        {*plan_subtitles(info, profile, container)[1], *plan_extras(info, container)[2]}
     warnings = [w for w in base.warnings if w not in mp4_words]
+    if package != "files":
+        warnings += _package_extras(info, package)
     fallbacks = list(base.fallbacks)
     on_gpu, frames_reason = _residency(base, v.pix_fmt)
     base = replace(base, frames_on_gpu=on_gpu, frames_reason=frames_reason)
@@ -180,8 +184,11 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
                   if a.action != "drop"]
     subtitles = _package_subtitles(info, profile, package, len(renditions), base.subtitles,
                                    warnings)
-    base = replace(base, container=container, subtitles=[], attachments=[], cover_art=[],
-                   audio=kept_audio, warnings=warnings)
+    # A file of a ladder carries what a single output of its container would (carry_over);
+    # the subtitles are the set's own (above), in every file or as HLS renditions.
+    base = replace(base, container=container, subtitles=[], audio=kept_audio, warnings=warnings)
+    if package != "files":
+        base = replace(base, attachments=[], cover_art=[])
     return LadderPlan(base=base, package=package, container=container,
                       output=str(output), renditions=renditions,
                       audio=kept_audio, subtitles=subtitles,
@@ -224,6 +231,18 @@ def _package_audio(a: StreamPlan, info: MediaInfo, profile: Profile,
     planned = next(p for p in plan_audio(info, aac, "mp4") if p.index == a.index)
     return replace(planned, reason=f"{package} players do not all play {a.source_codec}: "
                                    "encoded to aac")
+
+
+def _package_extras(info: MediaInfo, package: Package) -> list[str]:
+    """The word on the attachments and cover art an HLS or DASH set does not carry."""
+    words = []
+    if info.attachments:
+        names = ", ".join(a.filename for a in info.attachments)
+        words.append(f"{len(info.attachments)} attachment(s) dropped ({names}): {package} sets "
+                     "carry no attachments")
+    words += [f"cover art #{c.index} ({c.codec}) dropped: {package} sets carry no attached "
+              "pictures" for c in info.cover_art]
+    return words
 
 
 def _package_subtitles(info: MediaInfo, profile: Profile, package: Package, variants: int,

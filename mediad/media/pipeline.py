@@ -15,10 +15,10 @@ import av
 from mediad import log
 from mediad.errors import MediadError, Reason, io_error, is_storage_error
 from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
+from mediad.media.carry_over import add_attachments, add_cover_art, copy_stream_info, copy_tags
 from mediad.media.loudness import Normalizer, normalizers
 from mediad.media.plan import Plan, StreamPlan, VideoPlan
 from mediad.media.plan_streams import loudness_targets
-from mediad.media.probe import KEPT_DISPOSITIONS, open_input
 from mediad.media.progress import ProgressCallback, ProgressReporter
 from mediad.media.source import Source
 from mediad.media.stages import FrameTransform
@@ -39,14 +39,6 @@ from mediad.media.video_sink import (
     stage_input_work,
 )
 
-# Container-level tags the muxer writes itself; copying them would lie about the output.
-_OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name"}
-_STREAM_TAGS = ("language", "title")
-# The stream flags carried onto the output (default/forced tracks, accessibility flags).
-_KEPT_FLAGS = 0
-for _name in KEPT_DISPOSITIONS:
-    _KEPT_FLAGS |= av.stream.Disposition[_name].value
-
 
 @dataclass
 class RunResult:
@@ -61,27 +53,6 @@ class RunResult:
     # What went into the output's video stream: frames encoded, or packets copied.
     video_span: Span | None = None
     loudness: list[dict] = field(default_factory=list)  # per normalised track: loudnorm's figures
-
-
-def _copy_tags(src: dict[str, str], dst: dict[str, str], keys: tuple[str, ...] | None = None) -> None:
-    for k, v in src.items():
-        if (keys is None and k.lower() not in _OWN_TAGS) or (keys is not None and k in keys):
-            dst[k] = v
-
-
-def _copy_stream_info(ist: av.stream.Stream, ost: av.stream.Stream) -> None:
-    """Language and title tags and the default/forced/... flags of a kept stream."""
-    _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
-    ost.disposition = ist.disposition.value & _KEPT_FLAGS
-
-
-def _first_packet(plan: Plan, stream: av.stream.Stream) -> bytes:
-    """The bytes of a stream's first packet (an attached picture), from a second reader."""
-    with open_input(Path(plan.input)) as c:
-        for packet in c.demux(c.streams[stream.index]):
-            if packet.size:
-                return bytes(packet)
-    return b""
 
 
 class _Runner:
@@ -117,7 +88,7 @@ class _Runner:
             ost = out.add_stream_from_template(ist, opaque=True)
             if vp.codec == "hevc" and self.plan.container in ("mp4", "mov"):
                 ost.codec_tag = "hvc1"  # Apple players refuse the default hev1 tag
-            _copy_stream_info(ist, ost)
+            copy_stream_info(ist, ost)
             # The container's aspect (MKV DisplayWidth, MP4 pasp) goes into the new container
             # too, as with `ffmpeg -c copy`; the template carries only the codec's.
             if (sar := sar_of(vp)) is not None:
@@ -133,7 +104,7 @@ class _Runner:
         gpu_frames = self.plan.frames_on_gpu
         encoder = open_video_encoder(out, ist, vp, self.plan.container, input_name=self.plan.input,
                                      cuda_device=self.plan.decode.device if gpu_frames else None)
-        _copy_stream_info(ist, encoder.stream)
+        copy_stream_info(ist, encoder.stream)
         self.video_in = ist
         before = None
         if self.stage_configs:  # the stages have their own thread
@@ -184,7 +155,7 @@ class _Runner:
         else:
             ost = add_encoded_audio(out, sp, ist)
             self.audio_sinks[ist.index] = AudioSink(ist.index, ost, self._normalizer(sp))
-        _copy_stream_info(ist, ost)
+        copy_stream_info(ist, ost)
 
     def _normalizer(self, sp: StreamPlan) -> Normalizer | None:
         """Loudness normalisation of a track; the first pass (measuring every such track, in
@@ -208,36 +179,14 @@ class _Runner:
         else:
             ost = out.add_stream_from_template(ist)
             self.copy[ist.index] = ost
-        _copy_stream_info(ist, ost)
+        copy_stream_info(ist, ost)
 
     def _add_extras(self, src: av.container.InputContainer,
                     out: av.container.OutputContainer) -> None:
-        """Cover art and attachments such as the fonts of ASS subtitles.
-
-        MP4 holds cover art as a one-packet attached-picture stream; Matroska holds it as an
-        attachment (its muxer would write such a stream as a one-frame video track), so the
-        picture is read ahead from a second look at the source.
-        """
-        for sp in self.plan.cover_art:
-            if sp.action != "copy":
-                continue
-            ist = src.streams[sp.index]
-            if self.plan.container == "mkv":
-                ext, mime = ("png", "image/png") if sp.source_codec == "png" \
-                    else ("jpg", "image/jpeg")
-                out.add_attachment(ist.metadata.get("filename") or f"cover.{ext}",
-                                   ist.metadata.get("mimetype") or mime,
-                                   _first_packet(self.plan, ist))
-                continue
-            ost = out.add_stream_from_template(ist, opaque=True)
-            ost.disposition = av.stream.Disposition.attached_pic.value
-            _copy_tags(ist.metadata, ost.metadata, _STREAM_TAGS)
-            self.copy[ist.index] = ost
-        for sp in self.plan.attachments:
-            if sp.action == "copy":
-                ist = src.streams[sp.index]
-                out.add_attachment(ist.name or f"attachment{ist.index}",
-                                   ist.mimetype or "application/octet-stream", ist.data)
+        """Cover art and attachments such as the fonts of ASS subtitles."""
+        self.copy.update(add_cover_art(self.plan.cover_art, src, out, self.plan.container,
+                                       self.plan.input))
+        add_attachments(self.plan.attachments, src, out)
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -256,7 +205,7 @@ class _Runner:
         mux_options = {"movflags": "+faststart"} if plan.faststart else {}
         with self.source.open() as src, \
                 av.open(str(self.dest), "w", format=plan.format, options=mux_options) as out:
-            _copy_tags(src.metadata, out.metadata)
+            copy_tags(src.metadata, out.metadata)
             self._add_video(src, out)
             for sp in plan.audio:
                 if sp.action != "drop":
