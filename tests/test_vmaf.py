@@ -10,10 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import camera_clip, ffmpeg, run_cli, write_profile
+from conftest import camera_clip, ffmpeg, ffmpeg_bytes, run_cli, write_profile
 
 from mediad.errors import InvalidFile
+from mediad.media.plan import Plan
 from mediad.media.vmaf_target import Trial, VmafTarget, choose, next_quality, sample_windows
+from mediad.models.vmaf import Motion
 from mediad.profiles import Profile, parse_profile
 
 pytest.importorskip("torch")
@@ -157,23 +159,30 @@ def test_samples_are_spread_over_the_source() -> None:
 
 # -- real searches -----------------------------------------------------------------------------
 
-def test_a_sampled_search_on_a_real_clip(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def sampled_plan(tmp_path_factory: pytest.TempPathFactory) -> Plan:
+    """A plan to search over three half-second samples of a 4 s clip, as a long source gets
+    them (the whole source is only measured under 1 s)."""
     from mediad.gpu import no_gpu
     from mediad.media.plan import make_plan
     from mediad.media.probe import probe
-    from mediad.media.vmaf_search import search
 
-    source = camera_clip(tmp_path / "s.mp4", "-crf", "10", seconds=4, size=(320, 180),
+    folder = tmp_path_factory.mktemp("sampled")
+    source = camera_clip(folder / "s.mp4", "-crf", "10", seconds=4, size=(320, 180),
                          audio=False)
     profile = Profile.model_validate({"container": "mp4", "audio": {"codec": "none"},
                                       "video": {"encoder": "cpu", "speed": "fastest",
                                                 "target_vmaf": 90}})
-    plan = make_plan(probe(source), profile, no_gpu("test"), tmp_path / "o.mp4")
+    plan = make_plan(probe(source), profile, no_gpu("test"), folder / "o.mp4")
     assert plan.video.vmaf is not None
-    # Three half-second samples (whole source only under 1 s), as a long source gets them.
-    plan = replace(plan, video=replace(plan.video, vmaf=replace(
+    return replace(plan, video=replace(plan.video, vmaf=replace(
         plan.video.vmaf, samples=3, sample_seconds=0.5, whole_under=1.0)))
-    choice = search(plan, 4.0)
+
+
+def test_a_sampled_search_on_a_real_clip(sampled_plan: Plan) -> None:
+    from mediad.media.vmaf_search import search
+
+    choice = search(sampled_plan, 4.0)
     assert not choice.whole_source and choice.samples == 3
     assert 1.4 <= choice.sample_seconds <= 1.6  # 3 x 12-13 frames at 25 fps
     assert choice.predicted >= 90 and choice.warning is None
@@ -181,6 +190,36 @@ def test_a_sampled_search_on_a_real_clip(tmp_path: Path) -> None:
     assert choice.quality == max(t.quality for t in passing)
     # The next value up was tried and failed: the search bracketed its answer to one step.
     assert any(t.quality == choice.quality + 1 and t.vmaf < 90 for t in choice.trials)
+
+
+def test_trials_score_as_with_the_reference_decoded_each_time(sampled_plan: Plan,
+                                                               tmp_path: Path) -> None:
+    """The search keeps each sample's Y planes, and the motion feature its first trial
+    computed, for all its trials: every trial encode scores exactly as when the reference was
+    decoded from the sample file and its motion computed afresh (the search before).
+    (The same encode is scored both ways: libx264 through PyAV does not repeat its bytes.)"""
+    from mediad.media.vmaf_search import _encode_trial, _trial_plan, extract_samples
+    from mediad.models.vmaf import vmaf_files
+
+    plan = sampled_plan
+    assert plan.video.vmaf is not None
+    samples = extract_samples(plan, plan.video.vmaf, 4.0, tmp_path)
+    assert len(samples) == 3
+    for sample in samples:  # the kept planes are what the independent ffmpeg decodes
+        raw = ffmpeg_bytes("-i", str(sample.path), "-f", "rawvideo", "-pix_fmt", "yuv420p", "-")
+        decoded = np.frombuffer(raw, np.uint8).reshape(-1, 270 * 320)[:, :180 * 320]
+        kept = np.stack(list(sample.reference()))
+        assert kept.shape == (sample.frames, 180, 320)
+        assert np.array_equal(kept, decoded.reshape(kept.shape))
+    motion: list[Motion] = [{} for _ in samples]
+    for quality in (23, 19, 30):  # as a search's trials
+        for n, sample in enumerate(samples):
+            dest = tmp_path / f"q{quality}-{n}.mkv"
+            _encode_trial(sample, _trial_plan(plan.video, quality), dest, plan.input)
+            afresh = vmaf_files(sample.path, dest)
+            assert 40 < afresh.mean < 100
+            assert sample.score(dest, motion[n], "cpu") == afresh.frames
+        assert all(motion)  # kept by the first trial, used by the next
 
 
 def test_an_output_under_its_prediction_is_reported(clips: dict[str, Path], tmp_path: Path) -> None:
