@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import camera_filter, ffmpeg, ffmpeg_info, has_weight_package, run_cli, write_profile
 from pydantic import ValidationError
@@ -164,6 +166,29 @@ def test_tonemap_planes_gives_limited_bt709() -> None:
     out_y, out_uv = tonemap.tonemap_planes(FramePlanes(y, uv, "p010le", "bt2020", False), tm)
     assert out_y.shape == (16, 16) and out_uv.shape == (8, 8, 2)
     assert float(out_y.min()) >= 16 and float(out_y.max()) <= 235
+
+
+@pytest.mark.parametrize("bits", [8, 10])
+@pytest.mark.parametrize("dtype", ["float32", "int32"])  # tonemap_planes'; P010 shifted down
+def test_sdr_frame_holds_the_code_values_it_is_given(bits: int, dtype: str) -> None:
+    """Every code value lands in the host frame as it is (read back by PyAV), with the frame's
+    time and the SDR tags; 130 wide: the planes have line padding."""
+    import av
+
+    top = (1 << bits) - 1
+    h, w = 10, 130
+    y = (torch.arange(h * w) % (top + 1)).reshape(h, w).to(getattr(torch, dtype))
+    uv = (top - torch.arange(h * w // 2) % (top + 1)).reshape(h // 2, w // 2, 2).to(y.dtype)
+    like = av.VideoFrame(w, h, "yuv420p")
+    like.pts, like.time_base = 7, Fraction(1, 25)
+    frame = tonemap.sdr_frame(y, uv, bits, like)
+    assert frame.format.name == ("yuv420p10le" if bits == 10 else "yuv420p")
+    assert (frame.pts, frame.time_base, frame.color_trc, frame.colorspace) == (7, like.time_base,
+                                                                              1, 1)
+    got = frame.to_ndarray().astype(np.int64)  # the Y rows, then U and V, packed
+    chroma = got[h:].reshape(2, h // 2, w // 2)
+    assert np.array_equal(got[:h], y.numpy())
+    assert np.array_equal(chroma, uv.permute(2, 0, 1).numpy())
 
 
 # --- the profile key --------------------------------------------------------------------------
