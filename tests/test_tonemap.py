@@ -245,6 +245,25 @@ def test_auto_keeps_hdr_for_10_bit_hevc(clips: dict[str, Path], tmp_path: Path) 
     assert "tone-mapped" not in res.stdout and "HDR10 metadata carried" in res.stdout
 
 
+def test_copy_if_matching_does_not_copy_a_source_it_tone_maps(clips: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    """The 10-bit HEVC PQ source is what a 10-bit HEVC profile makes, unless it tone-maps:
+    then it is encoded, and the plan's reason and note say why."""
+    from mediad.gpu import no_gpu
+    from mediad.media.plan import make_plan
+    from mediad.media.probe import probe
+
+    info = probe(clips["pq"])
+    text = "container = 'mkv'\n[video]\ncodec = 'hevc'\nbit_depth = 10\ncopy_if_matching = true\n"
+    kept = make_plan(info, parse_profile(text, "x", "x"), no_gpu("x"), tmp_path / "o.mkv")
+    assert kept.video.action == "copy" and kept.video.tonemap is None
+    mapped = make_plan(info, parse_profile(text + "hdr = 'tonemap'\n", "x", "x"), no_gpu("x"),
+                       tmp_path / "o.mkv")
+    assert mapped.video.action == "encode" and mapped.video.tonemap is not None
+    assert mapped.video.reason.endswith("not copied: the HDR source is tone-mapped to SDR")
+    assert any(n.endswith('(hdr = "tonemap")') for n in mapped.notes), mapped.notes
+
+
 # --- real transcodes against the independent reference ---------------------------------------
 
 @pytest.mark.parametrize("kind,min_ssim,max_dy", [("pq", PQ_SSIM, PQ_YAVG),
