@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import camera_filter, ffmpeg, ffmpeg_info, has_weight_package, run_cli, write_profile
 from pydantic import ValidationError
@@ -166,6 +168,29 @@ def test_tonemap_planes_gives_limited_bt709() -> None:
     assert float(out_y.min()) >= 16 and float(out_y.max()) <= 235
 
 
+@pytest.mark.parametrize("bits", [8, 10])
+@pytest.mark.parametrize("dtype", ["float32", "int32"])  # tonemap_planes'; P010 shifted down
+def test_sdr_frame_holds_the_code_values_it_is_given(bits: int, dtype: str) -> None:
+    """Every code value lands in the host frame as it is (read back by PyAV), with the frame's
+    time and the SDR tags; 130 wide: the planes have line padding."""
+    import av
+
+    top = (1 << bits) - 1
+    h, w = 10, 130
+    y = (torch.arange(h * w) % (top + 1)).reshape(h, w).to(getattr(torch, dtype))
+    uv = (top - torch.arange(h * w // 2) % (top + 1)).reshape(h // 2, w // 2, 2).to(y.dtype)
+    like = av.VideoFrame(w, h, "yuv420p")
+    like.pts, like.time_base = 7, Fraction(1, 25)
+    frame = tonemap.sdr_frame(y, uv, bits, like)
+    assert frame.format.name == ("yuv420p10le" if bits == 10 else "yuv420p")
+    assert (frame.pts, frame.time_base, frame.color_trc, frame.colorspace) == (7, like.time_base,
+                                                                              1, 1)
+    got = frame.to_ndarray().astype(np.int64)  # the Y rows, then U and V, packed
+    chroma = got[h:].reshape(2, h // 2, w // 2)
+    assert np.array_equal(got[:h], y.numpy())
+    assert np.array_equal(chroma, uv.permute(2, 0, 1).numpy())
+
+
 # --- the profile key --------------------------------------------------------------------------
 
 def test_hdr_key_defaults_and_values() -> None:
@@ -218,6 +243,25 @@ def test_auto_keeps_hdr_for_10_bit_hevc(clips: dict[str, Path], tmp_path: Path) 
                   "--gpu", "none")
     assert res.returncode == 0, res.stderr
     assert "tone-mapped" not in res.stdout and "HDR10 metadata carried" in res.stdout
+
+
+def test_copy_if_matching_does_not_copy_a_source_it_tone_maps(clips: dict[str, Path],
+                                                               tmp_path: Path) -> None:
+    """The 10-bit HEVC PQ source is what a 10-bit HEVC profile makes, unless it tone-maps:
+    then it is encoded, and the plan's reason and note say why."""
+    from mediad.gpu import no_gpu
+    from mediad.media.plan import make_plan
+    from mediad.media.probe import probe
+
+    info = probe(clips["pq"])
+    text = "container = 'mkv'\n[video]\ncodec = 'hevc'\nbit_depth = 10\ncopy_if_matching = true\n"
+    kept = make_plan(info, parse_profile(text, "x", "x"), no_gpu("x"), tmp_path / "o.mkv")
+    assert kept.video.action == "copy" and kept.video.tonemap is None
+    mapped = make_plan(info, parse_profile(text + "hdr = 'tonemap'\n", "x", "x"), no_gpu("x"),
+                       tmp_path / "o.mkv")
+    assert mapped.video.action == "encode" and mapped.video.tonemap is not None
+    assert mapped.video.reason.endswith("not copied: the HDR source is tone-mapped to SDR")
+    assert any(n.endswith('(hdr = "tonemap")') for n in mapped.notes), mapped.notes
 
 
 # --- real transcodes against the independent reference ---------------------------------------

@@ -130,6 +130,31 @@ def test_a_graph_that_is_not_upconv7_is_a_clear_error(tmp_path: Path) -> None:
         ncnn.upconv7_state_dict(param, bin_path)
 
 
+def test_an_upconv7_weight_file_is_read_and_checked_like_srvgg_ones(tmp_path: Path) -> None:
+    """A .pth of upconv_7 weights goes through the loading SRVGGNetCompact's files go through:
+    the checkpoint wrappers, the key layout, the strict load and its one-line errors."""
+    torch.manual_seed(0)
+    net = UpConv7((4, 4, 8, 8, 8, 8)).eval()
+    path = tmp_path / "small.pth"
+    torch.save({"params": {f"module.{k}": v for k, v in net.state_dict().items()}}, path)
+    loaded = load_upscale_network(str(path))
+    assert isinstance(loaded, UpConv7) and loaded.channels == (4, 4, 8, 8, 8, 8)
+    x = torch.rand(1, 3, 9, 10)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), net(x))
+
+    extra = tmp_path / "extra.pth"
+    torch.save({**net.state_dict(), "net.0.scale": torch.ones(1)}, extra)
+    with pytest.raises(MediadError, match=r"extra\.pth: not an upconv_7 state dict "
+                                          r"\(unexpected key 'net\.0\.scale'\)"):
+        load_upscale_network(str(extra))
+    wide = tmp_path / "wide.pth"
+    torch.save({**net.state_dict(), "net.2.weight": torch.zeros(4, 4, 5, 5)}, wide)
+    with pytest.raises(MediadError, match=r"wide\.pth: net\.2\.weight has shape \(4, 4, 5, 5\), "
+                                          r"expected \(4, 4, 3, 3\)"):
+        load_upscale_network(str(wide))
+
+
 # --- the stage model ---------------------------------------------------------------------------
 
 

@@ -200,13 +200,14 @@ def deinterlace_mode(v: VideoInfo, setting: str) -> tuple[Deinterlace, str]:
     return ("auto" if setting == "auto" else "off"), ""
 
 
-def copy_mismatch(v: VideoInfo, vs: VideoSettings, stage_scale: int = 1) -> str | None:
+def copy_mismatch(v: VideoInfo, vs: VideoSettings, tonemapped: bool,
+                  stage_scale: int = 1) -> str | None:
     """Why `copy_if_matching` must still encode this video; None when copying it is right.
 
     A copy is right when the source already is what the profile makes: its codec, 4:2:0, at most
     its bit depth, height and bit rate, progressive (unless deinterlacing is off), and no
     upscaling stage. Odd sizes and a rotation tag are kept as they are: players handle both in
-    a file that already plays.
+    a file that already plays. `tonemapped`: hdr_decision's answer.
     """
     if v.codec != vs.codec:
         return f"source is {v.codec}"
@@ -221,7 +222,7 @@ def copy_mismatch(v: VideoInfo, vs: VideoSettings, stage_scale: int = 1) -> str 
         return f"source has {lines} lines, over max_height {vs.max_height}"
     if deinterlace_mode(v, vs.deinterlace)[0] in ("all", "interlaced"):
         return f"source is interlaced ({v.field_order}) and is deinterlaced"
-    if hdr_decision(v, vs)[0]:
+    if tonemapped:
         return "the HDR source is tone-mapped to SDR"
     if vs.bitrate is not None:
         rate = v.bit_rate or v.bit_rate_estimate
@@ -272,8 +273,9 @@ def _copied_video(v: VideoInfo, vs: VideoSettings, container: str,
 
 
 def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabilities,
-                gpu_allowed: bool, stage_scale: int) -> tuple[VideoPlan, list[str], list[str]]:
-    """The video's plan, its fallbacks and its warnings."""
+                gpu_allowed: bool, stage_scale: int,
+                tonemap: bool) -> tuple[VideoPlan, list[str], list[str]]:
+    """The video's plan, its fallbacks and its warnings; `tonemap`: hdr_decision's answer."""
     v = info.main_video
     assert v is not None
     vs = profile.video
@@ -291,7 +293,7 @@ def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabil
                       f"profile {profile.name}: use another container or profile")
     not_copied = ""
     if vs.copy_if_matching:
-        mismatch = copy_mismatch(v, vs, stage_scale)
+        mismatch = copy_mismatch(v, vs, tonemap, stage_scale)
         if mismatch is None:  # the source's codec is the profile's, which fits
             video, warnings = _copied_video(v, vs, container, f"source is already {vs.codec} "
                                             "within the profile's limits: copied "
@@ -333,7 +335,6 @@ def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabil
         pix_fmt = "p010le" if use_gpu else "yuv420p10le"
     else:
         pix_fmt = "yuv420p"
-    tonemap, _ = hdr_decision(v, vs)
     tm = tonemap_plan(v.color_transfer, v.hdr_metadata, colorspace=v.color_space,
                       full_range=color.is_full_range(v.color_range, v.pix_fmt)) \
         if tonemap else None
@@ -461,8 +462,9 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
                      f"writes {profile.container})")
     stages = _plan_stages(profile, caps.device)
     stage_scale = profile.stage_scale
+    tonemap, tonemap_why = hdr_decision(v, profile.video)
     video, fallbacks, warnings = _plan_video(info, profile, container, caps, gpu_allowed,
-                                             stage_scale)
+                                             stage_scale, tonemap)
     decode = _plan_decode(v, video, caps, analysed=bool(stages))
     if caps.device is not None and not decode.hardware and video.action == "encode":
         fallbacks.append(f"decode: {decode.reason}")
@@ -479,8 +481,7 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
                  f"mediad keeps one video stream, #{v.index}" for extra in info.video[1:]]
     if video.action == "encode":
         if video.tonemap is not None:
-            why = hdr_decision(v, profile.video)[1]
-            notes.append(f"{video.tonemap.describe()} ({why})")
+            notes.append(f"{video.tonemap.describe()} ({tonemap_why})")
         elif profile.video.hdr == "tonemap" and not v.hdr:
             notes.append(f'hdr = "tonemap": the source is not HDR (transfer '
                          f'{v.color_transfer or "unspecified"}): nothing to tone-map')

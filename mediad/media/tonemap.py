@@ -278,12 +278,12 @@ def sdr_frame(y: torch.Tensor, uv: torch.Tensor, bits: int, like: av.VideoFrame)
     import torch
 
     height, width = int(y.shape[0]), int(y.shape[1])
-    fmt = "yuv420p10le" if bits == 10 else "yuv420p"
-    dtype = torch.uint16 if bits == 10 else torch.uint8
-    frame = av.VideoFrame(width, height, fmt)
+    frame = av.VideoFrame(width, height, "yuv420p10le" if bits == 10 else "yuv420p")
     planes = [y, uv[..., 0], uv[..., 1]]
     for plane, values in zip(frame.planes[:3], planes, strict=True):
-        torch.from_dlpack(plane).copy_(values.to("cpu", torch.int32).to(dtype))
+        # copy_ casts to the plane's uint8/uint16 (and downloads) itself: the values are whole
+        # code values in range, so no rounding or wrapping to do first.
+        torch.from_dlpack(plane).copy_(values)
     frame.pts, frame.time_base = like.pts, like.time_base
     tag_sdr(frame)
     return frame

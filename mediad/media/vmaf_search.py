@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from itertools import chain
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -45,14 +46,42 @@ from mediad.media.vmaf_target import (
     sample_windows,
 )
 
+if TYPE_CHECKING:
+    from mediad.models.vmaf import Motion
+
 
 @dataclass(frozen=True)
 class Sample:
-    """One sample of the source as the encoder gets it, losslessly stored."""
+    """One sample of the source as the encoder gets it, losslessly stored, and its Y planes
+    (VMAF's reference) kept raw beside it, so that no trial decodes the reference again."""
 
     path: Path
     frames: int
     seconds: float
+    width: int
+    height: int
+    bits: int  # of the Y code values
+
+    @property
+    def luma_path(self) -> Path:
+        """The raw Y planes: frames x height x width code values, uint8 or uint16."""
+        return self.path.with_suffix(".y")
+
+    def reference(self) -> Iterator[np.ndarray]:
+        """The Y planes as VMAF compares them, read from their file (mapped, not loaded)."""
+        from mediad.models.vmaf import eight_bit
+
+        codes = np.memmap(self.luma_path, np.uint8 if self.bits <= 8 else np.uint16, "r",
+                          shape=(self.frames, self.height, self.width))
+        return (eight_bit(c, self.bits) for c in codes)
+
+    def score(self, encoded: Path, motion: Motion, device: str) -> tuple[float, ...]:
+        """Each frame's VMAF of a trial encode of this sample; `motion` is this sample's motion
+        feature, kept by the first trial for the rest (models.vmaf.VmafMeter)."""
+        from mediad.models.vmaf import luma_planes, vmaf_of
+
+        score, _, _ = vmaf_of(self.reference(), luma_planes(encoded), device, motion)
+        return score.frames
 
 
 @dataclass(frozen=True)
@@ -130,15 +159,24 @@ def extract_samples(plan: Plan, target: VmafTarget, duration: float,
 def _write_sample(src: av.container.InputContainer, ist: av.video.stream.VideoStream,
                   vp: VideoPlan, colour: tuple[bool, str | None], window: tuple[float, float],
                   path: Path) -> Sample | None:
-    """One window of the source, converted by `vp` and written to `path` (None: no frames)."""
+    """One window of the source, converted by `vp` and written to `path`, its Y planes beside
+    it (None: no frames).
+
+    The Y planes are written raw, not kept in memory: the samples last 8 s by default (4 of
+    2 s), or the whole source under 24 s, which at 1080p25 is 200 or up to 600 frames of 2 MB
+    (4 MB at 10 bits): 0.4 to 2.4 GB, 4x that at 2160p. Mapped, they take page cache, which
+    the kernel can drop; the FFV1 sample beside them is about as big."""
+    from mediad.models.vmaf import luma_codes
+
     begin, end = window
     start0 = float(ist.start_time * ist.time_base) if ist.start_time is not None else 0.0
     rate = ist.average_rate or ist.guessed_rate or 25
     if begin > 0:
         src.seek(int((begin + start0) / ist.time_base), stream=ist, backward=True)
     work = host_transform(vp, ist, *colour)
-    count, times = 0, []
-    with av.open(str(path), "w", format="matroska") as out:
+    count, bits, times = 0, 8, []
+    with av.open(str(path), "w", format="matroska") as out, \
+            open(path.with_suffix(".y"), "wb") as planes:
         ost = out.add_stream("ffv1", rate=rate)
         ost.width, ost.height, ost.pix_fmt = vp.width, vp.height, vp.pix_fmt
         ost.time_base = ost.codec_context.time_base = ist.time_base
@@ -147,15 +185,19 @@ def _write_sample(src: av.container.InputContainer, ist: av.video.stream.VideoSt
             for f in work(frame):
                 f.pict_type = av.video.frame.PictureType.NONE
                 out.mux(ost.encode(f))
+                # As the encoder takes it (the transform's frames are that already: no copy).
+                codes, bits = luma_codes(f.reformat(vp.width, vp.height, vp.pix_fmt))
+                planes.write(codes.tobytes())
                 count += 1
                 if f.pts is not None and f.time_base is not None:
                     times.append(float(f.pts * f.time_base))
         out.mux(ost.encode(None))
     if not count:
         path.unlink(missing_ok=True)
+        path.with_suffix(".y").unlink(missing_ok=True)
         return None
     span = (max(times) - min(times) if times else 0.0) + 1 / float(rate)
-    return Sample(path, count, span)
+    return Sample(path, count, span, vp.width, vp.height, bits)
 
 
 def _window(src: av.container.InputContainer, ist: av.video.stream.VideoStream, start0: float,
@@ -195,18 +237,15 @@ def _trial_plan(vp: VideoPlan, quality: int) -> VideoPlan:
                    options={**vp.options, quality_option(vp.encoder): str(quality)})
 
 
-def _measure_trial(samples: list[Sample], vp: VideoPlan, quality: int, folder: Path,
-                   input_name: str, device: str) -> Trial:
-    from mediad.models.vmaf import luma_planes, vmaf_of
-
+def _measure_trial(samples: list[Sample], motion: list[Motion], vp: VideoPlan, quality: int,
+                   folder: Path, input_name: str, device: str) -> Trial:
     trial_vp = _trial_plan(vp, quality)
     scores: list[float] = []
     size = 0
     for n, sample in enumerate(samples):
         dest = folder / f"trial{n}.mkv"
         size += _encode_trial(sample, trial_vp, dest, input_name)
-        score, _, _ = vmaf_of(luma_planes(sample.path), luma_planes(dest), device)
-        scores += score.frames
+        scores += sample.score(dest, motion[n], device)
         dest.unlink()
     vmaf = float(np.mean(scores)) if scores else 0.0
     return Trial(quality, vmaf, size, sum(s.seconds for s in samples))
@@ -227,8 +266,10 @@ def search(plan: Plan, duration: float) -> VmafChoice:
     with tempfile.TemporaryDirectory(prefix="mediad-vmaf-") as tmp:
         folder = Path(tmp)
         samples = extract_samples(plan, target, duration, folder)
+        motion: list[Motion] = [{} for _ in samples]  # each sample's, from the first trial
         while (quality := next_quality(trials, target)) is not None:
-            trial = _measure_trial(samples, plan.video, quality, folder, plan.input, device)
+            trial = _measure_trial(samples, motion, plan.video, quality, folder, plan.input,
+                                   device)
             log.event("vmaf_trial", input=plan.input, quality=quality, vmaf=f"{trial.vmaf:.2f}",
                       kbps=f"{trial.kbps:.0f}")
             trials.append(trial)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mediad.errors import MediadError, Reason
+from mediad.models.weights import layer_weights, load_checked, read_weight_file
 
 ACT_TYPES = ("prelu", "relu", "leakyrelu")
 _BODY_KEY = re.compile(r"^body\.(\d+)\.(weight|bias)$")
@@ -75,43 +76,11 @@ class SRVGGNetCompact(nn.Module):
         return out + F.interpolate(x, scale_factor=self.upscale, mode="nearest")
 
 
-def unwrap_state_dict(obj: object, source: str) -> dict[str, torch.Tensor]:
-    """The tensor dict inside a Real-ESRGAN checkpoint: `params_ema`, else `params`, else bare."""
-    if not isinstance(obj, Mapping):
-        raise MediadError(
-            f"{source}: not a state dict (found {type(obj).__name__})", reason=Reason.BAD_MODEL
-        )
-    # Upstream RealESRGANer prefers the EMA weights when both are present.
-    for key in ("params_ema", "params"):
-        if key in obj:
-            obj = obj[key]
-            if not isinstance(obj, Mapping):
-                raise MediadError(f"{source}: '{key}' is not a state dict", reason=Reason.BAD_MODEL)
-            break
-    sd: dict[str, torch.Tensor] = {}
-    for k, v in obj.items():
-        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
-            raise MediadError(
-                f"{source}: not a state dict of tensors (entry {k!r})", reason=Reason.BAD_MODEL
-            )
-        # nn.DataParallel checkpoints prefix every key with "module.".
-        sd[k.removeprefix("module.")] = v
-    return sd
-
-
 def infer_config(sd: Mapping[str, torch.Tensor], source: str) -> dict[str, int | str]:
     """SRVGGNetCompact constructor arguments read off the state dict's key names and shapes."""
-    convs: dict[int, torch.Tensor] = {}
-    acts: dict[int, torch.Tensor] = {}
-    for k, v in sd.items():
-        m = _BODY_KEY.match(k)
-        if m is None:
-            raise MediadError(
-                f"{source}: not an SRVGGNetCompact state dict (unexpected key {k!r})",
-                reason=Reason.BAD_MODEL,
-            )
-        if m.group(2) == "weight":
-            (convs if v.dim() == 4 else acts)[int(m.group(1))] = v
+    weights = layer_weights(sd, _BODY_KEY, source, "SRVGGNetCompact")
+    convs = {i: w for i, w in weights.items() if w.dim() == 4}
+    acts = {i: w for i, w in weights.items() if w.dim() != 4}  # PReLU's slopes
     if len(convs) < 2:
         raise MediadError(
             f"{source}: not an SRVGGNetCompact state dict (no body.N conv weights)",
@@ -152,56 +121,6 @@ def srvgg_from_state_dict(sd: Mapping[str, torch.Tensor], source: str) -> SRVGGN
     net = SRVGGNetCompact(**cfg)  # type: ignore[arg-type]
     load_checked(net, sd, source, "SRVGGNetCompact")
     return net
-
-
-def load_checked(net: nn.Module, sd: Mapping[str, torch.Tensor], source: str,
-                 family: str) -> nn.Module:
-    """Load `sd` into `net` (float32, eval mode), or a one-line error naming the first key
-    that is missing, unexpected, of another shape or not a float tensor."""
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    extra = sorted(set(sd) - set(expected))
-    if missing or extra:
-        what = f"missing {missing[0]!r}" if missing else f"unexpected {extra[0]!r}"
-        raise MediadError(f"{source}: not a valid {family} state dict ({what})",
-                          reason=Reason.BAD_MODEL)
-    for k, v in expected.items():
-        if tuple(sd[k].shape) != tuple(v.shape):
-            raise MediadError(
-                f"{source}: {k} has shape {tuple(sd[k].shape)}, expected {tuple(v.shape)}",
-                reason=Reason.BAD_MODEL,
-            )
-        if not sd[k].is_floating_point():
-            raise MediadError(f"{source}: {k} is not a float tensor", reason=Reason.BAD_MODEL)
-    net.load_state_dict({k: v.float() for k, v in sd.items()}, strict=True)
-    net.eval().requires_grad_(False)
-    return net
-
-
-def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
-    """The raw tensor dict of a `.safetensors` or torch `.pth`/`.pt` file (CPU, unwrapped)."""
-    if not path.is_file():
-        raise MediadError(f"{path}: model file not found", reason=Reason.BAD_MODEL)
-    if path.suffix.lower() == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            tensors = load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as e:
-            raise MediadError(
-                f"{path}: not a readable .safetensors file ({e})", reason=Reason.BAD_MODEL
-            ) from e
-        return unwrap_state_dict(tensors, str(path))
-    try:
-        # weights_only: a .pth is a pickle, and a downloaded model must not run code on load.
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many unrelated types for a corrupt/foreign pickle
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise MediadError(
-            f"{path}: not a readable PyTorch weight file ({first})", reason=Reason.BAD_MODEL
-        ) from e
-    return unwrap_state_dict(obj, str(path))
 
 
 def load_srvgg(path: Path) -> SRVGGNetCompact:

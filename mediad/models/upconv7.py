@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mediad.errors import MediadError, Reason
-from mediad.models.srvgg import load_checked
+from mediad.models.weights import layer_weights, load_checked
 
 _KEY = re.compile(r"^net\.(\d+)\.(weight|bias)$")
 SLOPE = 0.1
@@ -65,16 +65,7 @@ class UpConv7(nn.Module):
 
 def upconv7_from_state_dict(sd: Mapping[str, torch.Tensor], source: str) -> UpConv7:
     """Build an UpConv7 (CPU, float32, eval mode) whose widths fit `sd` and load it strictly."""
-    convs: dict[int, torch.Tensor] = {}
-    for k, v in sd.items():
-        m = _KEY.match(k)
-        if m is None:
-            raise MediadError(
-                f"{source}: not an upconv_7 state dict (unexpected key {k!r})",
-                reason=Reason.BAD_MODEL,
-            )
-        if m.group(2) == "weight":
-            convs[int(m.group(1))] = v
+    convs = layer_weights(sd, _KEY, source, "upconv_7")
     order = sorted(convs)
     if len(order) < 2 or order != list(range(0, 2 * len(order), 2)):
         raise MediadError(f"{source}: not an upconv_7 state dict (net.N layout)", reason=Reason.BAD_MODEL)

@@ -24,9 +24,10 @@ from mediad import log
 from mediad.errors import MediadError, Reason
 from mediad.models import ncnn, registry
 from mediad.models.cache import models_cache_dir, write_cache_file
-from mediad.models.srvgg import SRVGGNetCompact, read_weight_file, srvgg_from_state_dict
+from mediad.models.srvgg import SRVGGNetCompact, srvgg_from_state_dict
 from mediad.models.tiling import tiled_apply
 from mediad.models.upconv7 import UpConv7, is_upconv7_state_dict, upconv7_from_state_dict
+from mediad.models.weights import read_weight_file
 
 SCALES = (2, 3, 4)
 # Input pixels per model call on the CPU: ~0.8 GB peak for a 64-feature x4 net in fp32.

@@ -57,8 +57,9 @@ def vmaf_device(gpu: int | None) -> str:
     return f"cuda:{gpu}" if torch.cuda.is_available() else "cpu"
 
 
-def luma(frame: av.VideoFrame) -> np.ndarray:
-    """The frame's Y plane as stored, in 8-bit code values (uint8, or float32 for deeper video)."""
+def luma_codes(frame: av.VideoFrame) -> tuple[np.ndarray, int]:
+    """The frame's Y plane as stored: its code values (uint8, or uint16 with the bits at the
+    bottom) and their bit depth."""
     fmt = frame.format
     if fmt.is_rgb or fmt.has_palette or fmt.is_bayer or not fmt.name.startswith(
             ("yuv", "nv", "p0", "p2", "gray")):
@@ -71,10 +72,21 @@ def luma(frame: av.VideoFrame) -> np.ndarray:
     rows = np.frombuffer(plane, dtype=dtype).reshape(plane.height, plane.line_size // itemsize)
     y = rows[:, :frame.width]
     if bits <= 8:
-        return y.copy()
+        return y.copy(), bits
     # p010/p016 keep their bits at the top of each 16-bit word; planar yuv*p10 at the bottom.
     shift = 16 - bits if fmt.name.startswith("p0") or fmt.name.startswith("p2") else 0
-    return (y >> shift).astype(np.float32) / float(1 << (bits - 8))
+    return (y >> shift).astype(np.uint16), bits
+
+
+def eight_bit(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Y code values in 8-bit units, as VMAF takes them: 8-bit ones as they are (uint8), deeper
+    ones divided down (float32)."""
+    return codes if bits <= 8 else codes.astype(np.float32) / float(1 << (bits - 8))
+
+
+def luma(frame: av.VideoFrame) -> np.ndarray:
+    """The frame's Y plane as stored, in 8-bit code values (uint8, or float32 for deeper video)."""
+    return eight_bit(*luma_codes(frame))
 
 
 def luma_planes(path: Path, stream: int | None = None) -> Iterator[np.ndarray]:
@@ -86,10 +98,20 @@ def luma_planes(path: Path, stream: int | None = None) -> Iterator[np.ndarray]:
             yield luma(frame)
 
 
-class VmafMeter:
-    """Scores frame pairs as they come: (reference Y, distorted Y) in, VMAF per frame out."""
+# The motion feature of each batch of one reference, by (first frame, frames, whether the frame
+# after was known): it depends on the reference frames alone.
+Motion = dict[tuple[int, int, bool], Any]
 
-    def __init__(self, device: str = "cpu", batch: int | None = None) -> None:
+
+class VmafMeter:
+    """Scores frame pairs as they come: (reference Y, distorted Y) in, VMAF per frame out.
+
+    `motion`, shared by the meters that score the same reference frames against other distorted
+    ones (the VMAF search's trials), keeps the motion feature the first computed for the rest.
+    """
+
+    def __init__(self, device: str = "cpu", batch: int | None = None,
+                 motion: Motion | None = None) -> None:
         import torch
         from vmaf_torch import VMAF
 
@@ -100,6 +122,7 @@ class VmafMeter:
         self._pending: list[tuple[np.ndarray, np.ndarray]] = []
         self._before: Any = None  # the last reference frame already scored (motion context)
         self._scores: list[float] = []
+        self._motion = motion
 
     def _tensor(self, planes: list[np.ndarray]) -> Any:
         arr = np.stack(planes).astype(np.float32, copy=False)
@@ -127,7 +150,12 @@ class VmafMeter:
         first = 1 if self._before is not None else 0
         with self.torch.inference_mode():
             ctx = self._tensor(context)  # the references with their neighbours, uploaded once
-            motion = self.model.compute_motion2(ctx)[first:first + len(refs)]
+            key = (len(self._scores), len(refs), after is not None)
+            motion = self._motion.get(key) if self._motion is not None else None
+            if motion is None:
+                motion = self.model.compute_motion2(ctx)[first:first + len(refs)]
+                if self._motion is not None:
+                    self._motion[key] = motion
             ref, dist = ctx[first:first + len(refs)], self._tensor([d for _, d in pairs])
             adm = self.model.compute_adm_score(ref, dist)
             vif = self.model.compute_vif_features(ref, dist)
@@ -146,10 +174,10 @@ class VmafMeter:
 
 
 def vmaf_of(reference: Iterable[np.ndarray], distorted: Iterable[np.ndarray],
-            device: str = "cpu") -> tuple[VmafScore, int, int]:
+            device: str = "cpu", motion: Motion | None = None) -> tuple[VmafScore, int, int]:
     """VMAF of paired frames (in order); also how many reference and distorted frames there
-    were (only as many pairs as the shorter side has are scored)."""
-    meter = VmafMeter(device)
+    were (only as many pairs as the shorter side has are scored). `motion`: see VmafMeter."""
+    meter = VmafMeter(device, motion=motion)
     refs = dists = 0
     ref_it, dist_it = iter(reference), iter(distorted)
     while True:
