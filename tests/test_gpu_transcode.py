@@ -120,3 +120,25 @@ def test_ladder_decodes_with_nvdec_and_matches_the_cpu(tmp_path: Path) -> None:
     for made, ref in zip(on_gpu.files, on_cpu.files, strict=True):
         a, b = luma(Path(made.path)), luma(Path(ref.path))
         assert a.shape == b.shape and psnr(a, b) >= 38, (made.path, psnr(a, b))
+
+
+def test_a_gap_in_nvdec_frames_is_filled_on_the_gpu(tmp_path: Path) -> None:
+    """An HLS ladder on the GPU from a recording that lost 1.1 s of frames: the frame before
+    the gap (copied on the GPU, so no NVDEC surface is held) is shown until the next, and the
+    set keeps 30 fps throughout, as on the CPU (tests/test_ladder.py)."""
+    from conftest import camera_filter, ffmpeg, packet_times
+
+    from mediad.media.ladder_job import transcode_ladder
+
+    src = tmp_path / "dropout.mp4"
+    ffmpeg("-f", "lavfi", "-i", camera_filter((320, 180), 30), "-t", "6", "-vf",
+           r"select='not(between(t\,1.5\,2.6))'", "-fps_mode", "passthrough", "-c:v",
+           "libx264", "-preset", "veryfast", "-g", "30", str(src))
+    prof = parse_profile('container = "hls"\n[video]\ncodec = "h264"\nencoder = "auto"\n'
+                         '[[renditions]]\nheight = 180\nbitrate = "300k"\n[audio]\ncodec = "none"\n'
+                         '[package]\nsegment_seconds = 2\nkeyframe_seconds = 1\n',
+                         "test_gpu_transcode", "gpu-gap")
+    report = transcode_ladder(src, prof, tmp_path / "set", gpu="auto")
+    assert report.plan.base.frames_on_gpu and not report.plan.fallbacks, report.plan.fallbacks
+    assert any("gap(s) in the source's frames filled" in w for w in report.warnings)
+    assert len(packet_times(tmp_path / "set" / "master.m3u8", "0:v:0")) == 180

@@ -38,6 +38,21 @@ def repeat(frame: av.VideoFrame, pts: int) -> av.VideoFrame:
     return copy
 
 
+def _kept(frame: av.VideoFrame) -> av.VideoFrame:
+    """The frame to keep for a possible repeat. A CUDA frame is copied on its GPU (a few
+    microseconds): holding the decoder's own frame would keep one of NVDEC's few surfaces."""
+    if frame.format.name != "cuda":
+        return frame
+    from mediad.media.gpu_frames import alloc_planes, frame_to_planes, planes_to_frame
+
+    p = frame_to_planes(frame)
+    y, uv = alloc_planes(p.height, p.width, p.fmt, p.device)
+    y.copy_(p.y)
+    uv.copy_(p.uv)
+    return planes_to_frame(y, uv, p.fmt, frame.pts, frame.time_base,
+                           colorspace=frame.colorspace, color_range=frame.color_range)
+
+
 class GapFiller:
     """Per decoded frame, the frames to hand on: the repeats that fill a gap before it, if
     there is one, then the frame itself."""
@@ -51,7 +66,7 @@ class GapFiller:
     def __call__(self, frame: av.VideoFrame) -> Iterator[av.VideoFrame]:
         """Lazily: a CUDA repeat is the same frame re-stamped, so each must be handed on
         before the next is made."""
-        last, self.last = self.last, frame
+        last, self.last = self.last, _kept(frame)
         if last is not None and last.pts is not None and frame.pts is not None \
                 and frame.time_base is not None:
             tb = frame.time_base
