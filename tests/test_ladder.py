@@ -743,12 +743,46 @@ def test_a_gap_in_the_frames_at_a_segment_boundary_is_filled_as_ffmpeg_does(
     assert videos and all(max(o["segment_durations"]) <= 2.5 for o in videos), videos
     made = folder / ("master.m3u8" if package == "hls" else "manifest.mpd")
     out = sorted(round(p, 3) for p, _ in packet_times(made, "0:v:0"))
-    assert len(out) == 180  # 30 fps throughout
-    # (ffmpeg reads each segment's first frame 8 ms late, gap or not: its fMP4 reader's doing)
-    assert max(b - a for a, b in zip(out, out[1:], strict=False)) < 0.05
+    assert len(out) == 180  # 30 fps throughout, every fragment starting where it should
+    # (QA: packets lasted 1/19.5 s, the source's average rate, so the playlist's last segment
+    # claimed 3.08 s, FRAME-RATE said 19.5 and each later fragment started up to 18 ms late)
+    assert all(abs(b - a - 1 / 30) < 0.002 for a, b in zip(out, out[1:], strict=False))
     start = min(p for p, _ in source)
     # every source frame is where it was: the gap moved nothing after it
-    assert all(min(abs(p - start - (q - out[0])) for q in out) < 0.01 for p, _ in source)
+    assert all(min(abs(p - start - (q - out[0])) for q in out) < 0.002 for p, _ in source)
+    if package == "hls":
+        master = m3u8.load(str(made))
+        assert [p.stream_info.frame_rate for p in master.playlists] == [30.0, 30.0]
+        for p in master.playlists:
+            media = m3u8.load(str(folder / p.uri))
+            assert media.target_duration == 2
+            assert abs(sum(seg.duration for seg in media.segments) - 6.0) < 0.01
+    else:
+        assert 'frameRate="30"' in made.read_text()
+
+
+@pytest.mark.parametrize("package", ["hls", "dash"])
+def test_video_that_starts_after_the_audio_shows_its_first_frame_from_0(
+        package: str, tmp_path: Path) -> None:
+    """QA: video starting 1.5 s after the audio made a DASH set whose chunks were off its
+    template's grid (chunk 1 held 1.5-3.47 s where the template says 0-2 s) and an HLS video
+    playlist 1.5 s shorter than the audio's. As the ffmpeg CLI's constant-rate output, the first
+    frame is shown from 0."""
+    video = camera_clip(tmp_path / "v.mp4", seconds=6, audio=False, fps=30)
+    src = tmp_path / "late.mp4"
+    ffmpeg("-i", str(video), "-f", "lavfi", "-i", "sine=d=6", "-vf", "select='gte(t\\,1.5)'",
+           "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac",
+           "-shortest", str(src))
+    assert abs(stream_start(src, "0:v:0") - 1.5) < 0.05
+    report, folder = _transcode(src, _small(tmp_path, package, name=package),
+                                "-o", str(tmp_path / package))
+    for o in report["outputs"]:
+        if o["kind"] == "video":
+            assert [round(d, 2) for d in o["segment_durations"]] == [2.0, 2.0, 2.0], o
+    assert any("the video starts 1.5" in w and "first frame is shown from 0" in w
+               for w in report["warnings"]), report["warnings"]
+    made = folder / ("master.m3u8" if package == "hls" else "manifest.mpd")
+    assert len(packet_times(made, "0:v:0")) == 180
 
 
 @pytest.mark.parametrize("package", ["hls", "mkv"])

@@ -266,14 +266,16 @@ def test_clean_sources_have_no_decode_warnings(tmp_path: Path) -> None:
     assert json.loads(res.stdout)["warnings"] == []
 
 
-def _segments(tmp_path: Path, offsets: list[float], seconds: float = 4, **kw: object) -> Path:
+def _segments(tmp_path: Path, offsets: list[float], seconds: float = 4,
+              audio_codec: str = "aac", **kw: object) -> Path:
     """A recording made of MPEG-TS segments, each with its own clock, joined with `cat` as
     DVRs and HLS downloads do."""
     joined = tmp_path / "joined.ts"
     with open(joined, "wb") as out:
         for i, offset in enumerate(offsets):
-            seg = camera_clip(tmp_path / f"seg{i}.ts", "-output_ts_offset", str(offset), "-f",
-                              "mpegts", seconds=seconds, **kw)  # type: ignore[arg-type]
+            seg = camera_clip(tmp_path / f"seg{i}.ts", "-c:a", audio_codec, "-output_ts_offset",
+                              str(offset), "-f", "mpegts", seconds=seconds,
+                              **kw)  # type: ignore[arg-type]
             out.write(seg.read_bytes())
     return joined
 
@@ -294,6 +296,23 @@ def test_a_clock_jump_in_a_joined_recording_is_joined_up(tmp_path: Path, offsets
     assert len(packet_times(out, "0:v:0")) == 200
     warnings = json.loads(res.stdout)["warnings"]
     assert any(w.startswith("the source's clock jumped 1 time(s)") for w in warnings), warnings
+
+
+@pytest.mark.parametrize("profile", [FAST, COPY_MKV], ids=["encode", "copy"])
+def test_a_splice_whose_last_audio_comes_after_the_next_video_is_one_jump(
+        tmp_path: Path, profile: str) -> None:
+    """QA: AC-3 recordings an hour apart, joined: the muxer put the first recording's last
+    audio packet after the second's first video, and the report said the clock jumped 3 times
+    (a jump back for that straggler, then forward again, moving everything between). It is
+    one jump; the straggler keeps the clock of its own recording."""
+    src = _segments(tmp_path, [3600, 10800], seconds=4, audio_codec="ac3")
+    out = tmp_path / "out.mkv"
+    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
+                  str(out), "--gpu", "none", "--json", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    warnings = json.loads(res.stdout)["warnings"]
+    assert any(w.startswith("the source's clock jumped 1 time(s)") for w in warnings), warnings
+    assert abs(stream_span(out, "0:v:0") - 8.0) < 0.1 and abs(stream_span(out, "0:a:0") - 8.0) < 0.1
 
 
 def test_overlapping_segments_are_copied_with_timestamps_moved_forward(tmp_path: Path) -> None:

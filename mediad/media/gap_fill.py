@@ -1,12 +1,15 @@
-"""Gaps in a source's frames filled for segmented output, as the ffmpeg CLI's constant frame
-rate output does for HLS and DASH: the last frame before a gap is shown again at the frame
-rate until the next real frame.
+"""The video of a segmented (HLS/DASH) output timed as players need it, as the ffmpeg CLI's
+constant-rate output for those formats does.
 
-Why: an fMP4 fragment starts where the one before it ended in decode time, so a gap cannot stay
-a gap in a segmented stream: the frames after it would move early (out of sync with the audio)
-and the segment holding the gap would overrun its target. Ordinary variable frame rate (a phone
-slowing to 15 fps in the dark) is left alone: only a gap longer than two frame intervals is
-filled, and the frames that follow keep their own times.
+- Each frame lasts until the next one (its duration goes with its packet): a segmenter ends a
+  fragment by its last packet's duration and starts the next one there, so a duration of one
+  nominal interval after a longer step moved every later fragment early.
+- A gap longer than 2.5 frame intervals (a signal dropout) is filled by showing the frame
+  before it again at the frame rate: otherwise no keyframe falls at the segment times inside
+  the gap and the segment holding it overruns its target. Ordinary variable frame rate (a
+  phone at 15 fps in the dark, a dropped frame) is left as it is.
+- Video that starts after the audio shows its first frame from 0, so that the segments (and a
+  DASH template's grid) start with the audio.
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from fractions import Fraction
 import av
 import numpy as np
 
-GAP_INTERVALS = 2  # a gap longer than this many frame intervals is filled
+GAP_INTERVALS = Fraction(5, 2)  # a gap longer than this many frame intervals is filled
+MAX_RATE = 240  # frames/s: a "rate" above it is a time base
+COMMON_RATES = tuple(Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "50",
+                                           "60000/1001", "60", "120"))
 
 
 def repeat(frame: av.VideoFrame, pts: int) -> av.VideoFrame:
@@ -53,36 +59,112 @@ def _kept(frame: av.VideoFrame) -> av.VideoFrame:
                            colorspace=frame.colorspace, color_range=frame.color_range)
 
 
+def fill_rate(nominal: Fraction | float | None, average: Fraction | float | None,
+              ) -> Fraction | None:
+    """The rate gaps are filled at, and the set's frame rate: the stream's nominal rate (its
+    densest), unless that is no frame rate but a time base (far above the average: 1000 for
+    a Matroska VFR stream); None when neither is a plausible rate."""
+    nom = Fraction(nominal).limit_denominator(1001) if nominal else None
+    avg = Fraction(average).limit_denominator(1001) if average else None
+    if nom and nom <= MAX_RATE and (avg is None or nom <= 3 * avg):
+        return nom
+    return avg if avg and avg <= MAX_RATE else None
+
+
 class GapFiller:
-    """Per decoded frame, the frames to hand on: the repeats that fill a gap before it, if
-    there is one, then the frame itself."""
+    """Per decoded frame, the frames to hand on, each with its duration (the time to the next
+    one: a segmenter cuts a fragment after a frame and starts the next where that frame's
+    duration ends), and the repeats that fill a gap. So each frame is handed on when the next
+    arrives (None: the end). The output starts at 0 (the timeline rebased it to the earliest
+    kept stream): video that starts later shows its first frame from 0, as the ffmpeg CLI's
+    constant-rate output does, so that every rendition's segments and a DASH template's grid
+    start together with the audio."""
 
     def __init__(self, rate: Fraction) -> None:
+        self.rate = rate
         self.interval = 1 / rate  # seconds
-        self.last: av.VideoFrame | None = None
+        self.min_step: Fraction | None = None  # the shortest time between two frames handed on
+        self.pending: av.VideoFrame | None = None  # the last frame, not handed on yet
+        self.started = False
         self.filled = 0  # frames repeated
         self.gaps = 0
+        self.lead: Fraction | None = None  # seconds the video started after 0, filled
 
-    def __call__(self, frame: av.VideoFrame) -> Iterator[av.VideoFrame]:
+    def __call__(self, frame: av.VideoFrame | None) -> Iterator[av.VideoFrame]:
         """Lazily: a CUDA repeat is the same frame re-stamped, so each must be handed on
         before the next is made."""
-        last, self.last = self.last, _kept(frame)
-        if last is not None and last.pts is not None and frame.pts is not None \
-                and frame.time_base is not None:
-            tb = frame.time_base
-            gap = (frame.pts - last.pts) * tb
-            if gap > GAP_INTERVALS * self.interval:
-                self.gaps += 1
-                step = self.interval / tb
-                count = int(gap / self.interval - Fraction(1, 2))  # repeats before the frame
-                for k in range(1, count + 1):
-                    self.filled += 1
-                    yield repeat(last, last.pts + round(k * step))
-        yield frame
+        last = self.pending
+        if frame is None:  # the end: the last frame lasts one interval
+            self.pending = None
+            if last is not None and last.time_base is not None:
+                last.duration = max(1, round(self.interval / last.time_base))
+                yield last
+            return
+        self.pending = _kept(frame)
+        if frame.pts is None or frame.time_base is None:
+            self.pending = None
+            if last is not None:
+                yield last
+            yield frame
+            return
+        tb = frame.time_base
+        if not self.started:  # the first frame: from 0 when it starts later
+            self.started = True
+            if frame.pts * tb > GAP_INTERVALS * self.interval:
+                self.lead = frame.pts * tb
+                yield from self._repeats(self.pending, 0, 0, frame.pts, tb)
+                self.pending.pts = frame.pts  # a CUDA repeat re-stamped it
+            return
+        if last is None or last.pts is None:
+            return
+        last_pts = last.pts
+        gap = (frame.pts - last_pts) * tb > GAP_INTERVALS * self.interval
+        step = self.interval / tb
+        last.duration = round(step) if gap else max(1, frame.pts - last_pts)
+        self._stepped(last.duration * tb)
+        yield last
+        if gap:
+            yield from self._repeats(last, last_pts, 1, frame.pts, tb)
+
+    def _repeats(self, picture: av.VideoFrame, base: int, k: int, until: int,
+                 tb: Fraction) -> Iterator[av.VideoFrame]:
+        """`picture` at base + k, k + 1, ... frame intervals, up to half an interval before
+        `until` (all in `tb`), each lasting to the next."""
+        self.gaps += 1
+        step = self.interval / tb
+        while base + k * step < until - step / 2:
+            self.filled += 1
+            pts = base + round(k * step)
+            nxt = base + round((k + 1) * step)
+            copy = repeat(picture, pts)
+            copy.duration = max(1, (nxt if nxt < until - step / 2 else until) - pts)
+            self._stepped(copy.duration * tb)
+            yield copy
+            k += 1
+
+    def _stepped(self, seconds: Fraction) -> None:
+        if self.min_step is None or seconds < self.min_step:
+            self.min_step = seconds
+
+    def max_rate(self) -> Fraction | None:
+        """The set's highest frame rate (HLS FRAME-RATE, DASH frameRate), from the shortest
+        time between two frames, snapped to the fill rate or a common rate within 2% (time
+        bases round the steps: 33 and 34 ms at 29.97 fps; a field rate's 25 frames a second
+        at a nominal 50 step 614 and 615 ticks of 1/15360)."""
+        if self.min_step is None:
+            return None
+        measured = 1 / self.min_step
+        for rate in (self.rate, self.rate / 2, *COMMON_RATES):
+            if abs(measured - rate) <= rate / 50:
+                return rate
+        return min(measured, self.rate).limit_denominator(1001)
 
     def summary(self) -> str | None:
         """The report's word on what was filled, None when nothing was."""
         if not self.gaps:
             return None
+        lead = f"; the video starts {float(self.lead):.3f}s after the audio: its first frame " \
+            "is shown from 0" if self.lead is not None else ""
         return (f"{self.gaps} gap(s) in the source's frames filled with {self.filled} repeated "
-                "frame(s), as segmented output needs (the frames after each gap keep their times)")
+                "frame(s), as segmented output needs (the frames after each gap keep their "
+                f"times){lead}")

@@ -404,5 +404,7 @@ def _encoder_frame(p: FramePlanes, source: av.VideoFrame) -> av.VideoFrame:
     """Planes as a VideoFrame with the source's timestamp and explicit colour tags."""
     colorspace = p.colorspace if p.colorspace is not None else color.AVCOL_SPC_OF[p.matrix]
     color_range = color.AVCOL_RANGE_JPEG if p.full_range else color.AVCOL_RANGE_MPEG
-    return planes_to_frame(p.y, p.uv, p.fmt, source.pts, source.time_base,
-                           colorspace=colorspace, color_range=color_range)
+    frame = planes_to_frame(p.y, p.uv, p.fmt, source.pts, source.time_base,
+                            colorspace=colorspace, color_range=color_range)
+    frame.duration = source.duration  # a segmenter cuts by it (gap_fill)
+    return frame

@@ -39,7 +39,7 @@ def planes_to_host_frame(p: FramePlanes, like: av.VideoFrame) -> av.VideoFrame:
         if p.shift:  # P010 keeps the 10 bits high; yuv420p10le low
             values = values.to(torch.int32) >> p.shift
         torch.from_dlpack(plane).copy_(values.to(dtype))
-    frame.pts, frame.time_base = like.pts, like.time_base
+    frame.pts, frame.time_base, frame.duration = like.pts, like.time_base, like.duration
     frame.colorspace = p.colorspace if p.colorspace is not None else color.AVCOL_SPC_OF[p.matrix]
     frame.color_range = color.AVCOL_RANGE_JPEG if p.full_range else color.AVCOL_RANGE_MPEG
     return frame

@@ -23,7 +23,7 @@ from mediad.errors import MediadError, Reason, io_error, is_storage_error
 from mediad.formats import CONTAINER_FORMAT
 from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
 from mediad.media.carry_over import add_attachments, add_cover_art, copy_stream_info, copy_tags
-from mediad.media.gap_fill import GapFiller
+from mediad.media.gap_fill import GapFiller, fill_rate
 from mediad.media.ladder_plan import LadderPlan, RenditionPlan
 from mediad.media.loudness import normalizers
 from mediad.media.plan_streams import StreamPlan, loudness_targets
@@ -54,6 +54,7 @@ class LadderResult:
     loudness: list[dict] = field(default_factory=list)  # per normalised track: loudnorm's figures
     analysis: Any = None  # the stages' AnalysisResult, when the profile has stages
     stages: list[dict] = field(default_factory=list)  # StageRunner.describe()
+    frame_rate: Fraction | None = None  # a segmented set's highest rate (gap_fill), measured
 
 
 def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, str]]:
@@ -145,7 +146,7 @@ class _LadderRunner:
         self.next_key = 0  # index of the next keyframe time
         self.first_t: Fraction | None = None  # the first frame's time: keyframe times count from it
         self.gaps: GapFiller | None = None
-        self._gap_filled: Callable[[av.VideoFrame], Iterator[av.VideoFrame]] = _no_gaps
+        self._gap_filled: Callable[[av.VideoFrame | None], Iterator[av.VideoFrame]] = _no_gaps
         self.progress = ProgressReporter(on_progress, frames_total)
 
     def run(self) -> LadderResult:
@@ -183,7 +184,7 @@ class _LadderRunner:
             if self.stage_configs:
                 self._add_stages(vin)
             if plan.package != "files":  # segmented: gaps in the frames filled (gap_fill)
-                self.gaps = GapFiller(vin.guessed_rate or vin.average_rate or Fraction(25))
+                self.gaps = GapFiller(_set_rate(vin))
                 self._gap_filled = self.gaps
             # Loudness: every normalised track measured first, in one read of the source
             self.normalize, silent = normalizers(Path(base.input), loudness_targets(plan.audio))
@@ -208,7 +209,7 @@ class _LadderRunner:
                 o.container.start_encoding()
             for packet in src.demux([vin, *ains, *sins, *covers]):
                 self._packet(packet, vin)
-            self._fan_out(self._staged(self.source.flush(), end=True))
+            self._fan_out(self._staged(self.source.flush(), end=True), end=True)
             if self.runner is not None:
                 self.result.analysis = self.runner.finish()
                 self.result.stages = self.runner.describe()
@@ -228,8 +229,10 @@ class _LadderRunner:
                     if summary := sub.converter.summary():
                         self.result.warnings.append(summary)
             self.result.warnings += self.source.finish()
-            if self.gaps is not None and (filled := self.gaps.summary()):
-                self.result.warnings.append(filled)
+            if self.gaps is not None:
+                self.result.frame_rate = self.gaps.max_rate()
+                if filled := self.gaps.summary():
+                    self.result.warnings.append(filled)
         self.result.source_spans = self.source.spans
         for r, sink in zip(plan.renditions, self.sinks, strict=True):
             self.result.frames[r.name] = sink.frames
@@ -343,12 +346,13 @@ class _LadderRunner:
         on_gpu = base.frames_on_gpu
         encoder = open_video_encoder(out, ist, r.video, self.plan.container,
                                      input_name=base.input, output=r.name,
-                                     cuda_device=base.decode.device if on_gpu else None)
+                                     cuda_device=base.decode.device if on_gpu else None,
+                                     rate=self.gaps.rate if self.gaps is not None else None)
         if self.plan.package == "files":
             copy_stream_info(ist, encoder.stream)
         if on_gpu and r.video.hardware:  # scaled in torch, CUDA frames into NVENC, here
             self.sinks.append(VideoSink(encoder, r.video, gpu_nvenc_work(r.video), out, name=r.name,
-                                        threaded=False, output=r.name))
+                                        threaded=False, output=r.name, timed=self.gaps is not None))
             return
         before = None
         if on_gpu:  # scaled on the GPU here, downloaded, encoded on the rendition's thread
@@ -363,7 +367,7 @@ class _LadderRunner:
             transform = host_work(r.video, ist, encoder)
         # Each rendition scales and encodes on its own thread; 8 frames of slack between them
         self.sinks.append(VideoSink(encoder, r.video, transform, out, name=r.name, depth=8,
-                                    output=r.name, before=before))
+                                    output=r.name, before=before, timed=self.gaps is not None))
 
     def _packet(self, packet: av.Packet, vin: av.video.stream.VideoStream) -> None:
         index = packet.stream.index
@@ -391,7 +395,7 @@ class _LadderRunner:
                 for p in track.bsf.filter(packet) if track.bsf else [packet]:
                     self._write_audio(track, p)
 
-    def _fan_out(self, frames: list[av.VideoFrame]) -> None:
+    def _fan_out(self, frames: list[av.VideoFrame], end: bool = False) -> None:
         """Each frame to every rendition, marked I at each keyframe time (the same frames in
         every rendition: segments align); the other frame types are the encoder's choice.
 
@@ -402,7 +406,8 @@ class _LadderRunner:
         a hair early, moved every cut a whole keyframe interval later.)
         """
         key_every = Fraction(self.plan.keyframe_seconds).limit_denominator(1000)
-        for frame in (f for decoded in frames for f in self._gap_filled(decoded)):
+        for frame in (f for decoded in [*frames, *([None] if end else [])]
+                      for f in self._gap_filled(decoded)):
             t = Fraction(frame.pts) * frame.time_base if frame.pts is not None \
                 and frame.time_base is not None else Fraction(self.fanned)
             if self.first_t is None:
@@ -418,8 +423,18 @@ class _LadderRunner:
             self.progress(self.fanned)
 
 
-def _no_gaps(frame: av.VideoFrame) -> Iterator[av.VideoFrame]:
-    yield frame
+def _set_rate(vin: av.video.stream.VideoStream) -> Fraction:
+    """The rate a segmented set's video is filled at and its encoders budget for: the nominal
+    rate, but the average where the nominal one is a field rate (twice it) or a time base."""
+    rate = fill_rate(vin.base_rate, vin.average_rate) or Fraction(25)
+    if vin.average_rate and rate >= Fraction(19, 10) * vin.average_rate:
+        return Fraction(vin.average_rate)
+    return rate
+
+
+def _no_gaps(frame: av.VideoFrame | None) -> Iterator[av.VideoFrame]:
+    if frame is not None:
+        yield frame
 
 
 def run_ladder(plan: LadderPlan, folder: Path, on_progress: ProgressCallback | None = None,

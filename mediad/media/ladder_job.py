@@ -303,8 +303,9 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
         if plan.package == "files":
             files = _verify_files(plan, result, tmp, folder)
         else:
-            tracks = finish_hls(tmp, plan, _max_fps(info)) if plan.package == "hls" \
-                else finish_dash(tmp, plan)
+            fps = result.frame_rate or _max_fps(info)
+            tracks = finish_hls(tmp, plan, fps) if plan.package == "hls" \
+                else finish_dash(tmp, plan, fps)
             _verify(plan, result, tracks)
         warnings = [*plan.warnings, *result.warnings]
         analysis = _write_analysis(result, input_path, tmp, folder, profile) \

@@ -128,7 +128,7 @@ def check_segments(track: SegmentedTrack, target: float) -> None:
                               f"{target:g}s target", reason=Reason.CORRUPT)
 
 
-def finish_hls(folder: Path, plan: LadderPlan, fps: float | None,
+def finish_hls(folder: Path, plan: LadderPlan, fps: Fraction | float | None,
                ) -> list[SegmentedTrack]:
     """Read the HLS set back, then rewrite master.m3u8 with measured BANDWIDTH and
     AVERAGE-BANDWIDTH (video plus its audio group), and FRAME-RATE."""
@@ -163,7 +163,7 @@ def finish_hls(folder: Path, plan: LadderPlan, fps: float | None,
         p.stream_info.bandwidth = video.peak_bit_rate + audio_peak
         p.stream_info.average_bandwidth = video.average_bit_rate + audio_avg
         if fps:
-            p.stream_info.frame_rate = round(fps, 3)
+            p.stream_info.frame_rate = round(float(fps), 3)
     master.dump(str(master_path))
     return list(tracks.values())
 
@@ -226,9 +226,10 @@ def _every_cue_in_its_segments(segments: list[tuple[Path, float]]) -> int:
     return len(cues)
 
 
-def finish_dash(folder: Path, plan: LadderPlan) -> list[SegmentedTrack]:
+def finish_dash(folder: Path, plan: LadderPlan, fps: Fraction | float | None = None,
+                ) -> list[SegmentedTrack]:
     """Read the DASH set back and write each Representation's measured peak as its
-    bandwidth."""
+    bandwidth, and the video's highest frame rate `fps` (the muxer writes the average)."""
     ET.register_namespace("", _MPD_NS)
     mpd_path = folder / plan.manifest
     tree = ET.parse(mpd_path)
@@ -236,6 +237,10 @@ def finish_dash(folder: Path, plan: LadderPlan) -> list[SegmentedTrack]:
     tracks = []
     for aset in tree.getroot().iterfind(".//d:AdaptationSet", ns):
         kind = "audio" if aset.get("contentType") == "audio" else "video"
+        if kind == "video" and fps and aset.get("frameRate"):
+            rate = Fraction(fps).limit_denominator(1001)
+            aset.set("frameRate", f"{rate.numerator}/{rate.denominator}"
+                     if rate.denominator > 1 else str(rate.numerator))
         for rep in aset.iterfind("d:Representation", ns):
             rid = rep.get("id", "")
             template = rep.find("d:SegmentTemplate", ns)

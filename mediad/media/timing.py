@@ -48,6 +48,7 @@ class Timeline:
         self.shift = Fraction(0)  # seconds added by the jumps joined so far
         self._shift_s = 0.0
         self.jumps: list[Jump] = []
+        self._earlier: list[Fraction] = []  # the shifts before each jump, latest last
         self.garbled = 0  # packets whose pts was garbage (given their dts)
         # Per time base: ticks to add (the shift less the offset).
         self._move: dict[Fraction, int] = {}
@@ -68,16 +69,22 @@ class Timeline:
         tb = packet.time_base
         if tb is None:
             return
-        if self.discontinuous:
-            self._join_jumps(packet, tb)
-        move = self.ticks(tb)
+        move = None
+        if self.discontinuous and (earlier := self._join_jumps(packet, tb)) is not None:
+            move = round((earlier - self.offset) / tb)
+        if move is None:
+            move = self.ticks(tb)
         if move:
             if packet.pts is not None:
                 packet.pts += move
             if packet.dts is not None:
                 packet.dts += move
 
-    def _join_jumps(self, packet: av.Packet, tb: Fraction) -> None:
+    def _join_jumps(self, packet: av.Packet, tb: Fraction) -> Fraction | None:
+        """Join up a jump at this packet. Returns the earlier shift that puts this one packet
+        back in line (a straggler of the recording before a splice: the muxer interleaved
+        its last audio after the next recording's first video) instead of counting it as two
+        jumps that would move everything between them; None for the current shift."""
         seconds = float(tb)
         if packet.pts is not None and packet.dts is not None \
                 and abs(packet.pts - packet.dts) * seconds > JUMP_S:
@@ -86,12 +93,19 @@ class Timeline:
             self.garbled += 1
         ts = packet.dts if packet.dts is not None else packet.pts
         if ts is None:
-            return
+            return None
         index = packet.stream.index
         t = ts * seconds + self._shift_s
         expected, last = self._next.get(index), self._last.get(index)
         if expected is not None and last is not None \
                 and (abs(t - expected) > JUMP_S or t < last - _BACK_S):
+            for earlier in reversed(self._earlier):
+                t0 = ts * seconds + float(earlier)
+                if abs(t0 - expected) <= JUMP_S and t0 >= last - _BACK_S:
+                    self._last[index] = max(last, t0)
+                    self._next[index] = t0 + (packet.duration or 0) * seconds
+                    return earlier
+            self._earlier.append(self.shift)
             delta = Fraction(t - expected).limit_denominator(10**6)
             self.shift -= delta
             self._shift_s = float(self.shift)
@@ -100,6 +114,7 @@ class Timeline:
             t = expected
         self._last[index] = t if last is None else max(last, t)
         self._next[index] = t + (packet.duration or 0) * seconds
+        return None
 
     def chapters(self, chapters: list[dict]) -> list[dict]:
         """The source's chapters on the output's timeline (those that end before 0 dropped)."""

@@ -284,7 +284,7 @@ def sdr_frame(y: torch.Tensor, uv: torch.Tensor, bits: int, like: av.VideoFrame)
         # copy_ casts to the plane's uint8/uint16 (and downloads) itself: the values are whole
         # code values in range, so no rounding or wrapping to do first.
         torch.from_dlpack(plane).copy_(values)
-    frame.pts, frame.time_base = like.pts, like.time_base
+    frame.pts, frame.time_base, frame.duration = like.pts, like.time_base, like.duration
     tag_sdr(frame)
     return frame
 

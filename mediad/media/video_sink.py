@@ -65,15 +65,16 @@ def gpu_layout(vp: VideoPlan) -> str:
 def open_video_encoder(out: av.container.OutputContainer, ist: av.video.stream.VideoStream,
                        vp: VideoPlan, container: str, *, input_name: str,
                        cuda_device: int | None = None,
-                       output: str | None = None) -> OpenedEncoder:
+                       output: str | None = None, rate: Fraction | None = None) -> OpenedEncoder:
     """Add `vp`'s encoder to `out` for frames of `ist` and open it now, so that an NVENC
     refusal happens before anything is written.
 
     `cuda_device`: NVENC is fed CUDA frames of that device (through a frames context) instead
-    of host frames. A hardware refusal raises EncoderRefused; a software encoder that cannot
+    of host frames. `rate`: the frames' rate, when not the source's average (a segmented set's
+    video, gaps filled: rate control budgets bits per frame by it). A hardware refusal raises EncoderRefused; a software encoder that cannot
     take this video, a one-line MediadError.
     """
-    rate = ist.average_rate or ist.guessed_rate or Fraction(25)
+    rate = rate or ist.average_rate or ist.guessed_rate or Fraction(25)
     try:
         if cuda_device is not None and vp.hardware:
             from mediad.gpu import cuda_hwaccel
@@ -207,7 +208,7 @@ class VideoSink:
     def __init__(self, encoder: OpenedEncoder, vp: VideoPlan, transform: FrameWork,
                  out: av.container.OutputContainer, *, name: str = "video",
                  threaded: bool = True, depth: int = 2, output: str | None = None,
-                 before: FrameWork | None = None) -> None:
+                 before: FrameWork | None = None, timed: bool = False) -> None:
         self.ost = encoder.stream
         self.vp = vp
         self.out = out  # the container its packets go to
@@ -217,6 +218,10 @@ class VideoSink:
         self.frames = 0
         self.span = Span()  # what the encoded frames span
         self._next_pts = 0
+        # timed: each packet lasts what its frame lasted (the encoders leave packets without a
+        # duration and the muxer would take one frame interval of the stream's nominal rate;
+        # a segmenter ends each fragment by the last packet's duration), by pts
+        self._durations: dict[int, int] | None = {} if timed else None
         self.worker: OrderedWorker[av.VideoFrame | None, av.Packet] | None = \
             OrderedWorker(self._work, name=f"mediad-{name}", depth=depth) if threaded else None
 
@@ -227,6 +232,8 @@ class VideoSink:
                 f.pts, f.time_base = self._next_pts, self.ost.codec_context.time_base
             self._next_pts = f.pts + 1
             self.span.add(f.pts, f.duration or 1, f.time_base)
+            if self._durations is not None and f.duration:
+                self._durations[f.pts] = f.duration
             self.frames += 1
             packets += self._encode(f)
         if frame is None:
@@ -235,13 +242,18 @@ class VideoSink:
 
     def _encode(self, frame: av.VideoFrame | None) -> list[av.Packet]:
         try:
-            return self.ost.encode(frame)
+            packets = self.ost.encode(frame)
         except av.FFmpegError as e:
             # NVENC registers and maps its input inside encode(): a first failure shows here.
             if self.vp.hardware:
                 raise EncoderRefused(f"{self.vp.encoder} failed while encoding: {e}",
                                      self.output) from None
             raise
+        if self._durations is not None:
+            for p in packets:
+                if p.pts is not None and (d := self._durations.pop(p.pts, None)):
+                    p.duration = d
+        return packets
 
     def put(self, frame: av.VideoFrame) -> list[av.Packet]:
         """Hand one frame over; returns the packets finished so far."""
