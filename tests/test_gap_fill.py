@@ -55,3 +55,20 @@ def test_the_fill_rate_is_a_frame_rate_not_a_time_base() -> None:
     assert fill_rate(Fraction(30), Fraction(39, 2)) == 30  # a source with gaps
     assert fill_rate(1000, Fraction(30000, 1001)) == Fraction(30000, 1001)  # a ms time base
     assert fill_rate(None, None) is None
+
+
+def test_a_short_lead_is_filled_and_the_closest_common_rate_is_said() -> None:
+    """QA: video 90 ms after the audio (2.25 intervals at 25 fps) left a DASH set's chunks
+    90 ms off the template's grid; and a measured 30 fps was said as 29.97 (the first common
+    rate within 2%, not the closest)."""
+    tb = Fraction(1, 1000)
+    filler = GapFiller(Fraction(25))
+    f = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
+    f.pts, f.time_base = 90, tb
+    assert [g.pts for g in filler(f)] == [0, 40]  # the frame itself waits for the next
+    assert [g.pts for g in filler(None)] == [90]
+    at50 = GapFiller(Fraction(50))  # 30 fps frames under a nominal 50
+    frames = [_frame(k * STEP, 0) for k in range(4)]
+    for x in [*frames, None]:
+        list(at50(x))
+    assert at50.max_rate() == 30

@@ -824,3 +824,22 @@ def test_frames_lost_to_damage_are_reported_as_a_single_transcode_does(tmp_path:
     master = m3u8.load(str(folder / "master.m3u8"))
     for p in master.playlists:  # the holes filled: more frames than the damaged source decodes
         assert len(packet_times(folder / p.uri, "0:v:0")) > frames
+
+
+def test_a_long_dropout_keeps_the_sets_rate(tmp_path: Path) -> None:
+    """QA: a 30 fps recording that lost 5 of its 8 s was taken for a field-rate source (its
+    average, 11.1 fps, under half its nominal rate): the gap was filled at 11.1 fps, the video
+    ran 57 ms past the audio and FRAME-RATE said 11.125 (then 29.97: the first common rate
+    within 2%, not the closest)."""
+    src = tmp_path / "dropout.mp4"
+    ffmpeg("-f", "lavfi", "-i", camera_filter((320, 180), 30), "-f", "lavfi", "-i",
+           "sine=d=8", "-t", "8", "-vf", r"select='not(between(t\,1\,6))'",
+           "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac",
+           str(src))
+    report, folder = _transcode(src, _small(tmp_path), "-o", str(tmp_path / "set"))
+    master = m3u8.load(str(folder / "master.m3u8"))
+    assert [p.stream_info.frame_rate for p in master.playlists] == [30.0, 30.0]
+    for p in master.playlists:
+        assert len(packet_times(folder / p.uri, "0:v:0")) == 240
+        media = m3u8.load(str(folder / p.uri))
+        assert abs(sum(seg.duration for seg in media.segments) - 8.0) < 0.01

@@ -315,6 +315,21 @@ def test_a_splice_whose_last_audio_comes_after_the_next_video_is_one_jump(
     assert abs(stream_span(out, "0:v:0") - 8.0) < 0.1 and abs(stream_span(out, "0:a:0") - 8.0) < 0.1
 
 
+def test_a_recording_back_near_an_earlier_clock_is_a_jump_not_a_straggler(tmp_path: Path) -> None:
+    """QA: a third recording whose clock came back to within 10 s of the first's was kept on
+    that clock as if it were the first's straggler: a 6 s hole ffmpeg does not make, blamed
+    on damage. Only a stream that has had nothing on the new clock can have a straggler."""
+    src = _segments(tmp_path, [100, 7300, 110], seconds=2)
+    out = tmp_path / "out.mkv"
+    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, COPY_MKV)), "-o",
+                  str(out), "--gpu", "none", "--json", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    warnings = json.loads(res.stdout)["warnings"]
+    assert any(w.startswith("the source's clock jumped 2 time(s)") for w in warnings), warnings
+    assert not any("missing" in w for w in warnings), warnings
+    assert abs(stream_span(out, "0:v:0") - 6.0) < 0.1 and abs(stream_span(out, "0:a:0") - 6.0) < 0.1
+
+
 def test_overlapping_segments_are_copied_with_timestamps_moved_forward(tmp_path: Path) -> None:
     """HLS/DVR segments whose audio overlaps by a few ms: the muxer refused the copy (EINVAL,
     naming the temporary file); ffmpeg moves the packets forward, and so does mediad."""

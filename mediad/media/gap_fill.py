@@ -8,8 +8,8 @@ constant-rate output for those formats does.
   before it again at the frame rate: otherwise no keyframe falls at the segment times inside
   the gap and the segment holding it overruns its target. Ordinary variable frame rate (a
   phone at 15 fps in the dark, a dropped frame) is left as it is.
-- Video that starts after the audio shows its first frame from 0, so that the segments (and a
-  DASH template's grid) start with the audio.
+- Video that starts half a frame interval or more after the audio shows its first frame from
+  0, so that the segments (and a DASH template's grid) start with the audio.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class GapFiller:
         tb = frame.time_base
         if not self.started:  # the first frame: from 0 when it starts later
             self.started = True
-            if frame.pts * tb > GAP_INTERVALS * self.interval:
+            if frame.pts * tb >= self.interval / 2:  # a frame's worth or more: as ffmpeg's CFR
                 self.lead = frame.pts * tb
                 yield from self._repeats(self.pending, 0, 0, frame.pts, tb)
                 self.pending.pts = frame.pts  # a CUDA repeat re-stamped it
@@ -154,9 +154,12 @@ class GapFiller:
         if self.min_step is None:
             return None
         measured = 1 / self.min_step
-        for rate in (self.rate, self.rate / 2, *COMMON_RATES):
+        for rate in (self.rate, self.rate / 2):
             if abs(measured - rate) <= rate / 50:
                 return rate
+        near = min(COMMON_RATES, key=lambda r: abs(measured - r))  # 30, not 29.97, for 30
+        if abs(measured - near) <= near / 50:
+            return near
         return min(measured, self.rate).limit_denominator(1001)
 
     def summary(self) -> str | None:

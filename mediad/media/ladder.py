@@ -184,7 +184,7 @@ class _LadderRunner:
             if self.stage_configs:
                 self._add_stages(vin)
             if plan.package != "files":  # segmented: gaps in the frames filled (gap_fill)
-                self.gaps = GapFiller(_set_rate(vin))
+                self.gaps = GapFiller(_set_rate(vin, base.video.source_interlaced))
                 self._gap_filled = self.gaps
             # Loudness: every normalised track measured first, in one read of the source
             self.normalize, silent = normalizers(Path(base.input), loudness_targets(plan.audio))
@@ -423,11 +423,13 @@ class _LadderRunner:
             self.progress(self.fanned)
 
 
-def _set_rate(vin: av.video.stream.VideoStream) -> Fraction:
+def _set_rate(vin: av.video.stream.VideoStream, interlaced: bool) -> Fraction:
     """The rate a segmented set's video is filled at and its encoders budget for: the nominal
-    rate, but the average where the nominal one is a field rate (twice it) or a time base."""
+    rate, but the average where the nominal one is an interlaced source's field rate (twice
+    it; the average of a source with gaps is lower too, so only interlacing tells) or a time
+    base."""
     rate = fill_rate(vin.base_rate, vin.average_rate) or Fraction(25)
-    if vin.average_rate and rate >= Fraction(19, 10) * vin.average_rate:
+    if interlaced and vin.average_rate and rate >= Fraction(19, 10) * vin.average_rate:
         return Fraction(vin.average_rate)
     return rate
 

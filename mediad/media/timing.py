@@ -48,7 +48,10 @@ class Timeline:
         self.shift = Fraction(0)  # seconds added by the jumps joined so far
         self._shift_s = 0.0
         self.jumps: list[Jump] = []
-        self._earlier: list[Fraction] = []  # the shifts before each jump, latest last
+        self._before: Fraction | None = None  # the shift before the latest jump
+        # The streams that have had a packet on the current clock since the latest jump: only
+        # the others can still have a straggler of the recording before it.
+        self._on_clock: set[int] = set()
         self.garbled = 0  # packets whose pts was garbage (given their dts)
         # Per time base: ticks to add (the shift less the offset).
         self._move: dict[Fraction, int] = {}
@@ -81,10 +84,11 @@ class Timeline:
                 packet.dts += move
 
     def _join_jumps(self, packet: av.Packet, tb: Fraction) -> Fraction | None:
-        """Join up a jump at this packet. Returns the earlier shift that puts this one packet
-        back in line (a straggler of the recording before a splice: the muxer interleaved
-        its last audio after the next recording's first video) instead of counting it as two
-        jumps that would move everything between them; None for the current shift."""
+        """Join up a jump at this packet. Returns the shift before the latest jump when this
+        packet is a straggler of the recording before that splice (the muxer interleaved its
+        last audio after the next recording's first video: a stream that has had no packet
+        on the new clock yet, and fits the old one), which keeps that clock instead of making
+        two jumps that would move everything between them; None for the current shift."""
         seconds = float(tb)
         if packet.pts is not None and packet.dts is not None \
                 and abs(packet.pts - packet.dts) * seconds > JUMP_S:
@@ -99,13 +103,14 @@ class Timeline:
         expected, last = self._next.get(index), self._last.get(index)
         if expected is not None and last is not None \
                 and (abs(t - expected) > JUMP_S or t < last - _BACK_S):
-            for earlier in reversed(self._earlier):
-                t0 = ts * seconds + float(earlier)
+            if self._before is not None and index not in self._on_clock:
+                t0 = ts * seconds + float(self._before)
                 if abs(t0 - expected) <= JUMP_S and t0 >= last - _BACK_S:
                     self._last[index] = max(last, t0)
                     self._next[index] = t0 + (packet.duration or 0) * seconds
-                    return earlier
-            self._earlier.append(self.shift)
+                    return self._before
+            self._before = self.shift
+            self._on_clock = set()
             delta = Fraction(t - expected).limit_denominator(10**6)
             self.shift -= delta
             self._shift_s = float(self.shift)
@@ -114,6 +119,7 @@ class Timeline:
             t = expected
         self._last[index] = t if last is None else max(last, t)
         self._next[index] = t + (packet.duration or 0) * seconds
+        self._on_clock.add(index)
         return None
 
     def chapters(self, chapters: list[dict]) -> list[dict]:
