@@ -8,8 +8,9 @@ constant-rate output for those formats does.
   before it again at the frame rate: otherwise no keyframe falls at the segment times inside
   the gap and the segment holding it overruns its target. Ordinary variable frame rate (a
   phone at 15 fps in the dark, a dropped frame) is left as it is.
-- Video that starts half a frame interval or more after the audio shows its first frame from
-  0, so that the segments (and a DASH template's grid) start with the audio.
+- Video that starts a frame interval or more after the audio shows its first frame from 0,
+  so that the segments (and a DASH template's grid) start with the audio. (Less is a phase:
+  an MPEG-TS's video 21 ms after its audio keeps it, and so do the frames after a filled lead.)
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class GapFiller:
         tb = frame.time_base
         if not self.started:  # the first frame: from 0 when it starts later
             self.started = True
-            if frame.pts * tb >= self.interval / 2:  # a frame's worth or more: as ffmpeg's CFR
+            if frame.pts * tb >= self.interval:  # a frame's worth or more (less: a phase)
                 self.lead = frame.pts * tb
                 yield from self._repeats(self.pending, 0, 0, frame.pts, tb)
                 self.pending.pts = frame.pts  # a CUDA repeat re-stamped it
