@@ -24,8 +24,10 @@ from mediad.formats import CONTAINER_FORMAT
 from mediad.media.audio_sink import AudioSink, add_encoded_audio, mux_audio
 from mediad.media.carry_over import add_attachments, add_cover_art, copy_stream_info, copy_tags
 from mediad.media.gap_fill import GapFiller, fill_rate
+from mediad.media.ladder_outputs import AudioTrack, Output, SubtitleTrack, mux_to_all
 from mediad.media.ladder_plan import LadderPlan, RenditionPlan
 from mediad.media.loudness import normalizers
+from mediad.media.packaging import muxer_setup
 from mediad.media.plan_streams import StreamPlan, loudness_targets
 from mediad.media.progress import ProgressCallback, ProgressReporter
 from mediad.media.source import DecoderRefused, Source
@@ -57,74 +59,6 @@ class LadderResult:
     frame_rate: Fraction | None = None  # a segmented set's highest rate (gap_fill), measured
 
 
-def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, str]]:
-    """(the path the muxer opens, its format, its options) for the plan's package."""
-    seg = f"{plan.segment_seconds:g}"
-    if plan.package == "hls":  # audio tracks first: streams 0..A-1, one audio group
-        variants = [f"a:{k},agroup:aud,name:{name}" + (",default:yes" if k == 0 else "")
-                    + (f",language:{a.language}" if a.language else "")
-                    for k, (a, name) in enumerate(zip(plan.audio, plan.audio_names, strict=True))]
-        # Subtitle track k rides with video variant k (the segmenter cuts one WebVTT track per
-        # variant); every variant then names the one group (see packaging.finish_hls).
-        variants += [f"v:{i},name:{r.name}" + (",agroup:aud" if plan.audio else "")
-                     + (f",s:{i},sgroup:subs" if i < len(plan.subtitles) else "")
-                     + (f",language:{plan.subtitles[i].language}"
-                        if i < len(plan.subtitles) and plan.subtitles[i].language else "")
-                     for i, r in enumerate(plan.renditions)]
-        return folder / "%v" / "index.m3u8", "hls", {
-            "hls_time": seg, "hls_playlist_type": "vod", "hls_list_size": "0",
-            "hls_segment_type": "fmp4", "hls_fmp4_init_filename": "init.mp4",
-            "hls_segment_filename": str(folder / "%v" / "seg%05d.m4s"),
-            "hls_flags": "independent_segments", "master_pl_name": plan.manifest,
-            "var_stream_map": " ".join(variants)}
-    # One adaptation set per video stream: FFmpeg's muxer refuses a set whose sizes differ in
-    # w:h (426x240 beside 640x360), which a ladder of even sizes always has. finish_dash joins
-    # them into one set, as players need to switch between them. Audio tracks are streams
-    # 0..A-1, a set each (a language each).
-    first, videos = len(plan.audio), len(plan.renditions)
-    sets = [f"id={i},streams={first + i}" for i in range(videos)]
-    sets += [f"id={videos + k},streams={k}" for k in range(len(plan.audio))]
-    return folder / plan.manifest, "dash", {
-        "seg_duration": seg, "use_template": "1", "use_timeline": "0",
-        "adaptation_sets": " ".join(sets), "init_seg_name": "init-$RepresentationID$.m4s",
-        "media_seg_name": "chunk-$RepresentationID$-$Number%05d$.m4s"}
-
-
-@dataclass
-class _Output:
-    """One output container: the HLS/DASH muxer, or one rendition's file."""
-
-    container: av.container.OutputContainer
-    covers: dict[int, av.stream.Stream] = field(default_factory=dict)  # MP4 cover art, by source index
-
-
-@dataclass
-class _AudioTrack:
-    """One source audio track and its stream in every output (copied, or encoded once)."""
-
-    streams: list[av.stream.Stream]  # per output, in self.outputs' order
-    sink: AudioSink | None = None  # encodes it; None: copied
-    bsf: av.BitStreamFilterContext | None = None  # ADTS -> raw AAC for fMP4 segments
-
-
-@dataclass
-class _SubtitleTrack:
-    """One source text subtitle track and its stream in every output (copied, or converted
-    once into the first output's stream, the others' streams made from it)."""
-
-    streams: list[av.stream.Stream]  # per output, in self.outputs' order
-    converter: SubtitleConverter | None = None
-
-
-def _clone(packet: av.Packet, stream: av.stream.Stream) -> av.Packet:
-    """A copy of an encoded packet for another output (muxing takes the packet's contents)."""
-    copy = av.Packet(bytes(packet))
-    copy.pts, copy.dts, copy.duration = packet.pts, packet.dts, packet.duration
-    copy.time_base, copy.is_keyframe = packet.time_base, packet.is_keyframe
-    copy.stream = stream
-    return copy
-
-
 class _LadderRunner:
     def __init__(self, plan: LadderPlan, folder: Path, on_progress: ProgressCallback | None,
                  frames_total: int | None, stages: Sequence[Any]) -> None:
@@ -137,9 +71,9 @@ class _LadderRunner:
         self.health = self.source.health
         self.monotonic = Monotonic(self.health.moved)  # copied tracks' dts kept increasing
         self.sinks: list[VideoSink] = []
-        self.outputs: list[_Output] = []
-        self.audio: dict[int, _AudioTrack] = {}  # by source stream index
-        self.subtitles: dict[int, _SubtitleTrack] = {}  # by source stream index
+        self.outputs: list[Output] = []
+        self.audio: dict[int, AudioTrack] = {}  # by source stream index
+        self.subtitles: dict[int, SubtitleTrack] = {}  # by source stream index
         self.normalize: dict[int, Any] = {}  # loudness.Normalizer per normalised track
         self.result = LadderResult()
         self.fanned = 0
@@ -166,11 +100,11 @@ class _LadderRunner:
         if plan.package == "files":
             for r in plan.renditions:
                 assert r.file is not None
-                self.outputs.append(_Output(stack.enter_context(av.open(
+                self.outputs.append(Output(stack.enter_context(av.open(
                     str(self.folder / r.file), "w", format=CONTAINER_FORMAT[plan.container]))))
             return
         path, fmt, options = muxer_setup(plan, self.folder)
-        self.outputs.append(_Output(stack.enter_context(
+        self.outputs.append(Output(stack.enter_context(
             av.open(str(path), "w", format=fmt, options=options))))
 
     def _run(self) -> LadderResult:
@@ -246,7 +180,7 @@ class _LadderRunner:
         first = self.outputs[0].container
         if a.action == "copy":
             streams = [o.container.add_stream_from_template(ist) for o in self.outputs]
-            track = _AudioTrack(streams)
+            track = AudioTrack(streams)
             if a.source_codec == "aac" and self.plan.package != "files":
                 # ADTS (TS, raw .aac) into fMP4 segments: the segmenter's inner MP4 muxer wants
                 # raw AAC and converts nothing itself (a file's MP4 muxer does, as for a copy).
@@ -262,29 +196,24 @@ class _LadderRunner:
                 # The encoder's AAC config: Matroska's header needs it (the template has none)
                 copy.codec_context.extradata = ost.codec_context.extradata
                 streams.append(copy)
-            track = _AudioTrack(streams, sink=AudioSink(ist.index, ost,
+            track = AudioTrack(streams, sink=AudioSink(ist.index, ost,
                                                         self.normalize.get(ist.index)))
         self._stream_info(ist, track.streams)
         self.audio[ist.index] = track
 
-    def _write_audio(self, track: _AudioTrack, packet: av.Packet) -> None:
+    def _write_audio(self, track: AudioTrack, packet: av.Packet) -> None:
         """One audio packet into every output."""
         self._write(track.streams, [packet])
 
     def _write(self, streams: list[av.stream.Stream], packets: list[av.Packet]) -> None:
-        """Packets of one track into every output (copies first: muxing takes the contents)."""
-        for packet in packets:
-            for o, stream in zip(self.outputs[1:], streams[1:], strict=True):
-                o.container.mux(_clone(packet, stream))
-            packet.stream = streams[0]
-            self.outputs[0].container.mux(packet)
+        mux_to_all(self.outputs, streams, packets)
 
     def _add_subtitle(self, s: StreamPlan, ist: av.subtitles.stream.SubtitleStream) -> None:
         """The text track in every output: copied, or converted once (into the first output's
         stream, the others' made from it) and its packets written to each."""
         if s.action == "copy":
             streams = [o.container.add_stream_from_template(ist) for o in self.outputs]
-            track = _SubtitleTrack(streams)
+            track = SubtitleTrack(streams)
         else:
             assert s.codec is not None
             converter = SubtitleConverter(ist, self.outputs[0].container, s.codec,
@@ -294,7 +223,7 @@ class _LadderRunner:
                 copy = o.container.add_stream_from_template(converter.stream)
                 copy.codec_context.subtitle_header = converter.stream.codec_context.subtitle_header
                 streams.append(copy)
-            track = _SubtitleTrack(streams, converter)
+            track = SubtitleTrack(streams, converter)
         self._stream_info(ist, track.streams)
         self.subtitles[ist.index] = track
 

@@ -1,4 +1,5 @@
-"""HLS and DASH sets after the muxer: read back, verify, measure, and finish the manifest.
+"""HLS and DASH sets: how FFmpeg's segmenters are set up (`muxer_setup`), and the set after
+them: read back, verify, measure, and finish the manifest.
 
 Players pick a variant by the manifest's numbers and refuse wrong ones silently, so the bit
 rates written are the ones measured from the segments; every segment must start with a
@@ -292,3 +293,36 @@ def _join_video_sets(period: ET.Element | None, ns: dict[str, str], par: str) ->
     joined.set("maxHeight", str(max(int(r.get("height", 0)) for r in reps)))
     joined.attrib.pop("bitstreamSwitching", None)  # each Representation has its own init
     joined.set("par", par)  # the display aspect (the muxer wrote the pixels' w:h)
+
+
+def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, str]]:
+    """(the path the muxer opens, its format, its options) for the plan's package."""
+    seg = f"{plan.segment_seconds:g}"
+    if plan.package == "hls":  # audio tracks first: streams 0..A-1, one audio group
+        variants = [f"a:{k},agroup:aud,name:{name}" + (",default:yes" if k == 0 else "")
+                    + (f",language:{a.language}" if a.language else "")
+                    for k, (a, name) in enumerate(zip(plan.audio, plan.audio_names, strict=True))]
+        # Subtitle track k rides with video variant k (the segmenter cuts one WebVTT track per
+        # variant); every variant then names the one group (see packaging.finish_hls).
+        variants += [f"v:{i},name:{r.name}" + (",agroup:aud" if plan.audio else "")
+                     + (f",s:{i},sgroup:subs" if i < len(plan.subtitles) else "")
+                     + (f",language:{plan.subtitles[i].language}"
+                        if i < len(plan.subtitles) and plan.subtitles[i].language else "")
+                     for i, r in enumerate(plan.renditions)]
+        return folder / "%v" / "index.m3u8", "hls", {
+            "hls_time": seg, "hls_playlist_type": "vod", "hls_list_size": "0",
+            "hls_segment_type": "fmp4", "hls_fmp4_init_filename": "init.mp4",
+            "hls_segment_filename": str(folder / "%v" / "seg%05d.m4s"),
+            "hls_flags": "independent_segments", "master_pl_name": plan.manifest,
+            "var_stream_map": " ".join(variants)}
+    # One adaptation set per video stream: FFmpeg's muxer refuses a set whose sizes differ in
+    # w:h (426x240 beside 640x360), which a ladder of even sizes always has. finish_dash joins
+    # them into one set, as players need to switch between them. Audio tracks are streams
+    # 0..A-1, a set each (a language each).
+    first, videos = len(plan.audio), len(plan.renditions)
+    sets = [f"id={i},streams={first + i}" for i in range(videos)]
+    sets += [f"id={videos + k},streams={k}" for k in range(len(plan.audio))]
+    return folder / plan.manifest, "dash", {
+        "seg_duration": seg, "use_template": "1", "use_timeline": "0",
+        "adaptation_sets": " ".join(sets), "init_seg_name": "init-$RepresentationID$.m4s",
+        "media_seg_name": "chunk-$RepresentationID$-$Number%05d$.m4s"}
