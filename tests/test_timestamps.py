@@ -298,6 +298,18 @@ def test_a_clock_jump_in_a_joined_recording_is_joined_up(tmp_path: Path, offsets
     assert any(w.startswith("the source's clock jumped 1 time(s)") for w in warnings), warnings
 
 
+def _one_timeline(src: Path, tmp_path: Path, profile: str, seconds: float) -> list[str]:
+    """Transcode a joined recording into MKV: one timeline of `seconds`, video and audio; the
+    report's warnings."""
+    out = tmp_path / "out.mkv"
+    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
+                  str(out), "--gpu", "none", "--json", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    for stream in ("0:v:0", "0:a:0"):
+        assert abs(stream_span(out, stream) - seconds) < 0.1, stream
+    return json.loads(res.stdout)["warnings"]
+
+
 @pytest.mark.parametrize("profile", [FAST, COPY_MKV], ids=["encode", "copy"])
 def test_a_splice_whose_last_audio_comes_after_the_next_video_is_one_jump(
         tmp_path: Path, profile: str) -> None:
@@ -306,13 +318,8 @@ def test_a_splice_whose_last_audio_comes_after_the_next_video_is_one_jump(
     (a jump back for that straggler, then forward again, moving everything between). It is
     one jump; the straggler keeps the clock of its own recording."""
     src = _segments(tmp_path, [3600, 10800], seconds=4, audio_codec="ac3")
-    out = tmp_path / "out.mkv"
-    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
-                  str(out), "--gpu", "none", "--json", "--no-progress")
-    assert res.returncode == 0, res.stderr
-    warnings = json.loads(res.stdout)["warnings"]
+    warnings = _one_timeline(src, tmp_path, profile, seconds=8.0)
     assert any(w.startswith("the source's clock jumped 1 time(s)") for w in warnings), warnings
-    assert abs(stream_span(out, "0:v:0") - 8.0) < 0.1 and abs(stream_span(out, "0:a:0") - 8.0) < 0.1
 
 
 def test_a_recording_back_near_an_earlier_clock_is_a_jump_not_a_straggler(tmp_path: Path) -> None:
@@ -320,14 +327,9 @@ def test_a_recording_back_near_an_earlier_clock_is_a_jump_not_a_straggler(tmp_pa
     that clock as if it were the first's straggler: a 6 s hole ffmpeg does not make, blamed
     on damage. Only a stream that has had nothing on the new clock can have a straggler."""
     src = _segments(tmp_path, [100, 7300, 110], seconds=2)
-    out = tmp_path / "out.mkv"
-    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, COPY_MKV)), "-o",
-                  str(out), "--gpu", "none", "--json", "--no-progress")
-    assert res.returncode == 0, res.stderr
-    warnings = json.loads(res.stdout)["warnings"]
+    warnings = _one_timeline(src, tmp_path, COPY_MKV, seconds=6.0)
     assert any(w.startswith("the source's clock jumped 2 time(s)") for w in warnings), warnings
     assert not any("missing" in w for w in warnings), warnings
-    assert abs(stream_span(out, "0:v:0") - 6.0) < 0.1 and abs(stream_span(out, "0:a:0") - 6.0) < 0.1
 
 
 def test_overlapping_segments_are_copied_with_timestamps_moved_forward(tmp_path: Path) -> None:
