@@ -76,6 +76,7 @@ from mediad.daemon.queue import (
     read_nodes,
 )
 from mediad.daemon.submit import FORBIDDEN, check_submission, profile_specs
+from mediad.daemon.submit import profile_of as configured_profile
 from mediad.errors import InvalidFile, MediadError, Reason
 from mediad.gpu.history import TelemetryHistory
 from mediad.profiles import Profile, builtin_names, parse_profile, resolve_profile_path
@@ -307,10 +308,9 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
         return _command_view(c)
 
     def profile_of(config: Config, spec: str) -> Profile:
-        """A configured profile as the config loaded it (what the daemon runs until a reload),
-        a built-in one as its file is now; MediadError when that file went bad."""
-        loaded = next((w.loaded_profile for w in config.watch if w.profile == spec), None)
-        return loaded or profile_cache.load(spec)
+        """A configured profile as the config loaded it, a built-in one as its file is now
+        (cached); MediadError when that file went bad."""
+        return configured_profile(config, spec, profile_cache.load)
 
     def summaries(config: Config) -> dict[str, tuple[str, Profile, ProfileSummary]]:
         """name -> (spec, profile, summary) of each profile a submit may name."""

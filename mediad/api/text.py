@@ -4,15 +4,16 @@ that is not UTF-8 has its bytes escaped (`caf\\xe9`), as the API's lists give it
 from __future__ import annotations
 
 import math
-import os
 import re
 from typing import Any
+
+from mediad.daemon.queue import db_text
 
 
 def clean(text: str) -> str:
     """Text safe to put in JSON: a non-UTF-8 file name's bytes (or a lone surrogate) escaped."""
     try:
-        return os.fsencode(text).decode("utf-8", "backslashreplace")
+        return db_text(text) or ""
     except UnicodeEncodeError:
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
 

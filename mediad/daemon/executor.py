@@ -16,6 +16,8 @@ from mediad.daemon.protocol import JobSpec
 from mediad.daemon.queue import NodeView
 from mediad.errors import MediadError, Reason
 
+NODES_EVERY = 5.0  # seconds between looks at a cluster's nodes (mediad status shows them)
+
 
 class Executor(Protocol):
     """Runs jobs: `run` starts one (its events are read from the Worker it returns), `release`

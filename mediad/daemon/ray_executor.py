@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from mediad import log
 from mediad.config import DaemonSettings, ExecutorConfig
+from mediad.daemon.executor import NODES_EVERY
 from mediad.daemon.node import nvenc_resource
 from mediad.daemon.pool import Worker
 from mediad.daemon.protocol import Failed, JobSpec
@@ -34,7 +35,6 @@ from mediad.errors import MediadError, Reason
 from mediad.gpu.records import CODECS
 from mediad.profiles import Profile
 
-NODES_EVERY = 5.0  # seconds between the looks at the cluster's nodes (mediad status shows them)
 
 @dataclass(frozen=True)
 class Request:

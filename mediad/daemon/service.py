@@ -24,7 +24,7 @@ from mediad.config import Config, WatchConfig, load_config
 from mediad.daemon import disposition
 from mediad.daemon.background import Background
 from mediad.daemon.disposition import Disposed
-from mediad.daemon.executor import make_executor
+from mediad.daemon.executor import NODES_EVERY, make_executor
 from mediad.daemon.fingerprint import Identified, identify
 from mediad.daemon.intake import Intake
 from mediad.daemon.metrics import Metrics
@@ -43,9 +43,6 @@ from mediad.errors import MediadError, Reason
 if TYPE_CHECKING:
     from mediad.api.server import ApiServer
 
-NODES_EVERY = 5.0  # seconds between records of a cluster's nodes (mediad status shows them)
-# (the executor's latest look at them: the loop never waits on the cluster; an unchanged
-# record is not written again, see Queue.set_nodes)
 
 
 def damaged_database(db: Path, detail: str) -> MediadError:
@@ -177,13 +174,10 @@ class Daemon(Intake, Scheduling, Supervision):
                       if r.cuda_index is not None and r.has_nvenc is not False)
 
     def _record_nodes(self) -> None:
-        """Record the cluster's nodes, declared and used, for `mediad status` (and the API)."""
-        try:
-            nodes = self.executor.nodes(list(self.workers.values()))
-        except Exception as e:  # the cluster unreachable for a moment: say so, keep going
-            log.event("cluster_unreachable", logging.WARNING, error=f"{type(e).__name__}: {e}")
-            return
-        self.queue.set_nodes(nodes)
+        """Record the cluster's nodes, declared and used, for `mediad status` (and the API):
+        the executor's latest look at them (the loop never waits on the cluster; an unchanged
+        record is not written again, see Queue.set_nodes)."""
+        self.queue.set_nodes(self.executor.nodes(list(self.workers.values())))
 
     def _start_api(self) -> None:
         """Serve the REST API on a thread of its own, with [api] (the web stack is imported

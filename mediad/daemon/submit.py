@@ -5,6 +5,7 @@ config may have been reloaded meanwhile). Pure: no store, no web stack."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +47,15 @@ def load_named_profile(config: Config, name: str) -> tuple[str, Profile]:
         raise MediadError(f"unknown profile {name!r}: the profiles are {', '.join(sorted(specs))}",
                           reason=Reason.BAD_PROFILE)
     spec = specs[name]
-    for w in config.watch:
-        if w.profile == spec:
-            return spec, w.loaded_profile
-    return spec, load_profile(spec)
+    return spec, profile_of(config, spec)
+
+
+def profile_of(config: Config, spec: str,
+               load: Callable[[str], Profile] = load_profile) -> Profile:
+    """A configured profile as the config loaded it (what the daemon runs until a reload),
+    any other as `load` reads its file now."""
+    loaded = next((w.loaded_profile for w in config.watch if w.profile == spec), None)
+    return loaded or load(spec)
 
 
 def _absolute(text: str, what: str) -> Path:

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from fractions import Fraction
 
 import av
-import numpy as np
 
 GAP_INTERVALS = Fraction(5, 2)  # a gap longer than this many frame intervals is filled
 MAX_RATE = 240  # frames/s: a "rate" above it is a time base
@@ -34,6 +33,8 @@ def repeat(frame: av.VideoFrame, pts: int) -> av.VideoFrame:
     if frame.format.name == "cuda":
         frame.pts = pts
         return frame
+    import numpy as np  # only when a gap is filled
+
     copy = av.VideoFrame(frame.width, frame.height, frame.format.name)
     for src, dst in zip(frame.planes, copy.planes, strict=True):
         rows = src.height
@@ -61,12 +62,16 @@ def _kept(frame: av.VideoFrame) -> av.VideoFrame:
 
 
 def fill_rate(nominal: Fraction | float | None, average: Fraction | float | None,
-              ) -> Fraction | None:
-    """The rate gaps are filled at, and the set's frame rate: the stream's nominal rate (its
-    densest), unless that is no frame rate but a time base (far above the average: 1000 for
-    a Matroska VFR stream); None when neither is a plausible rate."""
+              interlaced: bool = False) -> Fraction | None:
+    """The rate gaps are filled at, and the one a set's encoders budget for: the stream's
+    nominal rate (its densest), unless that is no frame rate but a time base (far above the
+    average: 1000 for a Matroska VFR stream) or an interlaced source's field rate (twice the
+    average; a source with gaps has a lower average too, so only interlacing tells); None when
+    neither is a plausible rate."""
     nom = Fraction(nominal).limit_denominator(1001) if nominal else None
     avg = Fraction(average).limit_denominator(1001) if average else None
+    if interlaced and nom and avg and nom >= Fraction(19, 10) * avg:
+        return avg
     if nom and nom <= MAX_RATE and (avg is None or nom <= 3 * avg):
         return nom
     return avg if avg and avg <= MAX_RATE else None

@@ -19,27 +19,35 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     import av
+    import torch
 
     from mediad.media.plan import VideoPlan
 
-# The host formats software encoders take, by the depth of the planes made on the GPU.
-_HOST_FORMAT = {"nv12": "yuv420p", "p010le": "yuv420p10le"}
+def host_frame(y: torch.Tensor, uv: torch.Tensor, bits: int,
+               like: av.VideoFrame) -> av.VideoFrame:
+    """A host yuv420p (8-bit) or yuv420p10le frame of whole code values Y (H, W) and UV
+    (H/2, W/2, 2), on any device, with `like`'s time: one copy per plane, deinterleaving the
+    chroma on the way (copy_ casts to the plane's uint8/uint16 and downloads itself)."""
+    import av
+    import torch
+
+    frame = av.VideoFrame(int(y.shape[1]), int(y.shape[0]),
+                          "yuv420p10le" if bits == 10 else "yuv420p")
+    for plane, values in zip(frame.planes[:3], (y, uv[..., 0], uv[..., 1]), strict=True):
+        torch.from_dlpack(plane).copy_(values)
+    frame.pts, frame.time_base, frame.duration = like.pts, like.time_base, like.duration
+    return frame
 
 
 def planes_to_host_frame(p: FramePlanes, like: av.VideoFrame) -> av.VideoFrame:
     """NV12/P010 planes (on any device) as a host yuv420p/yuv420p10le frame, with `like`'s
-    timestamp and the planes' colour: one copy per plane, deinterleaving the chroma on the way."""
-    import av
+    timestamp and the planes' colour."""
     import torch
 
-    fmt = _HOST_FORMAT[p.fmt]
-    frame = av.VideoFrame(p.width, p.height, fmt)
-    dtype = torch.uint16 if p.shift else torch.uint8
-    for plane, values in zip(frame.planes[:3], (p.y, p.uv[..., 0], p.uv[..., 1]), strict=True):
-        if p.shift:  # P010 keeps the 10 bits high; yuv420p10le low
-            values = values.to(torch.int32) >> p.shift
-        torch.from_dlpack(plane).copy_(values.to(dtype))
-    frame.pts, frame.time_base, frame.duration = like.pts, like.time_base, like.duration
+    y, uv = p.y, p.uv
+    if p.shift:  # P010 keeps the 10 bits high; yuv420p10le low
+        y, uv = y.to(torch.int32) >> p.shift, uv.to(torch.int32) >> p.shift
+    frame = host_frame(y, uv, 10 if p.shift else 8, like)
     frame.colorspace = p.colorspace if p.colorspace is not None else color.AVCOL_SPC_OF[p.matrix]
     frame.color_range = color.AVCOL_RANGE_JPEG if p.full_range else color.AVCOL_RANGE_MPEG
     return frame

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -79,8 +79,7 @@ class _LadderRunner:
         self.fanned = 0
         self.next_key = 0  # index of the next keyframe time
         self.first_t: Fraction | None = None  # the first frame's time: keyframe times count from it
-        self.gaps: GapFiller | None = None
-        self._gap_filled: Callable[[av.VideoFrame | None], Iterator[av.VideoFrame]] = _no_gaps
+        self.gaps: GapFiller | None = None  # segmented sets only
         self.progress = ProgressReporter(on_progress, frames_total)
 
     def run(self) -> LadderResult:
@@ -118,8 +117,8 @@ class _LadderRunner:
             if self.stage_configs:
                 self._add_stages(vin)
             if plan.package != "files":  # segmented: gaps in the frames filled (gap_fill)
-                self.gaps = GapFiller(_set_rate(vin, base.video.source_interlaced))
-                self._gap_filled = self.gaps
+                rate = fill_rate(vin.base_rate, vin.average_rate, base.video.source_interlaced)
+                self.gaps = GapFiller(rate or Fraction(25))
             # Loudness: every normalised track measured first, in one read of the source
             self.normalize, silent = normalizers(Path(base.input), loudness_targets(plan.audio))
             self.result.warnings += silent
@@ -335,8 +334,8 @@ class _LadderRunner:
         a hair early, moved every cut a whole keyframe interval later.)
         """
         key_every = Fraction(self.plan.keyframe_seconds).limit_denominator(1000)
-        for frame in (f for decoded in [*frames, *([None] if end else [])]
-                      for f in self._gap_filled(decoded)):
+        fill = self.gaps if self.gaps is not None else _no_gaps
+        for frame in (f for decoded in [*frames, *([None] if end else [])] for f in fill(decoded)):
             t = Fraction(frame.pts) * frame.time_base if frame.pts is not None \
                 and frame.time_base is not None else Fraction(self.fanned)
             if self.first_t is None:
@@ -350,17 +349,6 @@ class _LadderRunner:
                 sink.out.mux(sink.put(frame))
             self.fanned += 1
             self.progress(self.fanned)
-
-
-def _set_rate(vin: av.video.stream.VideoStream, interlaced: bool) -> Fraction:
-    """The rate a segmented set's video is filled at and its encoders budget for: the nominal
-    rate, but the average where the nominal one is an interlaced source's field rate (twice
-    it; the average of a source with gaps is lower too, so only interlacing tells) or a time
-    base."""
-    rate = fill_rate(vin.base_rate, vin.average_rate) or Fraction(25)
-    if interlaced and vin.average_rate and rate >= Fraction(19, 10) * vin.average_rate:
-        return Fraction(vin.average_rate)
-    return rate
 
 
 def _no_gaps(frame: av.VideoFrame | None) -> Iterator[av.VideoFrame]:

@@ -206,6 +206,7 @@ class _Runner:
         with self.source.open() as src, \
                 av.open(str(self.dest), "w", format=plan.format, options=mux_options) as out:
             copy_tags(src.metadata, out.metadata)
+            self.monotonic.strict = not out.format.flags & av.format.Flags.ts_nonstrict.value
             self._add_video(src, out)
             for sp in plan.audio:
                 if sp.action != "drop":
@@ -300,8 +301,7 @@ class _Runner:
                     filtered.stream = ost
                     out.mux(filtered)
                 return
-        self.monotonic(packet, index,
-                       strict=not out.format.flags & av.format.Flags.ts_nonstrict.value)
+        self.monotonic(packet, index)
         # Read first: muxing takes the packet's contents. The demuxer flags the packet it saw
         # damaged, not always the next ones of the same broken PES.
         damaged = packet.is_corrupt or self.health.damaged

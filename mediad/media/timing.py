@@ -275,17 +275,18 @@ class Monotonic:
     before it, and counted in `moved` (per source stream).
     """
 
-    def __init__(self, moved: Counter[int]) -> None:
+    def __init__(self, moved: Counter[int], strict: bool = True) -> None:
+        """`strict`: the muxer wants dts strictly increasing (Matroska's takes equal ones)."""
         self.moved = moved
+        self.strict = strict
         self._last: dict[int, int] = {}  # per source stream: the last dts muxed
 
-    def __call__(self, packet: av.Packet, index: int, strict: bool = True) -> None:
-        """Fix `packet` of source stream `index` in place. `strict`: the muxer wants dts
-        strictly increasing (not just non-decreasing, as Matroska's takes)."""
+    def __call__(self, packet: av.Packet, index: int) -> None:
+        """Fix `packet` of source stream `index` in place."""
         if packet.dts is None:
             return
         last = self._last.get(index)
-        least = None if last is None else last + (1 if strict else 0)
+        least = None if last is None else last + (1 if self.strict else 0)
         if least is not None and packet.dts < least:
             if packet.pts is not None and packet.pts >= packet.dts:
                 packet.pts = max(packet.pts, least)

@@ -273,18 +273,11 @@ def tag_sdr(frame: av.VideoFrame | av.video.codeccontext.VideoCodecContext) -> N
 
 
 def sdr_frame(y: torch.Tensor, uv: torch.Tensor, bits: int, like: av.VideoFrame) -> av.VideoFrame:
-    """A host yuv420p (8-bit) or yuv420p10le frame from float code values, tagged SDR BT.709."""
-    import av
-    import torch
+    """A host yuv420p (8-bit) or yuv420p10le frame from whole code values (float or int, in
+    range: no rounding or wrapping to do), tagged SDR BT.709."""
+    from mediad.media.gpu_host import host_frame
 
-    height, width = int(y.shape[0]), int(y.shape[1])
-    frame = av.VideoFrame(width, height, "yuv420p10le" if bits == 10 else "yuv420p")
-    planes = [y, uv[..., 0], uv[..., 1]]
-    for plane, values in zip(frame.planes[:3], planes, strict=True):
-        # copy_ casts to the plane's uint8/uint16 (and downloads) itself: the values are whole
-        # code values in range, so no rounding or wrapping to do first.
-        torch.from_dlpack(plane).copy_(values)
-    frame.pts, frame.time_base, frame.duration = like.pts, like.time_base, like.duration
+    frame = host_frame(y, uv, bits, like)
     tag_sdr(frame)
     return frame
 

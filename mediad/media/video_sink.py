@@ -71,8 +71,8 @@ def open_video_encoder(out: av.container.OutputContainer, ist: av.video.stream.V
 
     `cuda_device`: NVENC is fed CUDA frames of that device (through a frames context) instead
     of host frames. `rate`: the frames' rate, when not the source's average (a segmented set's
-    video, gaps filled: rate control budgets bits per frame by it). A hardware refusal raises EncoderRefused; a software encoder that cannot
-    take this video, a one-line MediadError.
+    video, gaps filled: rate control budgets bits per frame by it). A hardware refusal raises
+    EncoderRefused; a software encoder that cannot take this video, a one-line MediadError.
     """
     rate = rate or ist.average_rate or ist.guessed_rate or Fraction(25)
     try:

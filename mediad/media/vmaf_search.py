@@ -50,6 +50,12 @@ if TYPE_CHECKING:
     from mediad.models.vmaf import Motion
 
 
+
+def _luma_path(sample: Path) -> Path:
+    """Where a sample's reference Y planes are kept, raw, beside it."""
+    return sample.with_suffix(".y")
+
+
 @dataclass(frozen=True)
 class Sample:
     """One sample of the source as the encoder gets it, losslessly stored, and its Y planes
@@ -65,7 +71,7 @@ class Sample:
     @property
     def luma_path(self) -> Path:
         """The raw Y planes: frames x height x width code values, uint8 or uint16."""
-        return self.path.with_suffix(".y")
+        return _luma_path(self.path)
 
     def reference(self) -> Iterator[np.ndarray]:
         """The Y planes as VMAF compares them, read from their file (mapped, not loaded)."""
@@ -164,8 +170,9 @@ def _write_sample(src: av.container.InputContainer, ist: av.video.stream.VideoSt
 
     The Y planes are written raw, not kept in memory: the samples last 8 s by default (4 of
     2 s), or the whole source under 24 s, which at 1080p25 is 200 or up to 600 frames of 2 MB
-    (4 MB at 10 bits): 0.4 to 2.4 GB, 4x that at 2160p. Mapped, they take page cache, which
-    the kernel can drop; the FFV1 sample beside them is about as big."""
+    (4 MB at 10 bits): 0.4 to 2.4 GB, 4x that at 2160p. Mapped from a disk they take page
+    cache, which the kernel can drop; where the temporary folder is a tmpfs they take memory
+    (as the FFV1 sample beside them, about as big, always did)."""
     from mediad.models.vmaf import luma_codes
 
     begin, end = window
@@ -176,7 +183,7 @@ def _write_sample(src: av.container.InputContainer, ist: av.video.stream.VideoSt
     work = host_transform(vp, ist, *colour)
     count, bits, times = 0, 8, []
     with av.open(str(path), "w", format="matroska") as out, \
-            open(path.with_suffix(".y"), "wb") as planes:
+            open(_luma_path(path), "wb") as planes:
         ost = out.add_stream("ffv1", rate=rate)
         ost.width, ost.height, ost.pix_fmt = vp.width, vp.height, vp.pix_fmt
         ost.time_base = ost.codec_context.time_base = ist.time_base
@@ -187,14 +194,14 @@ def _write_sample(src: av.container.InputContainer, ist: av.video.stream.VideoSt
                 out.mux(ost.encode(f))
                 # As the encoder takes it (the transform's frames are that already: no copy).
                 codes, bits = luma_codes(f.reformat(vp.width, vp.height, vp.pix_fmt))
-                planes.write(codes.tobytes())
+                codes.tofile(planes)  # no second copy of the plane
                 count += 1
                 if f.pts is not None and f.time_base is not None:
                     times.append(float(f.pts * f.time_base))
         out.mux(ost.encode(None))
     if not count:
         path.unlink(missing_ok=True)
-        path.with_suffix(".y").unlink(missing_ok=True)
+        _luma_path(path).unlink(missing_ok=True)
         return None
     span = (max(times) - min(times) if times else 0.0) + 1 / float(rate)
     return Sample(path, count, span, vp.width, vp.height, bits)

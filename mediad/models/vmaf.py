@@ -75,7 +75,7 @@ def luma_codes(frame: av.VideoFrame) -> tuple[np.ndarray, int]:
         return y.copy(), bits
     # p010/p016 keep their bits at the top of each 16-bit word; planar yuv*p10 at the bottom.
     shift = 16 - bits if fmt.name.startswith("p0") or fmt.name.startswith("p2") else 0
-    return (y >> shift).astype(np.uint16), bits
+    return (y >> shift).astype(np.uint16, copy=False), bits
 
 
 def eight_bit(codes: np.ndarray, bits: int) -> np.ndarray:
