@@ -116,3 +116,32 @@ def test_an_hls_set_says_what_it_leaves_out(rich_source: Path, tmp_path: Path) -
     assert "cover art #3 (mjpeg) dropped: hls sets carry no attached pictures" \
         in report["warnings"], report["warnings"]
     assert not any("mp4 cannot" in w for w in report["warnings"]), report["warnings"]
+
+
+def _top_level_boxes(path: Path) -> list[str]:
+    """The MP4's top-level box types, in file order (read here, not by mediad)."""
+    data, pos, kinds = path.read_bytes(), 0, []
+    while pos + 8 <= len(data):
+        size, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8].decode()
+        if size == 1:
+            size = int.from_bytes(data[pos + 8:pos + 16], "big")
+        kinds.append(kind)
+        pos += size if size else len(data)
+    return kinds
+
+
+def test_faststart_holds_for_every_file_as_for_a_single_transcode(tmp_path: Path) -> None:
+    """`faststart = true` put a single transcode's index (moov) in front of its media, but the
+    files of a ladder of the same profile were written with the index at the end (the ladder
+    opened its files without the profile's muxer options). One runner writes both now."""
+    src = camera_clip(tmp_path / "v.mp4", seconds=3)
+    text = "faststart = true\n" + FILES.format(container="mp4", package="")
+    profile = write_profile(tmp_path, text, "files-faststart")
+    res = run_cli("transcode", str(src), "-p", str(profile), "-o", str(tmp_path / "set"),
+                  "--gpu", "none", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    files = sorted((tmp_path / "set").glob("*.mp4"))
+    assert len(files) == 2
+    for f in files:
+        kinds = _top_level_boxes(f)
+        assert kinds.index("moov") < kinds.index("mdat"), (f.name, kinds)

@@ -223,8 +223,9 @@ def test_stages_on_gpu_frames_then_software_encoder_wiring(tmp_path: Path) -> No
     """
     from dataclasses import replace
 
+    from mediad.media.engine import run
     from mediad.media.job import plan_job
-    from mediad.media.pipeline import run_plan
+    from mediad.media.ladder_plan import single_output
 
     src = make_clip(tmp_path / "small.mp4", frames=6, size=(64, 48))
     profile = load_profile("upscale-2x")
@@ -232,7 +233,7 @@ def test_stages_on_gpu_frames_then_software_encoder_wiring(tmp_path: Path) -> No
     assert not plan.video.hardware
     plan = replace(plan, frames_on_gpu=True,
                    frames_reason="NVDEC -> stages on the GPU; result downloaded once for the software encoder")
-    result = run_plan(plan, tmp_path / "o.mp4", stages=profile.stages)
+    result = run(single_output(plan), tmp_path / "o.mp4", stages=profile.stages)
     o, s = read_back(tmp_path / "o.mp4"), read_back(src)
     assert result.frames_written == s.frames == o.frames
     assert (o.width, o.height, o.video_codec) == (128, 96, "h264")

@@ -7,11 +7,15 @@ the same, with this code.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 
 from mediad.media.plan_streams import StreamPlan
 from mediad.media.probe import KEPT_DISPOSITIONS, open_input
+
+if TYPE_CHECKING:
+    from mediad.media.plan import Plan
 
 # Container-level tags the muxer writes itself; copying them would lie about the output.
 _OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name"}
@@ -77,3 +81,14 @@ def _first_packet(input_path: str, index: int) -> bytes:
             if packet.size:
                 return bytes(packet)
     return b""
+
+
+def carry_over(base: Plan, src: av.container.InputContainer, out: av.container.OutputContainer,
+               container: str, chapters: list[dict]) -> dict[int, av.stream.Stream]:
+    """What a file carries from its source: tags, chapters, attachments (Matroska) and cover
+    art (the returned streams: see add_cover_art)."""
+    copy_tags(src.metadata, out.metadata)
+    if chapters:
+        out.set_chapters(chapters)
+    add_attachments(base.attachments, src, out)
+    return add_cover_art(base.cover_art, src, out, container, base.input)

@@ -14,7 +14,8 @@ from mediad.errors import MediadError, Reason, io_error
 from mediad.formats import all_suffixes, container_for_path
 from mediad.gpu import Capabilities, capabilities, choose_device, no_gpu, without_nvenc
 from mediad.media.commit import commit, mark_job, temp_path_for
-from mediad.media.pipeline import RunResult, run_plan
+from mediad.media.engine import RunResult, run
+from mediad.media.ladder_plan import single_output
 from mediad.media.plan import Plan, make_plan
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback
@@ -234,7 +235,7 @@ def run_with_fallbacks(plan: Plan, tmp: Path, profile: Profile,
     """
     while True:
         try:
-            return plan, run_plan(plan, tmp, on_progress, frames_total, profile.stages)
+            return plan, run(single_output(plan), tmp, on_progress, frames_total, profile.stages)
         except EncoderRefused as e:
             if profile.video.encoder == "gpu":  # NVENC is required: busy now, retry later
                 raise MediadError(f"{plan.input}: {e} (profile {profile.name} requires NVENC)",

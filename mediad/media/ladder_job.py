@@ -28,7 +28,7 @@ from mediad.media.commit import (
     set_record,
     temp_dir_for,
 )
-from mediad.media.ladder import LadderResult, run_ladder
+from mediad.media.engine import RunResult, run
 from mediad.media.ladder_plan import LadderPlan, plan_ladder
 from mediad.media.packaging import SegmentedTrack, check_segments, finish_dash, finish_hls
 from mediad.media.probe import MediaInfo, probe
@@ -146,7 +146,7 @@ def _check_folder(input_path: Path, folder: Path, overwrite: bool) -> None:
         raise MediadError(f"{folder.parent}: output folder does not exist", reason=Reason.BAD_REQUEST)
 
 
-def _verify(plan: LadderPlan, result: LadderResult, tracks: list[SegmentedTrack]) -> None:
+def _verify(plan: LadderPlan, result: RunResult, tracks: list[SegmentedTrack]) -> None:
     """Every rendition holds every frame encoded and lasts as long as what went into it, in
     segments that keep to the target; the audio lasts as long as its source track (like with
     like: a source whose audio ends before its video is not a broken set)."""
@@ -176,7 +176,7 @@ def _check_duration(plan: LadderPlan, track: SegmentedTrack, went_in: Span | Non
                           f"{expected:.2f}s went into it", reason=Reason.CORRUPT)
 
 
-def _verify_files(plan: LadderPlan, result: LadderResult, tmp: Path,
+def _verify_files(plan: LadderPlan, result: RunResult, tmp: Path,
                   folder: Path) -> list[OutputInfo]:
     """Each rendition's file read back like a single transcode's output (the video against
     what went in, the audio against its source track); paths as they will be once committed."""
@@ -260,13 +260,13 @@ def _already_done(input_path: Path, info: MediaInfo, plan: LadderPlan,
 
 
 def _run_with_fallbacks(plan: LadderPlan, tmp: Path, on_progress: ProgressCallback | None,
-                        total: int | None, profile: Profile) -> tuple[LadderPlan, LadderResult]:
+                        total: int | None, profile: Profile) -> tuple[LadderPlan, RunResult]:
     """Run the ladder; a rendition NVENC refuses is re-planned in software (that sink only),
     a stream NVDEC cannot decode is decoded in software, and the run starts again, at most
     once per rendition and once for the decoder."""
     for _ in range(len(plan.renditions) + 2):
         try:
-            return plan, run_ladder(plan, tmp, on_progress, total, profile.stages)
+            return plan, run(plan, tmp, on_progress, total, profile.stages)
         except EncoderRefused as e:
             assert e.output is not None  # the ladder names the rendition NVENC refused
             plan = plan.with_software_rendition(e.output, str(e))
@@ -331,7 +331,7 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
                         analysis=analysis, loudness=result.loudness)
 
 
-def _write_analysis(result: LadderResult, source: Path, tmp: Path, folder: Path,
+def _write_analysis(result: RunResult, source: Path, tmp: Path, folder: Path,
                     profile: Profile) -> dict:
     """The stages' sidecar, inside the set (committed with it, as one of its files): one
     analysis of the one decode, for every rendition. Returns its summary for the report."""

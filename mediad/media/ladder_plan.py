@@ -21,8 +21,9 @@ from mediad.media.plan_streams import StreamPlan, plan_audio, plan_extras, plan_
 from mediad.media.probe import MediaInfo
 from mediad.profiles import Profile, RenditionSettings, parse_bitrate
 
-# hls/dash: a streaming set; files: one file per rendition (a profile's file container).
-Package = Literal["hls", "dash", "files"]
+# hls/dash: a streaming set; files: one file per rendition (a profile's file container);
+# file: a single transcode's one output (single_output).
+Package = Literal["hls", "dash", "files", "file"]
 # A bit-rate ladder without max_bitrate: peaks up to 1.5x the average, a 2-peak-second buffer
 # (Apple's authoring spec allows peaks to 2x; players pick a variant by BANDWIDTH, the peak).
 _PEAK_OVER_AVERAGE = 1.5
@@ -90,6 +91,18 @@ class LadderPlan:
                       if r.name == name else r for r in self.renditions]
         return replace(self, renditions=renditions,
                        fallbacks=[*self.fallbacks, f"rendition {name}: {reason}"])
+
+
+def single_output(plan: Plan) -> LadderPlan:
+    """A single transcode as the engine runs it: one rendition, the plan's own video (encoded
+    or copied), into the plan's one file."""
+    video = RenditionPlan(name="video", video=plan.video, max_bit_rate=None, gop=0,
+                          frames=plan.frames_reason)
+    return LadderPlan(base=plan, package="file", container=plan.container, output=plan.output,
+                      renditions=[video], audio=[a for a in plan.audio if a.action != "drop"],
+                      subtitles=[s for s in plan.subtitles if s.action in ("copy", "convert")],
+                      segment_seconds=0.0, keyframe_seconds=0.0, skipped=[],
+                      warnings=plan.warnings, fallbacks=plan.fallbacks)
 
 
 def _rendition_profile(profile: Profile, r: RenditionSettings, container: str) -> Profile:

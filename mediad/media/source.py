@@ -127,6 +127,20 @@ class Source:
             self._nvdec_checked = True
         return frames
 
+    def combed_warning(self) -> str | None:
+        """Say so when frames flagged interlaced were encoded as they are, unless the plan
+        already did (a source the probe saw interlaced, under deinterlace = off)."""
+        vp = self.plan.video
+        if not self.interlaced_frames or vp.action != "encode" or (
+                vp.deinterlace != "off" and not self.plan.frames_on_gpu):
+            return None
+        if vp.deinterlace == "off" and vp.source_interlaced:
+            return None
+        why = "deinterlace = off" if vp.deinterlace == "off" else \
+            "the frames stayed on the GPU, where there is no deinterlacer"
+        return (f"{self.interlaced_frames} frame(s) flagged interlaced were encoded without "
+                f"deinterlacing ({why})")
+
     def finish(self) -> list[str]:
         """The timeline's and the decode's warnings, at the end of the input."""
         return self.timeline.summary() + self.health.finish(self.spans.get(self.plan.decode.stream))
