@@ -535,12 +535,15 @@ def test_the_nodes_record_is_written_only_when_it_changed_or_is_due_for_confirmi
     def writes() -> int:
         return q.conn.total_changes
 
+    statements: list[str] = []
+    q.conn.set_trace_callback(statements.append)
     assert q.set_nodes([]) is False  # no cluster, nothing recorded: nothing to write
     assert q.set_nodes(nodes(100.0)) is True
     assert read_nodes(q.conn) == nodes(100.0)
-    before = writes()
+    before, statements[:] = writes(), []
     assert q.set_nodes(nodes(104.0)) is False  # unchanged: not written again
     assert q.set_nodes(nodes(100.0 + NODES_SEEN_EVERY - 1)) is False
+    assert statements == []  # nor read back: the record as written is kept in memory
     assert writes() == before and read_nodes(q.conn) == nodes(100.0)
     assert q.set_nodes(nodes(100.0 + NODES_SEEN_EVERY)) is True  # confirmed: `seen` moves on
     assert [n.seen for n in read_nodes(q.conn)] == [100.0 + NODES_SEEN_EVERY] * 2
@@ -548,6 +551,11 @@ def test_the_nodes_record_is_written_only_when_it_changed_or_is_due_for_confirmi
     assert read_nodes(q.conn)[0].used == {"nvenc_h264": 1.0}
     assert q.set_nodes(nodes(132.0, used=1.0, alive=False)) is True  # the node was lost
     assert read_nodes(q.conn)[0].alive is False
+    assert q.set_nodes(nodes(133.0)) is True
+    q.close()
+    # A daemon started again compares with what the one before it recorded
+    q = Queue(tmp_path)
+    assert q.set_nodes(nodes(134.0)) is False
     assert q.set_nodes([]) is True and read_nodes(q.conn) == []
     q.close()
 
