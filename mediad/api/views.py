@@ -14,7 +14,7 @@ from mediad.api import reports
 from mediad.api.reports import count, mapping, number, text, texts
 from mediad.api.text import clean
 from mediad.daemon.job_events import JobEvent as StoredEvent
-from mediad.daemon.queue import Job, counts, job_of_row
+from mediad.daemon.queue import Job, job_of_row
 
 DONE_SHOWN = 25  # done jobs on the queue page
 FAILED_SHOWN = 50
@@ -63,11 +63,11 @@ class QueueView:
     queued: list[QueueRow] = field(default_factory=list)
     failed: list[QueueRow] = field(default_factory=list)
     done: list[QueueRow] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 def queue_view(conn: sqlite3.Connection) -> QueueView:
-    """Running and queued jobs (all), the latest failed and done ones, and the counts."""
+    """Running and queued jobs (all) and the latest failed and done ones (the counts by state
+    are the page's stats)."""
     view = QueueView()
 
     def rows(sql: str, *args: Any) -> list[QueueRow]:
@@ -80,7 +80,6 @@ def queue_view(conn: sqlite3.Connection) -> QueueView:
                        "LIMIT ?", FAILED_SHOWN)
     view.done = rows("SELECT * FROM jobs WHERE state = 'done' ORDER BY finished DESC, id DESC "
                      "LIMIT ?", DONE_SHOWN)
-    view.counts = counts(conn)
     return view
 
 
