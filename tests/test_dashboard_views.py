@@ -9,6 +9,7 @@ from pathlib import Path
 from conftest import SAMPLES, run_cli, write_profile
 
 from mediad.api import charts, reports, views
+from mediad.daemon.schema import MAX_OUTPUT_SIZE
 
 LADDER = """
 container = "hls"
@@ -103,6 +104,11 @@ def test_a_report_is_read_clean_or_not_at_all() -> None:
         reports.Output(name=None, file="", video="h264 320x180", frames=None, duration=None,
                        size=None)]
     assert reports.timing(report) == (None, 25)
+    # A size past what the store takes for one is none; a frame count is not bound by it
+    [huge] = reports.outputs({"outputs": [{"size": MAX_OUTPUT_SIZE + 1,
+                                           "frames": MAX_OUTPUT_SIZE + 1, "width": True,
+                                           "height": 2}]})
+    assert (huge.size, huge.frames, huge.video) == (None, MAX_OUTPUT_SIZE + 1, "")
 
 
 def test_an_analysis_job_has_a_contact_sheet_of_its_shots(tmp_path: Path) -> None:

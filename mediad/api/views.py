@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediad.api import reports
-from mediad.api.reports import count, mapping, number, text, texts
+from mediad.api.reports import mapping, number, text, texts, whole
 from mediad.api.text import clean
 from mediad.daemon.job_events import JobEvent as StoredEvent
 from mediad.daemon.queue import Job, job_of_row
@@ -230,12 +230,12 @@ def renditions(plan: dict | None, report: dict | None) -> list[dict[str, Any]]:
             continue
         v = mapping(r.get("video"))
         name = text(r.get("name"))
-        width, height = count(v.get("width")), count(v.get("height"))
+        width, height = whole(v.get("width")), whole(v.get("height"))
         rows.append({"name": name, "size": f"{width}x{height}" if width and height else "?",
                      "codec": text(v.get("codec")), "encoder": text(v.get("encoder")),
                      "bit_rate": number(v.get("bit_rate")),
                      "max_bit_rate": number(r.get("max_bit_rate")),
-                     "quality": number(v.get("quality")), "gop": count(r.get("gop")),
+                     "quality": number(v.get("quality")), "gop": whole(r.get("gop")),
                      "bytes": sizes.get(name), "reason": text(v.get("reason"))})
     return rows
 
