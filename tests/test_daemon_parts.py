@@ -560,6 +560,43 @@ def test_the_nodes_record_is_written_only_when_it_changed_or_is_due_for_confirmi
     q.close()
 
 
+def test_a_full_state_disk_gives_the_log_back_once_an_episode(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The daemon's loop hits the full disk at every write it tries (files, starts, progress):
+    the log's checkpoint and the line saying so come once, at the first, until a write goes
+    through again."""
+    from mediad.daemon.fingerprint import Identified
+    from mediad.daemon.intake import STATE_FULL_RETRY, Intake
+
+    class Loop(Intake):  # the intake's own state, as Daemon.__init__ sets it
+        def __init__(self, queue: Queue) -> None:
+            self.queue, self.state_dir = queue, tmp_path
+            self.unrecorded, self.next_unrecorded, self.state_full = {}, 0.0, False
+
+    loop = Loop(Queue(tmp_path))
+    statements: list[str] = []
+    loop.queue.conn.set_trace_callback(statements.append)
+
+    def checkpoints() -> int:
+        return sum("wal_checkpoint" in s for s in statements)
+
+    files = [Identified(0, tmp_path / f"v{i}.mp4", Fingerprint(i, i, i, "d")) for i in range(3)]
+    for item in files:
+        loop._state_full(item)
+    for _ in range(3):  # the files tried again, still no room; a start, a progress write
+        waited = loop._unrecorded_due(time.monotonic() + STATE_FULL_RETRY)
+        assert waited == files
+        for item in waited:
+            loop._state_full(item)
+        loop._state_full(None)
+    assert checkpoints() == 1 and loop.state_full
+    assert caplog.text.count("event=state_full") == 1
+    loop._state_room()  # the files recorded: room again
+    loop._state_full(None)  # a new episode
+    assert checkpoints() == 2 and caplog.text.count("event=state_full") == 2
+    loop.queue.close()
+
+
 def test_a_v6_database_gets_each_done_jobs_output_size_and_done_records_it(tmp_path: Path) -> None:
     import sqlite3
 

@@ -311,7 +311,8 @@ class Daemon(Intake, Scheduling, Supervision):
                     log.event("internal_error", logging.ERROR, path=path,
                               error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=-3))
                     self._refuse(path, "internal_error")
-            for item in self._unrecorded_due(now) + self.hasher.drain():
+            waited = self._unrecorded_due(now)
+            for item in waited + self.hasher.drain():
                 try:
                     self._identified(item)
                 except sqlite3.OperationalError as e:
@@ -322,6 +323,8 @@ class Daemon(Intake, Scheduling, Supervision):
                     log.event("internal_error", logging.ERROR, path=item.path,
                               error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=-3))
                     self._refuse(item.path, "internal_error")
+            if waited and not self.unrecorded:  # the files that waited for room are recorded
+                self._state_room()
         self._apply_commands(now)
         self._supervise(now)
         if self.executor.remote and now >= self.next_nodes:
