@@ -38,7 +38,7 @@ from mediad.daemon.settle import Settler
 from mediad.daemon.status import PID_FILE
 from mediad.daemon.supervision import Supervision
 from mediad.daemon.watcher import Watcher
-from mediad.errors import MediadError, Reason
+from mediad.errors import MediadError, Reason, first_line
 
 if TYPE_CHECKING:
     from mediad.api.server import ApiServer
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 def damaged_database(db: Path, detail: str) -> MediadError:
     """The one line for a state database SQLite reads as damaged."""
-    return MediadError(f"{db}: the state database is damaged ({detail.splitlines()[0]}); move "
+    return MediadError(f"{db}: the state database is damaged ({first_line(detail)}); move "
                        "it aside to start afresh (outputs already committed are recognised by "
                        "their job key and not made again)", reason=Reason.BAD_STATE)
 
