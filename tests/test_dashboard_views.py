@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import SAMPLES, run_cli, write_profile
+from conftest import SAMPLES, run_cli, transcode_report, write_profile
 
 from mediad.api import charts, reports, views
 from mediad.daemon.schema import MAX_OUTPUT_SIZE
@@ -121,10 +121,8 @@ def test_an_analysis_job_has_a_contact_sheet_of_its_shots(tmp_path: Path) -> Non
 
     src = write_clip(tmp_path / "cuts.mp4", [sum(n >= c for c in CUTS) for n in range(FRAMES)])
     out = tmp_path / "tagged.mkv"
-    res = run_cli("transcode", str(src), "-p", "tag", "-o", str(out), "--gpu", "none",
-                  "--no-progress", "--json")
-    assert res.returncode == 0, res.stderr
-    pics = views.pictures(json.loads(res.stdout)["plan"], str(out))
+    report = transcode_report(str(src), "-p", "tag", "-o", str(out), "--gpu", "none")
+    pics = views.pictures(report["plan"], str(out))
     assert pics.of == "output" and not pics.before_after
     assert pics.shots == [0.0, CUTS[0] / 25, CUTS[1] / 25]
     means = []
