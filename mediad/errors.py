@@ -105,6 +105,13 @@ class InvalidFile(MediadError):
         self.errors = errors  # 'SOURCE: key.path: reason', one per error
 
 
+def first_line(e: BaseException | str) -> str:
+    """The first line of an exception's text (or of a text), stripped; empty when it has none:
+    a library's message can run to a traceback or a dump, and ours are one line."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def is_storage_error(err: BaseException) -> bool:
     """Whether `err` is an OSError (PyAV's FFmpeg errors from errno codes are too) of storage."""
     return isinstance(err, OSError) and err.errno in STORAGE_ERRNOS

@@ -10,6 +10,8 @@ from pathlib import Path
 import httpx
 from test_daemon import Site, free_port, wait_for
 
+from mediad.config import Config
+
 
 class ApiSite(Site):
     """A Site whose daemon serves the API."""
@@ -65,3 +67,28 @@ def api_client(site: ApiSite) -> httpx.Client:
     """A client with the API's bearer token."""
     return httpx.Client(base_url=site.url, timeout=30,
                         headers={"Authorization": f"Bearer {site.token}"})
+
+
+@contextlib.contextmanager
+def api_in_process(root: Path) -> Iterator[tuple[str, str, Config]]:
+    """The API served on a thread of this process (so its SQLite connections can be seen) over
+    a fresh state database, one watch `in`: its URL, its token and the config."""
+    from mediad.api.ready import ReadinessBox
+    from mediad.api.server import start_api
+    from mediad.config import load_config
+    from mediad.daemon.queue import Queue
+
+    (root / "in").mkdir()
+    (root / "mediad.toml").write_text('[daemon]\nstate_dir = "state"\n'
+                                      '[[watch]]\npath = "in"\noutput_dir = "out"\n')
+    config = load_config(root / "mediad.toml")
+    config.daemon.state_dir.mkdir()
+    Queue(config.daemon.state_dir).close()  # the schema, as the daemon makes it
+    port = free_port()
+    api = start_api(("127.0.0.1", port), config.daemon.state_dir, lambda: config, ReadinessBox())
+    assert api is not None
+    try:
+        yield (f"http://127.0.0.1:{port}",
+               (config.daemon.state_dir / "api-token").read_text().strip(), config)
+    finally:
+        api.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -156,6 +157,13 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
     """Run `python -m mediad ARGS` as a real subprocess."""
     return subprocess.run([sys.executable, "-m", "mediad", *args], capture_output=True, text=True,
                           cwd=cwd or ROOT, env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def transcode_report(*args: str) -> dict:
+    """`mediad transcode ARGS --json --no-progress`, which must succeed: its JSON report."""
+    res = run_cli("transcode", *args, "--json", "--no-progress")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
 
 
 # -- the independent reader/writer: the ffmpeg binary of imageio-ffmpeg -------------------------

@@ -23,9 +23,9 @@ import pytest
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 
-from api_site import ApiSite, api_client, api_site, serving  # noqa: E402
+from api_site import ApiSite, api_client, api_in_process, api_site, serving  # noqa: E402
 from conftest import packet_times  # noqa: E402
-from test_daemon import REPO, Site, free_port, make_video, wait_for  # noqa: E402
+from test_daemon import REPO, Site, make_video, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 # Examples per operation for schemathesis: small by default (well under a minute); raise it for a
@@ -285,18 +285,6 @@ def test_an_event_stream_reads_on_one_connection_closed_when_it_ends(tmp_path: P
     import gc
     import sqlite3
 
-    from mediad.api.ready import ReadinessBox
-    from mediad.api.server import start_api
-    from mediad.config import load_config
-    from mediad.daemon.queue import Queue
-
-    (tmp_path / "in").mkdir()
-    (tmp_path / "mediad.toml").write_text('[daemon]\nstate_dir = "state"\n'
-                                          '[[watch]]\npath = "in"\noutput_dir = "out"\n')
-    config = load_config(tmp_path / "mediad.toml")
-    config.daemon.state_dir.mkdir()
-    Queue(config.daemon.state_dir).close()  # the schema, as the daemon makes it
-
     def open_connections() -> int:
         found = 0
         for obj in gc.get_objects():
@@ -306,13 +294,9 @@ def test_an_event_stream_reads_on_one_connection_closed_when_it_ends(tmp_path: P
                     found += 1
         return found
 
-    port = free_port()
-    api = start_api(("127.0.0.1", port), config.daemon.state_dir, lambda: config, ReadinessBox())
-    assert api is not None
-    token = (config.daemon.state_dir / "api-token").read_text().strip()
-    try:
+    with api_in_process(tmp_path) as (url, token, _config):
         assert open_connections() == 0
-        with httpx.stream("GET", f"http://127.0.0.1:{port}/api/v1/events", timeout=10,
+        with httpx.stream("GET", f"{url}/api/v1/events", timeout=10,
                           headers={"Authorization": f"Bearer {token}"}) as res:
             lines = res.iter_lines()
             assert next(lines) == "retry: 2000"
@@ -322,8 +306,6 @@ def test_an_event_stream_reads_on_one_connection_closed_when_it_ends(tmp_path: P
                 time.sleep(0.25)
             assert seen == [1] * 12, seen
         wait_for(lambda: open_connections() == 0, 10, "the stream's connection to be closed")
-    finally:
-        api.stop()
 
 
 # ----- profiles, machine, stats, listing -----------------------------------------------------

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -12,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import SAMPLES, make_clip, run_cli
+from conftest import SAMPLES, make_clip, run_cli, transcode_report
 
 from mediad.realtime import undo_realtime
 
@@ -190,10 +189,7 @@ def test_probe_names_codecs_not_decoders(tmp_path: Path) -> None:
     assert "video #0: av1 64x48" in res.stdout and "audio #1: mp3 2ch" in res.stdout, res.stdout
     prof = tmp_path / "copy.toml"
     prof.write_text("[video]\ncodec = 'copy'\n[audio]\ncodec = 'copy'\n")
-    res = run_cli("transcode", str(src), "-p", str(prof), "-o", str(tmp_path / "o.mp4"),
-                  "--json")
-    assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
+    report = transcode_report(str(src), "-p", str(prof), "-o", str(tmp_path / "o.mp4"))
     assert report["plan"]["video"]["action"] == "copy"
     assert [a["action"] for a in report["plan"]["audio"]] == ["copy"]
     assert report["outputs"][0]["video_codec"] == "av1"
@@ -210,10 +206,7 @@ def test_a_track_without_packets_is_a_warning_and_video_without_frames_an_error(
             if packet.dts is not None:
                 packet.stream = ost
                 out.mux(packet)
-    res = run_cli("transcode", str(silent), "-o", str(tmp_path / "o.mp4"), "--gpu", "none",
-                  "--json")
-    assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
+    report = transcode_report(str(silent), "-o", str(tmp_path / "o.mp4"), "--gpu", "none")
     assert report["outputs"][0]["audio_streams"] == 0
     assert any("kept 1 audio stream(s) but the output has 0" in w for w in report["warnings"])
     empty_video = tmp_path / "no_frames.mkv"

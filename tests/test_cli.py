@@ -9,14 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLES, cuda_available, read_back, run_cli
+from conftest import SAMPLES, cuda_available, read_back, run_cli, transcode_report
 
 
 def test_transcode_json_report_shape(tmp_path: Path) -> None:
     src = Path(shutil.copy(SAMPLES / "h264_aac.mp4", tmp_path / "movie.mp4"))
-    res = run_cli("transcode", str(src), "--json", "--gpu", "none")
-    assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
+    report = transcode_report(str(src), "--gpu", "none")
     out = tmp_path / "movie.h264.mp4"  # default: <stem>.<profile>.<ext> beside the input
     assert out.is_file()
     assert set(report) >= {"input", "plan", "outputs", "elapsed", "fps", "warnings", "fallbacks"}

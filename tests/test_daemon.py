@@ -24,6 +24,8 @@ import av
 import numpy as np
 import pytest
 
+from mediad.daemon.intake import STATE_FULL_RETRY
+
 REPO = Path(__file__).resolve().parents[1]
 SETTLE = 0.3
 
@@ -993,20 +995,34 @@ def test_a_full_state_dir_refuses_files_until_space_returns(site: Site, tmp_path
     with tmpfs(site, state, "2m"):
         site.start()  # rescans 5 minutes apart: no rescan picks the files up
         filler = state / "filler"
-        # The rest of the disk taken by something else
-        with open(filler, "wb") as f, contextlib.suppress(OSError):
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
+
+        def fill() -> None:  # the rest of the disk taken by something else
+            with open(filler, "wb") as f, contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+
+        fill()
         for i in range(20):
             site.drop(make_video(tmp_path / f"v{i}.mp4", seed=90 + i), f"v{i}.mp4")
         site.wait_log(r"level=ERROR event=state_full", timeout=30)
-        time.sleep(1)
+        time.sleep(STATE_FULL_RETRY + 1)  # the files tried again, still no room
         assert site.proc is not None and site.proc.poll() is None, site.log()
         assert "internal_error" not in site.log()
+        assert site.log().count("event=state_full") == 1  # one episode, said once
         filler.unlink()  # room again
         site.wait_jobs("done", 20, timeout=120)
         assert sorted(p.name for p in site.outputs()) == sorted(f"v{i}.mp4" for i in range(20))
+        # Full again: once the room the log reuses is taken, a new episode, said again
+        fill()
+        more = 0
+        while site.log().count("event=state_full") < 2:
+            assert more < 100 and "internal_error" not in site.log(), site.log()
+            site.drop(make_video(tmp_path / f"w{more}.mp4", seed=200 + more), f"w{more}.mp4")
+            more += 1
+            time.sleep(0.2)
+        filler.unlink()
+        site.wait_jobs("done", 20 + more, timeout=120)
         assert site.stop() == 0
 
 

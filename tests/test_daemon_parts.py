@@ -535,12 +535,15 @@ def test_the_nodes_record_is_written_only_when_it_changed_or_is_due_for_confirmi
     def writes() -> int:
         return q.conn.total_changes
 
+    statements: list[str] = []
+    q.conn.set_trace_callback(statements.append)
     assert q.set_nodes([]) is False  # no cluster, nothing recorded: nothing to write
     assert q.set_nodes(nodes(100.0)) is True
     assert read_nodes(q.conn) == nodes(100.0)
-    before = writes()
+    before, statements[:] = writes(), []
     assert q.set_nodes(nodes(104.0)) is False  # unchanged: not written again
     assert q.set_nodes(nodes(100.0 + NODES_SEEN_EVERY - 1)) is False
+    assert statements == []  # nor read back: the record as written is kept in memory
     assert writes() == before and read_nodes(q.conn) == nodes(100.0)
     assert q.set_nodes(nodes(100.0 + NODES_SEEN_EVERY)) is True  # confirmed: `seen` moves on
     assert [n.seen for n in read_nodes(q.conn)] == [100.0 + NODES_SEEN_EVERY] * 2
@@ -548,8 +551,50 @@ def test_the_nodes_record_is_written_only_when_it_changed_or_is_due_for_confirmi
     assert read_nodes(q.conn)[0].used == {"nvenc_h264": 1.0}
     assert q.set_nodes(nodes(132.0, used=1.0, alive=False)) is True  # the node was lost
     assert read_nodes(q.conn)[0].alive is False
+    assert q.set_nodes(nodes(133.0)) is True
+    q.close()
+    # A daemon started again compares with what the one before it recorded
+    q = Queue(tmp_path)
+    assert q.set_nodes(nodes(134.0)) is False
     assert q.set_nodes([]) is True and read_nodes(q.conn) == []
     q.close()
+
+
+def test_a_full_state_disk_gives_the_log_back_once_an_episode(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The daemon's loop hits the full disk at every write it tries (files, starts, progress):
+    the log's checkpoint and the line saying so come once, at the first, until a write goes
+    through again."""
+    from mediad.daemon.fingerprint import Identified
+    from mediad.daemon.intake import STATE_FULL_RETRY, Intake
+
+    class Loop(Intake):  # the intake's own state, as Daemon.__init__ sets it
+        def __init__(self, queue: Queue) -> None:
+            self.queue, self.state_dir = queue, tmp_path
+            self.unrecorded, self.next_unrecorded, self.state_full = {}, 0.0, False
+
+    loop = Loop(Queue(tmp_path))
+    statements: list[str] = []
+    loop.queue.conn.set_trace_callback(statements.append)
+
+    def checkpoints() -> int:
+        return sum("wal_checkpoint" in s for s in statements)
+
+    files = [Identified(0, tmp_path / f"v{i}.mp4", Fingerprint(i, i, i, "d")) for i in range(3)]
+    for item in files:
+        loop._state_full(item)
+    for _ in range(3):  # the files tried again, still no room; a start, a progress write
+        waited = loop._unrecorded_due(time.monotonic() + STATE_FULL_RETRY)
+        assert waited == files
+        for item in waited:
+            loop._state_full(item)
+        loop._state_full(None)
+    assert checkpoints() == 1 and loop.state_full
+    assert caplog.text.count("event=state_full") == 1
+    loop._state_room()  # the files recorded: room again
+    loop._state_full(None)  # a new episode
+    assert checkpoints() == 2 and caplog.text.count("event=state_full") == 2
+    loop.queue.close()
 
 
 def test_a_v6_database_gets_each_done_jobs_output_size_and_done_records_it(tmp_path: Path) -> None:

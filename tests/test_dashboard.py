@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("jinja2")
 
-from api_site import ApiSite, api_site, serving, session_client  # noqa: E402
+from api_site import ApiSite, api_in_process, api_site, serving, session_client  # noqa: E402
 from api_site import api_client as api  # noqa: E402
 from test_daemon import make_video, wait_for  # noqa: E402
 
@@ -84,6 +85,46 @@ def test_pages_without_the_cookie_redirect_to_login(site: ApiSite) -> None:
     assert httpx.get(f"{site.url}/static/dashboard.js").status_code == 200
     wrong = httpx.post(f"{site.url}/login", data={"token": "not-the-token"})
     assert wrong.status_code == 401 and "mediad_session" not in wrong.cookies
+
+
+def test_the_queue_and_history_pages_read_on_one_connection_and_count_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each page reads the store on one connection and counts the jobs by state once (the
+    queue page counted them for its view and again for its stats, on a second connection)."""
+    from mediad.api import app as api_app
+    from mediad.daemon.fingerprint import Fingerprint
+    from mediad.daemon.queue import Queue, connect
+
+    opened: list[sqlite3.Connection] = []
+    statements: list[str] = []
+
+    def traced(path: Path, **kw: bool) -> sqlite3.Connection:
+        conn = connect(path, **kw)
+        opened.append(conn)
+        conn.set_trace_callback(statements.append)
+        return conn
+
+    monkeypatch.setattr(api_app, "connect", traced)
+    with api_in_process(tmp_path) as (url, token, config):
+        q = Queue(config.daemon.state_dir)
+        for i in range(3):
+            q.enqueue(key=f"k{i}", source=tmp_path / "in" / f"v{i}.mp4", watch=tmp_path / "in",
+                      profile="h264", output=tmp_path / "out" / f"v{i}.mp4",
+                      fp=Fingerprint(1000 + i, i, i, f"d{i}"))
+        q.mark_running(1, "cpu")
+        q.close()
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert client.post("/login", data={"token": token}).status_code == 303
+            for path in ("/", "/history"):
+                opened.clear()
+                statements.clear()
+                res = client.get(path)
+                assert res.status_code == 200, res.text
+                assert len(opened) == 1, path
+                assert sum("GROUP BY state" in s for s in statements) == 1, (path, statements)
+            queue = client.get("/").text
+            assert '<span class="n">1</span> running' in queue
+            assert '<span class="n">2</span> queued' in queue
 
 
 def test_the_cookie_reads_the_api_but_never_writes(site: ApiSite) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import SAMPLES, run_cli, write_profile
+from conftest import SAMPLES, run_cli, transcode_report, write_profile
 
 from mediad.api import charts, reports, views
+from mediad.daemon.schema import MAX_OUTPUT_SIZE
 
 LADDER = """
 container = "hls"
@@ -103,6 +104,11 @@ def test_a_report_is_read_clean_or_not_at_all() -> None:
         reports.Output(name=None, file="", video="h264 320x180", frames=None, duration=None,
                        size=None)]
     assert reports.timing(report) == (None, 25)
+    # A size past what the store takes for one is none; a frame count is not bound by it
+    [huge] = reports.outputs({"outputs": [{"size": MAX_OUTPUT_SIZE + 1,
+                                           "frames": MAX_OUTPUT_SIZE + 1, "width": True,
+                                           "height": 2}]})
+    assert (huge.size, huge.frames, huge.video) == (None, MAX_OUTPUT_SIZE + 1, "")
 
 
 def test_an_analysis_job_has_a_contact_sheet_of_its_shots(tmp_path: Path) -> None:
@@ -115,10 +121,8 @@ def test_an_analysis_job_has_a_contact_sheet_of_its_shots(tmp_path: Path) -> Non
 
     src = write_clip(tmp_path / "cuts.mp4", [sum(n >= c for c in CUTS) for n in range(FRAMES)])
     out = tmp_path / "tagged.mkv"
-    res = run_cli("transcode", str(src), "-p", "tag", "-o", str(out), "--gpu", "none",
-                  "--no-progress", "--json")
-    assert res.returncode == 0, res.stderr
-    pics = views.pictures(json.loads(res.stdout)["plan"], str(out))
+    report = transcode_report(str(src), "-p", "tag", "-o", str(out), "--gpu", "none")
+    pics = views.pictures(report["plan"], str(out))
     assert pics.of == "output" and not pics.before_after
     assert pics.shots == [0.0, CUTS[0] / 25, CUTS[1] / 25]
     means = []

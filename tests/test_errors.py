@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mediad.errors import MediadError, Reason
+from mediad.errors import MediadError, Reason, first_line
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
 
@@ -29,3 +29,14 @@ def test_a_reason_from_outside_must_be_one_of_ours() -> None:
     assert not MediadError("x", reason=Reason.DISK_FULL, transient=False).transient
     with pytest.raises(ValueError):
         MediadError("x", reason="made_up")
+
+
+def test_first_line_is_an_exceptions_first_line_of_text() -> None:
+    assert first_line(RuntimeError("CUDA error: an illegal memory access\nCUDA kernel errors "
+                                    "might be asynchronously reported")) == \
+        "CUDA error: an illegal memory access"
+    # a message that starts with a line break is not an empty one
+    assert first_line(ValueError("\n  PytorchStreamReader failed\n  at frame 3")) == \
+        "PytorchStreamReader failed"
+    assert first_line(KeyError()) == "" and first_line(OSError(" \n ")) == ""
+    assert first_line("row 3 missing from index\nrow 4 missing") == "row 3 missing from index"

@@ -30,6 +30,7 @@ from conftest import (
     packet_times,
     run_cli,
     stream_start,
+    transcode_report,
     write_profile,
 )
 
@@ -77,10 +78,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _transcode(src: Path, profile: Path, *extra: str) -> tuple[dict, Path]:
-    res = run_cli("transcode", str(src), "-p", str(profile), "--gpu", "none", "--json",
-                  "--no-progress", *extra)
-    assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
+    report = transcode_report(str(src), "-p", str(profile), "--gpu", "none", *extra)
     return report, Path(report["output"])
 
 

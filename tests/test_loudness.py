@@ -3,12 +3,11 @@ ffmpeg's ebur128 meter on the output; the report gives the figures of both passe
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import pytest
-from conftest import ffmpeg, ffmpeg_bytes, run_cli, stream_start, write_profile
+from conftest import ffmpeg, ffmpeg_bytes, run_cli, stream_start, transcode_report, write_profile
 
 from mediad.profiles import Profile
 
@@ -58,10 +57,8 @@ def test_every_encoded_track_reaches_the_target_loudness(quiet_source: Path, tmp
     before = [ebur128(quiet_source, t) for t in (0, 1)]
     assert all(b["I"] < -30 for b in before), before  # well below the target: turned up
     out = tmp_path / "o.mkv"
-    res = run_cli("transcode", str(quiet_source), "-p", str(write_profile(tmp_path, PROFILE)),
-                  "-o", str(out), "--no-progress", "--json")
-    assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
+    report = transcode_report(str(quiet_source), "-p", str(write_profile(tmp_path, PROFILE)),
+                              "-o", str(out))
     figures = {t["stream"]: t for t in report["loudness"]}
     assert sorted(figures) == [1, 2]
     for track, stream in ((0, 1), (1, 2)):
@@ -83,10 +80,9 @@ def test_a_track_within_range_is_only_turned_up(quiet_source: Path, tmp_path: Pa
     """Within the target's range and peak, loudnorm works linearly: the range is kept."""
     profile = PROFILE.replace("loudness = -23", "loudness = -27\ntrue_peak = -1\nlra = 20")
     out = tmp_path / "o.mkv"
-    res = run_cli("transcode", str(quiet_source), "-p", str(write_profile(tmp_path, profile)),
-                  "-o", str(out), "--no-progress", "--json")
-    assert res.returncode == 0, res.stderr
-    noise = next(t for t in json.loads(res.stdout)["loudness"] if t["stream"] == 1)
+    report = transcode_report(str(quiet_source), "-p", str(write_profile(tmp_path, profile)),
+                              "-o", str(out))
+    noise = next(t for t in report["loudness"] if t["stream"] == 1)
     assert noise["normalization"] == "linear", noise
     before, after = ebur128(quiet_source, 0), ebur128(out, 0)
     assert abs(after["I"] - -27) <= 1.0 and abs(after["LRA"] - before["LRA"]) <= 1.0, (before, after)
@@ -127,11 +123,9 @@ def test_a_ladder_normalises_each_track_once_for_every_output(package: str, quie
                                                               tmp_path: Path) -> None:
     """Each track measured and normalised once, its packets in every output: the HLS audio
     group's members, or every rendition's file."""
-    res = run_cli("transcode", str(quiet_source), "-p",
-                  str(write_profile(tmp_path, LADDER.format(package=package), "loud")),
-                  "-o", str(tmp_path / "set"), "--gpu", "none", "--no-progress", "--json")
-    assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
+    report = transcode_report(str(quiet_source), "-p",
+                              str(write_profile(tmp_path, LADDER.format(package=package), "loud")),
+                              "-o", str(tmp_path / "set"), "--gpu", "none")
     assert sorted(t["stream"] for t in report["loudness"]) == [1, 2]
     folder = tmp_path / "set"
     if package == "hls":  # a member of the audio group per track, each read on its own
@@ -158,10 +152,8 @@ def test_a_silent_or_very_short_track_is_kept_as_it_is_with_a_word(package: str,
     text = PROFILE if package == "mkv" else LADDER.format(package="hls").replace(
         "loudness = -16", "loudness = -23")
     out = tmp_path / ("o.mkv" if package == "mkv" else "set")
-    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, text)), "-o",
-                  str(out), "--gpu", "none", "--no-progress", "--json")
-    assert res.returncode == 0, res.stderr
-    report = json.loads(res.stdout)
+    report = transcode_report(str(src), "-p", str(write_profile(tmp_path, text)), "-o",
+                              str(out), "--gpu", "none")
     assert any("audio #1: silent" in w and "not normalised" in w for w in report["warnings"]), \
         report["warnings"]
     assert [t["stream"] for t in report["loudness"]] == [2]

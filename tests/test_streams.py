@@ -17,6 +17,7 @@ from conftest import (
     ffmpeg_exe,
     ffmpeg_info,
     run_cli,
+    transcode_report,
     write_profile,
 )
 
@@ -163,10 +164,7 @@ def test_fonts_and_cover_art_are_kept_in_matroska(fansub: dict[str, Path], tmp_p
 
 def test_mp4_keeps_cover_art_and_warns_about_fonts(fansub: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
-    res = run_cli("transcode", str(fansub["mkv"]), "-o", str(out), "--gpu", "none", "--json",
-                  "--no-progress")
-    assert res.returncode == 0, res.stderr
-    warnings = json.loads(res.stdout)["warnings"]
+    warnings = transcode_report(str(fansub["mkv"]), "-o", str(out), "--gpu", "none")["warnings"]
     assert "1 attachment(s) dropped (FansubSans.ttf): mp4 cannot hold attachments (fonts for " \
            "ASS subtitles need mkv)" in warnings
     assert _cover(out) == fansub["cover"].read_bytes()

@@ -256,6 +256,21 @@ def test_malformed_cue_is_skipped_with_a_warning(tmp_path: Path) -> None:
     _assert_same_cues(_cues(out), [(0.2, 0.7, "First."), (1.7, 2.2, "Last.")])
 
 
+def test_a_cue_that_another_starts_with_is_counted_as_skipped_in_mov_text(
+        tmp_path: Path) -> None:
+    """mov_text cannot overlap: of two cues that start together, the one that came first is
+    not shown, and the report counts it among the cues skipped (it was dropped silently)."""
+    (tmp_path / "in").mkdir()
+    src = _mkv_with_subs(tmp_path / "in" / "same.mkv", "subrip", [
+        (200, 800, b"First."), (200, 500, b"Same start."), (1700, 500, b"Last.")])
+    out = tmp_path / "same.mp4"
+    report = transcode(src, _profile(tmp_path, FAST_MP4), out, gpu="none")
+    assert [w for w in report.warnings if w.startswith("subtitle stream")] == [
+        "subtitle stream #1: 1 cue skipped in the conversion to mov_text (first: at 0.200s: "
+        "another cue starts with it (mov_text cannot overlap))"]
+    _assert_same_cues(_cues(out), [(0.2, 0.7, "Same start."), (1.7, 2.2, "Last.")])
+
+
 def test_cues_without_duration_last_until_the_next(tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     src = _mkv_with_subs(tmp_path / "in" / "open.mkv", "subrip",

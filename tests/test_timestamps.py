@@ -26,6 +26,7 @@ from conftest import (
     run_cli,
     stream_span,
     stream_start,
+    transcode_report,
     write_profile,
 )
 
@@ -71,9 +72,8 @@ def test_a_late_source_starts_at_zero_in_sync(late_sources: dict[str, Path], tmp
     src_v, src_a = stream_start(src, "0:v:0"), stream_start(src, "0:a:0")
     assert min(src_v, src_a) > 0.4
     out = tmp_path / f"out{suffix}"
-    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
-                  str(out), "--gpu", "none", "--json", "--no-progress")
-    assert res.returncode == 0, res.stderr
+    report = transcode_report(str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
+                              str(out), "--gpu", "none")
     out_v, out_a = stream_start(out, "0:v:0"), stream_start(out, "0:a:0")
     # Like the ffmpeg CLI: the earliest stream starts at 0 (an AAC encoder's priming may show
     # as a first packet a few ms early), and video keeps its offset to audio.
@@ -81,7 +81,6 @@ def test_a_late_source_starts_at_zero_in_sync(late_sources: dict[str, Path], tmp
     assert abs((out_v - out_a) - (src_v - src_a)) < 0.025, (out_v, out_a, src_v, src_a)
     # No empty stretch in front: the file lasts as long as its content, which the report gives.
     assert _container_duration(out) < 3.2
-    report = json.loads(res.stdout)
     assert abs(report["outputs"][0]["duration"] - 3.0) < 0.1
     assert any("rebased to start at 0" in n for n in report["plan"]["notes"])
 
@@ -179,10 +178,8 @@ def test_a_source_still_being_written_is_named_as_such(tmp_path: Path) -> None:
 def test_frames_lost_to_corruption_are_reported(tmp_path: Path) -> None:
     damaged, _ = damaged_ts(tmp_path)
     out = tmp_path / "out.mp4"
-    res = run_cli("transcode", str(damaged), "-p", str(write_profile(tmp_path, FAST)), "-o", str(out),
-                  "--gpu", "none", "--json", "--no-progress")
-    assert res.returncode == 0, res.stderr
-    warnings = json.loads(res.stdout)["warnings"]
+    warnings = transcode_report(str(damaged), "-p", str(write_profile(tmp_path, FAST)), "-o",
+                                str(out), "--gpu", "none")["warnings"]
     assert any(re.match(r"\d+ corrupt packet\(s\) in the source \(stream #0: \d+", w)
                for w in warnings), warnings
     missing = [w for w in warnings if "video frame(s) missing" in w]
@@ -229,10 +226,8 @@ def test_damaged_packets_of_a_re_encoded_audio_track_are_skipped_and_counted(
     damaged = tmp_path / "damaged.mkv"
     damaged.write_bytes(bytes(data))
     out = tmp_path / "out.mp4"
-    res = run_cli("transcode", str(damaged), "-p", str(write_profile(tmp_path, FAST)), "-o",
-                  str(out), "--gpu", "none", "--json", "--no-progress")
-    assert res.returncode == 0, res.stderr
-    warnings = json.loads(res.stdout)["warnings"]
+    warnings = transcode_report(str(damaged), "-p", str(write_profile(tmp_path, FAST)), "-o",
+                                str(out), "--gpu", "none")["warnings"]
     assert any(re.match(r"5 damaged packet\(s\) could not be decoded or copied and were skipped "
                         r"\(stream #1: 5\); the first: decode error in stream #1 at 1\.\d+s", w)
                for w in warnings), warnings
@@ -250,20 +245,16 @@ def test_a_recording_cut_between_keyframes_says_what_did_not_decode(tmp_path: Pa
     n = len(data) // 188
     cut = tmp_path / "cut.ts"
     cut.write_bytes(data[int(n * 0.3) * 188:])  # starts mid-GOP, as recordings do
-    res = run_cli("transcode", str(cut), "-p", str(write_profile(tmp_path, FAST)), "-o",
-                  str(tmp_path / "out.mp4"), "--gpu", "none", "--json", "--no-progress")
-    assert res.returncode == 0, res.stderr
-    warnings = json.loads(res.stdout)["warnings"]
+    warnings = transcode_report(str(cut), "-p", str(write_profile(tmp_path, FAST)), "-o",
+                                str(tmp_path / "out.mp4"), "--gpu", "none")["warnings"]
     assert any(re.match(r"the first 0\.\d+s of video \(~\d+ frames\) did not decode: the source "
                         "starts between keyframes", w) for w in warnings), warnings
 
 
 def test_clean_sources_have_no_decode_warnings(tmp_path: Path) -> None:
     src = shutil.copy(camera_clip(tmp_path / "clean.mkv", seconds=2), tmp_path / "c.mkv")
-    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, FAST)), "-o",
-                  str(tmp_path / "out.mp4"), "--gpu", "none", "--json", "--no-progress")
-    assert res.returncode == 0, res.stderr
-    assert json.loads(res.stdout)["warnings"] == []
+    assert transcode_report(str(src), "-p", str(write_profile(tmp_path, FAST)), "-o",
+                            str(tmp_path / "out.mp4"), "--gpu", "none")["warnings"] == []
 
 
 def _segments(tmp_path: Path, offsets: list[float], seconds: float = 4,
@@ -288,13 +279,12 @@ def test_a_clock_jump_in_a_joined_recording_is_joined_up(tmp_path: Path, offsets
     an 83-minute hole forward, 26 hours through libavformat's wrap correction backward)."""
     src = _segments(tmp_path, offsets)
     out = tmp_path / "out.mkv"
-    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, profile)), "-o", str(out),
-                  "--gpu", "none", "--json", "--no-progress")
-    assert res.returncode == 0, res.stderr
+    report = transcode_report(str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
+                              str(out), "--gpu", "none")
     assert _container_duration(out) < 8.2
     assert abs(stream_span(out, "0:v:0") - 8.0) < 0.1 and abs(stream_span(out, "0:a:0") - 8.0) < 0.1
     assert len(packet_times(out, "0:v:0")) == 200
-    warnings = json.loads(res.stdout)["warnings"]
+    warnings = report["warnings"]
     assert any(w.startswith("the source's clock jumped 1 time(s)") for w in warnings), warnings
 
 
@@ -302,12 +292,11 @@ def _one_timeline(src: Path, tmp_path: Path, profile: str, seconds: float) -> li
     """Transcode a joined recording into MKV: one timeline of `seconds`, video and audio; the
     report's warnings."""
     out = tmp_path / "out.mkv"
-    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
-                  str(out), "--gpu", "none", "--json", "--no-progress")
-    assert res.returncode == 0, res.stderr
+    report = transcode_report(str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
+                              str(out), "--gpu", "none")
     for stream in ("0:v:0", "0:a:0"):
         assert abs(stream_span(out, stream) - seconds) < 0.1, stream
-    return json.loads(res.stdout)["warnings"]
+    return report["warnings"]
 
 
 @pytest.mark.parametrize("profile", [FAST, COPY_MKV], ids=["encode", "copy"])
@@ -343,10 +332,8 @@ def test_overlapping_segments_are_copied_with_timestamps_moved_forward(tmp_path:
     assert any(b < a for a, b in zip(dts, dts[1:], strict=False))  # it steps back
     for profile, suffix in ((FAST, ".mp4"), (COPY_MKV, ".mkv")):
         out = tmp_path / f"out{suffix}"
-        res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
-                      str(out), "--gpu", "none", "--json", "--no-progress")
-        assert res.returncode == 0, res.stderr
-        warnings = json.loads(res.stdout)["warnings"]
+        warnings = transcode_report(str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
+                                    str(out), "--gpu", "none")["warnings"]
         assert any(re.match(r"\d+ copied packet\(s\) whose timestamps went back were moved "
                             r"forward \(stream #1", w) for w in warnings), warnings
         assert abs(stream_span(out, "0:a:0") - 8.0) < 0.1
@@ -371,12 +358,11 @@ def test_a_garbled_timestamp_in_a_damaged_recording_is_repaired(tmp_path: Path) 
     assert max(p for p, _ in packet_times(garbled, "0:v:0")) > 20000
     for profile in (COPY_MKV, FAST):
         out = tmp_path / "out.mkv"
-        res = run_cli("transcode", str(garbled), "-p", str(write_profile(tmp_path, profile)), "-o",
-                      str(out), "--gpu", "none", "--json", "--no-progress", "--overwrite")
-        assert res.returncode == 0, res.stderr
+        report = transcode_report(str(garbled), "-p", str(write_profile(tmp_path, profile)),
+                                  "-o", str(out), "--gpu", "none", "--overwrite")
         assert _container_duration(out) < 4.2
         assert "1 packet(s) had a garbled presentation time (a damaged header): given their " \
-               "decoding time" in json.loads(res.stdout)["warnings"]
+               "decoding time" in report["warnings"]
 
 
 def test_audio_that_changes_layout_mid_stream_is_converted(tmp_path: Path) -> None:

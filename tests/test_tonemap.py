@@ -20,7 +20,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import camera_filter, ffmpeg, ffmpeg_info, has_weight_package, run_cli, write_profile
+from conftest import (
+    camera_filter,
+    ffmpeg,
+    ffmpeg_info,
+    has_weight_package,
+    run_cli,
+    transcode_report,
+    write_profile,
+)
 from pydantic import ValidationError
 
 from mediad.errors import MediadError
@@ -437,10 +445,8 @@ def test_tone_mapping_runs_ahead_of_the_stages(stage: str, clips: dict[str, Path
              'device = "cpu"\n' if stage == "upscale" else
              '[[stages]]\nkind = "shots"\ndevice = "cpu"\n')
     out = tmp_path / "out.mp4"
-    res = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, FAST + extra)),
-                  "-o", str(out), "--gpu", "none", "--no-progress", "--json")
-    assert res.returncode == 0, res.stderr
-    plan = json.loads(res.stdout)["plan"]
+    plan = transcode_report(str(src), "-p", str(write_profile(tmp_path, FAST + extra)),
+                            "-o", str(out), "--gpu", "none")["plan"]
     assert plan["video"]["tonemap"] is not None, plan["video"]
     assert re.search(r"yuv420p\(tv, bt709[,)]", _video_line(out)), _video_line(out)
     size = "256:144" if stage == "upscale" else "128:72"

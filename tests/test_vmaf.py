@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import camera_clip, ffmpeg, ffmpeg_bytes, run_cli, write_profile
+from conftest import camera_clip, ffmpeg, ffmpeg_bytes, run_cli, transcode_report, write_profile
 
 from mediad.errors import InvalidFile
 from mediad.media.plan import Plan
@@ -247,10 +247,7 @@ def _transcode(source: Path, folder: Path, rate: str, name: str) -> tuple[dict, 
     """Transcode with PROFILE and the video `rate` line (target_vmaf or quality)."""
     out = folder / f"{name}.mp4"
     profile = write_profile(folder, PROFILE.format(rate=rate), name=name)
-    res = run_cli("transcode", str(source), "-p", str(profile), "-o", str(out), "--no-progress",
-                  "--json")
-    assert res.returncode == 0, res.stderr
-    return json.loads(res.stdout), out
+    return transcode_report(str(source), "-p", str(profile), "-o", str(out)), out
 
 
 def _smallest_reaching(source: Path, folder: Path, target: int) -> tuple[dict, Path]:

@@ -392,15 +392,19 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
     @api.get("/stats", response_model=Stats, tags=["machine"])
     def stats() -> Stats:
         """Counts by state, throughput over the last 24 h, bytes saved by done jobs."""
-        since = time.time() - 86400
         with reading() as conn:
-            by_state = counts(conn)
-            done, frames = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(frames_done), 0) FROM jobs WHERE state = 'done' "
-                "AND finished >= ?", (since,)).fetchone()
-            bytes_in, bytes_out = conn.execute(
-                "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(out_size), 0) FROM jobs "
-                "WHERE state = 'done' AND out_size > 0").fetchone()
+            return stats_of(conn)
+
+    def stats_of(conn: sqlite3.Connection) -> Stats:
+        """What GET /stats answers, read on the caller's connection (a dashboard page's)."""
+        since = time.time() - 86400
+        by_state = counts(conn)
+        done, frames = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(frames_done), 0) FROM jobs WHERE state = 'done' "
+            "AND finished >= ?", (since,)).fetchone()
+        bytes_in, bytes_out = conn.execute(
+            "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(out_size), 0) FROM jobs "
+            "WHERE state = 'done' AND out_size > 0").fetchone()
         return Stats(counts=StateCounts(**{s: by_state.get(s, 0) for s in STATES}),
                      done_last_24h=done, frames_last_24h=frames, jobs_per_hour=round(done / 24, 3),
                      frames_per_hour=round(frames / 24, 1), bytes_in=bytes_in,
@@ -466,6 +470,6 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
         token=token, reading=reading, retry=retry, cancel=cancel,
         priority=lambda job_id, value, wait: priority(job_id, PriorityRequest(priority=value),
                                                       wait),
-        profiles=list_profiles, profile=show_profile, gpus=gpus, nodes=nodes, stats=stats,
+        profiles=list_profiles, profile=show_profile, gpus=gpus, nodes=nodes, stats=stats_of,
         history=gpu_history))
     return app

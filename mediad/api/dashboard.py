@@ -72,7 +72,7 @@ class Backend:
     profile: Callable[[str], Any]  # ProfileDetail; raises ApiError 404
     gpus: Callable[[], Any]
     nodes: Callable[[], list[Any]]
-    stats: Callable[[], Any]
+    stats: Callable[[sqlite3.Connection], Any]  # Stats, read on the page's connection
     history: TelemetryHistory
 
 
@@ -209,9 +209,10 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
         session = session_of(request)
         with backend.reading() as conn:
             view = views.queue_view(conn)
+            stats = backend.stats(conn)
             told = notice(request, conn)
         return page(request, "queue.html", session, title="Queue", view=view, live="all",
-                    notice=told, stats=backend.stats())
+                    notice=told, stats=stats)
 
     @router.get("/jobs/{job_id}")
     def job_page(request: Request, job_id: int) -> Response:
@@ -342,9 +343,10 @@ def install_dashboard(app: FastAPI, backend: Backend) -> None:
         session = session_of(request)
         with backend.reading() as conn:
             days = views.history(conn)
+            stats = backend.stats(conn)
         short = [d.day[5:] for d in days]
         return page(request, "history.html", session, title="History", days=days,
-                    stats=backend.stats(),
+                    stats=stats,
                     done_chart=charts.bars([(s, d.done) for s, d in zip(short, days, strict=True)],
                                            label="jobs done per day", unit=" jobs"),
                     saved_chart=charts.bars(

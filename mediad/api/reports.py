@@ -12,6 +12,8 @@ from typing import Any
 from mediad.api.text import clean_data
 from mediad.daemon.schema import MAX_OUTPUT_SIZE
 
+LARGEST = 2**53  # past any width, frame count or GOP, and exact in any JSON reader
+
 
 def parse(text: str | bytes | None) -> dict[str, Any] | None:
     """The report as data, every string clean (contracts.clean) and every float finite; None
@@ -42,10 +44,10 @@ def number(value: Any) -> float | int | None:
     return value if math.isfinite(value) else None
 
 
-def count(value: Any) -> int | None:
-    """A whole number from 0 to MAX_OUTPUT_SIZE (bytes), else None."""
+def whole(value: Any, most: int = LARGEST) -> int | None:
+    """A whole number (not a bool) from 0 to `most`, else None."""
     return value if isinstance(value, int) and not isinstance(value, bool) \
-        and 0 <= value <= MAX_OUTPUT_SIZE else None
+        and 0 <= value <= most else None
 
 
 def text(value: Any) -> str | None:
@@ -84,15 +86,16 @@ def outputs(report: dict[str, Any] | None) -> list[Output]:
         if not isinstance(o, dict):
             continue
         path = text(o.get("path")) or text(o.get("playlist")) or ""
-        width, height = count(o.get("width")), count(o.get("height"))
+        width, height = whole(o.get("width")), whole(o.get("height"))
         encoder = text(o.get("encoder"))
         video = " ".join(p for p in (
             text(o.get("video_codec")) or text(o.get("codec")),
             f"{width}x{height}" if width and height else None,
             f"via {encoder}" if encoder else None) if p)
         rows.append(Output(name=text(o.get("name")), file=path.rstrip("/").rsplit("/", 1)[-1],
-                           video=video, frames=count(o.get("frames")),
-                           duration=number(o.get("duration")), size=count(o.get("size"))))
+                           video=video, frames=whole(o.get("frames")),
+                           duration=number(o.get("duration")),
+                           size=whole(o.get("size"), MAX_OUTPUT_SIZE)))
     return rows
 
 

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediad.api import reports
-from mediad.api.reports import count, mapping, number, text, texts
+from mediad.api.reports import mapping, number, text, texts, whole
 from mediad.api.text import clean
 from mediad.daemon.job_events import JobEvent as StoredEvent
-from mediad.daemon.queue import Job, counts, job_of_row
+from mediad.daemon.queue import Job, job_of_row
 
 DONE_SHOWN = 25  # done jobs on the queue page
 FAILED_SHOWN = 50
@@ -63,11 +63,11 @@ class QueueView:
     queued: list[QueueRow] = field(default_factory=list)
     failed: list[QueueRow] = field(default_factory=list)
     done: list[QueueRow] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 def queue_view(conn: sqlite3.Connection) -> QueueView:
-    """Running and queued jobs (all), the latest failed and done ones, and the counts."""
+    """Running and queued jobs (all) and the latest failed and done ones (the counts by state
+    are the page's stats)."""
     view = QueueView()
 
     def rows(sql: str, *args: Any) -> list[QueueRow]:
@@ -80,7 +80,6 @@ def queue_view(conn: sqlite3.Connection) -> QueueView:
                        "LIMIT ?", FAILED_SHOWN)
     view.done = rows("SELECT * FROM jobs WHERE state = 'done' ORDER BY finished DESC, id DESC "
                      "LIMIT ?", DONE_SHOWN)
-    view.counts = counts(conn)
     return view
 
 
@@ -231,12 +230,12 @@ def renditions(plan: dict | None, report: dict | None) -> list[dict[str, Any]]:
             continue
         v = mapping(r.get("video"))
         name = text(r.get("name"))
-        width, height = count(v.get("width")), count(v.get("height"))
+        width, height = whole(v.get("width")), whole(v.get("height"))
         rows.append({"name": name, "size": f"{width}x{height}" if width and height else "?",
                      "codec": text(v.get("codec")), "encoder": text(v.get("encoder")),
                      "bit_rate": number(v.get("bit_rate")),
                      "max_bit_rate": number(r.get("max_bit_rate")),
-                     "quality": number(v.get("quality")), "gop": count(r.get("gop")),
+                     "quality": number(v.get("quality")), "gop": whole(r.get("gop")),
                      "bytes": sizes.get(name), "reason": text(v.get("reason"))})
     return rows
 

@@ -114,17 +114,24 @@ class Intake(DaemonState):
 
     def _state_full(self, item: Identified | None) -> None:
         """The state database's disk is full: keep `item` (identified, not yet recorded) to try
-        again every few seconds, without reading it again; say so once per episode."""
+        again every few seconds, without reading it again. Once per episode (until a write
+        goes through, _state_room): say so, and give back what the log holds."""
         if item is not None:
             self.unrecorded[(item.watch, item.path)] = item
         self.next_unrecorded = time.monotonic() + STATE_FULL_RETRY
+        if self.state_full:
+            return
+        self.state_full = True
         with contextlib.suppress(sqlite3.Error):  # room, when the log was what filled it
             self.queue.reclaim()
-        if not self.state_full:
-            self.state_full = True
-            log.event("state_full", logging.ERROR, state_dir=self.state_dir,
-                      note="the state database's disk is full: files wait, and are queued as "
-                           "soon as there is room")
+        log.event("state_full", logging.ERROR, state_dir=self.state_dir,
+                  note="the state database's disk is full: files wait, and are queued as soon "
+                       "as there is room")
+
+    def _state_room(self) -> None:
+        """A write went through: the state disk has room again (a full disk after this is a
+        new episode)."""
+        self.state_full = False
 
     def _unrecorded_due(self, now: float) -> list[Identified]:
         """Files identified while the state disk was full, when it is time to try again."""
@@ -132,7 +139,6 @@ class Intake(DaemonState):
             return []
         items = list(self.unrecorded.values())
         self.unrecorded.clear()
-        self.state_full = False
         return items
 
     def _submit(self, command: Command) -> None:

@@ -210,6 +210,9 @@ class Queue:
         except MediadError as e:
             raise MediadError(f"{self.path}: {e}", reason=e.reason) from None
         self._data_version = self._read_data_version()
+        # The nodes record as this Queue last wrote it (None: not yet known, read on first use):
+        # set_nodes compares with it instead of reading the table back every tick.
+        self._nodes: list[NodeView] | None = None
 
     def check(self) -> str | None:
         """SQLite's quick check of every page (milliseconds for a queue's size); None: sound."""
@@ -309,7 +312,9 @@ class Queue:
         def state(views: list[NodeView]) -> dict[str, tuple]:
             return {n.node: (n.alive, n.declared, n.used) for n in views}
 
-        recorded = read_nodes(self.conn)
+        if self._nodes is None:
+            self._nodes = read_nodes(self.conn)  # what a daemon before this one left
+        recorded = self._nodes
         newest = max((n.seen for n in nodes), default=0.0)
         if state(recorded) == state(nodes) and \
                 min((n.seen for n in recorded), default=newest) > newest - NODES_SEEN_EVERY:
@@ -325,6 +330,7 @@ class Queue:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+        self._nodes = list(nodes)
         return True
 
     def progress(self, job_id: int, frames_done: int, frames_total: int | None, fps: float) -> None:

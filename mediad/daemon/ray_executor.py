@@ -31,7 +31,7 @@ from mediad.daemon.protocol import Failed, JobSpec
 from mediad.daemon.queue import NodeView
 from mediad.daemon.ray_relay import EXIT, relay
 from mediad.daemon.slots import wants_nvenc
-from mediad.errors import MediadError, Reason
+from mediad.errors import MediadError, Reason, first_line
 from mediad.gpu.records import CODECS
 from mediad.profiles import Profile
 
@@ -125,7 +125,7 @@ class RayTask:
         except Exception as e:  # the node died, Ray lost the task, or it was cancelled
             code = -signal.SIGKILL
             self._write(Failed(message=f"the cluster lost the job: {type(e).__name__}: "
-                                       f"{str(e).splitlines()[0] if str(e) else ''}".rstrip(": "),
+                                       f"{first_line(e)}".rstrip(": "),
                                reason=Reason.WORKER_CRASHED, transient=True).line())
         finally:
             self.returncode = code  # before the pipe closes: the loop polls after end of file
@@ -182,7 +182,7 @@ class RayExecutor:
                      logging_level=logging.WARNING, configure_logging=False)
         except Exception as e:  # no cluster there (yet): systemd starts the daemon again
             raise MediadError(f"executor.address {self.settings.address}: cannot join the Ray "
-                              f"cluster: {str(e).splitlines()[0] if str(e) else type(e).__name__}",
+                              f"cluster: {first_line(e) or type(e).__name__}",
                               reason=Reason.IO_ERROR) from None
         finally:
             for signum, handler in handlers.items():

@@ -50,6 +50,7 @@ class Scheduling(DaemonState):
                 started = False
             if started:
                 free -= 1
+                self._state_room()  # its start was recorded
 
     def _start(self, job: Job) -> bool:
         """Start a worker for `job`; False when it did not start (waiting, or failed at once)."""

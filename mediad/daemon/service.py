@@ -38,7 +38,7 @@ from mediad.daemon.settle import Settler
 from mediad.daemon.status import PID_FILE
 from mediad.daemon.supervision import Supervision
 from mediad.daemon.watcher import Watcher
-from mediad.errors import MediadError, Reason
+from mediad.errors import MediadError, Reason, first_line
 
 if TYPE_CHECKING:
     from mediad.api.server import ApiServer
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 def damaged_database(db: Path, detail: str) -> MediadError:
     """The one line for a state database SQLite reads as damaged."""
-    return MediadError(f"{db}: the state database is damaged ({detail.splitlines()[0]}); move "
+    return MediadError(f"{db}: the state database is damaged ({first_line(detail)}); move "
                        "it aside to start afresh (outputs already committed are recognised by "
                        "their job key and not made again)", reason=Reason.BAD_STATE)
 
@@ -311,7 +311,8 @@ class Daemon(Intake, Scheduling, Supervision):
                     log.event("internal_error", logging.ERROR, path=path,
                               error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=-3))
                     self._refuse(path, "internal_error")
-            for item in self._unrecorded_due(now) + self.hasher.drain():
+            waited = self._unrecorded_due(now)
+            for item in waited + self.hasher.drain():
                 try:
                     self._identified(item)
                 except sqlite3.OperationalError as e:
@@ -322,6 +323,8 @@ class Daemon(Intake, Scheduling, Supervision):
                     log.event("internal_error", logging.ERROR, path=item.path,
                               error=f"{type(e).__name__}: {e}", trace=traceback.format_exc(limit=-3))
                     self._refuse(item.path, "internal_error")
+            if waited and not self.unrecorded:  # the files that waited for room are recorded
+                self._state_room()
         self._apply_commands(now)
         self._supervise(now)
         if self.executor.remote and now >= self.next_nodes:

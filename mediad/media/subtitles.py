@@ -175,8 +175,9 @@ class SubtitleConverter:
             return []
         assert cue.duration is not None
         if next_start is not None and cue.start + cue.duration > next_start:
-            if next_start <= cue.start:
-                return []  # replaced at once by a cue starting with it: nothing to show
+            if next_start <= cue.start:  # a cue starting with it takes its place
+                self._skip(cue.start, "another cue starts with it (mov_text cannot overlap)")
+                return []
             cue.duration = next_start - cue.start
         return self._emit(cue)
 

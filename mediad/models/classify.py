@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from mediad import log
-from mediad.errors import MediadError, Reason
+from mediad.errors import MediadError, Reason, first_line
 from mediad.models.base import (
     FrameBatch,
     FrameLabels,
@@ -70,9 +70,9 @@ def load_user_model(path: str | Path) -> torch.nn.Module:
             warnings.simplefilter("ignore", DeprecationWarning)
             return torch.jit.load(str(p), map_location="cpu").eval()
     except (RuntimeError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         kind = "torch.export program" if p.suffix == ".pt2" else "TorchScript file"
-        raise MediadError(f"{p}: not a loadable {kind}: {first}", reason=Reason.BAD_MODEL) from None
+        raise MediadError(f"{p}: not a loadable {kind}: {first_line(e) or type(e).__name__}",
+                          reason=Reason.BAD_MODEL) from None
 
 
 class Classifier(FrameStage):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediad import log
-from mediad.errors import MediadError, Reason
+from mediad.errors import MediadError, Reason, first_line
 from mediad.models import require_torch
 from mediad.models.base import (
     AnalysisResult,
@@ -286,10 +286,10 @@ class StageRunner:
                     except MediadError:
                         raise
                     except Exception as e:  # a model's own failure (a CUDA error, a shape bug)
-                        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
                         raise MediadError(
                             f"stage {stage.kind} failed at frame {self.frames_seen + i}: "
-                            f"{type(e).__name__}: {first}", reason=Reason.INTERNAL_ERROR) from e
+                            f"{type(e).__name__}: {first_line(e)}",
+                            reason=Reason.INTERNAL_ERROR) from e
                     if stage.modifies_frames:
                         if out.frames is None:
                             raise RuntimeError(f"stage {stage.kind} returned no frames")

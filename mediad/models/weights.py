@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mediad.errors import MediadError, Reason
+from mediad.errors import MediadError, Reason, first_line
 
 
 def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
@@ -33,10 +33,9 @@ def read_weight_file(path: Path) -> dict[str, torch.Tensor]:
         # weights_only: a .pth is a pickle, and a downloaded model must not run code on load.
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many unrelated types for a corrupt/foreign pickle
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise MediadError(
-            f"{path}: not a readable PyTorch weight file ({first})", reason=Reason.BAD_MODEL
-        ) from e
+            f"{path}: not a readable PyTorch weight file ({first_line(e) or type(e).__name__})",
+            reason=Reason.BAD_MODEL) from e
     return unwrap_state_dict(obj, str(path))
 
 
