@@ -134,9 +134,7 @@ def test_faststart_holds_for_every_file_as_for_a_single_transcode(tmp_path: Path
     src = camera_clip(tmp_path / "v.mp4", seconds=3)
     text = "faststart = true\n" + FILES.format(container="mp4", package="")
     profile = write_profile(tmp_path, text, "files-faststart")
-    res = run_cli("transcode", str(src), "-p", str(profile), "-o", str(tmp_path / "set"),
-                  "--gpu", "none", "--no-progress")
-    assert res.returncode == 0, res.stderr
+    transcode_report(str(src), "-p", str(profile), "-o", str(tmp_path / "set"), "--gpu", "none")
     files = sorted((tmp_path / "set").glob("*.mp4"))
     assert len(files) == 2
     for f in files:
