@@ -23,7 +23,7 @@ from mediad.media.audio_sink import mux_audio
 from mediad.media.carry_over import carry_over, copy_stream_info
 from mediad.media.fan_out import FanOut
 from mediad.media.gap_fill import GapFiller, fill_rate
-from mediad.media.ladder_plan import LadderPlan, RenditionPlan
+from mediad.media.ladder_plan import LadderPlan, OutputPlan
 from mediad.media.loudness import normalizers
 from mediad.media.outputs import (
     AudioTrack,
@@ -220,11 +220,11 @@ class _Runner:
                                         out_format=gpu_layout(vp), nvenc=encode and vp.hardware,
                                         post=post, batch=8)
 
-    def _label(self, r: RenditionPlan) -> str | None:
+    def _label(self, r: OutputPlan) -> str | None:
         """The rendition's name in errors and NVENC refusals; None for a single output."""
         return None if self.plan.package == "file" else r.name
 
-    def _add_rendition(self, r: RenditionPlan, ist: av.video.stream.VideoStream,
+    def _add_rendition(self, r: OutputPlan, ist: av.video.stream.VideoStream,
                        out: av.container.OutputContainer) -> None:
         if r.video.action == "copy":
             self._add_copied_video(r, ist, out)
@@ -262,7 +262,7 @@ class _Runner:
         depth = 2 if len(self.plan.renditions) == 1 else 8
         self.sinks.append(sink(transform=transform, depth=depth, before=before))
 
-    def _add_copied_video(self, r: RenditionPlan, ist: av.video.stream.VideoStream,
+    def _add_copied_video(self, r: OutputPlan, ist: av.video.stream.VideoStream,
                           out: av.container.OutputContainer) -> None:
         assert self.plan.package == "file", "a ladder encodes every rendition"
         self.copied = _CopiedVideo(*add_copied_video(out, ist, r.video, self.plan.container))

@@ -30,8 +30,10 @@ _PEAK_OVER_AVERAGE = 1.5
 
 
 @dataclass(frozen=True, kw_only=True)
-class RenditionPlan:
-    """One output rendition: its name (`720p`), its video plan and its rate control."""
+class OutputPlan:
+    """One output of a run (a ladder's rendition, or a single transcode's video): its name
+    (`720p`), its video plan (geometry, encoder, the reason for it), its rate control and how
+    the decoded frames reach its encoder."""
 
     name: str
     video: VideoPlan
@@ -43,13 +45,14 @@ class RenditionPlan:
 
 @dataclass(frozen=True, kw_only=True)
 class LadderPlan:
-    """Decode once (`base`: decode, audio and timeline decisions), encode every rendition."""
+    """What the engine runs: decode once (`base`: decode, audio and timeline decisions), and
+    encode every output (`renditions`). A ladder's, or a single transcode's (single_output)."""
 
     base: Plan  # the single-output plan of the tallest rendition
     package: Package
-    container: str  # of each file (files), or of the segments (fMP4: mp4)
-    output: str  # the folder
-    renditions: list[RenditionPlan]
+    container: str  # of each file (files, file), or of the segments (fMP4: mp4)
+    output: str  # the folder (a single output: its file)
+    renditions: list[OutputPlan]
     audio: list[StreamPlan]  # the audio tracks, each one output track (an HLS group member)
     subtitles: list[StreamPlan]  # the text tracks kept: in every file, or HLS WebVTT renditions
     segment_seconds: float
@@ -96,7 +99,7 @@ class LadderPlan:
 def single_output(plan: Plan) -> LadderPlan:
     """A single transcode as the engine runs it: one rendition, the plan's own video (encoded
     or copied), into the plan's one file."""
-    video = RenditionPlan(name="video", video=plan.video, max_bit_rate=None, gop=0,
+    video = OutputPlan(name="video", video=plan.video, max_bit_rate=None, gop=0,
                           frames=plan.frames_reason)
     return LadderPlan(base=plan, package="file", container=plan.container, output=plan.output,
                       renditions=[video], audio=[a for a in plan.audio if a.action != "drop"],
@@ -220,7 +223,7 @@ def _residency(base: Plan, source_pix_fmt: str) -> tuple[bool, str]:
     return True, "NVDEC frames stay in GPU memory; each rendition is scaled from them in torch"
 
 
-def _resided(r: RenditionPlan, on_gpu: bool) -> RenditionPlan:
+def _resided(r: OutputPlan, on_gpu: bool) -> OutputPlan:
     """The rendition with the word on how its frames reach its encoder."""
     v = r.video
     frames = "host frames, scaled in libavfilter" if not on_gpu else \
@@ -312,7 +315,7 @@ def _sar(video: VideoPlan) -> Fraction:
 
 
 def _rendition(name: str, r: RenditionSettings, video: VideoPlan, gop: int,
-               aspect: Fraction) -> RenditionPlan:
+               aspect: Fraction) -> OutputPlan:
     """The rendition's video with streaming's rate control, aligned keyframes, and the top
     rendition's display aspect exactly (even sizes round it: 426x240 is not 16:9 with square
     pixels, and DASH refuses an adaptation set of mixed aspects)."""
@@ -324,10 +327,10 @@ def _rendition(name: str, r: RenditionSettings, video: VideoPlan, gop: int,
         peak = parse_bitrate(r.max_bitrate) if r.max_bitrate else \
             int(video.bit_rate * _PEAK_OVER_AVERAGE)
     video = replace(video, sample_aspect_ratio=f"{sar.numerator}/{sar.denominator}")
-    return _with_stream_options(RenditionPlan(name=name, video=video, max_bit_rate=peak, gop=gop))
+    return _with_stream_options(OutputPlan(name=name, video=video, max_bit_rate=peak, gop=gop))
 
 
-def _with_stream_options(r: RenditionPlan) -> RenditionPlan:
+def _with_stream_options(r: OutputPlan) -> OutputPlan:
     """The rendition with its encoder's keyframe and VBV options added."""
     v = r.video
     options = {**v.options, **gop_options(v.encoder, r.gop, v.options)}
