@@ -203,3 +203,31 @@ def test_probe_lists_attachments_flags_and_rates(fansub: dict[str, Path]) -> Non
     assert "(file rate less audio)" in text
     mp4 = json.loads(run_cli("probe", str(fansub["mp4"]), "--json").stdout)
     assert mp4["video"][0]["bit_rate"] > 0  # MP4 knows each track's rate
+
+
+@pytest.mark.parametrize("first", ["cover", "font"])
+def test_matroska_attachments_keep_the_sources_order(tmp_path: Path, first: str) -> None:
+    """QA: a cover picture and a font attached to an MKV came out in a fixed order, whatever
+    the source's (a single transcode put the cover first, a ladder's files the font): as
+    `ffmpeg -map 0` does, they keep the source's order."""
+    video = camera_clip(tmp_path / "v.mkv", seconds=1)
+    font, cover = tmp_path / "f.ttf", tmp_path / "cover.jpg"
+    font.write_bytes(b"\0\1\0\0" + bytes(96))
+    ffmpeg("-y", "-f", "lavfi", "-i", "color=c=red:s=64x64", "-frames:v", "1", str(cover))
+    attach = {"font": ["-attach", str(font)], "cover": ["-attach", str(cover)]}
+    mime = {"font": "font/ttf", "cover": "image/jpeg"}
+    order = [first, "font" if first == "cover" else "cover"]
+    args = [a for kind in order for a in attach[kind]]
+    args += [a for i, kind in enumerate(order) for a in (f"-metadata:s:t:{i}", f"mimetype={mime[kind]}")]
+    src = tmp_path / "src.mkv"
+    ffmpeg("-y", "-i", str(video), "-map", "0", "-c", "copy", *args, str(src))
+    out = tmp_path / "out.mkv"
+    transcode_report(str(src), "-p", str(write_profile(tmp_path, COPY)), "-o", str(out),
+                     "--gpu", "none")
+
+    def kinds(path: Path) -> list[str]:
+        return ["cover" if "attached pic" in s else "font"
+                for s in _streams(path) if "attached pic" in s or "Attachment" in s]
+
+    assert kinds(src) == order
+    assert kinds(out) == order

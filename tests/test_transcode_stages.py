@@ -6,7 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ffmpeg, ffmpeg_psnr, make_clip, read_back, run_cli
+from conftest import (
+    ffmpeg,
+    ffmpeg_info,
+    ffmpeg_psnr,
+    make_clip,
+    read_back,
+    run_cli,
+    transcode_report,
+    write_profile,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -238,3 +247,28 @@ def test_stages_on_gpu_frames_then_software_encoder_wiring(tmp_path: Path) -> No
     assert result.frames_written == s.frames == o.frames
     assert (o.width, o.height, o.video_codec) == (128, 96, "h264")
     assert o.pts == pytest.approx(s.pts, abs=0.002)
+
+
+@pytest.mark.parametrize("container", ["mkv", "mp4"])
+def test_shot_chapters_replace_the_sources_chapters(cuts_clip: Path, tmp_path: Path,
+                                                    container: str) -> None:
+    """QA: a source with chapters of its own kept them (Intro, Main) although the shots stage
+    was asked for chapters, which replace the source's (docs/models.md); the source's were
+    written with the header, before the shots were known, and the muxers kept those."""
+    meta = tmp_path / "meta.txt"
+    meta.write_text(";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=2000\ntitle=Intro\n"
+                    "[CHAPTER]\nTIMEBASE=1/1000\nSTART=2000\nEND=4800\ntitle=Main\n")
+    src = tmp_path / f"chaptered.{container}"
+    ffmpeg("-y", "-i", str(cuts_clip), "-i", str(meta), "-map", "0", "-map_chapters", "1",
+           "-c", "copy", str(src))
+    assert "title           : Intro" in ffmpeg_info(src)
+    profile = write_profile(tmp_path, f'container = "{container}"\n[video]\ncodec = "copy"\n'
+                            '[[stages]]\nkind = "shots"\nchapters = true\n', "shots")
+    out = tmp_path / f"out.{container}"
+    report = transcode_report(str(src), "-p", str(profile), "-o", str(out), "--gpu", "none")
+    assert report["analysis"]["shots"] == 3
+    info = ffmpeg_info(out)
+    titles = [line.split(":", 1)[1].strip() for line in info.splitlines()
+              if line.strip().startswith("title")
+              and any(word in line for word in ("Shot", "Intro", "Main"))]
+    assert titles == ["Shot 1", "Shot 2", "Shot 3"], info

@@ -90,5 +90,11 @@ def carry_over(base: Plan, src: av.container.InputContainer, out: av.container.O
     copy_tags(src.metadata, out.metadata)
     if chapters:
         out.set_chapters(chapters)
-    add_attachments(base.attachments, src, out)
-    return add_cover_art(base.cover_art, src, out, container, base.input)
+    # In the source's order, as `ffmpeg -map 0` keeps them (Matroska holds both as attachments)
+    covers: dict[int, av.stream.Stream] = {}
+    for sp in sorted([*base.attachments, *base.cover_art], key=lambda sp: sp.index):
+        if sp in base.cover_art:
+            covers |= add_cover_art([sp], src, out, container, base.input)
+        else:
+            add_attachments([sp], src, out)
+    return covers

@@ -107,6 +107,10 @@ class _Runner:
         self.sinks: list[VideoSink] = []
         self.encoders: list[OpenedEncoder] = []
         self.copied: _CopiedVideo | None = None
+        self.chapters: list[dict] = []  # the source's, for files
+        # Shots asked for as chapters replace the source's: none go into a file's header then
+        # (a muxer keeps what its header had); the shots, or else the source's, at the end
+        self.shot_chapters = any(c.kind == "shots" and c.chapters for c in stages)
         self.outputs: list[Output] = []
         self.audio: dict[int, AudioTrack] = {}  # by source stream index
         self.subtitles: dict[int, SubtitleTrack] = {}  # by source stream index
@@ -182,9 +186,10 @@ class _Runner:
             self.audio[ist.index] = track
 
     def _carry_over(self, src: av.container.InputContainer) -> None:
-        chapters = self.source.timeline.chapters(src.chapters())
+        self.chapters = self.source.timeline.chapters(src.chapters())
         for o in self.outputs:
-            o.covers = carry_over(self.base, src, o.container, self.plan.container, chapters)
+            o.covers = carry_over(self.base, src, o.container, self.plan.container,
+                                  [] if self.shot_chapters else self.chapters)
 
     def _add_runner(self, ist: av.video.stream.VideoStream) -> None:
         """The model stages, run once for every rendition (their bridge comes once the
@@ -309,10 +314,10 @@ class _Runner:
     def _finish_stages(self) -> None:
         self.result.analysis = self.runner.finish()
         self.result.stages = self.runner.describe()
-        shots = self.result.analysis.chapters()
-        if shots and not self.segmented:  # asked for shots as chapters: they replace the source's
+        chapters = self.result.analysis.chapters() or self.chapters
+        if self.shot_chapters and not self.segmented and chapters:
             for o in self.outputs:
-                o.container.set_chapters(shots)
+                o.container.set_chapters(chapters)
 
     def _finish_tracks(self) -> None:
         for track in self.audio.values():
