@@ -175,10 +175,11 @@ def ffmpeg_exe() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-def ffmpeg(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the independent ffmpeg binary quietly; its stderr holds what it reports."""
+def ffmpeg(*args: str, check: bool = True, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the independent ffmpeg binary quietly; its stderr holds what it reports. `cwd`: the
+    folder it runs in (a DASH manifest's segments are opened relative to it)."""
     return subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", *args], capture_output=True,
-                          text=True, check=check, timeout=300)
+                          text=True, check=check, timeout=300, cwd=cwd)
 
 
 def ffmpeg_bytes(*args: str) -> bytes:

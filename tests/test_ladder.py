@@ -151,6 +151,21 @@ def _avg_rate(folder: Path, uri: str, files: list[Path]) -> float:
     return sum(f.stat().st_size for f in files) * 8 / duration
 
 
+def _timeline(rep: ET.Element) -> list[tuple[float, float]]:
+    """(start, duration) in seconds of each segment a DASH Representation's SegmentTimeline
+    lists, in order (S@t where given, else where the one before ended; S@r repeats)."""
+    ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+    template = rep.find("d:SegmentTemplate", ns)
+    assert template is not None and template.find("d:SegmentTimeline", ns) is not None
+    scale, at, out = int(template.get("timescale", "1")), 0, []
+    for s in template.iterfind("d:SegmentTimeline/d:S", ns):
+        at = int(s.get("t", at))
+        for _ in range(1 + int(s.get("r", "0"))):
+            out.append((at / scale, int(s.get("d")) / scale))
+            at += int(s.get("d"))
+    return out
+
+
 def test_dash_ladder_is_one_switchable_video_set(recording: Path, tmp_path: Path) -> None:
     out = tmp_path / "dash-out"
     report, folder = _transcode(recording, _profile(tmp_path, "dash"), "-o", str(out))
@@ -171,6 +186,11 @@ def test_dash_ladder_is_one_switchable_video_set(recording: Path, tmp_path: Path
         init = folder / f"init-{rid}.m4s"
         segments = sorted(folder.glob(f"chunk-{rid}-*.m4s"))
         assert len(segments) == SECONDS // 2
+        # each Representation brought its own template and timeline into the joined set; the
+        # segments start at the keyframe times (the TS's video starts 10 ms after its audio)
+        starts = [t for t, _ in _timeline(rep)]
+        assert len(starts) == len(segments), starts
+        assert all(abs(t - 2.0 * k) < 1 / FPS for k, t in enumerate(starts)), starts
         measured = max(s.stat().st_size * 8 / 2 for s in segments[:-1])
         assert abs(int(rep.get("bandwidth")) - measured) <= 0.1 * measured
         for seg in segments:
@@ -474,6 +494,44 @@ def test_dash_from_a_ts_with_adts_aac_and_its_aspect(tmp_path: Path) -> None:
         {"360": "1:1", "240": "640:639"}  # 426x240 shown at 16:9
 
 
+def test_a_dash_set_lists_the_segments_it_holds(tmp_path: Path) -> None:
+    """QA: a DASH set's template gave one segment `duration` and no timeline, so a player
+    derived each track's segment count from the presentation's duration. The audio's last AAC
+    frame runs a few ms past the video and gets a segment of its own, so players asked for a
+    video chunk that was never written (ffmpeg: "Error when loading first fragment of
+    playlist", one audio packet short; dash.js and Shaka: a 404 at the end). Each
+    Representation now lists its segments in a SegmentTimeline. Read by the independent
+    ffmpeg from inside the folder, as a player fetches them: every segment it opens exists,
+    nothing fails, and every track holds the packets the report counts."""
+    src = camera_clip(tmp_path / "c.mp4", seconds=4)
+    profile = write_profile(tmp_path, SMALL.format(package="dash", codec="h264", audio="aac",
+                                                   rate='bitrate = "300k"').replace(
+        "height = 90", "height = 120").replace("keyframe_seconds = 1", "keyframe_seconds = 2"),
+        "dash")
+    report, folder = _transcode(src, profile, "-o", str(tmp_path / "d"))
+    audio = next(o for o in report["outputs"] if o["kind"] == "audio")
+    assert len(audio["segment_durations"]) == 3  # the audio's last frames: a segment alone
+    res = ffmpeg("-v", "level+info", "-i", "manifest.mpd", "-map", "0", "-c", "copy", "-f",
+                 "framecrc", "-", check=False, cwd=folder)
+    opened = re.findall(r"Opening '([^']+)' for reading", res.stderr)
+    assert [n for n in opened if not (folder / n).is_file()] == [], res.stderr
+    assert sorted(n for n in opened if n.startswith("chunk-")) == \
+        sorted(p.name for p in folder.glob("chunk-*.m4s"))  # every segment, each once
+    errors = [x for x in res.stderr.splitlines() if "[error]" in x or "[fatal]" in x]
+    assert res.returncode == 0 and errors == [], res.stderr
+    kinds = dict(re.findall(r"^#media_type (\d+): (\w+)", res.stdout, re.M))
+    sizes = dict(re.findall(r"^#dimensions (\d+): \d+x(\d+)", res.stdout, re.M))
+    packets: dict[str, int] = {}
+    for line in res.stdout.splitlines():
+        if line and not line.startswith("#"):
+            packets[line.split(",")[0]] = packets.get(line.split(",")[0], 0) + 1
+    read = sorted((kinds[i], int(sizes.get(i, 0)), n) for i, n in packets.items())
+    reported = sorted((o["kind"], o["height"] if o["kind"] == "video" else 0, o["frames"])
+                      for o in report["outputs"])
+    assert read == reported
+    assert [o["frames"] for o in report["outputs"] if o["kind"] == "video"] == [100, 100]
+
+
 def test_av1_ladder_with_a_bit_rate(tmp_path: Path) -> None:
     src = camera_clip(tmp_path / "c.mp4", seconds=2)
     report, folder = _transcode(src, _small(tmp_path, codec="av1", rate='bitrate = "200k"'))
@@ -765,7 +823,8 @@ def test_video_that_starts_after_the_audio_shows_its_first_frame_from_0(
     """QA: video starting 1.5 s after the audio made a DASH set whose chunks were off its
     template's grid (chunk 1 held 1.5-3.47 s where the template says 0-2 s) and an HLS video
     playlist 1.5 s shorter than the audio's. As the ffmpeg CLI's constant-rate output, the first
-    frame is shown from 0."""
+    frame is shown from 0. (DASH now lists each segment's times in a SegmentTimeline, which
+    could say where late chunks start; the video still starts with the audio, at 0.)"""
     video = camera_clip(tmp_path / "v.mp4", seconds=6, audio=False, fps=30)
     src = tmp_path / "late.mp4"
     ffmpeg("-i", str(video), "-f", "lavfi", "-i", "sine=d=6", "-vf", "select='gte(t\\,1.5)'",
@@ -781,6 +840,12 @@ def test_video_that_starts_after_the_audio_shows_its_first_frame_from_0(
                for w in report["warnings"]), report["warnings"]
     made = folder / ("master.m3u8" if package == "hls" else "manifest.mpd")
     assert len(packet_times(made, "0:v:0")) == 180
+    if package == "dash":
+        ns = {"d": "urn:mpeg:dash:schema:mpd:2011"}
+        video = ET.parse(made).getroot().find(".//d:AdaptationSet", ns)
+        for rep in video.findall("d:Representation", ns):
+            assert [(round(t, 2), round(d, 2)) for t, d in _timeline(rep)] == \
+                [(0.0, 2.0), (2.0, 2.0), (4.0, 2.0)]
 
 
 @pytest.mark.parametrize("package", ["hls", "mkv"])

@@ -9,7 +9,7 @@ constant-rate output for those formats does.
   the gap and the segment holding it overruns its target. Ordinary variable frame rate (a
   phone at 15 fps in the dark, a dropped frame) is left as it is.
 - Video that starts a frame interval or more after the audio shows its first frame from 0,
-  so that the segments (and a DASH template's grid) start with the audio. (Less is a phase:
+  so that the segments (and a DASH timeline) start with the audio. (Less is a phase:
   an MPEG-TS's video 21 ms after its audio keeps it, and so do the frames after a filled lead.)
 """
 
@@ -83,8 +83,8 @@ class GapFiller:
     duration ends), and the repeats that fill a gap. So each frame is handed on when the next
     arrives (None: the end). The output starts at 0 (the timeline rebased it to the earliest
     kept stream): video that starts later shows its first frame from 0, as the ffmpeg CLI's
-    constant-rate output does, so that every rendition's segments and a DASH template's grid
-    start together with the audio."""
+    constant-rate output does, so that every rendition's segments and a DASH timeline start
+    together with the audio."""
 
     def __init__(self, rate: Fraction) -> None:
         self.rate = rate

@@ -229,8 +229,9 @@ def _every_cue_in_its_segments(segments: list[tuple[Path, float]]) -> int:
 
 def finish_dash(folder: Path, plan: LadderPlan, fps: Fraction | float | None = None,
                 ) -> list[SegmentedTrack]:
-    """Read the DASH set back and write each Representation's measured peak as its
-    bandwidth, and the video's highest frame rate `fps` (the muxer writes the average)."""
+    """Read the DASH set back, the segments each Representation's SegmentTimeline lists
+    (`_listed_segments`), and write each Representation's measured peak as its bandwidth,
+    and the video's highest frame rate `fps` (the muxer writes the average)."""
     ET.register_namespace("", _MPD_NS)
     mpd_path = folder / plan.manifest
     tree = ET.parse(mpd_path)
@@ -251,9 +252,7 @@ def finish_dash(folder: Path, plan: LadderPlan, fps: Fraction | float | None = N
                 raise MediadError(f"{mpd_path}: representation {rid} has no SegmentTemplate",
                                   reason=Reason.CORRUPT)
             init = template.get("initialization", "").replace("$RepresentationID$", rid)
-            pattern = template.get("media", "").replace("$RepresentationID$", rid)
-            prefix = pattern.split("$Number")[0]
-            segments = sorted(p.name for p in folder.glob(f"{prefix}*.m4s"))
+            segments = _listed_segments(folder, mpd_path, rid, template, ns)
             # Representation ids are stream indices: the audio tracks first, then each rendition.
             audios = len(plan.audio)
             name = plan.audio_names[int(rid)] if int(rid) < audios else \
@@ -272,6 +271,45 @@ def finish_dash(folder: Path, plan: LadderPlan, fps: Fraction | float | None = N
                      f"{par.numerator}:{par.denominator}")
     tree.write(mpd_path, xml_declaration=True, encoding="utf-8")
     return tracks
+
+
+def _listed_segments(folder: Path, mpd_path: Path, rid: str, template: ET.Element,
+                     ns: dict[str, str]) -> list[str]:
+    """The segments a Representation's SegmentTimeline lists, by name (startNumber on): each
+    must be in the folder, and none of its chunks left out. Players fetch what the timeline
+    lists (a template of one `duration` makes them derive a count from the presentation's
+    duration instead, which an audio track's last AAC frame past the video's end raised by
+    one for every track: a video chunk that was never written)."""
+    timeline = template.find("d:SegmentTimeline", ns)
+    if timeline is None:
+        raise MediadError(f"{mpd_path}: representation {rid} has no SegmentTimeline",
+                          reason=Reason.CORRUPT)
+    count = 0
+    for s in timeline.iterfind("d:S", ns):
+        repeat = int(s.get("r", "0"))
+        if repeat < 0:  # "until the next S or the period's end": never in a static set's
+            raise MediadError(f"{mpd_path}: representation {rid}: an open-ended S (r={repeat})",
+                              reason=Reason.CORRUPT)
+        count += 1 + repeat
+    pattern = template.get("media", "").replace("$RepresentationID$", rid)
+    number = re.search(r"\$Number(%0\d+d)?\$", pattern)
+    if number is None or "$Time$" in pattern:
+        raise MediadError(f"{mpd_path}: representation {rid}: segment names {pattern!r} are not "
+                          "by $Number$", reason=Reason.CORRUPT)
+    start = int(template.get("startNumber", "1"))
+    form = number.group(1) or "%d"
+    listed = [pattern[:number.start()] + form % n + pattern[number.end():]
+              for n in range(start, start + count)]
+    missing = [name for name in listed if not (folder / name).is_file()]
+    if missing:
+        raise MediadError(f"{mpd_path}: representation {rid} lists {', '.join(missing)}, not "
+                          "in the set", reason=Reason.CORRUPT)
+    unlisted = sorted({p.name for p in folder.glob(f"{pattern[:number.start()]}*.m4s")}
+                      - set(listed))
+    if unlisted:
+        raise MediadError(f"{mpd_path}: representation {rid} does not list {', '.join(unlisted)}",
+                          reason=Reason.CORRUPT)
+    return listed
 
 
 def _join_video_sets(period: ET.Element | None, ns: dict[str, str], par: str) -> None:
@@ -318,11 +356,15 @@ def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, st
     # One adaptation set per video stream: FFmpeg's muxer refuses a set whose sizes differ in
     # w:h (426x240 beside 640x360), which a ladder of even sizes always has. finish_dash joins
     # them into one set, as players need to switch between them. Audio tracks are streams
-    # 0..A-1, a set each (a language each).
+    # 0..A-1, a set each (a language each). Each Representation's SegmentTemplate holds a
+    # SegmentTimeline, the times and durations of the segments really written: with a
+    # template's `duration` alone players derive the count from the presentation's duration,
+    # and the audio's last AAC frame past the video's end made them ask for a video chunk
+    # that does not exist (ffmpeg, dash.js and Shaka alike).
     first, videos = len(plan.audio), len(plan.renditions)
     sets = [f"id={i},streams={first + i}" for i in range(videos)]
     sets += [f"id={videos + k},streams={k}" for k in range(len(plan.audio))]
     return folder / plan.manifest, "dash", {
-        "seg_duration": seg, "use_template": "1", "use_timeline": "0",
+        "seg_duration": seg, "use_template": "1", "use_timeline": "1",
         "adaptation_sets": " ".join(sets), "init_seg_name": "init-$RepresentationID$.m4s",
         "media_seg_name": "chunk-$RepresentationID$-$Number%05d$.m4s"}
