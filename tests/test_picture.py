@@ -8,6 +8,7 @@ import json
 import re
 from pathlib import Path
 
+import av
 import pytest
 from conftest import (
     FAST_PROFILE,
@@ -17,6 +18,8 @@ from conftest import (
     ffmpeg_info,
     packet_times,
     run_cli,
+    stream_span,
+    transcode_report,
     write_profile,
 )
 
@@ -236,3 +239,43 @@ def test_a_source_that_turns_interlaced_is_deinterlaced_from_there(tmp_path: Pat
                   str(tmp_path / "off.mkv"), "--gpu", "none", "--no-progress")
     assert "warning: 100 frame(s) flagged interlaced were encoded without deinterlacing " \
            "(deinterlace = off)" in res.stdout
+
+
+def _frame_count(path: Path) -> int:
+    """The video frames the independent ffmpeg decodes from a file (every one: its frame-rate
+    sync would drop a frame whose time repeats one already shown, as at a splice)."""
+    md5 = ffmpeg("-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "framemd5",
+                 "-").stdout
+    return sum(1 for line in md5.splitlines() if line and not line.startswith("#"))
+
+
+def test_a_recording_that_turns_interlaced_at_a_splice_encodes_into_mp4(tmp_path: Path) -> None:
+    """QA: a broadcast recording of a progressive advert and then an interlaced programme (two
+    recordings joined, the second's clock taking over where the first's video ends) failed
+    into MP4 with "... .part.mp4 returned 22", under every deinterlace setting; into MKV it
+    worked. The two recordings' AAC overlaps by a few packets at the splice: each packet that
+    stepped back was moved to one tick of the source's 1/90000 clock after the one before,
+    which the MP4's 1/48000 audio clock made equal, and the MP4 muxer refuses an equal dts.
+    (The interlacing is not the cause: two progressive recordings joined so failed alike.)"""
+    p = camera_clip(tmp_path / "p.ts", "-f", "mpegts", seconds=2)
+    i = camera_clip(tmp_path / "i.ts", "-flags", "+ildct+ilme", "-x264opts", "tff=1",
+                    "-output_ts_offset", "2", "-f", "mpegts", seconds=2)
+    joined = tmp_path / "prog_then_int.ts"
+    joined.write_bytes(p.read_bytes() + i.read_bytes())
+    with av.open(str(joined)) as c:  # the raw demuxer's view: the audio steps back a few packets
+        dts = [pk.dts for pk in c.demux(c.streams.audio[0]) if pk.dts is not None]
+    backs = [a - b for a, b in zip(dts, dts[1:], strict=False) if b < a]
+    assert len(backs) == 1 and backs[0] > 2 * 1920  # more than two 1024-sample frames back
+    frames = ffmpeg("-i", str(joined), "-vf", "showinfo", "-f", "null", "-").stderr
+    assert len(re.findall(r" i:P ", frames)) == 50 and len(re.findall(r" i:[TB] ", frames)) == 50
+    source_frames = _frame_count(joined)
+    for name, text in (("auto", FAST), ("off", FAST + 'deinterlace = "off"\n')):
+        out = tmp_path / f"{name}.mp4"
+        report = transcode_report(str(joined), "-p", str(write_profile(tmp_path, text, name)),
+                                  "-o", str(out), "--gpu", "none")
+        assert ffmpeg("-v", "error", "-i", str(out), "-f", "null", "-").stderr == ""
+        assert _frame_count(out) == source_frames
+        assert abs(stream_span(out, "0:v:0") - 4.0) < 0.1
+        assert abs(stream_span(out, "0:a:0") - stream_span(joined, "0:a:0")) < 0.1
+        assert any(re.match(r"\d+ copied packet\(s\) whose timestamps went back were moved "
+                            r"forward \(stream #1", w) for w in report["warnings"]), report

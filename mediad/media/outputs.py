@@ -150,6 +150,12 @@ class PacketCopier:
             return  # the demuxer's end-of-stream marker (it flushed the decoders)
         if packet.pts is None and packet.dts is not None:
             packet.pts = packet.dts  # MPEG PES may omit it; Matroska cannot store that
+        # Kept increasing in the output stream's time base, as ffmpeg's muxer front-end does
+        # (rescaled, then fixed): a packet moved one tick of the source's 1/90000 after the one
+        # before became the same tick of an MP4's 1/48000 audio, which its muxer refuses.
+        out_tb = streams[0].time_base if streams else None
+        if out_tb and packet.time_base and packet.time_base != out_tb:
+            packet.rescale_ts(av.AVRational(out_tb))
         self.monotonic(packet, packet.stream.index)
         # Read first: muxing takes the packet's contents. The demuxer flags the packet it saw
         # damaged, not always the next ones of the same broken PES.

@@ -272,7 +272,9 @@ class Monotonic:
 
     Joined recordings overlap by a few packets (an HLS or DVR segment join steps back by tens
     of ms) and muxers refuse dts that go back. Such a packet is moved to just after the one
-    before it, and counted in `moved` (per source stream).
+    before it, and counted in `moved` (per source stream). Packets come in the time base of
+    the output stream they go to (`PacketCopier` rescales them first, as ffmpeg fixes them
+    after rescaling), so "just after" is a tick the muxer still tells apart.
     """
 
     def __init__(self, moved: Counter[int], strict: bool = True) -> None:
