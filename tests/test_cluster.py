@@ -151,7 +151,9 @@ def test_jobs_go_to_nodes_with_free_nvenc_sessions_each_exactly_once(site: Clust
     def idle_status() -> str | None:
         shown = subprocess.run([sys.executable, "-m", "mediad", "status", "--config",
                                 str(site.config)], capture_output=True, text=True, check=True).stdout
-        return shown if "nvenc_h264 0/2" in shown else None
+        # both nodes: each frees its session when Ray tells, not at the same record
+        idle = all(f"CPU 0/2, nvenc_h264 0/{n}" in shown for n in (1, 2))
+        return shown if idle else None
 
     # (recorded every few seconds: wait for the record after the last job's end)
     shown: str = wait_for(idle_status, 30, "the nodes shown idle")  # type: ignore[assignment]
