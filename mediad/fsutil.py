@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
 from pathlib import Path
 
 from mediad.errors import MediadError, Reason
@@ -30,6 +29,8 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> N
     `mode` sets the file's permission bits (mkstemp makes 0600). Raises OSError, after removing
     the temp file; the folder must exist.
     """
+    import tempfile  # here: a transcode never writes through it (random, shutil, ...)
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:

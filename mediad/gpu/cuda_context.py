@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import threading
 from typing import Any
 
@@ -29,6 +28,8 @@ def share_primary_context(device: int) -> str | None:
 
 
 def _share_primary_context(device: int) -> str | None:
+    import ctypes  # here: a CPU transcode never loads it
+
     with _SHARED_LOCK:
         if device in _SHARED:
             return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 import sys
@@ -17,6 +16,8 @@ def cuda_device_count() -> tuple[int, str]:
     if sys.platform == "linux":
         # The library NVML loads, tried first: importing pynvml took ~11 ms of every job on
         # a machine without NVIDIA driver (--gpu auto), only to fail to load it.
+        import ctypes  # here: --gpu none never counts devices
+
         try:
             ctypes.CDLL("libnvidia-ml.so.1")
         except OSError:  # what pynvml.nvmlInit() would say
