@@ -97,6 +97,13 @@ def gpu_choice(text: str) -> str:
 
 def cmd_transcode(args: argparse.Namespace) -> int:
     with _start_up():
+        from mediad.media.probe import probing_early
+    with probing_early(Path(args.input)):  # the source's probe overlaps the imports
+        return _transcode(args)
+
+
+def _transcode(args: argparse.Namespace) -> int:
+    with _start_up():
         from mediad.media.job import transcode
         from mediad.media.progress import progress_reporter
         from mediad.profiles import load_profile
