@@ -152,6 +152,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     with _start_up():
+        from mediad.media.probe import probing_early
+    with probing_early(Path(args.input)):  # as transcode's
+        return _plan(args)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    with _start_up():
         from mediad.media.job import plan_job
         from mediad.media.plan import format_plan
         from mediad.profiles import load_profile
