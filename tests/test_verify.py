@@ -1,5 +1,5 @@
-"""The read-back of a written output: its first frame decodes (on a thread beside the demuxing),
-its streams last what went in, and its bytes are flushed beside the read-back."""
+"""The read-back of a written output: its first frame decodes, its streams last what went in,
+and its bytes are flushed to disk beside the read-back."""
 
 from __future__ import annotations
 
@@ -25,29 +25,12 @@ def test_verify_reads_back_a_whole_file(tmp_path: Path) -> None:
         verify.verify_output(out, info.duration + 1.0, [None], "src.mp4")
 
 
-def test_first_frame_goes_on_until_a_packet_gives_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The first packet is decoded on a thread; the next ones, in order, only while none gave
-    a frame (a decoder holding its first frame back)."""
-    fed: list[int] = []
-
-    def decode_first(packet: int) -> list[str]:
-        fed.append(packet)
-        return ["frame"] if packet == 3 else []
-
-    monkeypatch.setattr(verify, "decode_first", decode_first)
-    first = verify._FirstFrame()
-    for packet in range(1, 6):
-        first.feed(packet)  # type: ignore[arg-type]
-    assert first.result() and fed == [1, 2, 3]
-
-
-def test_first_frame_error_is_raised_in_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
-    def decode_first(packet: int) -> list[str]:
-        raise av.InvalidDataError(1094995529, "Invalid data found when processing input")
-
-    monkeypatch.setattr(verify, "decode_first", decode_first)
-    first = verify._FirstFrame()
-    first.feed(1)  # type: ignore[arg-type]
-    first.feed(2)  # type: ignore[arg-type]
-    with pytest.raises(av.InvalidDataError):
-        first.result()
+def test_the_flush_beside_the_read_back_ends_with_it(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(verify.os, "fsync", lambda fd: synced.append(fd))
+    out = Path(shutil.copy(SAMPLES / "h264_aac.mp4", tmp_path / "o.mp4"))
+    verify.verify_output(out, None, [None], "src.mp4")
+    assert len(synced) == 1
+    with verify._flushing(tmp_path / "gone.mp4"):  # best effort: the commit's fsync reports
+        pass
