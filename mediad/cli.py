@@ -14,7 +14,6 @@ import os
 import shlex
 import signal
 import sys
-import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -489,27 +488,6 @@ def _start_up() -> Iterator[None]:
         gc.enable()
 
 
-def _no_plugin_search() -> None:
-    """With pydantic's plugins disabled, stand in for its plugin loader (the program only).
-
-    pydantic.plugin._loader.get_plugins() returns no plugins without looking when
-    PYDANTIC_DISABLE_PLUGINS says so, but importing that module imports importlib.metadata
-    (email, zipfile, csv, ...): ~20 ms of CPU in every command that builds a model. The
-    stand-in gives the same answer. Not done when plugins are allowed, or the loader is in.
-    """
-    name = "pydantic.plugin._loader"
-    if os.environ.get("PYDANTIC_DISABLE_PLUGINS") not in ("__all__", "1", "true") or \
-            name in sys.modules:
-        return
-    loader = types.ModuleType(name, "mediad's stand-in: plugins are disabled (cli._no_plugin_search)")
-    loader.get_plugins = _no_plugins  # type: ignore[attr-defined]
-    sys.modules[name] = loader
-
-
-def _no_plugins() -> tuple[()]:
-    return ()
-
-
 # The daemon cannot start and a restart would not mend it: its config, or its state database.
 EX_CONFIG = 78
 _DAEMON_CONFIG_REASONS = frozenset({"bad_config", "bad_state"})
@@ -546,7 +524,6 @@ def run() -> NoReturn:
     # theirs: this is the program's entry, not the package's import.
     global _program
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    _no_plugin_search()
     _program = True
     code = main()
     if _fast_exit:  # output flushed and committed: nothing left that teardown would do

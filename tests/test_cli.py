@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -97,24 +96,6 @@ def test_help_and_cpu_transcode_do_not_import_torch(tmp_path: Path) -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.split()[-4:] == ["0", "False", "False", "False"], res.stderr
-
-
-def test_program_skips_pydantic_plugin_search(tmp_path: Path) -> None:
-    """The program disables pydantic's plugins and stands in for its plugin loader, whose import
-    alone pulled in importlib.metadata (~20 ms of every command); pydantic's own loader gives
-    the same answer: no plugins."""
-    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "mediad", "plan",
-                          str(SAMPLES / "h264_aac.mp4"), "-o", str(tmp_path / "o.mp4"),
-                          "--gpu", "none"], capture_output=True, text=True, env=env, timeout=120)
-    assert res.returncode == 0, res.stderr
-    imported = {line.rsplit("|", 1)[-1].strip() for line in res.stderr.splitlines()
-                if line.startswith("import time:")}
-    assert "mediad.profiles" in imported and "importlib.metadata" not in imported
-    code = "import pydantic.plugin._loader as m; print(list(m.get_plugins()))"
-    own = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**env, "PYDANTIC_DISABLE_PLUGINS": "__all__"}, timeout=60)
-    assert own.stdout.strip() == "[]", own.stderr
 
 
 def test_start_up_pauses_the_collector_in_the_program_only(monkeypatch: pytest.MonkeyPatch) -> None:
