@@ -120,17 +120,16 @@ class _Runner:
         self.progress = ProgressReporter(on_progress, frames_total)
         self.fan_out = FanOut(self.sinks, plan.keyframe_seconds, None, self.progress)
 
-    def run(self) -> RunResult:
-        try:
-            return self._run()
-        finally:
-            if self.bridge is not None:
-                self.bridge.close()  # a failure mid-stream must not leave the model thread waiting
-            for sink in self.sinks:
-                sink.close()
-            for track in self.audio.values():
-                if track.sink is not None:
-                    track.sink.close()
+    def _stop_workers(self) -> None:
+        """End the model, video and audio threads (idempotent): a failure or a signal mid-stream
+        must not leave one waiting, nor encoding while its output container is closed."""
+        if self.bridge is not None:
+            self.bridge.close()
+        for sink in self.sinks:
+            sink.close()
+        for track in self.audio.values():
+            if track.sink is not None:
+                track.sink.close()
 
     # -- set-up ------------------------------------------------------------------------------
     def _open_outputs(self, stack: contextlib.ExitStack) -> None:
@@ -273,10 +272,11 @@ class _Runner:
         self.copied = _CopiedVideo(*add_copied_video(out, ist, r.video, self.plan.container))
 
     # -- the loop ----------------------------------------------------------------------------
-    def _run(self) -> RunResult:
+    def run(self) -> RunResult:
         with contextlib.ExitStack() as stack:
             src = stack.enter_context(self.source.open())
             self._open_outputs(stack)
+            stack.callback(self._stop_workers)  # before the outputs close (last in, first out)
             vin = src.streams[self.base.decode.stream]
             self._set_up(src, vin)
             for o in self.outputs:  # headers and encoders, here, before the sinks' threads run
