@@ -57,3 +57,23 @@ def test_close_ends_the_thread_when_the_caller_gives_up() -> None:
     w.close()
     assert not w.thread.is_alive()
     w.close()  # idempotent
+
+
+def test_close_returns_when_an_interrupt_left_the_queue_locked() -> None:
+    """CI: a transcode sent SIGTERM never exited. A stopping signal is raised as an exception
+    wherever the main thread is; raised inside the worker's queue, just after its lock was
+    taken, it left the lock held. close() then waited on that lock for ever, the worker's
+    thread on it too (gdb: both threads in lock.acquire on one lock). Here the lock is left
+    held as that interrupt left it; close() must give up on the thread (a daemon) and return."""
+    w: OrderedWorker[int, int] = OrderedWorker(lambda n: [n], name="t-locked", depth=2)
+    w.put(1)
+    closed = threading.Event()
+    assert w.inbox.mutex.acquire()  # as the interrupted put() left it
+
+    def close() -> None:
+        w.close()
+        closed.set()
+
+    threading.Thread(target=close, daemon=True).start()
+    assert closed.wait(10), "close() waited for good on the queue's lock"
+    assert w.thread.daemon  # the thread left behind cannot keep the process alive

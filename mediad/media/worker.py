@@ -16,6 +16,8 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 _END = object()
+# Longer than the queue's lock is ever held by the other side (one put or get)
+_LOCK_WAIT_S = 1.0
 
 
 class OrderedWorker(Generic[T, R]):
@@ -59,11 +61,18 @@ class OrderedWorker(Generic[T, R]):
 
     def close(self) -> None:
         """End the thread when the caller gives up before the end; idempotent."""
-        if self.thread.is_alive():
-            if self.failed is None:
-                self.failed = RuntimeError("cancelled")  # the worker drains without work
-            self.inbox.put(_END)
-            self.thread.join()
+        if not self.thread.is_alive():
+            return
+        if self.failed is None:
+            self.failed = RuntimeError("cancelled")  # the worker drains without work
+        # A stopping signal is raised as an exception wherever the caller is (cli): raised
+        # inside this queue just after its lock was taken, it leaves the lock held, and the
+        # thread can then be neither told nor waited for. It is a daemon: leave it.
+        if not self.inbox.mutex.acquire(timeout=_LOCK_WAIT_S):
+            return
+        self.inbox.mutex.release()
+        self.inbox.put(_END)
+        self.thread.join()
 
     def _raise_failure(self) -> None:
         if self.failed is not None:
