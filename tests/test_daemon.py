@@ -24,7 +24,7 @@ import av
 import numpy as np
 import pytest
 
-from mediad.daemon.intake import STATE_FULL_RETRY
+from mediad.daemon.state_room import STATE_FULL_RETRY
 
 REPO = Path(__file__).resolve().parents[1]
 SETTLE = 0.3
@@ -987,6 +987,15 @@ def test_a_move_cut_off_mid_copy_leaves_nothing_behind(site: Site, tmp_path: Pat
         assert site.stop() == 0
 
 
+def fill_disk(filler: Path) -> None:
+    """The rest of `filler`'s disk taken by something else. It may be full already: then
+    even creating the file fails, as CI once saw."""
+    with contextlib.suppress(OSError), open(filler, "ab") as f:
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+
+
 def test_a_full_state_dir_refuses_files_until_space_returns(site: Site, tmp_path: Path) -> None:
     """The state database cannot grow (its disk is full): files are not lost or half-queued,
     the daemon keeps running, and once there is room again they are queued without a
@@ -995,15 +1004,7 @@ def test_a_full_state_dir_refuses_files_until_space_returns(site: Site, tmp_path
     with tmpfs(site, state, "2m"):
         site.start()  # rescans 5 minutes apart: no rescan picks the files up
         filler = state / "filler"
-
-        def fill() -> None:  # the rest of the disk taken by something else (already full
-            # by then, maybe: then even creating the file fails, as CI once saw)
-            with contextlib.suppress(OSError), open(filler, "wb") as f:
-                while True:
-                    f.write(b"\0" * 65536)
-                    f.flush()
-
-        fill()
+        fill_disk(filler)
         for i in range(20):
             site.drop(make_video(tmp_path / f"v{i}.mp4", seed=90 + i), f"v{i}.mp4")
         site.wait_log(r"level=ERROR event=state_full", timeout=30)
@@ -1015,7 +1016,7 @@ def test_a_full_state_dir_refuses_files_until_space_returns(site: Site, tmp_path
         site.wait_jobs("done", 20, timeout=120)
         assert sorted(p.name for p in site.outputs()) == sorted(f"v{i}.mp4" for i in range(20))
         # Full again: once the room the log reuses is taken, a new episode, said again
-        fill()
+        fill_disk(filler)
         more = 0
         while site.log().count("event=state_full") < 2:
             assert more < 100 and "internal_error" not in site.log(), site.log()
@@ -1024,6 +1025,38 @@ def test_a_full_state_dir_refuses_files_until_space_returns(site: Site, tmp_path
             time.sleep(0.2)
         filler.unlink(missing_ok=True)  # none when the state's own log had filled the disk
         site.wait_jobs("done", 20 + more, timeout=120)
+        assert site.stop() == 0
+
+
+def test_a_job_that_ends_while_the_state_disk_is_full_is_recorded_once_there_is_room(
+        site: Site, tmp_path: Path, long_video: Path) -> None:
+    """A job's output was committed while the state disk had no room to record its end (CI
+    caught it): the job stayed `running` until the daemon's next start. Once there is room
+    it is recorded done, without a restart, and not run again."""
+    site.watches[0].update(profile="slow.toml", on_success="delete")
+    state = site.root / "state"
+    with tmpfs(site, state, "2m"):
+        site.start()
+        site.drop(long_video, "long.mkv")
+        wait_encoding(site)
+        filler = state / "filler"
+        fill_disk(filler)
+        more = 0
+        while "event=state_full" not in site.log():  # no room to queue a file: the disk is full
+            assert more < 100 and "internal_error" not in site.log(), site.log()
+            site.drop(make_video(tmp_path / f"w{more}.mp4", seed=300 + more), f"w{more}.mp4")
+            more += 1
+            time.sleep(0.2)
+        fill_disk(filler)  # and what the log's truncation gave back
+        site.wait_log(r"event=transcoded input=\S*long\.mkv", timeout=120)
+        time.sleep(1)
+        assert site.jobs()[0]["state"] == "running", "its end was recorded: nothing tested"
+        filler.unlink()  # room again
+        site.wait_jobs("done", 1 + more, timeout=120)
+        assert sorted(p.name for p in site.outputs()) == sorted(
+            ["long.mp4"] + [f"w{i}.mp4" for i in range(more)])
+        assert site.log().count("event=job_started job=1 ") == 1
+        assert not (site.inbox / "long.mkv").exists()  # disposed of, as a done job's source
         assert site.stop() == 0
 
 

@@ -566,9 +566,9 @@ def test_a_full_state_disk_gives_the_log_back_once_an_episode(
     the log's checkpoint and the line saying so come once, at the first, until a write goes
     through again."""
     from mediad.daemon.fingerprint import Identified
-    from mediad.daemon.intake import STATE_FULL_RETRY, Intake
+    from mediad.daemon.state_room import STATE_FULL_RETRY, StateRoom
 
-    class Loop(Intake):  # the intake's own state, as Daemon.__init__ sets it
+    class Loop(StateRoom):  # its own state, as Daemon.__init__ sets it
         def __init__(self, queue: Queue) -> None:
             self.queue, self.state_dir = queue, tmp_path
             self.unrecorded, self.next_unrecorded, self.state_full = {}, 0.0, False

@@ -8,7 +8,6 @@ import contextlib
 import json
 import logging
 import os
-import sqlite3
 import time
 from pathlib import Path
 
@@ -32,7 +31,6 @@ from mediad.media.commit import committed_job
 from mediad.profiles import Profile
 
 WATCH_RETRY = 10.0        # seconds between attempts to start a watch whose folder is missing
-STATE_FULL_RETRY = 5.0    # seconds between tries to record files while the state disk is full
 
 
 class Intake(DaemonState):
@@ -111,35 +109,6 @@ class Intake(DaemonState):
             self._refuse(path, why, watch)
             return
         self.hasher.submit((index, path), (index, path))  # the whole file is read: off the loop
-
-    def _state_full(self, item: Identified | None) -> None:
-        """The state database's disk is full: keep `item` (identified, not yet recorded) to try
-        again every few seconds, without reading it again. Once per episode (until a write
-        goes through, _state_room): say so, and give back what the log holds."""
-        if item is not None:
-            self.unrecorded[(item.watch, item.path)] = item
-        self.next_unrecorded = time.monotonic() + STATE_FULL_RETRY
-        if self.state_full:
-            return
-        self.state_full = True
-        with contextlib.suppress(sqlite3.Error):  # room, when the log was what filled it
-            self.queue.reclaim()
-        log.event("state_full", logging.ERROR, state_dir=self.state_dir,
-                  note="the state database's disk is full: files wait, and are queued as soon "
-                       "as there is room")
-
-    def _state_room(self) -> None:
-        """A write went through: the state disk has room again (a full disk after this is a
-        new episode)."""
-        self.state_full = False
-
-    def _unrecorded_due(self, now: float) -> list[Identified]:
-        """Files identified while the state disk was full, when it is time to try again."""
-        if not self.unrecorded or now < self.next_unrecorded:
-            return []
-        items = list(self.unrecorded.values())
-        self.unrecorded.clear()
-        return items
 
     def _submit(self, command: Command) -> None:
         """A submit command (the API): check it, then have the file fingerprinted off the loop

@@ -15,6 +15,8 @@ import signal
 import sqlite3
 import time
 import traceback
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +37,7 @@ from mediad.daemon.queue import DB_NAME, Job, Queue, disk_full
 from mediad.daemon.retry import CommandRetrier
 from mediad.daemon.scheduling import Scheduling
 from mediad.daemon.settle import Settler
+from mediad.daemon.state_room import StateRoom
 from mediad.daemon.status import PID_FILE
 from mediad.daemon.supervision import Supervision
 from mediad.daemon.watcher import Watcher
@@ -59,10 +62,10 @@ def run_daemon(config_path: Path) -> int:
     return Daemon(config_path, config).run()
 
 
-class Daemon(Intake, Scheduling, Supervision):
+class Daemon(Intake, Scheduling, Supervision, StateRoom):
     """The long-running service: its lifecycle and main loop. What the loop does is in the
     mixins: intake.py (files in), scheduling.py (jobs to workers), supervision.py (workers and
-    outcomes), with the policy in outcomes.py."""
+    outcomes), with the policy in outcomes.py; state_room.py (a full state disk)."""
 
     def __init__(self, config_path: Path, config: Config) -> None:
         self.config_path = config_path
@@ -115,6 +118,7 @@ class Daemon(Intake, Scheduling, Supervision):
         self._progress_written: dict[int, float] = {}
         self._space_waits: dict[int, int] = {}  # per job: disk_full retries in a row
         self.unrecorded: dict[tuple[int, Path], Identified] = {}  # state disk full: to retry
+        self.unrecorded_writes: list[Callable[[], object]] = []  # likewise: ends, disposals
         self.next_unrecorded = 0.0
         self.state_full = False
         self._counts: dict[str, int] = {}
@@ -273,8 +277,8 @@ class Daemon(Intake, Scheduling, Supervision):
                 except sqlite3.OperationalError as e:
                     if not disk_full(e):
                         raise
-                    # Not recorded now (a job's progress or end): the loop goes on; a job whose
-                    # end went unrecorded is found done by its output's key at the next start.
+                    # Not recorded now (a job's start or progress): the loop goes on. What must
+                    # not be lost (a job's end) goes through _record, which keeps it.
                     self._state_full(None)
                     time.sleep(1.0)
                 if self.stop_requests and not self.workers:
@@ -325,6 +329,7 @@ class Daemon(Intake, Scheduling, Supervision):
                     self._refuse(item.path, "internal_error")
             if waited and not self.unrecorded:  # the files that waited for room are recorded
                 self._state_room()
+        self._record_waiting(now)
         self._apply_commands(now)
         self._supervise(now)
         if self.executor.remote and now >= self.next_nodes:
@@ -337,10 +342,10 @@ class Daemon(Intake, Scheduling, Supervision):
         """Record the moves and retries finished off the loop, even while stopping: where a
         failed source went is what `mediad retry` trusts, and only the database says it."""
         for done in self.disposer.drain():
-            self.queue.disposed(done.job, done.moved_to)
+            self._record(partial(self.queue.disposed, done.job, done.moved_to))
         for command_id, result in self.retrier.drain():
             self.commands_in_flight.discard(command_id)
-            self.queue.command_applied(command_id, result)
+            self._record(partial(self.queue.command_applied, command_id, result))
             self._counts_dirty = True
 
     def _timeout(self) -> float:

@@ -4,6 +4,7 @@ service.Daemon that share these attributes (set up by Daemon.__init__) and these
 from __future__ import annotations
 
 import selectors
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,6 +44,7 @@ class DaemonState:
     next_rescan: float
     next_watch_retry: float
     unrecorded: dict[tuple[int, Path], Identified]
+    unrecorded_writes: list[Callable[[], object]]
     next_unrecorded: float
     state_full: bool
     sel: selectors.DefaultSelector

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from functools import partial
 from pathlib import Path
 
 from mediad import log
@@ -115,8 +116,8 @@ class Supervision(DaemonState):
         worker.signal(signal.SIGTERM)
 
     def _finished(self, worker: Worker) -> None:
-        """A job ended (its done or error line, or its process's end): record the outcome and
-    free its slot."""
+        """A job ended (its done or error line, or its process's end): free its slot and
+        record the outcome (kept to record once there is room, when the state disk is full)."""
         del self.workers[worker.job_id]
         if not worker.eof:
             self.sel.unregister(worker.fd)
@@ -124,6 +125,13 @@ class Supervision(DaemonState):
         self._progress_written.pop(worker.job_id, None)
         if worker.nvenc_device is not None:
             self.nvenc_in_use[worker.nvenc_device] -= 1
+        self._counts_dirty = True
+        self._record(partial(self._ended, worker))
+
+    def _ended(self, worker: Worker) -> None:
+        """Record how the job `worker` ran ended. Made again from the start when a full disk
+        refused one of its writes: each way records the job's new state, and what it does
+        besides (removing partial files, logging) is the same the second time."""
         self._counts_dirty = True
         job = self.queue.get(worker.job_id)
         if job is None:
@@ -175,8 +183,8 @@ class Supervision(DaemonState):
             self._done(job, watch, outcome.report or {}, worker, elapsed)
             return
         remove_partials(Path(job.output))
-        self.metrics.duration.labels("failed").observe(elapsed)
         self._retry_or_fail(job, watch, outcome.reason, outcome.message, outcome.transient)
+        self.metrics.duration.labels("failed").observe(elapsed)
 
     def _done(self, job: Job, watch: WatchConfig | None, report: dict, worker: Worker | None,
               elapsed: float = 0.0) -> None:
@@ -206,9 +214,9 @@ class Supervision(DaemonState):
             self._fail(job, watch, reason, decision.message, dispose=decision.action is Action.FAIL)
             return
         waiting = decision.action is Action.WAIT
-        self._space_waits[job.id] = waits + 1 if waiting else 0
         self.queue.retry(job.id, reason, message, time.time() + decision.delay,
                          count_attempt=not waiting)
+        self._space_waits[job.id] = waits + 1 if waiting else 0
         self.metrics.failures.labels(reason, "false").inc()
         count = {"waits": waits + 1} if waiting else {"attempt": job.attempts + 1,
                                                        "of": settings.max_attempts}
