@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from mediad import __version__, log
+from mediad import __version__, log, stopping
 from mediad.errors import InvalidFile, MediadError
 
 if TYPE_CHECKING:
@@ -33,14 +33,6 @@ STOPPING_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM
                     *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
 
 
-class Stopped(BaseException):
-    """A stopping signal arrived. Unwinds like KeyboardInterrupt, so temporary outputs go."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
 def _signal_name(signum: int) -> str:
     """'SIGTERM'; real-time signals other than the first and last have no name of their own."""
     try:
@@ -51,15 +43,15 @@ def _signal_name(signum: int) -> str:
 
 @contextlib.contextmanager
 def _stopping_raises() -> Iterator[None]:
-    """While inside, every stopping signal raises Stopped (a one-shot command cleans up, exits)."""
+    """While inside, every stopping signal stops the command with Stopped: at once, or inside a
+    job at its next safe point (see mediad.stopping); the command cleans up and exits."""
     def stop(signum: int, _frame: object) -> None:
-        for sig in changed:  # one is enough: a second must not cut the cleanup short
-            signal.signal(sig, signal.SIG_IGN)
-        raise Stopped(signum)
+        stopping.on_signal(signum)
 
     # Keep what the caller chose to ignore (`nohup mediad transcode ...`).
     changed = {sig: handler for sig in STOPPING_SIGNALS
                if (handler := signal.getsignal(sig)) in (signal.SIG_DFL, signal.default_int_handler)}
+    stopping.reset()
     for sig in changed:
         signal.signal(sig, stop)
     try:
@@ -510,8 +502,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         except BrokenPipeError:  # e.g. `mediad probe --json | head`
             return 0
-        except (KeyboardInterrupt, Stopped) as e:
-            signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
+        except (KeyboardInterrupt, stopping.Stopped) as e:
+            signum = e.signum if isinstance(e, stopping.Stopped) else signal.SIGINT
             message = f"interrupted by {_signal_name(signum)}"
             _failed(args, message, "interrupted", f"mediad: {message}")
             return 128 + signum

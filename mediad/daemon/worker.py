@@ -22,7 +22,7 @@ import traceback
 from pathlib import Path
 from typing import IO, Any
 
-from mediad import log
+from mediad import log, stopping
 from mediad.daemon.protocol import Done, Failed, JobSpec, Progress, Started
 from mediad.errors import MediadError, Reason
 
@@ -111,8 +111,9 @@ def main() -> int:
     _die_with_parent(os.getppid())
 
     def on_term(signum: int, _frame: object) -> None:
-        # Unwind through the engine's cleanup (temporary outputs removed), then exit.
-        raise SystemExit(128 + signum)
+        # Unwind through the engine's cleanup (temporary outputs removed), then exit: at
+        # once when idle, at the job's next safe point when one runs (see mediad.stopping).
+        stopping.on_signal(signum)
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides, not a terminal's ^C
@@ -121,15 +122,19 @@ def main() -> int:
     from mediad.media.pinned import release
 
     code = 0
-    while line := sys.stdin.readline():  # blocks until the daemon sends a job, "" at the end
-        if not line.strip():
-            continue
-        spec = JobSpec.model_validate(json.loads(line))
-        log.setup(spec.log_level)
-        try:
-            code = run_one(spec, channel)
-        finally:
-            release()  # the source descriptors this job pinned
+    try:
+        while line := sys.stdin.readline():  # blocks until the daemon sends a job, "" at the end
+            if not line.strip():
+                continue
+            spec = JobSpec.model_validate(json.loads(line))
+            log.setup(spec.log_level)
+            try:
+                code = run_one(spec, channel)
+            finally:
+                release()  # the source descriptors this job pinned
+            stopping.check()  # told to stop as the job ended: its outcome sent, now stop
+    except stopping.Stopped as e:
+        return 128 + e.signum
     return code
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import av
 
-from mediad import log
+from mediad import log, stopping
 from mediad.errors import MediadError, Reason, io_error, is_storage_error
 from mediad.media.audio_sink import mux_audio
 from mediad.media.carry_over import carry_over, copy_stream_info
@@ -35,6 +35,7 @@ from mediad.media.outputs import (
     add_subtitle_track,
     mux_to_all,
     stream_info,
+    with_pts,
 )
 from mediad.media.packaging import muxer_setup
 from mediad.media.plan_streams import loudness_targets
@@ -69,6 +70,10 @@ class RunResult:
     analysis: Any = None  # the stages' AnalysisResult, when the profile has stages
     stages: list[dict] = field(default_factory=list)  # StageRunner.describe()
     frame_rate: Fraction | None = None  # a segmented set's highest rate (gap_fill), measured
+
+    def wrote(self, output: str, frames: int, span: Span) -> None:
+        """What went into `output`'s video."""
+        self.frames[output], self.video_spans[output] = frames, span
 
     @property
     def frames_written(self) -> int:
@@ -116,9 +121,8 @@ class _Runner:
         self.subtitles: dict[int, SubtitleTrack] = {}  # by source stream index
         self.copy = PacketCopier(self.outputs, self.monotonic, self.health)
         self.result = RunResult()
-        self.gaps: GapFiller | None = None  # segmented sets only
         self.progress = ProgressReporter(on_progress, frames_total)
-        self.fan_out = FanOut(self.sinks, plan.keyframe_seconds, None, self.progress)
+        self.fan_out = FanOut(self.sinks, plan.keyframe_seconds, self.progress)
 
     def _stop_workers(self) -> None:
         """End the model, video and audio threads (idempotent): a failure or a signal mid-stream
@@ -155,7 +159,7 @@ class _Runner:
             self._add_runner(vin)
         if self.segmented:  # gaps in the frames filled (gap_fill)
             rate = fill_rate(vin.base_rate, vin.average_rate, self.base.video.source_interlaced)
-            self.gaps = self.fan_out.fill = GapFiller(rate or Fraction(25))
+            self.fan_out.gaps = GapFiller(rate or Fraction(25))
         # Loudness: every normalised track measured first, in one read of the source
         normalize, silent = normalizers(Path(self.base.input), loudness_targets(plan.audio))
         self.result.warnings += silent
@@ -233,17 +237,17 @@ class _Runner:
         if r.video.action == "copy":
             self._add_copied_video(r, ist, out)
             return
-        base = self.base
+        base, gaps = self.base, self.fan_out.gaps
         on_gpu = base.frames_on_gpu
         encoder = open_video_encoder(out, ist, r.video, self.plan.container,
                                      input_name=base.input, output=self._label(r),
                                      cuda_device=base.decode.device if on_gpu else None,
-                                     rate=self.gaps.rate if self.gaps is not None else None)
+                                     rate=gaps.rate if gaps is not None else None)
         self.encoders.append(encoder)
         if not self.segmented:
             copy_stream_info(ist, encoder.stream)
         sink = functools.partial(VideoSink, encoder, r.video, out=out, name=r.name,
-                                 output=self._label(r), timed=self.gaps is not None)
+                                 output=self._label(r), timed=gaps is not None)
         if on_gpu and (r.video.hardware or self.runner is not None):
             # CUDA frames scaled in torch into NVENC, here; or the GPU stages' bridge made
             # them ready for this (single) output's encoder
@@ -284,6 +288,7 @@ class _Runner:
             # Every stream is read, kept or not: what each really holds is measured against
             # what the header promises (a truncated download), like with like.
             for packet in src.demux([s for s in src.streams if s.type != "attachment"]):
+                stopping.check()
                 self._packet(packet, vin)
             self._fan_out(self._staged(self.source.flush(), end=True), end=True)
             if self.runner is not None:
@@ -294,19 +299,16 @@ class _Runner:
             self.result.warnings += self.source.finish()
             if warning := self.source.combed_warning():
                 self.result.warnings.append(warning)
-            if self.gaps is not None:
-                self.result.frame_rate = self.gaps.max_rate()
-                if filled := self.gaps.summary():
+            if (gaps := self.fan_out.gaps) is not None:
+                self.result.frame_rate = gaps.max_rate()
+                if filled := gaps.summary():
                     self.result.warnings.append(filled)
         self.result.source_spans = self.source.spans
-        for r, sink in zip([r for r in self.plan.renditions if r.video.action == "encode"],
-                           self.sinks, strict=True):
-            self.result.frames[r.name] = sink.frames
-            self.result.video_spans[r.name] = sink.span
+        encoded = [r.name for r in self.plan.renditions if r.video.action == "encode"]
+        for name, sink in zip(encoded, self.sinks, strict=True):
+            self.result.wrote(name, sink.frames, sink.span)
         if self.copied is not None:
-            name = self.plan.renditions[0].name
-            self.result.frames[name] = self.copied.frames
-            self.result.video_spans[name] = self.copied.span
+            self.result.wrote(self.plan.renditions[0].name, self.copied.frames, self.copied.span)
         self.progress(self.result.frames_written if self.copied else self.fan_out.fanned,
                       force=True)
         return self.result
@@ -369,8 +371,7 @@ class _Runner:
 
     def _copy_video(self, packet: av.Packet, copied: _CopiedVideo) -> None:
         if packet.size or packet.dts is not None:
-            copied.span.add(packet.pts if packet.pts is not None else packet.dts,
-                            packet.duration, packet.time_base)
+            copied.span.add(with_pts(packet).pts, packet.duration, packet.time_base)
             copied.frames += 1
             self.progress(copied.frames)
         self.copy(packet, [copied.stream], copied.bsf)

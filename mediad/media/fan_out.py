@@ -3,35 +3,32 @@ I at each keyframe time, so that every rendition's segments cut at the same fram
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from fractions import Fraction
 
 import av
 
-from mediad.media.video_sink import VideoSink
-
-# One decoded frame in (None: the end), the frames to show out (gap_fill.GapFiller)
-Filler = Callable[[av.VideoFrame | None], Iterator[av.VideoFrame]]
+from mediad.media.gap_fill import GapFiller
+from mediad.media.video_sink import VideoSink, as_they_are
 
 
 class FanOut:
     """Frames to every sink (their packets muxed into the sink's output); counts them."""
 
-    def __init__(self, sinks: list[VideoSink], keyframe_seconds: float, fill: Filler | None,
+    def __init__(self, sinks: list[VideoSink], keyframe_seconds: float,
                  on_frame: Callable[[int], None]) -> None:
-        """`keyframe_seconds`: 0 leaves every frame type to the encoder (a single output).
-        `fill`: what fills gaps in the frames (a segmented set)."""
+        """`keyframe_seconds`: 0 leaves every frame type to the encoder (a single output)."""
         self.sinks = sinks
         self.key_every = Fraction(keyframe_seconds).limit_denominator(1000)
-        self.fill = fill or _as_they_are
+        self.gaps: GapFiller | None = None  # a segmented set's: fills the gaps in the frames
         self.on_frame = on_frame
         self.fanned = 0
         self.next_key = 0  # index of the next keyframe time
         self.first_t: Fraction | None = None  # the first frame's time: keyframe times count from it
 
     def __call__(self, frames: list[av.VideoFrame], end: bool = False) -> None:
-        for frame in (f for decoded in [*frames, *([None] if end else [])]
-                      for f in self.fill(decoded)):
+        fill = self.gaps or as_they_are
+        for frame in (f for decoded in [*frames, *([None] if end else [])] for f in fill(decoded)):
             frame.pict_type = av.video.frame.PictureType.NONE
             if self.key_every:
                 self._mark_keyframe(frame)
@@ -54,7 +51,3 @@ class FanOut:
             frame.pict_type = av.video.frame.PictureType.I
             self.next_key = (t - self.first_t) // self.key_every + 1
 
-
-def _as_they_are(frame: av.VideoFrame | None) -> Iterator[av.VideoFrame]:
-    if frame is not None:
-        yield frame

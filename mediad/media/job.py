@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mediad import log
+from mediad import log, stopping
 from mediad.errors import MediadError, Reason, io_error
 from mediad.formats import all_suffixes, container_for_path
 from mediad.gpu import Capabilities, capabilities, choose_device, no_gpu, without_nvenc
@@ -96,6 +96,7 @@ def _frames_estimate(info: MediaInfo) -> int | None:
     return int(round(duration * v.fps)) if duration and v.fps else None
 
 
+@stopping.deferred()  # a stopping signal: at the job's next safe point, never inside a lock
 def transcode(input_path: Path, profile: Profile, output: Path | None = None, *, gpu: str = "auto",
               no_nvenc: str | None = None, overwrite: bool = False,
               on_progress: ProgressCallback | None = None, job_key: str | None = None) -> Report:
@@ -152,6 +153,7 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
             log.event_once("no_xattr", "job_key_not_recorded", logging.WARNING, folder=output.parent,
                            note="no user extended attributes here: after a crash between the "
                                 "commit and its record, this job would be run again")
+        stopping.check()  # the last point a stop leaves nothing behind
         try:
             commit(tmp, output, overwrite)
         except OSError as e:  # fsync, link or rename: the output's storage, never the source

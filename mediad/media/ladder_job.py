@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from mediad import __version__, log
+from mediad import __version__, log, stopping
 from mediad.errors import MediadError, Reason, io_error
 from mediad.fsutil import atomic_write_bytes
 from mediad.media.commit import (
@@ -217,6 +217,7 @@ def plan_ladder_job(input_path: Path, profile: Profile, output: Path | None = No
                        gpu_allowed=gpu != "none")
 
 
+@stopping.deferred()  # a stopping signal: at the job's next safe point, never inside a lock
 def transcode_ladder(input_path: Path, profile: Profile, output: Path | None = None, *,
                      gpu: str = "auto", no_nvenc: str | None = None, overwrite: bool = False,
                      on_progress: ProgressCallback | None = None,
@@ -315,6 +316,7 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
                   "loudness": result.loudness,
                   "tracks": [t.to_dict() for t in tracks], "files": [f.to_dict() for f in files],
                   "warnings": warnings}
+        stopping.check()  # the last point a stop leaves nothing behind
         try:
             atomic_write_bytes(tmp / RECORD, json.dumps(record, indent=1).encode(), mode=0o644)
             commit_folder(tmp, folder, overwrite)

@@ -19,6 +19,7 @@ from pathlib import Path
 import av
 import av.logging
 
+from mediad import stopping
 from mediad.errors import MediadError, Reason
 from mediad.media.audio import AudioConverter
 from mediad.media.probe import open_input
@@ -125,6 +126,7 @@ def measure(path: Path, targets: dict[int, LoudnessTarget]) -> dict[int, Measure
     convert = {index: AudioConverter(index) for index in targets}  # one setup, as encoded
     with open_input(path) as src:
         for packet in src.demux([src.streams[i] for i in targets]):
+            stopping.check()
             index = packet.stream.index
             try:
                 frames = [f for frame in packet.decode() for f in convert[index](frame)]

@@ -135,6 +135,13 @@ def mux_to_all(outputs: list[Output], streams: list[av.stream.Stream],
         outputs[0].container.mux(packet)
 
 
+def with_pts(packet: av.Packet) -> av.Packet:
+    """`packet` with its pts: MPEG PES may omit it (then it is the dts); Matroska needs it."""
+    if packet.pts is None and packet.dts is not None:
+        packet.pts = packet.dts
+    return packet
+
+
 class PacketCopier:
     """Packets of copied tracks into every output, as `ffmpeg -c copy` writes them."""
 
@@ -148,12 +155,11 @@ class PacketCopier:
         """`packet` into every output (`streams`: its stream in each), through `bsf` if any."""
         if packet.dts is None and packet.size == 0:
             return  # the demuxer's end-of-stream marker (it flushed the decoders)
-        if packet.pts is None and packet.dts is not None:
-            packet.pts = packet.dts  # MPEG PES may omit it; Matroska cannot store that
+        with_pts(packet)
         # Kept increasing in the output stream's time base, as ffmpeg's muxer front-end does
         # (rescaled, then fixed): a packet moved one tick of the source's 1/90000 after the one
         # before became the same tick of an MP4's 1/48000 audio, which its muxer refuses.
-        out_tb = streams[0].time_base if streams else None
+        out_tb = streams[0].time_base
         if out_tb and packet.time_base and packet.time_base != out_tb:
             packet.rescale_ts(av.AVRational(out_tb))
         self.monotonic(packet, packet.stream.index)

@@ -19,6 +19,7 @@ from typing import Any
 
 import av
 
+from mediad import stopping
 from mediad.errors import MediadError, Reason
 from mediad.media.ladder_plan import LadderPlan
 
@@ -58,6 +59,7 @@ def _read_segment(init: bytes, segment: Path) -> tuple[bool, int, float, str, in
         cc = s.codec_context
         first_key, count, start, end = None, 0, None, None
         for p in c.demux(s):
+            stopping.check()
             if not p.size or p.pts is None:
                 continue
             if first_key is None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import av
 
+from mediad import stopping
 from mediad.errors import MediadError, Reason
 from mediad.media.pinned import read_path
 from mediad.media.probe import MediaInfo, codec_name, decode_first
@@ -139,6 +140,7 @@ def _read_back(container: av.container.InputContainer) -> tuple[bool, int, dict[
     video = container.streams.video[0]
     count, decoded = 0, False
     for packet in container.demux(wanted):
+        stopping.check()
         if packet.stream.index == video.index:
             if not decoded:
                 decoded = bool(decode_first(packet))

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import av
 import numpy as np
 
-from mediad import log
+from mediad import log, stopping
 from mediad.errors import MediadError, Reason
 from mediad.media.encoders import quality_option
 from mediad.media.plan import Plan, VideoPlan
@@ -137,6 +137,7 @@ def _decoded(src: av.container.InputContainer,
              ist: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
     """The stream's frames; a packet that does not decode is skipped, as in the encode."""
     for packet in src.demux(ist):
+        stopping.check()
         try:
             yield from packet.decode()
         except av.FFmpegError:
@@ -228,6 +229,7 @@ def _encode_trial(sample: Sample, vp: VideoPlan, dest: Path, input_name: str) ->
         # Samples are converted already: only the pixel format may change (P010 for NVENC).
         sink = VideoSink(encoder, vp, VideoTransform(vp, ist.time_base), out, threaded=False)
         for frame in src.decode(ist):
+            stopping.check()
             frame.pict_type = av.video.frame.PictureType.NONE
             packets = sink.put(frame)
             size += sum(p.size for p in packets)

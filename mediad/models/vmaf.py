@@ -20,6 +20,8 @@ from typing import Any
 import av
 import numpy as np
 
+from mediad import stopping
+
 MODEL = "vmaf_v0.6.1"
 # Frames per batch on CUDA: 8 at 1080p, more for smaller frames (memory grows with pixels).
 # On the CPU bigger batches are slower: their buffers are allocated and faulted in afresh each
@@ -95,6 +97,7 @@ def luma_planes(path: Path, stream: int | None = None) -> Iterator[np.ndarray]:
         vs = c.streams.video[0] if stream is None else c.streams[stream]
         vs.thread_type = "AUTO"
         for frame in c.decode(vs):
+            stopping.check()
             yield luma(frame)
 
 

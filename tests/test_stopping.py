@@ -1,0 +1,64 @@
+"""Stopping signals: inside a job they wait for its next safe point (a handler that raises can
+leave a lock held: CI's hung SIGTERM'd transcode); outside one, and a second time, they stop
+at once; once stopping, more are ignored so the clean-up ends. Real signals to this process."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import threading
+import time
+
+import pytest
+
+from mediad import stopping
+from mediad.cli import _stopping_raises
+
+
+def _signal_self(signum: int = signal.SIGTERM) -> None:
+    os.kill(os.getpid(), signum)
+    time.sleep(0.05)  # Python runs the handler at the main thread's next instructions
+
+
+def test_inside_a_job_a_signal_waits_for_the_safe_point() -> None:
+    with _stopping_raises(), stopping.deferred():
+        _signal_self()  # noted, not raised here
+        with pytest.raises(stopping.Stopped) as stopped:
+            stopping.check()
+        assert stopped.value.signum == signal.SIGTERM
+        stopping.check()  # stopping now: the clean-up's own checks pass
+        _signal_self(signal.SIGHUP)  # ignored: the clean-up runs to its end
+
+
+def test_outside_a_job_a_signal_stops_at_once() -> None:
+    with _stopping_raises(), pytest.raises(stopping.Stopped) as stopped:
+        _signal_self(signal.SIGHUP)
+    assert stopped.value.signum == signal.SIGHUP
+
+
+def test_a_second_signal_while_the_first_waits_stops_at_once() -> None:
+    with _stopping_raises(), stopping.deferred():
+        _signal_self(signal.SIGTERM)
+        with pytest.raises(stopping.Stopped) as stopped:
+            _signal_self(signal.SIGINT)  # the user insists: no safe point is waited for
+        assert stopped.value.signum == signal.SIGTERM  # the first one's number: 128+15
+
+
+def test_a_job_stopped_mid_queue_traffic_leaves_no_lock_held() -> None:
+    """What CI's hang was: the main thread hands items to a worker thread through a queue while
+    a signal arrives; it stops at a check between items, never inside the queue's lock."""
+    q: queue.Queue[int | None] = queue.Queue(maxsize=4)
+    taker = threading.Thread(target=lambda: [None for _ in iter(q.get, None)], daemon=True)
+    taker.start()
+    sender = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+    with _stopping_raises(), stopping.deferred(), pytest.raises(stopping.Stopped):
+        sender.start()
+        for i in range(10_000_000):
+            stopping.check()
+            q.put(i)
+    assert q.mutex.acquire(timeout=1), "the queue's lock was left held"
+    q.mutex.release()
+    q.put(None)
+    taker.join(timeout=5)
+    assert not taker.is_alive()
