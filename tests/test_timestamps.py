@@ -321,6 +321,36 @@ def test_a_recording_back_near_an_earlier_clock_is_a_jump_not_a_straggler(tmp_pa
     assert not any("missing" in w for w in warnings), warnings
 
 
+def _end(times: list[tuple[float, float]]) -> float:
+    return max(t + d for t, d in times)
+
+
+@pytest.mark.parametrize("audio", ["copy", "encode"])
+def test_recordings_joined_with_an_overlap_keep_the_sources_timeline(tmp_path: Path,
+                                                                     audio: str) -> None:
+    """Two recordings joined, the second's clock starting two frames (80 ms) before the
+    first's video ends: each repeated frame was moved one frame on, so every frame after the
+    join came 80 ms late, against copied audio for good (and re-encoded audio, counted on by
+    samples, went late with it: the whole output 80 ms longer than the source's timeline).
+    What the join repeats is dropped, video frames and, re-encoded, audio: the source's timeline
+    kept. (ffmpeg drops one of the two frames and moves the other on: 40 ms late from there.)"""
+    src = _segments(tmp_path, [1000, 1003.92])
+    profile = FAST if audio == "copy" else FAST + '[audio]\ncodec = "opus"\n'
+    out = tmp_path / "out.mkv"
+    warnings = transcode_report(str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
+                                str(out), "--gpu", "none")["warnings"]
+    sv, sa = packet_times(src, "0:v:0"), packet_times(src, "0:a:0")
+    v, a = packet_times(out, "0:v:0"), packet_times(out, "0:a:0")
+    start = min(t for t, _ in sv + sa)
+    assert len(v) == len(sv) - 2  # the two frames the join repeats
+    assert abs(_end(v) - (_end(sv) - start)) < 0.01  # where the source's video ends
+    assert abs((_end(v) - _end(a)) - (_end(sv) - _end(sa))) < 0.025  # in sync as there
+    assert any(w.startswith("2 video frame(s) repeating the times") for w in warnings), warnings
+    if audio == "encode":
+        assert any(re.match(r"\d+ audio frame\(s\) of stream #1 within the time already "
+                            r"written were dropped", w) for w in warnings), warnings
+
+
 def test_overlapping_segments_are_copied_with_timestamps_moved_forward(tmp_path: Path) -> None:
     """HLS/DVR segments whose audio overlaps by a few ms: the muxer refused the copy (EINVAL,
     naming the temporary file); ffmpeg moves the packets forward, and so does mediad."""

@@ -73,7 +73,8 @@ class AudioSink:
             frames = [f for frame in frames for f in self.normalize(frame)]
             if packet.size == 0:
                 frames += self.normalize.flush()
-        return [p for frame in frames for p in self.ost.encode(self.timer(frame))]
+        timed = [t for frame in frames if (t := self.timer(frame)) is not None]
+        return [p for frame in timed for p in self.ost.encode(frame)]
 
     def put(self, packet: av.Packet) -> list[AudioOut]:
         """Queue a source packet; returns what is encoded so far."""

@@ -328,6 +328,10 @@ class _Runner:
                           functools.partial(self._write_audio, track))
                 if change := track.sink.convert.change:
                     self.result.warnings.append(change)
+                if dropped := track.sink.timer.dropped:
+                    self.result.warnings.append(
+                        f"{dropped} audio frame(s) of stream #{track.sink.index} within the time "
+                        "already written were dropped (recordings joined with an overlap)")
                 if (figures := track.sink.loudness()) is not None:
                     self.result.loudness.append(figures)
         for sub in self.subtitles.values():

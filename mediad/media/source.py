@@ -143,4 +143,9 @@ class Source:
 
     def finish(self) -> list[str]:
         """The timeline's and the decode's warnings, at the end of the input."""
-        return self.timeline.summary() + self.health.finish(self.spans.get(self.plan.decode.stream))
+        dropped = [f"{self.timer.dropped} video frame(s) repeating the times of the frames before "
+                   "them were dropped, keeping the source's timeline (recordings joined with "
+                   "an overlap)"] \
+            if self.timer.dropped else []
+        return self.timeline.summary() + dropped + \
+            self.health.finish(self.spans.get(self.plan.decode.stream))

@@ -200,9 +200,13 @@ class VideoTimer:
     The decoder gives frames in display order, but their pts are only what the container said:
     AVI keeps none, so B-frames come out with guessed pts out of order (1 4 3 5 2 ...) and the
     encoder's dts then went backwards. The frames' own timestamps are right as a set: each
-    frame takes the smallest one still waiting. In-order pts pass unchanged; a repeated one is
-    moved one frame on. `hold` is 0 for NVDEC frames (its surface pool is small): they only get
-    the last step.
+    frame takes the smallest one still waiting. In-order pts pass unchanged. A repeated one is
+    moved one frame on where that time is free; where the frames after it hold it (recordings
+    joined with an overlap: the clock steps back a few frames and goes on from there), the frame
+    is dropped: moved on, every frame after the join went late, and stayed out of sync with
+    audio by the overlap. (ffmpeg's vfr drops all but the last and moves that one on: one
+    frame late from there.) `hold` is 0 for NVDEC frames (its surface pool is
+    small): they only get the last step, and a repeated one is dropped (nothing to look ahead).
     """
 
     def __init__(self, hold: int = _REORDER_FRAMES) -> None:
@@ -210,6 +214,7 @@ class VideoTimer:
         self._queue: deque[av.VideoFrame] = deque()
         self._pts: list[int] = []
         self._last: int | None = None
+        self.dropped = 0  # frames whose time the frames after them held
 
     def __call__(self, frames: list[av.VideoFrame] | None) -> list[av.VideoFrame]:
         """Frames ready in order; None flushes what is held."""
@@ -226,7 +231,11 @@ class VideoTimer:
                 continue
             f.pts = heapq.heappop(self._pts)
             if self._last is not None and f.pts <= self._last:
-                f.pts = self._last + max(1, int(f.duration or 0))
+                moved = self._last + max(1, int(f.duration or 0))
+                if (moved >= self._pts[0]) if self._pts else frames is not None:
+                    self.dropped += 1
+                    continue
+                f.pts = moved
             self._last = f.pts
             ready.append(f)
         return ready
@@ -239,15 +248,20 @@ class AudioTimer:
     the encoder's resampler cuts frames to the encoder's frame size and must time each piece to
     the sample, which a coarse time base cannot: pieces got equal pts and the muxer refused
     them. As the ffmpeg CLI does, count samples and trust the source's pts only for a real gap
-    (more than one of its ticks ahead); a late or repeated pts is never let go backwards.
+    (more than one of its ticks ahead); a late or repeated pts is never let go backwards. A
+    frame wholly within the time already written (recordings joined with an overlap: the clock
+    steps back, then goes on) is dropped, as VideoTimer drops the video's repeated frames:
+    counted on, everything after the join went late by the overlap.
     """
 
     def __init__(self) -> None:
         self._next: tuple[int, int] | None = None  # (sample rate, next pts in 1/rate)
         self._time_base: Fraction | None = None
+        self.dropped = 0  # frames the time before them already covered
 
-    def __call__(self, frame: av.AudioFrame) -> av.AudioFrame:
-        """The frame, its pts and time base rewritten (integer maths: it runs for every frame)."""
+    def __call__(self, frame: av.AudioFrame) -> av.AudioFrame | None:
+        """The frame, its pts and time base rewritten (integer maths: it runs for every frame);
+        None when it is dropped."""
         rate = frame.sample_rate
         expected = None if self._next is None else self._next[1] * rate // self._next[0]
         pts, tb, tick = None, frame.time_base, 1
@@ -256,6 +270,9 @@ class AudioTimer:
             tick = max(1, -(-num // den))
             if frame.pts is not None:
                 pts = (2 * frame.pts * num + den) // (2 * den)  # rounded to the sample
+        if expected is not None and pts is not None and pts + frame.samples + tick <= expected:
+            self.dropped += 1
+            return None
         if expected is not None and (pts is None or pts < expected + tick):
             pts = expected
         elif pts is None:
