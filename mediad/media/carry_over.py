@@ -92,8 +92,9 @@ def carry_over(base: Plan, src: av.container.InputContainer, out: av.container.O
         out.set_chapters(chapters)
     # In the source's order, as `ffmpeg -map 0` keeps them (Matroska holds both as attachments)
     covers: dict[int, av.stream.Stream] = {}
-    for sp in sorted([*base.attachments, *base.cover_art], key=lambda sp: sp.index):
-        if sp in base.cover_art:
+    tagged = [(sp, True) for sp in base.cover_art] + [(sp, False) for sp in base.attachments]
+    for sp, cover in sorted(tagged, key=lambda item: item[0].index):
+        if cover:
             covers |= add_cover_art([sp], src, out, container, base.input)
         else:
             add_attachments([sp], src, out)
