@@ -380,6 +380,10 @@ def test_renditions_into_a_file_container_make_one_file_each(tmp_path: Path) -> 
         assert abs(sum(d for _, d in audio) - SECONDS) < 0.1
     assert [o["name"] for o in report["outputs"]] == ["360p", "240p", "180p"]
     assert {o["encoder"] for o in report["outputs"]} == {"libx264", "libx265"}
+    for o in report["outputs"]:  # measured: the video's bytes over its span, as the file holds
+        video = packet_times(folder / Path(o["path"]).name, "0:v:0")
+        span = max(p + d for p, d in video) - min(p for p, _ in video)
+        assert 0 < o["video_bit_rate"] * span / 8 <= o["size"], o
 
 
 # -- defects found by adversarial QA, each reproduced here first ------------------------------

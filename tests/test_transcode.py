@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import re
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import pytest
-from conftest import SAMPLES, read_back
+from conftest import (
+    FAST_PROFILE,
+    SAMPLES,
+    camera_clip,
+    ffmpeg,
+    read_back,
+    run_cli,
+    transcode_report,
+    write_profile,
+)
 
 from mediad.media.job import transcode
 from mediad.profiles import load_profile
@@ -147,3 +158,25 @@ def test_copy_if_matching_encodes_what_does_not_match(tmp_path: Path) -> None:
     report = transcode(SAMPLES / "h264_aac.mp4", load_profile(str(prof)), out, gpu="none")
     assert report.plan.video.action == "encode"
     assert (read_back(out).height, read_back(out).frames) == (90, read_back(SAMPLES / "h264_aac.mp4").frames)
+
+
+def test_the_report_gives_each_outputs_measured_video_bit_rate(tmp_path: Path) -> None:
+    """#12: the report lists each output with its measured bit rate: the video packets' bytes
+    over the video's span, as the independent ffmpeg demuxes the file."""
+    src = camera_clip(tmp_path / "cam.mp4", seconds=2)
+    out = tmp_path / "out.mkv"
+    report = transcode_report(str(src), "-p", str(write_profile(tmp_path, FAST_PROFILE)), "-o",
+                              str(out), "--gpu", "none")
+    crc = ffmpeg("-v", "error", "-i", str(out), "-map", "0:v:0", "-c", "copy", "-f", "framecrc",
+                 "-").stdout
+    rows = [[x.strip() for x in line.split(",")] for line in crc.splitlines()
+            if line and not line.startswith("#")]
+    tb = Fraction(re.search(r"#tb 0: (\d+/\d+)", crc)[1])  # type: ignore[index]
+    start = min(int(r[2]) for r in rows)
+    end = max(int(r[2]) + int(r[3]) for r in rows)
+    expected = sum(int(r[4]) for r in rows) * 8 / float((end - start) * tb)
+    (output,) = report["outputs"]
+    assert abs(output["video_bit_rate"] - expected) / expected < 0.01, (output, expected)
+    text = run_cli("transcode", str(src), "-p", str(write_profile(tmp_path, FAST_PROFILE)), "-o",
+                   str(tmp_path / "again.mkv"), "--gpu", "none").stdout
+    assert f", {output['video_bit_rate'] // 1000}k video" in text

@@ -87,7 +87,7 @@ def format_ladder_report(report: LadderReport) -> str:
     for f in report.files:
         dur = f"{f.duration:.2f}s" if f.duration is not None else "?"
         lines.append(f"  {Path(f.path).name}: {f.video_codec} {f.width}x{f.height}, "
-                     f"{f.frames} frames, {dur}, {f.size} bytes")
+                     f"{f.frames} frames, {dur}, {f.size} bytes{f.video_rate_text()}")
     for t in report.tracks:
         what = f"{t.codec} {t.width}x{t.height}, {t.frames} frames" if t.kind == "video" \
             else f"{t.codec} audio"

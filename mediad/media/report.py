@@ -47,7 +47,8 @@ def format_report(report: Report) -> str:
     for o in report.outputs:
         dur = f"{o.duration:.2f}s" if o.duration is not None else "?"
         lines.append(f"wrote {o.path}: {o.video_codec} {o.width}x{o.height} via "
-                     f"{report.plan.video.encoder}, {o.frames} frames, {dur}, {o.size} bytes")
+                     f"{report.plan.video.encoder}, {o.frames} frames, {dur}, {o.size} bytes"
+                     f"{o.video_rate_text()}")
     for t in report.extra.get("loudness", []):
         lines.append(f"loudness: audio #{t['stream']} {t['input_i']:g} LUFS -> {t['output_i']:g} "
                      f"LUFS ({t['normalization']}; true peak in {t['input_tp']:g} dBTP, range "

@@ -42,10 +42,15 @@ class OutputInfo:
     audio_streams: int
     subtitle_streams: int
     audio_durations: list[float | None] = field(default_factory=list)
+    video_bit_rate: int | None = None  # measured: the video packets' bytes over its duration
 
     def to_dict(self) -> dict:
         """Plain data for the report."""
         return asdict(self)
+
+    def video_rate_text(self) -> str:
+        """', 2345k video' (the measured rate, for the report's lines), or nothing."""
+        return f", {self.video_bit_rate // 1000}k video" if self.video_bit_rate else ""
 
 
 def _stat(path: Path) -> os.stat_result | None:
@@ -132,13 +137,14 @@ def _truncated(info: MediaInfo, promise: str, end: float) -> MediadError:
                        f"data ends at {end:.3f}s", reason=Reason.CORRUPT)
 
 
-def _read_back(container: av.container.InputContainer) -> tuple[bool, int, dict[int, Span]]:
-    """(first video frame decodes, video packet count, span per video/audio stream), in one
-    pass from the start: a seek back would land on a keyframe and skip audio before it."""
+def _read_back(container: av.container.InputContainer) -> tuple[bool, int, int, dict[int, Span]]:
+    """(first video frame decodes, video packet count, video bytes, span per video/audio
+    stream), in one pass from the start: a seek back would land on a keyframe and skip audio
+    before it."""
     wanted = [s for s in container.streams if s.type in ("video", "audio")]
     spans = {s.index: Span() for s in wanted}
     video = container.streams.video[0]
-    count, decoded = 0, False
+    count, size, decoded = 0, 0, False
     for packet in container.demux(wanted):
         stopping.check()
         if packet.stream.index == video.index:
@@ -146,9 +152,10 @@ def _read_back(container: av.container.InputContainer) -> tuple[bool, int, dict[
                 decoded = bool(decode_first(packet))
             if packet.size:
                 count += 1
+                size += packet.size
         if packet.size:
             spans[packet.stream.index].add(packet.pts, packet.duration, packet.time_base)
-    return decoded, count, spans
+    return decoded, count, size, spans
 
 
 @contextlib.contextmanager
@@ -191,14 +198,15 @@ def verify_output(path: Path, video: float | None, audio: list[float | None],
             if not c.streams.video:
                 raise MediadError(f"{source}: output has no video stream", reason=Reason.VERIFY_FAILED)
             vs = c.streams.video[0]
-            decoded, frames, spans = _read_back(c)
+            decoded, frames, video_bytes, spans = _read_back(c)
             if not decoded:
                 raise MediadError(f"{source}: output video does not decode", reason=Reason.VERIFY_FAILED)
             audio_out = [spans[s.index].seconds for s in c.streams.audio]
+            seconds = spans[vs.index].seconds
             info = OutputInfo(str(path), path.stat().st_size, codec_name(vs.codec_context),
                               vs.codec_context.width, vs.codec_context.height, frames,
-                              spans[vs.index].seconds, len(c.streams.audio),
-                              len(c.streams.subtitles), audio_out)
+                              seconds, len(c.streams.audio), len(c.streams.subtitles), audio_out,
+                              round(video_bytes * 8 / seconds) if seconds else None)
     except av.FFmpegError as e:
         raise MediadError(f"{source}: output does not read back: {e}", reason=Reason.VERIFY_FAILED) from None
     checks = [("video", info.duration, video)]
