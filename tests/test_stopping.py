@@ -9,11 +9,24 @@ import queue
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from mediad import stopping
-from mediad.cli import _stopping_raises
+from mediad.cli import STOPPING_SIGNALS, _stopping_raises
+
+
+@pytest.fixture(autouse=True)
+def default_handlers() -> Iterator[None]:
+    """The signals as a fresh program has them: tests before these (in one pytest process)
+    may have left handlers of their own, which _stopping_raises keeps, as it keeps nohup's."""
+    saved = {sig: signal.signal(sig, signal.SIG_DFL) for sig in STOPPING_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _signal_self(signum: int = signal.SIGTERM) -> None:
