@@ -494,7 +494,11 @@ def main(argv: list[str] | None = None) -> int:
     # The daemon handles its signals itself; a one-shot command must not die with a .part file.
     with contextlib.nullcontext() if args.command == "daemon" else _stopping_raises():
         try:
-            return args.func(args)
+            code = args.func(args)
+            if (signum := stopping.noted()) is not None:  # the job was past its last safe point
+                print(f"mediad: {_signal_name(signum)} came as the job ended: its output is "
+                      "complete", file=sys.stderr)
+            return code
         except MediadError as e:
             _failed(args, str(e), e.reason, f"mediad: error: {e}")
             if args.command == "daemon" and e.reason in _DAEMON_CONFIG_REASONS:

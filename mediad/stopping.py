@@ -59,6 +59,11 @@ def deferred() -> Iterator[None]:
         _deferring -= 1
 
 
+def noted() -> int | None:
+    """The signal noted and not acted on (one that came after the job's last safe point)."""
+    return None if _taken else _noted
+
+
 def reset() -> None:
     """Forget any signal (main() run again in one process: the tests)."""
     global _noted, _taken

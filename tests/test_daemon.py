@@ -1051,11 +1051,18 @@ def test_a_job_that_ends_while_the_state_disk_is_full_is_recorded_once_there_is_
         site.wait_log(r"event=transcoded input=\S*long\.mkv", timeout=120)
         time.sleep(1)
         assert site.jobs()[0]["state"] == "running", "its end was recorded: nothing tested"
+        # Nothing can be asked of the daemon meanwhile: one line, not a traceback (QA)
+        cancel = mediad_cli(site, "cancel", "1")
+        assert cancel.returncode == 1 and "disk is full" in cancel.stderr, cancel.stderr
+        assert "Traceback" not in cancel.stderr, cancel.stderr
         filler.unlink()  # room again
-        site.wait_jobs("done", 1 + more, timeout=120)
+        # Within the retry's few seconds, not by the stall timeout's kill (60 s here): QA saw
+        # the worker's end message dropped with the progress write before it that failed
+        site.wait_jobs("done", 1 + more, timeout=STATE_FULL_RETRY + 15)
         assert sorted(p.name for p in site.outputs()) == sorted(
             ["long.mp4"] + [f"w{i}.mp4" for i in range(more)])
         assert site.log().count("event=job_started job=1 ") == 1
+        assert "job_stalled" not in site.log() and site.jobs()[0]["attempts"] == 0
         assert not (site.inbox / "long.mkv").exists()  # disposed of, as a done job's source
         assert site.stop() == 0
 

@@ -10,8 +10,10 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from conftest import SAMPLES
 
 from mediad import stopping
 from mediad.cli import STOPPING_SIGNALS, _stopping_raises
@@ -75,3 +77,25 @@ def test_a_job_stopped_mid_queue_traffic_leaves_no_lock_held() -> None:
     q.put(None)
     taker.join(timeout=5)
     assert not taker.is_alive()
+
+
+def test_a_signal_during_the_commit_lets_it_finish_and_says_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """QA: SIGTERM arriving while the output is committed (past the job's last safe point) was
+    silently ignored. The commit finishes (the output is whole) and the command says so."""
+    import mediad.media.job as job
+    from mediad.cli import main
+
+    real_commit = job.commit
+
+    def commit(*args: object, **kwargs: object) -> object:
+        os.kill(os.getpid(), signal.SIGTERM)  # a real signal, as the commit starts
+        time.sleep(0.05)
+        return real_commit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(job, "commit", commit)
+    out = tmp_path / "out.mkv"
+    code = main(["transcode", str(SAMPLES / "h264_aac.mp4"), "-p", "h264", "-o", str(out),
+                 "--gpu", "none", "--no-progress"])
+    assert code == 0 and out.exists()
+    assert "mediad: SIGTERM came as the job ended: its output is complete" in capsys.readouterr().err

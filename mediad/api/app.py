@@ -118,6 +118,8 @@ def create_app(state_dir: FsPath, get_config: Callable[[], Config], readiness: R
         conn = connect(db)  # the daemon made the schema; only the commands table is written
         try:
             return add_command(conn, kind, job_id, value, args)
+        except MediadError as e:  # the state disk is full: Insufficient Storage, not a 500
+            raise ApiError(507, e.reason, str(e)) from None
         finally:
             conn.close()
 

@@ -11,7 +11,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from mediad.daemon.queue import Queue
+from mediad.daemon.queue import Queue, disk_full
 from mediad.daemon.status import daemon_pid, state_database
 from mediad.errors import MediadError, Reason
 
@@ -37,6 +37,19 @@ def send(config_path: Path | None, kind: str, job_ids: list[int],
 
 def _one(queue: Queue, kind: str, job_id: int, value: int | None,
          running: bool) -> str | MediadError:
+    try:
+        return _apply(queue, kind, job_id, value, running)
+    except MediadError as e:  # the command could not be written (a full state disk)
+        return MediadError(f"job {job_id}: {e}", reason=e.reason)
+    except sqlite3.OperationalError as e:
+        if not disk_full(e):
+            raise
+        return MediadError(f"job {job_id}: the state database's disk is full: nothing changed",
+                           reason=Reason.DISK_FULL)
+
+
+def _apply(queue: Queue, kind: str, job_id: int, value: int | None,
+           running: bool) -> str | MediadError:
     job = queue.get(job_id)
     if job is None:
         return MediadError(f"job {job_id}: no such job", reason=Reason.NO_JOB)

@@ -491,9 +491,15 @@ class Queue:
 def add_command(conn: sqlite3.Connection, kind: str, job_id: int | None, value: int | None = None,
                 args: dict | None = None) -> int:
     """Write a command for the daemon's loop (Queue.add_command; the API's own connection)."""
-    cur = conn.execute("INSERT INTO commands (kind, job, value, created, args) VALUES "
-                       "(?, ?, ?, ?, ?)", (kind, job_id, value, time.time(),
-                                           None if args is None else json.dumps(args)))
+    try:
+        cur = conn.execute("INSERT INTO commands (kind, job, value, created, args) VALUES "
+                           "(?, ?, ?, ?, ?)", (kind, job_id, value, time.time(),
+                                               None if args is None else json.dumps(args)))
+    except sqlite3.OperationalError as e:
+        if not disk_full(e):
+            raise
+        raise MediadError("the state database's disk is full: the command cannot be written; "
+                          "ask again once there is room", reason=Reason.DISK_FULL) from None
     return int(cur.lastrowid or 0)
 
 

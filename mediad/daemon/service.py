@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import selectors
 import signal
@@ -235,6 +236,11 @@ class Daemon(Intake, Scheduling, Supervision, StateRoom):
         if not self.state_lost:  # what they finished while the loop was ending
             with contextlib.suppress(sqlite3.Error):
                 self._record_background()
+                self._record_waiting(math.inf)  # what a full disk held back: a last try
+            if self.unrecorded_writes:
+                log.event("state_not_recorded", logging.WARNING, writes=len(self.unrecorded_writes),
+                          note="the state disk is still full: jobs that ended meanwhile are "
+                               "found done by their outputs' job keys at the next start")
         self.metrics.stop()
         self.queue.close()
         self.notifier.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sqlite3
 import time
 from functools import partial
 from pathlib import Path
@@ -16,7 +17,7 @@ from mediad.daemon.disposition import REWRITTEN
 from mediad.daemon.outcomes import Action, decide
 from mediad.daemon.partial import remove_partials
 from mediad.daemon.pool import Outcome, Worker
-from mediad.daemon.queue import Job
+from mediad.daemon.queue import Job, disk_full
 from mediad.daemon.state import DaemonState
 from mediad.errors import Reason
 from mediad.media.commit import committed_job, remove_output
@@ -41,11 +42,20 @@ class Supervision(DaemonState):
                 now = time.monotonic()
                 if now - self._progress_written.get(worker.job_id, 0.0) >= PROGRESS_WRITE_EVERY:
                     self._progress_written[worker.job_id] = now
-                    self.queue.progress(worker.job_id, worker.frames_done, worker.frames_total,
-                                        worker.fps)
+                    self._write_progress(worker)
             elif worker.node != node:  # a cluster job started on its node
-                self.queue.set_node(worker.job_id, worker.node)
+                self._record(partial(self.queue.set_node, worker.job_id, worker.node))
                 log.event("job_placed", job=worker.job_id, node=worker.node, pid=worker.proc.pid)
+
+    def _write_progress(self, worker: Worker) -> None:
+        """Record a running job's progress; on a full state disk it is skipped (the next one
+        says more), never the worker's messages after it: its end among them."""
+        try:
+            self.queue.progress(worker.job_id, worker.frames_done, worker.frames_total, worker.fps)
+        except sqlite3.OperationalError as e:
+            if not disk_full(e):
+                raise
+            self._state_full(None)
 
     def _supervise(self, now: float) -> None:
         """Reap ended workers, kill stalled ones, escalate SIGTERM to SIGKILL."""
