@@ -456,3 +456,31 @@ def test_a_late_matroska_files_rate_is_over_its_content(tmp_path: Path) -> None:
     plan = run_cli("plan", str(late), "-p", str(profile), "-o", str(tmp_path / "o.mkv"),
                    "--gpu", "none")
     assert "re-encoded, not copied: source video is" in plan.stdout, plan.stdout
+
+
+@pytest.mark.parametrize("audio", ["copy", "encode"])
+def test_an_mp4_cut_with_an_edit_list_transcodes_without_false_damage(tmp_path: Path,
+                                                                      audio: str) -> None:
+    """QA: an MP4 cut as `ffmpeg -ss 0.5 -c copy` makes (an edit list; the packets before its
+    start marked discard, the decoders' pre-roll) failed with its audio re-encoded ("the
+    output's audio track 1 lasts 3.518s but 4.021s went into it": the pre-roll was counted as
+    what went in), and the discarded video pre-roll was reported as frames that did not decode
+    (with on_decode_error = "fail", a failure)."""
+    base = camera_clip(tmp_path / "base.mp4", seconds=4)
+    cut = tmp_path / "cut.mp4"
+    ffmpeg("-y", "-ss", "0.5", "-i", str(base), "-c", "copy", str(cut))
+    profile = 'on_decode_error = "fail"\n' + FAST + \
+        ('[audio]\ncodec = "opus"\n' if audio == "encode" else "")
+    out = tmp_path / "out.mkv"
+    report = transcode_report(str(cut), "-p", str(write_profile(tmp_path, profile)), "-o",
+                              str(out), "--gpu", "none")
+    assert not any("did not decode" in w for w in report["warnings"]), report["warnings"]
+    frames = ffmpeg("-i", str(cut), "-map", "0:v:0", "-f", "framemd5", "-").stdout
+    assert report["outputs"][0]["frames"] == sum(1 for ln in frames.splitlines()
+                                                 if ln and not ln.startswith("#"))
+    # In sync: the first shown frame against the audio as the source has them. Copied, the
+    # audio keeps its pre-roll (as `ffmpeg -c copy` keeps it: Matroska shows it, before the
+    # video); encoded, the audio is what the decoder presents, from the edit list's start.
+    first = {s: min(t for t, _ in packet_times(out, s)) for s in ("0:v:0", "0:a:0")}
+    preroll = -min(t for t, _ in packet_times(cut, "0:a:0")) if audio == "copy" else 0.0
+    assert abs(first["0:v:0"] - first["0:a:0"] - preroll) < 0.03, (first, preroll)

@@ -17,7 +17,7 @@ import av
 from mediad.media.audio import AudioConverter, output_layout
 from mediad.media.health import DecodeHealth
 from mediad.media.loudness import Normalizer
-from mediad.media.timing import AudioTimer
+from mediad.media.timing import AudioTimer, Span
 from mediad.media.worker import OrderedWorker
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class AudioSink:
         self.convert = AudioConverter(index)
         self.normalize = normalize  # loudness, after the conversion to one setup
         self.timer = AudioTimer()
+        self.span = Span()  # what went into the encoder (an edit list's pre-roll is not in it)
         self.worker: OrderedWorker[av.Packet | None, AudioOut] = OrderedWorker(
             self._work, name=f"mediad-audio-{index}")
 
@@ -74,6 +75,8 @@ class AudioSink:
             if packet.size == 0:
                 frames += self.normalize.flush()
         timed = [t for frame in frames if (t := self.timer(frame)) is not None]
+        for frame in timed:
+            self.span.add(frame.pts, frame.samples, frame.time_base)
         return [p for frame in timed for p in self.ost.encode(frame)]
 
     def put(self, packet: av.Packet) -> list[AudioOut]:

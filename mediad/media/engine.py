@@ -65,6 +65,9 @@ class RunResult:
     video_spans: dict[str, Span] = field(default_factory=dict)  # what went into each video
     # What the source's packets span, per source stream (its header may promise more).
     source_spans: dict[int, Span] = field(default_factory=dict)
+    # What went into each kept audio track, by source stream: its encoder's frames (the
+    # decoder leaves out an MP4 edit list's pre-roll), or the source's packets, copied.
+    audio_spans: dict[int, Span] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # what went wrong but did not fail the job
     loudness: list[dict] = field(default_factory=list)  # per normalised track: loudnorm's figures
     analysis: Any = None  # the stages' AnalysisResult, when the profile has stages
@@ -322,7 +325,7 @@ class _Runner:
                 o.container.set_chapters(chapters)
 
     def _finish_tracks(self) -> None:
-        for track in self.audio.values():
+        for index, track in self.audio.items():
             if track.sink is not None:
                 mux_audio(self.health, track.sink.finish(),
                           functools.partial(self._write_audio, track))
@@ -334,6 +337,8 @@ class _Runner:
                         "already written were dropped (recordings joined with an overlap)")
                 if (figures := track.sink.loudness()) is not None:
                     self.result.loudness.append(figures)
+            if (span := track.sink.span if track.sink else self.source.spans.get(index)) is not None:
+                self.result.audio_spans[index] = span
         for sub in self.subtitles.values():
             if sub.converter is not None:
                 mux_to_all(self.outputs, sub.streams, sub.converter.flush())

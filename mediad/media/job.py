@@ -205,8 +205,8 @@ def _seconds(span: Span | None) -> float | None:
 
 
 def _audio_spans(plan: Plan, result: RunResult) -> list[float | None]:
-    """How long each kept audio track's source packets last, in the output's order."""
-    return [_seconds(result.source_spans.get(a.index)) for a in plan.audio if a.action != "drop"]
+    """How long what went into each kept audio track lasts, in the output's order."""
+    return [_seconds(result.audio_spans.get(a.index)) for a in plan.audio if a.action != "drop"]
 
 
 def _missing_streams(plan: Plan, out: OutputInfo) -> list[str]:

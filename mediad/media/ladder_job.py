@@ -161,7 +161,7 @@ def _verify(plan: LadderPlan, result: RunResult, tracks: list[SegmentedTrack]) -
                               f"{result.frames.get(r.name)} were encoded", reason=Reason.CORRUPT)
         check_segments(t, plan.segment_seconds)
         _check_duration(plan, t, result.video_spans.get(r.name), _DURATION_TOLERANCE_S)
-    sources = {name: result.source_spans.get(a.index)
+    sources = {name: result.audio_spans.get(a.index)
                for name, a in zip(plan.audio_names, plan.audio, strict=True)}
     for t in tracks:
         if t.kind == "audio":  # audio ends on its own frame grid; AAC priming shows too
@@ -180,7 +180,7 @@ def _verify_files(plan: LadderPlan, result: RunResult, tmp: Path,
                   folder: Path) -> list[OutputInfo]:
     """Each rendition's file read back like a single transcode's output (the video against
     what went in, the audio against its source track); paths as they will be once committed."""
-    audio = [result.source_spans.get(a.index) for a in plan.audio]
+    audio = [result.audio_spans.get(a.index) for a in plan.audio]
     files = []
     for r in plan.renditions:
         assert r.file is not None

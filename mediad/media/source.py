@@ -88,7 +88,9 @@ class Source:
         if not packet.size:
             return
         self.timeline.packet(packet)
-        if packet.pts is not None:
+        # A video packet marked discard (before an MP4 edit list's start) decodes to no frame:
+        # its time is not presented, nor lost. (Copied audio keeps its pre-roll packets.)
+        if packet.pts is not None and not (packet.is_discard and packet.stream.type == "video"):
             self.spans.setdefault(packet.stream.index, Span()).add(
                 packet.pts, packet.duration, packet.time_base)
 
