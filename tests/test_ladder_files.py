@@ -140,3 +140,19 @@ def test_faststart_holds_for_every_file_as_for_a_single_transcode(tmp_path: Path
     for f in files:
         kinds = _top_level_boxes(f)
         assert kinds.index("moov") < kinds.index("mdat"), (f.name, kinds)
+
+
+def test_every_file_has_the_same_encoded_audio(tmp_path: Path) -> None:
+    """QA: a ladder's MKV files from one Opus source, its audio encoded to AAC once for all:
+    only the first file had the encoder's start-up padding marked to skip (the packet's side
+    data was not copied for the others), so the others played it and their video came 21 ms
+    late against it."""
+    src = camera_clip(tmp_path / "opus.mkv", "-c:a", "libopus", seconds=2)
+    report, folder = _ladder(src, tmp_path, "mkv")
+    files = sorted(folder.glob("*.mkv"))
+    assert len(files) == 2
+    audio = [ffmpeg("-v", "error", "-copyts", "-i", str(f), "-map", "0:a", "-c", "copy", "-f",
+                    "framecrc", "-").stdout.splitlines() for f in files]
+    assert [ln for ln in audio[0] if not ln.startswith("#")] == \
+        [ln for ln in audio[1] if not ln.startswith("#")]
+    assert any("Skip Samples" in ln for ln in audio[1]), audio[1][:12]

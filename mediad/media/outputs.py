@@ -59,16 +59,12 @@ def add_audio_track(outputs: list[Output], a: StreamPlan, ist: av.audio.stream.A
             track.bsf = av.BitStreamFilterContext("aac_adtstoasc", ist, streams[0])
             streams[0].codec_tag = "mp4a"  # not the TS's stream type (0x0F) the filter kept
         return track
-    ost = add_encoded_audio(outputs[0].container, a, ist)
-    streams = [ost]
-    if len(outputs) > 1:
-        ost.codec_context.open()  # its parameters (AAC's config) template the others
-    for o in outputs[1:]:
-        copy = o.container.add_stream_from_template(ost)
-        # The encoder's AAC config: Matroska's header needs it (the template has none)
-        copy.codec_context.extradata = ost.codec_context.extradata
-        streams.append(copy)
-    return AudioTrack(streams, sink=AudioSink(ist.index, ost, normalizer))
+    # Encoded once, by the first output's encoder. Each other output's stream gets an encoder
+    # of its own set up alike and never fed: its parameters are the first's (AAC's config,
+    # the start-up padding a muxer marks to skip), which a stream copied from a template
+    # lacked (its Matroska file played the padding: its audio 21 ms early).
+    streams = [add_encoded_audio(o.container, a, ist) for o in outputs]
+    return AudioTrack(streams, sink=AudioSink(ist.index, streams[0], normalizer))
 
 
 def add_subtitle_track(outputs: list[Output], s: StreamPlan,
@@ -116,10 +112,13 @@ def stream_info(ist: av.stream.Stream, streams: list[av.stream.Stream], segmente
 
 
 def clone(packet: av.Packet, stream: av.stream.Stream) -> av.Packet:
-    """A copy of an encoded packet for another output (muxing takes the packet's contents)."""
+    """A copy of an encoded packet for another output (muxing takes the packet's contents),
+    its side data too: an encoder's start-up padding to skip, a new extradata."""
     copy = av.Packet(bytes(packet))
     copy.pts, copy.dts, copy.duration = packet.pts, packet.dts, packet.duration
     copy.time_base, copy.is_keyframe = packet.time_base, packet.is_keyframe
+    for side_data in packet.iter_sidedata():
+        copy.set_sidedata(side_data)
     copy.stream = stream
     return copy
 
