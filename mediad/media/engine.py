@@ -373,7 +373,7 @@ class _Runner:
             if track.sink is not None:
                 mux_audio(self.health, track.sink.put(packet),
                           functools.partial(self._write_audio, track))
-            else:
+            elif not packet.is_discard:  # copied: an edit list's pre-roll is not presented
                 self.copy(packet, track.streams, track.bsf)
         else:  # a picture: one packet into every file
             self.copy(packet, [o.covers[index] for o in self.outputs])

@@ -88,9 +88,9 @@ class Source:
         if not packet.size:
             return
         self.timeline.packet(packet)
-        # A video packet marked discard (before an MP4 edit list's start) decodes to no frame:
-        # its time is not presented, nor lost. (Copied audio keeps its pre-roll packets.)
-        if packet.pts is not None and not (packet.is_discard and packet.stream.type == "video"):
+        # A packet marked discard (before an MP4 edit list's start: the decoders' pre-roll)
+        # gives no frame or samples: its time is not presented, nor lost.
+        if packet.pts is not None and not packet.is_discard:
             self.spans.setdefault(packet.stream.index, Span()).add(
                 packet.pts, packet.duration, packet.time_base)
 
