@@ -325,16 +325,20 @@ def _end(times: list[tuple[float, float]]) -> float:
     return max(t + d for t, d in times)
 
 
+@pytest.mark.parametrize("second", [1003.92, 1003.9203], ids=["exact", "ticks_apart"])
 @pytest.mark.parametrize("audio", ["copy", "encode"])
-def test_recordings_joined_with_an_overlap_keep_the_sources_timeline(tmp_path: Path,
-                                                                     audio: str) -> None:
+def test_recordings_joined_with_an_overlap_keep_the_sources_timeline(tmp_path: Path, audio: str,
+                                                                     second: float) -> None:
     """Two recordings joined, the second's clock starting two frames (80 ms) before the
     first's video ends: each repeated frame was moved one frame on, so every frame after the
     join came 80 ms late, against copied audio for good (and re-encoded audio, counted on by
     samples, went late with it: the whole output 80 ms longer than the source's timeline).
     What the join repeats is dropped, video frames and, re-encoded, audio: the source's timeline
-    kept. (ffmpeg drops one of the two frames and moves the other on: 40 ms late from there.)"""
-    src = _segments(tmp_path, [1000, 1003.92])
+    kept. (ffmpeg drops one of the two frames and moves the other on: 40 ms late from there.)
+    QA: a join at a rounded offset repeats the times 27 ticks of 1/90000 apart: those frames
+    were kept, two frames 0.3 ms apart, and ffmpeg's reader of the HLS set saw their dts
+    collide."""
+    src = _segments(tmp_path, [1000, second])
     profile = FAST if audio == "copy" else FAST + '[audio]\ncodec = "opus"\n'
     out = tmp_path / "out.mkv"
     warnings = transcode_report(str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
@@ -483,3 +487,26 @@ def test_an_mp4_cut_with_an_edit_list_transcodes_without_false_damage(tmp_path: 
     first = {s: min(t for t, _ in packet_times(out, s)) for s in ("0:v:0", "0:a:0")}
     assert abs(first["0:v:0"] - first["0:a:0"]) < 0.03, first
     assert abs(stream_span(out, "0:a:0") - stream_span(out, "0:v:0")) < 0.1
+
+
+@pytest.mark.parametrize(("times", "out", "dropped"), [
+    ([0, 1, 1, 3, 4], [0, 1, 2, 3, 4], 0),  # a repeated time whose slot is free: moved on
+    ([0, 1, 2, 1, 2, 3, 4], [0, 1, 2, 3, 4], 2),  # a join repeating two frames: dropped
+    ([0, 1, 2, 1.01, 2.01, 3.01], [0, 1, 2, 3.01], 2),  # the same, a few ticks apart
+    ([0, 2, 1, 4, 3, 5], [0, 1, 2, 3, 4, 5], 0),  # scrambled (AVI): put back in order
+], ids=["free_slot", "join", "join_ticks_apart", "reordered"])
+def test_the_video_timer_moves_a_repeat_into_a_free_slot_else_drops_it(
+        times: list[float], out: list[float], dropped: int) -> None:
+    from fractions import Fraction
+
+    from mediad.media.timing import VideoTimer
+
+    timer = VideoTimer()
+    frames = []
+    for t in times:  # in frames of 3600 ticks of 1/90000
+        frame = av.VideoFrame(16, 16, "yuv420p")
+        frame.pts, frame.time_base, frame.duration = round(t * 3600), Fraction(1, 90000), 3600
+        frames.append(frame)
+    timed = timer(frames) + timer(None)
+    assert [f.pts for f in timed] == [round(t * 3600) for t in out]
+    assert timer.dropped == dropped

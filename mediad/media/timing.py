@@ -200,8 +200,9 @@ class VideoTimer:
     The decoder gives frames in display order, but their pts are only what the container said:
     AVI keeps none, so B-frames come out with guessed pts out of order (1 4 3 5 2 ...) and the
     encoder's dts then went backwards. The frames' own timestamps are right as a set: each
-    frame takes the smallest one still waiting. In-order pts pass unchanged. A repeated one is
-    moved one frame on where that time is free; where the frames after it hold it (recordings
+    frame takes the smallest one still waiting. In-order pts pass unchanged. A repeated one (or
+    one less than half a frame after the one before) is moved one frame on where that time is
+    free; where the frames after it hold it (recordings
     joined with an overlap: the clock steps back a few frames and goes on from there), the frame
     is dropped: moved on, every frame after the join went late, and stayed out of sync with
     audio by the overlap. (ffmpeg's vfr drops all but the last and moves that one on: one
@@ -230,9 +231,14 @@ class VideoTimer:
                 ready.append(f)  # numbered by the encoder side
                 continue
             f.pts = heapq.heappop(self._pts)
-            if self._last is not None and f.pts <= self._last:
-                moved = self._last + max(1, int(f.duration or 0))
-                if (moved >= self._pts[0]) if self._pts else frames is not None:
+            step = int(f.duration or 0)
+            # Repeated: the same time, or (segments joined at a rounded offset) a few ticks
+            # after it, less than half a frame; its time free: no frame waits within half a
+            # frame of it
+            near = max(1, step // 2)
+            if self._last is not None and f.pts < self._last + near:
+                moved = self._last + max(1, step)
+                if (self._pts[0] < moved + near) if self._pts else frames is not None:
                     self.dropped += 1
                     continue
                 f.pts = moved
