@@ -56,9 +56,11 @@ def _stopping_raises() -> Iterator[None]:
         signal.signal(sig, stop)
     try:
         yield
-    finally:  # main() may run inside another program (tests): give its handlers back
+    finally:  # main() may run inside another program (tests): give its handlers back, and
+        # forget a signal noted too late to act on (that program's next job must not stop)
         for sig, handler in changed.items():
             signal.signal(sig, handler)
+        stopping.reset()
 
 
 def _print_json(data: object) -> None:

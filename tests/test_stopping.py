@@ -29,6 +29,7 @@ def default_handlers() -> Iterator[None]:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+        stopping.reset()
 
 
 def _signal_self(signum: int = signal.SIGTERM) -> None:
@@ -99,3 +100,4 @@ def test_a_signal_during_the_commit_lets_it_finish_and_says_so(
                  "--gpu", "none", "--no-progress"])
     assert code == 0 and out.exists()
     assert "mediad: SIGTERM came as the job ended: its output is complete" in capsys.readouterr().err
+    assert stopping.noted() is None  # forgotten: a later job in this process is not stopped
