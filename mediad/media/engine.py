@@ -40,6 +40,7 @@ from mediad.media.outputs import (
 from mediad.media.packaging import muxer_setup
 from mediad.media.plan_streams import loudness_targets
 from mediad.media.progress import ProgressCallback, ProgressReporter
+from mediad.media.run_result import RunResult
 from mediad.media.source import DecoderRefused, Source
 from mediad.media.timing import Monotonic, Span
 from mediad.media.transform import VideoTransform
@@ -55,38 +56,6 @@ from mediad.media.video_sink import (
     open_video_encoder,
     stage_input_work,
 )
-
-
-@dataclass
-class RunResult:
-    """What one run produced, for the verification and the report."""
-
-    frames: dict[str, int] = field(default_factory=dict)  # per rendition: encoded or copied
-    video_spans: dict[str, Span] = field(default_factory=dict)  # what went into each video
-    # What the source's packets span, per source stream (its header may promise more).
-    source_spans: dict[int, Span] = field(default_factory=dict)
-    # What went into each kept audio track, by source stream: its encoder's frames (the
-    # decoder leaves out an MP4 edit list's pre-roll), or the source's packets, copied.
-    audio_spans: dict[int, Span] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)  # what went wrong but did not fail the job
-    loudness: list[dict] = field(default_factory=list)  # per normalised track: loudnorm's figures
-    analysis: Any = None  # the stages' AnalysisResult, when the profile has stages
-    stages: list[dict] = field(default_factory=list)  # StageRunner.describe()
-    frame_rate: Fraction | None = None  # a segmented set's highest rate (gap_fill), measured
-
-    def wrote(self, output: str, frames: int, span: Span) -> None:
-        """What went into `output`'s video."""
-        self.frames[output], self.video_spans[output] = frames, span
-
-    @property
-    def frames_written(self) -> int:
-        """A single output's video frames."""
-        return next(iter(self.frames.values()), 0)
-
-    @property
-    def video_span(self) -> Span | None:
-        """What went into a single output's video."""
-        return next(iter(self.video_spans.values()), None)
 
 
 @dataclass

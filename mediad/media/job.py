@@ -14,12 +14,13 @@ from mediad.errors import MediadError, Reason, io_error
 from mediad.formats import all_suffixes, container_for_path
 from mediad.gpu import Capabilities, capabilities, choose_device, no_gpu, without_nvenc
 from mediad.media.commit import commit, mark_job, temp_path_for
-from mediad.media.engine import RunResult, run
+from mediad.media.engine import run
 from mediad.media.ladder_plan import single_output
 from mediad.media.plan import Plan, make_plan
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback
 from mediad.media.report import Report
+from mediad.media.run_result import RunResult
 from mediad.media.size_guard import SizeGuard
 from mediad.media.source import DecoderRefused
 from mediad.media.timing import Span

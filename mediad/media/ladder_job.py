@@ -28,11 +28,12 @@ from mediad.media.commit import (
     set_record,
     temp_dir_for,
 )
-from mediad.media.engine import RunResult, run
+from mediad.media.engine import run
 from mediad.media.ladder_plan import LadderPlan, plan_ladder
 from mediad.media.packaging import SegmentedTrack, check_segments, finish_dash, finish_hls
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback
+from mediad.media.run_result import RunResult
 from mediad.media.source import DecoderRefused
 from mediad.media.timing import Span
 from mediad.media.verify import OutputInfo, SourceStamp, verify_output
