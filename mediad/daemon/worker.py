@@ -129,7 +129,8 @@ def main() -> int:
             spec = JobSpec.model_validate(json.loads(line))
             log.setup(spec.log_level)
             try:
-                code = run_one(spec, channel)
+                with stopping.deferred():  # its started/done lines are written whole
+                    code = run_one(spec, channel)
             finally:
                 release()  # the source descriptors this job pinned
             stopping.check()  # told to stop as the job ended: its outcome sent, now stop
