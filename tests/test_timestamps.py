@@ -483,9 +483,10 @@ def test_an_mp4_cut_with_an_edit_list_transcodes_without_false_damage(tmp_path: 
     assert report["outputs"][0]["frames"] == sum(1 for ln in frames.splitlines()
                                                  if ln and not ln.startswith("#"))
     # Both from the edit list's start, in sync: the audio's pre-roll is not played, copied
-    # (QA: an HLS set or a Matroska file played the 0.52 s the cut had taken off) or encoded
+    # (QA: an HLS set or a Matroska file played the 0.52 s the cut had taken off) or encoded;
+    # copied, one AAC frame of it stays, the decoder's priming
     first = {s: min(t for t, _ in packet_times(out, s)) for s in ("0:v:0", "0:a:0")}
-    assert abs(first["0:v:0"] - first["0:a:0"]) < 0.03, first
+    assert abs(first["0:v:0"] - first["0:a:0"]) < 0.045, first
     assert abs(stream_span(out, "0:a:0") - stream_span(out, "0:v:0")) < 0.1
 
 
@@ -494,7 +495,8 @@ def test_an_mp4_cut_with_an_edit_list_transcodes_without_false_damage(tmp_path: 
     ([0, 1, 2, 1, 2, 3, 4], [0, 1, 2, 3, 4], 2),  # a join repeating two frames: dropped
     ([0, 1, 2, 1.01, 2.01, 3.01], [0, 1, 2, 3.01], 2),  # the same, a few ticks apart
     ([0, 2, 1, 4, 3, 5], [0, 1, 2, 3, 4, 5], 0),  # scrambled (AVI): put back in order
-], ids=["free_slot", "join", "join_ticks_apart", "reordered"])
+    ([0, 1, 2, 150, 151], [0, 1, 2, 150, 151], 0),  # a dropout: the frame before it lasts 148
+], ids=["free_slot", "join", "join_ticks_apart", "reordered", "dropout"])
 def test_the_video_timer_moves_a_repeat_into_a_free_slot_else_drops_it(
         times: list[float], out: list[float], dropped: int) -> None:
     from fractions import Fraction
@@ -503,9 +505,13 @@ def test_the_video_timer_moves_a_repeat_into_a_free_slot_else_drops_it(
 
     timer = VideoTimer()
     frames = []
-    for t in times:  # in frames of 3600 ticks of 1/90000
+    for i, t in enumerate(times):  # in frames of 3600 ticks of 1/90000
         frame = av.VideoFrame(16, 16, "yuv420p")
-        frame.pts, frame.time_base, frame.duration = round(t * 3600), Fraction(1, 90000), 3600
+        frame.pts, frame.time_base = round(t * 3600), Fraction(1, 90000)
+        # One frame each; before a dropout, as MP4 has it, until the next frame (CI: such a
+        # frame, lasting the dropout, was taken for a repeat and dropped)
+        after = times[i + 1] if i + 1 < len(times) else t + 1
+        frame.duration = round((after - t) * 3600) if after - t > 2 else 3600
         frames.append(frame)
     timed = timer(frames) + timer(None)
     assert [f.pts for f in timed] == [round(t * 3600) for t in out]

@@ -342,10 +342,23 @@ class _Runner:
             if track.sink is not None:
                 mux_audio(self.health, track.sink.put(packet),
                           functools.partial(self._write_audio, track))
-            elif not packet.is_discard:  # copied: an edit list's pre-roll is not presented
-                self.copy(packet, track.streams, track.bsf)
+            else:
+                self._copy_audio(packet, track)
         else:  # a picture: one packet into every file
             self.copy(packet, [o.covers[index] for o in self.outputs])
+
+    def _copy_audio(self, packet: av.Packet, track: AudioTrack) -> None:
+        """A copied audio packet. Those an MP4 edit list marks discard (a cut's pre-roll) are
+        left out, so no output plays what the cut took off (Matroska and HLS segments have no
+        edit list to hide them), but for the last before the first presented one: the
+        decoder's priming (an AAC encoder's delay), without which that one decodes wrong."""
+        if packet.is_discard and packet.size:
+            track.preroll = packet
+            return
+        if track.preroll is not None:
+            self.copy(track.preroll, track.streams, track.bsf)
+            track.preroll = None
+        self.copy(packet, track.streams, track.bsf)
 
     def _copy_video(self, packet: av.Packet, copied: _CopiedVideo) -> None:
         if packet.size or packet.dts is not None:

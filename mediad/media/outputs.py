@@ -35,6 +35,9 @@ class AudioTrack:
     streams: list[av.stream.Stream]  # per output, in the runner's outputs' order
     sink: AudioSink | None = None  # encodes it; None: copied
     bsf: av.BitStreamFilterContext | None = None  # ADTS -> raw AAC for fMP4 segments
+    # Copied: the latest packet an MP4 edit list marks discard, held until one it presents
+    # comes (see engine._copy_audio)
+    preroll: av.Packet | None = None
 
 
 @dataclass

@@ -215,6 +215,7 @@ class VideoTimer:
         self._queue: deque[av.VideoFrame] = deque()
         self._pts: list[int] = []
         self._last: int | None = None
+        self._last_step = 0  # the last frame's duration
         self.dropped = 0  # frames whose time the frames after them held
 
     def __call__(self, frames: list[av.VideoFrame] | None) -> list[av.VideoFrame]:
@@ -231,10 +232,12 @@ class VideoTimer:
                 ready.append(f)  # numbered by the encoder side
                 continue
             f.pts = heapq.heappop(self._pts)
-            step = int(f.duration or 0)
+            # A frame's step: the shorter of its duration and the one before's (a frame
+            # before a dropout lasts until the next one, seconds).
+            step = min((d for d in (int(f.duration or 0), self._last_step) if d), default=0)
             # Repeated: the same time, or (segments joined at a rounded offset) a few ticks
-            # after it, less than half a frame; its time free: no frame waits within half a
-            # frame of it
+            # after it, less than half a step; its time free: no frame waits within half a
+            # step of it
             near = max(1, step // 2)
             if self._last is not None and f.pts < self._last + near:
                 moved = self._last + max(1, step)
@@ -242,7 +245,7 @@ class VideoTimer:
                     self.dropped += 1
                     continue
                 f.pts = moved
-            self._last = f.pts
+            self._last, self._last_step = f.pts, int(f.duration or 0)
             ready.append(f)
         return ready
 
