@@ -153,26 +153,21 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     with _start_up():
         from mediad.media.job import plan_job
-        from mediad.media.plan import format_plan
+        from mediad.media.job_plan import format_job_plan, single_output
         from mediad.profiles import load_profile
 
         profile = load_profile(args.profile)
     output = Path(args.output) if args.output is not None else None
     if profile.is_ladder:
         from mediad.media.ladder_job import plan_ladder_job
-        from mediad.media.ladder_plan import format_ladder_plan
 
-        ladder = plan_ladder_job(Path(args.input), profile, output, gpu=args.gpu)
-        if args.json:
-            _print_json(ladder.to_dict())
-        else:
-            print(format_ladder_plan(ladder))
-        return 0
-    plan = plan_job(Path(args.input), profile, output, gpu=args.gpu)
+        plan = plan_ladder_job(Path(args.input), profile, output, gpu=args.gpu)
+    else:
+        plan = single_output(plan_job(Path(args.input), profile, output, gpu=args.gpu))
     if args.json:
         _print_json(plan.to_dict())
     else:
-        print(format_plan(plan))
+        print(format_job_plan(plan))
     return 0
 
 

@@ -114,7 +114,7 @@ def test_submit_runs_to_done(site: ApiSite, client: httpx.Client, tmp_path: Path
     assert job["output"] == str(out) and job["source"] == str(source)
     assert job["profile"].endswith("fast.toml") and job["frames_done"] == 12
     assert job["report"]["outputs"][0]["size"] == out.stat().st_size
-    assert job["plan"] is not None and "video" in job["plan"]
+    assert job["plan"] is not None and job["plan"]["outputs"][0]["video"]
     assert len(packet_times(out, "0:v:0")) == 12  # the independent ffmpeg reads every frame
     # The same content with the same profile: the job it has already
     again = client.post("/api/v1/jobs", json={"path": str(source), "profile": "fast"})

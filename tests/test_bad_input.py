@@ -190,7 +190,7 @@ def test_probe_names_codecs_not_decoders(tmp_path: Path) -> None:
     prof = tmp_path / "copy.toml"
     prof.write_text("[video]\ncodec = 'copy'\n[audio]\ncodec = 'copy'\n")
     report = transcode_report(str(src), "-p", str(prof), "-o", str(tmp_path / "o.mp4"))
-    assert report["plan"]["video"]["action"] == "copy"
+    assert report["plan"]["outputs"][0]["video"]["action"] == "copy"
     assert [a["action"] for a in report["plan"]["audio"]] == ["copy"]
     assert report["outputs"][0]["video_codec"] == "av1"
 

@@ -20,7 +20,7 @@ def test_transcode_json_report_shape(tmp_path: Path) -> None:
     assert set(report) >= {"input", "plan", "outputs", "elapsed", "fps", "warnings", "fallbacks"}
     assert report["input"]["path"] == str(src)
     assert report["input"]["video"][0]["codec"] == "h264"
-    assert report["plan"]["video"]["encoder"] == "libx264"
+    assert report["plan"]["outputs"][0]["video"]["encoder"] == "libx264"
     assert report["plan"]["decode"]["hardware"] is False
     (o,) = report["outputs"]
     rb = read_back(out)
@@ -49,7 +49,7 @@ def test_no_gpu_machine_is_no_fallback(tmp_path: Path) -> None:
     assert res.stderr == ""
     report = json.loads(res.stdout)
     assert report["fallbacks"] == []
-    assert report["plan"]["video"]["reason"].startswith("software encoder: no NVIDIA GPU here")
+    assert report["plan"]["outputs"][0]["video"]["reason"].startswith("software encoder: no NVIDIA GPU here")
     text = run_cli("transcode", str(SAMPLES / "noaudio.mp4"), "-o", str(tmp_path / "t.mp4"),
                    "--no-progress")
     assert "fallback" not in text.stdout and text.stderr == ""
@@ -64,7 +64,9 @@ def test_plan_shows_decisions_without_running(tmp_path: Path) -> None:
     assert "libx264" in res.stdout and "subs:    #3 srt convert -> mov_text" in res.stdout
     assert not (tmp_path / "o.mp4").exists()
     data = json.loads(run_cli("plan", str(SAMPLES / "rotated.mp4"), "--json").stdout)
-    assert data["video"]["rotate"] == 90 and (data["video"]["width"], data["video"]["height"]) == (180, 320)
+    video = data["outputs"][0]["video"]  # a single transcode's one output
+    assert data["package"] == "file" and [o["name"] for o in data["outputs"]] == ["video"]
+    assert video["rotate"] == 90 and (video["width"], video["height"]) == (180, 320)
 
 
 def test_probe_json_and_errors() -> None:

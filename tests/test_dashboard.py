@@ -223,7 +223,7 @@ def test_a_dropped_file_runs_to_done_before_your_eyes(page, site: ApiSite,  # ty
     decisions = page.locator("table.decisions")
     text = decisions.inner_text()
     plan = detail["plan"]
-    for reason in (plan["video"]["reason"], plan["decode"]["reason"], plan["gpu"]["reason"]):
+    for reason in (plan["outputs"][0]["video"]["reason"], plan["decode"]["reason"], plan["gpu"]["reason"]):
         assert reason and reason in text, (reason, text)
     assert decisions.locator("th", has_text="video").count() >= 1
     assert page.locator("ol.events").inner_text().count("\n") >= 2  # queued, started, done

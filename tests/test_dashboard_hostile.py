@@ -98,6 +98,9 @@ CORRUPT_REPORTS = {
     "outputs: {}": '{"outputs": {"a": 1}}', 'plan.renditions: ["x"]': '{"plan": {"renditions": ["x"]}}',
     "plan.renditions odd": '{"plan": {"renditions": [{"name": 1, "video": 5, "max_bit_rate": "x"},'
                            ' {"video": {"bit_rate": "fast", "width": [], "quality": {}}}]}}',
+    "plan.outputs odd": '{"plan": {"package": 3, "outputs": [{"name": "video", "video": []},'
+                        ' 7, {"name": {}, "video": {"width": -1}}]}}',
+    'plan.outputs: "x"': '{"plan": {"outputs": "x", "package": "hls"}}',
     "plan reasons odd": '{"plan": {"video": {"reasons": 5, "bit_rate": "x", "reason": "r"},'
                         ' "notes": 7, "skipped": "x", "fallbacks": [{"a": 1}]}}',
     "fallbacks: 7": '{"fallbacks": 7, "warnings": {"a": 1}}', "plan a list": '{"plan": [1]}',

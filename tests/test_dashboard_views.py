@@ -42,10 +42,10 @@ def test_a_ladder_plan_shows_each_rendition_and_every_reason(tmp_path: Path) -> 
         ("180p", "320x180", 400_000, None, 1234), ("144p", "256x144", None, 28, None)]
     found = views.decisions(plan)
     where = [d.where for d in found]
-    assert {"base.decode", "base.video", "base.gpu", "rendition 180p.video",
+    assert {"decode", "gpu", "rendition 180p.video",
             "rendition 144p.video", "skipped"} <= set(where)
     assert all(d.why for d in found)
-    gpu = next(d for d in found if d.where == "base.gpu")
+    gpu = next(d for d in found if d.where == "gpu")
     assert gpu.what == "no device" and gpu.why == "--gpu none"
     skipped = next(d for d in found if d.where == "skipped")
     assert "1080p" in skipped.why and "never upscaled" in skipped.why
@@ -55,7 +55,7 @@ def test_a_single_output_plan_has_no_renditions(tmp_path: Path) -> None:
     plan = plan_of(tmp_path, "h264")
     assert views.renditions(plan, None) == []
     found = {d.where: d for d in views.decisions(plan)}
-    assert found["video"].why == plan["video"]["reason"]
+    assert found["video"].why == plan["outputs"][0]["video"]["reason"]
     assert found["audio[0]"].why == plan["audio"][0]["reason"]
     assert found["frames"].what == "host memory"
 

@@ -116,7 +116,7 @@ def test_ladder_decodes_with_nvdec_and_matches_the_cpu(tmp_path: Path) -> None:
     on_cpu = transcode_ladder(src, prof, tmp_path / "cpu", gpu="none")
     assert on_gpu.plan.base.decode.hardware and not on_gpu.plan.fallbacks, on_gpu.plan.fallbacks
     assert on_gpu.plan.base.frames_on_gpu, on_gpu.plan.base.frames_reason
-    assert all(r.frames.startswith("scaled on the GPU") for r in on_gpu.plan.renditions)
+    assert all(r.frames.startswith("scaled on the GPU") for r in on_gpu.plan.outputs)
     for made, ref in zip(on_gpu.files, on_cpu.files, strict=True):
         a, b = luma(Path(made.path)), luma(Path(ref.path))
         assert a.shape == b.shape and psnr(a, b) >= 38, (made.path, psnr(a, b))

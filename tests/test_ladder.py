@@ -319,7 +319,7 @@ def test_rungs_are_boxes_for_wide_and_portrait_sources(size: tuple[int, int], ma
     assert res.returncode == 0, res.stderr
     plan = json.loads(res.stdout)
     assert {r["name"]: (r["video"]["width"], r["video"]["height"])
-            for r in plan["renditions"]} == made
+            for r in plan["outputs"]} == made
     assert [s.split(":")[0] for s in plan["skipped"]] == skipped
 
 
@@ -330,23 +330,23 @@ def test_a_rendition_nvenc_refuses_falls_back_alone(recording: Path, tmp_path: P
     from dataclasses import replace
 
     from mediad.media.encoders import encoder_options
+    from mediad.media.job_plan import with_stream_options
     from mediad.media.ladder_job import commit_ladder, plan_ladder_job
-    from mediad.media.ladder_plan import _with_stream_options
     from mediad.media.probe import probe
     from mediad.profiles import load_profile
 
     folder = tmp_path / "set"
     profile = load_profile(str(_profile(tmp_path)))
     plan = plan_ladder_job(recording, profile, folder, gpu="none")
-    nvenc = [_with_stream_options(replace(r, video=replace(
+    nvenc = [with_stream_options(replace(r, video=replace(
         r.video, encoder="h264_nvenc", hardware=True,
         options=encoder_options("h264_nvenc", r.video.speed, r.video.quality, 0))))
-        if r.name == "240p" else r for r in plan.renditions]
+        if r.name == "240p" else r for r in plan.outputs]
     report = commit_ladder(recording, probe(recording), replace(plan, renditions=nvenc), "k",
                            time.monotonic(), stamp=None, overwrite=False, profile=profile)
     (fallback,) = report.plan.fallbacks
     assert fallback.startswith("rendition 240p: h264_nvenc "), fallback
-    encoders = {r.name: r.video.encoder for r in report.plan.renditions}
+    encoders = {r.name: r.video.encoder for r in report.plan.outputs}
     assert encoders == {"360p": "libx264", "240p": "libx264", "180p": "libx264"}
     assert report.to_dict()["fallbacks"] == [fallback]
     master = m3u8.load(str(folder / "master.m3u8"))

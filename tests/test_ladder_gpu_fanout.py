@@ -13,8 +13,9 @@ import pytest
 from conftest import ROOT, camera_clip, ffmpeg, ffmpeg_psnr, packet_times, write_profile
 
 from mediad.gpu import CODECS, Capabilities, Capability
+from mediad.media.job_plan import format_job_plan, resided
 from mediad.media.ladder_job import commit_ladder, plan_ladder_job
-from mediad.media.ladder_plan import _resided, format_ladder_plan, plan_ladder
+from mediad.media.ladder_plan import plan_ladder
 from mediad.media.probe import probe
 from mediad.profiles import load_profile
 
@@ -58,7 +59,7 @@ def _run(clip: Path, tmp_path: Path, codec: str, on_gpu: bool, name: str):
     plan = plan_ladder_job(clip, profile, tmp_path / name, gpu="none")
     if on_gpu:  # what the planner decides with NVDEC; the decode itself stays software here
         plan = replace(plan, base=replace(plan.base, frames_on_gpu=True),
-                       renditions=[_resided(r, True) for r in plan.renditions])
+                       outputs=[resided(r, True) for r in plan.outputs])
     return commit_ladder(clip, probe(clip), plan, name, time.monotonic(), stamp=None,
                          overwrite=False, profile=profile)
 
@@ -68,7 +69,7 @@ def test_renditions_scaled_in_torch_match_the_libavfilter_ladder(clip: Path, tmp
                                                                  codec: str) -> None:
     torch_made = _run(clip, tmp_path, codec, True, "torch")
     host_made = _run(clip, tmp_path, codec, False, "host")
-    assert [r.frames for r in torch_made.plan.renditions] == [
+    assert [r.frames for r in torch_made.plan.outputs] == [
         f"scaled on the GPU, downloaded at {w}x{h} for lib{'x264' if codec == 'h264' else 'x265'}"
         for w, h in ((640, 360), (426, 240), (320, 180))]
     for made, ref in zip(torch_made.files, host_made.files, strict=True):
@@ -96,7 +97,7 @@ def test_ten_bit_frames_stay_ten_bit_through_the_torch_fan_out(tmp_path: Path) -
     profile = load_profile(str(write_profile(tmp_path, text, "ten")))
     plan = plan_ladder_job(src, profile, tmp_path / "set", gpu="none")
     plan = replace(plan, base=replace(plan.base, frames_on_gpu=True),
-                   renditions=[_resided(r, True) for r in plan.renditions])
+                   outputs=[resided(r, True) for r in plan.outputs])
     report = commit_ladder(src, probe(src), plan, "k", time.monotonic(), stamp=None,
                            overwrite=False, profile=profile)
     (made,) = report.files
@@ -109,25 +110,25 @@ def test_the_plan_keeps_frames_on_the_gpu_where_it_can(clip: Path, tmp_path: Pat
     info = probe(clip)
     plan = plan_ladder(info, profile, NO_NVENC, tmp_path / "set")
     assert plan.base.decode.hardware and plan.base.frames_on_gpu, plan.base.frames_reason
-    assert [r.frames for r in plan.renditions] == [
+    assert [r.frames for r in plan.outputs] == [
         "scaled on the GPU, downloaded at 640x360 for libx264",
         "scaled on the GPU, downloaded at 426x240 for libx264",
         "scaled on the GPU, downloaded at 320x180 for libx264"]
-    printed = format_ladder_plan(plan)
+    printed = format_job_plan(plan)
     assert "frames: scaled on the GPU, downloaded at 426x240 for libx264" in printed, printed
     with_nvenc = plan_ladder(info, profile, NVENC, tmp_path / "set")
-    assert {r.video.encoder for r in with_nvenc.renditions} == {"h264_nvenc"}
-    assert {r.frames for r in with_nvenc.renditions} == {"scaled on the GPU -> NVENC, no host copy"}
+    assert {r.video.encoder for r in with_nvenc.outputs} == {"h264_nvenc"}
+    assert {r.frames for r in with_nvenc.outputs} == {"scaled on the GPU -> NVENC, no host copy"}
     # NVENC refusing one rendition at run time: that one is downloaded, the others stay
-    one = with_nvenc.with_software_rendition("240p", "h264_nvenc refused to open")
-    assert [r.frames for r in one.renditions] == [
+    one = with_nvenc.with_software_output("240p", "h264_nvenc refused to open")
+    assert [r.frames for r in one.outputs] == [
         "scaled on the GPU -> NVENC, no host copy",
         "scaled on the GPU, downloaded at 426x240 for libx264",
         "scaled on the GPU -> NVENC, no host copy"]
     # NVDEC refusing at run time: host frames everywhere
     software = plan.with_software_decode("NVDEC failed")
     assert not software.base.frames_on_gpu
-    assert {r.frames for r in software.renditions} == {"host frames, scaled in libavfilter"}
+    assert {r.frames for r in software.outputs} == {"host frames, scaled in libavfilter"}
 
 
 def test_a_rotated_source_is_downloaded_once(tmp_path: Path) -> None:
@@ -136,4 +137,4 @@ def test_a_rotated_source_is_downloaded_once(tmp_path: Path) -> None:
     plan = plan_ladder(probe(src), profile, NO_NVENC, tmp_path / "set")
     assert plan.base.decode.hardware and not plan.base.frames_on_gpu
     assert "rotation" in plan.base.frames_reason
-    assert {r.frames for r in plan.renditions} == {"host frames, scaled in libavfilter"}
+    assert {r.frames for r in plan.outputs} == {"host frames, scaled in libavfilter"}

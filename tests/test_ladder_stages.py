@@ -86,7 +86,7 @@ def test_an_upscale_stage_runs_once_and_every_rendition_is_cut_from_it(tmp_path:
     assert report["plan"]["skipped"] == [
         "360p: larger than the source upscaled 2x (320x180 within 640x360); renditions are "
         "never upscaled"]
-    assert report["plan"]["base"]["stages"][0]["kind"] == "upscale"
+    assert report["plan"]["stages"][0]["kind"] == "upscale"
     folder = tmp_path / "set"
     top, low = read_back(folder / "180p" / "index.m3u8"), read_back(folder / "90p" / "index.m3u8")
     frames = read_back(src).frames

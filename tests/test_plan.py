@@ -11,7 +11,8 @@ from conftest import SAMPLES
 
 from mediad.errors import MediadError
 from mediad.gpu import CODECS, Capabilities, Capability, no_gpu, without_nvenc
-from mediad.media.plan import format_plan, make_plan
+from mediad.media.job_plan import format_job_plan, single_output
+from mediad.media.plan import make_plan
 from mediad.media.probe import probe
 from mediad.profiles import load_profile, parse_profile
 
@@ -51,7 +52,7 @@ def test_h100_decodes_with_nvdec_and_encodes_in_software() -> None:
     assert plan.decode.hardware and plan.decode.device == 0
     assert plan.video.encoder == "libx264" and not plan.video.hardware
     assert "Function not implemented" in plan.fallbacks[0]
-    assert "fallback: video: software encoder" in format_plan(plan)
+    assert "fallback: video: software encoder" in format_job_plan(single_output(plan))
 
 
 def test_nvenc_withheld_by_the_daemon_keeps_nvdec() -> None:
@@ -237,7 +238,7 @@ def test_copy_if_matching_copies_only_what_the_profile_would_not_change(
     assert why in plan.video.reason
     if copied:  # nothing decoded, nothing encoded, no GPU used
         assert not plan.decode.hardware and not plan.frames_on_gpu
-        assert f"video:   copy {plan.video.codec} - source is already" in format_plan(plan)
+        assert f"video:   copy {plan.video.codec} - source is already" in format_job_plan(single_output(plan))
     else:
         assert plan.video.encoder.endswith("_nvenc")
 
@@ -272,4 +273,4 @@ def test_software_decode_replan_keeps_the_encoder_and_records_why() -> None:
     assert (soft.decode.hardware, soft.decode.device, soft.frames_on_gpu) == (False, None, False)
     assert soft.video == plan.video  # NVENC still encodes, now from host frames
     assert soft.fallbacks == [*plan.fallbacks, "decode: NVDEC failed: Generic error in an external library"]
-    assert "decode:  #0 h264 software - software decoder: NVDEC failed" in format_plan(soft)
+    assert "decode:  #0 h264 software - software decoder: NVDEC failed" in format_job_plan(single_output(soft))

@@ -226,11 +226,11 @@ def test_plan_says_curve_and_peak_and_drops_the_8_bit_warning(clips: dict[str, P
                   str(tmp_path / "o.mp4"), "--gpu", "none", "--json")
     assert res.returncode == 0, res.stderr
     plan = json.loads(res.stdout)
-    plan = plan.get("plan", plan)
-    assert plan["video"]["tonemap"]["curve"] == "BT.2390 EETF"
-    assert plan["video"]["tonemap"]["source_peak"] == 1000.0
-    assert plan["video"]["tonemap"]["target_peak"] == 100.0
-    assert plan["video"]["hdr"] is None  # no HDR10 metadata written into SDR
+    video = plan["outputs"][0]["video"]
+    assert video["tonemap"]["curve"] == "BT.2390 EETF"
+    assert video["tonemap"]["source_peak"] == 1000.0
+    assert video["tonemap"]["target_peak"] == 100.0
+    assert video["hdr"] is None  # no HDR10 metadata written into SDR
     assert any("tone-mapped HDR10 (PQ, mastering 1000 nits, MaxCLL 1000) to SDR BT.709 with "
                "the BT.2390 EETF, 100-nit target" in n for n in plan["notes"]), plan["notes"]
     assert not any("without tone mapping" in w for w in plan["warnings"])
@@ -446,7 +446,7 @@ def test_tone_mapping_runs_ahead_of_the_stages(stage: str, clips: dict[str, Path
              '[[stages]]\nkind = "shots"\ndevice = "cpu"\n')
     out = tmp_path / "out.mp4"
     plan = transcode_report(str(src), "-p", str(write_profile(tmp_path, FAST + extra)),
-                            "-o", str(out), "--gpu", "none")["plan"]
+                            "-o", str(out), "--gpu", "none")["plan"]["outputs"][0]
     assert plan["video"]["tonemap"] is not None, plan["video"]
     assert re.search(r"yuv420p\(tv, bt709[,)]", _video_line(out)), _video_line(out)
     size = "256:144" if stage == "upscale" else "128:72"

@@ -69,7 +69,7 @@ def test_round_trip(sample: str, profile_name: str, tmp_path: Path) -> None:
     d = report.to_dict()
     assert d["outputs"][0]["frames"] == s.frames
     assert d["outputs"][0]["path"] == str(out)
-    assert d["plan"]["video"]["encoder"] in ("libx264", "libx265", "libsvtav1")
+    assert d["plan"]["outputs"][0]["video"]["encoder"] in ("libx264", "libx265", "libsvtav1")
     assert d["plan"]["fallbacks"] == d["fallbacks"]
 
 

@@ -36,7 +36,7 @@ def test_tag_profile_copies_video_and_writes_chapters_and_sidecar(cuts_clip: Pat
     out = tmp_path / "tagged.mkv"
     report = transcode(cuts_clip, load_profile("tag"), out, gpu="none").to_dict()
     src, got = read_back(cuts_clip), read_back(out)
-    assert report["plan"]["video"]["action"] == "copy"
+    assert report["plan"]["outputs"][0]["video"]["action"] == "copy"
     assert (got.video_codec, got.frames, got.width) == (src.video_codec, src.frames, src.width)
     assert got.pts == pytest.approx(src.pts, abs=0.002)
     # three scenes -> three shots -> three chapters, titled with their top label
@@ -235,7 +235,7 @@ def test_stages_on_gpu_frames_then_software_encoder_wiring(tmp_path: Path) -> No
 
     from mediad.media.engine import run
     from mediad.media.job import plan_job
-    from mediad.media.ladder_plan import single_output
+    from mediad.media.job_plan import single_output
 
     src = make_clip(tmp_path / "small.mp4", frames=6, size=(64, 48))
     profile = load_profile("upscale-2x")

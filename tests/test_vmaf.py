@@ -278,7 +278,7 @@ def test_transcode_to_a_target_vmaf(clips: dict[str, Path], tmp_path: Path) -> N
     report, out = _smallest_reaching(source, tmp_path, 93)
     v = report["vmaf"]
     assert v["target"] == 93 and v["option"] == "crf" and v["samples"] == 0  # 2 s: whole source
-    assert report["plan"]["video"]["quality"] == v["quality"]
+    assert report["plan"]["outputs"][0]["video"]["quality"] == v["quality"]
     assert f"crf {v['quality']} chosen by VMAF search" in " ".join(report["plan"]["notes"])
     # A lower target: a higher crf, a smaller file.
     low, low_out = _smallest_reaching(source, tmp_path, 85)

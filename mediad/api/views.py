@@ -195,7 +195,8 @@ def decisions(plan: dict | None) -> list[Decision]:
     def walk(value: Any, where: str) -> None:
         if isinstance(value, dict):
             if "name" in value and "video" in value and isinstance(value["video"], dict):
-                where = f"rendition {value['name']}"  # a ladder's rung
+                # an output: a ladder's rung, or a single transcode's one ("video")
+                where = "" if value["name"] == "video" else f"rendition {value['name']}"
             reasons = texts(value.get("reason")) or texts(value.get("reasons"))
             if reasons:
                 what = _summary(value) or ("no device" if value.get("device", 0) is None else "")
@@ -221,9 +222,12 @@ def decisions(plan: dict | None) -> list[Decision]:
 
 def renditions(plan: dict | None, report: dict | None) -> list[dict[str, Any]]:
     """A ladder's renditions as table rows (empty for a single output); a field of the wrong
-    type is left out."""
+    type is left out. Reports before the plan's `outputs` (and `package`) named them
+    `renditions`."""
     sizes = {o.name: o.size for o in reports.outputs(report) if o.name is not None}
-    rungs = mapping(plan).get("renditions")
+    plan = mapping(plan)
+    rungs = plan.get("renditions") if "outputs" not in plan else \
+        plan["outputs"] if plan.get("package") != "file" else []
     rows = []
     for r in rungs if isinstance(rungs, list) else []:
         if not isinstance(r, dict):

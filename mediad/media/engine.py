@@ -23,7 +23,7 @@ from mediad.media.audio_sink import mux_audio
 from mediad.media.carry_over import carry_over, copy_stream_info
 from mediad.media.fan_out import FanOut
 from mediad.media.gap_fill import GapFiller, fill_rate
-from mediad.media.ladder_plan import LadderPlan, OutputPlan
+from mediad.media.job_plan import JobPlan, OutputPlan
 from mediad.media.loudness import normalizers
 from mediad.media.outputs import (
     AudioTrack,
@@ -69,7 +69,7 @@ class _CopiedVideo:
 
 
 class _Runner:
-    def __init__(self, plan: LadderPlan, target: Path, on_progress: ProgressCallback | None,
+    def __init__(self, plan: JobPlan, target: Path, on_progress: ProgressCallback | None,
                  frames_total: int | None, stages: Sequence[Any]) -> None:
         self.plan = plan
         self.base = plan.base
@@ -117,11 +117,11 @@ class _Runner:
             return
         options = {"movflags": "+faststart"} if base.faststart else {}
         paths = [self.target] if plan.package == "file" else \
-            [self.target / r.file for r in plan.renditions if r.file is not None]
+            [self.target / r.file for r in plan.outputs if r.file is not None]
         for path in paths:
             self.outputs.append(Output(stack.enter_context(
                 av.open(str(path), "w", format=base.format, options=options))))
-        assert len(self.outputs) == len(plan.renditions)
+        assert len(self.outputs) == len(plan.outputs)
         nonstrict = av.format.Flags.ts_nonstrict.value
         self.monotonic.strict = any(not o.container.format.flags & nonstrict for o in self.outputs)
 
@@ -139,7 +139,7 @@ class _Runner:
         # (muxer_setup's stream indices count on it).
         if self.segmented:
             self._add_audio(src, normalize)
-        for i, r in enumerate(plan.renditions):
+        for i, r in enumerate(plan.outputs):
             self._add_rendition(r, vin, self.outputs[0 if self.segmented else i].container)
         if not self.segmented:
             self._add_audio(src, normalize)
@@ -182,14 +182,14 @@ class _Runner:
         the host) come out ready for that output's encoder."""
         from mediad.media import stages as bridge
 
-        vp = self.plan.renditions[0].video
+        vp = self.plan.outputs[0].video
         if not self.base.frames_on_gpu:
             # Copied video: the models only look (post None: nothing comes out)
             post = None if self.copied is not None else as_they_are
             self.bridge = bridge.host_bridge(self.runner, stage_input_work(self.base.video, ist),
                                              post, post, batch=8)
             return
-        assert len(self.plan.renditions) == 1, "a ladder with stages keeps frames on the host"
+        assert len(self.plan.outputs) == 1, "a ladder with stages keeps frames on the host"
         encode = vp.action == "encode"
         post = None
         if encode and not vp.hardware:
@@ -239,7 +239,7 @@ class _Runner:
             transform = host_work(r.video, ist, encoder)
         # Each rendition converts and encodes on its own thread; a ladder's have 8 frames of
         # slack between them
-        depth = 2 if len(self.plan.renditions) == 1 else 8
+        depth = 2 if len(self.plan.outputs) == 1 else 8
         self.sinks.append(sink(transform=transform, depth=depth, before=before))
 
     def _add_copied_video(self, r: OutputPlan, ist: av.video.stream.VideoStream,
@@ -276,11 +276,11 @@ class _Runner:
                 if filled := gaps.summary():
                     self.result.warnings.append(filled)
         self.result.source_spans = self.source.spans
-        encoded = [r.name for r in self.plan.renditions if r.video.action == "encode"]
+        encoded = [r.name for r in self.plan.outputs if r.video.action == "encode"]
         for name, sink in zip(encoded, self.sinks, strict=True):
             self.result.wrote(name, sink.frames, sink.span)
         if self.copied is not None:
-            self.result.wrote(self.plan.renditions[0].name, self.copied.frames, self.copied.span)
+            self.result.wrote(self.plan.outputs[0].name, self.copied.frames, self.copied.span)
         self.progress(self.result.frames_written if self.copied else self.fan_out.fanned,
                       force=True)
         return self.result
@@ -379,7 +379,7 @@ class _Runner:
             self.fan_out(frames, end)
 
 
-def run(plan: LadderPlan, target: Path, on_progress: ProgressCallback | None = None,
+def run(plan: JobPlan, target: Path, on_progress: ProgressCallback | None = None,
         frames_total: int | None = None, stages: Sequence[Any] = ()) -> RunResult:
     """Write every output of `plan` to `target`: the file of a single output, else the folder
     (temporary: the caller verifies and commits). `stages` are the profile's [[stages]]

@@ -15,7 +15,7 @@ from mediad.formats import all_suffixes, container_for_path
 from mediad.gpu import Capabilities, capabilities, choose_device, no_gpu, without_nvenc
 from mediad.media.commit import commit, mark_job, temp_path_for
 from mediad.media.engine import run
-from mediad.media.ladder_plan import single_output
+from mediad.media.job_plan import single_output
 from mediad.media.plan import Plan, make_plan
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback

@@ -29,7 +29,8 @@ from mediad.media.commit import (
     temp_dir_for,
 )
 from mediad.media.engine import run
-from mediad.media.ladder_plan import LadderPlan, plan_ladder
+from mediad.media.job_plan import JobPlan
+from mediad.media.ladder_plan import plan_ladder
 from mediad.media.packaging import SegmentedTrack, check_segments, finish_dash, finish_hls
 from mediad.media.probe import MediaInfo, probe
 from mediad.media.progress import ProgressCallback
@@ -50,7 +51,7 @@ class LadderReport:
     """Everything a finished (or already committed) ladder job tells about itself."""
 
     input: MediaInfo
-    plan: LadderPlan
+    plan: JobPlan
     folder: str
     tracks: list[SegmentedTrack]
     elapsed: float
@@ -62,7 +63,7 @@ class LadderReport:
     loudness: list[dict] = field(default_factory=list)  # per normalised track: loudnorm's figures
 
     def to_dict(self) -> dict:
-        encoders = {r.name: r.video.encoder for r in self.plan.renditions}
+        encoders = {r.name: r.video.encoder for r in self.plan.outputs}
         encoders |= {name: a.encoder or "copy"
                      for name, a in zip(self.plan.audio_names, self.plan.audio, strict=True)}
         outputs = [{**asdict(t), "path": str(Path(self.folder) / t.playlist),
@@ -70,7 +71,7 @@ class LadderReport:
         if self.files:  # one per rendition, in the plan's order
             outputs += [{**f.to_dict(), "name": r.name, "encoder": r.video.encoder,
                          "container": self.plan.container}
-                        for f, r in zip(self.files, self.plan.renditions, strict=True)]
+                        for f, r in zip(self.files, self.plan.outputs, strict=True)]
         manifest = self.plan.manifest
         return {"input": self.input.to_dict(), "plan": self.plan.to_dict(),
                 "output": self.folder,
@@ -147,12 +148,12 @@ def _check_folder(input_path: Path, folder: Path, overwrite: bool) -> None:
         raise MediadError(f"{folder.parent}: output folder does not exist", reason=Reason.BAD_REQUEST)
 
 
-def _verify(plan: LadderPlan, result: RunResult, tracks: list[SegmentedTrack]) -> None:
+def _verify(plan: JobPlan, result: RunResult, tracks: list[SegmentedTrack]) -> None:
     """Every rendition holds every frame encoded and lasts as long as what went into it, in
     segments that keep to the target; the audio lasts as long as its source track (like with
     like: a source whose audio ends before its video is not a broken set)."""
     videos = {t.name: t for t in tracks if t.kind == "video"}
-    for r in plan.renditions:
+    for r in plan.outputs:
         t = videos.get(r.name)
         if t is None:
             raise MediadError(f"{plan.output}: rendition {r.name} is missing from the manifest",
@@ -169,7 +170,7 @@ def _verify(plan: LadderPlan, result: RunResult, tracks: list[SegmentedTrack]) -
             _check_duration(plan, t, sources.get(Path(t.name).name), _DURATION_TOLERANCE_S + 0.25)
 
 
-def _check_duration(plan: LadderPlan, track: SegmentedTrack, went_in: Span | None,
+def _check_duration(plan: JobPlan, track: SegmentedTrack, went_in: Span | None,
                     slack: float) -> None:
     expected = went_in.seconds if went_in is not None else None
     if expected is not None and abs(track.duration - expected) > slack:
@@ -177,13 +178,13 @@ def _check_duration(plan: LadderPlan, track: SegmentedTrack, went_in: Span | Non
                           f"{expected:.2f}s went into it", reason=Reason.CORRUPT)
 
 
-def _verify_files(plan: LadderPlan, result: RunResult, tmp: Path,
+def _verify_files(plan: JobPlan, result: RunResult, tmp: Path,
                   folder: Path) -> list[OutputInfo]:
     """Each rendition's file read back like a single transcode's output (the video against
     what went in, the audio against its source track); paths as they will be once committed."""
     audio = [result.audio_spans.get(a.index) for a in plan.audio]
     files = []
-    for r in plan.renditions:
+    for r in plan.outputs:
         assert r.file is not None
         span = result.video_spans.get(r.name)
         out = verify_output(tmp / r.file, span.seconds if span else None,
@@ -208,7 +209,7 @@ def _max_fps(info: MediaInfo) -> float | None:
 
 
 def plan_ladder_job(input_path: Path, profile: Profile, output: Path | None = None, *,
-                    gpu: str = "auto") -> LadderPlan:
+                    gpu: str = "auto") -> JobPlan:
     """Probe and plan a ladder without running it (what `mediad plan` shows)."""
     from mediad.media.job import machine_capabilities
 
@@ -248,7 +249,7 @@ def transcode_ladder(input_path: Path, profile: Profile, output: Path | None = N
                          on_progress=on_progress, profile=profile)
 
 
-def _already_done(input_path: Path, info: MediaInfo, plan: LadderPlan,
+def _already_done(input_path: Path, info: MediaInfo, plan: JobPlan,
                   started: float) -> LadderReport:
     """The report of a set this very job committed before, read from its record."""
     folder = Path(plan.output)
@@ -261,17 +262,17 @@ def _already_done(input_path: Path, info: MediaInfo, plan: LadderPlan,
                         analysis=record.get("analysis"), loudness=record.get("loudness", []))
 
 
-def _run_with_fallbacks(plan: LadderPlan, tmp: Path, on_progress: ProgressCallback | None,
-                        total: int | None, profile: Profile) -> tuple[LadderPlan, RunResult]:
+def _run_with_fallbacks(plan: JobPlan, tmp: Path, on_progress: ProgressCallback | None,
+                        total: int | None, profile: Profile) -> tuple[JobPlan, RunResult]:
     """Run the ladder; a rendition NVENC refuses is re-planned in software (that sink only),
     a stream NVDEC cannot decode is decoded in software, and the run starts again, at most
     once per rendition and once for the decoder."""
-    for _ in range(len(plan.renditions) + 2):
+    for _ in range(len(plan.outputs) + 2):
         try:
             return plan, run(plan, tmp, on_progress, total, profile.stages)
         except EncoderRefused as e:
             assert e.output is not None  # the ladder names the rendition NVENC refused
-            plan = plan.with_software_rendition(e.output, str(e))
+            plan = plan.with_software_output(e.output, str(e))
         except DecoderRefused as e:
             plan = plan.with_software_decode(str(e))
         log.event("fallback", input=plan.base.input, detail=plan.fallbacks[-1])
@@ -280,7 +281,7 @@ def _run_with_fallbacks(plan: LadderPlan, tmp: Path, on_progress: ProgressCallba
     raise AssertionError("unreachable: each refusal moves one rendition or the decoder to software")
 
 
-def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
+def commit_ladder(input_path: Path, info: MediaInfo, plan: JobPlan, key: str,
                   started: float, *, stamp: SourceStamp | None, overwrite: bool,
                   on_progress: ProgressCallback | None = None,
                   profile: Profile) -> LadderReport:
@@ -329,7 +330,7 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: LadderPlan, key: str,
     elapsed = time.monotonic() - started
     frames = max(result.frames.values(), default=0)
     log.event("transcoded", input=str(input_path), output=str(folder),
-              renditions=len(plan.renditions), frames=frames, seconds=f"{elapsed:.2f}")
+              renditions=len(plan.outputs), frames=frames, seconds=f"{elapsed:.2f}")
     return LadderReport(info, plan, str(folder), tracks, elapsed, frames, warnings, files=files,
                         analysis=analysis, loudness=result.loudness)
 

@@ -7,105 +7,22 @@ control and the aligned keyframes that streaming needs.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
 
 from mediad.errors import MediadError, Reason
 from mediad.formats import PACKAGES
 from mediad.gpu import Capabilities
-from mediad.media.encoders import gop_options
-from mediad.media.plan import Plan, VideoPlan, host_frames_reason, make_plan, software_video
+from mediad.media.job_plan import JobPlan, OutputPlan, Package, resided, with_stream_options
+from mediad.media.plan import Plan, VideoPlan, host_frames_reason, make_plan
 from mediad.media.plan_streams import StreamPlan, plan_audio, plan_extras, plan_subtitles
 from mediad.media.probe import MediaInfo
 from mediad.profiles import Profile, RenditionSettings, parse_bitrate
 
-# hls/dash: a streaming set; files: one file per rendition (a profile's file container);
-# file: a single transcode's one output (single_output).
-Package = Literal["hls", "dash", "files", "file"]
 # A bit-rate ladder without max_bitrate: peaks up to 1.5x the average, a 2-peak-second buffer
 # (Apple's authoring spec allows peaks to 2x; players pick a variant by BANDWIDTH, the peak).
 _PEAK_OVER_AVERAGE = 1.5
-
-
-@dataclass(frozen=True, kw_only=True)
-class OutputPlan:
-    """One output of a run (a ladder's rendition, or a single transcode's video): its name
-    (`720p`), its video plan (geometry, encoder, the reason for it), its rate control and how
-    the decoded frames reach its encoder."""
-
-    name: str
-    video: VideoPlan
-    max_bit_rate: int | None  # the VBV peak, with bit_rate (None: constant quality)
-    gop: int  # frames between keyframes
-    file: str | None = None  # files: its file's name in the folder (<stem>.<name>.<ext>)
-    frames: str = ""  # how the decoded frames reach its encoder (scaled where, downloaded when)
-
-
-@dataclass(frozen=True, kw_only=True)
-class LadderPlan:
-    """What the engine runs: decode once (`base`: decode, audio and timeline decisions), and
-    encode every output (`renditions`). A ladder's, or a single transcode's (single_output)."""
-
-    base: Plan  # the single-output plan of the tallest rendition
-    package: Package
-    container: str  # of each file (files, file), or of the segments (fMP4: mp4)
-    output: str  # the folder (a single output: its file)
-    renditions: list[OutputPlan]
-    audio: list[StreamPlan]  # the audio tracks, each one output track (an HLS group member)
-    subtitles: list[StreamPlan]  # the text tracks kept: in every file, or HLS WebVTT renditions
-    segment_seconds: float
-    keyframe_seconds: float
-    skipped: list[str]  # renditions not made, and why
-    warnings: list[str]
-    fallbacks: list[str]  # what runs in software although the plan wanted the GPU, and why
-
-    @property
-    def audio_names(self) -> list[str]:
-        """A name per audio track, unique, for folders and reports: audio (the only one),
-        audio-eng, audio-2..."""
-        names: list[str] = []
-        for i, a in enumerate(self.audio, 1):
-            name = f"audio-{a.language}" if a.language else \
-                "audio" if len(self.audio) == 1 else f"audio-{i}"
-            names.append(name if name not in names else f"{name}-{i}")
-        return names
-
-    @property
-    def manifest(self) -> str | None:
-        """The playlist or manifest players open; None for a folder of files."""
-        return {"hls": "master.m3u8", "dash": "manifest.mpd"}.get(self.package)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def with_software_decode(self, reason: str) -> LadderPlan:
-        """The same plan decoded in software (NVDEC failed or refused the stream at run time)."""
-        base = self.base.with_software_decode(reason)
-        return replace(self, base=base, fallbacks=[*self.fallbacks, base.fallbacks[-1]],
-                       renditions=[_resided(r, False) for r in self.renditions])
-
-    def with_software_rendition(self, name: str, reason: str) -> LadderPlan:
-        """The same plan with one rendition on its software encoder (NVENC refused that sink
-        at run time); the others keep theirs."""
-        renditions = [_resided(_with_stream_options(replace(r, video=software_video(r.video, reason))),
-                               self.base.frames_on_gpu)
-                      if r.name == name else r for r in self.renditions]
-        return replace(self, renditions=renditions,
-                       fallbacks=[*self.fallbacks, f"rendition {name}: {reason}"])
-
-
-def single_output(plan: Plan) -> LadderPlan:
-    """A single transcode as the engine runs it: one rendition, the plan's own video (encoded
-    or copied), into the plan's one file."""
-    video = OutputPlan(name="video", video=plan.video, max_bit_rate=None, gop=0,
-                          frames=plan.frames_reason)
-    return LadderPlan(base=plan, package="file", container=plan.container, output=plan.output,
-                      renditions=[video], audio=[a for a in plan.audio if a.action != "drop"],
-                      subtitles=[s for s in plan.subtitles if s.action in ("copy", "convert")],
-                      segment_seconds=0.0, keyframe_seconds=0.0, skipped=[],
-                      warnings=plan.warnings, fallbacks=plan.fallbacks)
 
 
 def _rendition_profile(profile: Profile, r: RenditionSettings, container: str) -> Profile:
@@ -119,7 +36,7 @@ def _rendition_profile(profile: Profile, r: RenditionSettings, container: str) -
 
 
 def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
-                gpu_reason: str = "", gpu_allowed: bool = True) -> LadderPlan:
+                gpu_reason: str = "", gpu_allowed: bool = True) -> JobPlan:
     """Plan every rendition of `profile` for `info`; renditions larger than the source are
     skipped (never upscaled, but for an upscale stage's own factor: the rungs are then cut
     from its output), and an empty ladder is an error.
@@ -158,7 +75,7 @@ def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: P
 
 def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
             gpu_reason: str, gpu_allowed: bool, rungs: list[tuple[str, RenditionSettings]],
-            skipped: list[str]) -> LadderPlan:
+            skipped: list[str]) -> JobPlan:
     """The ladder of `rungs` (tallest first), each planned as a single output of its height."""
     v = info.main_video
     assert v is not None
@@ -195,7 +112,7 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
     fallbacks = list(base.fallbacks)
     on_gpu, frames_reason = _residency(base, v.pix_fmt)
     base = replace(base, frames_on_gpu=on_gpu, frames_reason=frames_reason)
-    renditions = [_resided(r, on_gpu) for r in renditions]
+    renditions = [resided(r, on_gpu) for r in renditions]
     kept_audio = [_package_audio(a, info, profile, package) for a in base.audio
                   if a.action != "drop"]
     subtitles = _package_subtitles(info, profile, package, len(renditions), base.subtitles,
@@ -205,12 +122,11 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
     base = replace(base, container=container, subtitles=[], audio=kept_audio, warnings=warnings)
     if package != "files":
         base = replace(base, attachments=[], cover_art=[])
-    return LadderPlan(base=base, package=package, container=container,
-                      output=str(output), renditions=renditions,
-                      audio=kept_audio, subtitles=subtitles,
-                      segment_seconds=profile.package.segment_seconds,
-                      keyframe_seconds=profile.package.keyframe_seconds,
-                      skipped=skipped, warnings=warnings, fallbacks=fallbacks)
+    return JobPlan(base=base, package=package, container=container, output=str(output),
+                   outputs=renditions, audio=kept_audio, subtitles=subtitles,
+                   segment_seconds=profile.package.segment_seconds,
+                   keyframe_seconds=profile.package.keyframe_seconds,
+                   skipped=skipped, warnings=warnings, fallbacks=fallbacks)
 
 
 def _residency(base: Plan, source_pix_fmt: str) -> tuple[bool, str]:
@@ -221,15 +137,6 @@ def _residency(base: Plan, source_pix_fmt: str) -> tuple[bool, str]:
     if base.stages:
         return False, "the model stages of a ladder take host frames: NVDEC frames downloaded once"
     return True, "NVDEC frames stay in GPU memory; each rendition is scaled from them in torch"
-
-
-def _resided(r: OutputPlan, on_gpu: bool) -> OutputPlan:
-    """The rendition with the word on how its frames reach its encoder."""
-    v = r.video
-    frames = "host frames, scaled in libavfilter" if not on_gpu else \
-        "scaled on the GPU -> NVENC, no host copy" if v.hardware else \
-        f"scaled on the GPU, downloaded at {v.width}x{v.height} for {v.encoder}"
-    return replace(r, frames=frames)
 
 
 # Audio a package's players take as it is (HLS: Apple's players, AAC; DASH: AAC or Opus).
@@ -327,34 +234,4 @@ def _rendition(name: str, r: RenditionSettings, video: VideoPlan, gop: int,
         peak = parse_bitrate(r.max_bitrate) if r.max_bitrate else \
             int(video.bit_rate * _PEAK_OVER_AVERAGE)
     video = replace(video, sample_aspect_ratio=f"{sar.numerator}/{sar.denominator}")
-    return _with_stream_options(OutputPlan(name=name, video=video, max_bit_rate=peak, gop=gop))
-
-
-def _with_stream_options(r: OutputPlan) -> OutputPlan:
-    """The rendition with its encoder's keyframe and VBV options added."""
-    v = r.video
-    options = {**v.options, **gop_options(v.encoder, r.gop, v.options)}
-    if r.max_bit_rate:
-        options.update({"maxrate": str(r.max_bit_rate), "bufsize": str(2 * r.max_bit_rate)})
-    return replace(r, video=replace(v, options=options))
-
-
-def format_ladder_plan(plan: LadderPlan) -> str:
-    """Human-readable ladder plan for `mediad plan`: the base plan, then each rendition."""
-    from mediad.media.plan import format_plan
-
-    lines = format_plan(plan.base).splitlines()
-    lines[1] = f"output:  {plan.output}/ ({plan.package}, {plan.manifest}, segments of " \
-               f"{plan.segment_seconds:g} s, keyframes every {plan.keyframe_seconds:g} s)" \
-        if plan.manifest else f"output:  {plan.output}/ (one {plan.container} file per rendition)"
-    lines = [ln for ln in lines if not ln.startswith(("video:", "warning:"))]
-    for r in plan.renditions:
-        v = r.video
-        rc = f"{v.bit_rate // 1000}k (peak {r.max_bit_rate // 1000}k)" \
-            if v.bit_rate and r.max_bit_rate else f"quality {v.quality}"
-        lines.append(f"rendition: {r.name} {v.codec} via {v.encoder} {v.width}x{v.height} "
-                     f"{v.pix_fmt} {rc}" + (f" -> {r.file}" if r.file else "") + f" - {v.reason}"
-                     + (f"; frames: {r.frames}" if r.frames else ""))
-    lines += [f"skipped: {s}" for s in plan.skipped]
-    lines += [f"warning: {w}" for w in plan.warnings]
-    return "\n".join(lines)
+    return with_stream_options(OutputPlan(name=name, video=video, max_bit_rate=peak, gop=gop))

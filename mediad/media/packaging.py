@@ -21,7 +21,7 @@ import av
 
 from mediad import stopping
 from mediad.errors import MediadError, Reason
-from mediad.media.ladder_plan import LadderPlan
+from mediad.media.job_plan import JobPlan
 
 # A segment may run past its target by this much (the last GOP before a cut).
 SEGMENT_SLACK_S = 0.5
@@ -131,7 +131,7 @@ def check_segments(track: SegmentedTrack, target: float) -> None:
                               f"{target:g}s target", reason=Reason.CORRUPT)
 
 
-def finish_hls(folder: Path, plan: LadderPlan, fps: Fraction | float | None,
+def finish_hls(folder: Path, plan: JobPlan, fps: Fraction | float | None,
                ) -> list[SegmentedTrack]:
     """Read the HLS set back, then rewrite master.m3u8 with measured BANDWIDTH and
     AVERAGE-BANDWIDTH (video plus its audio group), and FRAME-RATE."""
@@ -171,7 +171,7 @@ def finish_hls(folder: Path, plan: LadderPlan, fps: Fraction | float | None,
     return list(tracks.values())
 
 
-def _finish_subtitles(folder: Path, master: Any, plan: LadderPlan) -> None:
+def _finish_subtitles(folder: Path, master: Any, plan: JobPlan) -> None:
     """Check each WebVTT rendition (its playlist lists segments that are there and are
     WebVTT) and give the group what players show: a name and language each, the first the
     default, every variant naming the group."""
@@ -229,7 +229,7 @@ def _every_cue_in_its_segments(segments: list[tuple[Path, float]]) -> int:
     return len(cues)
 
 
-def finish_dash(folder: Path, plan: LadderPlan, fps: Fraction | float | None = None,
+def finish_dash(folder: Path, plan: JobPlan, fps: Fraction | float | None = None,
                 ) -> list[SegmentedTrack]:
     """Read the DASH set back, the segments each Representation's SegmentTimeline lists
     (`_listed_segments`), and write each Representation's measured peak as its bandwidth,
@@ -258,15 +258,15 @@ def finish_dash(folder: Path, plan: LadderPlan, fps: Fraction | float | None = N
             # Representation ids are stream indices: the audio tracks first, then each rendition.
             audios = len(plan.audio)
             name = plan.audio_names[int(rid)] if int(rid) < audios else \
-                plan.renditions[int(rid) - audios].name
+                plan.outputs[int(rid) - audios].name
             track = read_track(folder, name, kind, str(plan.manifest), init, segments,
                                plan.segment_seconds)
             rep.set("bandwidth", str(track.peak_bit_rate))
             if kind == "video":  # the muxer writes the stream's SAR (PyAV leaves it 1:1)
-                sar = next(r.video.sample_aspect_ratio for r in plan.renditions if r.name == name)
+                sar = next(r.video.sample_aspect_ratio for r in plan.outputs if r.name == name)
                 rep.set("sar", sar.replace("/", ":"))
             tracks.append(track)
-    top = plan.renditions[0].video
+    top = plan.outputs[0].video
     num, _, den = top.sample_aspect_ratio.partition("/")
     par = Fraction(top.width * int(num), top.height * int(den))
     _join_video_sets(tree.getroot().find("d:Period", ns), ns,
@@ -335,7 +335,7 @@ def _join_video_sets(period: ET.Element | None, ns: dict[str, str], par: str) ->
     joined.set("par", par)  # the display aspect (the muxer wrote the pixels' w:h)
 
 
-def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, str]]:
+def muxer_setup(plan: JobPlan, folder: Path) -> tuple[Path, str, dict[str, str]]:
     """(the path the muxer opens, its format, its options) for the plan's package."""
     seg = f"{plan.segment_seconds:g}"
     if plan.package == "hls":  # audio tracks first: streams 0..A-1, one audio group
@@ -348,7 +348,7 @@ def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, st
                      + (f",s:{i},sgroup:subs" if i < len(plan.subtitles) else "")
                      + (f",language:{plan.subtitles[i].language}"
                         if i < len(plan.subtitles) and plan.subtitles[i].language else "")
-                     for i, r in enumerate(plan.renditions)]
+                     for i, r in enumerate(plan.outputs)]
         return folder / "%v" / "index.m3u8", "hls", {
             "hls_time": seg, "hls_playlist_type": "vod", "hls_list_size": "0",
             "hls_segment_type": "fmp4", "hls_fmp4_init_filename": "init.mp4",
@@ -363,7 +363,7 @@ def muxer_setup(plan: LadderPlan, folder: Path) -> tuple[Path, str, dict[str, st
     # template's `duration` alone players derive the count from the presentation's duration,
     # and the audio's last AAC frame past the video's end made them ask for a video chunk
     # that does not exist (ffmpeg, dash.js and Shaka alike).
-    first, videos = len(plan.audio), len(plan.renditions)
+    first, videos = len(plan.audio), len(plan.outputs)
     sets = [f"id={i},streams={first + i}" for i in range(videos)]
     sets += [f"id={videos + k},streams={k}" for k in range(len(plan.audio))]
     return folder / plan.manifest, "dash", {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mediad.media.job_plan import single_output
 from mediad.media.plan import Plan
 from mediad.media.probe import MediaInfo
 from mediad.media.verify import OutputInfo
@@ -31,7 +32,7 @@ class Report:
             outputs.append(d)
         return {
             "input": self.input.to_dict(),
-            "plan": self.plan.to_dict(),
+            "plan": single_output(self.plan).to_dict(),  # as a ladder's: decode + outputs
             "outputs": outputs,
             "elapsed": round(self.elapsed, 3),
             "fps": round(self.fps, 2),
