@@ -518,6 +518,9 @@ class Profile(_Strict):
         if self.video.target_vmaf is not None and self.changes_frames:
             raise ValueError("video.target_vmaf does not run with an upscale stage yet (the "
                              "samples would need the model too): set quality instead")
+        if self.video.copy_if_matching and self.is_ladder:
+            raise ValueError("video.copy_if_matching copies one output's video as it is: a "
+                             "ladder's renditions are encoded from one decode")
         if self.video.max_size_ratio is not None and self.is_ladder:
             raise ValueError("video.max_size_ratio compares one output file with its source: a "
                              "ladder's renditions are several")

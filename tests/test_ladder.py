@@ -21,6 +21,7 @@ import m3u8
 import pytest
 from conftest import (
     ROOT,
+    SAMPLES,
     camera_clip,
     camera_filter,
     damaged_ts,
@@ -253,6 +254,10 @@ def test_sources_a_ladder_cannot_use_are_one_line_errors(case: str, error: str,
      r"renditions: container mov cannot hold av1 video"),
     ('container = "mkv"\n[video]\ncodec = "copy"\n[[renditions]]\nheight = 360\n',
      r"renditions re-encode the video from one decode: video.codec cannot be copy"),
+    ('container = "mkv"\n[video]\ncodec = "h264"\ncopy_if_matching = true\n[[renditions]]\n'
+     'height = 360\n', r"video.copy_if_matching copies one output's video as it is"),
+    ('container = "hls"\n[video]\ncodec = "h264"\ncopy_if_matching = true\n',
+     r"video.copy_if_matching copies one output's video as it is"),
     (LADDER.format(package="hls", codec="h264").replace('codec = "aac"', 'codec = "opus"'),
      r"hls cannot carry opus audio"),
 ])
@@ -342,7 +347,7 @@ def test_a_rendition_nvenc_refuses_falls_back_alone(recording: Path, tmp_path: P
         r.video, encoder="h264_nvenc", hardware=True,
         options=encoder_options("h264_nvenc", r.video.speed, r.video.quality, 0))))
         if r.name == "240p" else r for r in plan.outputs]
-    report = commit_ladder(recording, probe(recording), replace(plan, renditions=nvenc), "k",
+    report = commit_ladder(recording, probe(recording), replace(plan, outputs=nvenc), "k",
                            time.monotonic(), stamp=None, overwrite=False, profile=profile)
     (fallback,) = report.plan.fallbacks
     assert fallback.startswith("rendition 240p: h264_nvenc "), fallback
@@ -910,3 +915,31 @@ def test_a_long_dropout_keeps_the_sets_rate(tmp_path: Path) -> None:
         assert len(packet_times(folder / p.uri, "0:v:0")) == 240
         media = m3u8.load(str(folder / p.uri))
         assert abs(sum(seg.duration for seg in media.segments) - 8.0) < 0.01
+
+
+def test_a_ladders_plan_records_every_dropped_track_with_its_reason(tmp_path: Path) -> None:
+    """The plan is one record for one output or many: a ladder's dropped tracks stay in it with
+    their reason, as a single file's do (an audio-less files ladder; DASH, which carries no
+    subtitles yet)."""
+    source = str(SAMPLES / "subs.mkv")  # aac [eng], opus [fra], srt [eng]
+    rung = '[[renditions]]\nheight = 180\n'
+    silent = write_profile(tmp_path, 'container = "mp4"\n[video]\ncodec = "h264"\n'
+                           '[audio]\ncodec = "none"\n' + rung, "silent")
+    dash = write_profile(tmp_path, 'container = "dash"\n[video]\ncodec = "h264"\n[audio]\n'
+                         'codec = "aac"\n' + rung, "dash180")
+    for profile, audio, subs in ((silent, ["drop", "drop"], ["convert"]),
+                                 (dash, ["copy", "encode"], ["drop"])):
+        res = run_cli("plan", source, "-p", str(profile), "--gpu", "none", "--json", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        plan = json.loads(res.stdout)
+        assert [a["action"] for a in plan["audio"]] == audio
+        assert [s["action"] for s in plan["subtitles"]] == subs
+        assert all(t["reason"] for t in plan["audio"] + plan["subtitles"])
+        text = run_cli("plan", source, "-p", str(profile), "--gpu", "none", cwd=tmp_path).stdout
+        tracks = [ln.split(" - ")[0].split(" [")[0] for ln in text.splitlines()
+                  if ln.startswith(("audio:", "subs:"))]
+        assert tracks[0] == f"audio:   #1 aac {audio[0]}" and tracks[1].startswith(
+            f"audio:   #2 opus {audio[1]}") and tracks[2].startswith(f"subs:    #3 srt {subs[0]}")
+    dropped = json.loads(run_cli("plan", source, "-p", str(dash), "--gpu", "none", "--json",
+                                 cwd=tmp_path).stdout)["subtitles"][0]
+    assert dropped["reason"] == "DASH sets do not carry subtitles yet"

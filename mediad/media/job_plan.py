@@ -188,7 +188,7 @@ def _output_line(o: OutputPlan, package: Package) -> str:
     if v.action == "copy":
         return f"{head} copy {v.codec} - {v.reason}"
     rc = f"{v.bit_rate // 1000}k (peak {o.max_bit_rate // 1000}k)" if v.bit_rate and o.max_bit_rate \
-        else f"{v.bit_rate} b/s" if v.bit_rate else f"quality {v.quality}"
+        else f"{v.bit_rate // 1000}k" if v.bit_rate else f"quality {v.quality}"
     if v.vmaf is not None:
         rc = f"VMAF {v.vmaf.target:g}"
     extra = []

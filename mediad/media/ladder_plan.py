@@ -118,12 +118,19 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
     subtitles = _package_subtitles(info, profile, package, len(renditions), base.subtitles,
                                    warnings)
     # A file of a ladder carries what a single output of its container would (carry_over);
-    # the subtitles are the set's own (above), in every file or as HLS renditions.
-    base = replace(base, container=container, subtitles=[], audio=kept_audio, warnings=warnings)
-    if package != "files":
-        base = replace(base, attachments=[], cover_art=[])
+    # the subtitles are the set's own (above), in every file or as HLS renditions. The base
+    # keeps every decision, the dropped tracks with their reason, for the plan's record.
+    dropped_audio = [a for a in base.audio if a.action == "drop"]
+    base = replace(base, container=container, subtitles=subtitles,
+                   audio=[*kept_audio, *dropped_audio], warnings=warnings)
+    if package != "files":  # the segmenter writes neither: dropped (and warned of, above)
+        base = replace(base, attachments=_dropped(base.attachments, f"{package} sets carry no "
+                                                  "attachments"),
+                       cover_art=_dropped(base.cover_art, f"{package} sets carry no attached "
+                                          "pictures"))
     return JobPlan(base=base, package=package, container=container, output=str(output),
-                   outputs=renditions, audio=kept_audio, subtitles=subtitles,
+                   outputs=renditions, audio=kept_audio,
+                   subtitles=[s for s in subtitles if s.action != "drop"],
                    segment_seconds=profile.package.segment_seconds,
                    keyframe_seconds=profile.package.keyframe_seconds,
                    skipped=skipped, warnings=warnings, fallbacks=fallbacks)
@@ -170,24 +177,34 @@ def _package_extras(info: MediaInfo, package: Package) -> list[str]:
 
 def _package_subtitles(info: MediaInfo, profile: Profile, package: Package, variants: int,
                        planned: list[StreamPlan], warnings: list[str]) -> list[StreamPlan]:
-    """The subtitle tracks the set carries: in every file as a single output of that container
-    would (`planned`); in HLS as WebVTT renditions of one group (FFmpeg's segmenter cuts one
-    per video variant, so at most one per rendition); not in DASH yet. Warns of each dropped."""
+    """The decision on every subtitle track of the set (the kept ones in the order the set
+    carries them, then the dropped ones with their reason): in every file as a single output of
+    that container would (`planned`); in HLS as WebVTT renditions of one group (FFmpeg's
+    segmenter cuts one per video variant, so at most one per rendition); not in DASH yet.
+    Warns of each dropped."""
     if package == "files":
-        return [s for s in planned if s.action != "drop"]
+        return planned
     if package == "dash":
         if any(s.action != "drop" for s in planned):
             warnings.append("subtitles are not carried into DASH sets yet: dropped")
-        return []
+        return _dropped(planned, "DASH sets do not carry subtitles yet")
     plans, dropped = plan_subtitles(info, profile, "hls")
     warnings += dropped
     # The source's default track first: it rides with the top rendition and is the default
     flagged = {s.index for s in info.subtitles if "default" in s.dispositions}
     kept = sorted((s for s in plans if s.action != "drop"), key=lambda s: s.index not in flagged)
+    too_many = f"an HLS set of {variants} rendition(s) carries at most {variants} subtitle " \
+               "track(s)"
     for s in kept[variants:]:
-        warnings.append(f"subtitle stream #{s.index} dropped: an HLS set of {variants} "
-                        f"rendition(s) carries at most {variants} subtitle track(s)")
-    return kept[:variants]
+        warnings.append(f"subtitle stream #{s.index} dropped: {too_many}")
+    return [*kept[:variants], *_dropped(kept[variants:], too_many),
+            *(s for s in plans if s.action == "drop")]
+
+
+def _dropped(tracks: list[StreamPlan], reason: str) -> list[StreamPlan]:
+    """The tracks as the plan records them when the output cannot carry them."""
+    return [s if s.action == "drop" else replace(s, action="drop", reason=reason)
+            for s in tracks]
 
 
 def _source_height(info: MediaInfo) -> int:
