@@ -193,6 +193,37 @@ def test_frames_lost_to_corruption_are_reported(tmp_path: Path) -> None:
     assert "warning: " in text.stdout and "corrupt packet" in text.stdout
 
 
+def test_a_recording_with_a_stretch_of_garbage_is_read_on_past_it(tmp_path: Path) -> None:
+    """160 KiB zeroed mid-way through a TS (a damaged sector, a drop-out written as zeros):
+    FFmpeg's demuxer gives up its resync after 64 KiB and answers "try again", which ended
+    PyAV's demux and failed the job ("Resource temporarily unavailable") where the ffmpeg CLI
+    reads on. mediad reads on too, encoding or copying, and says so; a strict profile stops."""
+    clean = camera_clip(tmp_path / "clean.ts", "-f", "mpegts", seconds=6, size=(320, 180))
+    data = bytearray(clean.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 160 * 1024] = bytes(160 * 1024)
+    zeroed = tmp_path / "zeroed.ts"
+    zeroed.write_bytes(bytes(data))
+    left = len(packet_times(zeroed, "0:v:0"))  # the independent ffmpeg's count of what is left
+    assert 60 < left < 145, left  # the damage cost frames; most are there
+    for name, text in (("encoded", FAST), ("copied", COPY_MP4)):
+        out = tmp_path / f"{name}.mp4"
+        report = transcode_report(str(zeroed), "-p", str(write_profile(tmp_path, text, name)),
+                                  "-o", str(out), "--gpu", "none")
+        assert any(re.match(r"the demuxer lost its sync 1 time\(s\) in damaged data", w)
+                   for w in report["warnings"]), report["warnings"]
+        kept = len(packet_times(out, "0:v:0"))  # the independent ffmpeg counts the output
+        assert abs(kept - left) <= 2, (name, kept, left)
+        assert abs(_container_duration(out) - 6.0) < 0.1  # the gap kept: the timeline is whole
+        assert report["outputs"][0]["frames"] == kept
+    strict = write_profile(tmp_path, 'on_decode_error = "fail"\n' + COPY_MP4, "strict")
+    res = run_cli("transcode", str(zeroed), "-p", str(strict), "-o", str(tmp_path / "s.mp4"),
+                  "--gpu", "none", "--no-progress")
+    assert res.returncode == 1 and res.stderr.count("\n") == 1, res.stderr
+    assert "lost its sync in damaged data" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "s.mp4").exists()
+
+
 def test_on_decode_error_fail_stops_at_the_damage(tmp_path: Path) -> None:
     damaged, _ = damaged_ts(tmp_path)
     strict = write_profile(tmp_path, 'on_decode_error = "fail"\n' + FAST, "strict")
@@ -516,3 +547,23 @@ def test_the_video_timer_moves_a_repeat_into_a_free_slot_else_drops_it(
     timed = timer(frames) + timer(None)
     assert [f.pts for f in timed] == [round(t * 3600) for t in out]
     assert timer.dropped == dropped
+
+
+def test_a_span_ends_where_its_last_shown_frame_ends() -> None:
+    """An MP4's durations are its decode times' steps: with B-frames across a gap in the
+    pictures (the damaged recording above), a frame shown after the gap but decoded before it
+    carries the gap's seconds. The span ends with the last frame shown, not at the largest
+    pts + duration (the encoded video seemed to last 8.04 s of 6 and was refused)."""
+    from fractions import Fraction
+
+    from mediad.media.timing import Span
+
+    span = Span()
+    ms = Fraction(1, 1000)
+    # decode order: ...before the gap, a frame shown at 5541 decoded before it (2520 ms step)
+    for pts, duration in ((21, 40), (3021, 40), (5541, 2520), (5941, 40), (5981, 40),
+                          (5901, 40)):
+        span.add(pts, duration, ms)
+    assert span.start_seconds == 0.021 and span.end_seconds == 6.021
+    span.add(5981, 80, ms)  # the same last time twice: the longer
+    assert span.end_seconds == 6.061

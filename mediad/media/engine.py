@@ -40,6 +40,7 @@ from mediad.media.outputs import (
 from mediad.media.packaging import muxer_setup
 from mediad.media.plan_streams import loudness_targets
 from mediad.media.progress import ProgressCallback, ProgressReporter
+from mediad.media.reading import read_packets
 from mediad.media.run_result import RunResult
 from mediad.media.source import DecoderRefused, Source
 from mediad.media.timing import Monotonic, Span
@@ -259,7 +260,8 @@ class _Runner:
                 o.container.start_encoding()
             # Every stream is read, kept or not: what each really holds is measured against
             # what the header promises (a truncated download), like with like.
-            for packet in src.demux([s for s in src.streams if s.type != "attachment"]):
+            for packet in read_packets(src, [s for s in src.streams if s.type != "attachment"],
+                                       self.health.lost_sync):
                 stopping.check()
                 self._packet(packet, vin)
             self._fan_out(self._staged(self.source.flush(), end=True), end=True)

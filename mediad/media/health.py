@@ -40,6 +40,7 @@ class DecodeHealth:
     gap_frames: int = 0  # frames missing inside the stream, from timestamp jumps
     audio_gaps: Counter[int] = field(default_factory=Counter)  # ms of audio missing, per stream
     moved: Counter[int] = field(default_factory=Counter)  # copied packets whose dts went back
+    lost_syncs: int = 0  # damaged stretches the demuxer read on past (media.reading)
     frames: Span | None = None  # decoded video frames' span
     _last_pts: int | None = None
     _audio_end: dict[int, int] = field(default_factory=dict)  # in the stream's ticks
@@ -65,6 +66,12 @@ class DecodeHealth:
                 self.audio_gaps[index] += round(gap * tb * 1000)
             stop = start + (packet.duration or 0)
             self._audio_end[index] = stop if end is None else max(end, stop)
+
+    def lost_sync(self) -> None:
+        """The demuxer lost its sync in damaged data and reads on past it (any stream: the
+        damage is in the file, and seen even where nothing is decoded, a copied video)."""
+        self.lost_syncs += 1
+        self._problem("the demuxer lost its sync in damaged data")
 
     def error(self, packet: av.Packet, error: Exception, what: str = "decode") -> None:
         """A packet its decoder (or, copied, the muxer) refused; the job goes on without it."""
@@ -93,7 +100,7 @@ class DecodeHealth:
     @property
     def damaged(self) -> bool:
         """True when the source showed damage (a jump in timestamps alone may be VFR)."""
-        return bool(self.corrupt_packets or self.corrupt_frames or self.errors)
+        return bool(self.corrupt_packets or self.corrupt_frames or self.errors or self.lost_syncs)
 
     def lost_video(self, packets: Span | None) -> tuple[float, float]:
         """Seconds of video at the start and at the end whose packets gave no frame."""
@@ -108,6 +115,9 @@ class DecodeHealth:
     def finish(self, packets: Span | None) -> list[str]:
         """The report's warnings, after the last packet; fails now under policy "fail"."""
         notes = []
+        if self.lost_syncs:
+            notes.append(f"the demuxer lost its sync {self.lost_syncs} time(s) in damaged data "
+                         "and read on past it, as ffmpeg does")
         if self.corrupt_packets:
             streams = ", ".join(f"#{i}: {n}" for i, n in sorted(self.corrupt_packets.items()))
             notes.append(f"{sum(self.corrupt_packets.values())} corrupt packet(s) in the source "

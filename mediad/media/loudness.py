@@ -23,6 +23,7 @@ from mediad import stopping
 from mediad.errors import MediadError, Reason
 from mediad.media.audio import AudioConverter
 from mediad.media.probe import open_input
+from mediad.media.reading import read_packets
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def measure(path: Path, targets: dict[int, LoudnessTarget]) -> dict[int, Measure
     graphs: dict[int, _LoudnormGraph] = {}
     convert = {index: AudioConverter(index) for index in targets}  # one setup, as encoded
     with open_input(path) as src:
-        for packet in src.demux([src.streams[i] for i in targets]):
+        for packet in read_packets(src, [src.streams[i] for i in targets]):
             stopping.check()
             index = packet.stream.index
             try:

@@ -147,17 +147,22 @@ class Timeline:
 
 
 class Span:
-    """First timestamp and end (last pts + duration) seen on one stream.
+    """First timestamp and end seen on one stream: the end of the last frame shown (the largest
+    pts, plus its duration).
 
-    Kept in ticks of the first time base it is given (integer maths: it runs for every packet);
-    a frame in another time base (bwdif halves it) is converted exactly.
+    Not the largest pts + duration: an MP4's durations are its decode times' steps, so with
+    B-frames across a gap in the pictures (a damaged recording, a dropout) a frame shown after
+    the gap but decoded before it carries the gap's seconds, and the video seemed to last past
+    its end. Kept in ticks of the first time base it is given (integer maths: it runs for every
+    packet); a frame in another time base (bwdif halves it) is converted exactly.
     """
 
-    __slots__ = ("time_base", "first", "end")
+    __slots__ = ("time_base", "first", "last", "end")
 
     def __init__(self) -> None:
         self.time_base: Fraction | None = None
         self.first: int | Fraction | None = None
+        self.last: int | Fraction | None = None  # the largest pts
         self.end: int | Fraction | None = None
 
     def add(self, pts: int | None, duration: int | None, time_base: Fraction | None) -> None:
@@ -173,7 +178,9 @@ class Span:
             start, stop = start * scale, stop * scale
         if self.first is None or start < self.first:
             self.first = start
-        if self.end is None or stop > self.end:
+        if self.last is None or start > self.last:
+            self.last, self.end = start, stop
+        elif start == self.last and stop > self.end:  # type: ignore[operator]
             self.end = stop
 
     @property

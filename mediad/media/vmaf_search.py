@@ -29,6 +29,7 @@ from mediad.errors import MediadError, Reason
 from mediad.media.encoders import quality_option
 from mediad.media.plan import Plan, VideoPlan
 from mediad.media.probe import open_input
+from mediad.media.reading import read_packets
 from mediad.media.transform import VideoTransform
 from mediad.media.video_sink import (
     EncoderRefused,
@@ -136,7 +137,7 @@ def _stream_time(frame: av.VideoFrame, start: float) -> float | None:
 def _decoded(src: av.container.InputContainer,
              ist: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
     """The stream's frames; a packet that does not decode is skipped, as in the encode."""
-    for packet in src.demux(ist):
+    for packet in read_packets(src, [ist]):
         stopping.check()
         try:
             yield from packet.decode()
