@@ -231,3 +231,43 @@ def test_matroska_attachments_keep_the_sources_order(tmp_path: Path, first: str)
 
     assert kinds(src) == order
     assert kinds(out) == order
+
+
+def test_a_start_timecode_is_kept_as_ffmpeg_keeps_it(tmp_path: Path) -> None:
+    """A camera's MOV with a timecode track (tmcd, 01:00:00:00): the ffmpeg CLI writes it into
+    MP4 and MOV as a tmcd track and into Matroska as a TIMECODE tag, video encoded or copied;
+    mediad dropped it without a word. A container without one, and the data streams not
+    kept, are warned of."""
+    source = tmp_path / "camera.mov"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=320x180:r=25:d=2", "-c:v", "libx264", "-preset",
+           "ultrafast", "-timecode", "01:00:00:00", str(source))
+    probed = json.loads(run_cli("probe", str(source), "--json").stdout)
+    assert probed["timecode"] == "01:00:00:00"
+    assert [(d["codec"], d["timecode"]) for d in probed["data"]] == [("tmcd", "01:00:00:00")]
+    fast = write_profile(tmp_path, SMALL.format(c="mp4", v="h264", a="copy"), "fast")
+    copy = write_profile(tmp_path, COPY, "copy")
+    for name, profile in (("o.mp4", fast), ("o.mov", fast), ("o.mkv", fast), ("c.mov", copy)):
+        out = tmp_path / name
+        report = transcode_report(str(source), "-p", str(profile), "-o", str(out), "--gpu", "none")
+        assert "note" not in report and not report["warnings"], report["warnings"]
+        assert any(n.startswith("timecode 01:00:00:00 kept") for n in report["plan"]["notes"])
+        info = ffmpeg_info(out)  # the independent reader
+        assert re.search(r"(timecode|TIMECODE) +: 01:00:00:00", info), info
+        if out.suffix != ".mkv":
+            assert "(tmcd / 0x64636D74)" in info, info
+    webm = write_profile(tmp_path, SMALL.format(c="webm", v="av1", a="opus"), "webm")
+    res = run_cli("plan", str(source), "-p", str(webm), "--gpu", "none")
+    assert "note:    timecode 01:00:00:00 kept (a TIMECODE tag)" in res.stdout, res.stdout
+    hls = write_profile(tmp_path, 'container = "hls"\n[video]\ncodec = "h264"\n[[renditions]]\n'
+                        'height = 180\n', "hls")
+    res = run_cli("plan", str(source), "-p", str(hls), "--gpu", "none", cwd=tmp_path)
+    assert "warning: timecode 01:00:00:00 not kept: hls sets carry none" in res.stdout, \
+        res.stdout
+    assert "note:    timecode" not in res.stdout
+    # A DVD's navigation packets: a data stream the output does not keep, and the plan says so
+    vob = tmp_path / "dvd.vob"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=s=352x240:r=30000/1001:d=1", "-f", "lavfi", "-i",
+           "sine=d=1:r=48000", "-c:v", "mpeg2video", "-c:a", "mp2", "-f", "dvd", str(vob))
+    res = run_cli("plan", str(vob), "-p", str(fast), "-o", str(tmp_path / "d.mp4"), "--gpu", "none")
+    assert "warning: data stream #0 (dvd_nav_packet) not kept: mediad keeps video, audio, " \
+        "subtitles, attachments and cover art" in res.stdout, res.stdout

@@ -144,6 +144,9 @@ class _Runner:
             self._add_rendition(r, vin, self.outputs[0 if self.segmented else i].container)
         if not self.segmented:
             self._add_audio(src, normalize)
+        if self.base.timecode:  # the muxer writes it as a tmcd track or a TIMECODE tag
+            for o in self.outputs:
+                o.container.streams.video[0].metadata["timecode"] = self.base.timecode
         for s in plan.subtitles:
             ist = src.streams[s.index]
             track = add_subtitle_track(self.outputs, s, ist, self.base.start_offset)

@@ -16,7 +16,13 @@ from mediad.formats import PACKAGES
 from mediad.gpu import Capabilities
 from mediad.media.job_plan import JobPlan, OutputPlan, Package, resided, with_stream_options
 from mediad.media.plan import Plan, VideoPlan, host_frames_reason, make_plan
-from mediad.media.plan_streams import StreamPlan, plan_audio, plan_extras, plan_subtitles
+from mediad.media.plan_streams import (
+    TIMECODE_NOTE,
+    StreamPlan,
+    plan_audio,
+    plan_extras,
+    plan_subtitles,
+)
 from mediad.media.probe import MediaInfo
 from mediad.profiles import Profile, RenditionSettings, parse_bitrate
 
@@ -107,8 +113,12 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
     mp4_words = set() if package == "files" else \
         {*plan_subtitles(info, profile, container)[1], *plan_extras(info, container)[2]}
     warnings = [w for w in base.warnings if w not in mp4_words]
+    notes = base.notes
     if package != "files":
         warnings += _package_extras(info, package)
+        if base.timecode:  # the segmenter writes none
+            warnings.append(f"timecode {base.timecode} not kept: {package} sets carry none")
+            notes = [n for n in notes if not n.startswith(TIMECODE_NOTE)]
     fallbacks = list(base.fallbacks)
     on_gpu, frames_reason = _residency(base, v.pix_fmt)
     base = replace(base, frames_on_gpu=on_gpu, frames_reason=frames_reason)
@@ -122,7 +132,8 @@ def _ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: Path,
     # keeps every decision, the dropped tracks with their reason, for the plan's record.
     dropped_audio = [a for a in base.audio if a.action == "drop"]
     base = replace(base, container=container, subtitles=subtitles,
-                   audio=[*kept_audio, *dropped_audio], warnings=warnings)
+                   audio=[*kept_audio, *dropped_audio], warnings=warnings, notes=notes,
+                   timecode=base.timecode if package == "files" else None)
     if package != "files":  # the segmenter writes neither: dropped (and warned of, above)
         base = replace(base, attachments=_dropped(base.attachments, f"{package} sets carry no "
                                                   "attachments"),

@@ -20,6 +20,7 @@ from mediad.media.plan_streams import (
     StreamPlan,
     no_fit,
     plan_audio,
+    plan_data,
     plan_extras,
     plan_subtitles,
 )
@@ -133,6 +134,7 @@ class Plan:
     start_offset: float = 0.0
     discontinuous: bool = False  # join up jumps of the source's clock (MPEG-TS/PS), as ffmpeg
     on_decode_error: Literal["warn", "fail"] = "warn"
+    timecode: str | None = None  # the start timecode written on the output's video (ffmpeg's)
     notes: list[str] = field(default_factory=list)  # decisions worth saying that are no fallback
     fallbacks: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -477,6 +479,9 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
     warnings += sub_warnings
     attachments, cover_art, extra_warnings = plan_extras(info, container)
     warnings += extra_warnings
+    timecode, timecode_notes, data_warnings = plan_data(info, container)
+    notes += timecode_notes
+    warnings += data_warnings
     warnings += [f"video #{extra.index} ({extra.codec} {extra.width}x{extra.height}) not kept: "
                  f"mediad keeps one video stream, #{v.index}" for extra in info.video[1:]]
     if video.action == "encode":
@@ -512,5 +517,5 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
         frames_on_gpu=frames_on_gpu, frames_reason=frames_reason, stages=stages,
         attachments=attachments, cover_art=cover_art, start_offset=start_offset,
         discontinuous=info.discontinuous,
-        on_decode_error=profile.on_decode_error, notes=notes, fallbacks=fallbacks,
+        on_decode_error=profile.on_decode_error, timecode=timecode, notes=notes, fallbacks=fallbacks,
         warnings=warnings)

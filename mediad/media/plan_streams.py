@@ -146,6 +146,30 @@ def plan_extras(info: MediaInfo, container: str) -> tuple[list[StreamPlan], list
     return attachments, covers, warnings
 
 
+# The containers whose muxers write a start timecode from the video stream's `timecode` tag: a
+# tmcd track (MP4, MOV), a TIMECODE tag (Matroska, WebM), as the ffmpeg CLI carries it.
+TIMECODE_CONTAINERS = ("mp4", "mov", "mkv", "webm")
+TIMECODE_NOTE = "timecode"  # how the plan's note on it starts
+
+
+def plan_data(info: MediaInfo, container: str) -> tuple[str | None, list[str], list[str]]:
+    """The start timecode written (None: none), and the plan's notes and warnings on it and on
+    the data streams, which are not kept (the ffmpeg CLI maps none by default either)."""
+    notes, warnings = [], []
+    timecode = info.timecode if container in TIMECODE_CONTAINERS else None
+    if timecode:
+        notes.append(f"{TIMECODE_NOTE} {timecode} kept (" + ("a TIMECODE tag" if container in
+                                                            ("mkv", "webm") else "a tmcd track")
+                     + ")")
+    elif info.timecode:
+        warnings.append(f"timecode {info.timecode} not kept: {container} holds no timecode")
+    for d in info.data:
+        if not (d.timecode and timecode):
+            warnings.append(f"data stream #{d.index} ({d.codec}) not kept: mediad keeps video, "
+                            "audio, subtitles, attachments and cover art")
+    return timecode, notes, warnings
+
+
 def loudness_targets(audio: list[StreamPlan]) -> dict[int, LoudnessTarget]:
     """The encoded tracks to normalise: audio stream index -> its target."""
     return {a.index: a.loudness for a in audio if a.action == "encode" and a.loudness is not None}

@@ -123,6 +123,15 @@ class CoverArtInfo:
 
 
 @dataclass(frozen=True)
+class DataInfo:
+    """A data stream (a QuickTime timecode track, DVD navigation packets, KLV): not transcoded."""
+
+    index: int
+    codec: str
+    timecode: str | None  # a timecode track's start
+
+
+@dataclass(frozen=True)
 class MediaInfo:
     """What is in one file."""
 
@@ -136,6 +145,9 @@ class MediaInfo:
     subtitles: list[SubtitleInfo] = field(default_factory=list)
     attachments: list[AttachmentInfo] = field(default_factory=list)
     cover_art: list[CoverArtInfo] = field(default_factory=list)
+    data: list[DataInfo] = field(default_factory=list)
+    # The start timecode (SMPTE hh:mm:ss:ff): the video's, a timecode track's or the file's tag
+    timecode: str | None = None
     chapters: int = 0
     start_time: float | None = None
     # The format's clock may jump (MPEG-TS/PS: splices, joined recordings, resets).
@@ -175,6 +187,20 @@ def _seconds(value: int | None, time_base: Fraction | None) -> float | None:
     if value is None or time_base is None:
         return None
     return float(value * time_base)
+
+
+def _tag(tags: dict[str, str], name: str) -> str | None:
+    """A tag whatever its case (Matroska's are upper case)."""
+    return next((v for k, v in tags.items() if k.lower() == name and v), None)
+
+
+def _timecode(c: av.container.InputContainer, videos: list[VideoInfo],
+              data: list[DataInfo]) -> str | None:
+    """The start timecode, as the ffmpeg CLI carries it: the main video's, a timecode track's,
+    or the file's (MXF, Matroska)."""
+    video = _tag(c.streams[videos[0].index].metadata, "timecode") if videos else None
+    return video or next((d.timecode for d in data if d.timecode), None) \
+        or _tag(c.metadata, "timecode")
 
 
 def _lang(stream: av.stream.Stream) -> str | None:
@@ -369,6 +395,7 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
     subs: list[SubtitleInfo] = []
     attachments: list[AttachmentInfo] = []
     covers: list[CoverArtInfo] = []
+    data: list[DataInfo] = []
     for s in c.streams:
         start = _seconds(s.start_time, s.time_base)
         if s.type == "video":
@@ -415,6 +442,9 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
             subs.append(SubtitleInfo(index=s.index, codec=s.codec_context.name, language=_lang(s),
                                      title=s.metadata.get("title"), start_time=start,
                                      dispositions=_dispositions(s)))
+        elif s.type == "data":
+            timecode = _tag(s.metadata, "timecode")  # PyAV shows no codec tag: tmcd is this
+            data.append(DataInfo(s.index, "tmcd" if timecode else s.name or "unknown", timecode))
         elif s.type == "attachment":
             attachments.append(AttachmentInfo(
                 s.index, s.metadata.get("filename") or f"attachment{s.index}",
@@ -433,7 +463,8 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
     return MediaInfo(
         path=str(path), size=size, format=c.format.name, duration=duration,
         bit_rate=file_rate, video=videos, audio=audios, subtitles=subs,
-        attachments=attachments, cover_art=covers, chapters=len(c.chapters()),
+        attachments=attachments, cover_art=covers, data=data,
+        timecode=_timecode(c, videos, data), chapters=len(c.chapters()),
         start_time=start, metadata=dict(c.metadata),
         discontinuous=bool(c.format.flags & av.format.Flags.ts_discont.value))
 
@@ -540,6 +571,11 @@ def format_media_info(info: MediaInfo) -> str:
                      f"{_flags(s.dispositions, s.start_time)}")
     for c in info.cover_art:
         lines.append(f"  cover art #{c.index}: {c.codec} {c.width}x{c.height}")
+    for d in info.data:
+        lines.append(f"  data #{d.index}: {d.codec}"
+                     + (f" (timecode {d.timecode})" if d.timecode else ""))
+    if info.timecode:
+        lines.append(f"  timecode: {info.timecode}")
     for a in info.attachments:
         lines.append(f"  attachment #{a.index}: {a.filename} ({a.mimetype}, {a.size} bytes)")
     if info.chapters:
