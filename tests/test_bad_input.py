@@ -24,6 +24,7 @@ def _bad_files(d: Path) -> dict[str, tuple[Path, str]]:
     mkv = (SAMPLES / "subs.mkv").read_bytes()
     (d / "cut.mkv").write_bytes(mkv[: len(mkv) // 2])  # readable header, half the frames
     make_clip(d / "song.m4a", video=False)
+    (d / "talk.srt").write_text("1\n00:00:01,000 --> 00:00:02,000\nHello\n")
     return {
         "missing": (d / "missing.mp4", "no such file"),
         "empty": (d / "empty.mp4", "file is empty (0 bytes)"),
@@ -32,12 +33,15 @@ def _bad_files(d: Path) -> dict[str, tuple[Path, str]]:
         "truncated body": (d / "cut.mkv", "truncated source: its header says stream #0 lasts "
                            "until 2.400s, but its data ends at"),
         "audio only": (d / "song.m4a", "audio-only file, but profile h264 makes video"),
+        "subtitles only": (d / "talk.srt", "file with no video stream, but profile h264 makes "
+                           "video"),
         "directory": (d, "is a directory"),
     }
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "not media", "truncated header",
-                                  "truncated body", "audio only", "directory"])
+                                  "truncated body", "audio only", "subtitles only",
+                                  "directory"])
 def test_bad_input_fails_cleanly(case: str, tmp_path: Path) -> None:
     src_dir = tmp_path / "in"
     src_dir.mkdir()

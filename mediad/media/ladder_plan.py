@@ -54,8 +54,8 @@ def plan_ladder(info: MediaInfo, profile: Profile, caps: Capabilities, output: P
     """
     v = info.main_video
     if v is None:
-        kinds = "audio-only" if info.audio else "has no video stream"
-        raise MediadError(f"{info.path}: {kinds} file, but profile {profile.name} makes a "
+        kinds = "audio-only file" if info.audio else "file with no video stream"
+        raise MediadError(f"{info.path}: {kinds}, but profile {profile.name} makes a "
                           "video ladder", reason=Reason.NO_VIDEO)
     stage = profile.stage_scale  # the frames the renditions are cut from: upscaled first
     source_height = _source_height(info) * stage

@@ -453,8 +453,8 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
     """
     v = info.main_video
     if v is None:
-        kinds = "audio-only" if info.audio else "has no video stream"
-        raise MediadError(f"{info.path}: {kinds} file, but profile {profile.name} makes video",
+        kinds = "audio-only file" if info.audio else "file with no video stream"
+        raise MediadError(f"{info.path}: {kinds}, but profile {profile.name} makes video",
                           reason=Reason.NO_VIDEO)
     notes = []
     if container is None or container == profile.container:
