@@ -567,3 +567,42 @@ def test_a_span_ends_where_its_last_shown_frame_ends() -> None:
     assert span.start_seconds == 0.021 and span.end_seconds == 6.021
     span.add(5981, 80, ms)  # the same last time twice: the longer
     assert span.end_seconds == 6.061
+
+
+def _decoded_frames(path: Path) -> int:
+    """How many video frames the independent ffmpeg decodes (and shows) from a file."""
+    lines = ffmpeg("-v", "error", "-i", str(path), "-map", "0:v", "-fps_mode", "passthrough",
+                   "-f", "framecrc", "-").stdout.splitlines()
+    return sum(1 for ln in lines if ln and not ln.startswith("#"))
+
+
+def test_copied_video_from_a_cut_recording_reports_what_is_shown(tmp_path: Path) -> None:
+    """Copied video from a TS cut mid-GOP: its packets before the first keyframe are left out,
+    as `ffmpeg -c copy` leaves them (nothing decodes them), with a warning; the report counted
+    them (210 frames where 181 decode). From an MP4 cut with `-ss` (an edit list), the report
+    counts what the output shows: the edit list's pre-roll is hidden in MP4, shown in MKV."""
+    clip = camera_clip(tmp_path / "clip.mp4", "-bf", "2", seconds=6, fps=30)
+    ts = tmp_path / "clip.ts"
+    ffmpeg("-i", str(clip), "-c", "copy", "-f", "mpegts", str(ts))
+    data = ts.read_bytes()
+    midgop = tmp_path / "midgop.ts"
+    midgop.write_bytes(data[len(data) * 15 // 100 // 188 * 188:])  # cut on a TS packet
+    cut = tmp_path / "cut.mp4"
+    ffmpeg("-ss", "1.3", "-i", str(clip), "-c", "copy", str(cut))  # an edit list from 1.3 s
+    copy = write_profile(tmp_path, COPY_MP4, "copy")
+    for source, out, warned in ((midgop, "m.mp4", True), (cut, "c.mp4", False),
+                                (cut, "c.mkv", False)):
+        report = transcode_report(str(source), "-p", str(copy), "-o", str(tmp_path / out),
+                                  "--gpu", "none")
+        shown = _decoded_frames(tmp_path / out)
+        assert report["outputs"][0]["frames"] == shown, (out, report["outputs"][0], shown)
+        assert abs(report["outputs"][0]["duration"] - shown / 30) < 0.05  # 30 fps, no gaps
+        warnings = [w for w in report["warnings"] if "before the first keyframe" in w]
+        assert bool(warnings) == warned, report["warnings"]
+    assert _decoded_frames(tmp_path / "m.mp4") == _decoded_frames(midgop)  # no frame lost
+    # framecrc flags a packet that is not a keyframe (F=0x0): the copy starts on a keyframe
+    packets = [ln for ln in ffmpeg("-v", "error", "-i", str(tmp_path / "m.mp4"), "-map", "0:v",
+                                   "-c", "copy", "-f", "framecrc", "-").stdout.splitlines()
+               if not ln.startswith("#")]
+    assert "F=" not in packets[0] and any("F=0x0" in ln for ln in packets), packets[:3]
+    assert _decoded_frames(tmp_path / "c.mp4") == _decoded_frames(cut)  # the cut, as it shows

@@ -65,8 +65,19 @@ class _CopiedVideo:
 
     stream: av.stream.Stream
     bsf: av.BitStreamFilterContext | None
+    edit_list: bool  # the output hides an MP4 edit list's pre-roll too (MP4, MOV; not Matroska)
     span: Span = field(default_factory=Span)
-    frames: int = 0
+    frames: int = 0  # shown (an edit list's pre-roll is copied, not counted where it is hidden)
+    keyed: bool = False  # its first keyframe came
+    before_key: Span = field(default_factory=Span)  # the packets before it, not copied
+    skipped: int = 0
+
+    def warning(self) -> str | None:
+        if not self.skipped:
+            return None
+        return (f"the first {self.skipped} video packet(s) ({self.before_key.seconds or 0:.3f}s) "
+                "came before the first keyframe and were not copied (nothing decodes them), "
+                "as ffmpeg does")
 
 
 class _Runner:
@@ -249,7 +260,8 @@ class _Runner:
     def _add_copied_video(self, r: OutputPlan, ist: av.video.stream.VideoStream,
                           out: av.container.OutputContainer) -> None:
         assert self.plan.package == "file", "a ladder encodes every rendition"
-        self.copied = _CopiedVideo(*add_copied_video(out, ist, r.video, self.plan.container))
+        self.copied = _CopiedVideo(*add_copied_video(out, ist, r.video, self.plan.container),
+                                   edit_list=self.plan.container in ("mp4", "mov"))
 
     # -- the loop ----------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -286,6 +298,8 @@ class _Runner:
             self.result.wrote(name, sink.frames, sink.span)
         if self.copied is not None:
             self.result.wrote(self.plan.outputs[0].name, self.copied.frames, self.copied.span)
+            if warning := self.copied.warning():
+                self.result.warnings.append(warning)
         self.progress(self.result.frames_written if self.copied else self.fan_out.fanned,
                       force=True)
         return self.result
@@ -366,7 +380,17 @@ class _Runner:
         self.copy(packet, track.streams, track.bsf)
 
     def _copy_video(self, packet: av.Packet, copied: _CopiedVideo) -> None:
-        if packet.size or packet.dts is not None:
+        """A copied video packet. Those before the first keyframe (a recording cut mid-GOP)
+        are left out, as `ffmpeg -c copy` leaves them (without -copyinkf): no decoder can show
+        them. An MP4 edit list's pre-roll (marked discard) is copied, and counted only where the
+        output shows it (Matroska has no edit list: as with `ffmpeg -c copy`, it is shown)."""
+        if packet.size and not copied.keyed:
+            if not packet.is_keyframe:
+                copied.skipped += 1
+                copied.before_key.add(packet.pts, packet.duration, packet.time_base)
+                return
+            copied.keyed = True
+        if packet.size and not (packet.is_discard and copied.edit_list):
             copied.span.add(with_pts(packet).pts, packet.duration, packet.time_base)
             copied.frames += 1
             self.progress(copied.frames)

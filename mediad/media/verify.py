@@ -150,10 +150,10 @@ def _read_back(container: av.container.InputContainer) -> tuple[bool, int, int, 
         if packet.stream.index == video.index:
             if not decoded:
                 decoded = bool(decode_first(packet))
-            if packet.size:
+            if packet.size and not packet.is_discard:  # an edit list's pre-roll is not shown
                 count += 1
                 size += packet.size
-        if packet.size:
+        if packet.size and not packet.is_discard:
             spans[packet.stream.index].add(packet.pts, packet.duration, packet.time_base)
     return decoded, count, size, spans
 
