@@ -264,6 +264,17 @@ def test_a_start_timecode_is_kept_as_ffmpeg_keeps_it(tmp_path: Path) -> None:
     assert "warning: timecode 01:00:00:00 not kept: hls sets carry none" in res.stdout, \
         res.stdout
     assert "note:    timecode" not in res.stdout
+    # A tag the muxer would refuse (it drops it with a log line): not claimed kept
+    for tag, why in (("garbage", "not an hh:mm:ss:ff timecode"),
+                     ("01:00:00;00", "a drop-frame timecode needs 29.97 or 59.94 fps"),
+                     ("01:00:00:25", "frame 25 of a 25 fps video")):
+        odd = tmp_path / "odd.mkv"
+        ffmpeg("-y", "-i", str(source), "-c", "copy", "-metadata:s:v:0", f"timecode={tag}",
+               str(odd))
+        res = run_cli("plan", str(odd), "-p", str(fast), "-o", str(tmp_path / "odd.mp4"),
+                      "--gpu", "none")
+        assert f"warning: timecode {tag} not kept: {why}" in res.stdout, res.stdout
+        assert "note:    timecode" not in res.stdout
     # A DVD's navigation packets: a data stream the output does not keep, and the plan says so
     vob = tmp_path / "dvd.vob"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=s=352x240:r=30000/1001:d=1", "-f", "lavfi", "-i",

@@ -216,6 +216,14 @@ def test_a_recording_with_a_stretch_of_garbage_is_read_on_past_it(tmp_path: Path
         assert abs(kept - left) <= 2, (name, kept, left)
         assert abs(_container_duration(out) - 6.0) < 0.1  # the gap kept: the timeline is whole
         assert report["outputs"][0]["frames"] == kept
+    # Garbage before the first packet (the probe's first frame read on past it too)
+    start = tmp_path / "start.ts"
+    start.write_bytes(bytes(256 * 1024) + clean.read_bytes())
+    report = transcode_report(str(start), "-p", str(tmp_path / "copied.toml"), "-o",
+                              str(tmp_path / "start.mp4"), "--gpu", "none")
+    assert len(packet_times(tmp_path / "start.mp4", "0:v:0")) == \
+        len(packet_times(clean, "0:v:0")) == 150
+    assert any(w.startswith("the demuxer lost its sync") for w in report["warnings"])
     strict = write_profile(tmp_path, 'on_decode_error = "fail"\n' + COPY_MP4, "strict")
     res = run_cli("transcode", str(zeroed), "-p", str(strict), "-o", str(tmp_path / "s.mp4"),
                   "--gpu", "none", "--no-progress")
@@ -553,7 +561,8 @@ def test_a_span_ends_where_its_last_shown_frame_ends() -> None:
     """An MP4's durations are its decode times' steps: with B-frames across a gap in the
     pictures (the damaged recording above), a frame shown after the gap but decoded before it
     carries the gap's seconds. The span ends with the last frame shown, not at the largest
-    pts + duration (the encoded video seemed to last 8.04 s of 6 and was refused)."""
+    pts + duration (the encoded video seemed to last 8.04 s of 6 and was refused), or with the
+    last one decoded where that ends later (a held last picture)."""
     from fractions import Fraction
 
     from mediad.media.timing import Span
@@ -567,6 +576,10 @@ def test_a_span_ends_where_its_last_shown_frame_ends() -> None:
     assert span.start_seconds == 0.021 and span.end_seconds == 6.021
     span.add(5981, 80, ms)  # the same last time twice: the longer
     assert span.end_seconds == 6.061
+    # The last one decoded ends the stream where it ends later: a last picture held 2 s (its
+    # duration is the track's last step), though a B-frame shown before the last one
+    span.add(5961, 2000, ms)
+    assert span.end_seconds == 7.961
 
 
 def _decoded_frames(path: Path) -> int:
@@ -576,33 +589,51 @@ def _decoded_frames(path: Path) -> int:
     return sum(1 for ln in lines if ln and not ln.startswith("#"))
 
 
-def test_copied_video_from_a_cut_recording_reports_what_is_shown(tmp_path: Path) -> None:
-    """Copied video from a TS cut mid-GOP: its packets before the first keyframe are left out,
-    as `ffmpeg -c copy` leaves them (nothing decodes them), with a warning; the report counted
-    them (210 frames where 181 decode). From an MP4 cut with `-ss` (an edit list), the report
-    counts what the output shows: the edit list's pre-roll is hidden in MP4, shown in MKV."""
+def _packets(path: Path) -> list[str]:
+    """The independent ffmpeg's framecrc line of every video packet (F=0x0: not a keyframe)."""
+    return [ln for ln in ffmpeg("-v", "error", "-i", str(path), "-map", "0:v", "-c", "copy",
+                                "-copyinkf", "-f", "framecrc", "-").stdout.splitlines()
+            if ln and not ln.startswith("#")]
+
+
+def test_copied_video_from_a_cut_recording_loses_nothing_and_reports_what_is_shown(
+        tmp_path: Path) -> None:
+    """Copied video from TS recordings cut mid-GOP: every packet is copied (leaving out those
+    before the first marked keyframe, as `ffmpeg -c copy` does, lost pictures that decode when
+    the I-frames are no IDR and carry no recovery point: broadcast H.264), and a warning says
+    where the first marked keyframe is. From an MP4 cut with `-ss` (an edit list), the report
+    counts what the output shows (it counted the pre-roll): hidden in MP4, shown in MKV."""
     clip = camera_clip(tmp_path / "clip.mp4", "-bf", "2", seconds=6, fps=30)
-    ts = tmp_path / "clip.ts"
-    ffmpeg("-i", str(clip), "-c", "copy", "-f", "mpegts", str(ts))
-    data = ts.read_bytes()
-    midgop = tmp_path / "midgop.ts"
-    midgop.write_bytes(data[len(data) * 15 // 100 // 188 * 188:])  # cut on a TS packet
-    cut = tmp_path / "cut.mp4"
-    ffmpeg("-ss", "1.3", "-i", str(clip), "-c", "copy", str(cut))  # an edit list from 1.3 s
+    cuts = []
+    for name, codec in (("closed", ["-c", "copy"]),
+                        ("no_idr", ["-c:a", "copy", "-c:v", "libx264", "-preset", "veryfast",
+                                    "-x264-params", "keyint=60:min-keyint=60:open-gop=1:"
+                                    "bframes=2:scenecut=0", "-bsf:v",
+                                    "filter_units=remove_types=6"])):  # no SEI: no recovery point
+        ts = tmp_path / f"{name}.ts"
+        ffmpeg("-i", str(clip), *codec, "-f", "mpegts", str(ts))
+        data = ts.read_bytes()
+        cuts.append(tmp_path / f"{name}_cut.ts")
+        cuts[-1].write_bytes(data[len(data) * 15 // 100 // 188 * 188:])  # cut on a TS packet
+    edited = tmp_path / "edited.mp4"
+    ffmpeg("-ss", "1.3", "-i", str(clip), "-c", "copy", str(edited))  # an edit list from 1.3 s
     copy = write_profile(tmp_path, COPY_MP4, "copy")
-    for source, out, warned in ((midgop, "m.mp4", True), (cut, "c.mp4", False),
-                                (cut, "c.mkv", False)):
-        report = transcode_report(str(source), "-p", str(copy), "-o", str(tmp_path / out),
+    for source in cuts:
+        out = tmp_path / f"{source.stem}.mp4"
+        report = transcode_report(str(source), "-p", str(copy), "-o", str(out), "--gpu", "none")
+        assert len(_packets(out)) == len(_packets(source))  # every packet copied
+        assert _decoded_frames(out) == _decoded_frames(source) > 60  # no picture lost
+        # Counted as shown where an edit list hides the first (reordered) ones; a packet
+        # before the first keyframe may not decode, which a copy cannot know
+        assert _decoded_frames(out) <= report["outputs"][0]["frames"] <= len(_packets(out))
+        assert any("come before the first keyframe the source marks" in w
+                   for w in report["warnings"]), report["warnings"]
+    for out in ("e.mp4", "e.mkv"):
+        report = transcode_report(str(edited), "-p", str(copy), "-o", str(tmp_path / out),
                                   "--gpu", "none")
         shown = _decoded_frames(tmp_path / out)
         assert report["outputs"][0]["frames"] == shown, (out, report["outputs"][0], shown)
         assert abs(report["outputs"][0]["duration"] - shown / 30) < 0.05  # 30 fps, no gaps
-        warnings = [w for w in report["warnings"] if "before the first keyframe" in w]
-        assert bool(warnings) == warned, report["warnings"]
-    assert _decoded_frames(tmp_path / "m.mp4") == _decoded_frames(midgop)  # no frame lost
-    # framecrc flags a packet that is not a keyframe (F=0x0): the copy starts on a keyframe
-    packets = [ln for ln in ffmpeg("-v", "error", "-i", str(tmp_path / "m.mp4"), "-map", "0:v",
-                                   "-c", "copy", "-f", "framecrc", "-").stdout.splitlines()
-               if not ln.startswith("#")]
-    assert "F=" not in packets[0] and any("F=0x0" in ln for ln in packets), packets[:3]
-    assert _decoded_frames(tmp_path / "c.mp4") == _decoded_frames(cut)  # the cut, as it shows
+        assert not any("keyframe" in w for w in report["warnings"]), report["warnings"]
+    assert _decoded_frames(tmp_path / "e.mp4") == _decoded_frames(edited)  # the cut, as it shows
+    assert _decoded_frames(tmp_path / "e.mkv") > _decoded_frames(edited)  # Matroska shows all

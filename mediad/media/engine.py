@@ -68,16 +68,16 @@ class _CopiedVideo:
     edit_list: bool  # the output hides an MP4 edit list's pre-roll too (MP4, MOV; not Matroska)
     span: Span = field(default_factory=Span)
     frames: int = 0  # shown (an edit list's pre-roll is copied, not counted where it is hidden)
-    keyed: bool = False  # its first keyframe came
-    before_key: Span = field(default_factory=Span)  # the packets before it, not copied
-    skipped: int = 0
+    keyed: bool = False  # the first packet the source marks a keyframe came
+    before_key: Span = field(default_factory=Span)  # the packets before it
+    unkeyed: int = 0
 
     def warning(self) -> str | None:
-        if not self.skipped:
+        if not self.unkeyed:
             return None
-        return (f"the first {self.skipped} video packet(s) ({self.before_key.seconds or 0:.3f}s) "
-                "came before the first keyframe and were not copied (nothing decodes them), "
-                "as ffmpeg does")
+        return (f"the first {self.unkeyed} video packet(s) ({self.before_key.seconds or 0:.3f}s) "
+                "come before the first keyframe the source marks (a recording cut mid-GOP): "
+                "copied as they are, players may show the video from that keyframe on")
 
 
 class _Runner:
@@ -380,16 +380,18 @@ class _Runner:
         self.copy(packet, track.streams, track.bsf)
 
     def _copy_video(self, packet: av.Packet, copied: _CopiedVideo) -> None:
-        """A copied video packet. Those before the first keyframe (a recording cut mid-GOP)
-        are left out, as `ffmpeg -c copy` leaves them (without -copyinkf): no decoder can show
-        them. An MP4 edit list's pre-roll (marked discard) is copied, and counted only where the
-        output shows it (Matroska has no edit list: as with `ffmpeg -c copy`, it is shown)."""
+        """A copied video packet. Those before the first keyframe the source marks (a recording
+        cut mid-GOP) are copied and counted in a warning: a decoder may well show some (an
+        I-frame that is no IDR and has no recovery point is not marked, so leaving them out as
+        `ffmpeg -c copy` does lost pictures that decode). An MP4 edit list's pre-roll (marked
+        discard) is copied, and counted only where the output shows it (Matroska has no edit
+        list: as with `ffmpeg -c copy`, it is shown)."""
         if packet.size and not copied.keyed:
-            if not packet.is_keyframe:
-                copied.skipped += 1
+            if packet.is_keyframe:
+                copied.keyed = True
+            else:
+                copied.unkeyed += 1
                 copied.before_key.add(packet.pts, packet.duration, packet.time_base)
-                return
-            copied.keyed = True
         if packet.size and not (packet.is_discard and copied.edit_list):
             copied.span.add(with_pts(packet).pts, packet.duration, packet.time_base)
             copied.frames += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -157,7 +158,10 @@ def plan_data(info: MediaInfo, container: str) -> tuple[str | None, list[str], l
     the data streams, which are not kept (the ffmpeg CLI maps none by default either)."""
     notes, warnings = [], []
     timecode = info.timecode if container in TIMECODE_CONTAINERS else None
-    if timecode:
+    if timecode and (why := _timecode_fault(timecode, info)):  # the muxer would drop it
+        warnings.append(f"timecode {timecode} not kept: {why}")
+        timecode = None
+    elif timecode:
         notes.append(f"{TIMECODE_NOTE} {timecode} kept (" + ("a TIMECODE tag" if container in
                                                             ("mkv", "webm") else "a tmcd track")
                      + ")")
@@ -168,6 +172,21 @@ def plan_data(info: MediaInfo, container: str) -> tuple[str | None, list[str], l
             warnings.append(f"data stream #{d.index} ({d.codec}) not kept: mediad keeps video, "
                             "audio, subtitles, attachments and cover art")
     return timecode, notes, warnings
+
+
+def _timecode_fault(timecode: str, info: MediaInfo) -> str | None:
+    """Why FFmpeg's muxers would refuse this timecode for this video (av_timecode_init):
+    hh:mm:ss:ff with a frame number under the rate, drop-frame (`;`) at 29.97 or 59.94 only."""
+    m = re.fullmatch(r"(\d\d):([0-5]\d):([0-5]\d)([:;.,])(\d\d)", timecode)
+    v = info.main_video
+    fps = round(v.fps) if v is not None and v.fps else None
+    if m is None:
+        return "not an hh:mm:ss:ff timecode"
+    if fps and int(m[5]) >= fps:
+        return f"frame {m[5]} of a {v.fps:g} fps video"  # type: ignore[union-attr]
+    if m[4] in ";," and (v is None or v.fps is None or round(v.fps * 1001) not in (30000, 60000)):
+        return "a drop-frame timecode needs 29.97 or 59.94 fps"
+    return None
 
 
 def loudness_targets(audio: list[StreamPlan]) -> dict[int, LoudnessTarget]:

@@ -16,6 +16,7 @@ import av
 from mediad.errors import MediadError, Reason
 from mediad.media.hdr import HdrMetadata, from_frame
 from mediad.media.pinned import read_path
+from mediad.media.reading import read_packets
 
 HDR_TRANSFERS = {"smpte2084", "arib-std-b67"}
 FieldOrder = Literal["progressive", "tff", "bff", "unknown"]
@@ -497,7 +498,7 @@ def first_frame(c: av.container.InputContainer, stream: av.video.stream.VideoStr
     Raises MediadError when it does not.
     """
     try:
-        for packet in c.demux(stream):
+        for packet in read_packets(c, [stream]):  # past garbage before the first packet
             for frame in decode_first(packet):
                 return _FirstFrame(int(round(frame.rotation / 90.0)) * 90 % 360,
                                    frame.interlaced_frame, from_frame(frame))

@@ -147,22 +147,25 @@ class Timeline:
 
 
 class Span:
-    """First timestamp and end seen on one stream: the end of the last frame shown (the largest
-    pts, plus its duration).
+    """First timestamp and end seen on one stream: where the last frame shown ends (the largest
+    pts, plus its duration), or the last one added (in decode order) if it ends later.
 
     Not the largest pts + duration: an MP4's durations are its decode times' steps, so with
     B-frames across a gap in the pictures (a damaged recording, a dropout) a frame shown after
     the gap but decoded before it carries the gap's seconds, and the video seemed to last past
-    its end. Kept in ticks of the first time base it is given (integer maths: it runs for every
-    packet); a frame in another time base (bwdif halves it) is converted exactly.
+    its end. The last one decoded carries the stream's real end (a last picture held for
+    seconds: its duration is the track's last step). Kept in ticks of the first time base it
+    is given (integer maths: it runs for every packet); a frame in another time base (bwdif
+    halves it) is converted exactly.
     """
 
-    __slots__ = ("time_base", "first", "last", "end")
+    __slots__ = ("time_base", "first", "last", "shown_end", "end")
 
     def __init__(self) -> None:
         self.time_base: Fraction | None = None
         self.first: int | Fraction | None = None
         self.last: int | Fraction | None = None  # the largest pts
+        self.shown_end: int | Fraction | None = None  # where the frame at `last` ends
         self.end: int | Fraction | None = None
 
     def add(self, pts: int | None, duration: int | None, time_base: Fraction | None) -> None:
@@ -179,9 +182,10 @@ class Span:
         if self.first is None or start < self.first:
             self.first = start
         if self.last is None or start > self.last:
-            self.last, self.end = start, stop
-        elif start == self.last and stop > self.end:  # type: ignore[operator]
-            self.end = stop
+            self.last, self.shown_end = start, stop
+        elif start == self.last and stop > self.shown_end:  # type: ignore[operator]
+            self.shown_end = stop
+        self.end = max(self.shown_end, stop)  # type: ignore[type-var]
 
     @property
     def start_seconds(self) -> float | None:
