@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -538,8 +539,6 @@ def test_an_mp4_cut_with_an_edit_list_transcodes_without_false_damage(tmp_path: 
 ], ids=["free_slot", "join", "join_ticks_apart", "reordered", "dropout"])
 def test_the_video_timer_moves_a_repeat_into_a_free_slot_else_drops_it(
         times: list[float], out: list[float], dropped: int) -> None:
-    from fractions import Fraction
-
     from mediad.media.timing import VideoTimer
 
     timer = VideoTimer()
@@ -563,8 +562,6 @@ def test_a_span_ends_where_its_last_shown_frame_ends() -> None:
     carries the gap's seconds. The span ends with the last frame shown, not at the largest
     pts + duration (the encoded video seemed to last 8.04 s of 6 and was refused), or with the
     last one decoded where that ends later (a held last picture)."""
-    from fractions import Fraction
-
     from mediad.media.timing import Span
 
     span = Span()
@@ -637,3 +634,34 @@ def test_copied_video_from_a_cut_recording_loses_nothing_and_reports_what_is_sho
         assert not any("keyframe" in w for w in report["warnings"]), report["warnings"]
     assert _decoded_frames(tmp_path / "e.mp4") == _decoded_frames(edited)  # the cut, as it shows
     assert _decoded_frames(tmp_path / "e.mkv") > _decoded_frames(edited)  # Matroska shows all
+
+
+def test_a_held_last_picture_passes_and_the_report_says_what_became_of_it(
+        tmp_path: Path) -> None:
+    """A VFR recording whose last picture is held 2 s (a screen or phone recording that
+    stopped changing): its duration is the container's to write, and the MKV and MP4 outputs
+    give it one frame's time, so every job failed verification ("lasts 5.000s but 6.960s went
+    into it"). The frames' times are compared instead, and the report says the hold is lost."""
+    held = tmp_path / "held.mkv"
+    with av.open(str(held), "w") as out:  # 50 pictures at 25 fps, the last held 2 s
+        stream = out.add_stream("mjpeg", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 90, "yuvj420p"
+        stream.time_base = stream.codec_context.time_base = Fraction(1, 1000)
+        for i in range(50):
+            frame = av.VideoFrame.from_ndarray(
+                np.full((90, 160, 3), i * 5, np.uint8), format="rgb24").reformat(format="yuvj420p")
+            frame.pts, frame.time_base = i * 40, Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                packet.duration = 2000 if packet.pts == 49 * 40 else 40
+                out.mux(packet)
+        for packet in stream.encode(None):
+            packet.duration = 2000
+            out.mux(packet)
+    assert abs(stream_span(held, "0:v:0") - 3.96) < 0.01  # the independent reader sees the hold
+    copy = write_profile(tmp_path, COPY_MKV, "copy")
+    for name, profile in (("copied.mkv", copy), ("encoded.mp4", write_profile(tmp_path, FAST))):
+        out = tmp_path / name
+        report = transcode_report(str(held), "-p", str(profile), "-o", str(out), "--gpu", "none")
+        assert len(packet_times(out, "0:v:0")) == 50  # every picture
+        lost = [w for w in report["warnings"] if "last picture is held" in w]
+        assert lost and "1.960s longer" in lost[0], report["warnings"]

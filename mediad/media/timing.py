@@ -198,6 +198,14 @@ class Span:
         return None if self.end is None else float(self.end * self.time_base)
 
     @property
+    def starts_seconds(self) -> float | None:
+        """First timestamp to the last frame's start: what a container cannot change (a last
+        frame's duration is its own to write)."""
+        if self.first is None or self.last is None:
+            return None
+        return float((self.last - self.first) * self.time_base)
+
+    @property
     def seconds(self) -> float | None:
         """How long the stream lasts, first timestamp to end."""
         if self.first is None or self.end is None:
