@@ -234,7 +234,7 @@ class _Runner:
         if not self.segmented:
             copy_stream_info(ist, encoder.stream)
         sink = functools.partial(VideoSink, encoder, r.video, out=out, name=r.name,
-                                 output=self._label(r), timed=gaps is not None)
+                                 output=self._label(r))
         if on_gpu and (r.video.hardware or self.runner is not None):
             # CUDA frames scaled in torch into NVENC, here; or the GPU stages' bridge made
             # them ready for this (single) output's encoder

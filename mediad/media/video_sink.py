@@ -208,7 +208,7 @@ class VideoSink:
     def __init__(self, encoder: OpenedEncoder, vp: VideoPlan, transform: FrameWork,
                  out: av.container.OutputContainer, *, name: str = "video",
                  threaded: bool = True, depth: int = 2, output: str | None = None,
-                 before: FrameWork | None = None, timed: bool = False) -> None:
+                 before: FrameWork | None = None) -> None:
         self.ost = encoder.stream
         self.vp = vp
         self.out = out  # the container its packets go to
@@ -218,10 +218,11 @@ class VideoSink:
         self.frames = 0
         self.span = Span()  # what the encoded frames span
         self._next_pts = 0
-        # timed: each packet lasts what its frame lasted (the encoders leave packets without a
-        # duration and the muxer would take one frame interval of the stream's nominal rate;
-        # a segmenter ends each fragment by the last packet's duration), by pts
-        self._durations: dict[int, int] | None = {} if timed else None
+        # Each packet lasts what its frame lasted, by pts: the encoders leave packets without a
+        # duration, and the muxer took one frame interval of the stream's nominal rate for the
+        # last one (a VFR recording's held last picture was lost) and a segmenter ends each
+        # fragment by the last packet's duration (gap-filled frames).
+        self._durations: dict[int, int] = {}
         self.worker: OrderedWorker[av.VideoFrame | None, av.Packet] | None = \
             OrderedWorker(self._work, name=f"mediad-{name}", depth=depth) if threaded else None
 
@@ -232,7 +233,7 @@ class VideoSink:
                 f.pts, f.time_base = self._next_pts, self.ost.codec_context.time_base
             self._next_pts = f.pts + 1
             self.span.add(f.pts, f.duration or 1, f.time_base)
-            if self._durations is not None and f.duration:
+            if f.duration:
                 self._durations[f.pts] = f.duration
             self.frames += 1
             packets += self._encode(f)
@@ -249,10 +250,9 @@ class VideoSink:
                 raise EncoderRefused(f"{self.vp.encoder} failed while encoding: {e}",
                                      self.output) from None
             raise
-        if self._durations is not None:
-            for p in packets:
-                if p.pts is not None and (d := self._durations.pop(p.pts, None)):
-                    p.duration = d
+        for p in packets:
+            if p.pts is not None and (d := self._durations.pop(p.pts, None)):
+                p.duration = d
         return packets
 
     def put(self, frame: av.VideoFrame) -> list[av.Packet]:
