@@ -671,3 +671,21 @@ def test_a_held_last_picture_passes_and_the_report_says_what_became_of_it(
         else:  # a copied stream's frame rate cannot be set through PyAV: Matroska writes the
             # last block without its duration
             assert lost and "1.960s longer" in lost[0], report["warnings"]
+
+
+def test_a_copied_intra_refresh_recording_cut_mid_stream_is_not_refused(
+        tmp_path: Path) -> None:
+    """H.264 with intra refresh (no IDR: the picture builds up over a refresh period from each
+    recovery point) cut mid-stream and copied: the read-back drained the decoder at every
+    recovery point, so no picture ever completed and a good copy was refused ("output video
+    does not decode"). It decodes on after one drain, as the independent ffmpeg does."""
+    ts = camera_clip(tmp_path / "refresh.ts", "-intra-refresh", "1", "-bf", "0", "-f", "mpegts",
+                     seconds=6)
+    data = ts.read_bytes()
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(data[len(data) * 30 // 100 // 188 * 188:])
+    out = tmp_path / "copied.mkv"
+    report = transcode_report(str(cut), "-p", str(write_profile(tmp_path, COPY_MKV, "copy")),
+                              "-o", str(out), "--gpu", "none")
+    assert _decoded_frames(out) == _decoded_frames(cut) > 30  # what ffmpeg shows of the cut
+    assert report["outputs"][0]["frames"] == len(_packets(out))

@@ -498,26 +498,31 @@ def first_frame(c: av.container.InputContainer, stream: av.video.stream.VideoStr
     Raises MediadError when it does not.
     """
     try:
+        drain = True
         for packet in read_packets(c, [stream]):  # past garbage before the first packet
-            for frame in decode_first(packet):
+            for frame in decode_first(packet, drain):
                 return _FirstFrame(int(round(frame.rotation / 90.0)) * 90 % 360,
                                    frame.interlaced_frame, from_frame(frame))
+            drain = drain and not packet.is_keyframe  # one drain tried: decode on
     except av.FFmpegError as e:
         raise MediadError(f"{c.name}: video does not decode: {e}", reason=Reason.CORRUPT) from None
     return _FirstFrame(0, False, None)
 
 
-def decode_first(packet: av.Packet) -> list[av.VideoFrame]:
+def decode_first(packet: av.Packet, drain: bool = True) -> list[av.VideoFrame]:
     """Decode a packet while looking for a stream's first frame; the decoder may be left drained.
 
     A decoder holds frames back to reorder them: H.264/HEVC with B-frames wanted two more
     packets before the first frame, and the first P-frame can cost as much to decode as the
     keyframe (grainy 720p: 50 -> 28 ms, 1080p: 115 -> 61 ms). Draining after the keyframe hands
     its frame out at once. A keyframe marked discard (an edit list starting later) is decoded
-    as before, packet by packet.
+    as before, packet by packet. Once a drain gave nothing (`drain` False then), packets are
+    decoded on as they come: an intra-refresh stream's picture builds up over many packets
+    from a recovery point, and draining at each one restarted it (a copy was refused as "does
+    not decode").
     """
     frames = packet.decode()
-    if not frames and packet.is_keyframe and not packet.is_discard:
+    if not frames and drain and packet.is_keyframe and not packet.is_discard:
         cc = packet.stream.codec_context
         frames = cc.decode(None)
         if not frames:

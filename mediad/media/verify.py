@@ -144,12 +144,13 @@ def _read_back(container: av.container.InputContainer) -> tuple[bool, int, int, 
     wanted = [s for s in container.streams if s.type in ("video", "audio")]
     spans = {s.index: Span() for s in wanted}
     video = container.streams.video[0]
-    count, size, decoded = 0, 0, False
+    count, size, decoded, drain = 0, 0, False, True
     for packet in container.demux(wanted):
         stopping.check()
         if packet.stream.index == video.index:
             if not decoded:
-                decoded = bool(decode_first(packet))
+                decoded = bool(decode_first(packet, drain))
+                drain = drain and not packet.is_keyframe  # one drain tried: decode on
             if packet.size and not packet.is_discard:  # an edit list's pre-roll is not shown
                 count += 1
                 size += packet.size
