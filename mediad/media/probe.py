@@ -498,15 +498,28 @@ def first_frame(c: av.container.InputContainer, stream: av.video.stream.VideoStr
     Raises MediadError when it does not.
     """
     try:
-        drain = True
+        decode = FirstFrameDecoder()
         for packet in read_packets(c, [stream]):  # past garbage before the first packet
-            for frame in decode_first(packet, drain):
+            for frame in decode(packet):
                 return _FirstFrame(int(round(frame.rotation / 90.0)) * 90 % 360,
                                    frame.interlaced_frame, from_frame(frame))
-            drain = drain and not packet.is_keyframe  # one drain tried: decode on
     except av.FFmpegError as e:
         raise MediadError(f"{c.name}: video does not decode: {e}", reason=Reason.CORRUPT) from None
     return _FirstFrame(0, False, None)
+
+
+class FirstFrameDecoder:
+    """decode_first over one stream's packets: a drain is tried at the first keyframe only,
+    then packets decode on as they come (an intra-refresh picture builds up over many packets
+    from a recovery point; draining at each one restarted it)."""
+
+    def __init__(self) -> None:
+        self.drain = True
+
+    def __call__(self, packet: av.Packet) -> list[av.VideoFrame]:
+        frames = decode_first(packet, self.drain)
+        self.drain = self.drain and not packet.is_keyframe
+        return frames
 
 
 def decode_first(packet: av.Packet, drain: bool = True) -> list[av.VideoFrame]:

@@ -159,14 +159,14 @@ class Span:
     halves it) is converted exactly.
     """
 
-    __slots__ = ("time_base", "first", "last", "shown_end", "end")
+    __slots__ = ("time_base", "first", "last", "shown_end", "tail")
 
     def __init__(self) -> None:
         self.time_base: Fraction | None = None
         self.first: int | Fraction | None = None
         self.last: int | Fraction | None = None  # the largest pts
         self.shown_end: int | Fraction | None = None  # where the frame at `last` ends
-        self.end: int | Fraction | None = None
+        self.tail: int | Fraction | None = None  # where the last one added ends
 
     def add(self, pts: int | None, duration: int | None, time_base: Fraction | None) -> None:
         """Widen the span by one packet or frame."""
@@ -185,7 +185,14 @@ class Span:
             self.last, self.shown_end = start, stop
         elif start == self.last and stop > self.shown_end:  # type: ignore[operator]
             self.shown_end = stop
-        self.end = max(self.shown_end, stop)  # type: ignore[type-var]
+        self.tail = stop
+
+    @property
+    def end(self) -> int | Fraction | None:
+        """The end, in ticks: the later of the last shown frame's and the last one added's."""
+        if self.shown_end is None or self.tail is None:
+            return None
+        return max(self.shown_end, self.tail)
 
     @property
     def start_seconds(self) -> float | None:

@@ -19,7 +19,7 @@ import av
 from mediad import stopping
 from mediad.errors import MediadError, Reason
 from mediad.media.pinned import read_path
-from mediad.media.probe import MediaInfo, codec_name, decode_first
+from mediad.media.probe import FirstFrameDecoder, MediaInfo, codec_name
 from mediad.media.timing import Span
 
 # Output against input: a frame or two of encoder delay or audio priming, never more.
@@ -144,13 +144,12 @@ def _read_back(container: av.container.InputContainer) -> tuple[bool, int, int, 
     wanted = [s for s in container.streams if s.type in ("video", "audio")]
     spans = {s.index: Span() for s in wanted}
     video = container.streams.video[0]
-    count, size, decoded, drain = 0, 0, False, True
+    count, size, decoded, decode = 0, 0, False, FirstFrameDecoder()
     for packet in container.demux(wanted):
         stopping.check()
         if packet.stream.index == video.index:
             if not decoded:
-                decoded = bool(decode_first(packet, drain))
-                drain = drain and not packet.is_keyframe  # one drain tried: decode on
+                decoded = bool(decode(packet))
             if packet.size and not packet.is_discard:  # an edit list's pre-roll is not shown
                 count += 1
                 size += packet.size
