@@ -17,6 +17,7 @@ from mediad.errors import MediadError, Reason
 from mediad.media.hdr import HdrMetadata, from_frame
 from mediad.media.pinned import read_path
 from mediad.media.reading import read_packets
+from mediad.media.timing import MPEG_WRAP_S
 
 HDR_TRANSFERS = {"smpte2084", "arib-std-b67"}
 FieldOrder = Literal["progressive", "tff", "bff", "unknown"]
@@ -383,6 +384,18 @@ def _content_seconds(c: av.container.InputContainer, start: float | None) -> flo
     return seconds if seconds > 0 else None
 
 
+def _clock_went_back(duration: float | None, size: int, videos: list[VideoInfo],
+                     audios: list[AudioInfo]) -> bool:
+    """Whether a recording's length, as libavformat measured it, is a backward jump of its
+    clock read as a wrap: over half the wrap (13 h) at a rate its file cannot hold (below
+    half the rate its streams declare, or 1 kb/s when none does). A genuine day-long
+    recording keeps its length: its file is as large as its streams' rates say."""
+    if duration is None or duration <= MPEG_WRAP_S / 2:
+        return False
+    declared = sum(s.bit_rate or 0 for s in [*videos, *audios])
+    return size * 8 / duration < max(declared / 2, 1000)
+
+
 @dataclass(frozen=True)
 class _FirstFrame:
     rotation: int
@@ -453,9 +466,17 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
     start = c.start_time / av.time_base if c.start_time is not None else None
     duration = _content_seconds(c, start)
     size = read_path(path).stat().st_size
+    discontinuous = bool(c.format.flags & av.format.Flags.ts_discont.value)
+    went_back = discontinuous and _clock_went_back(duration, size, videos, audios)
+    if went_back:
+        # libavformat measured to the end across a backward jump of the clock, read as a
+        # 33-bit wrap: 26 hours for 8 seconds. The length is unknown until the file is read.
+        duration = None
+        videos = [replace(v, duration=None, frames=None) for v in videos]
+        audios = [replace(a, duration=None) for a in audios]
     # The file's rate over its content's length (libavformat divides by Matroska's duration,
     # which runs from 0: a file starting 100 s in looked 13 times slower than it is).
-    file_rate = round(size * 8 / duration) if duration else c.bit_rate or None
+    file_rate = round(size * 8 / duration) if duration else None if went_back else c.bit_rate or None
     if len(videos) == 1 and videos[0].bit_rate is None and file_rate:
         # No stream rate (e.g. Matroska without BPS tags): the file's rate less the audio rates
         # that are known, an upper bound on the video's.
@@ -466,8 +487,7 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
         bit_rate=file_rate, video=videos, audio=audios, subtitles=subs,
         attachments=attachments, cover_art=covers, data=data,
         timecode=_timecode(c, videos, data), chapters=len(c.chapters()),
-        start_time=start, metadata=dict(c.metadata),
-        discontinuous=bool(c.format.flags & av.format.Flags.ts_discont.value))
+        start_time=start, metadata=dict(c.metadata), discontinuous=discontinuous)
 
 
 # FFmpeg's colour enums (libavutil/pixfmt.h), named as ffprobe names them.

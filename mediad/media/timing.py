@@ -20,6 +20,11 @@ _REORDER_FRAMES = 4
 JUMP_S = 10.0
 # A step back of more than this is a discontinuity too (a small one is fixed at the muxer).
 _BACK_S = 0.1
+# MPEG-TS/PS timestamps: 33 bits of a 90 kHz clock, which libavformat unwraps (a step back
+# of B seconds reads as a step forward of the wrap less B).
+_MPEG_CLOCK = Fraction(1, 90000)
+_MPEG_WRAP = Fraction(2**33, 90000)  # seconds, 26.5 hours
+MPEG_WRAP_S = float(_MPEG_WRAP)
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,15 @@ class Jump:
     stream: int
     at: float  # seconds on the output's timeline
     by: float  # seconds the source's clock jumped (negative: back)
+
+
+def _as_jumped(delta: Fraction, time_base: Fraction) -> float:
+    """How far the source's clock jumped, for the report: a 90 kHz clock (MPEG-TS/PS) is 33
+    bits, and libavformat reads a step back as a step forward by the rest of the wrap (a
+    splice an hour back read as +25.5 hours); such a step is reported as the one back."""
+    if time_base == _MPEG_CLOCK and delta > _MPEG_WRAP / 2:
+        delta -= _MPEG_WRAP
+    return float(delta)
 
 
 class Timeline:
@@ -115,7 +129,7 @@ class Timeline:
             self.shift -= delta
             self._shift_s = float(self.shift)
             self._move.clear()  # every time base's ticks change with the shift
-            self.jumps.append(Jump(index, expected - float(self.offset), float(delta)))
+            self.jumps.append(Jump(index, expected - float(self.offset), _as_jumped(delta, tb)))
             t = expected
         self._last[index] = t if last is None else max(last, t)
         self._next[index] = t + (packet.duration or 0) * seconds
