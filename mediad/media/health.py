@@ -108,7 +108,9 @@ class DecodeHealth:
                 or self.frames.first is None:
             return 0.0, 0.0
         lead = (self.frames.start_seconds or 0.0) - (packets.start_seconds or 0.0)
-        tail = (packets.end_seconds or 0.0) - (self.frames.end_seconds or 0.0)
+        # The frames' reach: an MP4's hold may sit on a frame shown before the last.
+        shown = (self.frames.start_seconds or 0.0) + (self.frames.reach_seconds or 0.0)
+        tail = (packets.end_seconds or 0.0) - shown
         least = float(self.frame_duration or 0) * _GAP_FRAMES
         return (lead if lead > least else 0.0), (tail if tail > least else 0.0)
 

@@ -25,7 +25,6 @@ from mediad.media.size_guard import SizeGuard
 from mediad.media.source import DecoderRefused
 from mediad.media.timing import Span
 from mediad.media.verify import (
-    DURATION_TOLERANCE_S,
     OutputInfo,
     SourceStamp,
     check_source_body,
@@ -154,8 +153,7 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
             guard.check_final()
         check_source_body(info, result.source_spans, plan.start_offset)
         span = result.video_span
-        out = verify_output(tmp, _seconds(span), _audio_spans(plan, result), str(input_path),
-                            span.starts_seconds if span is not None else None)
+        out = verify_output(tmp, span, _audio_spans(plan, result), str(input_path))
         check = _measure_vmaf(plan, tmp, choice) if choice is not None else None
         if job_key is not None and not mark_job(tmp, job_key):
             log.event_once("no_xattr", "job_key_not_recorded", logging.WARNING, folder=output.parent,
@@ -184,7 +182,7 @@ def transcode(input_path: Path, profile: Profile, output: Path | None = None, *,
               frames=result.frames_written, seconds=f"{elapsed:.2f}")
     return Report(info, plan, [out], elapsed, result.frames_written / elapsed if elapsed else 0.0,
                   [*plan.warnings, *result.warnings, *_missing_streams(plan, out),
-                   *_lost_hold(plan, result.video_span, out), *vmaf_warnings], extra)
+                   *out.hold_warnings(plan.container), *vmaf_warnings], extra)
 
 
 def _search_quality(plan: Plan, info: MediaInfo, profile: Profile) -> tuple[Plan, VmafChoice]:
@@ -206,16 +204,6 @@ def _measure_vmaf(plan: Plan, written: Path, choice: VmafChoice) -> VmafCheck:
     for warning in check.warnings:
         log.event("vmaf_disagrees", logging.WARNING, input=plan.input, detail=warning)
     return check
-
-
-def _lost_hold(plan: Plan, went_in: Span | None, out: OutputInfo) -> list[str]:
-    """The word on a held last picture the output gives a frame's time (verify_output)."""
-    if went_in is None or went_in.seconds is None or out.duration is None \
-            or went_in.seconds - out.duration <= DURATION_TOLERANCE_S:
-        return []
-    return [f"the source's last picture is held {went_in.seconds - out.duration:.3f}s longer "
-            f"than the {plan.container} output shows it (its muxer writes the last frame "
-            "with the stream's frame duration): the video ends that much sooner"]
 
 
 def _seconds(span: Span | None) -> float | None:

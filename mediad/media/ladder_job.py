@@ -187,8 +187,8 @@ def _verify_files(plan: JobPlan, result: RunResult, tmp: Path,
     for r in plan.outputs:
         assert r.file is not None
         span = result.video_spans.get(r.name)
-        out = verify_output(tmp / r.file, span.seconds if span else None,
-                            [s.seconds if s else None for s in audio], plan.base.input)
+        out = verify_output(tmp / r.file, span, [s.seconds if s else None for s in audio],
+                            plan.base.input)
         if out.frames != result.frames.get(r.name):
             raise MediadError(f"{tmp / r.file}: holds {out.frames} frames, "
                               f"{result.frames.get(r.name)} were encoded", reason=Reason.CORRUPT)
@@ -310,7 +310,8 @@ def commit_ladder(input_path: Path, info: MediaInfo, plan: JobPlan, key: str,
             tracks = finish_hls(tmp, plan, fps) if plan.package == "hls" \
                 else finish_dash(tmp, plan, fps)
             _verify(plan, result, tracks)
-        warnings = [*plan.warnings, *result.warnings]
+        warnings = [*plan.warnings, *result.warnings,
+                    *(w for f in files for w in f.hold_warnings(Path(f.path).suffix[1:]))]
         analysis = _write_analysis(result, input_path, tmp, folder, profile) \
             if result.analysis is not None else None
         record = {"job": key, "mediad": __version__, "source": str(input_path),

@@ -96,6 +96,11 @@ def add_copied_video(out: av.container.OutputContainer, ist: av.video.stream.Vid
     if vp.codec == "hevc" and container in ("mp4", "mov"):
         ost.codec_tag = "hvc1"  # Apple players refuse the default hev1 tag
     copy_stream_info(ist, ost)
+    # The source's frame rate, as `ffmpeg -c copy` gives it: Matroska's muxer takes its
+    # default block duration from it and writes any other (a VFR recording's held last
+    # picture) on the block; with none, the last block lost its duration, and the hold.
+    if ist.average_rate:
+        ost.codec_context.framerate = ist.average_rate
     # The container's aspect (MKV DisplayWidth, MP4 pasp) goes into the new container too, as
     # with `ffmpeg -c copy`; the template carries only the codec's.
     if (sar := sar_of(vp)) is not None:

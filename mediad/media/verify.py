@@ -11,7 +11,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import av
@@ -43,10 +43,21 @@ class OutputInfo:
     subtitle_streams: int
     audio_durations: list[float | None] = field(default_factory=list)
     video_bit_rate: int | None = None  # measured: the video packets' bytes over its duration
+    # Seconds of the source's held last picture the output shows as a frame (its muxer wrote
+    # the last frame with the stream's frame duration): the video ends that much sooner.
+    hold_lost: float | None = None
 
     def to_dict(self) -> dict:
         """Plain data for the report."""
         return asdict(self)
+
+    def hold_warnings(self, container: str) -> list[str]:
+        """The report's word on a held last picture this output lost, if it lost one."""
+        if self.hold_lost is None:
+            return []
+        return [f"the source's last picture is held {self.hold_lost:.3f}s longer than the "
+                f"{container} output shows it (its muxer writes the last frame with the "
+                "stream's frame duration): the video ends that much sooner"]
 
     def video_rate_text(self) -> str:
         """', 2345k video' (the measured rate, for the report's lines), or nothing."""
@@ -189,15 +200,18 @@ def _open_output(path: Path) -> av.container.InputContainer:
         return av.open(str(path))
 
 
-def verify_output(path: Path, video: float | None, audio: list[float | None],
-                  source: str, video_starts: float | None = None) -> OutputInfo:
+def verify_output(path: Path, video: Span | None, audio: list[float | None],
+                  source: str) -> OutputInfo:
     """Check a written file decodes, and that its video and each audio track last as long as
-    what went into them (within 0.2 s): `video` seconds of video, `audio` per kept track.
+    what went into them (within 0.2 s): `video`, what went into the video encoder (or was
+    copied), and `audio`, the seconds per kept track.
 
-    A last picture held longer than a frame (a VFR recording's end) may come back short: its
-    duration is the container's to write (Matroska gives a frame without one its default
-    duration). The video then passes if its frames' times (`video_starts`: first to last
-    frame's start) are what went in; the caller says the hold was lost."""
+    A last picture held longer than a frame (a VFR recording's end) is the container's to
+    write, in its own way: the video passes if its frames' times (first to last frame's start)
+    are what went in and it ends between where the last frame shown ends (Matroska gives a
+    frame without a duration its default one; the output says how much of the hold it lost)
+    and where the furthest-reaching frame ends (an MP4 keeps the hold on the sample decoded
+    last, which need not be the one shown last)."""
     try:
         with _flushing(path), _open_output(path) as c:
             if not c.streams.video:
@@ -215,14 +229,27 @@ def verify_output(path: Path, video: float | None, audio: list[float | None],
                               round(video_bytes * 8 / seconds) if seconds else None)
     except av.FFmpegError as e:
         raise MediadError(f"{source}: output does not read back: {e}", reason=Reason.VERIFY_FAILED) from None
-    checks = [("video", info.duration, video)]
+    want = video.seconds if video is not None else None
+    hold_lost = None
+    if video is not None and _same_frames(video, starts) and info.duration is not None \
+            and want is not None and abs(info.duration - want) > DURATION_TOLERANCE_S:
+        reach = video.reach_seconds or want
+        if info.duration < want:
+            hold_lost = want - info.duration  # the held last picture's seconds, not frames
+            want = info.duration
+        elif info.duration <= reach + DURATION_TOLERANCE_S:
+            want = info.duration  # the hold, kept on another frame than the last shown
+    checks = [("video", info.duration, want)]
     checks += [(f"audio track {i + 1}", got, want)
                for i, (got, want) in enumerate(zip(audio_out, audio, strict=False))]
     for what, got, want in checks:
         if got is not None and want is not None and abs(got - want) > DURATION_TOLERANCE_S:
-            if what == "video" and got < want and starts is not None and video_starts is not None \
-                    and abs(starts - video_starts) <= DURATION_TOLERANCE_S:
-                continue  # the held last picture's seconds, not frames
             raise MediadError(f"{source}: the output's {what} lasts {got:.3f}s but {want:.3f}s "
                               "went into it", reason=Reason.VERIFY_FAILED)
-    return info
+    return replace(info, hold_lost=hold_lost)
+
+
+def _same_frames(went_in: Span, starts: float | None) -> bool:
+    """Whether the output's frames start where those that went in did (first to last)."""
+    return starts is not None and went_in.starts_seconds is not None \
+        and abs(starts - went_in.starts_seconds) <= DURATION_TOLERANCE_S
