@@ -235,6 +235,13 @@ def ffmpeg_info(path: Path) -> str:
     return ffmpeg("-i", str(path), check=False).stderr
 
 
+def container_duration(path: Path) -> float:
+    """The file's duration as the independent ffmpeg's header line gives it."""
+    m = re.search(r"Duration: (\d+):(\d+):([\d.]+)", ffmpeg_info(path))
+    assert m, ffmpeg_info(path)
+    return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
+
+
 def packet_times(path: Path, stream: str) -> list[tuple[float, float]]:
     """(pts, duration) in seconds of every packet of one stream (`0:v:0`, `0:a:0`), as the
     independent ffmpeg demuxes it (framecrc), in file order."""

@@ -15,7 +15,7 @@ import pytest
 from conftest import (
     FAST_PROFILE,
     camera_clip,
-    ffmpeg_info,
+    container_duration,
     packet_times,
     run_cli,
     stream_span,
@@ -25,12 +25,6 @@ from conftest import (
 
 COPY_MKV = 'container = "mkv"\n[video]\ncodec = "copy"\n[audio]\ncodec = "copy"\n'
 FAST = FAST_PROFILE
-
-
-def _container_duration(path: Path) -> float:
-    m = re.search(r"Duration: (\d+):(\d+):([\d.]+)", ffmpeg_info(path))
-    assert m, ffmpeg_info(path)
-    return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
 
 
 def _segments(tmp_path: Path, offsets: list[float], seconds: float = 4,
@@ -57,7 +51,7 @@ def test_a_clock_jump_in_a_joined_recording_is_joined_up(tmp_path: Path, offsets
     out = tmp_path / "out.mkv"
     report = transcode_report(str(src), "-p", str(write_profile(tmp_path, profile)), "-o",
                               str(out), "--gpu", "none")
-    assert _container_duration(out) < 8.2
+    assert container_duration(out) < 8.2
     assert abs(stream_span(out, "0:v:0") - 8.0) < 0.1 and abs(stream_span(out, "0:a:0") - 8.0) < 0.1
     assert len(packet_times(out, "0:v:0")) == 200
     jumped = [w for w in report["warnings"] if w.startswith("the source's clock jumped 1 time(s)")]
@@ -73,7 +67,7 @@ def test_probe_of_a_recording_whose_clock_went_back_does_not_promise_26_hours(
     the step back as a 33-bit wrap; ffprobe says the same), and the progress bar's total came
     from it. Its length is unknown until it is read; a forward join keeps its length."""
     back = _segments(tmp_path, [3600, 10])
-    assert _container_duration(back) > 90000  # the independent reader's header says 25 h
+    assert container_duration(back) > 90000  # the independent reader's header says 25 h
     info = json.loads(run_cli("probe", str(back), "--json").stdout)
     assert info["duration"] is None and info["bit_rate"] is None
     assert info["video"][0]["duration"] is None and info["video"][0]["frames"] is None
@@ -191,6 +185,6 @@ def test_a_garbled_timestamp_in_a_damaged_recording_is_repaired(tmp_path: Path) 
         out = tmp_path / "out.mkv"
         report = transcode_report(str(garbled), "-p", str(write_profile(tmp_path, profile)),
                                   "-o", str(out), "--gpu", "none", "--overwrite")
-        assert _container_duration(out) < 4.2
+        assert container_duration(out) < 4.2
         assert "1 packet(s) had a garbled presentation time (a damaged header): given their " \
                "decoding time" in report["warnings"]

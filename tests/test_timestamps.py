@@ -19,6 +19,7 @@ from conftest import (
     FAST_PROFILE,
     camera_clip,
     camera_filter,
+    container_duration,
     damaged_ts,
     ffmpeg,
     ffmpeg_bytes,
@@ -38,12 +39,6 @@ from mediad.profiles import load_profile
 COPY_MKV = 'container = "mkv"\n[video]\ncodec = "copy"\n[audio]\ncodec = "copy"\n'
 COPY_MP4 = 'container = "mp4"\n[video]\ncodec = "copy"\n[audio]\ncodec = "copy"\n'
 FAST = FAST_PROFILE
-
-
-def _container_duration(path: Path) -> float:
-    m = re.search(r"Duration: (\d+):(\d+):([\d.]+)", ffmpeg_info(path))
-    assert m, ffmpeg_info(path)
-    return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +76,7 @@ def test_a_late_source_starts_at_zero_in_sync(late_sources: dict[str, Path], tmp
     assert abs(min(out_v, out_a)) < 0.03, (out_v, out_a)
     assert abs((out_v - out_a) - (src_v - src_a)) < 0.025, (out_v, out_a, src_v, src_a)
     # No empty stretch in front: the file lasts as long as its content, which the report gives.
-    assert _container_duration(out) < 3.2
+    assert container_duration(out) < 3.2
     assert abs(report["outputs"][0]["duration"] - 3.0) < 0.1
     assert any("rebased to start at 0" in n for n in report["plan"]["notes"])
 
@@ -215,7 +210,7 @@ def test_a_recording_with_a_stretch_of_garbage_is_read_on_past_it(tmp_path: Path
                    for w in report["warnings"]), report["warnings"]
         kept = len(packet_times(out, "0:v:0"))  # the independent ffmpeg counts the output
         assert abs(kept - left) <= 2, (name, kept, left)
-        assert abs(_container_duration(out) - 6.0) < 0.1  # the gap kept: the timeline is whole
+        assert abs(container_duration(out) - 6.0) < 0.1  # the gap kept: the timeline is whole
         assert report["outputs"][0]["frames"] == kept
     # Garbage before the first packet (the probe's first frame read on past it too)
     start = tmp_path / "start.ts"
