@@ -133,7 +133,8 @@ def _transcode_ladder(args: argparse.Namespace, profile: Profile, output: Path |
 
 def cmd_probe(args: argparse.Namespace) -> int:
     with _start_up():
-        from mediad.media.probe import format_media_info, probe
+        from mediad.media.media_info import format_media_info
+        from mediad.media.probe import probe
 
     info = probe(Path(args.input))
     if args.json:

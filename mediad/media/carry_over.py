@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 import av
 
+from mediad.media.media_info import KEPT_DISPOSITIONS
 from mediad.media.plan_streams import StreamPlan
-from mediad.media.probe import KEPT_DISPOSITIONS, open_input
+from mediad.media.probe import open_input
 
 if TYPE_CHECKING:
     from mediad.media.plan import Plan

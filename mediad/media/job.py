@@ -16,8 +16,9 @@ from mediad.gpu import Capabilities, capabilities, choose_device, no_gpu, withou
 from mediad.media.commit import commit, mark_job, temp_path_for
 from mediad.media.engine import run
 from mediad.media.job_plan import single_output
+from mediad.media.media_info import MediaInfo
 from mediad.media.plan import Plan, make_plan
-from mediad.media.probe import MediaInfo, probe
+from mediad.media.probe import probe
 from mediad.media.progress import ProgressCallback
 from mediad.media.report import Report
 from mediad.media.run_result import RunResult

@@ -31,8 +31,9 @@ from mediad.media.commit import (
 from mediad.media.engine import run
 from mediad.media.job_plan import JobPlan
 from mediad.media.ladder_plan import plan_ladder
+from mediad.media.media_info import MediaInfo
 from mediad.media.packaging import SegmentedTrack, check_segments, finish_dash, finish_hls
-from mediad.media.probe import MediaInfo, probe
+from mediad.media.probe import probe
 from mediad.media.progress import ProgressCallback
 from mediad.media.run_result import RunResult
 from mediad.media.source import DecoderRefused

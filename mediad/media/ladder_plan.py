@@ -15,6 +15,7 @@ from mediad.errors import MediadError, Reason
 from mediad.formats import PACKAGES
 from mediad.gpu import Capabilities
 from mediad.media.job_plan import JobPlan, OutputPlan, Package, resided, with_stream_options
+from mediad.media.media_info import MediaInfo
 from mediad.media.plan import Plan, VideoPlan, host_frames_reason, make_plan
 from mediad.media.plan_streams import (
     TIMECODE_NOTE,
@@ -23,7 +24,6 @@ from mediad.media.plan_streams import (
     plan_extras,
     plan_subtitles,
 )
-from mediad.media.probe import MediaInfo
 from mediad.profiles import Profile, RenditionSettings, parse_bitrate
 
 # A bit-rate ladder without max_bitrate: peaks up to 1.5x the average, a 2-peak-second buffer

@@ -16,6 +16,7 @@ from mediad.gpu import NVENC_NAMES, Capabilities, Capability
 from mediad.media import color, hdr
 from mediad.media.encoders import SOFTWARE_ENCODERS, encoder_options, quality_option
 from mediad.media.hdr import HdrMetadata
+from mediad.media.media_info import MediaInfo, VideoInfo
 from mediad.media.plan_streams import (
     StreamPlan,
     no_fit,
@@ -24,7 +25,6 @@ from mediad.media.plan_streams import (
     plan_extras,
     plan_subtitles,
 )
-from mediad.media.probe import MediaInfo, VideoInfo
 from mediad.media.tonemap import ToneMapPlan, tonemap_plan
 from mediad.media.vmaf_target import VmafTarget
 from mediad.models.decision import StageDecision

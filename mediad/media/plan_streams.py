@@ -16,7 +16,7 @@ from mediad.formats import (
     CONTAINER_TEXT_SUBTITLE,
 )
 from mediad.media.loudness import LoudnessTarget
-from mediad.media.probe import MediaInfo
+from mediad.media.media_info import MediaInfo
 from mediad.media.subtitles import codec_names, subtitle_kind
 from mediad.profiles import AUDIO_MAX_BITRATE_PER_CHANNEL, Profile, parse_bitrate
 

@@ -1,4 +1,5 @@
-"""MediaInfo: what is in a media file (streams, codecs, size, duration, rotation, colour, ...)."""
+"""probe: what is in a media file (streams, codecs, size, duration, rotation, colour, ...),
+read into a MediaInfo (media_info) without decoding more than the first frame (first_frame)."""
 
 from __future__ import annotations
 
@@ -6,164 +7,32 @@ import contextlib
 import os
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
 
 import av
 
 from mediad.errors import MediadError, Reason
-from mediad.media.hdr import HdrMetadata, from_frame
+from mediad.media.first_frame import FirstFrame, first_frame
+from mediad.media.media_info import (
+    KEPT_DISPOSITIONS,
+    AttachmentInfo,
+    AudioInfo,
+    CoverArtInfo,
+    DataInfo,
+    FieldOrder,
+    MediaInfo,
+    SubtitleInfo,
+    VideoInfo,
+)
 from mediad.media.pinned import read_path
-from mediad.media.reading import read_packets
 from mediad.media.timing import MPEG_WRAP_S
 
 HDR_TRANSFERS = {"smpte2084", "arib-std-b67"}
-FieldOrder = Literal["progressive", "tff", "bff", "unknown"]
 # AVFieldOrder (libavcodec/defs.h) as FFmpeg's decoders and muxers use it: the first letter is
 # the field shown first (MPEG-2 with bottom_field_first reports BT, "bottom coded first").
 _FIELD_ORDERS: dict[int, FieldOrder] = {1: "progressive", 2: "tff", 3: "bff", 4: "tff", 5: "bff"}
-# Stream flags worth keeping on a copy or an encode (Matroska's default/forced, MP4's).
-KEPT_DISPOSITIONS = ("default", "forced", "hearing_impaired", "visual_impaired", "comment",
-                     "original", "dub", "lyrics", "karaoke", "captions", "descriptions")
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """One video stream."""
-
-    index: int
-    codec: str
-    width: int
-    height: int
-    pix_fmt: str
-    bit_depth: int
-    fps: float | None  # the average rate
-    # The nominal rate (FFmpeg's r_frame_rate): above the average for a stream with gaps
-    # (a screen recording), 2x it for field-coded video, absurd for some 1 ms time bases.
-    base_fps: float | None
-    time_base: str
-    start_time: float | None  # seconds; DVR recordings start hours in
-    duration: float | None  # the stream's own, from the header (None when it has none)
-    frames: int | None
-    bit_rate: int | None  # the stream's, or a Matroska BPS tag: None when unknown
-    # No stream rate (Matroska without BPS tags): the file's rate less the known audio rates,
-    # an upper bound on the video's.
-    bit_rate_estimate: int | None
-    rotation: int  # degrees of display rotation (counter-clockwise, as FFmpeg reports it)
-    sample_aspect_ratio: str  # the container's (MKV DisplayWidth, MP4 pasp) over the codec's
-    display_aspect_ratio: str
-    container_aspect: bool  # the container's aspect is not the one in the video bitstream
-    field_order: FieldOrder
-    color_space: str | None
-    color_range: str | None
-    color_transfer: str | None
-    color_primaries: str | None
-    hdr: bool
-    hdr_metadata: HdrMetadata | None  # mastering display and content light levels (HDR10)
-    language: str | None
-    dispositions: list[str] = field(default_factory=list)
-
-    @property
-    def interlaced(self) -> bool:
-        """True when the stream says its frames are interlaced (either field first)."""
-        return self.field_order in ("tff", "bff")
-
-    @property
-    def display_size(self) -> tuple[int, int]:
-        """Width and height as shown, after rotation."""
-        return (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
-
-
-@dataclass(frozen=True)
-class AudioInfo:
-    """One audio stream."""
-
-    index: int
-    codec: str
-    channels: int
-    sample_rate: int
-    bit_rate: int | None
-    language: str | None
-    title: str | None
-    start_time: float | None = None
-    duration: float | None = None
-    dispositions: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class SubtitleInfo:
-    """One subtitle stream."""
-
-    index: int
-    codec: str
-    language: str | None
-    title: str | None = None
-    start_time: float | None = None
-    dispositions: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class AttachmentInfo:
-    """A file carried in the container (Matroska fonts for ASS subtitles, cover images)."""
-
-    index: int
-    filename: str
-    mimetype: str
-    size: int
-
-
-@dataclass(frozen=True)
-class CoverArtInfo:
-    """An attached picture (cover art): a one-picture video stream, not a video track."""
-
-    index: int
-    codec: str
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """A data stream (a QuickTime timecode track, DVD navigation packets, KLV): not transcoded."""
-
-    index: int
-    codec: str
-    timecode: str | None  # a timecode track's start
-
-
-@dataclass(frozen=True)
-class MediaInfo:
-    """What is in one file."""
-
-    path: str
-    size: int
-    format: str
-    duration: float | None  # of the content: its first timestamp to its end
-    bit_rate: int | None  # the whole file's, over that duration
-    video: list[VideoInfo] = field(default_factory=list)
-    audio: list[AudioInfo] = field(default_factory=list)
-    subtitles: list[SubtitleInfo] = field(default_factory=list)
-    attachments: list[AttachmentInfo] = field(default_factory=list)
-    cover_art: list[CoverArtInfo] = field(default_factory=list)
-    data: list[DataInfo] = field(default_factory=list)
-    # The start timecode (SMPTE hh:mm:ss:ff): the video's, a timecode track's or the file's tag
-    timecode: str | None = None
-    chapters: int = 0
-    start_time: float | None = None
-    # The format's clock may jump (MPEG-TS/PS: splices, joined recordings, resets).
-    discontinuous: bool = False
-    metadata: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def main_video(self) -> VideoInfo | None:
-        """The video stream a transcode uses (the first one)."""
-        return self.video[0] if self.video else None
-
-    def to_dict(self) -> dict:
-        """Plain data for --json and reports."""
-        return asdict(self)
 
 
 def _int_tag(tags: dict[str, str], *names: str) -> int | None:
@@ -396,13 +265,6 @@ def _clock_went_back(duration: float | None, size: int, videos: list[VideoInfo],
     return size * 8 / duration < max(declared / 2, 1000)
 
 
-@dataclass(frozen=True)
-class _FirstFrame:
-    rotation: int
-    interlaced: bool
-    hdr: HdrMetadata | None
-
-
 def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
     videos: list[VideoInfo] = []
     audios: list[AudioInfo] = []
@@ -420,7 +282,7 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
             rate = s.average_rate or s.guessed_rate
             trc = color_name("color_trc", cc.color_trc)
             # Only the first video stream is transcoded: only it pays for a decoded frame.
-            first = first_frame(c, s) if not videos else _FirstFrame(0, False, None)
+            first = first_frame(c, s) if not videos else FirstFrame(0, False, None)
             field_order = _FIELD_ORDERS.get(cc.field_order, "unknown")
             if field_order == "unknown" and first.interlaced:
                 field_order = "tff"  # FFmpeg's default parity when a frame says only "interlaced"
@@ -508,115 +370,3 @@ def color_name(kind: str, value: object) -> str | None:
     if value is None:
         return None
     return _COLOR_NAMES[kind].get(int(value))  # type: ignore[call-overload]
-
-
-def first_frame(c: av.container.InputContainer, stream: av.video.stream.VideoStream) -> _FirstFrame:
-    """Rotation, interlacing and HDR10 metadata, read from the first decoded frame.
-
-    PyAV exposes the display matrix, HDR side data and the interlaced flag only on decoded
-    frames, so this decodes one frame; it also proves early that the video decodes at all.
-    Raises MediadError when it does not.
-    """
-    try:
-        decode = FirstFrameDecoder()
-        for packet in read_packets(c, [stream]):  # past garbage before the first packet
-            for frame in decode(packet):
-                return _FirstFrame(int(round(frame.rotation / 90.0)) * 90 % 360,
-                                   frame.interlaced_frame, from_frame(frame))
-    except av.FFmpegError as e:
-        raise MediadError(f"{c.name}: video does not decode: {e}", reason=Reason.CORRUPT) from None
-    return _FirstFrame(0, False, None)
-
-
-class FirstFrameDecoder:
-    """decode_first over one stream's packets: a drain is tried at the first keyframe only,
-    then packets decode on as they come (an intra-refresh picture builds up over many packets
-    from a recovery point; draining at each one restarted it)."""
-
-    def __init__(self) -> None:
-        self.drain = True
-
-    def __call__(self, packet: av.Packet) -> list[av.VideoFrame]:
-        frames = decode_first(packet, self.drain)
-        self.drain = self.drain and not packet.is_keyframe
-        return frames
-
-
-def decode_first(packet: av.Packet, drain: bool = True) -> list[av.VideoFrame]:
-    """Decode a packet while looking for a stream's first frame; the decoder may be left drained.
-
-    A decoder holds frames back to reorder them: H.264/HEVC with B-frames wanted two more
-    packets before the first frame, and the first P-frame can cost as much to decode as the
-    keyframe (grainy 720p: 50 -> 28 ms, 1080p: 115 -> 61 ms). Draining after the keyframe hands
-    its frame out at once. A keyframe marked discard (an edit list starting later) is decoded
-    as before, packet by packet. Once a drain gave nothing (`drain` False then), packets are
-    decoded on as they come: an intra-refresh stream's picture builds up over many packets
-    from a recovery point, and draining at each one restarted it (a copy was refused as "does
-    not decode").
-    """
-    frames = packet.decode()
-    if not frames and drain and packet.is_keyframe and not packet.is_discard:
-        cc = packet.stream.codec_context
-        frames = cc.decode(None)
-        if not frames:
-            cc.flush_buffers()  # nothing from that keyframe: go on decoding after it
-    return frames
-
-
-def _flags(dispositions: list[str], start: float | None) -> str:
-    extra = list(dispositions)
-    if start:
-        extra.append(f"starts {start:.3f}s")
-    return f" ({', '.join(extra)})" if extra else ""
-
-
-def format_media_info(info: MediaInfo) -> str:
-    """Human-readable summary for `mediad probe`."""
-    head = f"{info.path}: {info.format}, {info.size} bytes"
-    if info.duration is not None:
-        head += f", duration {info.duration:.3f}s"
-    if info.start_time:
-        head += f", starts at {info.start_time:.3f}s"
-    if info.bit_rate:
-        head += f", {info.bit_rate // 1000} kb/s"
-    lines = [head]
-    for v in info.video:
-        fps = f"{v.fps:.3f} fps" if v.fps else "unknown fps"
-        if v.bit_rate:
-            rate = f", {v.bit_rate // 1000} kb/s"
-        elif v.bit_rate_estimate:
-            rate = f", at most {v.bit_rate_estimate // 1000} kb/s (file rate less audio)"
-        else:
-            rate = ""
-        extra = f", rotation {v.rotation}" if v.rotation else ""
-        colour = "/".join(x or "unknown" for x in (v.color_space, v.color_primaries,
-                                                    v.color_transfer))
-        lines.append(f"  video #{v.index}: {v.codec} {v.width}x{v.height} {v.pix_fmt} "
-                     f"({v.bit_depth}-bit), SAR {v.sample_aspect_ratio} DAR "
-                     f"{v.display_aspect_ratio}, {v.field_order}, {fps}{rate}{extra}"
-                     f"{', HDR' if v.hdr else ''}{_flags(v.dispositions, v.start_time)}")
-        lines.append(f"    colour: {v.color_range or 'unknown'} range, {colour}"
-                     " (matrix/primaries/transfer)")
-        if v.hdr_metadata:
-            lines.append(f"    HDR10: {v.hdr_metadata.describe()}")
-    for a in info.audio:
-        rate = f", {a.bit_rate // 1000} kb/s" if a.bit_rate else ""
-        lines.append(f"  audio #{a.index}: {a.codec} {a.channels}ch {a.sample_rate} Hz{rate}"
-                     f"{' [' + a.language + ']' if a.language else ''}"
-                     f"{_flags(a.dispositions, a.start_time)}")
-    for s in info.subtitles:
-        lines.append(f"  subtitle #{s.index}: {s.codec}"
-                     f"{' [' + s.language + ']' if s.language else ''}"
-                     f"{_flags(s.dispositions, s.start_time)}")
-    for c in info.cover_art:
-        lines.append(f"  cover art #{c.index}: {c.codec} {c.width}x{c.height}")
-    for d in info.data:
-        lines.append(f"  data #{d.index}: {d.codec}"
-                     + (f" (timecode {d.timecode})" if d.timecode else ""))
-    if info.timecode:
-        lines.append(f"  timecode: {info.timecode}")
-    for a in info.attachments:
-        lines.append(f"  attachment #{a.index}: {a.filename} ({a.mimetype}, {a.size} bytes)")
-    if info.chapters:
-        lines.append(f"  chapters: {info.chapters}")
-    return "\n".join(lines)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mediad.media.job_plan import single_output
+from mediad.media.media_info import MediaInfo
 from mediad.media.plan import Plan
-from mediad.media.probe import MediaInfo
 from mediad.media.verify import OutputInfo
 
 

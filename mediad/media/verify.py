@@ -18,8 +18,10 @@ import av
 
 from mediad import stopping
 from mediad.errors import MediadError, Reason
+from mediad.media.first_frame import FirstFrameDecoder
+from mediad.media.media_info import MediaInfo
 from mediad.media.pinned import read_path
-from mediad.media.probe import FirstFrameDecoder, MediaInfo, codec_name
+from mediad.media.probe import codec_name
 from mediad.media.timing import Span
 
 # Output against input: a frame or two of encoder delay or audio priming, never more.
