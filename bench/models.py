@@ -120,7 +120,7 @@ def gpu_cases(quick: bool) -> dict[str, list[Case]]:
 
 def stage_config(kind: str, device: str, precision: str, compiled: bool) -> Any:
     """The profile entry a user would write for this stage."""
-    from mediad.profiles import ClassifyStage, ShotsStage, UpscaleStage
+    from mediad.profile_stages import ClassifyStage, ShotsStage, UpscaleStage
 
     common: dict[str, Any] = {"device": device, "precision": precision, "compile": compiled}
     if kind in UPSCALE_MODELS:

@@ -3,18 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
-import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    AllowInfNan,
     BaseModel,
-    ConfigDict,
     Field,
-    Strict,
     StrictBool,
     StrictInt,
     ValidationError,
@@ -33,16 +28,23 @@ from mediad.formats import (
     OutputKind,
 )
 from mediad.fsutil import read_toml_text
-from mediad.models import registry
+from mediad.profile_base import (
+    VIDEO_MIN_BITRATE,
+    FiniteFloat,
+    Speed,
+    StrictModel,
+    kbit,
+    parse_bitrate,
+)
+from mediad.profile_ladder import PackageSettings, RenditionSettings
+from mediad.profile_stages import STAGE_KINDS, Stage
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_profiles"
 DEFAULT_PROFILE = "h264"
 
 VideoCodec = Literal["h264", "hevc", "av1", "copy"]
 AudioCodec = Literal["aac", "opus", "copy", "none"]
-Speed = Literal["fastest", "faster", "fast", "medium", "slow", "slower", "slowest"]
 
-SPEEDS: tuple[str, ...] = ("fastest", "faster", "fast", "medium", "slow", "slower", "slowest")
 # Constant-quality ranges per codec (x264/x265 crf and NVENC cq: 0..51; SVT-AV1 crf: 1..63).
 QUALITY_RANGE = {"h264": (0, 51), "hevc": (0, 51), "av1": (1, 63)}
 DEFAULT_QUALITY = {"h264": 23, "hevc": 28, "av1": 32}
@@ -50,14 +52,6 @@ DEFAULT_QUALITY = {"h264": 23, "hevc": 28, "av1": 32}
 # (10..46 for x264/x265, 10..55 for SVT-AV1); NVENC's cq takes the same scale.
 SEARCH_RANGE = {"h264": (10, 46), "hevc": (10, 46), "av1": (10, 55)}
 
-_BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)\s*$")
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?[bB]|[bB])?\s*$")
-_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-               "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-# Bitrate limits (bit/s) found by opening the encoders with PyAV. libx264 refuses under 1k and
-# nothing is watchable near that; SVT-AV1 refuses a target over 100 Mbit/s.
-VIDEO_MIN_BITRATE = 10_000
 AV1_MAX_BITRATE = 100_000_000
 # Opus's documented floor; FFmpeg's aac opens down to a few bit/s but sounds like noise there.
 AUDIO_MIN_BITRATE = 6_000
@@ -66,52 +60,6 @@ AUDIO_MIN_BITRATE = 6_000
 AUDIO_MAX_BITRATE_PER_CHANNEL = {"opus": 256_000, "aac": 288_000}
 # Where a profile's text comes from (parse_profile's validation context): see _given.
 _FROM_FILE = "from_file"
-# TOML has real booleans, integers and floats: `quality = true` or `"23"` is a typo, not a number.
-FiniteFloat = Annotated[float, Strict(), AllowInfNan(False)]
-BUILTIN_UPSCALERS = registry.builtin_names("upscale")
-BUILTIN_CLASSIFIERS = ("efficientnet-lite0",)
-# Suffixes of the user model files a classify stage accepts (TorchScript or torch.export).
-CUSTOM_MODEL_SUFFIXES = (".pt", ".pth", ".ts", ".jit", ".pt2")
-# Suffixes of the user model files an upscale stage accepts: Real-ESRGAN compact (or waifu2x
-# upconv_7) weights as users have them (.pth state dicts, .safetensors) or an ncnn export
-# (.param beside its .bin).
-UPSCALE_MODEL_SUFFIXES = (".pth", ".safetensors", ".param")
-
-
-def _builtin_or_file(value: str, info: ValidationInfo, builtins: tuple[str, ...],
-                     suffixes: tuple[str, ...], files: str) -> str:
-    """A stage's `model`: a built-in name, or a user file of a known kind (profile-relative)."""
-    if value in builtins:
-        return value
-    if not value.lower().endswith(suffixes):
-        raise ValueError(f"unknown model {value!r}: use {', '.join(builtins)} or {files}")
-    return _profile_relative(value, info)
-
-
-def _profile_relative(value: str, info: ValidationInfo) -> str:
-    """A user file named relative to the profile: the same file whatever the working directory."""
-    base = (info.context or {}).get("base")
-    path = Path(value).expanduser()
-    if base is None or path.is_absolute():
-        return str(path)
-    return os.path.normpath(Path(base) / path)
-
-
-def parse_bitrate(text: str) -> int:
-    """'4M' -> 4_000_000, '128k' -> 128_000 (bits per second)."""
-    m = _BITRATE.match(text)
-    if not m:
-        raise ValueError(f"not a bitrate: {text!r} (use e.g. '4M' or '128k')")
-    scale = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000}[m.group(2).lower()]
-    value = int(float(m.group(1)) * scale)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
-
-
-def _kbit(bps: int) -> str:
-    """128000 -> '128k' (the way profiles write bitrates)."""
-    return f"{bps // 1000}k" if bps % 1000 == 0 else f"{bps}"
 
 
 def _given(model: type[BaseModel], info: ValidationInfo, value: Any) -> bool:
@@ -127,22 +75,7 @@ def _given(model: type[BaseModel], info: ValidationInfo, value: Any) -> bool:
     return bool(value != model.model_fields[info.field_name].default)
 
 
-def parse_size(text: str) -> int:
-    """'4GiB' -> 4 * 2**30, '512MiB' -> 512 * 2**20, '2GB' -> 2 * 10**9 (bytes; bare numbers are bytes)."""
-    m = _SIZE.match(text)
-    if not m:
-        raise ValueError(f"not a size: {text!r} (use e.g. '4GiB' or '512MiB')")
-    value = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()])
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class VideoSettings(_Strict):
+class VideoSettings(StrictModel):
     codec: VideoCodec = "h264"
     encoder: Literal["auto", "gpu", "cpu"] = "auto"
     quality: StrictInt | None = None
@@ -188,7 +121,7 @@ class VideoSettings(_Strict):
             return v
         bps = parse_bitrate(v)
         if bps < VIDEO_MIN_BITRATE:
-            raise ValueError(f"must be at least {_kbit(VIDEO_MIN_BITRATE)} (is {v!r})")
+            raise ValueError(f"must be at least {kbit(VIDEO_MIN_BITRATE)} (is {v!r})")
         if info.data.get("codec") == "av1" and bps > AV1_MAX_BITRATE:
             raise ValueError(f"must be at most {AV1_MAX_BITRATE // 1_000_000}M for av1 "
                              "(SVT-AV1's limit)")
@@ -244,7 +177,7 @@ class VideoSettings(_Strict):
         return lo, hi
 
 
-class AudioSettings(_Strict):
+class AudioSettings(StrictModel):
     codec: AudioCodec = "aac"
     # Before bitrate, so the bitrate's limit can count the channels.
     channels: StrictInt | None = Field(default=None, ge=1, le=8)
@@ -274,15 +207,15 @@ class AudioSettings(_Strict):
     def _bitrate(cls, v: str, info: ValidationInfo) -> str:
         bps = parse_bitrate(v)
         if bps < AUDIO_MIN_BITRATE:
-            raise ValueError(f"must be at least {_kbit(AUDIO_MIN_BITRATE)} (is {v!r})")
+            raise ValueError(f"must be at least {kbit(AUDIO_MIN_BITRATE)} (is {v!r})")
         codec, channels = info.data.get("codec"), info.data.get("channels")
         per_channel = AUDIO_MAX_BITRATE_PER_CHANNEL.get(codec or "")
         # Without channels each track keeps its own, up to 8: a stereo source given more than
         # 512k of opus is for the plan to catch.
         if per_channel is not None and bps > per_channel * (channels or 8):
             where = f"with channels = {channels}" if channels else "(8 channels at most)"
-            raise ValueError(f"must be at most {_kbit(per_channel * (channels or 8))} for {codec} "
-                             f"{where}: {_kbit(per_channel)} per channel")
+            raise ValueError(f"must be at most {kbit(per_channel * (channels or 8))} for {codec} "
+                             f"{where}: {kbit(per_channel)} per channel")
         return v
 
 
@@ -301,197 +234,11 @@ class AudioSettings(_Strict):
                 20.0 if self.lra is None else self.lra)
 
 
-class SubtitleSettings(_Strict):
+class SubtitleSettings(StrictModel):
     mode: Literal["copy", "none"] = "copy"
 
 
-class _StageCommon(_Strict):
-    """Settings every stage shares; the stage runner applies them, not the models."""
-
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
-    compile: StrictBool = False
-    max_gpu_memory: str | None = None
-    batch_size: StrictInt | None = Field(default=None, ge=1, le=1024)
-
-    @field_validator("device")
-    @classmethod
-    def _device(cls, v: str) -> str:
-        if not _DEVICE.match(v):
-            raise ValueError(f"must be auto, cpu, cuda or cuda:N, not {v!r}")
-        return v
-
-    @field_validator("max_gpu_memory")
-    @classmethod
-    def _memory(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_size(v)
-        return v
-
-    @model_validator(mode="after")
-    def _cpu_precision(self) -> _StageCommon:
-        if self.device == "cpu" and self.precision == "fp16":
-            raise ValueError("fp16 is not supported on the CPU: use fp32 or bf16")
-        return self
-
-    @property
-    def max_memory_bytes(self) -> int | None:
-        """The working-memory cap in bytes (None: no cap beyond what is free)."""
-        return parse_size(self.max_gpu_memory) if self.max_gpu_memory else None
-
-
-class UpscaleStage(_StageCommon):
-    """Super-resolution of every frame (changes the frame size)."""
-
-    kind: Literal["upscale"]
-    model: str = "realesr-animevideov3"
-    scale: Literal[2, 3, 4] = 2
-
-    @field_validator("model")
-    @classmethod
-    def _model(cls, v: str, info: ValidationInfo) -> str:
-        return _builtin_or_file(v, info, BUILTIN_UPSCALERS, UPSCALE_MODEL_SUFFIXES,
-                                "a Real-ESRGAN compact .pth / .safetensors file (or an ncnn "
-                                ".param beside its .bin)")
-
-    @model_validator(mode="after")
-    def _builtin_scale(self) -> UpscaleStage:
-        if self.model in BUILTIN_UPSCALERS:
-            scales = registry.builtin_model(self.model).scales
-            if self.scale not in scales:
-                allowed = " or ".join(str(n) for n in scales)
-                raise ValueError(f"{self.model} upscales x{allowed} only, not x{self.scale}: "
-                                 f"set scale = {scales[-1]} or use realesr-animevideov3")
-        return self
-
-
-class ClassifyStage(_StageCommon):
-    """ImageNet (or a user model's) labels for sampled frames, aggregated per shot."""
-
-    kind: Literal["classify"]
-    model: str = "efficientnet-lite0"
-    labels: str | None = None
-    input_size: StrictInt | tuple[StrictInt, StrictInt] | None = None
-    # Finite: NaN passes every comparison and would reach the sidecar.
-    mean: tuple[FiniteFloat, FiniteFloat, FiniteFloat] | None = None
-    std: tuple[FiniteFloat, FiniteFloat, FiniteFloat] | None = None
-    every: StrictInt | None = Field(default=None, ge=1)
-    every_seconds: FiniteFloat | None = Field(default=None, gt=0)
-    top_k: StrictInt = Field(default=5, ge=1, le=100)
-
-    @field_validator("input_size", mode="before")
-    @classmethod
-    def _input_shape(cls, v: object) -> object:
-        # Checked before the union, whose own message is "input_size.int: ... (and 1 more)".
-        def is_int(x: object) -> bool:
-            return isinstance(x, int) and not isinstance(x, bool)
-
-        if v is None or is_int(v) or (isinstance(v, list | tuple) and len(v) == 2
-                                      and all(is_int(n) for n in v)):
-            return v
-        raise ValueError("must be one number or [height, width]")
-
-    @field_validator("input_size")
-    @classmethod
-    def _input_size(cls, v: int | tuple[int, int] | None) -> int | tuple[int, int] | None:
-        sizes = (v,) if isinstance(v, int) else (v or ())
-        if any(not 8 <= n <= 4096 for n in sizes):
-            raise ValueError("must be 8..4096 pixels (one number, or [height, width])")
-        return v
-
-    @field_validator("std")
-    @classmethod
-    def _std(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
-        if v is not None and any(x <= 0 for x in v):
-            raise ValueError("must be > 0 for every channel")
-        return v
-
-    @field_validator("model")
-    @classmethod
-    def _model_file(cls, v: str, info: ValidationInfo) -> str:
-        return _builtin_or_file(v, info, BUILTIN_CLASSIFIERS, CUSTOM_MODEL_SUFFIXES,
-                                "a TorchScript (.pt) / torch.export (.pt2) file")
-
-    @field_validator("labels")
-    @classmethod
-    def _labels_file(cls, v: str | None, info: ValidationInfo) -> str | None:
-        return None if v is None else _profile_relative(v, info)
-
-    @model_validator(mode="after")
-    def _model(self) -> ClassifyStage:
-        if self.every is not None and self.every_seconds is not None:
-            raise ValueError("every and every_seconds are exclusive: set one")
-        if self.is_custom and self.labels is None:
-            raise ValueError("a custom classify model needs labels = \"path/to/labels.txt\"")
-        return self
-
-    @property
-    def is_custom(self) -> bool:
-        """True when `model` names a user file rather than a built-in model."""
-        return self.model not in BUILTIN_CLASSIFIERS
-
-
-class ShotsStage(_StageCommon):
-    """Shot-boundary detection (TransNetV2); shots can become chapters in the output."""
-
-    kind: Literal["shots"]
-    model: Literal["transnetv2"] = "transnetv2"
-    threshold: FiniteFloat = Field(default=0.5, gt=0, lt=1)
-    chapters: StrictBool = False
-
-
-Stage = Annotated[UpscaleStage | ClassifyStage | ShotsStage, Field(discriminator="kind")]
-STAGE_KINDS = ("upscale", "classify", "shots")
-
-
-class RenditionSettings(_Strict):
-    """One rung of a ladder: its height, and what it changes of [video]."""
-
-    height: StrictInt = Field(ge=16, le=8640)
-    codec: Literal["h264", "hevc", "av1"] | None = None
-    bitrate: str | None = None
-    max_bitrate: str | None = None  # the peak (VBV); default 1.5x bitrate
-    quality: StrictInt | None = None
-    speed: Speed | None = None
-
-    @field_validator("bitrate", "max_bitrate")
-    @classmethod
-    def _rate(cls, v: str | None) -> str | None:
-        if v is not None and parse_bitrate(v) < VIDEO_MIN_BITRATE:
-            raise ValueError(f"must be at least {_kbit(VIDEO_MIN_BITRATE)} (is {v!r})")
-        return v
-
-    @model_validator(mode="after")
-    def _rate_control(self) -> RenditionSettings:
-        if self.quality is not None and self.bitrate is not None:
-            raise ValueError("quality and bitrate are exclusive: set one")
-        if self.max_bitrate is not None and self.bitrate is None:
-            raise ValueError("max_bitrate needs bitrate (the average it caps)")
-        if self.max_bitrate and self.bitrate and \
-                parse_bitrate(self.max_bitrate) < parse_bitrate(self.bitrate):
-            raise ValueError("max_bitrate must be at least bitrate")
-        return self
-
-
-class PackageSettings(_Strict):
-    """Segmenting of an HLS/DASH set: segments of whole keyframe intervals."""
-
-    segment_seconds: StrictInt | FiniteFloat = Field(default=6, gt=0, le=60)
-    keyframe_seconds: StrictInt | FiniteFloat = Field(default=2, gt=0, le=20)
-
-    @model_validator(mode="after")
-    def _whole_gops(self) -> PackageSettings:
-        seg, key = self.segment_seconds, self.keyframe_seconds
-        if seg < key:
-            raise ValueError(f"segment_seconds ({seg:g}) is shorter than the keyframe interval "
-                             f"(keyframe_seconds = {key:g}): every segment must start with one")
-        if abs(seg / key - round(seg / key)) > 1e-6:
-            raise ValueError(f"segment_seconds ({seg:g}) must be a whole multiple of "
-                             f"keyframe_seconds ({key:g}), so segments start at keyframes")
-        return self
-
-
-class Profile(_Strict):
+class Profile(StrictModel):
     """A validated transcode profile."""
 
     name: str = Field(default="", exclude=True)

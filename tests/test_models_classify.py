@@ -18,7 +18,7 @@ from mediad.models.efficientnet_lite import (  # noqa: E402
     load_efficientnet_lite0,
     weights_path,
 )
-from mediad.profiles import ClassifyStage  # noqa: E402
+from mediad.profile_stages import ClassifyStage  # noqa: E402
 
 CPU = torch.device("cpu")
 MAZE_LIKE = {"maze", "coil"}

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from mediad.models.base import FrameBatch, StageContext  # noqa: E402
 from mediad.models.runner import StageRunner  # noqa: E402
 from mediad.models.shots import ShotDetector, load_transnetv2, to_small  # noqa: E402
-from mediad.profiles import ShotsStage  # noqa: E402
+from mediad.profile_stages import ShotsStage  # noqa: E402
 
 CUTS = (40, 80)  # first frame of the second and third scene
 FRAMES = 120

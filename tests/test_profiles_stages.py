@@ -11,15 +11,8 @@ import pytest
 from conftest import ROOT, run_cli
 
 from mediad.errors import MediadError
-from mediad.profiles import (
-    ClassifyStage,
-    ShotsStage,
-    UpscaleStage,
-    load_profile,
-    parse_profile,
-    parse_size,
-    profile_schema,
-)
+from mediad.profile_stages import ClassifyStage, ShotsStage, UpscaleStage, parse_size
+from mediad.profiles import load_profile, parse_profile, profile_schema
 
 FULL = """
 [[stages]]

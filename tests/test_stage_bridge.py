@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 from mediad.media.gpu_frames import frame_to_planes, planes_to_rgb  # noqa: E402
 from mediad.media.stages import gpu_bridge  # noqa: E402
 from mediad.models.runner import StageRunner  # noqa: E402
-from mediad.profiles import ClassifyStage, UpscaleStage  # noqa: E402
+from mediad.profile_stages import ClassifyStage, UpscaleStage  # noqa: E402
 
 W, H, N = 64, 48, 10
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mediad.media import hdr
 from mediad.media.hdr import HdrMetadata
-from mediad.profiles import SPEEDS
+from mediad.profile_base import SPEEDS
 
 SOFTWARE_ENCODERS = {"h264": "libx264", "hevc": "libx265", "av1": "libsvtav1"}
 X26X_PRESETS = dict(zip(SPEEDS, ("ultrafast", "veryfast", "faster", "medium", "slow", "slower",

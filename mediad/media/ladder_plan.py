@@ -24,7 +24,13 @@ from mediad.media.plan_streams import (
     plan_extras,
     plan_subtitles,
 )
-from mediad.profiles import Profile, RenditionSettings, parse_bitrate
+
+# A bit-rate ladder without max_bitrate: peaks up to 1.5x the average, a 2-peak-second buffer
+from mediad.profile_base import parse_bitrate
+from mediad.profile_ladder import RenditionSettings
+
+# A bit-rate ladder without max_bitrate: peaks up to 1.5x the average, a 2-peak-second buffer
+from mediad.profiles import Profile
 
 # A bit-rate ladder without max_bitrate: peaks up to 1.5x the average, a 2-peak-second buffer
 # (Apple's authoring spec allows peaks to 2x; players pick a variant by BANDWIDTH, the peak).

@@ -28,11 +28,8 @@ from mediad.media.plan_streams import (
 from mediad.media.tonemap import ToneMapPlan, tonemap_plan
 from mediad.media.vmaf_target import VmafTarget
 from mediad.models.decision import StageDecision
-from mediad.profiles import (
-    Profile,
-    VideoSettings,
-    parse_bitrate,
-)
+from mediad.profile_base import parse_bitrate
+from mediad.profiles import Profile, VideoSettings
 
 NVDEC_CODECS = {"h264", "hevc", "av1"}  # the codecs the capability trial checks
 CHROMA_420 = {"yuv420p", "yuvj420p", "nv12", "yuv420p10le", "p010le"}  # what the encoders make

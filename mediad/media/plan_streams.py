@@ -18,7 +18,8 @@ from mediad.formats import (
 from mediad.media.loudness import LoudnessTarget
 from mediad.media.media_info import MediaInfo
 from mediad.media.subtitles import codec_names, subtitle_kind
-from mediad.profiles import AUDIO_MAX_BITRATE_PER_CHANNEL, Profile, parse_bitrate
+from mediad.profile_base import parse_bitrate
+from mediad.profiles import AUDIO_MAX_BITRATE_PER_CHANNEL, Profile
 
 AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus"}
 

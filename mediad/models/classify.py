@@ -30,7 +30,7 @@ from mediad.models.base import (
     shrink,
     unit_float,
 )
-from mediad.profiles import ClassifyStage
+from mediad.profile_stages import ClassifyStage
 
 # Defaults for a user's model: the usual torchvision ImageNet normalisation at 224x224.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -32,7 +32,7 @@ from mediad.models.base import (
     unit_float,
 )
 from mediad.models.decision import StageDecision
-from mediad.profiles import ClassifyStage, ShotsStage, UpscaleStage
+from mediad.profile_stages import ClassifyStage, ShotsStage, UpscaleStage
 
 StageConfig = UpscaleStage | ClassifyStage | ShotsStage
 GIB = 1 << 30
