@@ -371,7 +371,7 @@ def test_gpu_transform_code_agrees_with_the_host_path_on_cpu(clips: dict[str, Pa
 
     from mediad.media.gpu_frames import GpuVideoTransform, frame_to_planes
     from mediad.media.gpu_host import gpu_host_work
-    from mediad.media.plan import VideoPlan
+    from mediad.media.plan_records import VideoPlan
 
     frame = _first_frame(clips["pq"])
     tm = _plan_of(clips["pq"])

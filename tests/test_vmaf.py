@@ -13,7 +13,7 @@ import pytest
 from conftest import camera_clip, ffmpeg, ffmpeg_bytes, run_cli, transcode_report, write_profile
 
 from mediad.errors import InvalidFile
-from mediad.media.plan import Plan
+from mediad.media.plan_records import Plan
 from mediad.media.vmaf_target import Trial, VmafTarget, choose, next_quality, sample_windows
 from mediad.models.vmaf import Motion
 from mediad.profiles import Profile, parse_profile

@@ -16,7 +16,7 @@ from mediad.media.plan_streams import StreamPlan
 from mediad.media.probe import open_input
 
 if TYPE_CHECKING:
-    from mediad.media.plan import Plan
+    from mediad.media.plan_records import Plan
 
 # Container-level tags the muxer writes itself; copying them would lie about the output.
 _OWN_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "handler_name"}

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import av
     import torch
 
-    from mediad.media.plan import VideoPlan
+    from mediad.media.plan_records import VideoPlan
 
 def host_frame(y: torch.Tensor, uv: torch.Tensor, bits: int,
                like: av.VideoFrame) -> av.VideoFrame:

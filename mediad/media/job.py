@@ -17,7 +17,8 @@ from mediad.media.commit import commit, mark_job, temp_path_for
 from mediad.media.engine import run
 from mediad.media.job_plan import single_output
 from mediad.media.media_info import MediaInfo
-from mediad.media.plan import Plan, make_plan
+from mediad.media.plan import make_plan
+from mediad.media.plan_records import Plan
 from mediad.media.probe import probe
 from mediad.media.progress import ProgressCallback
 from mediad.media.report import Report

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 from mediad.media.encoders import gop_options
-from mediad.media.plan import Plan, VideoPlan, software_video
+from mediad.media.plan_records import Plan, VideoPlan, software_video
 from mediad.media.plan_streams import StreamPlan
 
 # hls/dash: a streaming set; files: one file per rendition (a profile's file container);

@@ -16,7 +16,8 @@ from mediad.formats import PACKAGES
 from mediad.gpu import Capabilities
 from mediad.media.job_plan import JobPlan, OutputPlan, Package, resided, with_stream_options
 from mediad.media.media_info import MediaInfo
-from mediad.media.plan import Plan, VideoPlan, host_frames_reason, make_plan
+from mediad.media.plan import host_frames_reason, make_plan
+from mediad.media.plan_records import Plan, VideoPlan
 from mediad.media.plan_streams import (
     TIMECODE_NOTE,
     StreamPlan,

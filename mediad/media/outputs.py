@@ -13,7 +13,7 @@ from mediad.media.audio_sink import AudioSink, add_encoded_audio
 from mediad.media.carry_over import copy_stream_info
 from mediad.media.health import DecodeHealth
 from mediad.media.loudness import Normalizer
-from mediad.media.plan import VideoPlan
+from mediad.media.plan_records import VideoPlan
 from mediad.media.plan_streams import StreamPlan
 from mediad.media.subtitles import SubtitleConverter
 from mediad.media.timing import Monotonic

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from mediad.media.job_plan import single_output
 from mediad.media.media_info import MediaInfo
-from mediad.media.plan import Plan
+from mediad.media.plan_records import Plan
 from mediad.media.verify import OutputInfo
 
 

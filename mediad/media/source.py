@@ -15,7 +15,7 @@ from av.codec.hwaccel import HWAccel
 
 from mediad.errors import MediadError
 from mediad.media.health import DecodeHealth
-from mediad.media.plan import Plan
+from mediad.media.plan_records import Plan
 from mediad.media.probe import open_input
 from mediad.media.timing import Span, Timeline, VideoTimer
 

@@ -8,7 +8,7 @@ from fractions import Fraction
 import av
 
 from mediad.media import color
-from mediad.media.plan import VideoPlan
+from mediad.media.plan_records import VideoPlan
 
 
 def is_rgb(pix_fmt: str | None) -> bool:

@@ -13,7 +13,7 @@ import av
 
 from mediad.errors import MediadError, Reason
 from mediad.media import color
-from mediad.media.plan import VideoPlan
+from mediad.media.plan_records import VideoPlan
 from mediad.media.source import HW_SETUP_ERRORS
 from mediad.media.timing import Span
 from mediad.media.tonemap import tag_sdr

@@ -27,7 +27,7 @@ import numpy as np
 from mediad import log, stopping
 from mediad.errors import MediadError, Reason
 from mediad.media.encoders import quality_option
-from mediad.media.plan import Plan, VideoPlan
+from mediad.media.plan_records import Plan, VideoPlan
 from mediad.media.probe import open_input
 from mediad.media.reading import read_packets
 from mediad.media.transform import VideoTransform
