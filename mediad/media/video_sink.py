@@ -217,7 +217,8 @@ class VideoSink:
         self.output = output  # the ladder rendition (for EncoderRefused), None: single
         self.frames = 0
         self.span = Span()  # what the encoded frames span
-        self._next_pts = 0
+        self._next_pts = 0  # where a frame without a timestamp goes: after the one before
+        self._next_base: Fraction | None = None
         # Each packet lasts what its frame lasted, by pts: the encoders leave packets without a
         # duration, and the muxer took one frame interval of the stream's nominal rate for the
         # last one (a VFR recording's held last picture was lost) and a segmenter ends each
@@ -229,9 +230,12 @@ class VideoSink:
     def _work(self, frame: av.VideoFrame | None) -> list[av.Packet]:
         packets: list[av.Packet] = []
         for f in self.transform(frame):
-            if f.pts is None:  # a few raw formats carry no timestamps: number the frames
-                f.pts, f.time_base = self._next_pts, self.ost.codec_context.time_base
-            self._next_pts = f.pts + 1
+            if f.pts is None:  # raw streams (.h264, .m2v) carry no timestamps: number the frames
+                if f.duration and f.time_base:  # each one after the one before, as ffmpeg does
+                    f.pts = self._next_pts if f.time_base == self._next_base else 0
+                else:
+                    f.pts, f.time_base = self._next_pts, self.ost.codec_context.time_base
+            self._next_pts, self._next_base = f.pts + (f.duration or 1), f.time_base
             self.span.add(f.pts, f.duration or 1, f.time_base)
             if f.duration:
                 self._durations[f.pts] = f.duration
