@@ -311,7 +311,10 @@ class AudioTimer:
     the encoder's resampler cuts frames to the encoder's frame size and must time each piece to
     the sample, which a coarse time base cannot: pieces got equal pts and the muxer refused
     them. As the ffmpeg CLI does, count samples and trust the source's pts only for a real gap
-    (more than one of its ticks ahead); a late or repeated pts is never let go backwards. A
+    (more than one of its ticks, and more than its largest frame, ahead: Ogg Vorbis is timed a
+    short block late at each long-to-short switch, then early again; taken as a gap, the frames
+    after it were dropped as an overlap, 9 % of the audio, drifting out of sync); a late or
+    repeated pts is never let go backwards. A
     frame wholly within the time already written (recordings joined with an overlap: the clock
     steps back, then goes on) is dropped, as VideoTimer drops the video's repeated frames:
     counted on, everything after the join went late by the overlap.
@@ -321,6 +324,7 @@ class AudioTimer:
         self._next: tuple[int, int] | None = None  # (sample rate, next pts in 1/rate)
         self._time_base: Fraction | None = None
         self.dropped = 0  # frames the time before them already covered
+        self._largest = 0  # samples in the largest frame so far: less than that is jitter
 
     def __call__(self, frame: av.AudioFrame) -> av.AudioFrame | None:
         """The frame, its pts and time base rewritten (integer maths: it runs for every frame);
@@ -336,7 +340,8 @@ class AudioTimer:
         if expected is not None and pts is not None and pts + frame.samples + tick <= expected:
             self.dropped += 1
             return None
-        if expected is not None and (pts is None or pts < expected + tick):
+        self._largest = max(self._largest, frame.samples)
+        if expected is not None and (pts is None or pts < expected + max(tick, self._largest)):
             pts = expected
         elif pts is None:
             pts = 0
