@@ -173,7 +173,7 @@ class Span:
     halves it) is converted exactly.
     """
 
-    __slots__ = ("time_base", "first", "last", "shown_end", "tail", "reach")
+    __slots__ = ("time_base", "first", "last", "shown_end", "tail", "recent")
 
     def __init__(self) -> None:
         self.time_base: Fraction | None = None
@@ -181,9 +181,11 @@ class Span:
         self.last: int | Fraction | None = None  # the largest pts
         self.shown_end: int | Fraction | None = None  # where the frame at `last` ends
         self.tail: int | Fraction | None = None  # where the last one added ends
-        # The furthest any one reaches: frames decoded from an MP4 carry its decode-time
-        # steps, so a held last picture may sit on a frame shown before the last.
-        self.reach: int | Fraction | None = None
+        # The furthest any of the last few added reaches: frames decoded from an MP4 carry its
+        # decode-time steps, so a held last picture may sit on a frame shown a reorder or two
+        # before the last (only the last few: mid-stream, a frame shown after a gap but decoded
+        # before it carries the gap's seconds, which are no hold).
+        self.recent: deque[int | Fraction] = deque(maxlen=_REORDER_FRAMES)
 
     def add(self, pts: int | None, duration: int | None, time_base: Fraction | None) -> None:
         """Widen the span by one packet or frame."""
@@ -203,8 +205,7 @@ class Span:
         elif start == self.last and stop > self.shown_end:  # type: ignore[operator]
             self.shown_end = stop
         self.tail = stop
-        if self.reach is None or stop > self.reach:
-            self.reach = stop
+        self.recent.append(stop)
 
     @property
     def end(self) -> int | Fraction | None:
@@ -240,12 +241,12 @@ class Span:
 
     @property
     def reach_seconds(self) -> float | None:
-        """First timestamp to the furthest end of any one added, at least `seconds`: the most
-        a container may show of what went in (an MP4 keeps a hold on the sample decoded last,
-        which need not be the one shown last)."""
-        if self.first is None or self.reach is None or self.end is None:
+        """First timestamp to the furthest end of the last few added, at least `seconds`: the
+        most a container may show of what went in (an MP4 keeps a hold on the sample decoded
+        last, which need not be the one shown last)."""
+        if self.first is None or self.end is None:
             return None
-        return float((max(self.reach, self.end) - self.first) * self.time_base)
+        return float((max(*self.recent, self.end) - self.first) * self.time_base)
 
 
 class VideoTimer:

@@ -234,13 +234,13 @@ def verify_output(path: Path, video: Span | None, audio: list[float | None],
     want = video.seconds if video is not None else None
     hold_lost = None
     if video is not None and _same_frames(video, starts) and info.duration is not None \
-            and want is not None and abs(info.duration - want) > DURATION_TOLERANCE_S:
-        reach = video.reach_seconds or want
-        if info.duration < want:
-            hold_lost = want - info.duration  # the held last picture's seconds, not frames
+            and want is not None:
+        reach = max(video.reach_seconds or want, want)
+        if info.duration < reach - DURATION_TOLERANCE_S:
+            hold_lost = reach - info.duration  # the held last picture's seconds, not frames
             want = info.duration
         elif info.duration <= reach + DURATION_TOLERANCE_S:
-            want = info.duration  # the hold, kept on another frame than the last shown
+            want = info.duration  # the hold kept, on the last frame shown or another
     checks = [("video", info.duration, want)]
     checks += [(f"audio track {i + 1}", got, want)
                for i, (got, want) in enumerate(zip(audio_out, audio, strict=False))]
