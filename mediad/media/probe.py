@@ -27,7 +27,11 @@ from mediad.media.media_info import (
     VideoInfo,
 )
 from mediad.media.pinned import read_path
-from mediad.media.timing import MPEG_WRAP_S
+from mediad.media.reading import read_packets
+from mediad.media.timing import JUMP_S, MPEG_WRAP_S
+
+# How much of a recording measures the rate it is written at (_clock_went_back).
+_RATE_SECONDS, _RATE_BYTES = 4.0, 8_000_000
 
 HDR_TRANSFERS = {"smpte2084", "arib-std-b67"}
 # AVFieldOrder (libavcodec/defs.h) as FFmpeg's decoders and muxers use it: the first letter is
@@ -253,16 +257,28 @@ def _content_seconds(c: av.container.InputContainer, start: float | None) -> flo
     return seconds if seconds > 0 else None
 
 
-def _clock_went_back(duration: float | None, size: int, videos: list[VideoInfo],
-                     audios: list[AudioInfo]) -> bool:
+def _clock_went_back(c: av.container.InputContainer, duration: float | None, size: int) -> bool:
     """Whether a recording's length, as libavformat measured it, is a backward jump of its
-    clock read as a wrap: over half the wrap (13 h) at a rate its file cannot hold (below
-    half the rate its streams declare, or 1 kb/s when none does). A genuine day-long
-    recording keeps its length: its file is as large as its streams' rates say."""
+    clock read as a wrap: over half the wrap (13 h) while the file, at the rate its first
+    seconds are written at, holds less than half that. A genuine day-long recording keeps its
+    length: its size is its rate times its length. (Declared stream rates cannot tell: H.264
+    in MPEG-TS declares none, and an hour-long recording holds as much as a day at audio's.)"""
     if duration is None or duration <= MPEG_WRAP_S / 2:
         return False
-    declared = sum(s.bit_rate or 0 for s in [*videos, *audios])
-    return size * 8 / duration < max(declared / 2, 1000)
+    first = last = None
+    for packet in read_packets(c, list(c.streams)):  # from where the first frame was found
+        if packet.pos is None or packet.pos < 0 or packet.dts is None or packet.time_base is None:
+            continue
+        at = (packet.pos, float(packet.dts * packet.time_base))
+        if last is not None and abs(at[1] - last[1]) > JUMP_S:
+            break  # the jump itself: measure what came before it
+        first, last = first or at, at
+        if last[1] - first[1] >= _RATE_SECONDS or last[0] - first[0] >= _RATE_BYTES:
+            break
+    if first is None or last is None or last[1] - first[1] < _RATE_SECONDS / 4:
+        return False  # too little to measure: libavformat's length stands
+    rate = (last[0] - first[0]) / (last[1] - first[1])  # bytes per second
+    return rate > 0 and size / rate < duration / 2
 
 
 def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
@@ -329,7 +345,7 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
     duration = _content_seconds(c, start)
     size = read_path(path).stat().st_size
     discontinuous = bool(c.format.flags & av.format.Flags.ts_discont.value)
-    went_back = discontinuous and _clock_went_back(duration, size, videos, audios)
+    went_back = discontinuous and _clock_went_back(c, duration, size)
     if went_back:
         # libavformat measured to the end across a backward jump of the clock, read as a
         # 33-bit wrap: 26 hours for 8 seconds. The length is unknown until the file is read.
