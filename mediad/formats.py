@@ -19,7 +19,7 @@ PACKAGE_AUDIO = {"hls": {"aac", "copy", "none"}, "dash": {"aac", "opus", "copy",
 CONTAINER_VIDEO: dict[str, set[str] | None] = {
     "mp4": {"h264", "hevc", "av1", "mpeg4", "vp9"},
     "mov": {"h264", "hevc", "prores", "mpeg4"},
-    "mkv": None,  # Matroska carries anything
+    "mkv": None,  # Matroska carries nearly anything: its muxer says (plan.muxer_takes)
     "webm": {"av1", "vp9", "vp8"},
 }
 CONTAINER_AUDIO = {
@@ -33,7 +33,8 @@ CONTAINER_AUDIO = {
 CONTAINER_SUBTITLES = {
     "mp4": {"mov_text"},
     "mov": {"mov_text"},
-    "mkv": {"subrip", "srt", "ass", "ssa", "hdmv_pgs_subtitle", "dvd_subtitle", "webvtt", "text"},
+    "mkv": {"subrip", "srt", "ass", "ssa", "hdmv_pgs_subtitle", "dvd_subtitle", "dvb_subtitle",
+            "webvtt", "text"},
     "webm": {"webvtt"},
     "hls": {"webvtt"},  # a set's subtitle renditions: segmented WebVTT, as Apple's spec has it
 }

@@ -13,7 +13,9 @@ from conftest import (
     camera_filter,
     ffmpeg,
     ffmpeg_bytes,
+    ffmpeg_info,
     packet_times,
+    run_cli,
     stream_span,
     transcode_report,
     write_profile,
@@ -66,3 +68,40 @@ def test_ogg_vorbis_audio_keeps_every_sample_in_sync(tmp_path: Path) -> None:
     assert len(ours) == len(ref) == 6
     assert np.max(np.abs(ours - ref)) < 0.002  # every click where ffmpeg puts it
     assert abs(stream_span(out, "0:a:0") - stream_span(src, "0:a:0")) < 0.03
+
+
+def _dv(path: Path) -> Path:
+    """A PAL DV camcorder file (raw DV: its demuxer's average rate reads 60000 fps)."""
+    ffmpeg("-y", "-f", "lavfi", "-i", camera_filter((720, 576), 25), "-f", "lavfi", "-i",
+           "sine=r=48000", "-t", "2", "-c:v", "dvvideo", "-pix_fmt", "yuv420p", "-c:a",
+           "pcm_s16le", "-ac", "2", "-f", "dv", str(path))
+    return path
+
+
+def test_a_dv_camcorder_file_is_encoded_at_its_frame_rate_with_its_timecode(
+        tmp_path: Path) -> None:
+    """QA: a DV file into MP4 failed as `corrupt` (the daemon would have filed a good tape
+    capture as broken): its 60000 fps average went to the timecode track, which the MP4
+    muxer refuses. ffmpeg encodes it at 25 fps, its timecode kept."""
+    src = _dv(tmp_path / "tape.dv")
+    out = tmp_path / "tape.mp4"
+    report = transcode_report(str(src), "-p", str(write_profile(tmp_path, FAST_PROFILE)), "-o",
+                              str(out), "--gpu", "none")
+    assert report["input"]["video"][0]["fps"] == 25
+    assert len(packet_times(out, "0:v:0")) == 50
+    assert abs(stream_span(out, "0:v:0") - 2.0) < 0.05
+    info = ffmpeg_info(out)
+    assert "25 fps" in info and "timecode        : 00:00:00:00" in info
+
+
+def test_copying_dv_into_mkv_is_refused_in_one_line(tmp_path: Path) -> None:
+    """Matroska's muxer has no DV mapping: the copy failed with a traceback at the muxer."""
+    src = _dv(tmp_path / "tape.dv")
+    profile = write_profile(tmp_path, 'container = "mkv"\n[video]\ncodec = "copy"\n')
+    res = run_cli("transcode", str(src), "-p", str(profile), "-o", str(tmp_path / "t.mkv"),
+                  "--gpu", "none")
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines() == [
+        f"mediad: error: {src}: video #0 (dvvideo, copied) does not fit mkv (profile p: use "
+        "another container or re-encode)"]
+    assert not list(tmp_path.glob("*.mkv")) and not list(tmp_path.glob(".*part*"))

@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import pytest
 from av.subtitles.subtitle import SubtitleSet
-from conftest import SAMPLES, make_clip, read_back, run_cli
+from conftest import SAMPLES, ffmpeg, make_clip, read_back, run_cli
 
 from mediad.media.job import transcode
 from mediad.profiles import Profile, load_profile
@@ -240,6 +240,24 @@ def test_bitmap_subtitles_dropped_for_mp4_and_copied_into_mkv(tmp_path: Path) ->
     report = transcode(src, _profile(tmp_path, REMUX_MKV, "remux"), mkv, gpu="none")
     assert [s.action for s in report.plan.subtitles] == ["copy"]  # dvdsub is dvd_subtitle
     assert _sub_packets(mkv) == _sub_packets(src)
+
+
+def test_dvb_bitmap_subtitles_of_a_recording_are_copied_into_mkv(tmp_path: Path) -> None:
+    """QA: a DVB recording's bitmap subtitles were dropped from MKV output ("mkv cannot hold
+    dvbsub subtitles"); Matroska holds them, and `ffmpeg -c copy` keeps them."""
+    (tmp_path / "in").mkdir()
+    dvd = _mkv_with_subs(tmp_path / "in" / "dvd.mkv", "dvd_subtitle",
+                         [(200, 1000, _dvd_spu()), (1300, 1000, _dvd_spu())], language="fra")
+    recording = tmp_path / "in" / "dvb.ts"
+    ffmpeg("-y", "-i", str(dvd), "-map", "0", "-c:v", "copy", "-c:a", "copy", "-c:s", "dvbsub",
+           str(recording))
+    out, theirs = tmp_path / "dvb.mkv", tmp_path / "theirs.mkv"
+    report = transcode(recording, _profile(tmp_path, REMUX_MKV, "remux"), out, gpu="none")
+    assert [(s.action, s.source_codec) for s in report.plan.subtitles] == [("copy", "dvbsub")]
+    assert not any("subtitle" in w for w in report.warnings)
+    ffmpeg("-y", "-i", str(recording), "-map", "0", "-c", "copy", str(theirs))
+    assert _sub_stream(out) == _sub_stream(theirs)
+    assert len(_sub_packets(out)) == len(_sub_packets(theirs)) > 0
 
 
 def test_malformed_cue_is_skipped_with_a_warning(tmp_path: Path) -> None:

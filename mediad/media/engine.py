@@ -39,6 +39,7 @@ from mediad.media.outputs import (
 )
 from mediad.media.packaging import muxer_setup
 from mediad.media.plan_streams import loudness_targets
+from mediad.media.probe import frame_rate
 from mediad.media.progress import ProgressCallback, ProgressReporter
 from mediad.media.reading import read_packets
 from mediad.media.run_result import RunResult
@@ -186,7 +187,7 @@ class _Runner:
         encoders are open: see _add_bridge)."""
         from mediad.models.runner import StageRunner
 
-        fps = ist.average_rate or ist.guessed_rate
+        fps = frame_rate(ist)
         self.runner = StageRunner.from_profile(self.stage_configs, gpu=self.base.gpu.device,
                                                fps_hint=float(fps) if fps else None)
 

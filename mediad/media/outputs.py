@@ -15,6 +15,7 @@ from mediad.media.health import DecodeHealth
 from mediad.media.loudness import Normalizer
 from mediad.media.plan_records import VideoPlan
 from mediad.media.plan_streams import StreamPlan
+from mediad.media.probe import frame_rate
 from mediad.media.subtitles import SubtitleConverter
 from mediad.media.timing import Monotonic
 from mediad.media.video_sink import sar_of
@@ -99,8 +100,8 @@ def add_copied_video(out: av.container.OutputContainer, ist: av.video.stream.Vid
     # The source's frame rate, as `ffmpeg -c copy` gives it: Matroska's muxer takes its
     # default block duration from it and writes any other (a VFR recording's held last
     # picture) on the block; with none, the last block lost its duration, and the hold.
-    if ist.average_rate:
-        ost.codec_context.framerate = ist.average_rate
+    if (rate := frame_rate(ist)) is not None:
+        ost.codec_context.framerate = rate
     # The container's aspect (MKV DisplayWidth, MP4 pasp) goes into the new container too, as
     # with `ffmpeg -c copy`; the template carries only the codec's.
     if (sar := sar_of(vp)) is not None:

@@ -3,7 +3,11 @@ each fallback. Never touches frames."""
 
 from __future__ import annotations
 
+import functools
+import io
 from pathlib import Path
+
+import av
 
 from mediad.errors import MediadError, Reason
 from mediad.formats import (
@@ -32,6 +36,17 @@ from mediad.profiles import Profile, VideoSettings
 
 NVDEC_CODECS = {"h264", "hevc", "av1"}  # the codecs the capability trial checks
 CHROMA_420 = {"yuv420p", "yuvj420p", "nv12", "yuv420p10le", "p010le"}  # what the encoders make
+
+
+@functools.cache
+def muxer_takes(format_name: str, codec: str) -> bool:
+    """Whether FFmpeg's muxer for `format_name` takes a stream of `codec` (Matroska has no DV
+    mapping: copying a camcorder's DV into MKV failed with a traceback at the muxer)."""
+    try:
+        av.open(io.BytesIO(), "w", format=format_name).add_mux_stream(codec)
+    except (ValueError, av.FFmpegError):
+        return False
+    return True
 
 
 def _even(n: float) -> int:
@@ -154,7 +169,8 @@ def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabil
     warnings: list[str] = []
     allowed = CONTAINER_VIDEO[container]
     if vs.codec == "copy":
-        if allowed is not None and v.codec not in allowed:
+        if v.codec not in allowed if allowed is not None \
+                else not muxer_takes(CONTAINER_FORMAT[container], v.codec):
             raise no_fit(info, f"video #{v.index} ({v.codec}, copied)", container,
                           f"profile {profile.name}: use another container or re-encode")
         video, warnings = _copied_video(v, vs, container, "profile asks to copy the video")

@@ -120,6 +120,16 @@ def open_input(path: Path, **kwargs: object) -> av.container.InputContainer:
 _TEXT_ART_FORMATS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
 
 
+def frame_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """A video stream's frame rate: its average, unless that is above the rate every timestamp
+    fits (the DV demuxer's average is its 1/60000 time base, 60000 fps for 25), then FFmpeg's
+    guess (`av_guess_frame_rate`, what the ffmpeg CLI encodes at)."""
+    average, nominal = stream.average_rate, stream.base_rate
+    if average and not (nominal and average > 2 * nominal):
+        return average
+    return stream.guessed_rate or None
+
+
 def codec_name(cc: av.codec.context.CodecContext) -> str:
     """The codec's own name (av1, mp3), not the decoder FFmpeg picked for it (libdav1d, mp3float)."""
     return cc.codec.canonical_name if cc.codec is not None else cc.name
@@ -295,7 +305,7 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
             if s.disposition & av.stream.Disposition.attached_pic:
                 covers.append(CoverArtInfo(s.index, codec_name(cc), cc.width, cc.height))
                 continue
-            rate = s.average_rate or s.guessed_rate
+            rate = frame_rate(s)
             trc = color_name("color_trc", cc.color_trc)
             # Only the first video stream is transcoded: only it pays for a decoded frame.
             first = first_frame(c, s) if not videos else FirstFrame(0, False, None)

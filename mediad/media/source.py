@@ -16,7 +16,7 @@ from av.codec.hwaccel import HWAccel
 from mediad.errors import MediadError
 from mediad.media.health import DecodeHealth
 from mediad.media.plan_records import Plan
-from mediad.media.probe import open_input
+from mediad.media.probe import frame_rate, open_input
 from mediad.media.timing import Span, Timeline, VideoTimer
 
 # What PyAV raises besides FFmpegError when a CUDA device, frames context or hw config is missing.
@@ -63,7 +63,7 @@ class Source:
                 raise DecoderRefused(f"NVDEC cannot be set up: {e}") from None
         ist = src.streams[decode.stream]
         # Frames missing where the source is damaged are counted in nominal frame durations
-        rate = ist.average_rate or ist.guessed_rate
+        rate = frame_rate(ist)
         self.health.frame_duration = 1 / Fraction(rate) if rate else None
         cc = ist.codec_context
         cc.thread_type = "AUTO"  # frame + slice threads, as the ffmpeg CLI does

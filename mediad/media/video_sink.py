@@ -14,6 +14,7 @@ import av
 from mediad.errors import MediadError, Reason
 from mediad.media import color
 from mediad.media.plan_records import VideoPlan
+from mediad.media.probe import frame_rate
 from mediad.media.source import HW_SETUP_ERRORS
 from mediad.media.timing import Span
 from mediad.media.tonemap import tag_sdr
@@ -74,7 +75,7 @@ def open_video_encoder(out: av.container.OutputContainer, ist: av.video.stream.V
     video, gaps filled: rate control budgets bits per frame by it). A hardware refusal raises
     EncoderRefused; a software encoder that cannot take this video, a one-line MediadError.
     """
-    rate = rate or ist.average_rate or ist.guessed_rate or Fraction(25)
+    rate = rate or frame_rate(ist) or Fraction(25)
     try:
         if cuda_device is not None and vp.hardware:
             from mediad.gpu import cuda_hwaccel

@@ -28,7 +28,7 @@ from mediad import log, stopping
 from mediad.errors import MediadError, Reason
 from mediad.media.encoders import quality_option
 from mediad.media.plan_records import Plan, VideoPlan
-from mediad.media.probe import open_input
+from mediad.media.probe import frame_rate, open_input
 from mediad.media.reading import read_packets
 from mediad.media.transform import VideoTransform
 from mediad.media.video_sink import (
@@ -179,7 +179,7 @@ def _write_sample(src: av.container.InputContainer, ist: av.video.stream.VideoSt
 
     begin, end = window
     start0 = float(ist.start_time * ist.time_base) if ist.start_time is not None else 0.0
-    rate = ist.average_rate or ist.guessed_rate or 25
+    rate = frame_rate(ist) or 25
     if begin > 0:
         src.seek(int((begin + start0) / ist.time_base), stream=ist, backward=True)
     work = host_transform(vp, ist, *colour)
