@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import pytest
 from av.subtitles.subtitle import SubtitleSet
-from conftest import SAMPLES, ffmpeg, make_clip, read_back, run_cli
+from conftest import SAMPLES, ffmpeg, make_clip, read_back, run_cli, stream_start
 
 from mediad.media.job import transcode
 from mediad.profiles import Profile, load_profile
@@ -308,3 +308,25 @@ def test_plan_shows_the_conversion(tmp_path: Path) -> None:
     assert "warning: subtitle" not in res.stdout
     data = json.loads(run_cli("plan", str(SAMPLES / "subs.mkv"), "-p", "av1", "--json").stdout)
     assert [(s["action"], s["codec"]) for s in data["subtitles"]] == [("copy", "srt")]
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "mkv"])
+def test_a_cue_ahead_of_the_picture_does_not_move_the_output_late(tmp_path: Path,
+                                                                  suffix: str) -> None:
+    """QA: subtitles starting 1.5 s before the picture and sound (an SRT timed to a longer
+    cut) moved the whole output 1.5 s late, against "the output starts at 0". As libavformat
+    (and so ffmpeg) does, a subtitle starts the output only within 1 s of the rest; a cue
+    over before the picture is left out, one running into it is shown from 0."""
+    srt = tmp_path / "cues.srt"
+    srt.write_text("1\n00:00:00,500 --> 00:00:01,800\nGone before\n\n"
+                   "2\n00:00:01,500 --> 00:00:03,000\nInto the picture\n\n"
+                   "3\n00:00:03,500 --> 00:00:05,500\nLater\n\n")
+    src = tmp_path / "ahead.mkv"
+    clip = make_clip(tmp_path / "clip.mp4", frames=75)
+    ffmpeg("-y", "-itsoffset", "2", "-i", str(clip), "-i", str(srt), "-map", "0", "-map", "1",
+           "-c", "copy", str(src))
+    out = tmp_path / f"out.{suffix}"
+    profile = "container = 'mkv'\n[video]\nspeed = 'fastest'\n" if suffix == "mkv" else FAST_MP4
+    transcode(src, _profile(tmp_path, profile), out, gpu="none")
+    assert abs(stream_start(out, "0:v:0")) < 0.05  # the picture starts the output
+    _assert_same_cues(_cues(out), [(0.0, 1.0, "Into the picture"), (1.5, 3.5, "Later")])

@@ -44,7 +44,7 @@ from mediad.media.progress import ProgressCallback, ProgressReporter
 from mediad.media.reading import read_packets
 from mediad.media.run_result import RunResult
 from mediad.media.source import DecoderRefused, Source
-from mediad.media.timing import Monotonic, Span
+from mediad.media.timing import Monotonic, Span, cue_from_zero
 from mediad.media.transform import VideoTransform
 from mediad.media.video_sink import (
     EncoderRefused,
@@ -356,7 +356,7 @@ class _Runner:
         elif sub is not None:
             if sub.converter is not None:
                 mux_to_all(self.outputs, sub.streams, sub.converter.convert(packet))
-            else:
+            elif cue_from_zero(packet):
                 self.copy(packet, sub.streams)
         elif track is not None:
             if track.sink is not None:

@@ -38,6 +38,11 @@ NVDEC_CODECS = {"h264", "hevc", "av1"}  # the codecs the capability trial checks
 CHROMA_420 = {"yuv420p", "yuvj420p", "nv12", "yuv420p10le", "p010le"}  # what the encoders make
 
 
+# How far before the picture and sound a subtitle may start the output (libavformat's
+# update_stream_timings takes a text stream's start only within 1 s of the others').
+_SUBTITLE_LEAD_S = 1.0
+
+
 @functools.cache
 def muxer_takes(format_name: str, codec: str) -> bool:
     """Whether FFmpeg's muxer for `format_name` takes a stream of `codec` (Matroska has no DV
@@ -305,14 +310,19 @@ def _plan_residency(decode: DecodePlan, video: VideoPlan, source_pix_fmt: str,
 
 
 def _start_offset(info: MediaInfo, audio: list[StreamPlan], subtitles: list[StreamPlan]) -> float:
-    """The earliest start of the streams kept: the output's time zero."""
+    """The earliest start of the streams kept: the output's time zero. A subtitle counts only
+    within 1 s before the picture and sound, as libavformat (and so ffmpeg) sets a file's
+    start: a cue 1.5 s before the video moved everything 1.5 s late."""
     kept = {s.index for s in (*audio, *subtitles) if s.action != "drop"}
     v = info.main_video
     assert v is not None
-    starts = [v.start_time] + [s.start_time for s in (*info.audio, *info.subtitles)
-                               if s.index in kept]
+    starts = [v.start_time] + [a.start_time for a in info.audio if a.index in kept]
     known = [t for t in starts if t is not None]
-    return min(known) if known else (info.start_time or 0.0)
+    cues = [s.start_time for s in info.subtitles if s.index in kept and s.start_time is not None]
+    if not known:
+        return min(cues) if cues else (info.start_time or 0.0)
+    start = min(known)
+    return min([start, *(t for t in cues if t > start - _SUBTITLE_LEAD_S)])
 
 
 def _plan_stages(profile: Profile, device: int | None) -> list[StageDecision]:

@@ -182,10 +182,14 @@ class SubtitleConverter:
         return self._emit(cue)
 
     def _emit(self, cue: _Cue) -> list[av.Packet]:
+        assert cue.duration is not None
+        if cue.start < 0:  # it started before the output (a cue ahead of the picture)
+            if cue.start + cue.duration <= 0:
+                return []  # over before the output starts: nothing of it is shown
+            cue.start, cue.duration = 0, cue.start + cue.duration  # its shown rest, from 0
         if cue.start < self._last_start:  # muxers refuse timestamps that go back
             self._skip(cue.start, "out of order")
             return []
-        assert cue.duration is not None
         # avcodec_encode_subtitle wants start_display_time 0; the packet carries the timing.
         sub = cue.subset
         sub.pts, sub.start_display_time, sub.end_display_time = cue.start, 0, cue.duration // 1000

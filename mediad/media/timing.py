@@ -160,6 +160,19 @@ class Timeline:
         return lines
 
 
+def cue_from_zero(packet: av.Packet) -> bool:
+    """A copied subtitle cue on the output's timeline, which starts at 0: False when it is over
+    before 0 (a cue ahead of the picture, which muxers would move everything late for); one
+    that started before 0 starts there, with what is left of it."""
+    if packet.pts is None or packet.pts >= 0:
+        return True
+    end = packet.pts + (packet.duration or 0)
+    if end <= 0:
+        return False
+    packet.pts, packet.dts, packet.duration = 0, 0, end
+    return True
+
+
 class Span:
     """First timestamp and end seen on one stream: where the last frame shown ends (the largest
     pts, plus its duration), or the last one added (in decode order) if it ends later.
