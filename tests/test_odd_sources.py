@@ -4,6 +4,7 @@ ffmpeg binary and its output read back by it, against what ffmpeg itself makes."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +106,22 @@ def test_copying_dv_into_mkv_is_refused_in_one_line(tmp_path: Path) -> None:
         f"mediad: error: {src}: video #0 (dvvideo, copied) does not fit mkv (profile p: use "
         "another container or re-encode)"]
     assert not list(tmp_path.glob("*.mkv")) and not list(tmp_path.glob(".*part*"))
+
+
+@pytest.mark.parametrize("flags", ["first_default", "none_default"])
+def test_of_two_video_streams_the_one_ffmpeg_picks_is_kept(tmp_path: Path, flags: str) -> None:
+    """QA: of a 160x120 preview and the 320x240 picture, mediad kept the first stream, where
+    ffmpeg keeps the one flagged default, else the largest."""
+    src = tmp_path / "two.mkv"
+    dispositions = ("-disposition:v:0", "0", "-disposition:v:1", "0") \
+        if flags == "none_default" else ()
+    ffmpeg("-y", "-f", "lavfi", "-i", camera_filter((160, 120), 25), "-f", "lavfi", "-i",
+           camera_filter((320, 240), 25), "-t", "1", "-map", "0", "-map", "1", "-c:v", "libx264",
+           "-preset", "ultrafast", *dispositions, str(src))
+    out, theirs = tmp_path / "out.mp4", tmp_path / "theirs.mp4"
+    report = transcode_report(str(src), "-p", str(write_profile(tmp_path, FAST_PROFILE)), "-o",
+                              str(out), "--gpu", "none")
+    ffmpeg("-y", "-i", str(src), "-c:v", "libx264", "-preset", "ultrafast", str(theirs))
+    size = re.compile(r"Video: .*?, (\d+x\d+)")
+    assert size.search(ffmpeg_info(out))[1] == size.search(ffmpeg_info(theirs))[1]  # type: ignore[index]
+    assert any("not kept: mediad keeps one video stream" in w for w in report["warnings"])

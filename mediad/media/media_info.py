@@ -117,6 +117,14 @@ class DataInfo:
     timecode: str | None  # a timecode track's start
 
 
+def main_of(videos: list[VideoInfo]) -> VideoInfo | None:
+    """ffmpeg's default pick of a video stream: one flagged default before others, then the
+    most pixels, the first of equals (a file whose first video stream is an unflagged 160x120
+    preview kept the preview)."""
+    return max(videos, key=lambda v: ("default" in v.dispositions, v.width * v.height),
+               default=None)
+
+
 @dataclass(frozen=True)
 class MediaInfo:
     """What is in one file."""
@@ -142,8 +150,8 @@ class MediaInfo:
 
     @property
     def main_video(self) -> VideoInfo | None:
-        """The video stream a transcode uses (the first one)."""
-        return self.video[0] if self.video else None
+        """The video stream a transcode uses (the largest)."""
+        return main_of(self.video)
 
     def to_dict(self) -> dict:
         """Plain data for --json and reports."""

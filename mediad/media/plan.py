@@ -378,7 +378,9 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
     notes += timecode_notes
     warnings += data_warnings
     warnings += [f"video #{extra.index} ({extra.codec} {extra.width}x{extra.height}) not kept: "
-                 f"mediad keeps one video stream, #{v.index}" for extra in info.video[1:]]
+                 f"mediad keeps one video stream, #{v.index} (as ffmpeg picks: "
+                 "flagged default, else the largest)"
+                 for extra in info.video if extra is not v]
     if video.action == "encode":
         if video.tonemap is not None:
             notes.append(f"{video.tonemap.describe()} ({tonemap_why})")

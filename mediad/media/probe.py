@@ -25,6 +25,7 @@ from mediad.media.media_info import (
     MediaInfo,
     SubtitleInfo,
     VideoInfo,
+    main_of,
 )
 from mediad.media.pinned import read_path
 from mediad.media.reading import read_packets
@@ -73,7 +74,8 @@ def _timecode(c: av.container.InputContainer, videos: list[VideoInfo],
               data: list[DataInfo]) -> str | None:
     """The start timecode, as the ffmpeg CLI carries it: the main video's, a timecode track's,
     or the file's (MXF, Matroska)."""
-    video = _tag(c.streams[videos[0].index].metadata, "timecode") if videos else None
+    main = main_of(videos)
+    video = _tag(c.streams[main.index].metadata, "timecode") if main else None
     return video or next((d.timecode for d in data if d.timecode), None) \
         or _tag(c.metadata, "timecode")
 
@@ -298,6 +300,10 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
     attachments: list[AttachmentInfo] = []
     covers: list[CoverArtInfo] = []
     data: list[DataInfo] = []
+    pictures = [s for s in c.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    main = max(pictures, key=lambda s: (bool(s.disposition & av.stream.Disposition.default),
+                                        s.codec_context.width * s.codec_context.height),
+               default=None)  # main_of's pick, made before any is decoded
     for s in c.streams:
         start = _seconds(s.start_time, s.time_base)
         if s.type == "video":
@@ -307,8 +313,8 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
                 continue
             rate = frame_rate(s)
             trc = color_name("color_trc", cc.color_trc)
-            # Only the first video stream is transcoded: only it pays for a decoded frame.
-            first = first_frame(c, s) if not videos else FirstFrame(0, False, None)
+            # Only the main video stream is transcoded: only it pays for a decoded frame.
+            first = first_frame(c, s) if s is main else FirstFrame(0, False, None)
             field_order = _FIELD_ORDERS.get(cc.field_order, "unknown")
             if field_order == "unknown" and first.interlaced:
                 field_order = "tff"  # FFmpeg's default parity when a frame says only "interlaced"
