@@ -210,7 +210,7 @@ class _Runner:
         post = None
         if encode and not vp.hardware:
             enc = self.encoders[0]
-            post = VideoTransform(replace(vp, rotate=0, crop=None, deinterlace="off"),
+            post = VideoTransform(replace(vp, rotate=0, mirror=False, crop=None, deinterlace="off"),
                                   ist.time_base, enc.full_range, enc.matrix)
         self.bridge = bridge.gpu_bridge(self.runner, size=(vp.width, vp.height),
                                         out_format=gpu_layout(vp), nvenc=encode and vp.hardware,

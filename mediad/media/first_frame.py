@@ -3,6 +3,7 @@ HDR10 side data) and the proof, early, that the video decodes at all."""
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import av
@@ -19,6 +20,7 @@ class FirstFrame:
     rotation: int
     interlaced: bool
     hdr: HdrMetadata | None
+    mirrored: bool = False  # the display matrix also flips the picture
 
 
 def first_frame(c: av.container.InputContainer, stream: av.video.stream.VideoStream) -> FirstFrame:
@@ -33,10 +35,20 @@ def first_frame(c: av.container.InputContainer, stream: av.video.stream.VideoStr
         for packet in read_packets(c, [stream]):  # past garbage before the first packet
             for frame in decode(packet):
                 return FirstFrame(int(round(frame.rotation / 90.0)) * 90 % 360,
-                                   frame.interlaced_frame, from_frame(frame))
+                                   frame.interlaced_frame, from_frame(frame), _mirrored(frame))
     except av.FFmpegError as e:
         raise MediadError(f"{c.name}: video does not decode: {e}", reason=Reason.CORRUPT) from None
     return FirstFrame(0, False, None)
+
+
+def _mirrored(frame: av.VideoFrame) -> bool:
+    """Whether the frame's display matrix flips the picture (a negative determinant), which
+    PyAV's `rotation` does not say (`ffmpeg -display_hflip`, some phones' front cameras)."""
+    for side_data in frame.side_data:
+        if side_data.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            m = struct.unpack("<9i", bytes(side_data)[:36])
+            return m[0] * m[4] - m[1] * m[3] < 0
+    return False
 
 
 class FirstFrameDecoder:

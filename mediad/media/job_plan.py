@@ -192,8 +192,8 @@ def _output_line(o: OutputPlan, package: Package) -> str:
     if v.vmaf is not None:
         rc = f"VMAF {v.vmaf.target:g}"
     extra = []
-    if v.rotate:
-        extra.append(f"rotate {v.rotate}")
+    if v.rotate or v.mirror:
+        extra.append(f"rotate {v.rotate}" + (", mirrored" if v.mirror else ""))
     if v.crop:
         extra.append(f"crop to {v.crop[0]}x{v.crop[1]}")
     if v.deinterlace in ("all", "interlaced"):

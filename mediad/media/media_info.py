@@ -48,6 +48,7 @@ class VideoInfo:
     hdr_metadata: HdrMetadata | None  # mastering display and content light levels (HDR10)
     language: str | None
     dispositions: list[str] = field(default_factory=list)
+    mirrored: bool = False  # the display matrix also flips the picture, as well as `rotation`
 
     @property
     def interlaced(self) -> bool:
@@ -184,6 +185,7 @@ def format_media_info(info: MediaInfo) -> str:
         else:
             rate = ""
         extra = f", rotation {v.rotation}" if v.rotation else ""
+        extra += ", mirrored" if v.mirrored else ""
         colour = "/".join(x or "unknown" for x in (v.color_space, v.color_primaries,
                                                     v.color_transfer))
         lines.append(f"  video #{v.index}: {v.codec} {v.width}x{v.height} {v.pix_fmt} "

@@ -247,7 +247,8 @@ def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabil
                               carried)
     return VideoPlan(action="encode", codec=vs.codec, encoder=encoder, hardware=use_gpu,
                      options=options, speed=vs.speed, quality=quality, bit_rate=bit_rate,
-                     pix_fmt=pix_fmt, width=width, height=height, rotate=v.rotation, crop=crop,
+                     pix_fmt=pix_fmt, width=width, height=height, rotate=v.rotation,
+                     mirror=v.mirrored, crop=crop,
                      sample_aspect_ratio=sar, reason=reason + not_copied, deinterlace=deinterlace,
                      hdr=carried, source_interlaced=v.interlaced, tonemap=tm,
                      vmaf=vmaf), fallbacks, warnings
@@ -276,7 +277,7 @@ def host_frames_reason(decode: DecodePlan, video: VideoPlan, source_pix_fmt: str
     if not decode.hardware:
         return ("video is copied" if video.action == "copy"
                 else "software decode: frames are in host memory")
-    if video.rotate or video.crop:
+    if video.rotate or video.mirror or video.crop:
         return "rotation/crop run in libavfilter on the host: frames downloaded once"
     if video.deinterlace in ("all", "interlaced"):
         return "bwdif deinterlacing runs in libavfilter on the host: frames downloaded once"

@@ -47,6 +47,7 @@ class VideoPlan:
     width: int
     height: int
     rotate: int  # degrees counter-clockwise applied to the pixels (the source's display rotation)
+    mirror: bool = False  # the display matrix flips the picture too (VideoTransform)
     crop: tuple[int, int] | None  # (w, h) cropped from the top-left after rotation, to reach even sizes
     sample_aspect_ratio: str
     reason: str

@@ -329,7 +329,7 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
                 base_fps=float(s.base_rate) if s.base_rate else None, time_base=str(s.time_base),
                 start_time=start, duration=_stream_duration(s), frames=s.frames or None,
                 bit_rate=cc.bit_rate or _int_tag(s.metadata, "BPS", "BPS-eng"),
-                bit_rate_estimate=None, rotation=first.rotation,
+                bit_rate_estimate=None, rotation=first.rotation, mirrored=first.mirrored,
                 sample_aspect_ratio=f"{sar.numerator}/{sar.denominator}",
                 display_aspect_ratio=_aspect(cc.width, cc.height, sar),
                 container_aspect=sar != coded,

@@ -70,7 +70,7 @@ class VideoTransform:
 
     def _needs_graph(self, frame: av.VideoFrame) -> bool:
         p = self.plan
-        return bool(p.rotate or p.crop or self.deinterlacing
+        return bool(p.rotate or p.mirror or p.crop or self.deinterlacing
                     or frame.width != p.width or frame.height != p.height
                     or frame.format.name != p.pix_fmt
                     or (self.full_range is not None
@@ -94,13 +94,16 @@ class VideoTransform:
             # frame, so mixed progressive/interlaced (PAFF, telecine edits) is handled per frame.
             deint = "all" if p.deinterlace == "all" else "interlaced"
             chain.append(g.add("bwdif", f"mode=send_frame:parity=auto:deint={deint}"))
-        # FFmpeg reports display rotation counter-clockwise; turn the pixels the same way.
+        # FFmpeg reports display rotation counter-clockwise; turn the pixels the same way, and
+        # flip them where the display matrix mirrors too (as the ffmpeg CLI's autorotate).
         if p.rotate == 90:
-            chain.append(g.add("transpose", "cclock"))
+            chain.append(g.add("transpose", "clock_flip" if p.mirror else "cclock"))
         elif p.rotate == 180:
-            chain += [g.add("hflip"), g.add("vflip")]
+            chain += [g.add("hflip")] if p.mirror else [g.add("hflip"), g.add("vflip")]
         elif p.rotate == 270:
-            chain.append(g.add("transpose", "clock"))
+            chain.append(g.add("transpose", "cclock_flip" if p.mirror else "clock"))
+        elif p.mirror:
+            chain.append(g.add("vflip"))
         if p.crop:
             chain.append(g.add("crop", f"{p.crop[0]}:{p.crop[1]}:0:0"))
         scale = f"{p.width}:{p.height}:flags=bicubic"

@@ -172,7 +172,7 @@ def stage_input_work(vp: VideoPlan, ist: av.video.stream.VideoStream) -> FrameWo
         return VideoTransform(replace(at_source, pix_fmt="rgb24"), ist.time_base)
     # SDR BT.709 first (geometry on the 10-bit samples, then the curve), then RGB of that
     sdr = host_transform(replace(at_source, pix_fmt="yuv420p"), ist, False, None)
-    to_rgb = VideoTransform(replace(at_source, rotate=0, crop=None, deinterlace="off",
+    to_rgb = VideoTransform(replace(at_source, rotate=0, mirror=False, crop=None, deinterlace="off",
                                     pix_fmt="rgb24", tonemap=None), ist.time_base)
 
     def work(frame: av.VideoFrame | None) -> list[av.VideoFrame]:
@@ -191,7 +191,7 @@ def after_stages_work(vp: VideoPlan, ist: av.video.stream.VideoStream,
     matrix = "bt709" if vp.tonemap is not None else encoder.matrix or (
         color.matrix_for(cc.colorspace, cc.height) if cc.colorspace not in (None, 0, 2) else None)
     # Tone mapping (if any) came before the stages: what is left is geometry and format
-    return VideoTransform(replace(vp, rotate=0, crop=None, deinterlace="off", tonemap=None),
+    return VideoTransform(replace(vp, rotate=0, mirror=False, crop=None, deinterlace="off", tonemap=None),
                           ist.time_base, encoder.full_range, matrix)
 
 

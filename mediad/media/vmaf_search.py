@@ -243,7 +243,7 @@ def _encode_trial(sample: Sample, vp: VideoPlan, dest: Path, input_name: str) ->
 
 def _trial_plan(vp: VideoPlan, quality: int) -> VideoPlan:
     """The plan's encoder at `quality`, for frames already converted."""
-    return replace(vp, quality=quality, rotate=0, crop=None, deinterlace="off", tonemap=None,
+    return replace(vp, quality=quality, rotate=0, mirror=False, crop=None, deinterlace="off", tonemap=None,
                    options={**vp.options, quality_option(vp.encoder): str(quality)})
 
 
