@@ -5,6 +5,7 @@ ffmpeg binary and its output read back by it, against what ffmpeg itself makes."
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from conftest import (
     FAST_PROFILE,
     camera_filter,
+    container_duration,
     ffmpeg,
     ffmpeg_bytes,
     ffmpeg_info,
@@ -125,3 +127,44 @@ def test_of_two_video_streams_the_one_ffmpeg_picks_is_kept(tmp_path: Path, flags
     size = re.compile(r"Video: .*?, (\d+x\d+)")
     assert size.search(ffmpeg_info(out))[1] == size.search(ffmpeg_info(theirs))[1]  # type: ignore[index]
     assert any("not kept: mediad keeps one video stream" in w for w in report["warnings"])
+
+
+def _end_trimmed(path: Path, seconds: float) -> Path:
+    """A 4 s MP4 whose edit list shows only its first `seconds` (a clip trimmed on a phone,
+    which rewrites the edit list and leaves the samples): the independent ffmpeg writes it,
+    and the edit list's, the movie's and the track's durations are set to the cut."""
+    whole = path.with_name("whole.mp4")
+    ffmpeg("-y", "-f", "lavfi", "-i", camera_filter((320, 180), 25), "-t", "4", "-c:v", "libx264",
+           "-preset", "veryfast", "-bf", "2", str(whole))
+    data = bytearray(whole.read_bytes())
+    ms = struct.pack(">I", round(seconds * 1000))  # ffmpeg's MP4s count the movie in ms
+    at = data.find(b"elst")
+    data[at + 12:at + 16] = ms  # the one edit's duration (version 0)
+    for box, offset in ((b"mvhd", 20), (b"tkhd", 24)):
+        at = data.find(box)
+        data[at + offset:at + offset + 4] = ms
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_an_mp4_trimmed_at_the_end_by_its_edit_list_copies_into_mp4(tmp_path: Path) -> None:
+    """QA: copied into MP4 it was refused ("the output's video lasts 4.000s but 2.520s went
+    into it"): every sample was copied, and the output's edit list hid the pre-roll only. What
+    the edit list leaves out at the end is not copied now; ffmpeg keeps those samples behind
+    an edit list of its own: the same pictures show."""
+    src = _end_trimmed(tmp_path / "trimmed.mp4", 2.5)
+    out, theirs = tmp_path / "out.mp4", tmp_path / "theirs.mp4"
+    profile = write_profile(tmp_path, 'container = "mp4"\n[video]\ncodec = "copy"\n')
+    report = transcode_report(str(src), "-p", str(profile), "-o", str(out), "--gpu", "none")
+    ffmpeg("-y", "-i", str(src), "-c", "copy", str(theirs))
+    assert report["warnings"] == []
+    assert abs(container_duration(out) - container_duration(theirs)) < 0.1
+    shown = [_shown(p) for p in (src, out, theirs)]
+    assert shown[0] <= shown[1] <= shown[2] and shown[2] - shown[0] <= 3
+
+
+def _shown(path: Path) -> int:
+    """How many pictures the independent ffmpeg shows of a file (edit lists applied)."""
+    return sum(1 for line in ffmpeg("-i", str(path), "-map", "0:v", "-fps_mode", "passthrough",
+                                    "-f", "framecrc", "-").stdout.splitlines()
+               if not line.startswith("#"))

@@ -72,6 +72,9 @@ class _CopiedVideo:
     keyed: bool = False  # the first packet the source marks a keyframe came
     before_key: Span = field(default_factory=Span)  # the packets before it
     unkeyed: int = 0
+    # Packets an MP4 edit list leaves out after what it shows, held until a shown one follows
+    # (it may need them); those left at the end are not written (below).
+    past_end: list[av.Packet] = field(default_factory=list)
 
     def warning(self) -> str | None:
         if not self.unkeyed:
@@ -386,13 +389,22 @@ class _Runner:
         I-frame that is no IDR and has no recovery point is not marked, so leaving them out as
         `ffmpeg -c copy` does lost pictures that decode). An MP4 edit list's pre-roll (marked
         discard) is copied, and counted only where the output shows it (Matroska has no edit
-        list: as with `ffmpeg -c copy`, it is shown)."""
+        list: as with `ffmpeg -c copy`, it is shown). What an edit list leaves out at the end
+        (a trimmed phone clip) is not copied, as `ffmpeg -c copy` leaves it out: an MP4's edit
+        list has no place to hide it, so the copy played the trimmed end (and was refused)."""
         if packet.size and not copied.keyed:
             if packet.is_keyframe:
                 copied.keyed = True
             else:
                 copied.unkeyed += 1
                 copied.before_key.add(packet.pts, packet.duration, packet.time_base)
+        if packet.size and packet.is_discard and copied.edit_list and copied.frames:
+            copied.past_end.append(packet)
+            return
+        if packet.size:  # a shown packet after them: they were no end (the flush packet is)
+            for held in copied.past_end:
+                self.copy(held, [copied.stream], copied.bsf)
+            copied.past_end.clear()
         if packet.size and not (packet.is_discard and copied.edit_list):
             copied.span.add(with_pts(packet).pts, packet.duration, packet.time_base)
             copied.frames += 1
