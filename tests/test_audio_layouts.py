@@ -43,7 +43,9 @@ def test_surround_audio_has_a_layout_decoders_name(tmp_path: Path, layout: str,
     src = _surround(tmp_path / "src.mkv", layout)
     out, theirs = tmp_path / "out.mkv", tmp_path / "theirs.mkv"
     profile = write_profile(tmp_path, f'[audio]\ncodec = "{codec}"\n')
-    transcode_report(str(src), "-p", str(profile), "-o", str(out), "--gpu", "none")
+    report = transcode_report(str(src), "-p", str(profile), "-o", str(out), "--gpu", "none")
+    # Without a bitrate: 64k a channel above stereo (it was 128k for all six).
+    assert report["plan"]["audio"][0]["bit_rate"] == 384_000
     # ffmpeg's libopus refuses 5.1(side) outright ("Invalid channel layout"): users give it 5.1.
     encoder = ["aac"] if codec == "aac" else ["libopus", "-af", "aformat=channel_layouts=5.1"]
     ffmpeg("-y", "-i", str(src), "-c:v", "copy", "-c:a", *encoder, str(theirs))

@@ -18,7 +18,6 @@ from mediad.formats import (
 from mediad.media.loudness import LoudnessTarget
 from mediad.media.media_info import MediaInfo
 from mediad.media.subtitles import codec_names, subtitle_kind
-from mediad.profile_base import parse_bitrate
 from mediad.profiles import AUDIO_MAX_BITRATE_PER_CHANNEL, Profile
 
 AUDIO_ENCODERS = {"aac": "aac", "opus": "libopus"}
@@ -71,7 +70,7 @@ def plan_audio(info: MediaInfo, profile: Profile, container: str) -> list[Stream
             reason = (f"{s.codec} does not fit {container}" if not fits
                       else f"profile asks for {target}")
             rate = 48000 if target == "opus" else s.sample_rate
-            bit_rate = parse_bitrate(a.bitrate)
+            bit_rate = a.bit_rate_for(channels)
             # The profile could only check its bitrate against 8 channels: cap it for this track
             # (libopus refuses more than its limit; FFmpeg's aac would cap it without a word).
             per_channel = AUDIO_MAX_BITRATE_PER_CHANNEL.get(target)
