@@ -15,11 +15,13 @@ TONES = (300, 500, 700, 60, 900, 1100)
 
 
 def _surround(path: Path, layout: str) -> Path:
-    """An AC-3 track (what DVD, Blu-ray and broadcast 5.1 is) of six tones in `layout`."""
-    tones = [arg for f in TONES for arg in ("-f", "lavfi", "-i", f"sine=f={f}:r=48000")]
-    inputs = "".join(f"[{i + 1}]" for i in range(6))
+    """An AC-3 track (what DVD, Blu-ray and broadcast 5.1 is) of one tone per channel in
+    `layout`."""
+    count = av.AudioLayout(layout).nb_channels
+    tones = [arg for f in TONES[:count] for arg in ("-f", "lavfi", "-i", f"sine=f={f}:r=48000")]
+    inputs = "".join(f"[{i + 1}]" for i in range(count))
     ffmpeg("-y", "-f", "lavfi", "-i", "testsrc2=s=160x90:r=25", *tones, "-filter_complex",
-           f"{inputs}join=inputs=6:channel_layout={layout}[a]", "-map", "0:v", "-map", "[a]",
+           f"{inputs}join=inputs={count}:channel_layout={layout}[a]", "-map", "0:v", "-map", "[a]",
            "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "ac3", str(path))
     return path
 
@@ -33,8 +35,10 @@ def _channels(path: Path) -> tuple[str, list[str], list[int]]:
     return frames[0].layout.name, [ch.name for ch in frames[0].layout.channels], tones
 
 
-@pytest.mark.parametrize("codec", ["aac", "opus"])
-@pytest.mark.parametrize("layout", ["5.1(side)", "5.1"])
+@pytest.mark.parametrize(("codec", "layout"), [
+    ("aac", "5.1(side)"), ("aac", "5.0(side)"), ("aac", "5.1"), ("opus", "5.1(side)"),
+    ("opus", "5.1"),
+])
 def test_surround_audio_has_a_layout_decoders_name(tmp_path: Path, layout: str,
                                                    codec: str) -> None:
     """QA: AC-3 5.1(side) (every DVD/Blu-ray/TV 5.1 track) re-encoded to AAC was written with
@@ -44,11 +48,12 @@ def test_surround_audio_has_a_layout_decoders_name(tmp_path: Path, layout: str,
     out, theirs = tmp_path / "out.mkv", tmp_path / "theirs.mkv"
     profile = write_profile(tmp_path, f'[audio]\ncodec = "{codec}"\n')
     report = transcode_report(str(src), "-p", str(profile), "-o", str(out), "--gpu", "none")
-    # Without a bitrate: 64k a channel above stereo (it was 128k for all six).
-    assert report["plan"]["audio"][0]["bit_rate"] == 384_000
+    channels = av.AudioLayout(layout).nb_channels
+    # Without a bitrate: 64k a channel above stereo (it was 128k for all of them).
+    assert report["plan"]["audio"][0]["bit_rate"] == 64_000 * channels
     # ffmpeg's libopus refuses 5.1(side) outright ("Invalid channel layout"): users give it 5.1.
     encoder = ["aac"] if codec == "aac" else ["libopus", "-af", "aformat=channel_layouts=5.1"]
     ffmpeg("-y", "-i", str(src), "-c:v", "copy", "-c:a", *encoder, str(theirs))
     assert "Guessed Channel Layout" not in ffmpeg_info(out)
     assert _channels(out) == _channels(theirs)
-    assert _channels(out)[0] == "5.1"
+    assert "channels" not in _channels(out)[0]  # a named layout

@@ -9,51 +9,38 @@ import av
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "3.0", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1",
                     8: "7.1"}
 _LAYOUT_OK: dict[tuple[str, str], bool] = {}
+# Layouts FFmpeg's AAC encoder opens with but does not list, and the one of its own the ffmpeg
+# CLI converts each to: written as they are, a program config element decoders read as
+# unnamed channels (AC-3 5.1(side), every DVD/Blu-ray/broadcast 5.1 track, came back as "6
+# channels"). It lists the back variants.
+_AAC_LAYOUTS = {"5.0(side)": "5.0", "5.1(side)": "5.1"}
 
 
 def _encoder_takes_layout(encoder: str, layout: str, sample_rate: int) -> bool:
-    """Whether audio `encoder` makes with `layout` decodes as that layout (PyAV does not list an
-    encoder's layouts; cached). Opening is not enough: FFmpeg's aac opens with any layout and
-    writes one it has no standard configuration for (5.1(side), the layout of every AC-3 5.1
-    track) in a program config element decoders read as unnamed channels ("6 channels")."""
+    """Whether `encoder` opens with `layout` (PyAV does not list an encoder's layouts; cached)."""
     key = (encoder, layout)
     if key not in _LAYOUT_OK:
         try:
-            _LAYOUT_OK[key] = _round_trip(encoder, layout, sample_rate) == av.AudioLayout(layout).name
-        except (av.FFmpegError, ValueError, IndexError, TypeError):
+            cc = av.CodecContext.create(encoder, "w")
+            cc.layout, cc.sample_rate = layout, sample_rate
+            cc.format = cc.codec.audio_formats[0] if cc.codec.audio_formats else "fltp"
+            cc.open()
+            _LAYOUT_OK[key] = True
+        except (av.FFmpegError, ValueError):
             _LAYOUT_OK[key] = False
     return _LAYOUT_OK[key]
-
-
-def _round_trip(encoder: str, layout: str, sample_rate: int) -> str | None:
-    """The layout one frame of silence from `encoder` decodes as."""
-    enc = av.CodecContext.create(encoder, "w")
-    enc.layout, enc.sample_rate = layout, sample_rate
-    enc.format = enc.codec.audio_formats[0] if enc.codec.audio_formats else "fltp"
-    enc.open()
-    frame = av.AudioFrame(format=enc.format.name, layout=layout, samples=enc.frame_size or 1024)
-    # Silence (numpy stays off a transcode's path). PyAV lists one plane too many for 8
-    # planar channels, and writing it crashes: only the channels' own planes are touched.
-    planes = av.AudioLayout(layout).nb_channels if enc.format.is_planar else 1
-    for plane in frame.planes[:planes]:
-        plane.update(bytes(plane.buffer_size))
-    frame.sample_rate, frame.pts = sample_rate, 0
-    dec = av.CodecContext.create(enc.codec.name, "r")
-    dec.extradata, dec.sample_rate = enc.extradata, sample_rate
-    for packet in [*enc.encode(frame), *enc.encode(None)]:
-        for decoded in dec.decode(packet):
-            return decoded.layout.name
-    return None
 
 
 def output_layout(channels: int, source: av.AudioLayout | None = None,
                   encoder: str | None = None, sample_rate: int = 48000) -> str:
     """The output layout: the source's when it has as many channels, a known channel order and
-    the encoder takes it (3.0 stays 3.0, quad stays quad); else the standard one for the count."""
+    the encoder takes it (3.0 stays 3.0, quad stays quad; for AAC, the one the ffmpeg CLI
+    converts it to); else the standard one for the count."""
     if source is not None and source.nb_channels == channels and encoder \
-            and "channels" not in source.name \
-            and _encoder_takes_layout(encoder, source.name, sample_rate):
-        return source.name
+            and "channels" not in source.name:
+        layout = _AAC_LAYOUTS.get(source.name, source.name) if encoder == "aac" else source.name
+        if _encoder_takes_layout(encoder, layout, sample_rate):
+            return layout
     return _DEFAULT_LAYOUTS.get(channels, f"{channels}c")
 
 
