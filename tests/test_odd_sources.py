@@ -4,6 +4,7 @@ ffmpeg binary and its output read back by it, against what ffmpeg itself makes."
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from pathlib import Path
@@ -110,16 +111,21 @@ def test_copying_dv_into_mkv_is_refused_in_one_line(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.mkv")) and not list(tmp_path.glob(".*part*"))
 
 
-@pytest.mark.parametrize("flags", ["first_default", "none_default"])
-def test_of_two_video_streams_the_one_ffmpeg_picks_is_kept(tmp_path: Path, flags: str) -> None:
-    """QA: of a 160x120 preview and the 320x240 picture, mediad kept the first stream, where
-    ffmpeg keeps the one flagged default, else the largest."""
+@pytest.mark.parametrize(("flags", "sizes"), [
+    ("first_default", ((160, 120), (320, 240))),
+    ("none_default", ((160, 120), (320, 240))),
+    ("first_default", ((160, 120), (2600, 2000))),  # 5.2 million pixels beat the flag
+], ids=["flagged_small", "unflagged", "flagged_small_vs_huge"])
+def test_of_two_video_streams_the_one_ffmpeg_picks_is_kept(
+        tmp_path: Path, flags: str, sizes: tuple[tuple[int, int], ...]) -> None:
+    """QA: of a 160x120 preview and the 320x240 picture, mediad kept the first stream; ffmpeg
+    scores each by its pixels, with 5 million more for the default flag."""
     src = tmp_path / "two.mkv"
     dispositions = ("-disposition:v:0", "0", "-disposition:v:1", "0") \
         if flags == "none_default" else ()
-    ffmpeg("-y", "-f", "lavfi", "-i", camera_filter((160, 120), 25), "-f", "lavfi", "-i",
-           camera_filter((320, 240), 25), "-t", "1", "-map", "0", "-map", "1", "-c:v", "libx264",
-           "-preset", "ultrafast", *dispositions, str(src))
+    ffmpeg("-y", "-f", "lavfi", "-i", camera_filter(sizes[0], 25), "-f", "lavfi", "-i",
+           camera_filter(sizes[1], 25), "-t", "0.2", "-map", "0", "-map", "1", "-c:v",
+           "libx264", "-preset", "ultrafast", *dispositions, str(src))
     out, theirs = tmp_path / "out.mp4", tmp_path / "theirs.mp4"
     report = transcode_report(str(src), "-p", str(write_profile(tmp_path, FAST_PROFILE)), "-o",
                               str(out), "--gpu", "none")
@@ -168,3 +174,34 @@ def _shown(path: Path) -> int:
     return sum(1 for line in ffmpeg("-i", str(path), "-map", "0:v", "-fps_mode", "passthrough",
                                     "-f", "framecrc", "-").stdout.splitlines()
                if not line.startswith("#"))
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "mkv"])
+def test_a_raw_stream_without_b_frames_is_copied_at_its_frame_rate(tmp_path: Path,
+                                                                   suffix: str) -> None:
+    """QA: a raw .h264 (a dashcam's, no B-frames) remuxed with a copy profile came out with
+    its packets one tick apart: 50 frames in 0.04 s, reported a success. ffmpeg -c copy times
+    them by the frame rate."""
+    src = tmp_path / "dashcam.h264"
+    ffmpeg("-y", "-f", "lavfi", "-i", camera_filter((320, 180), 25), "-t", "2", "-c:v",
+           "libx264", "-bf", "0", str(src))
+    out = tmp_path / f"out.{suffix}"
+    profile = write_profile(tmp_path, f'container = "{suffix}"\n[video]\ncodec = "copy"\n')
+    report = transcode_report(str(src), "-p", str(profile), "-o", str(out), "--gpu", "none")
+    assert len(packet_times(out, "0:v:0")) == 50
+    assert abs(stream_span(out, "0:v:0") - 2.0) < 0.05
+    assert abs(report["outputs"][0]["duration"] - 2.0) < 0.05
+
+
+def test_a_raw_stream_with_b_frames_is_refused_for_copying_in_one_line(tmp_path: Path) -> None:
+    """With B-frames a raw stream has no timestamps to copy it by (ffmpeg writes MKV not at
+    all and MP4 with pictures lost): it was a 'corrupt' failure (EINVAL at the muxer)."""
+    src = tmp_path / "b.h264"
+    ffmpeg("-y", "-f", "lavfi", "-i", camera_filter((320, 180), 25), "-t", "1", "-c:v",
+           "libx264", "-bf", "2", str(src))
+    profile = write_profile(tmp_path, '[video]\ncodec = "copy"\n')
+    res = run_cli("transcode", str(src), "-p", str(profile), "-o", str(tmp_path / "o.mp4"),
+                  "--gpu", "none", "--json")
+    assert res.returncode != 0
+    assert json.loads(res.stdout)["reason"] == "unsupported"
+    assert "raw stream with B-frames" in res.stderr and "Traceback" not in res.stderr

@@ -75,6 +75,7 @@ class _CopiedVideo:
     # Packets an MP4 edit list leaves out after what it shows, held until a shown one follows
     # (it may need them); those left at the end are not written (below).
     past_end: list[av.Packet] = field(default_factory=list)
+    next_ts: int = 0  # a raw stream's packets have no timestamps: each follows the one before
 
     def warning(self) -> str | None:
         if not self.unkeyed:
@@ -392,6 +393,9 @@ class _Runner:
         list: as with `ffmpeg -c copy`, it is shown). What an edit list leaves out at the end
         (a trimmed phone clip) is not copied, as `ffmpeg -c copy` leaves it out: an MP4's edit
         list has no place to hide it, so the copy played the trimmed end (and was refused)."""
+        if packet.size and packet.pts is None and packet.dts is None and packet.duration:
+            packet.pts = packet.dts = copied.next_ts  # no B-frames: the plan refused those
+            copied.next_ts += packet.duration
         if packet.size and not copied.keyed:
             if packet.is_keyframe:
                 copied.keyed = True

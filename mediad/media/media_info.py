@@ -49,6 +49,7 @@ class VideoInfo:
     language: str | None
     dispositions: list[str] = field(default_factory=list)
     mirrored: bool = False  # the display matrix also flips the picture, as well as `rotation`
+    reordered: bool = False  # B-frames: decode order is not display order
 
     @property
     def interlaced(self) -> bool:
@@ -119,11 +120,16 @@ class DataInfo:
 
 
 def main_of(videos: list[VideoInfo]) -> VideoInfo | None:
-    """ffmpeg's default pick of a video stream: one flagged default before others, then the
-    most pixels, the first of equals (a file whose first video stream is an unflagged 160x120
-    preview kept the preview)."""
-    return max(videos, key=lambda v: ("default" in v.dispositions, v.width * v.height),
+    """ffmpeg's default pick of a video stream (a file whose first video stream is a 160x120
+    preview kept the preview): the highest `pick_score`, the first of equals."""
+    return max(videos, key=lambda v: pick_score(v.width, v.height, "default" in v.dispositions),
                default=None)
+
+
+def pick_score(width: int, height: int, default: bool) -> int:
+    """The ffmpeg CLI's score of a video stream for its automatic pick: its pixels, and 5
+    million more for the default flag (a flagged 720p beats an unflagged 1080p; 4K beats it)."""
+    return width * height + 5_000_000 * default
 
 
 @dataclass(frozen=True)
@@ -147,6 +153,8 @@ class MediaInfo:
     start_time: float | None = None
     # The format's clock may jump (MPEG-TS/PS: splices, joined recordings, resets).
     discontinuous: bool = False
+    # False for raw streams (.h264, .hevc): no container, no timestamps on the packets.
+    timestamps: bool = True
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -174,6 +174,10 @@ def _plan_video(info: MediaInfo, profile: Profile, container: str, caps: Capabil
     warnings: list[str] = []
     allowed = CONTAINER_VIDEO[container]
     if vs.codec == "copy":
+        if not info.timestamps and v.reordered:
+            raise MediadError(f"{info.path}: video #{v.index} ({v.codec}) is a raw stream with "
+                              "B-frames: it has no timestamps to copy it by (re-encode it)",
+                              reason=Reason.UNSUPPORTED)
         if v.codec not in allowed if allowed is not None \
                 else not muxer_takes(CONTAINER_FORMAT[container], v.codec):
             raise no_fit(info, f"video #{v.index} ({v.codec}, copied)", container,
@@ -379,8 +383,8 @@ def make_plan(info: MediaInfo, profile: Profile, caps: Capabilities, output: Pat
     notes += timecode_notes
     warnings += data_warnings
     warnings += [f"video #{extra.index} ({extra.codec} {extra.width}x{extra.height}) not kept: "
-                 f"mediad keeps one video stream, #{v.index} (as ffmpeg picks: "
-                 "flagged default, else the largest)"
+                 f"mediad keeps one video stream, #{v.index} (as ffmpeg picks: by its "
+                 "pixels, the default flag counting 5 million)"
                  for extra in info.video if extra is not v]
     if video.action == "encode":
         if video.tonemap is not None:

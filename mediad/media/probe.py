@@ -26,6 +26,7 @@ from mediad.media.media_info import (
     SubtitleInfo,
     VideoInfo,
     main_of,
+    pick_score,
 )
 from mediad.media.pinned import read_path
 from mediad.media.reading import read_packets
@@ -301,9 +302,9 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
     covers: list[CoverArtInfo] = []
     data: list[DataInfo] = []
     pictures = [s for s in c.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
-    main = max(pictures, key=lambda s: (bool(s.disposition & av.stream.Disposition.default),
-                                        s.codec_context.width * s.codec_context.height),
-               default=None)  # main_of's pick, made before any is decoded
+    main = max(pictures, key=lambda s: pick_score(  # main_of's pick, before any is decoded
+        s.codec_context.width, s.codec_context.height,
+        bool(s.disposition & av.stream.Disposition.default)), default=None)
     for s in c.streams:
         start = _seconds(s.start_time, s.time_base)
         if s.type == "video":
@@ -330,6 +331,7 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
                 start_time=start, duration=_stream_duration(s), frames=s.frames or None,
                 bit_rate=cc.bit_rate or _int_tag(s.metadata, "BPS", "BPS-eng"),
                 bit_rate_estimate=None, rotation=first.rotation, mirrored=first.mirrored,
+                reordered=bool(cc.has_b_frames),
                 sample_aspect_ratio=f"{sar.numerator}/{sar.denominator}",
                 display_aspect_ratio=_aspect(cc.width, cc.height, sar),
                 container_aspect=sar != coded,
@@ -381,7 +383,8 @@ def _probe_container(path: Path, c: av.container.InputContainer) -> MediaInfo:
         bit_rate=file_rate, video=videos, audio=audios, subtitles=subs,
         attachments=attachments, cover_art=covers, data=data,
         timecode=_timecode(c, videos, data), chapters=len(c.chapters()),
-        start_time=start, metadata=dict(c.metadata), discontinuous=discontinuous)
+        start_time=start, metadata=dict(c.metadata), discontinuous=discontinuous,
+        timestamps=not c.format.flags & av.format.Flags.no_timestamps.value)
 
 
 # FFmpeg's colour enums (libavutil/pixfmt.h), named as ffprobe names them.
