@@ -14,7 +14,7 @@ from mediad.formats import CONTAINER_AUDIO, CONTAINER_FORMAT, CONTAINER_SUBTITLE
 # Matroska takes any codec id with a Matroska codec string; FFmpeg's query answers from a
 # narrower table. These are written by its muxer all the same (copied in tests/test_streams.py
 # and tests/test_subtitles.py, or FFmpeg's codec names differ: DTS is "dca").
-_MATROSKA_BEYOND_QUERY = {"dts", "hdmv_pgs_subtitle", "dvd_subtitle"}
+_MATROSKA_BEYOND_QUERY = {"dts", "hdmv_pgs_subtitle", "dvd_subtitle", "dvb_subtitle"}
 
 
 @pytest.mark.parametrize("container", sorted(CONTAINER_FORMAT))

@@ -138,7 +138,9 @@ def test_a_second_video_stream_is_named_as_not_kept(tmp_path: Path) -> None:
                     out.mux(packet)
     plan = make_plan(probe(src), load_profile("h264"), no_gpu("none"), OUT)
     assert plan.decode.stream == 0
-    assert plan.warnings == ["video #1 (h264 320x180) not kept: mediad keeps one video stream, #0"]
+    assert plan.warnings == ["video #1 (h264 320x180) not kept: mediad keeps one video stream, "
+                             "#0 (as ffmpeg picks: by its pixels, the default flag counting 5 "
+                             "million)"]
 
 
 def test_opus_bitrate_is_capped_per_track_channels() -> None:
