@@ -235,6 +235,13 @@ def ffmpeg_info(path: Path) -> str:
     return ffmpeg("-i", str(path), check=False).stderr
 
 
+def decoded_frames(path: Path) -> int:
+    """How many video frames the independent ffmpeg decodes (and shows, edit lists applied)."""
+    lines = ffmpeg("-v", "error", "-i", str(path), "-map", "0:v", "-fps_mode", "passthrough",
+                   "-f", "framecrc", "-").stdout.splitlines()
+    return sum(1 for ln in lines if ln and not ln.startswith("#"))
+
+
 def container_duration(path: Path) -> float:
     """The file's duration as the independent ffmpeg's header line gives it."""
     m = re.search(r"Duration: (\d+):(\d+):([\d.]+)", ffmpeg_info(path))

@@ -21,6 +21,7 @@ from conftest import (
     camera_filter,
     container_duration,
     damaged_ts,
+    decoded_frames,
     ffmpeg,
     ffmpeg_bytes,
     ffmpeg_info,
@@ -432,13 +433,6 @@ def test_a_span_ends_where_its_last_shown_frame_ends() -> None:
     assert span.end_seconds == 7.961
 
 
-def _decoded_frames(path: Path) -> int:
-    """How many video frames the independent ffmpeg decodes (and shows) from a file."""
-    lines = ffmpeg("-v", "error", "-i", str(path), "-map", "0:v", "-fps_mode", "passthrough",
-                   "-f", "framecrc", "-").stdout.splitlines()
-    return sum(1 for ln in lines if ln and not ln.startswith("#"))
-
-
 def _packets(path: Path) -> list[str]:
     """The independent ffmpeg's framecrc line of every video packet (F=0x0: not a keyframe)."""
     return [ln for ln in ffmpeg("-v", "error", "-i", str(path), "-map", "0:v", "-c", "copy",
@@ -472,21 +466,21 @@ def test_copied_video_from_a_cut_recording_loses_nothing_and_reports_what_is_sho
         out = tmp_path / f"{source.stem}.mp4"
         report = transcode_report(str(source), "-p", str(copy), "-o", str(out), "--gpu", "none")
         assert len(_packets(out)) == len(_packets(source))  # every packet copied
-        assert _decoded_frames(out) == _decoded_frames(source) > 60  # no picture lost
+        assert decoded_frames(out) == decoded_frames(source) > 60  # no picture lost
         # Counted as shown where an edit list hides the first (reordered) ones; a packet
         # before the first keyframe may not decode, which a copy cannot know
-        assert _decoded_frames(out) <= report["outputs"][0]["frames"] <= len(_packets(out))
+        assert decoded_frames(out) <= report["outputs"][0]["frames"] <= len(_packets(out))
         assert any("come before the first keyframe the source marks" in w
                    for w in report["warnings"]), report["warnings"]
     for out in ("e.mp4", "e.mkv"):
         report = transcode_report(str(edited), "-p", str(copy), "-o", str(tmp_path / out),
                                   "--gpu", "none")
-        shown = _decoded_frames(tmp_path / out)
+        shown = decoded_frames(tmp_path / out)
         assert report["outputs"][0]["frames"] == shown, (out, report["outputs"][0], shown)
         assert abs(report["outputs"][0]["duration"] - shown / 30) < 0.05  # 30 fps, no gaps
         assert not any("keyframe" in w for w in report["warnings"]), report["warnings"]
-    assert _decoded_frames(tmp_path / "e.mp4") == _decoded_frames(edited)  # the cut, as it shows
-    assert _decoded_frames(tmp_path / "e.mkv") > _decoded_frames(edited)  # Matroska shows all
+    assert decoded_frames(tmp_path / "e.mp4") == decoded_frames(edited)  # the cut, as it shows
+    assert decoded_frames(tmp_path / "e.mkv") > decoded_frames(edited)  # Matroska shows all
 
 
 def test_a_copied_intra_refresh_recording_cut_mid_stream_is_not_refused(
@@ -503,5 +497,5 @@ def test_a_copied_intra_refresh_recording_cut_mid_stream_is_not_refused(
     out = tmp_path / "copied.mkv"
     report = transcode_report(str(cut), "-p", str(write_profile(tmp_path, COPY_MKV, "copy")),
                               "-o", str(out), "--gpu", "none")
-    assert _decoded_frames(out) == _decoded_frames(cut) > 30  # what ffmpeg shows of the cut
+    assert decoded_frames(out) == decoded_frames(cut) > 30  # what ffmpeg shows of the cut
     assert report["outputs"][0]["frames"] == len(_packets(out))

@@ -19,6 +19,7 @@ import av
 from av.subtitles.subtitle import SubtitleSet
 
 from mediad import log
+from mediad.media.timing import from_zero
 
 # Packets leave the converter in AV_TIME_BASE units; the muxer rescales them to its own tick.
 _US = Fraction(1, 1_000_000)
@@ -183,10 +184,9 @@ class SubtitleConverter:
 
     def _emit(self, cue: _Cue) -> list[av.Packet]:
         assert cue.duration is not None
-        if cue.start < 0:  # it started before the output (a cue ahead of the picture)
-            if cue.start + cue.duration <= 0:
-                return []  # over before the output starts: nothing of it is shown
-            cue.start, cue.duration = 0, cue.start + cue.duration  # its shown rest, from 0
+        if (shown := from_zero(cue.start, cue.duration)) is None:
+            return []  # over before the output starts (a cue ahead of the picture)
+        cue.start, cue.duration = shown
         if cue.start < self._last_start:  # muxers refuse timestamps that go back
             self._skip(cue.start, "out of order")
             return []

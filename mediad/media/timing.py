@@ -160,17 +160,23 @@ class Timeline:
         return lines
 
 
+def from_zero(start: int, duration: int) -> tuple[int, int] | None:
+    """A subtitle cue on the output's timeline, which starts at 0: None when it is over before
+    0 (a cue ahead of the picture, which muxers would move everything late for); one that
+    started before 0 starts there, with what is left of it."""
+    if start >= 0:
+        return start, duration
+    return (0, start + duration) if start + duration > 0 else None
+
+
 def cue_from_zero(packet: av.Packet) -> bool:
-    """A copied subtitle cue on the output's timeline, which starts at 0: False when it is over
-    before 0 (a cue ahead of the picture, which muxers would move everything late for); one
-    that started before 0 starts there, with what is left of it."""
-    if packet.pts is None or packet.pts >= 0:
+    """A copied subtitle packet through `from_zero`, in place: False when it is left out."""
+    if packet.pts is None:
         return True
-    end = packet.pts + (packet.duration or 0)
-    if end <= 0:
-        return False
-    packet.pts, packet.dts, packet.duration = 0, 0, end
-    return True
+    cue = from_zero(packet.pts, packet.duration or 0)
+    if cue is not None and cue[0] != packet.pts:
+        packet.pts, packet.dts, packet.duration = 0, 0, cue[1]
+    return cue is not None
 
 
 class Span:
@@ -186,15 +192,14 @@ class Span:
     halves it) is converted exactly.
     """
 
-    __slots__ = ("time_base", "first", "last", "shown_end", "tail", "recent")
+    __slots__ = ("time_base", "first", "last", "shown_end", "recent")
 
     def __init__(self) -> None:
         self.time_base: Fraction | None = None
         self.first: int | Fraction | None = None
         self.last: int | Fraction | None = None  # the largest pts
         self.shown_end: int | Fraction | None = None  # where the frame at `last` ends
-        self.tail: int | Fraction | None = None  # where the last one added ends
-        # The furthest any of the last few added reaches: frames decoded from an MP4 carry its
+        # Where the last few added end, the last one last. The furthest of them reaches: frames decoded from an MP4 carry its
         # decode-time steps, so a held last picture may sit on a frame shown a reorder or two
         # before the last (only the last few: mid-stream, a frame shown after a gap but decoded
         # before it carries the gap's seconds, which are no hold).
@@ -217,15 +222,14 @@ class Span:
             self.last, self.shown_end = start, stop
         elif start == self.last and stop > self.shown_end:  # type: ignore[operator]
             self.shown_end = stop
-        self.tail = stop
         self.recent.append(stop)
 
     @property
     def end(self) -> int | Fraction | None:
         """The end, in ticks: the later of the last shown frame's and the last one added's."""
-        if self.shown_end is None or self.tail is None:
+        if self.shown_end is None:
             return None
-        return max(self.shown_end, self.tail)
+        return max(self.shown_end, self.recent[-1])  # the last one added ends there
 
     @property
     def start_seconds(self) -> float | None:

@@ -235,7 +235,7 @@ def verify_output(path: Path, video: Span | None, audio: list[float | None],
     hold_lost = None
     if video is not None and _same_frames(video, starts) and info.duration is not None \
             and want is not None:
-        reach = max(video.reach_seconds or want, want)
+        reach = video.reach_seconds or want
         if info.duration < reach - DURATION_TOLERANCE_S:
             hold_lost = reach - info.duration  # the held last picture's seconds, not frames
             want = info.duration
