@@ -4,6 +4,7 @@ ffmpeg binary and its output read back by it, against what ffmpeg itself makes."
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from pathlib import Path
@@ -167,3 +168,35 @@ def test_an_mp4_trimmed_at_the_end_by_its_edit_list_copies_into_mp4(tmp_path: Pa
     assert abs(container_duration(out) - container_duration(theirs)) < 0.1
     shown = [decoded_frames(p) for p in (src, out, theirs)]
     assert shown[0] <= shown[1] <= shown[2] and shown[2] - shown[0] <= 3
+
+
+
+@pytest.mark.parametrize("suffix", ["mp4", "mkv"])
+def test_a_raw_stream_without_b_frames_is_copied_at_its_frame_rate(tmp_path: Path,
+                                                                   suffix: str) -> None:
+    """QA: a raw .h264 (a dashcam's, no B-frames) remuxed with a copy profile came out with
+    its packets one tick apart: 50 frames in 0.04 s, reported a success. ffmpeg -c copy times
+    them by the frame rate."""
+    src = tmp_path / "dashcam.h264"
+    ffmpeg("-y", "-f", "lavfi", "-i", camera_filter((320, 180), 25), "-t", "2", "-c:v",
+           "libx264", "-bf", "0", str(src))
+    out = tmp_path / f"out.{suffix}"
+    profile = write_profile(tmp_path, f'container = "{suffix}"\n[video]\ncodec = "copy"\n')
+    report = transcode_report(str(src), "-p", str(profile), "-o", str(out), "--gpu", "none")
+    assert len(packet_times(out, "0:v:0")) == 50
+    assert abs(stream_span(out, "0:v:0") - 2.0) < 0.05
+    assert abs(report["outputs"][0]["duration"] - 2.0) < 0.05
+
+
+def test_a_raw_stream_with_b_frames_is_refused_for_copying_in_one_line(tmp_path: Path) -> None:
+    """With B-frames a raw stream has no timestamps to copy it by (ffmpeg writes MKV not at
+    all and MP4 with pictures lost): it was a 'corrupt' failure (EINVAL at the muxer)."""
+    src = tmp_path / "b.h264"
+    ffmpeg("-y", "-f", "lavfi", "-i", camera_filter((320, 180), 25), "-t", "1", "-c:v",
+           "libx264", "-bf", "2", str(src))
+    profile = write_profile(tmp_path, '[video]\ncodec = "copy"\n')
+    res = run_cli("transcode", str(src), "-p", str(profile), "-o", str(tmp_path / "o.mp4"),
+                  "--gpu", "none", "--json")
+    assert res.returncode != 0
+    assert json.loads(res.stdout)["reason"] == "unsupported"
+    assert "raw stream with B-frames" in res.stderr and "Traceback" not in res.stderr
